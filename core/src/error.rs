@@ -1,0 +1,107 @@
+//! The core crate's one error type: a kind callers match on, plus a message naming the thing
+//! that failed.
+
+/// How a caller should react to an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request was wrong; retrying it unchanged fails again.
+    BadInput,
+    /// The named thing does not exist.
+    NotFound,
+    /// The request conflicts with current state (precondition, incompatible schema).
+    Conflict,
+    /// A transient condition (overload, shutdown in progress); retrying may succeed.
+    Unavailable,
+    /// Storage is damaged or an invariant broke; needs an operator.
+    Corrupt,
+    /// An I/O or internal failure.
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    BadInput(String),
+    /// Bad input in a named field of a request (`mutations[3].key`).
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Corrupt(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("index {context}: {source}")]
+    Index {
+        context: &'static str,
+        #[source]
+        source: Box<redb::Error>,
+    },
+    #[error("avro: {0}")]
+    Avro(String),
+    /// A schema registry error with its Confluent error code (40401, 42201, 409, ...).
+    #[error("{message}")]
+    Registry { code: u32, message: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::BadInput(_) | Error::Invalid { .. } => ErrorKind::BadInput,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Conflict(_) => ErrorKind::Conflict,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Corrupt(_) => ErrorKind::Corrupt,
+            Error::Registry { code, .. } => match code / 100 {
+                404 => ErrorKind::NotFound,
+                422 => ErrorKind::BadInput,
+                4 => ErrorKind::Conflict,
+                _ => ErrorKind::Internal,
+            },
+            Error::Io { .. } | Error::Index { .. } | Error::Avro(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// An I/O error on a path, with what we were doing.
+    pub fn io(what: &str, path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io {
+            context: format!("{what} {}", path.display()),
+            source,
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn index(context: &'static str, source: impl Into<redb::Error>) -> Self {
+        Error::Index {
+            context,
+            source: Box::new(source.into()),
+        }
+    }
+}
+
+/// Attach a path and an action to I/O results.
+pub trait IoContext<T> {
+    fn ctx(self, what: &str, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, what: &str, path: &std::path::Path) -> Result<T> {
+        self.map_err(|e| Error::io(what, path, e))
+    }
+}

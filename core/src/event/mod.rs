@@ -1,0 +1,155 @@
+//! Object events: the one record type written to the `objects` topic.
+
+mod state;
+mod types;
+
+pub use state::{Head, ObjectState, StringMap};
+pub use types::EventType;
+
+use uuid::Uuid;
+
+use crate::time::format_us;
+
+/// One change to one object. The top-level fields hold the object AFTER the change; `previous`
+/// holds it BEFORE (absent when the object did not exist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEvent {
+    /// UUIDv7, the idempotency key for every consumer.
+    pub event_id: Uuid,
+    pub event_type: EventType,
+    /// Microseconds since the epoch, UTC.
+    pub event_time: i64,
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    /// Strictly increasing per bucket/key.
+    pub sequence: i64,
+    /// `None` when the object no longer exists after this event.
+    pub size: Option<i64>,
+    pub etag: Option<String>,
+    pub content_type: Option<String>,
+    pub sha256: Option<String>,
+    pub metadata: StringMap,
+    pub tags: StringMap,
+    pub storage_class: Option<String>,
+    pub requester: Option<String>,
+    pub source_ip: Option<String>,
+    pub request_id: Option<String>,
+    pub region: Option<String>,
+    pub node: Option<String>,
+    pub previous: Option<ObjectState>,
+}
+
+impl ObjectEvent {
+    /// An event whose object fields come from `after` (absent after a removal); request
+    /// context and `previous` start empty.
+    pub fn new(
+        event_id: Uuid,
+        event_type: EventType,
+        event_time: i64,
+        bucket: String,
+        key: String,
+        sequence: i64,
+        after: Option<ObjectState>,
+    ) -> ObjectEvent {
+        let mut e = ObjectEvent {
+            event_id,
+            event_type,
+            event_time,
+            bucket,
+            key,
+            version_id: None,
+            sequence,
+            size: None,
+            etag: None,
+            content_type: None,
+            sha256: None,
+            metadata: StringMap::new(),
+            tags: StringMap::new(),
+            storage_class: None,
+            requester: None,
+            source_ip: None,
+            request_id: None,
+            region: None,
+            node: None,
+            previous: None,
+        };
+        if let Some(a) = after {
+            e.version_id = a.version_id;
+            e.size = Some(a.size);
+            e.etag = a.etag;
+            e.content_type = a.content_type;
+            e.sha256 = a.sha256;
+            e.metadata = a.metadata;
+            e.tags = a.tags;
+            e.storage_class = a.storage_class;
+        }
+        e
+    }
+
+    /// The log key: `bucket/key`, so one object's events share a partition and keep their order.
+    pub fn log_key(&self) -> String {
+        log_key(&self.bucket, &self.key)
+    }
+
+    /// The object as it exists after this event (`None` after a removal).
+    pub fn after_state(&self) -> Option<ObjectState> {
+        let size = self.size?;
+        Some(ObjectState {
+            version_id: self.version_id.clone(),
+            sequence: self.sequence,
+            size,
+            etag: self.etag.clone(),
+            content_type: self.content_type.clone(),
+            sha256: self.sha256.clone(),
+            metadata: self.metadata.clone(),
+            tags: self.tags.clone(),
+            storage_class: self.storage_class.clone(),
+            last_modified: self.event_time,
+        })
+    }
+
+    /// The head this event leaves behind for its key.
+    pub fn head(&self) -> Head {
+        Head {
+            sequence: self.sequence,
+            event_id: self.event_id,
+            state: self.after_state(),
+        }
+    }
+
+    /// JSON view used by `log tail --json`, the HTTP API and the webhook payloads.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "event_id": self.event_id.to_string(),
+            "event_type": self.event_type.as_str(),
+            "event_time": format_us(self.event_time),
+            "bucket": self.bucket,
+            "key": self.key,
+            "version_id": self.version_id,
+            "sequence": self.sequence,
+            "size": self.size,
+            "etag": self.etag,
+            "content_type": self.content_type,
+            "sha256": self.sha256,
+            "metadata": self.metadata,
+            "tags": self.tags,
+            "storage_class": self.storage_class,
+            "requester": self.requester,
+            "source_ip": self.source_ip,
+            "request_id": self.request_id,
+            "region": self.region,
+            "node": self.node,
+            "previous": self.previous.as_ref().map(ObjectState::to_json),
+        })
+    }
+}
+
+/// `bucket/key`. Bucket names cannot contain `/`, so the first `/` splits the two again.
+pub fn log_key(bucket: &str, key: &str) -> String {
+    let mut s = String::with_capacity(bucket.len() + 1 + key.len());
+    s.push_str(bucket);
+    s.push('/');
+    s.push_str(key);
+    s
+}

@@ -1,0 +1,200 @@
+//! Ingest: validated mutations become object events. Under one lock, each mutation is checked
+//! against its key's head (current state and sequence), turned into an event with the next
+//! sequence and the previous state, encoded, and queued to the log in order; the caller is
+//! answered only once the log says the events are durable.
+//!
+//! The heads live in memory: the index's heads plus the log records the index has not applied
+//! yet, so sequences continue correctly after a restart even when the index lags.
+
+mod mutation;
+
+pub use mutation::{BatchLimits, Mutation, Op, parse_batch, validate_bucket, validate_key};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::codec::EventCodec;
+use crate::event::{EventType, Head, ObjectEvent, ObjectState, log_key};
+use crate::index::ObjectIndex;
+use crate::log::{Log, NewRecord, Position};
+use crate::time::now_us;
+use crate::{Error, OBJECTS_TOPIC, Result};
+
+/// Who made a request and from where; copied into every event of the request.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub requester: Option<String>,
+    pub source_ip: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// Where this node is; copied into every event it accepts.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub node: Option<String>,
+    pub region: Option<String>,
+}
+
+/// The outcome of one mutation: where its event landed, or why it was refused.
+#[derive(Debug)]
+pub struct Accepted {
+    pub event_id: Uuid,
+    pub position: Position,
+}
+
+pub struct Ingestor {
+    log: Arc<dyn Log>,
+    codec: Arc<EventCodec>,
+    origin: Origin,
+    heads: Mutex<HashMap<String, Head>>,
+    /// Set when an append failed after heads were updated: heads may now be ahead of the log,
+    /// so no further mutation is accepted until a restart rebuilds them.
+    failed: Mutex<Option<String>>,
+}
+
+impl Ingestor {
+    /// Heads from the index, then every record the index has not applied yet.
+    pub async fn recover(log: Arc<dyn Log>, codec: Arc<EventCodec>, index: &ObjectIndex, origin: Origin) -> Result<Ingestor> {
+        let mut heads = index.heads()?;
+        let applied = index.applied()?;
+        for p in 0..log.partitions(OBJECTS_TOPIC)? {
+            let range = log.offsets(OBJECTS_TOPIC, p).await?;
+            let mut next = applied.get(&p).copied().unwrap_or(range.start).max(range.start);
+            while next < range.end {
+                let records = log.read(OBJECTS_TOPIC, p, next, 50_000, Duration::ZERO).await?;
+                let Some(last) = records.last() else { break };
+                next = last.offset + 1;
+                for rec in records {
+                    let event = codec.decode(&rec.value)?;
+                    if event.event_type.mutates_object() {
+                        heads.insert(event.log_key(), event.head());
+                    }
+                }
+            }
+        }
+        Ok(Ingestor {
+            log,
+            codec,
+            origin,
+            heads: Mutex::new(heads),
+            failed: Mutex::new(None),
+        })
+    }
+
+    /// Apply a batch in order. The outer error is for the whole batch (log unavailable); the
+    /// inner ones are per mutation (object missing, version precondition failed).
+    pub async fn apply(&self, mutations: Vec<Mutation>, ctx: &RequestContext) -> Result<Vec<Result<Accepted>>> {
+        if let Some(msg) = self.failed.lock().unwrap().clone() {
+            return Err(Error::Unavailable(msg));
+        }
+        let now = now_us();
+        let mut outcomes = Vec::with_capacity(mutations.len());
+        let mut records = Vec::with_capacity(mutations.len());
+        let append = {
+            let mut heads = self.heads.lock().unwrap();
+            for m in mutations {
+                let key = log_key(&m.bucket, &m.key);
+                match self.event_for(m, heads.get(&key), ctx, now) {
+                    Ok(event) => {
+                        let mut value = Vec::with_capacity(256);
+                        self.codec.encode(&event, &mut value);
+                        outcomes.push(Ok((event.event_id, records.len())));
+                        records.push(NewRecord::new(Bytes::from(key.clone()), value));
+                        heads.insert(key, event.head());
+                    }
+                    Err(e) => outcomes.push(Err(e)),
+                }
+            }
+            // Queued while the lock is held, so log order per key follows sequence order.
+            (!records.is_empty()).then(|| self.log.append(OBJECTS_TOPIC, records))
+        };
+        let positions = match append {
+            Some(fut) => match fut.await {
+                Ok(p) => p,
+                Err(e) => {
+                    let msg = format!("a log append failed ({e}); restart the server to recover");
+                    *self.failed.lock().unwrap() = Some(msg);
+                    return Err(e);
+                }
+            },
+            None => Vec::new(),
+        };
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.map(|(event_id, i)| Accepted { event_id, position: positions[i] }))
+            .collect())
+    }
+
+    fn event_for(&self, m: Mutation, head: Option<&Head>, ctx: &RequestContext, now: i64) -> Result<ObjectEvent> {
+        let current = head.and_then(|h| h.state.as_ref());
+        let sequence = head.map_or(0, |h| h.sequence) + 1;
+        let event_time = m.event_time.unwrap_or(now);
+        let path = format!("{}/{}", m.bucket, m.key);
+        if m.op != Op::Put {
+            let Some(cur) = current else {
+                return Err(Error::NotFound(format!("object {path} does not exist")));
+            };
+            if let Some(expected) = &m.version_id
+                && cur.version_id.as_ref() != Some(expected)
+            {
+                return Err(Error::Conflict(format!(
+                    "version_id '{expected}' is not the current version of {path} (current: {})",
+                    cur.version_id.as_deref().unwrap_or("null")
+                )));
+            }
+        }
+        let event_type = match m.op {
+            Op::Put => EventType::ObjectCreatedPut,
+            Op::Delete => EventType::ObjectRemovedDelete,
+            Op::Tag => EventType::ObjectTaggingPut,
+            Op::Untag => EventType::ObjectTaggingDelete,
+            Op::Metadata => EventType::ObjectMetadataUpdate,
+        };
+        let after = match m.op {
+            Op::Put => Some(ObjectState {
+                version_id: m.version_id,
+                sequence,
+                size: m.size.expect("validated: put has a size"),
+                etag: m.etag,
+                content_type: m.content_type,
+                sha256: m.sha256,
+                metadata: m.metadata.unwrap_or_default(),
+                tags: m.tags.unwrap_or_default(),
+                storage_class: m.storage_class,
+                last_modified: event_time,
+            }),
+            Op::Delete => None,
+            // Attribute changes keep the version and content; `current` exists (checked above).
+            Op::Tag | Op::Untag | Op::Metadata => current.cloned().map(|mut s| {
+                match m.op {
+                    Op::Tag => s.tags = m.tags.unwrap_or_default(),
+                    Op::Untag => s.tags.clear(),
+                    _ => {
+                        s.metadata = m.metadata.unwrap_or_default();
+                        if m.content_type.is_some() {
+                            s.content_type = m.content_type;
+                        }
+                    }
+                }
+                s
+            }),
+        };
+        let mut event = ObjectEvent::new(Uuid::now_v7(), event_type, event_time, m.bucket, m.key, sequence, after);
+        event.previous = current.cloned();
+        event.requester = ctx.requester.clone();
+        event.source_ip = ctx.source_ip.clone();
+        event.request_id = ctx.request_id.clone();
+        event.region = self.origin.region.clone();
+        event.node = self.origin.node.clone();
+        Ok(event)
+    }
+
+    /// Number of keys with a head (including deleted keys).
+    pub fn key_count(&self) -> usize {
+        self.heads.lock().unwrap().len()
+    }
+}

@@ -1,0 +1,329 @@
+//! Mutations as clients send them (`POST /v1/mutations`), and their validation. Every error
+//! names the field (`mutations[3].key`) and what is wrong with it.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::event::StringMap;
+use crate::time::parse_rfc3339_us;
+use crate::{Error, Result};
+
+/// S3's limits, applied to every mutation so events stay valid S3 objects.
+pub const MAX_KEY_BYTES: usize = 1024;
+pub const MAX_OBJECT_SIZE: i64 = 5 << 40;
+pub const MAX_METADATA_BYTES: usize = 2048;
+pub const MAX_TAGS: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Create or overwrite the object.
+    Put,
+    /// Remove the object.
+    Delete,
+    /// Replace the object's tag set.
+    Tag,
+    /// Remove all of the object's tags.
+    Untag,
+    /// Replace the object's user metadata (and optionally its content type).
+    Metadata,
+}
+
+impl Op {
+    fn parse(s: &str) -> Option<Op> {
+        Some(match s {
+            "put" => Op::Put,
+            "delete" => Op::Delete,
+            "tag" => Op::Tag,
+            "untag" => Op::Untag,
+            "metadata" => Op::Metadata,
+            _ => return None,
+        })
+    }
+}
+
+/// A validated mutation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mutation {
+    pub op: Op,
+    pub bucket: String,
+    pub key: String,
+    pub size: Option<i64>,
+    pub etag: Option<String>,
+    pub content_type: Option<String>,
+    pub sha256: Option<String>,
+    pub storage_class: Option<String>,
+    pub metadata: Option<StringMap>,
+    pub tags: Option<StringMap>,
+    /// For `put`: the new version's id. Otherwise: a precondition on the current version.
+    pub version_id: Option<String>,
+    pub event_time: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    mutations: Vec<RawMutation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMutation {
+    op: Option<String>,
+    bucket: Option<String>,
+    key: Option<String>,
+    size: Option<i64>,
+    etag: Option<String>,
+    content_type: Option<String>,
+    sha256: Option<String>,
+    storage_class: Option<String>,
+    metadata: Option<BTreeMap<String, String>>,
+    tags: Option<BTreeMap<String, String>>,
+    version_id: Option<String>,
+    event_time: Option<String>,
+}
+
+/// Limits on one request.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_mutations: usize,
+}
+
+/// Parse and validate a request body. All-or-nothing: one bad mutation rejects the batch.
+pub fn parse_batch(body: &[u8], limits: BatchLimits) -> Result<Vec<Mutation>> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let raw: RawBatch = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            Error::invalid("body", format!("malformed JSON: {inner}"))
+        } else if path == "." {
+            Error::invalid("body", inner.to_string())
+        } else {
+            Error::invalid(path, inner.to_string())
+        }
+    })?;
+    if raw.mutations.is_empty() {
+        return Err(Error::invalid("mutations", "must contain at least one mutation"));
+    }
+    if raw.mutations.len() > limits.max_mutations {
+        return Err(Error::invalid(
+            "mutations",
+            format!(
+                "{} mutations exceed the limit of {} per request; split the batch",
+                raw.mutations.len(),
+                limits.max_mutations
+            ),
+        ));
+    }
+    raw.mutations
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| validate(m, &format!("mutations[{i}]")))
+        .collect()
+}
+
+fn validate(m: RawMutation, at: &str) -> Result<Mutation> {
+    let field = |name: &str| format!("{at}.{name}");
+    let op_text = m.op.ok_or_else(|| Error::invalid(field("op"), "is required (put, delete, tag, untag or metadata)"))?;
+    let op = Op::parse(&op_text).ok_or_else(|| {
+        Error::invalid(field("op"), format!("unknown op '{op_text}'; expected put, delete, tag, untag or metadata"))
+    })?;
+    let bucket = m.bucket.ok_or_else(|| Error::invalid(field("bucket"), "is required"))?;
+    validate_bucket(&bucket).map_err(|msg| Error::invalid(field("bucket"), msg))?;
+    let key = m.key.ok_or_else(|| Error::invalid(field("key"), "is required"))?;
+    validate_key(&key).map_err(|msg| Error::invalid(field("key"), msg))?;
+
+    // Which optional fields each op accepts; anything else is a mistake worth reporting.
+    let allowed: &[&str] = match op {
+        Op::Put => &["size", "etag", "content_type", "sha256", "storage_class", "metadata", "tags"],
+        Op::Delete | Op::Untag => &[],
+        Op::Tag => &["tags"],
+        Op::Metadata => &["metadata", "content_type"],
+    };
+    let present = [
+        ("size", m.size.is_some()),
+        ("etag", m.etag.is_some()),
+        ("content_type", m.content_type.is_some()),
+        ("sha256", m.sha256.is_some()),
+        ("storage_class", m.storage_class.is_some()),
+        ("metadata", m.metadata.is_some()),
+        ("tags", m.tags.is_some()),
+    ];
+    for (name, is_set) in present {
+        if is_set && !allowed.contains(&name) {
+            return Err(Error::invalid(field(name), format!("is not allowed for op '{op_text}'")));
+        }
+    }
+    match op {
+        Op::Put if m.size.is_none() => return Err(Error::invalid(field("size"), "is required for op 'put'")),
+        Op::Tag if m.tags.is_none() => return Err(Error::invalid(field("tags"), "is required for op 'tag'")),
+        Op::Metadata if m.metadata.is_none() => {
+            return Err(Error::invalid(field("metadata"), "is required for op 'metadata'"));
+        }
+        _ => {}
+    }
+    if let Some(size) = m.size
+        && !(0..=MAX_OBJECT_SIZE).contains(&size)
+    {
+        return Err(Error::invalid(
+            field("size"),
+            format!("must be between 0 and {MAX_OBJECT_SIZE} (5 TiB), got {size}"),
+        ));
+    }
+    if let Some(sha) = &m.sha256
+        && !(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    {
+        return Err(Error::invalid(field("sha256"), "must be 64 lower-case hex characters"));
+    }
+    for (name, value) in [("etag", &m.etag), ("content_type", &m.content_type), ("storage_class", &m.storage_class), ("version_id", &m.version_id)] {
+        if let Some(v) = value
+            && (v.is_empty() || v.len() > 1024)
+        {
+            return Err(Error::invalid(field(name), "must be 1-1024 bytes"));
+        }
+    }
+    if let Some(meta) = &m.metadata {
+        validate_metadata(meta).map_err(|msg| Error::invalid(field("metadata"), msg))?;
+    }
+    if let Some(tags) = &m.tags {
+        validate_tags(tags).map_err(|msg| Error::invalid(field("tags"), msg))?;
+    }
+    let event_time = m
+        .event_time
+        .as_deref()
+        .map(parse_rfc3339_us)
+        .transpose()
+        .map_err(|msg| Error::invalid(field("event_time"), msg))?;
+    Ok(Mutation {
+        op,
+        bucket,
+        key,
+        size: m.size,
+        etag: m.etag,
+        content_type: m.content_type,
+        sha256: m.sha256,
+        storage_class: m.storage_class,
+        metadata: m.metadata,
+        tags: m.tags,
+        version_id: m.version_id,
+        event_time,
+    })
+}
+
+/// S3 bucket naming rules.
+pub fn validate_bucket(b: &str) -> std::result::Result<(), String> {
+    let ok_chars = b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-');
+    let ok_ends = b.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && b.bytes().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    if (3..=63).contains(&b.len()) && ok_chars && ok_ends && !b.contains("..") {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{b}' is not a valid bucket name: use 3-63 lower-case letters, digits, '.' and '-', \
+             starting and ending with a letter or digit"
+        ))
+    }
+}
+
+pub fn validate_key(k: &str) -> std::result::Result<(), String> {
+    if k.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if k.len() > MAX_KEY_BYTES {
+        return Err(format!("is {} bytes long; the limit is {MAX_KEY_BYTES} bytes (UTF-8)", k.len()));
+    }
+    if k.contains('\0') {
+        return Err("must not contain NUL characters".into());
+    }
+    Ok(())
+}
+
+fn validate_metadata(meta: &StringMap) -> std::result::Result<(), String> {
+    let total: usize = meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_METADATA_BYTES {
+        return Err(format!("is {total} bytes; user metadata is limited to {MAX_METADATA_BYTES} bytes"));
+    }
+    for name in meta.keys() {
+        if name.is_empty() || !name.bytes().all(|c| c.is_ascii_graphic() && c != b':') {
+            return Err(format!("name '{name}' must be non-empty printable ASCII without ':'"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_tags(tags: &StringMap) -> std::result::Result<(), String> {
+    if tags.len() > MAX_TAGS {
+        return Err(format!("has {} tags; the limit is {MAX_TAGS}", tags.len()));
+    }
+    for (k, v) in tags {
+        if k.is_empty() || k.chars().count() > 128 {
+            return Err(format!("tag key '{k}' must be 1-128 characters"));
+        }
+        if v.chars().count() > 256 {
+            return Err(format!("value of tag '{k}' is longer than 256 characters"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: BatchLimits = BatchLimits { max_mutations: 3 };
+
+    fn err(body: &str) -> (String, String) {
+        match parse_batch(body.as_bytes(), LIMITS).unwrap_err() {
+            Error::Invalid { field, message } => (field, message),
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    fn one(m: &str) -> String {
+        format!(r#"{{"mutations":[{m}]}}"#)
+    }
+
+    #[test]
+    fn accepts_each_op() {
+        let body = r#"{"mutations":[
+            {"op":"put","bucket":"photos","key":"a.jpg","size":10,"metadata":{"team":"ml"},"event_time":"2026-11-22T14:00:00Z"},
+            {"op":"tag","bucket":"photos","key":"a.jpg","tags":{"x":"y"}},
+            {"op":"delete","bucket":"photos","key":"a.jpg","version_id":"v1"}]}"#;
+        let muts = parse_batch(body.as_bytes(), LIMITS).unwrap();
+        assert_eq!(muts.len(), 3);
+        assert_eq!(muts[0].op, Op::Put);
+        assert_eq!(muts[0].event_time, Some(1_795_356_000_000_000));
+    }
+
+    #[test]
+    fn names_the_field_of_every_problem() {
+        let cases = [
+            ("{", "body", "malformed JSON"),
+            (r#"{"mutations":[]}"#, "mutations", "at least one"),
+            (r#"{"mutations":[], "x":1}"#, "x", "unknown field `x`"),
+            (&one(r#"{"op":"frob","bucket":"b12","key":"k"}"#), "mutations[0].op", "unknown op 'frob'"),
+            (&one(r#"{"op":"put","key":"k","size":1}"#), "mutations[0].bucket", "required"),
+            (&one(r#"{"op":"put","bucket":"B!","key":"k","size":1}"#), "mutations[0].bucket", "not a valid bucket name"),
+            (&one(r#"{"op":"put","bucket":"b12","key":"","size":1}"#), "mutations[0].key", "must not be empty"),
+            (&one(&format!(r#"{{"op":"put","bucket":"b12","key":"{}","size":1}}"#, "k".repeat(1025))), "mutations[0].key", "1025 bytes"),
+            (&one(r#"{"op":"put","bucket":"b12","key":"k","size":-5}"#), "mutations[0].size", "got -5"),
+            (&one(r#"{"op":"put","bucket":"b12","key":"k","size":"big"}"#), "mutations[0].size", "invalid type"),
+            (&one(r#"{"op":"put","bucket":"b12","key":"k","size":1,"event_time":"noon"}"#), "mutations[0].event_time", "RFC 3339"),
+            (&one(r#"{"op":"put","bucket":"b12","key":"k","size":1,"colour":"red"}"#), "mutations[0].colour", "unknown field `colour`"),
+            (&one(r#"{"op":"delete","bucket":"b12","key":"k","size":1}"#), "mutations[0].size", "not allowed for op 'delete'"),
+            (&one(r#"{"op":"put","bucket":"b12","key":"k"}"#), "mutations[0].size", "required for op 'put'"),
+            (&one(r#"{"op":"put","bucket":"b12","key":"k","size":1,"sha256":"xyz"}"#), "mutations[0].sha256", "hex"),
+            (
+                r#"{"mutations":[{"op":"untag","bucket":"b12","key":"k"},{"op":"untag","bucket":"b12","key":"k"},{"op":"untag","bucket":"b12","key":"k"},{"op":"untag","bucket":"b12","key":"k"}]}"#,
+                "mutations",
+                "exceed the limit of 3",
+            ),
+        ];
+        for (body, field, needle) in cases {
+            let (f, m) = err(body);
+            assert_eq!(f, field, "{body}: {m}");
+            assert!(m.contains(needle), "{body}: '{m}' lacks '{needle}'");
+        }
+    }
+}
