@@ -1,1 +1,50 @@
-fn main() {}
+//! `tidemark`: the CLI and the server.
+//!
+//! # Layout
+//! - `cli/`: argument definitions and the offline commands (`log tail`, `state ls|rebuild`).
+//! - `node.rs`: opening a data directory: log, registry, codec, index, materializer, ingest.
+//! - `server/`: the HTTP API of `tidemark serve` (ingest, objects, schema registry, health).
+//! - `bench/`: `tidemark bench`, the measurements quoted in docs/PERFORMANCE.md.
+
+mod bench;
+mod cli;
+mod node;
+mod server;
+
+use clap::Parser;
+
+// glibc's allocator spent a third of the ingest path's time in malloc/free under two threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing(cli.verbose);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(cli::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter =
+        EnvFilter::try_from_env("TIDEMARK_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -12,6 +12,7 @@
 //! - [`rebuild`]: rebuilding an index from the log.
 //! - [`time`]: timestamp parsing and formatting shared by every interface.
 
+pub mod blocking;
 pub mod codec;
 pub mod error;
 pub mod event;

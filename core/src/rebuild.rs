@@ -1,17 +1,29 @@
 //! Rebuilding the object index from the log: the log is the source of truth, so a fresh index
-//! built from it must equal the live one. Reading and decoding the next chunk overlaps with
-//! committing the previous one.
+//! built from it must equal the live one.
+//!
+//! A rebuild starts from nothing, so it links history entries as it reads (it knows every
+//! key's newest event) and the index only receives appends: history blocks in log order, and
+//! at the end one sorted write of every key's head. Most events are only scanned up to their
+//! `etag`; just the newest event of each key is fully decoded, once, at the end.
+//!
+//! Keys never cross partitions, so partitions are split between workers that scan in parallel;
+//! a separate task writes their history blocks as they come.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::codec::EventCodec;
-use crate::index::{Batch, ObjectIndex};
-use crate::log::Log;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::codec::{EventCodec, object_event, wire};
+use crate::event::{EventSummary, Head, HeadMap, ObjectEvent, log_key};
+use crate::index::{HistoryBlocks, ObjectIndex};
+use crate::log::{Log, OffsetRange, Position};
 use crate::{Error, OBJECTS_TOPIC, Result};
 
-/// Records per index commit.
+/// Records per read, and per batch of history blocks handed to the writer.
 const CHUNK: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -23,11 +35,23 @@ pub struct RebuildStats {
     pub elapsed: Duration,
 }
 
+/// Records scanned, and the history blocks they produced.
+type Chunk = (u64, Vec<(Position, Vec<u8>)>);
+
+/// What one worker found in its partitions.
+struct Scanned {
+    /// Each key's head (from its newest event) and where that event is, sorted by key.
+    heads: Vec<(String, (Head, Position))>,
+    applied: BTreeMap<u32, u64>,
+    records: u64,
+    undecodable: u64,
+}
+
 /// Build a new index at `into` (which must not exist) from everything in the `objects` topic.
-/// `progress(done, total)` is called after each chunk.
+/// `progress(done, total)` is called as chunks are written.
 pub async fn rebuild_index(
-    log: &dyn Log,
-    codec: &EventCodec,
+    log: Arc<dyn Log>,
+    codec: Arc<EventCodec>,
     into: &Path,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<RebuildStats> {
@@ -38,49 +62,156 @@ pub async fn rebuild_index(
         )));
     }
     let started = Instant::now();
-    let index = Arc::new(ObjectIndex::open(into)?);
-    let partitions = log.partitions(OBJECTS_TOPIC)?;
+    let index = Arc::new(ObjectIndex::create_scratch(into)?);
     let mut ranges = Vec::new();
-    for p in 0..partitions {
+    for p in 0..log.partitions(OBJECTS_TOPIC)? {
         ranges.push((p, log.offsets(OBJECTS_TOPIC, p).await?));
     }
     let total: u64 = ranges.iter().map(|(_, r)| r.end - r.start).sum();
-    let (mut done, mut undecodable) = (0u64, 0u64);
-    let mut pending: Option<tokio::task::JoinHandle<Result<()>>> = None;
+
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(ranges.len())
+        .max(1);
+    let (tx, mut rx) = mpsc::channel::<Chunk>(workers * 2);
+    let mut scans = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let mine: Vec<_> = ranges.iter().copied().skip(w).step_by(workers).collect();
+        let (log, codec, tx) = (log.clone(), codec.clone(), tx.clone());
+        scans.spawn(async move { scan(log.as_ref(), &codec, mine, &tx).await });
+    }
+    drop(tx);
+    // History blocks are written in the order they arrive; each partition's come in order.
+    let mut done = 0u64;
+    while let Some((records, blocks)) = rx.recv().await {
+        let index = index.clone();
+        crate::blocking::blocking(move || index.append_history(blocks)).await?;
+        done += records;
+        progress(done, total);
+    }
+    let mut heads = Vec::new();
+    let mut applied = BTreeMap::new();
+    let (mut records, mut undecodable) = (0, 0);
+    while let Some(scanned) = scans.join_next().await {
+        let s =
+            scanned.map_err(|e| Error::Unavailable(format!("rebuild worker stopped: {e}")))??;
+        heads.push(s.heads);
+        applied.extend(s.applied);
+        records += s.records;
+        undecodable += s.undecodable;
+    }
+    let heads = merge_sorted(heads);
+    crate::blocking::blocking(move || index.put_heads(heads, &applied)).await?;
+    progress(records, total);
+    Ok(RebuildStats {
+        records,
+        undecodable,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Scan `ranges` chunk by chunk, sending history blocks to the writer.
+async fn scan(
+    log: &dyn Log,
+    codec: &EventCodec,
+    ranges: Vec<(u32, OffsetRange)>,
+    tx: &mpsc::Sender<Chunk>,
+) -> Result<Scanned> {
+    // Each key's newest event, as framed in the log (copied out of the read chunk, so the
+    // chunk is not kept alive by one head), and where it is.
+    let mut newest: HeadMap<(Bytes, Position)> = HeadMap::default();
+    let mut applied = BTreeMap::new();
+    let (mut records_total, mut undecodable) = (0u64, 0u64);
+    let mut key = String::new();
     for (p, range) in ranges {
         let mut next = range.start;
         while next < range.end {
             let max = CHUNK.min((range.end - next) as usize);
-            let records = log.read(OBJECTS_TOPIC, p, next, max, Duration::ZERO).await?;
+            let records = log
+                .read(OBJECTS_TOPIC, p, next, max, Duration::ZERO)
+                .await?;
             let Some(last) = records.last() else { break };
             next = last.offset + 1;
-            let mut batch = Batch::default();
+            applied.insert(p, next);
+            let mut blocks = HistoryBlocks::default();
             for rec in &records {
-                match codec.decode(&rec.value) {
-                    Ok(event) => batch.add(p, rec.offset, &event),
+                let decoded: ObjectEvent;
+                let summary = match summarize(codec, &rec.value) {
+                    Ok(Summary::Scanned(s)) => s,
+                    Ok(Summary::Decoded(e)) => {
+                        decoded = *e;
+                        decoded.summary()
+                    }
                     Err(e) => {
                         undecodable += 1;
-                        tracing::error!(partition = p, offset = rec.offset, "skipping undecodable record: {e}");
-                        batch.skip(p, rec.offset);
+                        tracing::error!(
+                            partition = p,
+                            offset = rec.offset,
+                            "skipping undecodable record: {e}"
+                        );
+                        continue;
                     }
+                };
+                if !summary.event_type.mutates_object() {
+                    continue;
                 }
+                let at = Position {
+                    partition: p,
+                    offset: rec.offset,
+                };
+                key.clear();
+                key.push_str(summary.bucket);
+                key.push('/');
+                key.push_str(summary.key);
+                let raw = Bytes::copy_from_slice(&rec.value);
+                let prev = match newest.get_mut(key.as_str()) {
+                    Some(slot) => Some(std::mem::replace(slot, (raw, at)).1.offset),
+                    None => {
+                        newest.insert(log_key(summary.bucket, summary.key), (raw, at));
+                        None
+                    }
+                };
+                blocks.push(at, prev, &summary);
             }
-            if let Some(prev) = pending.take() {
-                prev.await.expect("index commit task panicked")?;
-                progress(done, total);
-            }
-            done += records.len() as u64;
-            let index = index.clone();
-            pending = Some(tokio::task::spawn_blocking(move || index.commit(batch)));
+            records_total += records.len() as u64;
+            tx.send((records.len() as u64, blocks.finish()))
+                .await
+                .map_err(|_| Error::Unavailable("rebuild writer stopped".into()))?;
         }
     }
-    if let Some(prev) = pending.take() {
-        prev.await.expect("index commit task panicked")?;
-    }
-    progress(done, total);
-    Ok(RebuildStats {
-        records: done,
+    let mut heads = newest
+        .into_iter()
+        .map(|(key, (raw, at))| Ok((key, (codec.decode_for_index(&raw)?.into_head(), at))))
+        .collect::<Result<Vec<_>>>()?;
+    heads.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(Scanned {
+        heads,
+        applied,
+        records: records_total,
         undecodable,
-        elapsed: started.elapsed(),
     })
+}
+
+/// Merge lists sorted by key (their keys are disjoint) into one sorted list. The stable sort
+/// finds the sorted runs and merges them.
+fn merge_sorted<T>(lists: Vec<Vec<(String, T)>>) -> Vec<(String, T)> {
+    let mut all: Vec<_> = lists.into_iter().flatten().collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+enum Summary<'a> {
+    /// Written with the current schema: scanned in place.
+    Scanned(EventSummary<'a>),
+    /// Written with another schema version: decoded with resolution.
+    Decoded(Box<ObjectEvent>),
+}
+
+fn summarize<'a>(codec: &EventCodec, framed: &'a [u8]) -> Result<Summary<'a>> {
+    let (id, payload) = wire::split(framed)?;
+    if id == codec.write_id() {
+        Ok(Summary::Scanned(object_event::scan_summary(payload)?))
+    } else {
+        Ok(Summary::Decoded(Box::new(codec.decode_for_index(framed)?)))
+    }
 }

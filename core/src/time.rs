@@ -47,7 +47,15 @@ mod tests {
             parse_rfc3339_us("2026-11-22T15:00:00+01:00").unwrap(),
             parse_rfc3339_us("2026-11-22T14:00:00Z").unwrap()
         );
-        assert!(parse_rfc3339_us("yesterday").unwrap_err().contains("RFC 3339"));
-        assert!(parse_rfc3339_us("1969-12-31T23:59:59Z").unwrap_err().contains("range"));
+        assert!(
+            parse_rfc3339_us("yesterday")
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
+        assert!(
+            parse_rfc3339_us("1969-12-31T23:59:59Z")
+                .unwrap_err()
+                .contains("range")
+        );
     }
 }

@@ -36,10 +36,14 @@ pub const CONFIG_EVENT: &[SchemaFile] = &[SchemaFile {
 
 /// The newest object event schema: the one new events are written with.
 pub fn object_event_latest() -> &'static SchemaFile {
-    OBJECT_EVENT.last().expect("at least one object event schema")
+    OBJECT_EVENT
+        .last()
+        .expect("at least one object event schema")
 }
 
 /// The newest config event schema.
 pub fn config_event_latest() -> &'static SchemaFile {
-    CONFIG_EVENT.last().expect("at least one config event schema")
+    CONFIG_EVENT
+        .last()
+        .expect("at least one config event schema")
 }

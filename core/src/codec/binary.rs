@@ -121,6 +121,28 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// 16 raw bytes (a UUID in index rows).
+    pub fn fixed16(&mut self) -> Result<[u8; 16]> {
+        let end = self.pos + 16;
+        let out = self
+            .buf
+            .get(self.pos..end)
+            .ok_or_else(|| self.bad("truncated 16-byte value"))?
+            .try_into()
+            .expect("16 bytes");
+        self.pos = end;
+        Ok(out)
+    }
+
+    /// `["null", "string"]`, borrowed.
+    pub fn opt_str(&mut self) -> Result<Option<&'a str>> {
+        if self.branch()? {
+            self.str().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     pub fn str(&mut self) -> Result<&'a str> {
         let start = self.pos;
         let bytes = self.bytes()?;
@@ -136,9 +158,8 @@ impl<'a> Reader<'a> {
     pub fn uuid(&mut self) -> Result<Uuid> {
         let start = self.pos;
         let text = self.str()?;
-        Uuid::parse_str(text).map_err(|_| {
-            Error::BadInput(format!("avro: '{text}' at byte {start} is not a UUID"))
-        })
+        Uuid::parse_str(text)
+            .map_err(|_| Error::BadInput(format!("avro: '{text}' at byte {start} is not a UUID")))
     }
 
     /// Union branch index for `["null", T]`: false for null, true for T.
@@ -151,16 +172,56 @@ impl<'a> Reader<'a> {
     }
 
     pub fn opt_string(&mut self) -> Result<Option<String>> {
-        if self.branch()? { self.string().map(Some) } else { Ok(None) }
+        if self.branch()? {
+            self.string().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Skip a `["null", "string"]` without allocating it.
+    pub fn skip_opt_string(&mut self) -> Result<()> {
+        if self.branch()? {
+            self.bytes()?;
+        }
+        Ok(())
     }
 
     pub fn opt_long(&mut self) -> Result<Option<i64>> {
-        if self.branch()? { self.long().map(Some) } else { Ok(None) }
+        if self.branch()? {
+            self.long().map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// Null-or-something union: returns whether the value is present.
     pub fn present(&mut self) -> Result<bool> {
         self.branch()
+    }
+
+    pub fn skip_map(&mut self) -> Result<()> {
+        loop {
+            let count = self.long()?;
+            if count == 0 {
+                return Ok(());
+            }
+            if count < 0 {
+                // The block's byte size follows: skip the block in one step.
+                let size = usize::try_from(self.long()?)
+                    .map_err(|_| self.bad("negative map block size"))?;
+                self.pos = self
+                    .pos
+                    .checked_add(size)
+                    .filter(|end| *end <= self.buf.len())
+                    .ok_or_else(|| self.bad("map block runs past the end of the data"))?;
+                continue;
+            }
+            for _ in 0..count {
+                self.bytes()?;
+                self.bytes()?;
+            }
+        }
     }
 
     pub fn map(&mut self) -> Result<BTreeMap<String, String>> {
@@ -172,7 +233,9 @@ impl<'a> Reader<'a> {
             }
             if count < 0 {
                 // A negative count is followed by the block's size in bytes (for skipping).
-                count = count.checked_neg().ok_or_else(|| self.bad("bad map block count"))?;
+                count = count
+                    .checked_neg()
+                    .ok_or_else(|| self.bad("bad map block count"))?;
                 self.long()?;
             }
             for _ in 0..count {

@@ -77,12 +77,23 @@ impl EventCodec {
         value::decode_resolved(&writer, &self.current, payload)
     }
 
+    /// Decode only what the object index keeps (see [`object_event::decode_for_index`]).
+    pub fn decode_for_index(&self, bytes: &[u8]) -> Result<ObjectEvent> {
+        let (id, payload) = wire::split(bytes)?;
+        if id == self.write_id {
+            return object_event::decode_for_index(payload);
+        }
+        self.decode(bytes)
+    }
+
     fn writer_schema(&self, id: u32) -> Result<Arc<Schema>> {
         if let Some(s) = self.writers.read().unwrap().get(&id) {
             return Ok(s.clone());
         }
         let schema = self.source.schema_by_id(id).ok_or_else(|| {
-            Error::NotFound(format!("record was written with schema id {id}, which the registry does not know"))
+            Error::NotFound(format!(
+                "record was written with schema id {id}, which the registry does not know"
+            ))
         })?;
         self.writers.write().unwrap().insert(id, schema.clone());
         Ok(schema)

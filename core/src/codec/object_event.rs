@@ -2,10 +2,8 @@
 //! [`DIRECT_VERSION`]: field by field in schema order, no intermediate `Value` tree.
 //! When a schema version is added, this file follows it (a test fails until it does).
 
-use super::binary::{
-    Reader, put_long, put_map, put_opt_long, put_opt_str, put_str, put_uuid,
-};
-use crate::event::{EventType, ObjectEvent, ObjectState};
+use super::binary::{Reader, put_long, put_map, put_opt_long, put_opt_str, put_str, put_uuid};
+use crate::event::{EventSummary, EventType, ObjectEvent, ObjectState};
 use crate::{Error, Result};
 
 /// The object event schema version this file encodes and decodes.
@@ -54,7 +52,51 @@ pub fn encode_state(s: &ObjectState, buf: &mut Vec<u8>) {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<ObjectEvent> {
+    decode_with(bytes, Fields::All)
+}
+
+/// Decode only what the object index keeps: the object after the event, without the request
+/// context and the previous state, which are skipped rather than allocated.
+pub fn decode_for_index(bytes: &[u8]) -> Result<ObjectEvent> {
+    decode_with(bytes, Fields::IndexOnly)
+}
+
+/// Read only the leading fields (through `etag`), borrowing strings from `bytes`.
+pub fn scan_summary(bytes: &[u8]) -> Result<EventSummary<'_>> {
     let mut r = Reader::new(bytes);
+    Ok(EventSummary {
+        event_id: r.uuid()?,
+        event_type: {
+            let name = r.str()?;
+            EventType::parse(name)
+                .ok_or_else(|| Error::BadInput(format!("avro: unknown event type '{name}'")))?
+        },
+        event_time: r.long()?,
+        bucket: r.str()?,
+        key: r.str()?,
+        version_id: r.opt_str()?,
+        sequence: r.long()?,
+        size: r.opt_long()?,
+        etag: r.opt_str()?,
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fields {
+    All,
+    IndexOnly,
+}
+
+fn decode_with(bytes: &[u8], fields: Fields) -> Result<ObjectEvent> {
+    let all = fields == Fields::All;
+    let mut r = Reader::new(bytes);
+    let ctx = |r: &mut Reader<'_>| -> Result<Option<String>> {
+        if all {
+            r.opt_string()
+        } else {
+            r.skip_opt_string().map(|()| None)
+        }
+    };
     let event = ObjectEvent {
         event_id: r.uuid()?,
         event_type: {
@@ -74,12 +116,19 @@ pub fn decode(bytes: &[u8]) -> Result<ObjectEvent> {
         metadata: r.map()?,
         tags: r.map()?,
         storage_class: r.opt_string()?,
-        requester: r.opt_string()?,
-        source_ip: r.opt_string()?,
-        request_id: r.opt_string()?,
-        region: r.opt_string()?,
-        node: r.opt_string()?,
-        previous: if r.present()? { Some(decode_state(&mut r)?) } else { None },
+        requester: ctx(&mut r)?,
+        source_ip: ctx(&mut r)?,
+        request_id: ctx(&mut r)?,
+        region: ctx(&mut r)?,
+        node: ctx(&mut r)?,
+        previous: match (r.present()?, all) {
+            (false, _) => None,
+            (true, true) => Some(decode_state(&mut r)?),
+            (true, false) => {
+                skip_state(&mut r)?;
+                None
+            }
+        },
     };
     if !r.is_empty() {
         return Err(Error::BadInput(format!(
@@ -88,6 +137,20 @@ pub fn decode(bytes: &[u8]) -> Result<ObjectEvent> {
         )));
     }
     Ok(event)
+}
+
+fn skip_state(r: &mut Reader<'_>) -> Result<()> {
+    r.skip_opt_string()?; // version_id
+    r.long()?; // sequence
+    r.long()?; // size
+    r.skip_opt_string()?; // etag
+    r.skip_opt_string()?; // content_type
+    r.skip_opt_string()?; // sha256
+    r.skip_map()?; // metadata
+    r.skip_map()?; // tags
+    r.skip_opt_string()?; // storage_class
+    r.long()?; // last_modified
+    Ok(())
 }
 
 pub fn decode_state(r: &mut Reader<'_>) -> Result<ObjectState> {

@@ -18,7 +18,9 @@ fn opt(rng: &mut fastrand::Rng, s: &str) -> Option<String> {
 }
 
 fn map(rng: &mut fastrand::Rng, max: usize) -> BTreeMap<String, String> {
-    (0..rng.usize(..=max)).map(|i| (format!("k{i}-é"), format!("v{}", rng.u64(..)))).collect()
+    (0..rng.usize(..=max))
+        .map(|i| (format!("k{i}-é"), format!("v{}", rng.u64(..))))
+        .collect()
 }
 
 /// Random events that reach every field and both branches of every union.
@@ -85,7 +87,10 @@ fn direct_and_generic_paths_agree() {
         let generic = writer.write_value_to_vec(value::to_value(&event)).unwrap();
         assert_eq!(object_event::decode(&generic).unwrap(), event);
         if event.metadata.len() <= 1 && event.tags.len() <= 1 && event.previous.is_none() {
-            assert_eq!(direct, generic, "byte-identical when map order cannot differ");
+            assert_eq!(
+                direct, generic,
+                "byte-identical when map order cannot differ"
+            );
         }
     }
 }
@@ -100,7 +105,12 @@ fn decoding_rejects_damaged_records() {
     }
     let mut long = buf.clone();
     long.push(0);
-    assert!(object_event::decode(&long).unwrap_err().to_string().contains("trailing"));
+    assert!(
+        object_event::decode(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("trailing")
+    );
 }
 
 struct Fixed(HashMap<u32, Arc<Schema>>);
@@ -121,7 +131,10 @@ fn codec_frames_and_resolves_older_writer_schemas() {
         {"name":"bucket","type":"string"},{"name":"key","type":"string"},
         {"name":"sequence","type":"long"}]}"#;
     let old = Arc::new(Schema::parse_str(old_text).unwrap());
-    let source = Arc::new(Fixed(HashMap::from([(1, old.clone()), (2, Arc::new(current_schema()))])));
+    let source = Arc::new(Fixed(HashMap::from([
+        (1, old.clone()),
+        (2, Arc::new(current_schema())),
+    ])));
     let codec = EventCodec::new(2, source).unwrap();
 
     let mut rng = fastrand::Rng::with_seed(3);
@@ -131,20 +144,47 @@ fn codec_frames_and_resolves_older_writer_schemas() {
     assert_eq!(codec.decode(&framed).unwrap(), event);
 
     let v = apache_avro::types::Value::Record(vec![
-        ("event_id".into(), apache_avro::types::Value::Uuid(event.event_id)),
-        ("event_type".into(), apache_avro::types::Value::String("ObjectCreated:Put".into())),
-        ("event_time".into(), apache_avro::types::Value::TimestampMicros(5)),
-        ("bucket".into(), apache_avro::types::Value::String("b".into())),
+        (
+            "event_id".into(),
+            apache_avro::types::Value::Uuid(event.event_id),
+        ),
+        (
+            "event_type".into(),
+            apache_avro::types::Value::String("ObjectCreated:Put".into()),
+        ),
+        (
+            "event_time".into(),
+            apache_avro::types::Value::TimestampMicros(5),
+        ),
+        (
+            "bucket".into(),
+            apache_avro::types::Value::String("b".into()),
+        ),
         ("key".into(), apache_avro::types::Value::String("k".into())),
         ("sequence".into(), apache_avro::types::Value::Long(9)),
     ]);
     let mut old_framed = Vec::new();
     wire::write_header(&mut old_framed, 1);
-    old_framed.extend(GenericDatumWriter::builder(&old).build().unwrap().write_value_to_vec(v).unwrap());
+    old_framed.extend(
+        GenericDatumWriter::builder(&old)
+            .build()
+            .unwrap()
+            .write_value_to_vec(v)
+            .unwrap(),
+    );
     let decoded = codec.decode(&old_framed).unwrap();
-    assert_eq!((decoded.bucket.as_str(), decoded.sequence, decoded.size), ("b", 9, None));
+    assert_eq!(
+        (decoded.bucket.as_str(), decoded.sequence, decoded.size),
+        ("b", 9, None)
+    );
     assert!(decoded.metadata.is_empty() && decoded.previous.is_none());
 
     old_framed[4] = 77;
-    assert!(codec.decode(&old_framed).unwrap_err().to_string().contains("schema id 77"));
+    assert!(
+        codec
+            .decode(&old_framed)
+            .unwrap_err()
+            .to_string()
+            .contains("schema id 77")
+    );
 }

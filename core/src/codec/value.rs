@@ -41,7 +41,10 @@ pub fn state_to_value(s: &ObjectState) -> Value {
         ("metadata".into(), map(&s.metadata)),
         ("tags".into(), map(&s.tags)),
         ("storage_class".into(), opt_str(&s.storage_class)),
-        ("last_modified".into(), Value::TimestampMicros(s.last_modified)),
+        (
+            "last_modified".into(),
+            Value::TimestampMicros(s.last_modified),
+        ),
     ])
 }
 
@@ -56,7 +59,10 @@ pub fn to_value(e: &ObjectEvent) -> Value {
     };
     Value::Record(vec![
         ("event_id".into(), Value::Uuid(e.event_id)),
-        ("event_type".into(), Value::String(e.event_type.as_str().into())),
+        (
+            "event_type".into(),
+            Value::String(e.event_type.as_str().into()),
+        ),
         ("event_time".into(), Value::TimestampMicros(e.event_time)),
         ("bucket".into(), Value::String(e.bucket.clone())),
         ("key".into(), Value::String(e.key.clone())),
@@ -85,7 +91,9 @@ impl Fields {
     fn new(v: Value, what: &str) -> Result<Fields> {
         match v {
             Value::Record(fields) => Ok(Fields(fields.into_iter().collect())),
-            other => Err(Error::Avro(format!("expected a {what} record, got {other:?}"))),
+            other => Err(Error::Avro(format!(
+                "expected a {what} record, got {other:?}"
+            ))),
         }
     }
 
@@ -104,7 +112,9 @@ impl Fields {
         match self.take(name)? {
             Value::Long(n) | Value::TimestampMicros(n) => Ok(n),
             Value::Int(n) => Ok(n.into()),
-            other => Err(Error::Avro(format!("field '{name}': expected long, got {other:?}"))),
+            other => Err(Error::Avro(format!(
+                "field '{name}': expected long, got {other:?}"
+            ))),
         }
     }
 
@@ -112,7 +122,9 @@ impl Fields {
         match self.take(name)? {
             Value::Null => Ok(None),
             Value::Long(n) => Ok(Some(n)),
-            other => Err(Error::Avro(format!("field '{name}': expected long, got {other:?}"))),
+            other => Err(Error::Avro(format!(
+                "field '{name}': expected long, got {other:?}"
+            ))),
         }
     }
 
@@ -120,7 +132,9 @@ impl Fields {
         match self.take(name)? {
             Value::String(s) | Value::Enum(_, s) => Ok(s),
             Value::Uuid(u) => Ok(u.to_string()),
-            other => Err(Error::Avro(format!("field '{name}': expected string, got {other:?}"))),
+            other => Err(Error::Avro(format!(
+                "field '{name}': expected string, got {other:?}"
+            ))),
         }
     }
 
@@ -128,7 +142,9 @@ impl Fields {
         match self.take(name)? {
             Value::Null => Ok(None),
             Value::String(s) => Ok(Some(s)),
-            other => Err(Error::Avro(format!("field '{name}': expected string, got {other:?}"))),
+            other => Err(Error::Avro(format!(
+                "field '{name}': expected string, got {other:?}"
+            ))),
         }
     }
 
@@ -138,10 +154,14 @@ impl Fields {
                 .into_iter()
                 .map(|(k, v)| match v {
                     Value::String(s) => Ok((k, s)),
-                    other => Err(Error::Avro(format!("field '{name}': non-string value {other:?}"))),
+                    other => Err(Error::Avro(format!(
+                        "field '{name}': non-string value {other:?}"
+                    ))),
                 })
                 .collect::<Result<BTreeMap<_, _>>>(),
-            other => Err(Error::Avro(format!("field '{name}': expected map, got {other:?}"))),
+            other => Err(Error::Avro(format!(
+                "field '{name}': expected map, got {other:?}"
+            ))),
         }
     }
 }

@@ -43,7 +43,17 @@ mod tests {
         buf.extend_from_slice(b"avro");
         assert_eq!(buf[..5], [0, 1, 2, 3, 4]);
         assert_eq!(split(&buf).unwrap(), (0x0102_0304, &b"avro"[..]));
-        assert!(split(&[0, 1]).unwrap_err().to_string().contains("too short"));
-        assert!(split(&[9, 0, 0, 0, 1]).unwrap_err().to_string().contains("magic"));
+        assert!(
+            split(&[0, 1])
+                .unwrap_err()
+                .to_string()
+                .contains("too short")
+        );
+        assert!(
+            split(&[9, 0, 0, 0, 1])
+                .unwrap_err()
+                .to_string()
+                .contains("magic")
+        );
     }
 }

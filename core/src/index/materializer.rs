@@ -1,22 +1,25 @@
-//! The materializer: one task per partition of `objects` reads durable records from the index's
-//! applied offset on, and commits them to the index in batches. Progress is published so that
+//! The materializer: one task follows every partition of `objects` from the index's applied
+//! offsets and commits what it read to the index. Under load it commits large batches (each
+//! commit rewrites every index page it touches, so fewer, larger commits write far less), and
+//! decoding the next batch overlaps with committing the previous one. Progress is published so
 //! queries can wait until the index has caught up with what was acknowledged before them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::{Batch, ObjectIndex};
 use crate::codec::EventCodec;
-use crate::log::Log;
-use crate::{OBJECTS_TOPIC, Result};
+use crate::log::{Log, Record};
+use crate::{Error, OBJECTS_TOPIC, Result};
 
 /// Records per index commit at most.
-const MAX_BATCH: usize = 20_000;
-/// How long a read waits at the end of a partition before looking again.
+const MAX_BATCH: usize = 100_000;
+/// How long a read waits at the end of the log before looking again.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 
 pub struct Materializer {
@@ -27,8 +30,15 @@ pub struct Materializer {
     applied: watch::Sender<BTreeMap<u32, u64>>,
 }
 
+/// A commit running on the blocking pool, and the offsets it makes applied.
+type Pending = (JoinHandle<Result<()>>, BTreeMap<u32, u64>);
+
 impl Materializer {
-    pub fn new(log: Arc<dyn Log>, index: Arc<ObjectIndex>, codec: Arc<EventCodec>) -> Result<Arc<Materializer>> {
+    pub fn new(
+        log: Arc<dyn Log>,
+        index: Arc<ObjectIndex>,
+        codec: Arc<EventCodec>,
+    ) -> Result<Arc<Materializer>> {
         let applied = index.applied()?;
         Ok(Arc::new(Materializer {
             log,
@@ -38,56 +48,122 @@ impl Materializer {
         }))
     }
 
-    /// Start one task per partition; they run until the returned set is dropped.
+    /// Start following the log; runs until the returned set is dropped.
     pub fn start(self: &Arc<Self>) -> Result<JoinSet<()>> {
         let mut tasks = JoinSet::new();
-        for p in 0..self.log.partitions(OBJECTS_TOPIC)? {
-            let me = self.clone();
-            tasks.spawn(async move {
-                loop {
-                    if let Err(e) = me.follow(p).await {
-                        tracing::error!(partition = p, "materializer failed: {e}; retrying in 1s");
+        let me = self.clone();
+        tasks.spawn(async move {
+            loop {
+                match me.follow().await {
+                    Err(Error::Unavailable(_)) => return, // shutting down
+                    Err(e) => {
+                        tracing::error!("materializer failed: {e}; retrying in 1s");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
+                    Ok(()) => return,
                 }
-            });
-        }
+            }
+        });
         Ok(tasks)
     }
 
-    async fn follow(&self, p: u32) -> Result<()> {
-        let range = self.log.offsets(OBJECTS_TOPIC, p).await?;
-        let mut next = self.applied.borrow().get(&p).copied().unwrap_or(range.start);
-        if next < range.start {
-            tracing::error!(
-                partition = p,
-                "index needs offset {next} but the log starts at {}: records were removed by \
-                 retention before being indexed; continuing from the log start",
-                range.start
-            );
-            next = range.start;
+    async fn follow(&self) -> Result<()> {
+        let partitions = self.log.partitions(OBJECTS_TOPIC)?;
+        let mut next = BTreeMap::new();
+        for p in 0..partitions {
+            let range = self.log.offsets(OBJECTS_TOPIC, p).await?;
+            let mut n = self
+                .applied
+                .borrow()
+                .get(&p)
+                .copied()
+                .unwrap_or(range.start);
+            if n < range.start {
+                tracing::error!(
+                    partition = p,
+                    "index needs offset {n} but the log starts at {}: records were removed by \
+                     retention before being indexed; continuing from the log start",
+                    range.start
+                );
+                n = range.start;
+            }
+            next.insert(p, n);
         }
+        let mut pending: Option<Pending> = None;
         loop {
-            let records = self.log.read(OBJECTS_TOPIC, p, next, MAX_BATCH, IDLE_WAIT).await?;
-            let Some(last) = records.last() else { continue };
-            next = last.offset + 1;
-            let mut batch = Batch::default();
-            for rec in &records {
-                match self.codec.decode(&rec.value) {
-                    Ok(event) => batch.add(p, rec.offset, &event),
-                    Err(e) => {
-                        tracing::error!(partition = p, offset = rec.offset, "skipping undecodable record: {e}");
-                        batch.skip(p, rec.offset);
-                    }
+            // With a commit in flight, only take what is already there, so that commit is
+            // published as soon as it is done.
+            let wait = if pending.is_some() {
+                Duration::ZERO
+            } else {
+                IDLE_WAIT
+            };
+            let batch = self.collect(&mut next, wait).await?;
+            if let Some((handle, applied)) = pending.take() {
+                crate::blocking::join(handle).await?;
+                self.applied.send_replace(applied);
+            }
+            if !batch.is_empty() {
+                let index = self.index.clone();
+                pending = Some((
+                    tokio::task::spawn_blocking(move || index.commit(batch)),
+                    next.clone(),
+                ));
+            }
+        }
+    }
+
+    /// Read and decode up to `MAX_BATCH` records from all partitions, waiting up to `wait` for
+    /// the first one.
+    async fn collect(&self, next: &mut BTreeMap<u32, u64>, wait: Duration) -> Result<Batch> {
+        let mut batch = Batch::default();
+        for (p, from) in next.iter_mut() {
+            let records = self
+                .log
+                .read(
+                    OBJECTS_TOPIC,
+                    *p,
+                    *from,
+                    MAX_BATCH - batch.len(),
+                    Duration::ZERO,
+                )
+                .await?;
+            self.add(&mut batch, *p, from, records);
+            if batch.len() >= MAX_BATCH {
+                return Ok(batch);
+            }
+        }
+        if batch.is_empty() && !wait.is_zero() {
+            // Idle: wait on every partition at once; the first to receive records wins.
+            let reads = next.iter().map(|(p, from)| {
+                let p = *p;
+                self.log
+                    .read(OBJECTS_TOPIC, p, *from, MAX_BATCH, wait)
+                    .map(move |r| (p, r))
+            });
+            let ((p, records), _, _) = futures::future::select_all(reads).await;
+            let from = next.get_mut(&p).expect("known partition");
+            self.add(&mut batch, p, from, records?);
+        }
+        Ok(batch)
+    }
+
+    fn add(&self, batch: &mut Batch, p: u32, from: &mut u64, records: Vec<Record>) {
+        for rec in &records {
+            match self.codec.decode_for_index(&rec.value) {
+                Ok(event) => batch.add(p, rec.offset, event),
+                Err(e) => {
+                    tracing::error!(
+                        partition = p,
+                        offset = rec.offset,
+                        "skipping undecodable record: {e}"
+                    );
+                    batch.skip(p, rec.offset);
                 }
             }
-            let index = self.index.clone();
-            tokio::task::spawn_blocking(move || index.commit(batch))
-                .await
-                .expect("index commit task panicked")?;
-            self.applied.send_modify(|m| {
-                m.insert(p, next);
-            });
+        }
+        if let Some(last) = records.last() {
+            *from = last.offset + 1;
         }
     }
 
@@ -95,8 +171,14 @@ impl Materializer {
     /// Returns false on timeout.
     pub async fn wait_for(&self, targets: &BTreeMap<u32, u64>, timeout: Duration) -> bool {
         let mut rx = self.applied.subscribe();
-        let caught_up = |m: &BTreeMap<u32, u64>| targets.iter().all(|(p, t)| *t == 0 || m.get(p).is_some_and(|a| a >= t));
-        tokio::time::timeout(timeout, rx.wait_for(caught_up)).await.is_ok_and(|r| r.is_ok())
+        let caught_up = |m: &BTreeMap<u32, u64>| {
+            targets
+                .iter()
+                .all(|(p, t)| *t == 0 || m.get(p).is_some_and(|a| a >= t))
+        };
+        tokio::time::timeout(timeout, rx.wait_for(caught_up))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Records durable in the log but not yet in the index.
@@ -105,7 +187,12 @@ impl Materializer {
         let mut lag = 0;
         for p in 0..self.log.partitions(OBJECTS_TOPIC)? {
             let range = self.log.offsets(OBJECTS_TOPIC, p).await?;
-            lag += range.end - applied.get(&p).copied().unwrap_or(range.start).max(range.start);
+            lag += range.end
+                - applied
+                    .get(&p)
+                    .copied()
+                    .unwrap_or(range.start)
+                    .max(range.start);
         }
         Ok(lag)
     }

@@ -9,7 +9,7 @@ mod materializer;
 mod rows;
 
 pub use materializer::Materializer;
-pub use rows::HistoryEntry;
+pub use rows::{HistoryBlocks, HistoryEntry, history_body};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,38 +19,48 @@ use redb::{
     TableDefinition,
 };
 
-use crate::event::{Head, ObjectEvent, ObjectState};
+use crate::event::{Head, HeadMap, ObjectEvent, ObjectState};
+use crate::log::Position;
 use crate::{Error, Result};
 
-/// `bucket/key` -> the key's head (sequence, and state unless deleted).
+/// `bucket/key` -> the key's head (sequence, and state unless deleted) and the log position of
+/// its newest event.
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
-/// (`bucket/key`, sequence) -> history entry.
-const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
+/// Log position of a block's first event -> a block of history entries, each with the offset
+/// of the same key's previous event. Keyed by position, blocks are only ever appended (cheap
+/// at any size); a key's history is the chain from its object row backwards.
+const HISTORY: TableDefinition<u128, &[u8]> = TableDefinition::new("history");
 /// Partition of the `objects` topic -> next offset to apply.
 const APPLIED: TableDefinition<u32, u64> = TableDefinition::new("applied");
 
-/// Events applied since the last commit, folded so each key is written once per commit.
+fn history_key(partition: u32, offset: u64) -> u128 {
+    (u128::from(partition) << 64) | u128::from(offset)
+}
+
+/// Events read since the last commit.
 #[derive(Default)]
 pub struct Batch {
-    heads: HashMap<String, Head>,
-    history: Vec<((String, u64), Vec<u8>)>,
+    /// (position, `bucket/key`, history entry body), in log order within each partition.
+    events: Vec<(Position, String, Vec<u8>)>,
+    /// The newest head of each key in the batch and where its event is.
+    heads: HeadMap<(Head, Position)>,
     applied: BTreeMap<u32, u64>,
-    events: usize,
+    records: usize,
 }
 
 impl Batch {
     /// Fold in `event`, read from `partition` at `offset`.
-    pub fn add(&mut self, partition: u32, offset: u64, event: &ObjectEvent) {
+    pub fn add(&mut self, partition: u32, offset: u64, event: ObjectEvent) {
         self.applied.insert(partition, offset + 1);
-        self.events += 1;
+        self.records += 1;
         if !event.event_type.mutates_object() {
             return;
         }
         let key = event.log_key();
-        let mut row = Vec::with_capacity(64);
-        rows::encode_history(event, &mut row);
-        self.history.push(((key.clone(), event.sequence as u64), row));
-        self.heads.insert(key, event.head());
+        let at = Position { partition, offset };
+        self.events
+            .push((at, key.clone(), history_body(&event.summary())));
+        self.heads.insert(key, (event.into_head(), at));
     }
 
     /// Record progress through records that are not events of this index.
@@ -58,8 +68,9 @@ impl Batch {
         self.applied.insert(partition, offset + 1);
     }
 
+    /// Records read into this batch.
     pub fn len(&self) -> usize {
-        self.events
+        self.records
     }
 
     pub fn is_empty(&self) -> bool {
@@ -75,6 +86,9 @@ enum Db {
 pub struct ObjectIndex {
     db: Db,
     path: PathBuf,
+    /// A private index being rebuilt: nobody reads it until it is complete, and a crash
+    /// discards it, so its commits skip redb's quick-repair bookkeeping.
+    scratch: bool,
 }
 
 /// One object in a listing.
@@ -92,8 +106,18 @@ fn split_log_key(k: &str) -> (&str, &str) {
 impl ObjectIndex {
     /// Open or create the index for writing.
     pub fn open(path: &Path) -> Result<ObjectIndex> {
+        Self::open_mode(path, ConcurrencyMode::SingleWriter, false)
+    }
+
+    /// Create a private index to rebuild into (see `scratch`); it is complete once
+    /// [`Self::put_heads`] returns.
+    pub fn create_scratch(path: &Path) -> Result<ObjectIndex> {
+        Self::open_mode(path, ConcurrencyMode::ExclusiveWriter, true)
+    }
+
+    fn open_mode(path: &Path, mode: ConcurrencyMode, scratch: bool) -> Result<ObjectIndex> {
         let db = redb::Builder::new()
-            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .set_concurrency_mode(mode)
             .create(path)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => Error::Unavailable(format!(
@@ -103,11 +127,18 @@ impl ObjectIndex {
                 e => Error::index("open", e),
             })?;
         let txn = db.begin_write().map_err(|e| Error::index("open", e))?;
-        txn.open_table(OBJECTS).map_err(|e| Error::index("create table", e))?;
-        txn.open_table(HISTORY).map_err(|e| Error::index("create table", e))?;
-        txn.open_table(APPLIED).map_err(|e| Error::index("create table", e))?;
+        txn.open_table(OBJECTS)
+            .map_err(|e| Error::index("create table", e))?;
+        txn.open_table(HISTORY)
+            .map_err(|e| Error::index("create table", e))?;
+        txn.open_table(APPLIED)
+            .map_err(|e| Error::index("create table", e))?;
         txn.commit().map_err(|e| Error::index("create tables", e))?;
-        Ok(ObjectIndex { db: Db::Write(db), path: path.to_path_buf() })
+        Ok(ObjectIndex {
+            db: Db::Write(db),
+            path: path.to_path_buf(),
+            scratch,
+        })
     }
 
     /// Open an existing index for reading, even while a server writes it.
@@ -122,7 +153,11 @@ impl ObjectIndex {
             .set_concurrency_mode(ConcurrencyMode::SingleWriter)
             .open_read_only(path)
             .map_err(|e| Error::index("open read-only", e))?;
-        Ok(ObjectIndex { db: Db::Read(db), path: path.to_path_buf() })
+        Ok(ObjectIndex {
+            db: Db::Read(db),
+            path: path.to_path_buf(),
+            scratch: false,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -139,38 +174,134 @@ impl ObjectIndex {
 
     /// Commit a batch: rows and applied offsets in one durable transaction.
     pub fn commit(&self, batch: Batch) -> Result<()> {
-        let Db::Write(db) = &self.db else {
-            return Err(Error::BadInput("the index is open read-only".into()));
-        };
-        let mut txn = db.begin_write().map_err(|e| Error::index("begin write", e))?;
-        // Crash recovery then takes no full scan of the file.
-        txn.set_quick_repair(true);
+        let txn = self.begin_write()?;
         {
-            let mut objects = txn.open_table(OBJECTS).map_err(|e| Error::index("open objects", e))?;
-            let mut history = txn.open_table(HISTORY).map_err(|e| Error::index("open history", e))?;
-            let mut applied = txn.open_table(APPLIED).map_err(|e| Error::index("open applied", e))?;
-            for ((key, seq), row) in &batch.history {
+            let mut objects = txn
+                .open_table(OBJECTS)
+                .map_err(|e| Error::index("open objects", e))?;
+            let mut history = txn
+                .open_table(HISTORY)
+                .map_err(|e| Error::index("open history", e))?;
+            let mut applied = txn
+                .open_table(APPLIED)
+                .map_err(|e| Error::index("open applied", e))?;
+            // Link each event to its key's previous one: earlier in this batch, or the newest
+            // event already in the index.
+            let mut newest: HashMap<&str, u64> = HashMap::with_capacity(batch.heads.len());
+            let mut events: Vec<_> = batch.events.iter().collect();
+            events.sort_by_key(|(at, _, _)| (at.partition, at.offset));
+            let mut blocks = HistoryBlocks::default();
+            for (at, key, body) in events {
+                let prev = match newest.get(key.as_str()) {
+                    Some(prev) => Some(*prev),
+                    None => match objects
+                        .get(key.as_str())
+                        .map_err(|e| Error::index("read object", e))?
+                    {
+                        Some(v) => Some(rows::decode_head(v.value())?.1.offset),
+                        None => None,
+                    },
+                };
+                blocks.push_encoded(*at, prev, body);
+                newest.insert(key.as_str(), at.offset);
+            }
+            // Positions only grow, so these inserts append at the end of the tree.
+            for (first, block) in blocks.finish() {
                 history
-                    .insert((key.as_str(), *seq), row.as_slice())
+                    .insert(history_key(first.partition, first.offset), block.as_slice())
                     .map_err(|e| Error::index("write history", e))?;
             }
+            let mut heads: Vec<_> = batch.heads.into_iter().collect();
+            heads.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let mut row = Vec::with_capacity(256);
-            for (key, head) in &batch.heads {
+            for (key, (head, last)) in &heads {
                 row.clear();
-                rows::encode_head(head, &mut row);
-                objects.insert(key.as_str(), row.as_slice()).map_err(|e| Error::index("write object", e))?;
+                rows::encode_head(head, *last, &mut row);
+                objects
+                    .insert(key.as_str(), row.as_slice())
+                    .map_err(|e| Error::index("write object", e))?;
             }
             for (p, next) in &batch.applied {
-                applied.insert(*p, *next).map_err(|e| Error::index("write applied offset", e))?;
+                applied
+                    .insert(*p, *next)
+                    .map_err(|e| Error::index("write applied offset", e))?;
             }
         }
         txn.commit().map_err(|e| Error::index("commit", e))
     }
 
+    /// Rebuild path: append finished history blocks, in position order.
+    pub fn append_history(&self, blocks: Vec<(Position, Vec<u8>)>) -> Result<()> {
+        let mut txn = self.begin_write()?;
+        if self.scratch {
+            txn.set_quick_repair(false);
+        }
+        {
+            let mut history = txn
+                .open_table(HISTORY)
+                .map_err(|e| Error::index("open history", e))?;
+            for (first, block) in blocks {
+                history
+                    .insert(history_key(first.partition, first.offset), block.as_slice())
+                    .map_err(|e| Error::index("write history", e))?;
+            }
+        }
+        txn.commit().map_err(|e| Error::index("commit", e))
+    }
+
+    /// Rebuild path: write every key's final head and the applied offsets, in one commit.
+    pub fn put_heads(
+        &self,
+        mut heads: Vec<(String, (Head, Position))>,
+        next: &BTreeMap<u32, u64>,
+    ) -> Result<()> {
+        let mut txn = self.begin_write()?;
+        if self.scratch {
+            txn.set_quick_repair(false);
+        }
+        {
+            let mut objects = txn
+                .open_table(OBJECTS)
+                .map_err(|e| Error::index("open objects", e))?;
+            let mut applied = txn
+                .open_table(APPLIED)
+                .map_err(|e| Error::index("open applied", e))?;
+            heads.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut row = Vec::with_capacity(256);
+            for (key, (head, last)) in &heads {
+                row.clear();
+                rows::encode_head(head, *last, &mut row);
+                objects
+                    .insert(key.as_str(), row.as_slice())
+                    .map_err(|e| Error::index("write object", e))?;
+            }
+            for (p, n) in next {
+                applied
+                    .insert(*p, *n)
+                    .map_err(|e| Error::index("write applied offset", e))?;
+            }
+        }
+        txn.commit().map_err(|e| Error::index("commit", e))
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        let Db::Write(db) = &self.db else {
+            return Err(Error::BadInput("the index is open read-only".into()));
+        };
+        let mut txn = db
+            .begin_write()
+            .map_err(|e| Error::index("begin write", e))?;
+        // Crash recovery then takes no full scan of the file.
+        txn.set_quick_repair(true);
+        Ok(txn)
+    }
+
     /// Next offset to apply, per partition.
     pub fn applied(&self) -> Result<BTreeMap<u32, u64>> {
         let txn = self.read()?;
-        let table = txn.open_table(APPLIED).map_err(|e| Error::index("open applied", e))?;
+        let table = txn
+            .open_table(APPLIED)
+            .map_err(|e| Error::index("open applied", e))?;
         let mut out = BTreeMap::new();
         for row in table.iter().map_err(|e| Error::index("read applied", e))? {
             let (k, v) = row.map_err(|e| Error::index("read applied", e))?;
@@ -180,48 +311,97 @@ impl ObjectIndex {
     }
 
     /// Every key's head (including deleted keys, which keep their sequence).
-    pub fn heads(&self) -> Result<HashMap<String, Head>> {
+    pub fn heads(&self) -> Result<HeadMap<Head>> {
         let txn = self.read()?;
-        let table = txn.open_table(OBJECTS).map_err(|e| Error::index("open objects", e))?;
-        let mut out = HashMap::new();
+        let table = txn
+            .open_table(OBJECTS)
+            .map_err(|e| Error::index("open objects", e))?;
+        let mut out = HeadMap::default();
         for row in table.iter().map_err(|e| Error::index("read objects", e))? {
             let (k, v) = row.map_err(|e| Error::index("read objects", e))?;
-            out.insert(k.value().to_string(), rows::decode_head(v.value())?);
+            out.insert(k.value().to_string(), rows::decode_head(v.value())?.0);
         }
         Ok(out)
     }
 
     pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Head>> {
         let txn = self.read()?;
-        let table = txn.open_table(OBJECTS).map_err(|e| Error::index("open objects", e))?;
+        let table = txn
+            .open_table(OBJECTS)
+            .map_err(|e| Error::index("open objects", e))?;
         let k = crate::event::log_key(bucket, key);
-        match table.get(k.as_str()).map_err(|e| Error::index("read object", e))? {
-            Some(v) => Ok(Some(rows::decode_head(v.value())?)),
+        match table
+            .get(k.as_str())
+            .map_err(|e| Error::index("read object", e))?
+        {
+            Some(v) => Ok(Some(rows::decode_head(v.value())?.0)),
             None => Ok(None),
         }
     }
 
+    /// A key's history, oldest first (empty for a key never seen).
     pub fn history(&self, bucket: &str, key: &str) -> Result<Vec<HistoryEntry>> {
         let txn = self.read()?;
-        let table = txn.open_table(HISTORY).map_err(|e| Error::index("open history", e))?;
+        let objects = txn
+            .open_table(OBJECTS)
+            .map_err(|e| Error::index("open objects", e))?;
+        let history = txn
+            .open_table(HISTORY)
+            .map_err(|e| Error::index("open history", e))?;
         let k = crate::event::log_key(bucket, key);
+        let Some(row) = objects
+            .get(k.as_str())
+            .map_err(|e| Error::index("read object", e))?
+        else {
+            return Ok(Vec::new());
+        };
+        let last = rows::decode_head(row.value())?.1;
         let mut out = Vec::new();
-        let range = table
-            .range((k.as_str(), 0u64)..=(k.as_str(), u64::MAX))
-            .map_err(|e| Error::index("read history", e))?;
-        for row in range {
-            let (k, v) = row.map_err(|e| Error::index("read history", e))?;
-            out.push(rows::decode_history(k.value().1, v.value())?);
+        // Walk the chain back; consecutive entries often share a block, decoded once.
+        let mut block: Vec<(u64, Option<u64>, HistoryEntry)> = Vec::new();
+        let mut at = Some(last.offset);
+        while let Some(offset) = at {
+            if !block
+                .first()
+                .is_some_and(|b| b.0 <= offset && block.last().is_some_and(|l| offset <= l.0))
+            {
+                let found = history
+                    .range(..=history_key(last.partition, offset))
+                    .map_err(|e| Error::index("read history", e))?
+                    .next_back()
+                    .transpose()
+                    .map_err(|e| Error::index("read history", e))?;
+                block = match found {
+                    Some((_, v)) => rows::decode_history_block(v.value())?,
+                    None => Vec::new(),
+                };
+            }
+            let i = block.binary_search_by_key(&offset, |e| e.0).map_err(|_| {
+                Error::Corrupt(format!("index history of {k} breaks at offset {offset}"))
+            })?;
+            at = block[i].1;
+            out.push(block[i].2.clone());
         }
+        out.reverse();
         Ok(out)
     }
 
     /// Existing objects in key order: in `bucket` (all buckets if `None`) whose key starts with
     /// `prefix`, after key `after`, at most `limit`.
-    pub fn list(&self, bucket: Option<&str>, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<Listed>> {
+    pub fn list(
+        &self,
+        bucket: Option<&str>,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Listed>> {
         let txn = self.read()?;
-        let table = txn.open_table(OBJECTS).map_err(|e| Error::index("open objects", e))?;
-        let scope = bucket.map(|b| crate::event::log_key(b, prefix)).unwrap_or_default();
+        let table = txn
+            .open_table(OBJECTS)
+            .map_err(|e| Error::index("open objects", e))?;
+        let scope = bucket
+            .map(|b| crate::event::log_key(b, prefix))
+            .unwrap_or_default();
         // Resume strictly after `after` (a key within the bucket, or a `bucket/key` across all).
         let after = match (bucket, after) {
             (Some(b), Some(a)) if a >= prefix => Some(crate::event::log_key(b, a)),
@@ -230,7 +410,10 @@ impl ObjectIndex {
         };
         let start = after.clone().unwrap_or_else(|| scope.clone());
         let mut out = Vec::new();
-        for row in table.range(start.as_str()..).map_err(|e| Error::index("list objects", e))? {
+        for row in table
+            .range(start.as_str()..)
+            .map_err(|e| Error::index("list objects", e))?
+        {
             let (k, v) = row.map_err(|e| Error::index("list objects", e))?;
             let k = k.value();
             if !k.starts_with(&scope) {
@@ -239,9 +422,13 @@ impl ObjectIndex {
             if after.as_deref() == Some(k) {
                 continue;
             }
-            if let Some(state) = rows::decode_head(v.value())?.state {
+            if let Some(state) = rows::decode_head(v.value())?.0.state {
                 let (b, key) = split_log_key(k);
-                out.push(Listed { bucket: b.to_string(), key: key.to_string(), state });
+                out.push(Listed {
+                    bucket: b.to_string(),
+                    key: key.to_string(),
+                    state,
+                });
                 if out.len() >= limit {
                     break;
                 }

@@ -5,7 +5,8 @@ use uuid::Uuid;
 
 use crate::codec::binary::{Reader, put_long, put_opt_long, put_opt_str, put_str};
 use crate::codec::object_event::{decode_state, encode_state};
-use crate::event::{EventType, Head, ObjectEvent};
+use crate::event::{EventSummary, EventType, Head};
+use crate::log::Position;
 use crate::{Error, Result};
 
 const FORMAT: u8 = 1;
@@ -13,7 +14,9 @@ const FORMAT: u8 = 1;
 fn check_format(bytes: &[u8], what: &str) -> Result<()> {
     match bytes.first() {
         Some(&FORMAT) => Ok(()),
-        other => Err(Error::Corrupt(format!("index {what} row has unknown format {other:?}"))),
+        other => Err(Error::Corrupt(format!(
+            "index {what} row has unknown format {other:?}"
+        ))),
     }
 }
 
@@ -28,9 +31,13 @@ fn uuid_raw(bytes: &[u8], at: usize) -> Result<Uuid> {
         .ok_or_else(|| Error::Corrupt("index row is truncated".into()))
 }
 
-pub fn encode_head(head: &Head, buf: &mut Vec<u8>) {
+/// An object row: the key's head and where its newest event is in the log (the start of the
+/// key's history chain).
+pub fn encode_head(head: &Head, last: Position, buf: &mut Vec<u8>) {
     buf.push(FORMAT);
     put_uuid_raw(buf, &head.event_id);
+    put_long(buf, i64::from(last.partition));
+    put_long(buf, last.offset as i64);
     put_long(buf, head.sequence);
     match &head.state {
         None => put_long(buf, 0),
@@ -41,13 +48,28 @@ pub fn encode_head(head: &Head, buf: &mut Vec<u8>) {
     }
 }
 
-pub fn decode_head(bytes: &[u8]) -> Result<Head> {
+pub fn decode_head(bytes: &[u8]) -> Result<(Head, Position)> {
     check_format(bytes, "object")?;
     let event_id = uuid_raw(bytes, 1)?;
     let mut r = Reader::new(&bytes[17..]);
+    let last = Position {
+        partition: r.long()? as u32,
+        offset: r.long()? as u64,
+    };
     let sequence = r.long()?;
-    let state = if r.present()? { Some(decode_state(&mut r)?) } else { None };
-    Ok(Head { sequence, event_id, state })
+    let state = if r.present()? {
+        Some(decode_state(&mut r)?)
+    } else {
+        None
+    };
+    Ok((
+        Head {
+            sequence,
+            event_id,
+            state,
+        },
+        last,
+    ))
 }
 
 /// One entry of an object's history: what happened, when, and the resulting version.
@@ -64,18 +86,6 @@ pub struct HistoryEntry {
 }
 
 impl HistoryEntry {
-    pub fn of(e: &ObjectEvent) -> HistoryEntry {
-        HistoryEntry {
-            sequence: e.sequence,
-            event_id: e.event_id,
-            event_type: e.event_type,
-            event_time: e.event_time,
-            version_id: e.version_id.clone(),
-            size: e.size,
-            etag: e.etag.clone(),
-        }
-    }
-
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "sequence": self.sequence,
@@ -89,29 +99,98 @@ impl HistoryEntry {
     }
 }
 
-pub fn encode_history(e: &ObjectEvent, buf: &mut Vec<u8>) {
-    buf.push(FORMAT);
-    put_uuid_raw(buf, &e.event_id);
-    put_str(buf, e.event_type.as_str());
-    put_long(buf, e.event_time);
-    put_opt_str(buf, e.version_id.as_deref());
-    put_opt_long(buf, e.size);
-    put_opt_str(buf, e.etag.as_deref());
+/// The body of a history entry for an event; [`HistoryBlocks`] adds its position and link.
+pub fn history_body(e: &EventSummary<'_>) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(64);
+    encode_body(e, &mut buf);
+    buf
 }
 
-pub fn decode_history(sequence: u64, bytes: &[u8]) -> Result<HistoryEntry> {
+fn encode_body(e: &EventSummary<'_>, buf: &mut Vec<u8>) {
+    put_uuid_raw(buf, &e.event_id);
+    put_long(buf, e.sequence);
+    put_str(buf, e.event_type.as_str());
+    put_long(buf, e.event_time);
+    put_opt_str(buf, e.version_id);
+    put_opt_long(buf, e.size);
+    put_opt_str(buf, e.etag);
+}
+/// Entries per history block at most, and the size at which a block is closed early.
+const BLOCK_ENTRIES: usize = 64;
+const BLOCK_BYTES: usize = 8192;
+
+/// Packs history entries, in log order, into blocks keyed by the position of their first entry.
+/// One redb row per block instead of per event keeps history writes cheap; blocks are written
+/// once and never change.
+#[derive(Default)]
+pub struct HistoryBlocks {
+    done: Vec<(Position, Vec<u8>)>,
+    open: Option<(Position, Vec<u8>, usize)>,
+}
+
+impl HistoryBlocks {
+    /// Add the entry of the event at `at`, whose key's previous event is at offset `prev`
+    /// (same partition). Entries of one partition must come in offset order.
+    pub fn push(&mut self, at: Position, prev: Option<u64>, event: &EventSummary<'_>) {
+        encode_body(event, self.start_entry(at, prev));
+    }
+
+    /// [`Self::push`] with a body made earlier by [`history_body`].
+    pub fn push_encoded(&mut self, at: Position, prev: Option<u64>, body: &[u8]) {
+        self.start_entry(at, prev).extend_from_slice(body);
+    }
+
+    /// Open a block if needed, write the entry's position and link, return the buffer for
+    /// its body.
+    fn start_entry(&mut self, at: Position, prev: Option<u64>) -> &mut Vec<u8> {
+        let full = match &self.open {
+            Some((first, buf, n)) => {
+                first.partition != at.partition || *n >= BLOCK_ENTRIES || buf.len() >= BLOCK_BYTES
+            }
+            None => true,
+        };
+        if full {
+            self.done
+                .extend(self.open.take().map(|(first, buf, _)| (first, buf)));
+            self.open = Some((at, vec![FORMAT], 0));
+        }
+        let (_, buf, n) = self.open.as_mut().expect("a block is open");
+        put_long(buf, at.offset as i64);
+        put_long(buf, prev.map_or(-1, |p| p as i64));
+        *n += 1;
+        buf
+    }
+
+    pub fn finish(mut self) -> Vec<(Position, Vec<u8>)> {
+        self.done
+            .extend(self.open.take().map(|(first, buf, _)| (first, buf)));
+        self.done
+    }
+}
+
+/// Every entry of a block: (offset, previous offset of the same key, entry).
+pub fn decode_history_block(bytes: &[u8]) -> Result<Vec<(u64, Option<u64>, HistoryEntry)>> {
     check_format(bytes, "history")?;
-    let event_id = uuid_raw(bytes, 1)?;
-    let mut r = Reader::new(&bytes[17..]);
-    let name = r.str()?;
-    Ok(HistoryEntry {
-        sequence: sequence as i64,
-        event_id,
-        event_type: EventType::parse(name)
-            .ok_or_else(|| Error::Corrupt(format!("index history has unknown event type '{name}'")))?,
-        event_time: r.long()?,
-        version_id: r.opt_string()?,
-        size: r.opt_long()?,
-        etag: r.opt_string()?,
-    })
+    let mut r = Reader::new(&bytes[1..]);
+    let mut out = Vec::new();
+    while !r.is_empty() {
+        let offset = r.long()? as u64;
+        let prev = r.long()?;
+        let event_id = Uuid::from_bytes(r.fixed16()?);
+        let sequence = r.long()?;
+        let name = r.str()?;
+        let entry = HistoryEntry {
+            sequence,
+            event_id,
+            event_type: EventType::parse(name).ok_or_else(|| {
+                Error::Corrupt(format!("index history has unknown event type '{name}'"))
+            })?,
+            event_time: r.long()?,
+            version_id: r.opt_string()?,
+            size: r.opt_long()?,
+            etag: r.opt_string()?,
+        };
+        out.push((offset, u64::try_from(prev).ok(), entry));
+    }
+    Ok(out)
 }

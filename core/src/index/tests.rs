@@ -11,11 +11,27 @@ fn put(bucket: &str, key: &str, seq: i64, size: i64) -> ObjectEvent {
         last_modified: 1_000 + seq,
         ..ObjectState::default()
     };
-    ObjectEvent::new(Uuid::now_v7(), EventType::ObjectCreatedPut, 1_000 + seq, bucket.into(), key.into(), seq, Some(state))
+    ObjectEvent::new(
+        Uuid::now_v7(),
+        EventType::ObjectCreatedPut,
+        1_000 + seq,
+        bucket.into(),
+        key.into(),
+        seq,
+        Some(state),
+    )
 }
 
 fn delete(bucket: &str, key: &str, seq: i64) -> ObjectEvent {
-    ObjectEvent::new(Uuid::now_v7(), EventType::ObjectRemovedDelete, 1_000 + seq, bucket.into(), key.into(), seq, None)
+    ObjectEvent::new(
+        Uuid::now_v7(),
+        EventType::ObjectRemovedDelete,
+        1_000 + seq,
+        bucket.into(),
+        key.into(),
+        seq,
+        None,
+    )
 }
 
 #[test]
@@ -32,7 +48,7 @@ fn applies_batches_lists_pages_and_keeps_history() {
         delete("photos", "a/2.jpg", 2),
     ];
     for (i, e) in events.iter().enumerate() {
-        batch.add(0, i as u64, e);
+        batch.add(0, i as u64, e.clone());
     }
     index.commit(batch).unwrap();
     assert_eq!(index.applied().unwrap(), BTreeMap::from([(0, 6)]));
@@ -44,16 +60,30 @@ fn applies_batches_lists_pages_and_keeps_history() {
     let a = index.list(Some("photos"), "a/", None, 100).unwrap();
     assert_eq!(a.len(), 1);
     let page1 = index.list(None, "", None, 2).unwrap();
-    let page2 = index.list(None, "", Some(&format!("{}/{}", page1[1].bucket, page1[1].key)), 2).unwrap();
+    let page2 = index
+        .list(
+            None,
+            "",
+            Some(&format!("{}/{}", page1[1].bucket, page1[1].key)),
+            2,
+        )
+        .unwrap();
     assert_eq!(page1.len() + page2.len(), 3);
     assert_eq!(page2[0].bucket, "videos");
     let after = index.list(Some("photos"), "", Some("a/1.jpg"), 10).unwrap();
     assert_eq!(after[0].key, "b/3.jpg");
 
     let history = index.history("photos", "a/2.jpg").unwrap();
-    assert_eq!(history.iter().map(|h| h.event_type).collect::<Vec<_>>(), [EventType::ObjectCreatedPut, EventType::ObjectRemovedDelete]);
+    assert_eq!(
+        history.iter().map(|h| h.event_type).collect::<Vec<_>>(),
+        [EventType::ObjectCreatedPut, EventType::ObjectRemovedDelete]
+    );
     let head = index.get("photos", "a/2.jpg").unwrap().unwrap();
-    assert_eq!((head.sequence, head.state), (2, None), "a deleted key keeps its sequence");
+    assert_eq!(
+        (head.sequence, head.state),
+        (2, None),
+        "a deleted key keeps its sequence"
+    );
     assert_eq!(index.heads().unwrap().len(), 4);
 }
 
@@ -63,7 +93,7 @@ fn a_reader_process_view_sees_committed_state() {
     let path = dir.path().join("index.redb");
     let index = ObjectIndex::open(&path).unwrap();
     let mut batch = Batch::default();
-    batch.add(1, 41, &put("photos", "x", 1, 5));
+    batch.add(1, 41, put("photos", "x", 1, 5));
     index.commit(batch).unwrap();
     let reader = ObjectIndex::open_read_only(&path).unwrap();
     assert_eq!(reader.list(None, "", None, 10).unwrap().len(), 1);

@@ -10,7 +10,6 @@ mod mutation;
 
 pub use mutation::{BatchLimits, Mutation, Op, parse_batch, validate_bucket, validate_key};
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::codec::EventCodec;
-use crate::event::{EventType, Head, ObjectEvent, ObjectState, log_key};
+use crate::event::{EventType, Head, HeadMap, ObjectEvent, ObjectState, log_key};
 use crate::index::ObjectIndex;
 use crate::log::{Log, NewRecord, Position};
 use crate::time::now_us;
@@ -50,7 +49,7 @@ pub struct Ingestor {
     log: Arc<dyn Log>,
     codec: Arc<EventCodec>,
     origin: Origin,
-    heads: Mutex<HashMap<String, Head>>,
+    heads: Mutex<HeadMap<Head>>,
     /// Set when an append failed after heads were updated: heads may now be ahead of the log,
     /// so no further mutation is accepted until a restart rebuilds them.
     failed: Mutex<Option<String>>,
@@ -58,14 +57,25 @@ pub struct Ingestor {
 
 impl Ingestor {
     /// Heads from the index, then every record the index has not applied yet.
-    pub async fn recover(log: Arc<dyn Log>, codec: Arc<EventCodec>, index: &ObjectIndex, origin: Origin) -> Result<Ingestor> {
+    pub async fn recover(
+        log: Arc<dyn Log>,
+        codec: Arc<EventCodec>,
+        index: &ObjectIndex,
+        origin: Origin,
+    ) -> Result<Ingestor> {
         let mut heads = index.heads()?;
         let applied = index.applied()?;
         for p in 0..log.partitions(OBJECTS_TOPIC)? {
             let range = log.offsets(OBJECTS_TOPIC, p).await?;
-            let mut next = applied.get(&p).copied().unwrap_or(range.start).max(range.start);
+            let mut next = applied
+                .get(&p)
+                .copied()
+                .unwrap_or(range.start)
+                .max(range.start);
             while next < range.end {
-                let records = log.read(OBJECTS_TOPIC, p, next, 50_000, Duration::ZERO).await?;
+                let records = log
+                    .read(OBJECTS_TOPIC, p, next, 50_000, Duration::ZERO)
+                    .await?;
                 let Some(last) = records.last() else { break };
                 next = last.offset + 1;
                 for rec in records {
@@ -87,7 +97,11 @@ impl Ingestor {
 
     /// Apply a batch in order. The outer error is for the whole batch (log unavailable); the
     /// inner ones are per mutation (object missing, version precondition failed).
-    pub async fn apply(&self, mutations: Vec<Mutation>, ctx: &RequestContext) -> Result<Vec<Result<Accepted>>> {
+    pub async fn apply(
+        &self,
+        mutations: Vec<Mutation>,
+        ctx: &RequestContext,
+    ) -> Result<Vec<Result<Accepted>>> {
         if let Some(msg) = self.failed.lock().unwrap().clone() {
             return Err(Error::Unavailable(msg));
         }
@@ -99,12 +113,15 @@ impl Ingestor {
             for m in mutations {
                 let key = log_key(&m.bucket, &m.key);
                 match self.event_for(m, heads.get(&key), ctx, now) {
-                    Ok(event) => {
+                    Ok(mut event) => {
+                        // The replaced head's state becomes `previous`: moved, not copied.
+                        event.previous = heads
+                            .insert(key.clone(), event.head())
+                            .and_then(|h| h.state);
                         let mut value = Vec::with_capacity(256);
                         self.codec.encode(&event, &mut value);
                         outcomes.push(Ok((event.event_id, records.len())));
-                        records.push(NewRecord::new(Bytes::from(key.clone()), value));
-                        heads.insert(key, event.head());
+                        records.push(NewRecord::new(Bytes::from(key), value));
                     }
                     Err(e) => outcomes.push(Err(e)),
                 }
@@ -125,11 +142,22 @@ impl Ingestor {
         };
         Ok(outcomes
             .into_iter()
-            .map(|o| o.map(|(event_id, i)| Accepted { event_id, position: positions[i] }))
+            .map(|o| {
+                o.map(|(event_id, i)| Accepted {
+                    event_id,
+                    position: positions[i],
+                })
+            })
             .collect())
     }
 
-    fn event_for(&self, m: Mutation, head: Option<&Head>, ctx: &RequestContext, now: i64) -> Result<ObjectEvent> {
+    fn event_for(
+        &self,
+        m: Mutation,
+        head: Option<&Head>,
+        ctx: &RequestContext,
+        now: i64,
+    ) -> Result<ObjectEvent> {
         let current = head.and_then(|h| h.state.as_ref());
         let sequence = head.map_or(0, |h| h.sequence) + 1;
         let event_time = m.event_time.unwrap_or(now);
@@ -183,8 +211,16 @@ impl Ingestor {
                 s
             }),
         };
-        let mut event = ObjectEvent::new(Uuid::now_v7(), event_type, event_time, m.bucket, m.key, sequence, after);
-        event.previous = current.cloned();
+        // `previous` is filled in by the caller, from the head this event replaces.
+        let mut event = ObjectEvent::new(
+            Uuid::now_v7(),
+            event_type,
+            event_time,
+            m.bucket,
+            m.key,
+            sequence,
+            after,
+        );
         event.requester = ctx.requester.clone();
         event.source_ip = ctx.source_ip.clone();
         event.request_id = ctx.request_id.clone();

@@ -91,20 +91,17 @@ pub struct BatchLimits {
 
 /// Parse and validate a request body. All-or-nothing: one bad mutation rejects the batch.
 pub fn parse_batch(body: &[u8], limits: BatchLimits) -> Result<Vec<Mutation>> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    let raw: RawBatch = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            Error::invalid("body", format!("malformed JSON: {inner}"))
-        } else if path == "." {
-            Error::invalid("body", inner.to_string())
-        } else {
-            Error::invalid(path, inner.to_string())
-        }
-    })?;
+    // Parse without path tracking first (the common, valid case); only a body that fails is
+    // parsed again to find the path of the offending field.
+    let raw: RawBatch = match serde_json::from_slice(body) {
+        Ok(raw) => raw,
+        Err(_) => return Err(parse_error(body)),
+    };
     if raw.mutations.is_empty() {
-        return Err(Error::invalid("mutations", "must contain at least one mutation"));
+        return Err(Error::invalid(
+            "mutations",
+            "must contain at least one mutation",
+        ));
     }
     if raw.mutations.len() > limits.max_mutations {
         return Err(Error::invalid(
@@ -123,20 +120,57 @@ pub fn parse_batch(body: &[u8], limits: BatchLimits) -> Result<Vec<Mutation>> {
         .collect()
 }
 
+/// The error for a body that does not parse, naming the path of the offending field.
+fn parse_error(body: &[u8]) -> Error {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let Err(e) = serde_path_to_error::deserialize::<_, RawBatch>(de) else {
+        return Error::invalid("body", "could not be parsed");
+    };
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if inner.is_syntax() || inner.is_eof() {
+        Error::invalid("body", format!("malformed JSON: {inner}"))
+    } else if path == "." {
+        Error::invalid("body", inner.to_string())
+    } else {
+        Error::invalid(path, inner.to_string())
+    }
+}
+
 fn validate(m: RawMutation, at: &str) -> Result<Mutation> {
     let field = |name: &str| format!("{at}.{name}");
-    let op_text = m.op.ok_or_else(|| Error::invalid(field("op"), "is required (put, delete, tag, untag or metadata)"))?;
-    let op = Op::parse(&op_text).ok_or_else(|| {
-        Error::invalid(field("op"), format!("unknown op '{op_text}'; expected put, delete, tag, untag or metadata"))
+    let op_text = m.op.ok_or_else(|| {
+        Error::invalid(
+            field("op"),
+            "is required (put, delete, tag, untag or metadata)",
+        )
     })?;
-    let bucket = m.bucket.ok_or_else(|| Error::invalid(field("bucket"), "is required"))?;
+    let op = Op::parse(&op_text).ok_or_else(|| {
+        Error::invalid(
+            field("op"),
+            format!("unknown op '{op_text}'; expected put, delete, tag, untag or metadata"),
+        )
+    })?;
+    let bucket = m
+        .bucket
+        .ok_or_else(|| Error::invalid(field("bucket"), "is required"))?;
     validate_bucket(&bucket).map_err(|msg| Error::invalid(field("bucket"), msg))?;
-    let key = m.key.ok_or_else(|| Error::invalid(field("key"), "is required"))?;
+    let key = m
+        .key
+        .ok_or_else(|| Error::invalid(field("key"), "is required"))?;
     validate_key(&key).map_err(|msg| Error::invalid(field("key"), msg))?;
 
     // Which optional fields each op accepts; anything else is a mistake worth reporting.
     let allowed: &[&str] = match op {
-        Op::Put => &["size", "etag", "content_type", "sha256", "storage_class", "metadata", "tags"],
+        Op::Put => &[
+            "size",
+            "etag",
+            "content_type",
+            "sha256",
+            "storage_class",
+            "metadata",
+            "tags",
+        ],
         Op::Delete | Op::Untag => &[],
         Op::Tag => &["tags"],
         Op::Metadata => &["metadata", "content_type"],
@@ -152,14 +186,24 @@ fn validate(m: RawMutation, at: &str) -> Result<Mutation> {
     ];
     for (name, is_set) in present {
         if is_set && !allowed.contains(&name) {
-            return Err(Error::invalid(field(name), format!("is not allowed for op '{op_text}'")));
+            return Err(Error::invalid(
+                field(name),
+                format!("is not allowed for op '{op_text}'"),
+            ));
         }
     }
     match op {
-        Op::Put if m.size.is_none() => return Err(Error::invalid(field("size"), "is required for op 'put'")),
-        Op::Tag if m.tags.is_none() => return Err(Error::invalid(field("tags"), "is required for op 'tag'")),
+        Op::Put if m.size.is_none() => {
+            return Err(Error::invalid(field("size"), "is required for op 'put'"));
+        }
+        Op::Tag if m.tags.is_none() => {
+            return Err(Error::invalid(field("tags"), "is required for op 'tag'"));
+        }
         Op::Metadata if m.metadata.is_none() => {
-            return Err(Error::invalid(field("metadata"), "is required for op 'metadata'"));
+            return Err(Error::invalid(
+                field("metadata"),
+                "is required for op 'metadata'",
+            ));
         }
         _ => {}
     }
@@ -172,11 +216,22 @@ fn validate(m: RawMutation, at: &str) -> Result<Mutation> {
         ));
     }
     if let Some(sha) = &m.sha256
-        && !(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        && !(sha.len() == 64
+            && sha
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
     {
-        return Err(Error::invalid(field("sha256"), "must be 64 lower-case hex characters"));
+        return Err(Error::invalid(
+            field("sha256"),
+            "must be 64 lower-case hex characters",
+        ));
     }
-    for (name, value) in [("etag", &m.etag), ("content_type", &m.content_type), ("storage_class", &m.storage_class), ("version_id", &m.version_id)] {
+    for (name, value) in [
+        ("etag", &m.etag),
+        ("content_type", &m.content_type),
+        ("storage_class", &m.storage_class),
+        ("version_id", &m.version_id),
+    ] {
         if let Some(v) = value
             && (v.is_empty() || v.len() > 1024)
         {
@@ -213,7 +268,9 @@ fn validate(m: RawMutation, at: &str) -> Result<Mutation> {
 
 /// S3 bucket naming rules.
 pub fn validate_bucket(b: &str) -> std::result::Result<(), String> {
-    let ok_chars = b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-');
+    let ok_chars = b
+        .bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-');
     let ok_ends = b.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && b.bytes().last().is_some_and(|c| c.is_ascii_alphanumeric());
     if (3..=63).contains(&b.len()) && ok_chars && ok_ends && !b.contains("..") {
@@ -231,7 +288,10 @@ pub fn validate_key(k: &str) -> std::result::Result<(), String> {
         return Err("must not be empty".into());
     }
     if k.len() > MAX_KEY_BYTES {
-        return Err(format!("is {} bytes long; the limit is {MAX_KEY_BYTES} bytes (UTF-8)", k.len()));
+        return Err(format!(
+            "is {} bytes long; the limit is {MAX_KEY_BYTES} bytes (UTF-8)",
+            k.len()
+        ));
     }
     if k.contains('\0') {
         return Err("must not contain NUL characters".into());
@@ -242,11 +302,15 @@ pub fn validate_key(k: &str) -> std::result::Result<(), String> {
 fn validate_metadata(meta: &StringMap) -> std::result::Result<(), String> {
     let total: usize = meta.iter().map(|(k, v)| k.len() + v.len()).sum();
     if total > MAX_METADATA_BYTES {
-        return Err(format!("is {total} bytes; user metadata is limited to {MAX_METADATA_BYTES} bytes"));
+        return Err(format!(
+            "is {total} bytes; user metadata is limited to {MAX_METADATA_BYTES} bytes"
+        ));
     }
     for name in meta.keys() {
         if name.is_empty() || !name.bytes().all(|c| c.is_ascii_graphic() && c != b':') {
-            return Err(format!("name '{name}' must be non-empty printable ASCII without ':'"));
+            return Err(format!(
+                "name '{name}' must be non-empty printable ASCII without ':'"
+            ));
         }
     }
     Ok(())
@@ -302,18 +366,69 @@ mod tests {
             ("{", "body", "malformed JSON"),
             (r#"{"mutations":[]}"#, "mutations", "at least one"),
             (r#"{"mutations":[], "x":1}"#, "x", "unknown field `x`"),
-            (&one(r#"{"op":"frob","bucket":"b12","key":"k"}"#), "mutations[0].op", "unknown op 'frob'"),
-            (&one(r#"{"op":"put","key":"k","size":1}"#), "mutations[0].bucket", "required"),
-            (&one(r#"{"op":"put","bucket":"B!","key":"k","size":1}"#), "mutations[0].bucket", "not a valid bucket name"),
-            (&one(r#"{"op":"put","bucket":"b12","key":"","size":1}"#), "mutations[0].key", "must not be empty"),
-            (&one(&format!(r#"{{"op":"put","bucket":"b12","key":"{}","size":1}}"#, "k".repeat(1025))), "mutations[0].key", "1025 bytes"),
-            (&one(r#"{"op":"put","bucket":"b12","key":"k","size":-5}"#), "mutations[0].size", "got -5"),
-            (&one(r#"{"op":"put","bucket":"b12","key":"k","size":"big"}"#), "mutations[0].size", "invalid type"),
-            (&one(r#"{"op":"put","bucket":"b12","key":"k","size":1,"event_time":"noon"}"#), "mutations[0].event_time", "RFC 3339"),
-            (&one(r#"{"op":"put","bucket":"b12","key":"k","size":1,"colour":"red"}"#), "mutations[0].colour", "unknown field `colour`"),
-            (&one(r#"{"op":"delete","bucket":"b12","key":"k","size":1}"#), "mutations[0].size", "not allowed for op 'delete'"),
-            (&one(r#"{"op":"put","bucket":"b12","key":"k"}"#), "mutations[0].size", "required for op 'put'"),
-            (&one(r#"{"op":"put","bucket":"b12","key":"k","size":1,"sha256":"xyz"}"#), "mutations[0].sha256", "hex"),
+            (
+                &one(r#"{"op":"frob","bucket":"b12","key":"k"}"#),
+                "mutations[0].op",
+                "unknown op 'frob'",
+            ),
+            (
+                &one(r#"{"op":"put","key":"k","size":1}"#),
+                "mutations[0].bucket",
+                "required",
+            ),
+            (
+                &one(r#"{"op":"put","bucket":"B!","key":"k","size":1}"#),
+                "mutations[0].bucket",
+                "not a valid bucket name",
+            ),
+            (
+                &one(r#"{"op":"put","bucket":"b12","key":"","size":1}"#),
+                "mutations[0].key",
+                "must not be empty",
+            ),
+            (
+                &one(&format!(
+                    r#"{{"op":"put","bucket":"b12","key":"{}","size":1}}"#,
+                    "k".repeat(1025)
+                )),
+                "mutations[0].key",
+                "1025 bytes",
+            ),
+            (
+                &one(r#"{"op":"put","bucket":"b12","key":"k","size":-5}"#),
+                "mutations[0].size",
+                "got -5",
+            ),
+            (
+                &one(r#"{"op":"put","bucket":"b12","key":"k","size":"big"}"#),
+                "mutations[0].size",
+                "invalid type",
+            ),
+            (
+                &one(r#"{"op":"put","bucket":"b12","key":"k","size":1,"event_time":"noon"}"#),
+                "mutations[0].event_time",
+                "RFC 3339",
+            ),
+            (
+                &one(r#"{"op":"put","bucket":"b12","key":"k","size":1,"colour":"red"}"#),
+                "mutations[0].colour",
+                "unknown field `colour`",
+            ),
+            (
+                &one(r#"{"op":"delete","bucket":"b12","key":"k","size":1}"#),
+                "mutations[0].size",
+                "not allowed for op 'delete'",
+            ),
+            (
+                &one(r#"{"op":"put","bucket":"b12","key":"k"}"#),
+                "mutations[0].size",
+                "required for op 'put'",
+            ),
+            (
+                &one(r#"{"op":"put","bucket":"b12","key":"k","size":1,"sha256":"xyz"}"#),
+                "mutations[0].sha256",
+                "hex",
+            ),
             (
                 r#"{"mutations":[{"op":"untag","bucket":"b12","key":"k"},{"op":"untag","bucket":"b12","key":"k"},{"op":"untag","bucket":"b12","key":"k"},{"op":"untag","bucket":"b12","key":"k"}]}"#,
                 "mutations",

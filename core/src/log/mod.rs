@@ -105,7 +105,11 @@ pub type AppendFuture = BoxFuture<'static, Result<Vec<Position>>>;
 /// A log backend.
 pub trait Log: Send + Sync + 'static {
     /// Create `topic` if it does not exist; return its partition count either way.
-    fn ensure_topic<'a>(&'a self, topic: &'a str, spec: &'a TopicSpec) -> BoxFuture<'a, Result<u32>>;
+    fn ensure_topic<'a>(
+        &'a self,
+        topic: &'a str,
+        spec: &'a TopicSpec,
+    ) -> BoxFuture<'a, Result<u32>>;
 
     /// Partition count of an existing topic.
     fn partitions(&self, topic: &str) -> Result<u32>;

@@ -52,7 +52,10 @@ mod tests {
         assert_eq!(murmur2(b"foobar") as i32, -790332482);
         assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
         assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
-        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58897971
+        );
         assert_eq!(murmur2(b"abc") as i32, 479470107);
     }
 
@@ -63,6 +66,9 @@ mod tests {
             counts[partition_for(format!("photos/img{i}.jpg").as_bytes(), 4) as usize] += 1;
         }
         assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
-        assert_eq!(partition_for(b"photos/a.jpg", 4), partition_for(b"photos/a.jpg", 4));
+        assert_eq!(
+            partition_for(b"photos/a.jpg", 4),
+            partition_for(b"photos/a.jpg", 4)
+        );
     }
 }

@@ -46,7 +46,14 @@ pub struct SchemaRegistry {
 impl SchemaRegistry {
     /// Replay `_schemas` (creating it if needed) into a registry.
     pub async fn open(log: Arc<dyn Log>) -> Result<SchemaRegistry> {
-        log.ensure_topic(SCHEMAS_TOPIC, &TopicSpec { compacted: false, ..TopicSpec::new(1) }).await?;
+        log.ensure_topic(
+            SCHEMAS_TOPIC,
+            &TopicSpec {
+                compacted: false,
+                ..TopicSpec::new(1)
+            },
+        )
+        .await?;
         let state = Self::replay(log.as_ref()).await?;
         Ok(SchemaRegistry {
             log,
@@ -73,12 +80,17 @@ impl SchemaRegistry {
         let range = log.offsets(SCHEMAS_TOPIC, 0).await?;
         let mut next = range.start;
         while next < range.end {
-            let batch = log.read(SCHEMAS_TOPIC, 0, next, 1000, Duration::ZERO).await?;
+            let batch = log
+                .read(SCHEMAS_TOPIC, 0, next, 1000, Duration::ZERO)
+                .await?;
             let Some(last) = batch.last() else { break };
             next = last.offset + 1;
             for rec in batch {
                 let reg: Registration = serde_json::from_slice(&rec.value).map_err(|e| {
-                    Error::Corrupt(format!("_schemas offset {} is not a registration: {e}", rec.offset))
+                    Error::Corrupt(format!(
+                        "_schemas offset {} is not a registration: {e}",
+                        rec.offset
+                    ))
                 })?;
                 let schema = parse(&reg.schema)?;
                 state.apply(reg.subject, reg.version, reg.id, reg.schema, schema);
@@ -101,10 +113,14 @@ impl SchemaRegistry {
 
     /// The schema text registered under `id`.
     pub fn schema_text(&self, id: u32) -> Result<String> {
-        self.state.read().unwrap().text(id).ok_or_else(|| Error::Registry {
-            code: codes::SCHEMA_NOT_FOUND,
-            message: format!("Schema {id} not found"),
-        })
+        self.state
+            .read()
+            .unwrap()
+            .text(id)
+            .ok_or_else(|| Error::Registry {
+                code: codes::SCHEMA_NOT_FOUND,
+                message: format!("Schema {id} not found"),
+            })
     }
 
     /// (subject, version) pairs that use schema `id`.
@@ -148,7 +164,10 @@ impl SchemaRegistry {
         };
         let value = serde_json::to_vec(&reg).expect("registration serializes");
         self.log
-            .append(SCHEMAS_TOPIC, vec![NewRecord::new(Bytes::from(subject.to_string()), value)])
+            .append(
+                SCHEMAS_TOPIC,
+                vec![NewRecord::new(Bytes::from(subject.to_string()), value)],
+            )
             .await?;
         self.state
             .write()
@@ -159,10 +178,20 @@ impl SchemaRegistry {
 
     /// `POST /compatibility/subjects/{s}/versions/{v}`: can `text` read data written with that
     /// version? Returns the verdict and, when not compatible, why.
-    pub fn check_compatibility(&self, subject: &str, version: VersionRef, text: &str) -> Result<(bool, Vec<String>)> {
+    pub fn check_compatibility(
+        &self,
+        subject: &str,
+        version: VersionRef,
+        text: &str,
+    ) -> Result<(bool, Vec<String>)> {
         let existing = self.version(subject, version)?;
         let schema = parse(&normalize(text)?)?;
-        let writer = self.state.read().unwrap().schema(existing.id).expect("registered id has a schema");
+        let writer = self
+            .state
+            .read()
+            .unwrap()
+            .schema(existing.id)
+            .expect("registered id has a schema");
         Ok(match check_backward(&writer, &schema) {
             Ok(()) => (true, Vec::new()),
             Err(details) => (false, vec![details]),

@@ -60,7 +60,9 @@ fn subject_not_found(subject: &str) -> Error {
 impl State {
     pub fn apply(&mut self, subject: String, version: u32, id: u32, text: String, schema: Schema) {
         self.by_text.insert(text.clone(), id);
-        self.schemas.entry(id).or_insert_with(|| (text, Arc::new(schema)));
+        self.schemas
+            .entry(id)
+            .or_insert_with(|| (text, Arc::new(schema)));
         let versions = self.subjects.entry(subject).or_default();
         if versions.len() + 1 == version as usize {
             versions.push(id);
@@ -72,20 +74,28 @@ impl State {
     }
 
     pub fn versions(&self, subject: &str) -> Result<Vec<u32>> {
-        let versions = self.subjects.get(subject).ok_or_else(|| subject_not_found(subject))?;
+        let versions = self
+            .subjects
+            .get(subject)
+            .ok_or_else(|| subject_not_found(subject))?;
         Ok((1..=versions.len() as u32).collect())
     }
 
     pub fn version(&self, subject: &str, version: VersionRef) -> Result<SubjectVersion> {
-        let versions = self.subjects.get(subject).ok_or_else(|| subject_not_found(subject))?;
+        let versions = self
+            .subjects
+            .get(subject)
+            .ok_or_else(|| subject_not_found(subject))?;
         let n = match version {
             VersionRef::Latest => versions.len() as u32,
             VersionRef::Number(n) => n,
         };
-        let id = *versions.get((n as usize).wrapping_sub(1)).ok_or_else(|| Error::Registry {
-            code: codes::VERSION_NOT_FOUND,
-            message: format!("Version {n} not found."),
-        })?;
+        let id = *versions
+            .get((n as usize).wrapping_sub(1))
+            .ok_or_else(|| Error::Registry {
+                code: codes::VERSION_NOT_FOUND,
+                message: format!("Version {n} not found."),
+            })?;
         Ok(SubjectVersion {
             subject: subject.to_string(),
             version: n,
@@ -95,13 +105,19 @@ impl State {
     }
 
     pub fn lookup(&self, subject: &str, normalized: &str) -> Result<SubjectVersion> {
-        let versions = self.subjects.get(subject).ok_or_else(|| subject_not_found(subject))?;
+        let versions = self
+            .subjects
+            .get(subject)
+            .ok_or_else(|| subject_not_found(subject))?;
         let not_found = || Error::Registry {
             code: codes::SCHEMA_NOT_FOUND,
             message: "Schema not found".into(),
         };
         let id = *self.by_text.get(normalized).ok_or_else(not_found)?;
-        let pos = versions.iter().position(|v| *v == id).ok_or_else(not_found)?;
+        let pos = versions
+            .iter()
+            .position(|v| *v == id)
+            .ok_or_else(not_found)?;
         Ok(SubjectVersion {
             subject: subject.to_string(),
             version: pos as u32 + 1,

@@ -52,7 +52,11 @@ pub fn encoded_len(rec: &NewRecord) -> usize {
         + FIXED_BODY
         + rec.key.len()
         + rec.value.len()
-        + rec.headers.iter().map(|h| 6 + h.name.len() + h.value.len()).sum::<usize>()
+        + rec
+            .headers
+            .iter()
+            .map(|h| 6 + h.name.len() + h.value.len())
+            .sum::<usize>()
 }
 
 /// What parsing at a position found.
@@ -155,11 +159,20 @@ mod tests {
         let mut buf = Vec::new();
         encode(&mut buf, 1, 1, &sample());
         let whole = Bytes::from(buf.clone());
-        assert!(matches!(parse(&whole.slice(..whole.len() - 1), 0), Parsed::Incomplete { .. }));
+        assert!(matches!(
+            parse(&whole.slice(..whole.len() - 1), 0),
+            Parsed::Incomplete { .. }
+        ));
         let mut flipped = buf.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
-        assert!(matches!(parse(&Bytes::from(flipped), 0), Parsed::Corrupt(_)));
-        assert!(matches!(parse(&Bytes::from(vec![0u8; 64]), 0), Parsed::Corrupt(_)));
+        assert!(matches!(
+            parse(&Bytes::from(flipped), 0),
+            Parsed::Corrupt(_)
+        ));
+        assert!(matches!(
+            parse(&Bytes::from(vec![0u8; 64]), 0),
+            Parsed::Corrupt(_)
+        ));
     }
 }

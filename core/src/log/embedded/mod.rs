@@ -153,19 +153,30 @@ impl EmbeddedLog {
     }
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>> {
-        self.topics.read().unwrap().get(name).cloned().ok_or_else(|| {
-            Error::NotFound(format!("topic '{name}' does not exist in {}", self.root.display()))
-        })
+        self.topics
+            .read()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "topic '{name}' does not exist in {}",
+                    self.root.display()
+                ))
+            })
     }
 
     fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
         let t = self.topic(topic)?;
-        t.partitions.get(partition as usize).cloned().ok_or_else(|| {
-            Error::BadInput(format!(
-                "topic '{topic}' has {} partitions; there is no partition {partition}",
-                t.partitions.len()
-            ))
-        })
+        t.partitions
+            .get(partition as usize)
+            .cloned()
+            .ok_or_else(|| {
+                Error::BadInput(format!(
+                    "topic '{topic}' has {} partitions; there is no partition {partition}",
+                    t.partitions.len()
+                ))
+            })
     }
 
     /// Names of all topics, sorted.
@@ -261,7 +272,11 @@ fn list_topic_dirs(root: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-fn load_topics(root: &Path, config: &LogConfig, repair: bool) -> Result<HashMap<String, Arc<Topic>>> {
+fn load_topics(
+    root: &Path,
+    config: &LogConfig,
+    repair: bool,
+) -> Result<HashMap<String, Arc<Topic>>> {
     let mut topics = HashMap::new();
     for name in list_topic_dirs(root)? {
         let topic = open_topic(root, &name, config, repair)?;
@@ -274,8 +289,12 @@ fn open_topic(root: &Path, name: &str, config: &LogConfig, repair: bool) -> Resu
     let dir = root.join(name);
     let path = dir.join(TOPIC_FILE);
     let text = std::fs::read(&path).ctx("read topic metadata", &path)?;
-    let spec: TopicSpec = serde_json::from_slice(&text)
-        .map_err(|e| Error::Corrupt(format!("{} is not valid topic metadata: {e}", path.display())))?;
+    let spec: TopicSpec = serde_json::from_slice(&text).map_err(|e| {
+        Error::Corrupt(format!(
+            "{} is not valid topic metadata: {e}",
+            path.display()
+        ))
+    })?;
     let partitions = (0..spec.partitions)
         .map(|p| Partition::open(dir.join(p.to_string()), p, config, repair).map(Arc::new))
         .collect::<Result<Vec<_>>>()?;
@@ -287,13 +306,19 @@ fn open_topic(root: &Path, name: &str, config: &LogConfig, repair: bool) -> Resu
 }
 
 impl Log for EmbeddedLog {
-    fn ensure_topic<'a>(&'a self, topic: &'a str, spec: &'a TopicSpec) -> BoxFuture<'a, Result<u32>> {
+    fn ensure_topic<'a>(
+        &'a self,
+        topic: &'a str,
+        spec: &'a TopicSpec,
+    ) -> BoxFuture<'a, Result<u32>> {
         async move {
             if let Ok(t) = self.topic(topic) {
                 return Ok(t.partitions.len() as u32);
             }
             if self.writer.is_none() {
-                return Err(Error::BadInput(format!("topic '{topic}' does not exist (log opened read-only)")));
+                return Err(Error::BadInput(format!(
+                    "topic '{topic}' does not exist (log opened read-only)"
+                )));
             }
             let mut topics = self.topics.write().unwrap();
             if let Some(t) = topics.get(topic) {
@@ -335,14 +360,18 @@ impl Log for EmbeddedLog {
             let (done, rx) = oneshot::channel();
             tx.lock()
                 .unwrap()
-                .send(Command::Append(Job { topic: t, records, done }))
+                .send(Command::Append(Job {
+                    topic: t,
+                    records,
+                    done,
+                }))
                 .map_err(|_| Error::Unavailable("the log writer has stopped".into()))?;
             Ok(rx)
         })();
         async move {
-            queued?
-                .await
-                .map_err(|_| Error::Unavailable("the log writer stopped before the append was durable".into()))?
+            queued?.await.map_err(|_| {
+                Error::Unavailable("the log writer stopped before the append was durable".into())
+            })?
         }
         .boxed()
     }
@@ -355,18 +384,34 @@ impl Log for EmbeddedLog {
         max: usize,
         wait: Duration,
     ) -> BoxFuture<'a, Result<Vec<Record>>> {
-        async move { self.partition(topic, partition)?.read(from, max, wait).await }.boxed()
+        async move {
+            self.partition(topic, partition)?
+                .read(from, max, wait)
+                .await
+        }
+        .boxed()
     }
 
     fn offsets<'a>(&'a self, topic: &'a str, partition: u32) -> BoxFuture<'a, Result<OffsetRange>> {
         async move { Ok(self.partition(topic, partition)?.range()) }.boxed()
     }
 
-    fn offset_for_time<'a>(&'a self, topic: &'a str, partition: u32, ts_us: i64) -> BoxFuture<'a, Result<u64>> {
+    fn offset_for_time<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        ts_us: i64,
+    ) -> BoxFuture<'a, Result<u64>> {
         async move { self.partition(topic, partition)?.offset_for_time(ts_us) }.boxed()
     }
 
-    fn commit<'a>(&'a self, consumer: &'a str, topic: &'a str, partition: u32, next_offset: u64) -> BoxFuture<'a, Result<()>> {
+    fn commit<'a>(
+        &'a self,
+        consumer: &'a str,
+        topic: &'a str,
+        partition: u32,
+        next_offset: u64,
+    ) -> BoxFuture<'a, Result<()>> {
         async move {
             validate_name("consumer", consumer)?;
             self.partition(topic, partition)?;
@@ -379,10 +424,18 @@ impl Log for EmbeddedLog {
         .boxed()
     }
 
-    fn committed<'a>(&'a self, consumer: &'a str, topic: &'a str, partition: u32) -> BoxFuture<'a, Result<Option<u64>>> {
+    fn committed<'a>(
+        &'a self,
+        consumer: &'a str,
+        topic: &'a str,
+        partition: u32,
+    ) -> BoxFuture<'a, Result<Option<u64>>> {
         async move {
             validate_name("consumer", consumer)?;
-            Ok(self.offsets.as_ref().and_then(|s| s.get(consumer, topic, partition)))
+            Ok(self
+                .offsets
+                .as_ref()
+                .and_then(|s| s.get(consumer, topic, partition)))
         }
         .boxed()
     }

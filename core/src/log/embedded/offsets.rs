@@ -32,7 +32,10 @@ impl OffsetStore {
             };
             let text = std::fs::read_to_string(&path).ctx("read offsets", &path)?;
             let committed: Committed = serde_json::from_str(&text).map_err(|e| {
-                Error::Corrupt(format!("{} is not a valid offsets file: {e}", path.display()))
+                Error::Corrupt(format!(
+                    "{} is not a valid offsets file: {e}",
+                    path.display()
+                ))
             })?;
             consumers.insert(name.to_string(), committed);
         }
@@ -44,14 +47,25 @@ impl OffsetStore {
 
     pub fn get(&self, consumer: &str, topic: &str, partition: u32) -> Option<u64> {
         let consumers = self.consumers.lock().unwrap();
-        consumers.get(consumer)?.get(topic)?.get(&partition).copied()
+        consumers
+            .get(consumer)?
+            .get(topic)?
+            .get(&partition)
+            .copied()
     }
 
     pub fn commit(&self, consumer: &str, topic: &str, partition: u32, next: u64) -> Result<()> {
         let mut consumers = self.consumers.lock().unwrap();
         let committed = consumers.entry(consumer.to_string()).or_default();
-        committed.entry(topic.to_string()).or_default().insert(partition, next);
-        write_atomically(&self.dir, &format!("{consumer}.json"), &serde_json::to_vec(committed).expect("offsets serialize"))
+        committed
+            .entry(topic.to_string())
+            .or_default()
+            .insert(partition, next);
+        write_atomically(
+            &self.dir,
+            &format!("{consumer}.json"),
+            &serde_json::to_vec(committed).expect("offsets serialize"),
+        )
     }
 }
 

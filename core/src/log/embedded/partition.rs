@@ -159,7 +159,12 @@ impl Partition {
     }
 
     /// Up to `max` visible records from `from`, waiting up to `wait` at the end.
-    pub async fn read(&self, from: u64, max: usize, wait: std::time::Duration) -> Result<Vec<Record>> {
+    pub async fn read(
+        &self,
+        from: u64,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<Record>> {
         let range = self.range();
         if from < range.start {
             return Err(Error::BadInput(format!(
@@ -190,7 +195,9 @@ impl Partition {
         // Each pass reads within one segment; an exhausted segment leads to the next one,
         // whose base is exactly where the previous one ended.
         while out.len() < max && from < until {
-            let Some(seg) = self.segment_for(from) else { break };
+            let Some(seg) = self.segment_for(from) else {
+                break;
+            };
             let batch = seg.read(from, until, max - out.len(), self.id)?;
             let Some(last) = batch.last() else { break };
             from = last.offset + 1;
@@ -215,13 +222,21 @@ impl Partition {
     }
 
     /// Frame `rec` into the active segment's pending buffer (rolling first if it is full).
-    pub(super) fn stage(&self, w: &mut ActiveWriter, rec: &NewRecord, config: &LogConfig, now: i64) -> Result<u64> {
+    pub(super) fn stage(
+        &self,
+        w: &mut ActiveWriter,
+        rec: &NewRecord,
+        config: &LogConfig,
+        now: i64,
+    ) -> Result<u64> {
         let len = frame::encoded_len(rec) as u64;
         let seg_len = w.written + w.pending.len() as u64;
         let too_big = seg_len > 0 && seg_len + len > config.segment_bytes;
         let too_old = seg_len > 0
             && config.segment_ms.is_some_and(|ms| {
-                w.segment.first_timestamp().is_some_and(|first| now - first >= (ms as i64) * 1000)
+                w.segment
+                    .first_timestamp()
+                    .is_some_and(|first| now - first >= (ms as i64) * 1000)
             });
         if too_big || too_old {
             self.roll(w)?;
@@ -229,8 +244,14 @@ impl Partition {
         let offset = w.next_offset;
         let ts = now.max(w.last_timestamp);
         let pos = w.written + w.pending.len() as u64;
-        if w.last_indexed.is_none_or(|p| pos >= p + config.index_interval_bytes) {
-            w.segment.push_index(IndexEntry { offset, position: pos, timestamp: ts });
+        if w.last_indexed
+            .is_none_or(|p| pos >= p + config.index_interval_bytes)
+        {
+            w.segment.push_index(IndexEntry {
+                offset,
+                position: pos,
+                timestamp: ts,
+            });
             w.last_indexed = Some(pos);
         }
         frame::encode(&mut w.pending, offset, ts, rec);
@@ -244,10 +265,13 @@ impl Partition {
     pub(super) fn flush(&self, w: &mut ActiveWriter, sync: bool) -> Result<()> {
         use std::io::Write;
         if !w.pending.is_empty() {
-            w.file.write_all(&w.pending).ctx("append to segment", &w.segment.path)?;
+            w.file
+                .write_all(&w.pending)
+                .ctx("append to segment", &w.segment.path)?;
             w.written += w.pending.len() as u64;
             w.pending.clear();
-            w.segment.advance(w.written, w.next_offset, w.pending_max_ts);
+            w.segment
+                .advance(w.written, w.next_offset, w.pending_max_ts);
         }
         if sync {
             w.file.sync_data().ctx("fsync segment", &w.segment.path)?;
@@ -335,7 +359,12 @@ impl Partition {
             seg.scan_and_index(0, config.index_interval_bytes, self.id)?;
             self.segments.write().unwrap().push(Arc::new(seg));
         }
-        let end = self.segments.read().unwrap().last().map_or(0, |s| s.next_offset());
+        let end = self
+            .segments
+            .read()
+            .unwrap()
+            .last()
+            .map_or(0, |s| s.next_offset());
         self.high_watermark.store(end, Ordering::Release);
         Ok(end != before)
     }
@@ -346,7 +375,10 @@ impl Partition {
 }
 
 fn truncate_tail(path: &Path, valid_len: u64, reason: &str) -> Result<()> {
-    let file = OpenOptions::new().write(true).open(path).ctx("open segment for repair", path)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .ctx("open segment for repair", path)?;
     let len = file.metadata().ctx("stat segment", path)?.len();
     tracing::warn!(
         segment = %path.display(),
@@ -360,5 +392,7 @@ fn truncate_tail(path: &Path, valid_len: u64, reason: &str) -> Result<()> {
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).ctx("fsync directory", dir)
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx("fsync directory", dir)
 }

@@ -115,7 +115,8 @@ impl Segment {
     /// Record that whole records up to `size` bytes / `next_offset` are in the file.
     pub fn advance(&self, size: u64, next_offset: u64, max_timestamp: i64) {
         self.size.store(size, Ordering::Release);
-        self.max_timestamp.fetch_max(max_timestamp, Ordering::AcqRel);
+        self.max_timestamp
+            .fetch_max(max_timestamp, Ordering::AcqRel);
         self.next_offset.store(next_offset, Ordering::Release);
     }
 
@@ -163,7 +164,12 @@ impl Segment {
                     expected = rec.offset + 1;
                     self.advance(pos + len as u64, expected, rec.timestamp);
                 }
-                Step::End => return Ok(ScanEnd { valid_len: cursor.pos(), torn: None }),
+                Step::End => {
+                    return Ok(ScanEnd {
+                        valid_len: cursor.pos(),
+                        torn: None,
+                    });
+                }
                 Step::Torn { pos, reason } => {
                     return Ok(ScanEnd {
                         valid_len: pos,
@@ -248,7 +254,9 @@ impl Segment {
         let path = index_path(dir, self.base);
         let tmp = path.with_extension("index.tmp");
         std::fs::write(&tmp, &buf).ctx("write index", &tmp)?;
-        File::open(&tmp).and_then(|f| f.sync_all()).ctx("sync index", &tmp)?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .ctx("sync index", &tmp)?;
         std::fs::rename(&tmp, &path).ctx("rename index", &path)?;
         Ok(())
     }
@@ -360,7 +368,12 @@ impl<'f> FrameCursor<'f> {
                     self.pos += len as u64;
                     return Ok(Step::Record(rec, at, len));
                 }
-                Parsed::Corrupt(reason) => return Ok(Step::Torn { pos: self.pos, reason }),
+                Parsed::Corrupt(reason) => {
+                    return Ok(Step::Torn {
+                        pos: self.pos,
+                        reason,
+                    });
+                }
                 Parsed::Incomplete { need } => {
                     let available = self.end.saturating_sub(self.pos);
                     if (self.buf.len() as u64) >= available {

@@ -8,7 +8,10 @@ use super::*;
 use crate::log::contract_tests;
 
 fn rec(key: &str, value: &str) -> NewRecord {
-    NewRecord::new(Bytes::copy_from_slice(key.as_bytes()), Bytes::copy_from_slice(value.as_bytes()))
+    NewRecord::new(
+        Bytes::copy_from_slice(key.as_bytes()),
+        Bytes::copy_from_slice(value.as_bytes()),
+    )
 }
 
 fn small_segments() -> LogConfig {
@@ -21,7 +24,9 @@ fn small_segments() -> LogConfig {
 
 async fn read_all(log: &EmbeddedLog, topic: &str, p: u32) -> Vec<Record> {
     let range = log.offsets(topic, p).await.unwrap();
-    log.read(topic, p, range.start, usize::MAX, Duration::ZERO).await.unwrap()
+    log.read(topic, p, range.start, usize::MAX, Duration::ZERO)
+        .await
+        .unwrap()
 }
 
 fn newest_segment(dir: &Path) -> PathBuf {
@@ -55,16 +60,26 @@ async fn contract_suite_small_segments_and_interval_fsync() {
 #[tokio::test]
 async fn reads_across_rolled_segments_and_reopens_from_index_files() {
     let dir = tempfile::tempdir().unwrap();
-    let values: Vec<String> = (0..500).map(|i| format!("value-{i:04}-{}", "x".repeat(i % 40))).collect();
+    let values: Vec<String> = (0..500)
+        .map(|i| format!("value-{i:04}-{}", "x".repeat(i % 40)))
+        .collect();
     {
         let log = EmbeddedLog::open(dir.path(), small_segments()).unwrap();
         log.ensure_topic("t", &TopicSpec::new(1)).await.unwrap();
         for chunk in values.chunks(37) {
-            log.append("t", chunk.iter().map(|v| rec("k", v)).collect()).await.unwrap();
+            log.append("t", chunk.iter().map(|v| rec("k", v)).collect())
+                .await
+                .unwrap();
         }
         assert!(log.stats("t").unwrap()[0].segments > 5);
         let got = read_all(&log, "t", 0).await;
-        assert_eq!(got.iter().map(|r| r.value.clone()).collect::<Vec<_>>(), values.iter().map(|v| Bytes::from(v.clone())).collect::<Vec<_>>());
+        assert_eq!(
+            got.iter().map(|r| r.value.clone()).collect::<Vec<_>>(),
+            values
+                .iter()
+                .map(|v| Bytes::from(v.clone()))
+                .collect::<Vec<_>>()
+        );
         // Reads that start in the middle of any segment begin at exactly that offset.
         for from in [0u64, 1, 99, 250, 499] {
             let got = log.read("t", 0, from, 3, Duration::ZERO).await.unwrap();
@@ -72,7 +87,16 @@ async fn reads_across_rolled_segments_and_reopens_from_index_files() {
         }
     }
     let part = dir.path().join("t/0");
-    let indexes = std::fs::read_dir(&part).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "index")).count();
+    let indexes = std::fs::read_dir(&part)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "index")
+        })
+        .count();
     assert!(indexes > 4, "sealed segments have index files");
     // A damaged index file is rebuilt by scanning, not trusted.
     let first_index = part.join(format!("{:020}.index", 0));
@@ -80,7 +104,10 @@ async fn reads_across_rolled_segments_and_reopens_from_index_files() {
     let log = EmbeddedLog::open(dir.path(), small_segments()).unwrap();
     let got = read_all(&log, "t", 0).await;
     assert_eq!(got.len(), 500);
-    assert_eq!(log.read("t", 0, 3, 1, Duration::ZERO).await.unwrap()[0].offset, 3);
+    assert_eq!(
+        log.read("t", 0, 3, 1, Duration::ZERO).await.unwrap()[0].offset,
+        3
+    );
 }
 
 /// Kinds of damage a crash (or a bad disk) leaves at the end of the newest segment.
@@ -94,18 +121,29 @@ enum Damage {
 
 #[tokio::test]
 async fn torn_or_corrupt_tail_is_truncated_on_open() {
-    for damage in [Damage::TruncateMidRecord, Damage::FlipLastByte, Damage::AppendZeros, Damage::AppendGarbage] {
+    for damage in [
+        Damage::TruncateMidRecord,
+        Damage::FlipLastByte,
+        Damage::AppendZeros,
+        Damage::AppendGarbage,
+    ] {
         let dir = tempfile::tempdir().unwrap();
         {
             let log = EmbeddedLog::open(dir.path(), LogConfig::default()).unwrap();
             log.ensure_topic("t", &TopicSpec::new(1)).await.unwrap();
             for i in 0..20 {
-                log.append("t", vec![rec("k", &format!("v{i}"))]).await.unwrap();
+                log.append("t", vec![rec("k", &format!("v{i}"))])
+                    .await
+                    .unwrap();
             }
         }
         let seg = newest_segment(&dir.path().join("t/0"));
         let len = std::fs::metadata(&seg).unwrap().len();
-        let mut f = OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&seg)
+            .unwrap();
         let survivors = match damage {
             Damage::TruncateMidRecord => {
                 f.set_len(len - 3).unwrap();
@@ -132,14 +170,22 @@ async fn torn_or_corrupt_tail_is_truncated_on_open() {
         let got = read_all(&log, "t", 0).await;
         assert_eq!(got.len(), survivors, "{damage:?}");
         for (i, r) in got.iter().enumerate() {
-            assert_eq!(r.value, Bytes::from(format!("v{i}")), "{damage:?}: earlier records intact");
+            assert_eq!(
+                r.value,
+                Bytes::from(format!("v{i}")),
+                "{damage:?}: earlier records intact"
+            );
         }
         // Appends continue right after the last intact record.
         let pos = log.append("t", vec![rec("k", "after")]).await.unwrap();
         assert_eq!(pos[0].offset, survivors as u64, "{damage:?}");
         drop(log);
         let log = EmbeddedLog::open(dir.path(), LogConfig::default()).unwrap();
-        assert_eq!(read_all(&log, "t", 0).await.len(), survivors + 1, "{damage:?}");
+        assert_eq!(
+            read_all(&log, "t", 0).await.len(),
+            survivors + 1,
+            "{damage:?}"
+        );
     }
 }
 
@@ -163,12 +209,20 @@ async fn retention_deletes_old_segments_by_size_and_age() {
         ..small_segments()
     };
     let log = EmbeddedLog::open(dir.path(), config).unwrap();
-    let by_size = TopicSpec { retention_bytes: Some(8192), ..TopicSpec::new(1) };
-    let by_age = TopicSpec { retention_ms: Some(1), ..TopicSpec::new(1) };
+    let by_size = TopicSpec {
+        retention_bytes: Some(8192),
+        ..TopicSpec::new(1)
+    };
+    let by_age = TopicSpec {
+        retention_ms: Some(1),
+        ..TopicSpec::new(1)
+    };
     log.ensure_topic("size", &by_size).await.unwrap();
     log.ensure_topic("age", &by_age).await.unwrap();
     for _ in 0..40 {
-        let batch: Vec<_> = (0..10).map(|i| rec("k", &format!("{i}{}", "y".repeat(90)))).collect();
+        let batch: Vec<_> = (0..10)
+            .map(|i| rec("k", &format!("{i}{}", "y".repeat(90))))
+            .collect();
         log.append("size", batch.clone()).await.unwrap();
         log.append("age", batch).await.unwrap();
     }
@@ -184,12 +238,19 @@ async fn retention_deletes_old_segments_by_size_and_age() {
     }
     let size = &log.stats("size").unwrap()[0];
     assert!(size.start > 0, "oldest segments deleted: {size:?}");
-    assert!(size.bytes <= 8192 + 4096, "partition kept near the byte limit: {size:?}");
+    assert!(
+        size.bytes <= 8192 + 4096,
+        "partition kept near the byte limit: {size:?}"
+    );
     let got = read_all(&log, "size", 0).await;
     assert_eq!(got[0].offset, size.start);
     let err = log.read("size", 0, 0, 1, Duration::ZERO).await.unwrap_err();
     assert!(err.to_string().contains("retention"), "{err}");
-    assert_eq!(log.stats("age").unwrap()[0].segments, 1, "only the active segment is left");
+    assert_eq!(
+        log.stats("age").unwrap()[0].segments,
+        1,
+        "only the active segment is left"
+    );
 }
 
 #[tokio::test]
@@ -197,20 +258,38 @@ async fn read_only_open_follows_a_writer_and_a_second_writer_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let log = EmbeddedLog::open(dir.path(), small_segments()).unwrap();
     log.ensure_topic("t", &TopicSpec::new(2)).await.unwrap();
-    log.append("t", (0..10).map(|i| rec(&format!("k{i}"), "v")).collect()).await.unwrap();
+    log.append("t", (0..10).map(|i| rec(&format!("k{i}"), "v")).collect())
+        .await
+        .unwrap();
 
-    let err = EmbeddedLog::open(dir.path(), LogConfig::default()).err().unwrap();
-    assert!(err.to_string().contains("in use by another Tidemark process"), "{err}");
+    let err = EmbeddedLog::open(dir.path(), LogConfig::default())
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("in use by another Tidemark process"),
+        "{err}"
+    );
 
     let reader = EmbeddedLog::open_read_only(dir.path()).unwrap();
     let count = |l: &EmbeddedLog| l.stats("t").unwrap().iter().map(|p| p.end).sum::<u64>();
     assert_eq!(count(&reader), 10);
-    log.append("t", (0..300).map(|i| rec(&format!("k{i}"), "vvvvvvvvvvvvvvvvvvvvvvv")).collect()).await.unwrap();
+    log.append(
+        "t",
+        (0..300)
+            .map(|i| rec(&format!("k{i}"), "vvvvvvvvvvvvvvvvvvvvvvv"))
+            .collect(),
+    )
+    .await
+    .unwrap();
     log.ensure_topic("t2", &TopicSpec::new(1)).await.unwrap();
     assert!(reader.refresh().unwrap());
     assert_eq!(count(&reader), 310);
     assert!(reader.topic_names().contains(&"t2".to_string()));
-    assert_eq!(read_all(&reader, "t", 0).await.len() + read_all(&reader, "t", 1).await.len(), 310);
+    assert_eq!(
+        read_all(&reader, "t", 0).await.len() + read_all(&reader, "t", 1).await.len(),
+        310
+    );
 }
 
 #[tokio::test]

@@ -109,12 +109,16 @@ impl Writer {
                 }
             }
             Err(e) => {
-                let msg = format!("the log stopped accepting writes after an I/O error ({e}); restart the server to recover");
+                let msg = format!(
+                    "the log stopped accepting writes after an I/O error ({e}); restart the server to recover"
+                );
                 tracing::error!("{msg}");
                 *self.failed.lock().unwrap() = Some(msg);
                 let text = e.to_string();
                 for job in jobs {
-                    let _ = job.done.send(Err(Error::Unavailable(format!("append failed: {text}"))));
+                    let _ = job
+                        .done
+                        .send(Err(Error::Unavailable(format!("append failed: {text}"))));
                 }
             }
         }
@@ -133,7 +137,10 @@ impl Writer {
                 let mut guard = part.writer.lock().unwrap();
                 let w = guard.as_mut().expect("writable partition");
                 let offset = part.stage(w, rec, &self.config, now)?;
-                out.push(Position { partition: *p, offset });
+                out.push(Position {
+                    partition: *p,
+                    offset,
+                });
                 if !touched.iter().any(|t| Arc::ptr_eq(t, part)) {
                     touched.push(part.clone());
                 }
@@ -158,7 +165,9 @@ impl Writer {
             if let Some(w) = guard.as_mut()
                 && let Err(e) = part.flush(w, true)
             {
-                let msg = format!("the log stopped accepting writes after an fsync error ({e}); restart the server to recover");
+                let msg = format!(
+                    "the log stopped accepting writes after an fsync error ({e}); restart the server to recover"
+                );
                 tracing::error!("{msg}");
                 *self.failed.lock().unwrap() = Some(msg);
             }

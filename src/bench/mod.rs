@@ -1,0 +1,40 @@
+//! `tidemark bench`: the measurements behind docs/PERFORMANCE.md. Each prints its figures and
+//! the peer it is compared with, measured in the same run.
+
+mod codec;
+mod ingest;
+mod rebuild;
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Avro encode + decode of ObjectEvent: direct codec vs apache-avro's Value path vs fastavro.
+    Codec(codec::CodecArgs),
+    /// HTTP batch ingest with group commit: throughput, or latency at a fixed rate.
+    Ingest(ingest::IngestArgs),
+    /// Rebuilding the object index from the log.
+    Rebuild(rebuild::RebuildArgs),
+}
+
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Codec(args) => codec::run(args),
+        BenchCommand::Ingest(args) => ingest::run(args).await,
+        BenchCommand::Rebuild(args) => rebuild::run(args).await,
+    }
+}
+
+/// Median of repeated measurements.
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// The `q` quantile (0..=1) of sorted samples.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}

@@ -1,0 +1,133 @@
+//! `tidemark serve`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use tidemark_core::ingest::Origin;
+use tidemark_core::log::embedded::{FsyncPolicy, LogConfig};
+
+use super::DataDir;
+use crate::node::{Node, NodeConfig};
+use crate::server::{self, Limits};
+
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataDir,
+    /// Address of the HTTP API (ingest, objects, schema registry, health).
+    #[arg(long, default_value = "127.0.0.1:7700", env = "TIDEMARK_LISTEN")]
+    pub listen: SocketAddr,
+    /// Partitions of the `objects` topic, used when the data directory is new.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: u32,
+    /// When the log fsyncs: `always` (an acknowledged mutation survives power loss) or
+    /// `interval` (it survives a crash of the process; fsync every --fsync-interval-ms).
+    #[arg(long, value_enum, default_value_t = Fsync::Always)]
+    pub fsync: Fsync,
+    #[arg(long, default_value_t = 100)]
+    pub fsync_interval_ms: u64,
+    /// Roll log segments at this size.
+    #[arg(long, default_value_t = 128 << 20)]
+    pub segment_bytes: u64,
+    /// Largest request body accepted.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_body_bytes: usize,
+    /// Most mutations accepted in one request.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_batch: usize,
+    /// Name of this node, recorded in every event it accepts (default: the host name).
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Region recorded in every event this node accepts.
+    #[arg(long)]
+    pub region: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Fsync {
+    Always,
+    Interval,
+}
+
+impl ServeArgs {
+    /// Defaults for a server on `data_dir` listening on `listen` (benchmarks start one).
+    pub fn new(data_dir: std::path::PathBuf, listen: SocketAddr) -> ServeArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let mut args = Wrapper::parse_from(["serve"]).args;
+        args.data.data_dir = data_dir;
+        args.listen = listen;
+        args
+    }
+
+    fn node_config(&self) -> NodeConfig {
+        NodeConfig {
+            data_dir: self.data.data_dir.clone(),
+            log: LogConfig {
+                fsync: match self.fsync {
+                    Fsync::Always => FsyncPolicy::Always,
+                    Fsync::Interval => {
+                        FsyncPolicy::Interval(Duration::from_millis(self.fsync_interval_ms))
+                    }
+                },
+                segment_bytes: self.segment_bytes,
+                ..LogConfig::default()
+            },
+            partitions: self.partitions,
+            origin: Origin {
+                node: Some(self.node_id.clone().unwrap_or_else(host_name)),
+                region: self.region.clone(),
+            },
+        }
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "tidemark".into())
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    run_on(args, listener).await
+}
+
+/// Serve on an already bound listener until SIGTERM or Ctrl-C.
+pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let node = Node::open(args.node_config()).await?;
+    let limits = Limits {
+        max_body_bytes: args.max_body_bytes,
+        max_batch: args.max_batch,
+    };
+    let addr = listener.local_addr()?;
+    // Tests and scripts wait for this line.
+    println!(
+        "tidemark listening on http://{addr} (data dir {})",
+        args.data.data_dir.display()
+    );
+    let log = node.log.clone();
+    server::serve(listener, node, limits, shutdown_signal()).await?;
+    log.close();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,158 @@
+//! `tidemark state ls` and `tidemark state rebuild`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use tidemark_core::index::ObjectIndex;
+use tidemark_core::log::embedded::{EmbeddedLog, LogConfig};
+use tidemark_core::time::format_us;
+
+use super::DataDir;
+use crate::node::{index_path, log_dir, open_offline, rebuild_in_place};
+
+#[derive(Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    data: DataDir,
+    /// Only this bucket.
+    #[arg(long)]
+    bucket: Option<String>,
+    /// Only keys starting with this (needs --bucket).
+    #[arg(long, default_value = "", requires = "bucket")]
+    prefix: String,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+    /// Include each object's history (with --json).
+    #[arg(long, requires = "json")]
+    history: bool,
+}
+
+pub fn ls(args: LsArgs) -> anyhow::Result<()> {
+    let index = ObjectIndex::open_read_only(&index_path(&args.data.data_dir))?;
+    let mut out = std::io::stdout().lock();
+    let mut after: Option<String> = None;
+    loop {
+        let page = index.list(
+            args.bucket.as_deref(),
+            &args.prefix,
+            after.as_deref(),
+            10_000,
+        )?;
+        for o in &page {
+            let line = if args.json {
+                let mut v = crate::server::object_json(o);
+                if args.history {
+                    let history = index.history(&o.bucket, &o.key)?;
+                    v["history"] = history
+                        .iter()
+                        .map(|h| h.to_json())
+                        .collect::<Vec<_>>()
+                        .into();
+                }
+                v.to_string()
+            } else {
+                format!(
+                    "{}/{}\t{}\t{}\t{}\tseq={}",
+                    o.bucket,
+                    o.key,
+                    o.state.size,
+                    o.state.etag.as_deref().unwrap_or("-"),
+                    format_us(o.state.last_modified),
+                    o.state.sequence
+                )
+            };
+            if writeln!(out, "{line}").is_err() {
+                return Ok(());
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == 10_000 => {
+                after = Some(if args.bucket.is_some() {
+                    last.key.clone()
+                } else {
+                    format!("{}/{}", last.bucket, last.key)
+                });
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    data: DataDir,
+    /// Write the rebuilt index under this directory (as `<DIR>/index/objects.redb`, so
+    /// `tidemark state ls --data-dir <DIR>` reads it) instead of replacing the node's index.
+    /// Works while the server runs.
+    #[arg(long)]
+    into: Option<PathBuf>,
+}
+
+pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
+    let data_dir = &args.data.data_dir;
+    let offline = open_offline(data_dir).await?;
+    let Some(codec) = offline.codec.clone() else {
+        bail!(
+            "{} has no object events to rebuild from",
+            data_dir.display()
+        );
+    };
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "rebuilding {bar:40} {pos}/{len} events ({per_sec}, eta {eta})",
+        )
+        .expect("progress template"),
+    );
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let (target, stats) = match &args.into {
+        Some(dir) => {
+            let target = index_path(dir);
+            std::fs::create_dir_all(target.parent().expect("parent"))
+                .with_context(|| format!("create {}", dir.display()))?;
+            let stats = tidemark_core::rebuild::rebuild_index(
+                offline.log.clone(),
+                codec,
+                &target,
+                progress,
+            )
+            .await?;
+            (target, stats)
+        }
+        None => {
+            // Replacing the live index needs the server stopped: take the log's writer lock.
+            drop(offline);
+            let log = Arc::new(
+                EmbeddedLog::open(&log_dir(data_dir), LogConfig::default())
+                    .context("rebuilding in place needs the server stopped (or use --into DIR)")?,
+            );
+            let target = index_path(data_dir);
+            std::fs::create_dir_all(target.parent().expect("parent"))?;
+            let stats = rebuild_in_place(log, codec, &target, progress).await?;
+            (target, stats)
+        }
+    };
+    bar.finish_and_clear();
+    let secs = stats.elapsed.as_secs_f64();
+    println!(
+        "rebuilt {} from {} events in {:.2}s ({:.0} events/s){}",
+        target.display(),
+        stats.records,
+        secs,
+        stats.records as f64 / secs.max(1e-9),
+        if stats.undecodable > 0 {
+            format!("; {} undecodable records skipped", stats.undecodable)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! The HTTP API of `tidemark serve`.
+//!
+//! # Layout
+//! - `mutations.rs`: `POST /v1/mutations`.
+//! - `objects.rs`: `GET /v1/objects`, `GET /v1/objects/{bucket}/{key}`.
+//! - `registry.rs`: the Confluent-compatible schema registry paths.
+//! - `status.rs`: `/healthz`, `GET /v1/log`.
+//! - `error.rs`: how errors become responses.
+
+mod error;
+mod mutations;
+mod objects;
+mod registry;
+mod status;
+
+pub use objects::object_json;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::node::Node;
+
+/// Request limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_batch: usize,
+}
+
+pub struct AppState {
+    pub node: Node,
+    pub limits: Limits,
+}
+
+pub type State = axum::extract::State<Arc<AppState>>;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(status::healthz))
+        .route("/v1/log", get(status::log))
+        .route("/v1/mutations", post(mutations::post))
+        .route("/v1/objects", get(objects::list))
+        .route("/v1/objects/{bucket}/{*key}", get(objects::get))
+        .merge(registry::routes())
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .with_state(state)
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    node: Node,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(Arc::new(AppState { node, limits }));
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

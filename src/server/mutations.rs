@@ -1,0 +1,81 @@
+//! `POST /v1/mutations`: validate a batch, append its events durably, answer per mutation.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::ConnectInfo;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Serialize;
+use serde_json::Value;
+use tidemark_core::Error;
+use tidemark_core::ingest::{BatchLimits, RequestContext, parse_batch};
+use uuid::Uuid;
+
+use super::State;
+use super::error::ApiError;
+
+pub async fn post(
+    axum::extract::State(app): State,
+    headers: HeaderMap,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Response>, ApiError> {
+    let body = body?;
+    let limits = BatchLimits {
+        max_mutations: app.limits.max_batch,
+    };
+    let mutations = parse_batch(&body, limits).map_err(|e| {
+        let mut api = ApiError::from(&e);
+        if matches!(&e, Error::Invalid { field, message } if field == "mutations" && message.contains("exceed the limit")) {
+            api.status = StatusCode::PAYLOAD_TOO_LARGE;
+        }
+        api
+    })?;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let ctx = RequestContext {
+        requester: header("x-tidemark-requester"),
+        source_ip: header("x-forwarded-for")
+            .and_then(|v| v.split(',').next().map(|s| s.trim().to_string()))
+            .or_else(|| Some(peer.ip().to_string())),
+        request_id: header("x-request-id"),
+    };
+    let outcomes = app.node.ingestor.apply(mutations, &ctx).await?;
+    let results: Vec<Outcome> = outcomes
+        .iter()
+        .map(|o| match o {
+            Ok(a) => Outcome::Accepted {
+                event_id: a.event_id,
+                partition: a.position.partition,
+                offset: a.position.offset,
+            },
+            Err(e) => Outcome::Refused {
+                error: ApiError::item(e),
+            },
+        })
+        .collect();
+    Ok(Json(Response { results }))
+}
+
+#[derive(Serialize)]
+pub struct Response {
+    results: Vec<Outcome>,
+}
+
+/// One entry of `results`: `{"event_id", "partition", "offset"}` or `{"error": {...}}`.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Outcome {
+    Accepted {
+        event_id: Uuid,
+        partition: u32,
+        offset: u64,
+    },
+    Refused {
+        error: Value,
+    },
+}

@@ -1,0 +1,170 @@
+//! The object index over HTTP. Reads wait (briefly) until the index has applied everything the
+//! log had when the request arrived, so a client reads its own acknowledged writes.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tidemark_core::blocking::blocking;
+use tidemark_core::index::Listed;
+
+use super::State;
+use super::error::ApiError;
+use crate::server::AppState;
+
+const DEFAULT_LIMIT: usize = 1000;
+const MAX_LIMIT: usize = 10_000;
+/// Longest a read waits for the index to catch up before answering anyway.
+const CATCH_UP: Duration = Duration::from_secs(5);
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Wait until the index has applied every write acknowledged before this request.
+    #[default]
+    Strong,
+    /// Answer from the index as it is.
+    Eventual,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    bucket: Option<String>,
+    #[serde(default)]
+    prefix: String,
+    limit: Option<usize>,
+    after: Option<String>,
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetQuery {
+    #[serde(default)]
+    history: bool,
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+/// Wait for the index per `consistency`; returns how many records it still lags behind.
+async fn catch_up(app: &AppState, consistency: Consistency) -> Result<u64, ApiError> {
+    let m = &app.node.materializer;
+    if consistency == Consistency::Strong {
+        let targets = m.log_ends().await?;
+        if m.wait_for(&targets, CATCH_UP).await {
+            return Ok(0);
+        }
+    }
+    Ok(m.lag().await?)
+}
+
+fn with_lag(body: Value, lag: u64) -> Response {
+    let mut resp = Json(body).into_response();
+    resp.headers_mut()
+        .insert("x-tidemark-index-lag", HeaderValue::from(lag));
+    resp
+}
+
+pub fn object_json(o: &Listed) -> Value {
+    let mut v = o.state.to_json();
+    v["bucket"] = o.bucket.clone().into();
+    v["key"] = o.key.clone().into();
+    v
+}
+
+pub async fn list(
+    axum::extract::State(app): State,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "limit",
+            format!("must be 1..={MAX_LIMIT}, got {limit}"),
+        ));
+    }
+    if let Some(b) = &q.bucket {
+        tidemark_core::ingest::validate_bucket(b)
+            .map_err(|m| ApiError::field(StatusCode::BAD_REQUEST, "bucket", m))?;
+    } else if !q.prefix.is_empty() {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "prefix",
+            "needs a bucket",
+        ));
+    }
+    let lag = catch_up(&app, q.consistency).await?;
+    let index = app.node.index.clone();
+    let (bucket, prefix, after) = (q.bucket.clone(), q.prefix.clone(), q.after.clone());
+    let objects =
+        blocking(move || index.list(bucket.as_deref(), &prefix, after.as_deref(), limit)).await?;
+    let next_after = (objects.len() == limit).then(|| {
+        let last = objects.last().expect("non-empty page");
+        if q.bucket.is_some() {
+            last.key.clone()
+        } else {
+            format!("{}/{}", last.bucket, last.key)
+        }
+    });
+    let body = json!({
+        "objects": objects.iter().map(object_json).collect::<Vec<_>>(),
+        "next_after": next_after,
+    });
+    Ok(with_lag(body, lag))
+}
+
+pub async fn get(
+    axum::extract::State(app): State,
+    Path((bucket, key)): Path<(String, String)>,
+    query: Result<Query<GetQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query?;
+    let lag = catch_up(&app, q.consistency).await?;
+    let index = app.node.index.clone();
+    let (b, k) = (bucket.clone(), key.clone());
+    let (head, history) = blocking(move || {
+        let head = index.get(&b, &k)?;
+        let history = if q.history {
+            Some(index.history(&b, &k)?)
+        } else {
+            None
+        };
+        Ok((head, history))
+    })
+    .await?;
+    let not_found = |msg: String| ApiError::new(StatusCode::NOT_FOUND, "not_found", msg);
+    let Some(head) = head else {
+        return Err(not_found(format!("object {bucket}/{key} does not exist")));
+    };
+    if head.state.is_none() && history.is_none() {
+        return Err(not_found(format!(
+            "object {bucket}/{key} does not exist (deleted at sequence {}; add ?history=true to see its history)",
+            head.sequence
+        )));
+    }
+    let mut body = json!({
+        "bucket": bucket,
+        "key": key,
+        "sequence": head.sequence,
+        "event_id": head.event_id.to_string(),
+        "exists": head.state.is_some(),
+        "state": head.state.as_ref().map(|s| s.to_json()),
+    });
+    if let Some(history) = history {
+        body["history"] = history
+            .iter()
+            .map(|h| h.to_json())
+            .collect::<Vec<_>>()
+            .into();
+    }
+    Ok(with_lag(body, lag))
+}

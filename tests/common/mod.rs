@@ -1,0 +1,247 @@
+//! Test harness: runs the real `tidemark` binary as a child process on loopback ports.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
+
+/// A running `tidemark serve`.
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let stderr = data_dir.with_extension(format!("stderr-{}.log", std::process::id()));
+        let err_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr)
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(err_file)
+            .spawn()
+            .expect("start tidemark serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap().to_string());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not start; stderr:\n{}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
+        };
+        Server {
+            child: Some(child),
+            url,
+            data_dir: data_dir.to_path_buf(),
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "server exited with {status}");
+    }
+
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let resp = client().get(format!("{}{path}", self.url)).send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    pub fn post(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, Value) {
+        let resp = client()
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    /// Wait until the index has applied every record in the log.
+    pub fn wait_caught_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, v) = self.get("/healthz");
+            if status == 200 && v["index_lag"] == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "index did not catch up: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// Run the CLI; panics with its output unless it succeeds.
+pub fn tidemark(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "tidemark {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run tidemark")
+}
+
+/// Every event in the log, in log order per partition, as JSON.
+pub fn log_events(data_dir: &Path) -> Vec<Value> {
+    tidemark(&[
+        "log",
+        "tail",
+        "--from-beginning",
+        "--json",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ])
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect()
+}
+
+/// `state ls --json --history` of a data directory.
+pub fn index_dump(data_dir: &Path) -> String {
+    tidemark(&[
+        "state",
+        "ls",
+        "--json",
+        "--history",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ])
+}
+
+/// Rebuild the index of `data_dir` from its log into a fresh directory; return its dump.
+pub fn rebuilt_dump(data_dir: &Path, scratch: &Path) -> String {
+    let into = scratch.join(format!("rebuilt-{}", fastrand::u64(..)));
+    tidemark(&[
+        "state",
+        "rebuild",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--into",
+        into.to_str().unwrap(),
+    ]);
+    index_dump(&into)
+}
+
+/// A random mutation over `keys` keys in bucket `bucket`.
+pub fn random_mutation(rng: &mut fastrand::Rng, bucket: &str, keys: usize) -> Value {
+    let key = format!("dir{}/key-{:05}", rng.usize(..4), rng.usize(..keys));
+    let base = serde_json::json!({"bucket": bucket, "key": key});
+    let mut m = base.as_object().unwrap().clone();
+    let roll = rng.u8(..100);
+    let op = match roll {
+        0..=49 => "put",
+        50..=59 => "delete",
+        60..=74 => "tag",
+        75..=79 => "untag",
+        _ => "metadata",
+    };
+    m.insert("op".into(), op.into());
+    match op {
+        "put" => {
+            m.insert("size".into(), rng.u32(..1 << 20).into());
+            m.insert("etag".into(), format!("\"{:x}\"", rng.u64(..)).into());
+            m.insert("content_type".into(), "image/jpeg".into());
+            if rng.bool() {
+                m.insert(
+                    "metadata".into(),
+                    serde_json::json!({"team": format!("t{}", rng.u8(..5))}),
+                );
+            }
+        }
+        "tag" => {
+            m.insert("tags".into(), serde_json::json!({"stage": format!("s{}", rng.u8(..3)), "n": rng.u8(..).to_string()}));
+        }
+        "metadata" => {
+            m.insert(
+                "metadata".into(),
+                serde_json::json!({"camera": format!("c{}", rng.u8(..9))}),
+            );
+        }
+        _ => {}
+    }
+    Value::Object(m)
+}
+
+/// Event ids acknowledged in a `POST /v1/mutations` response.
+pub fn acked_ids(resp: &Value) -> Vec<String> {
+    resp["results"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|x| x["event_id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
