@@ -30,7 +30,8 @@ fn every_kind_of_bad_input_is_refused_and_nothing_changes() {
         .collect();
     let cases: Vec<(&str, String, u16, &str, &str)> = vec![
         ("malformed JSON", "{\"mutations\": [".into(), 400, "body", "malformed JSON"),
-        ("not an object", "[1,2]".into(), 400, "body", "invalid type"),
+        ("not an object", "[1,2]".into(), 400, "body", "must be a JSON object"),
+        ("empty body", String::new(), 400, "body", "malformed JSON"),
         ("unknown op", one(json!({"op": "rename", "bucket": "photos", "key": "a"})), 400, "mutations[0].op", "unknown op 'rename'"),
         ("missing op", one(json!({"bucket": "photos", "key": "a"})), 400, "mutations[0].op", "required"),
         ("missing bucket", one(json!({"op": "put", "key": "a", "size": 1})), 400, "mutations[0].bucket", "required"),

@@ -6,8 +6,9 @@
 //! at the end one sorted write of every key's head. Most events are only scanned up to their
 //! `etag`; just the newest event of each key is fully decoded, once, at the end.
 //!
-//! Keys never cross partitions, so partitions are split between workers that scan in parallel;
-//! a separate task writes their history blocks as they come.
+//! Keys never cross partitions, so partitions are split between workers that scan in parallel,
+//! and a partition's heads are final as soon as it is scanned; a separate task writes history
+//! blocks and finished partitions' heads as they come, while the workers go on scanning.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,13 +36,16 @@ pub struct RebuildStats {
     pub elapsed: Duration,
 }
 
-/// Records scanned, and the history blocks they produced.
-type Chunk = (u64, Vec<(Position, Vec<u8>)>);
+/// What workers hand to the index writer.
+enum Write {
+    /// History blocks of this many records.
+    History(u64, Vec<(Position, Vec<u8>)>),
+    /// The final heads of every key of a scanned partition.
+    Heads(Vec<(String, (Head, Position))>),
+}
 
 /// What one worker found in its partitions.
 struct Scanned {
-    /// Each key's head (from its newest event) and where that event is, sorted by key.
-    heads: Vec<(String, (Head, Position))>,
     applied: BTreeMap<u32, u64>,
     records: u64,
     undecodable: u64,
@@ -73,7 +77,7 @@ pub async fn rebuild_index(
         .map_or(2, |n| n.get())
         .min(ranges.len())
         .max(1);
-    let (tx, mut rx) = mpsc::channel::<Chunk>(workers * 2);
+    let (tx, mut rx) = mpsc::channel::<Write>(workers * 2);
     let mut scans = tokio::task::JoinSet::new();
     for w in 0..workers {
         let mine: Vec<_> = ranges.iter().copied().skip(w).step_by(workers).collect();
@@ -81,27 +85,32 @@ pub async fn rebuild_index(
         scans.spawn(async move { scan(log.as_ref(), &codec, mine, &tx).await });
     }
     drop(tx);
-    // History blocks are written in the order they arrive; each partition's come in order.
+    // Written in the order they arrive; each partition's history blocks come in order.
     let mut done = 0u64;
-    while let Some((records, blocks)) = rx.recv().await {
+    while let Some(write) = rx.recv().await {
         let index = index.clone();
-        crate::blocking::blocking(move || index.append_history(blocks)).await?;
-        done += records;
-        progress(done, total);
+        match write {
+            Write::History(records, blocks) => {
+                crate::blocking::blocking(move || index.append_history(blocks)).await?;
+                done += records;
+                progress(done, total);
+            }
+            Write::Heads(heads) => {
+                crate::blocking::blocking(move || index.put_heads(heads, &BTreeMap::new())).await?
+            }
+        }
     }
-    let mut heads = Vec::new();
     let mut applied = BTreeMap::new();
     let (mut records, mut undecodable) = (0, 0);
     while let Some(scanned) = scans.join_next().await {
         let s =
             scanned.map_err(|e| Error::Unavailable(format!("rebuild worker stopped: {e}")))??;
-        heads.push(s.heads);
         applied.extend(s.applied);
         records += s.records;
         undecodable += s.undecodable;
     }
-    let heads = merge_sorted(heads);
-    crate::blocking::blocking(move || index.put_heads(heads, &applied)).await?;
+    // Last, and durably: the offsets that say the index is complete up to them.
+    crate::blocking::blocking(move || index.put_heads(Vec::new(), &applied)).await?;
     progress(records, total);
     Ok(RebuildStats {
         records,
@@ -115,15 +124,15 @@ async fn scan(
     log: &dyn Log,
     codec: &EventCodec,
     ranges: Vec<(u32, OffsetRange)>,
-    tx: &mpsc::Sender<Chunk>,
+    tx: &mpsc::Sender<Write>,
 ) -> Result<Scanned> {
     // Each key's newest event, as framed in the log (copied out of the read chunk, so the
     // chunk is not kept alive by one head), and where it is.
-    let mut newest: HeadMap<(Bytes, Position)> = HeadMap::default();
     let mut applied = BTreeMap::new();
     let (mut records_total, mut undecodable) = (0u64, 0u64);
     let mut key = String::new();
     for (p, range) in ranges {
+        let mut newest: HeadMap<(Bytes, Position)> = HeadMap::default();
         let mut next = range.start;
         while next < range.end {
             let max = CHUNK.min((range.end - next) as usize);
@@ -174,30 +183,26 @@ async fn scan(
                 blocks.push(at, prev, &summary);
             }
             records_total += records.len() as u64;
-            tx.send((records.len() as u64, blocks.finish()))
-                .await
-                .map_err(|_| Error::Unavailable("rebuild writer stopped".into()))?;
+            send(tx, Write::History(records.len() as u64, blocks.finish())).await?;
         }
+        // This partition's heads are final: write them while the next partition is scanned.
+        let heads = newest
+            .into_iter()
+            .map(|(key, (raw, at))| Ok((key, (codec.decode_for_index(&raw)?.into_head(), at))))
+            .collect::<Result<Vec<_>>>()?;
+        send(tx, Write::Heads(heads)).await?;
     }
-    let mut heads = newest
-        .into_iter()
-        .map(|(key, (raw, at))| Ok((key, (codec.decode_for_index(&raw)?.into_head(), at))))
-        .collect::<Result<Vec<_>>>()?;
-    heads.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Ok(Scanned {
-        heads,
         applied,
         records: records_total,
         undecodable,
     })
 }
 
-/// Merge lists sorted by key (their keys are disjoint) into one sorted list. The stable sort
-/// finds the sorted runs and merges them.
-fn merge_sorted<T>(lists: Vec<Vec<(String, T)>>) -> Vec<(String, T)> {
-    let mut all: Vec<_> = lists.into_iter().flatten().collect();
-    all.sort_by(|a, b| a.0.cmp(&b.0));
-    all
+async fn send(tx: &mpsc::Sender<Write>, write: Write) -> Result<()> {
+    tx.send(write)
+        .await
+        .map_err(|_| Error::Unavailable("rebuild writer stopped".into()))
 }
 
 enum Summary<'a> {

@@ -16,6 +16,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::quantile;
 use crate::cli::ServeArgs;
+use crate::cli::serve::Fsync;
 
 #[derive(Args)]
 pub struct IngestArgs {
@@ -37,9 +38,17 @@ pub struct IngestArgs {
     /// Distinct keys the mutations cycle through.
     #[arg(long, default_value_t = 100_000)]
     keys: usize,
-    /// Log fsync policy of the started server.
-    #[arg(long, value_enum, default_value_t = crate::cli::serve::Fsync::Always)]
-    fsync: crate::cli::serve::Fsync,
+    /// Log fsync policy of the started server; `both` runs `always`, then `interval` as the
+    /// peer that shows what fsync costs.
+    #[arg(long, value_enum, default_value_t = FsyncChoice::Both)]
+    fsync: FsyncChoice,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FsyncChoice {
+    Always,
+    Interval,
+    Both,
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -84,14 +93,39 @@ async fn post(client: &HttpClient, url: &str, body: Bytes, expect: usize) -> any
 }
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
-    let (_dir, server, url) = match &args.server {
-        Some(url) => (None, None, url.trim_end_matches('/').to_string()),
-        None => {
+    if args.server.is_some() {
+        run_one(&args, None).await?;
+        return Ok(());
+    }
+    let policies = match args.fsync {
+        FsyncChoice::Always => vec![Fsync::Always],
+        FsyncChoice::Interval => vec![Fsync::Interval],
+        FsyncChoice::Both => vec![Fsync::Always, Fsync::Interval],
+    };
+    let mut rates = Vec::new();
+    for policy in policies {
+        rates.push(run_one(&args, Some(policy)).await?);
+    }
+    if let [always, interval] = rates[..] {
+        println!(
+            "fsync=always reaches {:.0}% of the fsync=interval throughput",
+            100.0 * always / interval
+        );
+    }
+    Ok(())
+}
+
+/// One measurement against `--server`, or against a server started here with `policy`.
+/// Returns acknowledged mutations per second.
+async fn run_one(args: &IngestArgs, policy: Option<Fsync>) -> anyhow::Result<f64> {
+    let (_dir, server, url) = match (&args.server, policy) {
+        (Some(url), _) => (None, None, url.trim_end_matches('/').to_string()),
+        (None, policy) => {
             let dir = tempfile::tempdir()?;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr: SocketAddr = listener.local_addr()?;
             let mut serve = ServeArgs::new(dir.path().to_path_buf(), addr);
-            serve.fsync = args.fsync;
+            serve.fsync = policy.unwrap_or(Fsync::Always);
             let handle = tokio::spawn(crate::cli::serve::run_on(serve, listener));
             (Some(dir), Some(handle), format!("http://{addr}"))
         }
@@ -112,10 +146,10 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         requests * args.batch,
         args.batch,
         args.keys,
-        if matches!(args.fsync, crate::cli::serve::Fsync::Always) {
-            "always"
-        } else {
-            "interval"
+        match policy {
+            Some(Fsync::Always) => "always",
+            Some(Fsync::Interval) => "interval",
+            None => "(as configured on the server)",
         }
     );
     let start = Instant::now();
@@ -137,16 +171,13 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     ms.sort_by(f64::total_cmp);
     let acked = requests * args.batch;
+    let rate = acked as f64 / elapsed;
     match args.rate {
         None => println!(
-            "  {} connections: {:.0} acknowledged mutations/s ({acked} in {elapsed:.2}s)",
-            args.connections,
-            acked as f64 / elapsed
+            "  {} connections: {rate:.0} acknowledged mutations/s ({acked} in {elapsed:.2}s)",
+            args.connections
         ),
-        Some(rate) => println!(
-            "  offered {rate} mutations/s: achieved {:.0}/s",
-            acked as f64 / elapsed
-        ),
+        Some(offered) => println!("  offered {offered} mutations/s: achieved {rate:.0}/s"),
     }
     println!(
         "  acknowledgement latency per request: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -164,8 +195,9 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     );
     if let Some(h) = server {
         h.abort();
+        let _ = h.await;
     }
-    Ok(())
+    Ok(rate)
 }
 
 async fn wait_ready(client: &HttpClient, url: &str) -> anyhow::Result<()> {

@@ -3,7 +3,11 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use tidemark_core::OBJECTS_TOPIC;
+use tidemark_core::codec::EventCodec;
 use tidemark_core::ingest::{Mutation, Op, RequestContext};
+use tidemark_core::log::Log;
+use tidemark_core::log::embedded::EmbeddedLog;
 
 use super::median;
 use crate::node::{Node, NodeConfig};
@@ -99,6 +103,42 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
         rates.push(rate);
         std::fs::remove_file(&into)?;
     }
-    println!("rebuild median: {:.0} events/s", median(rates));
+    let rebuild = median(rates);
+    // Peer: reading and fully decoding every event once, on one core, with nothing written.
+    let mut scans = Vec::new();
+    for _ in 0..args.runs {
+        scans.push(scan_rate(log.as_ref(), &codec).await?);
+    }
+    let scan = median(scans);
+    println!("rebuild median: {rebuild:.0} events/s");
+    println!(
+        "peer, read + decode every event on one core: {scan:.0} events/s (rebuild is {:.2}x)",
+        rebuild / scan
+    );
     Ok(())
+}
+
+async fn scan_rate(log: &EmbeddedLog, codec: &EventCodec) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let mut n = 0u64;
+    for stats in log.stats(OBJECTS_TOPIC)? {
+        let mut next = stats.start;
+        while next < stats.end {
+            let records = log
+                .read(
+                    OBJECTS_TOPIC,
+                    stats.partition,
+                    next,
+                    100_000,
+                    Duration::ZERO,
+                )
+                .await?;
+            next = records.last().map_or(stats.end, |r| r.offset + 1);
+            for rec in &records {
+                std::hint::black_box(codec.decode(&rec.value)?);
+            }
+            n += records.len() as u64;
+        }
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
 }

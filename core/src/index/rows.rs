@@ -116,8 +116,8 @@ fn encode_body(e: &EventSummary<'_>, buf: &mut Vec<u8>) {
     put_opt_str(buf, e.etag);
 }
 /// Entries per history block at most, and the size at which a block is closed early.
-const BLOCK_ENTRIES: usize = 64;
-const BLOCK_BYTES: usize = 8192;
+const BLOCK_ENTRIES: usize = 256;
+const BLOCK_BYTES: usize = 32768;
 
 /// Packs history entries, in log order, into blocks keyed by the position of their first entry.
 /// One redb row per block instead of per event keeps history writes cheap; blocks are written

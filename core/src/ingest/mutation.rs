@@ -1,6 +1,7 @@
 //! Mutations as clients send them (`POST /v1/mutations`), and their validation. Every error
 //! names the field (`mutations[3].key`) and what is wrong with it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -62,14 +63,17 @@ pub struct Mutation {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawBatch {
-    mutations: Vec<RawMutation>,
+struct RawBatch<'a> {
+    #[serde(borrow)]
+    mutations: Vec<RawMutation<'a>>,
 }
 
+/// As sent. Fields only read during validation borrow from the body when they can.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawMutation {
-    op: Option<String>,
+struct RawMutation<'a> {
+    #[serde(borrow)]
+    op: Option<Cow<'a, str>>,
     bucket: Option<String>,
     key: Option<String>,
     size: Option<i64>,
@@ -80,7 +84,8 @@ struct RawMutation {
     metadata: Option<BTreeMap<String, String>>,
     tags: Option<BTreeMap<String, String>>,
     version_id: Option<String>,
-    event_time: Option<String>,
+    #[serde(borrow)]
+    event_time: Option<Cow<'a, str>>,
 }
 
 /// Limits on one request.
@@ -91,6 +96,15 @@ pub struct BatchLimits {
 
 /// Parse and validate a request body. All-or-nothing: one bad mutation rejects the batch.
 pub fn parse_batch(body: &[u8], limits: BatchLimits) -> Result<Vec<Mutation>> {
+    // serde would also take a struct written as an array; only the object form is the API.
+    if let Some(&first) = body.iter().find(|b| !b.is_ascii_whitespace())
+        && first != b'{'
+    {
+        return Err(Error::invalid(
+            "body",
+            "must be a JSON object: {\"mutations\": [...]}",
+        ));
+    }
     // Parse without path tracking first (the common, valid case); only a body that fails is
     // parsed again to find the path of the offending field.
     let raw: RawBatch = match serde_json::from_slice(body) {
@@ -116,7 +130,7 @@ pub fn parse_batch(body: &[u8], limits: BatchLimits) -> Result<Vec<Mutation>> {
     raw.mutations
         .into_iter()
         .enumerate()
-        .map(|(i, m)| validate(m, &format!("mutations[{i}]")))
+        .map(|(i, m)| validate(m, i))
         .collect()
 }
 
@@ -137,8 +151,9 @@ fn parse_error(body: &[u8]) -> Error {
     }
 }
 
-fn validate(m: RawMutation, at: &str) -> Result<Mutation> {
-    let field = |name: &str| format!("{at}.{name}");
+/// Validate mutation number `i`; field names (`mutations[i].key`) are built only for errors.
+fn validate(m: RawMutation<'_>, i: usize) -> Result<Mutation> {
+    let field = |name: &str| format!("mutations[{i}].{name}");
     let op_text = m.op.ok_or_else(|| {
         Error::invalid(
             field("op"),
