@@ -64,10 +64,6 @@ impl Server {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
     /// SIGKILL: no chance to flush or clean up.
     pub fn kill(mut self) {
         let mut child = self.child.take().unwrap();

@@ -12,7 +12,7 @@ pub use materializer::Materializer;
 pub use rows::{HistoryBlocks, HistoryEntry, history_body};
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use redb::{
     ConcurrencyMode, Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
@@ -85,7 +85,6 @@ enum Db {
 
 pub struct ObjectIndex {
     db: Db,
-    path: PathBuf,
     /// A private index being rebuilt: nobody reads it until it is complete, and a crash
     /// discards it, so its commits skip redb's quick-repair bookkeeping.
     scratch: bool,
@@ -136,7 +135,6 @@ impl ObjectIndex {
         txn.commit().map_err(|e| Error::index("create tables", e))?;
         Ok(ObjectIndex {
             db: Db::Write(db),
-            path: path.to_path_buf(),
             scratch,
         })
     }
@@ -155,13 +153,8 @@ impl ObjectIndex {
             .map_err(|e| Error::index("open read-only", e))?;
         Ok(ObjectIndex {
             db: Db::Read(db),
-            path: path.to_path_buf(),
             scratch: false,
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn read(&self) -> Result<ReadTransaction> {

@@ -197,11 +197,6 @@ impl SchemaRegistry {
             Err(details) => (false, vec![details]),
         })
     }
-
-    /// Id of a subject's latest version.
-    pub fn latest_id(&self, subject: &str) -> Result<u32> {
-        Ok(self.version(subject, VersionRef::Latest)?.id)
-    }
 }
 
 impl SchemaSource for SchemaRegistry {

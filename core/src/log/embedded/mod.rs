@@ -148,10 +148,6 @@ impl EmbeddedLog {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn topic(&self, name: &str) -> Result<Arc<Topic>> {
         self.topics
             .read()

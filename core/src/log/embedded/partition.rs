@@ -368,10 +368,6 @@ impl Partition {
         self.high_watermark.store(end, Ordering::Release);
         Ok(end != before)
     }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 fn truncate_tail(path: &Path, valid_len: u64, reason: &str) -> Result<()> {
