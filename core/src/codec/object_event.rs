@@ -63,7 +63,11 @@ pub fn decode_for_index(bytes: &[u8]) -> Result<ObjectEvent> {
 
 /// Read only the leading fields (through `etag`), borrowing strings from `bytes`.
 pub fn scan_summary(bytes: &[u8]) -> Result<EventSummary<'_>> {
-    let mut r = Reader::new(bytes);
+    read_summary(&mut Reader::new(bytes))
+}
+
+/// The leading fields, in schema order, borrowed.
+fn read_summary<'a>(r: &mut Reader<'a>) -> Result<EventSummary<'a>> {
     Ok(EventSummary {
         event_id: r.uuid()?,
         event_type: {
@@ -97,20 +101,17 @@ fn decode_with(bytes: &[u8], fields: Fields) -> Result<ObjectEvent> {
             r.skip_opt_string().map(|()| None)
         }
     };
+    let s = read_summary(&mut r)?;
     let event = ObjectEvent {
-        event_id: r.uuid()?,
-        event_type: {
-            let name = r.str()?;
-            EventType::parse(name)
-                .ok_or_else(|| Error::BadInput(format!("avro: unknown event type '{name}'")))?
-        },
-        event_time: r.long()?,
-        bucket: r.string()?,
-        key: r.string()?,
-        version_id: r.opt_string()?,
-        sequence: r.long()?,
-        size: r.opt_long()?,
-        etag: r.opt_string()?,
+        event_id: s.event_id,
+        event_type: s.event_type,
+        event_time: s.event_time,
+        bucket: s.bucket.to_owned(),
+        key: s.key.to_owned(),
+        version_id: s.version_id.map(str::to_owned),
+        sequence: s.sequence,
+        size: s.size,
+        etag: s.etag.map(str::to_owned),
         content_type: r.opt_string()?,
         sha256: r.opt_string()?,
         metadata: r.map()?,

@@ -78,6 +78,45 @@ impl Batch {
     }
 }
 
+/// Positions only grow, so these inserts append at the end of the tree.
+fn insert_blocks(
+    history: &mut redb::Table<u128, &[u8]>,
+    blocks: Vec<(Position, Vec<u8>)>,
+) -> Result<()> {
+    for (first, block) in blocks {
+        history
+            .insert(history_key(first.partition, first.offset), block.as_slice())
+            .map_err(|e| Error::index("write history", e))?;
+    }
+    Ok(())
+}
+
+/// Sorted, so each page is touched once, in order.
+fn insert_heads(
+    objects: &mut redb::Table<&str, &[u8]>,
+    mut heads: Vec<(String, (Head, Position))>,
+) -> Result<()> {
+    heads.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut row = Vec::with_capacity(256);
+    for (key, (head, last)) in &heads {
+        row.clear();
+        rows::encode_head(head, *last, &mut row);
+        objects
+            .insert(key.as_str(), row.as_slice())
+            .map_err(|e| Error::index("write object", e))?;
+    }
+    Ok(())
+}
+
+fn insert_applied(applied: &mut redb::Table<u32, u64>, next: &BTreeMap<u32, u64>) -> Result<()> {
+    for (p, n) in next {
+        applied
+            .insert(*p, *n)
+            .map_err(|e| Error::index("write applied offset", e))?;
+    }
+    Ok(())
+}
+
 enum Db {
     Write(Database),
     Read(ReadOnlyDatabase),
@@ -198,60 +237,32 @@ impl ObjectIndex {
                 blocks.push_encoded(*at, prev, body);
                 newest.insert(key.as_str(), at.offset);
             }
-            // Positions only grow, so these inserts append at the end of the tree.
-            for (first, block) in blocks.finish() {
-                history
-                    .insert(history_key(first.partition, first.offset), block.as_slice())
-                    .map_err(|e| Error::index("write history", e))?;
-            }
-            let mut heads: Vec<_> = batch.heads.into_iter().collect();
-            heads.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let mut row = Vec::with_capacity(256);
-            for (key, (head, last)) in &heads {
-                row.clear();
-                rows::encode_head(head, *last, &mut row);
-                objects
-                    .insert(key.as_str(), row.as_slice())
-                    .map_err(|e| Error::index("write object", e))?;
-            }
-            for (p, next) in &batch.applied {
-                applied
-                    .insert(*p, *next)
-                    .map_err(|e| Error::index("write applied offset", e))?;
-            }
+            insert_blocks(&mut history, blocks.finish())?;
+            insert_heads(&mut objects, batch.heads.into_iter().collect())?;
+            insert_applied(&mut applied, &batch.applied)?;
         }
         txn.commit().map_err(|e| Error::index("commit", e))
     }
 
     /// Rebuild path: append finished history blocks, in position order.
     pub fn append_history(&self, blocks: Vec<(Position, Vec<u8>)>) -> Result<()> {
-        let mut txn = self.begin_write()?;
-        if self.scratch {
-            txn.set_quick_repair(false);
-        }
+        let txn = self.begin_write()?;
         {
             let mut history = txn
                 .open_table(HISTORY)
                 .map_err(|e| Error::index("open history", e))?;
-            for (first, block) in blocks {
-                history
-                    .insert(history_key(first.partition, first.offset), block.as_slice())
-                    .map_err(|e| Error::index("write history", e))?;
-            }
+            insert_blocks(&mut history, blocks)?;
         }
         txn.commit().map_err(|e| Error::index("commit", e))
     }
 
-    /// Rebuild path: write every key's final head and the applied offsets, in one commit.
+    /// Rebuild path: write final heads, and the applied offsets, in one commit.
     pub fn put_heads(
         &self,
-        mut heads: Vec<(String, (Head, Position))>,
+        heads: Vec<(String, (Head, Position))>,
         next: &BTreeMap<u32, u64>,
     ) -> Result<()> {
-        let mut txn = self.begin_write()?;
-        if self.scratch {
-            txn.set_quick_repair(false);
-        }
+        let txn = self.begin_write()?;
         {
             let mut objects = txn
                 .open_table(OBJECTS)
@@ -259,20 +270,8 @@ impl ObjectIndex {
             let mut applied = txn
                 .open_table(APPLIED)
                 .map_err(|e| Error::index("open applied", e))?;
-            heads.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let mut row = Vec::with_capacity(256);
-            for (key, (head, last)) in &heads {
-                row.clear();
-                rows::encode_head(head, *last, &mut row);
-                objects
-                    .insert(key.as_str(), row.as_slice())
-                    .map_err(|e| Error::index("write object", e))?;
-            }
-            for (p, n) in next {
-                applied
-                    .insert(*p, *n)
-                    .map_err(|e| Error::index("write applied offset", e))?;
-            }
+            insert_heads(&mut objects, heads)?;
+            insert_applied(&mut applied, next)?;
         }
         txn.commit().map_err(|e| Error::index("commit", e))
     }
@@ -284,8 +283,8 @@ impl ObjectIndex {
         let mut txn = db
             .begin_write()
             .map_err(|e| Error::index("begin write", e))?;
-        // Crash recovery then takes no full scan of the file.
-        txn.set_quick_repair(true);
+        // Crash recovery then takes no full scan of the file (a scratch index is discarded).
+        txn.set_quick_repair(!self.scratch);
         Ok(txn)
     }
 
