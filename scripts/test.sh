@@ -1,13 +1,36 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and integration tests (real server processes
-# on loopback, fastavro as an independent Avro decoder).
+# on loopback, a real Kafka-protocol broker, fastavro as an independent Avro decoder).
+# Installs what the tests need when it is missing; later runs reuse it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The integration tests decode our records with fastavro, fetched from PyPI once.
-if ! python3 -c 'import fastavro' 2>/dev/null; then
-  echo "installing fastavro (independent Avro decoder used by the tests)"
-  python3 -m pip install --quiet --user 'fastavro>=1.9'
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Debian packages to build librdkafka from source (rdkafka's cmake-build feature).
+missing=()
+for pkg in cmake libcurl4-openssl-dev libssl-dev zlib1g-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The Kafka-protocol broker the Kafka tests start on loopback (about 25 minutes to build once).
+tansu="${TANSU_BIN:-$HOME/.cargo/bin/tansu}"
+if [ ! -x "$tansu" ]; then
+  echo "building the Tansu broker (once)"
+  cargo install tansu@0.6.0 --locked --features dynostore \
+    --target-dir "${TANSU_BUILD_DIR:-$HOME/.cache/tidemark/tansu-build}" --root "$HOME/.cargo"
+fi
+export TANSU_BIN="$tansu"
+
+# Independent readers from PyPI: fastavro, and confluent-kafka with its registry client.
+if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro' 2>/dev/null; then
+  echo "installing tests/py/requirements.txt"
+  python3 -m pip install --quiet --user -r tests/py/requirements.txt
 fi
 
 cargo fmt --all -- --check

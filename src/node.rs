@@ -1,8 +1,8 @@
-//! A node's data directory and the components opened on it.
+//! A node's log, data directory and the components opened on them.
 //!
 //! ```text
-//! <data-dir>/log/...               the embedded log (source of truth)
-//! <data-dir>/index/objects.redb    the materialized object index
+//! <data-dir>/log/...               the embedded log (source of truth), unless the log is Kafka
+//! <data-dir>/index/objects.redb    the materialized object index (always local)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use tidemark_core::codec::EventCodec;
 use tidemark_core::index::{Materializer, ObjectIndex};
 use tidemark_core::ingest::{Ingestor, Origin};
 use tidemark_core::log::embedded::{EmbeddedLog, LogConfig};
+use tidemark_core::log::kafka::{KafkaConfig, KafkaLog};
 use tidemark_core::log::{Log, TopicSpec};
 use tidemark_core::registry::SchemaRegistry;
 use tidemark_core::{CONFIG_TOPIC, OBJECTS_TOPIC, rebuild};
@@ -26,43 +27,97 @@ pub fn index_path(data_dir: &Path) -> PathBuf {
     data_dir.join("index").join("objects.redb")
 }
 
+/// Where the log lives.
+#[derive(Debug, Clone)]
+pub enum LogChoice {
+    /// Segment files under `<data-dir>/log`.
+    Embedded(LogConfig),
+    /// Topics on a Kafka cluster.
+    Kafka(KafkaConfig),
+}
+
+/// An open log, and the embedded log behind it when there is one (for its file statistics).
+#[derive(Clone)]
+pub struct OpenLog {
+    pub log: Arc<dyn Log>,
+    pub embedded: Option<Arc<EmbeddedLog>>,
+}
+
+impl OpenLog {
+    /// Open for reading and writing (the server).
+    pub fn open(choice: &LogChoice, data_dir: &Path) -> anyhow::Result<OpenLog> {
+        Ok(match choice {
+            LogChoice::Embedded(config) => {
+                let log = Arc::new(EmbeddedLog::open(&log_dir(data_dir), config.clone())?);
+                OpenLog {
+                    log: log.clone(),
+                    embedded: Some(log),
+                }
+            }
+            LogChoice::Kafka(config) => OpenLog {
+                log: Arc::new(KafkaLog::connect(config.clone())?),
+                embedded: None,
+            },
+        })
+    }
+
+    /// Open for reading alongside a server that may be writing (offline tools).
+    pub fn open_read_only(choice: &LogChoice, data_dir: &Path) -> anyhow::Result<OpenLog> {
+        Ok(match choice {
+            LogChoice::Embedded(_) => {
+                let log = Arc::new(EmbeddedLog::open_read_only(&log_dir(data_dir))?);
+                OpenLog {
+                    log: log.clone(),
+                    embedded: Some(log),
+                }
+            }
+            LogChoice::Kafka(_) => Self::open(choice, data_dir)?,
+        })
+    }
+
+    /// Flush and stop background work (the embedded log's writer thread).
+    pub fn close(&self) {
+        if let Some(e) = &self.embedded {
+            e.close();
+        }
+    }
+}
+
 /// What `tidemark serve` opens.
 pub struct NodeConfig {
     pub data_dir: PathBuf,
-    pub log: LogConfig,
+    pub log: LogChoice,
     /// Partitions of the `objects` topic when it is created.
     pub partitions: u32,
     pub origin: Origin,
 }
 
 pub struct Node {
-    pub log: Arc<EmbeddedLog>,
+    pub log: OpenLog,
     pub registry: Arc<SchemaRegistry>,
     codec: Arc<EventCodec>,
     pub index: Arc<ObjectIndex>,
     pub materializer: Arc<Materializer>,
     pub ingestor: Arc<Ingestor>,
-    /// The materializer's partition tasks; dropping the node stops them.
+    /// The materializer's task; dropping the node stops it.
     _tasks: JoinSet<()>,
 }
 
 impl Node {
     pub async fn open(cfg: NodeConfig) -> anyhow::Result<Node> {
-        let log = Arc::new(EmbeddedLog::open(&log_dir(&cfg.data_dir), cfg.log.clone())?);
-        let dyn_log: Arc<dyn Log> = log.clone();
-        dyn_log
-            .ensure_topic(OBJECTS_TOPIC, &TopicSpec::new(cfg.partitions))
+        let open = OpenLog::open(&cfg.log, &cfg.data_dir)?;
+        let log = open.log.clone();
+        log.ensure_topic(OBJECTS_TOPIC, &TopicSpec::new(cfg.partitions))
             .await?;
-        dyn_log
-            .ensure_topic(
-                CONFIG_TOPIC,
-                &TopicSpec {
-                    compacted: true,
-                    ..TopicSpec::new(1)
-                },
-            )
-            .await?;
-        let registry = Arc::new(SchemaRegistry::open(dyn_log.clone()).await?);
+        log.ensure_topic(
+            CONFIG_TOPIC,
+            &TopicSpec {
+                compacted: true,
+                ..TopicSpec::new(1)
+            },
+        )
+        .await?;
+        let registry = Arc::new(SchemaRegistry::open(log.clone()).await?);
         let codec = Arc::new(EventCodec::new(
             register_schemas(&registry).await?,
             registry.clone(),
@@ -71,16 +126,16 @@ impl Node {
         let path = index_path(&cfg.data_dir);
         std::fs::create_dir_all(path.parent().expect("index path has a parent"))
             .with_context(|| format!("create {}", path.display()))?;
-        if index_ahead_of_log(&path, dyn_log.as_ref()).await? {
-            rebuild_in_place(dyn_log.clone(), codec.clone(), &path, |_, _| {}).await?;
+        if index_ahead_of_log(&path, log.as_ref()).await? {
+            rebuild_in_place(log.clone(), codec.clone(), &path, |_, _| {}).await?;
         }
         let index = Arc::new(ObjectIndex::open(&path)?);
         let ingestor =
-            Arc::new(Ingestor::recover(dyn_log.clone(), codec.clone(), &index, cfg.origin).await?);
-        let materializer = Materializer::new(dyn_log, index.clone(), codec.clone())?;
+            Arc::new(Ingestor::recover(log.clone(), codec.clone(), &index, cfg.origin).await?);
+        let materializer = Materializer::new(log, index.clone(), codec.clone())?;
         let tasks = materializer.start()?;
         Ok(Node {
-            log,
+            log: open,
             registry,
             codec,
             index,
@@ -89,9 +144,7 @@ impl Node {
             _tasks: tasks,
         })
     }
-}
 
-impl Node {
     pub fn codec(&self) -> Arc<EventCodec> {
         self.codec.clone()
     }
@@ -114,7 +167,8 @@ pub async fn register_schemas(registry: &SchemaRegistry) -> anyhow::Result<u32> 
 }
 
 /// An index that has applied offsets the log no longer has (the log's tail was cut off after a
-/// corruption) no longer describes the log; it is rebuilt from the log, the source of truth.
+/// corruption, or the topic was recreated) no longer describes the log; it is rebuilt from the
+/// log, the source of truth.
 async fn index_ahead_of_log(path: &Path, log: &dyn Log) -> anyhow::Result<bool> {
     if !path.exists() {
         return Ok(false);
@@ -135,13 +189,20 @@ async fn index_ahead_of_log(path: &Path, log: &dyn Log) -> anyhow::Result<bool> 
     Ok(false)
 }
 
-/// Rebuild the index at `path` from the log: build beside it, then replace it.
+/// Rebuild the index at `path` from the log: build beside it, then replace it. Refuses while
+/// another process (a running server) has the index open.
 pub async fn rebuild_in_place(
     log: Arc<dyn Log>,
     codec: Arc<EventCodec>,
     path: &Path,
     progress: impl FnMut(u64, u64),
 ) -> anyhow::Result<rebuild::RebuildStats> {
+    if path.exists() {
+        drop(
+            ObjectIndex::open(path)
+                .context("rebuilding in place needs the server stopped (or use --into DIR)")?,
+        );
+    }
     let tmp = path.with_extension("redb.rebuilding");
     if tmp.exists() {
         std::fs::remove_file(&tmp).with_context(|| format!("remove stale {}", tmp.display()))?;
@@ -151,16 +212,16 @@ pub async fn rebuild_in_place(
     Ok(stats)
 }
 
-/// A data directory opened for reading while a server may be writing it.
+/// A log opened for reading while a server may be writing it, with a codec for its events.
 pub struct OfflineLog {
-    pub log: Arc<EmbeddedLog>,
-    /// `None` until the server has registered the object event schema (no events yet).
+    pub log: OpenLog,
+    /// `None` until a server has registered the object event schema (no events yet).
     pub codec: Option<Arc<EventCodec>>,
 }
 
-pub async fn open_offline(data_dir: &Path) -> anyhow::Result<OfflineLog> {
-    let log = Arc::new(EmbeddedLog::open_read_only(&log_dir(data_dir))?);
-    let registry = Arc::new(SchemaRegistry::load(log.clone()).await?);
+pub async fn open_offline(choice: &LogChoice, data_dir: &Path) -> anyhow::Result<OfflineLog> {
+    let log = OpenLog::open_read_only(choice, data_dir)?;
+    let registry = Arc::new(SchemaRegistry::load(log.log.clone()).await?);
     let current = tidemark_schemas::object_event_latest();
     let codec = match registry.lookup(current.subject, current.text) {
         Ok(v) => Some(Arc::new(EventCodec::new(v.id, registry)?)),

@@ -1,5 +1,5 @@
 //! Bad input to `POST /v1/mutations` gets a 4xx naming the problem, and leaves the log and the
-//! index exactly as they were.
+//! index exactly as they were, on either log.
 
 mod common;
 
@@ -12,9 +12,22 @@ fn one(m: Value) -> String {
 
 #[test]
 fn every_kind_of_bad_input_is_refused_and_nothing_changes() {
+    bad_input_changes_nothing(&Backend::Embedded);
+}
+
+#[test]
+fn every_kind_of_bad_input_is_refused_and_nothing_changes_on_kafka() {
+    bad_input_changes_nothing(&Backend::kafka());
+}
+
+fn bad_input_changes_nothing(backend: &Backend) {
     let scratch = tempfile::tempdir().unwrap();
     let data = scratch.path().join("data");
-    let server = Server::start(&data, &["--max-body-bytes", "65536", "--max-batch", "100"]);
+    let server = Server::start_on(
+        backend,
+        &data,
+        &["--max-body-bytes", "65536", "--max-batch", "100"],
+    );
     let (status, _) = server.post(
         "/v1/mutations",
         one(json!({"op": "put", "bucket": "photos", "key": "keep.jpg", "size": 5})),

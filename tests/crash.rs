@@ -1,6 +1,7 @@
 //! Crash safety: `tidemark serve` under concurrent write load is killed with SIGKILL at random
-//! moments, 25 times. Every acknowledged mutation must be in the log exactly once, each key's
-//! sequences must run 1, 2, 3, ... in log order, and the live index must equal a rebuild.
+//! moments, 25 times (20 on Kafka, where the broker stays up). Every acknowledged mutation must
+//! be in the log exactly once, each key's sequences must run 1, 2, 3, ... in log order, and the
+//! live index must equal a rebuild.
 
 mod common;
 
@@ -12,18 +13,26 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-const KILLS: usize = 25;
 const WRITERS: usize = 4;
 
 #[test]
 fn acknowledged_mutations_survive_sigkill() {
+    sigkill_under_load(&Backend::Embedded, 25);
+}
+
+#[test]
+fn acknowledged_mutations_survive_sigkill_on_kafka() {
+    sigkill_under_load(&Backend::kafka(), 20);
+}
+
+fn sigkill_under_load(backend: &Backend, kills: usize) {
     let scratch = tempfile::tempdir().unwrap();
     let data = scratch.path().join("data");
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut rng = fastrand::Rng::with_seed(0xC0FFEE);
 
-    for round in 0..KILLS {
-        let server = Server::start(&data, &["--partitions", "3"]);
+    for round in 0..kills {
+        let server = Server::start_on(backend, &data, &["--partitions", "3"]);
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| {
@@ -41,7 +50,7 @@ fn acknowledged_mutations_survive_sigkill() {
     }
 
     // One more start: recovery must leave a node that accepts writes and catches up.
-    let server = Server::start(&data, &["--partitions", "3"]);
+    let server = Server::start_on(backend, &data, &["--partitions", "3"]);
     let (status, resp) = server.post(
         "/v1/mutations",
         json!({"mutations": [{"op": "put", "bucket": "crash", "key": "final", "size": 1}]})
@@ -51,7 +60,7 @@ fn acknowledged_mutations_survive_sigkill() {
     acked.lock().unwrap().extend(acked_ids(&resp));
     server.wait_caught_up();
 
-    let events = log_events(&data);
+    let events = log_events(backend, &data);
     let acked = acked.lock().unwrap();
     assert!(
         acked.len() > 1000,
@@ -101,7 +110,7 @@ fn acknowledged_mutations_survive_sigkill() {
     let live = index_dump(&data);
     assert_eq!(
         live,
-        rebuilt_dump(&data, scratch.path()),
+        rebuilt_dump(backend, &data, scratch.path()),
         "live index differs from a rebuild"
     );
     assert!(live.lines().count() > 10);

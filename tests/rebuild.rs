@@ -1,6 +1,7 @@
 //! Rebuild equality: after a randomized workload of 100,000 mutations over 1,000 keys (puts,
 //! overwrites, deletes, tag and metadata changes) through the HTTP API, the live index equals
-//! an index rebuilt from the log, both while the server runs and after a restart.
+//! an index rebuilt from the log, both while the server runs and after a restart; on the
+//! embedded log and on Kafka.
 
 mod common;
 
@@ -11,9 +12,18 @@ use serde_json::json;
 
 #[test]
 fn rebuilt_index_equals_live_index_after_100k_mutations() {
+    rebuild_equality(&Backend::Embedded);
+}
+
+#[test]
+fn rebuilt_index_equals_live_index_after_100k_mutations_on_kafka() {
+    rebuild_equality(&Backend::kafka());
+}
+
+fn rebuild_equality(backend: &Backend) {
     let scratch = tempfile::tempdir().unwrap();
     let data = scratch.path().join("data");
-    let server = Server::start(&data, &[]);
+    let server = Server::start_on(backend, &data, &[]);
     let mut rng = fastrand::Rng::with_seed(42);
     let mut acked = 0usize;
     let mut refused = 0usize;
@@ -57,13 +67,13 @@ fn rebuilt_index_equals_live_index_after_100k_mutations() {
     assert!(keys > 500, "{keys} objects exist");
     assert_eq!(
         live,
-        rebuilt_dump(&data, scratch.path()),
+        rebuilt_dump(backend, &data, scratch.path()),
         "rebuild equals the live index"
     );
 
     // The live index agrees with the last event of each key in the log.
     let mut last = HashMap::new();
-    for e in log_events(&data) {
+    for e in log_events(backend, &data) {
         last.insert(e["key"].as_str().unwrap().to_string(), e);
     }
     let existing = last
@@ -83,10 +93,13 @@ fn rebuilt_index_equals_live_index_after_100k_mutations() {
 
     // After a restart (and an in-place rebuild with the server stopped) nothing changes.
     server.stop();
-    let restarted = Server::start(&data, &[]);
+    let restarted = Server::start_on(backend, &data, &[]);
     restarted.wait_caught_up();
     assert_eq!(index_dump(&data), live);
     restarted.stop();
-    tidemark(&["state", "rebuild", "--data-dir", data.to_str().unwrap()]);
+    let mut args = vec!["state", "rebuild", "--data-dir", data.to_str().unwrap()];
+    let log_args = backend.log_args();
+    args.extend(log_args.iter().map(String::as_str));
+    tidemark(&args);
     assert_eq!(index_dump(&data), live);
 }

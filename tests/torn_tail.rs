@@ -54,7 +54,7 @@ fn damaged_restart(damage: impl Fn(&Path)) {
     );
 
     // The 59 earlier records are intact, in order.
-    let events: Vec<Value> = log_events(&data);
+    let events: Vec<Value> = log_events(&Backend::Embedded, &data);
     let got: Vec<&str> = events
         .iter()
         .map(|e| e["event_id"].as_str().unwrap())
@@ -75,7 +75,10 @@ fn damaged_restart(damage: impl Fn(&Path)) {
     let (_, obj) = server.get("/v1/objects/torn/k3");
     let k3_events = events.iter().filter(|e| e["key"] == "k3").count() as i64;
     assert_eq!(obj["sequence"], k3_events + 1);
-    assert_eq!(index_dump(&data), rebuilt_dump(&data, scratch.path()));
+    assert_eq!(
+        index_dump(&data),
+        rebuilt_dump(&Backend::Embedded, &data, scratch.path())
+    );
     server.stop();
 }
 

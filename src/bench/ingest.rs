@@ -15,8 +15,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::quantile;
+use crate::cli::Fsync;
 use crate::cli::ServeArgs;
-use crate::cli::serve::Fsync;
 
 #[derive(Args)]
 pub struct IngestArgs {
@@ -125,7 +125,7 @@ async fn run_one(args: &IngestArgs, policy: Option<Fsync>) -> anyhow::Result<f64
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr: SocketAddr = listener.local_addr()?;
             let mut serve = ServeArgs::new(dir.path().to_path_buf(), addr);
-            serve.fsync = policy.unwrap_or(Fsync::Always);
+            serve.log.fsync = policy.unwrap_or(Fsync::Always);
             let handle = tokio::spawn(crate::cli::serve::run_on(serve, listener));
             (Some(dir), Some(handle), format!("http://{addr}"))
         }

@@ -3,6 +3,7 @@
 
 mod codec;
 mod ingest;
+mod kafka;
 mod rebuild;
 
 use clap::Subcommand;
@@ -15,6 +16,8 @@ pub enum BenchCommand {
     Ingest(ingest::IngestArgs),
     /// Rebuilding the object index from the log.
     Rebuild(rebuild::RebuildArgs),
+    /// Producing to Kafka through Tidemark's log vs librdkafka directly.
+    Kafka(kafka::KafkaArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -22,6 +25,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Codec(args) => codec::run(args),
         BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Rebuild(args) => rebuild::run(args).await,
+        BenchCommand::Kafka(args) => kafka::run(args).await,
     }
 }
 

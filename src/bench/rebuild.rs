@@ -10,7 +10,7 @@ use tidemark_core::log::Log;
 use tidemark_core::log::embedded::EmbeddedLog;
 
 use super::median;
-use crate::node::{Node, NodeConfig};
+use crate::node::{LogChoice, Node, NodeConfig};
 
 #[derive(Args)]
 pub struct RebuildArgs {
@@ -61,7 +61,7 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let node = Node::open(NodeConfig {
         data_dir: dir.path().to_path_buf(),
-        log: Default::default(),
+        log: LogChoice::Embedded(Default::default()),
         partitions: 4,
         origin: Default::default(),
     })
@@ -86,7 +86,8 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
     node.materializer
         .wait_for(&ends, Duration::from_secs(600))
         .await;
-    let log = node.log.clone();
+    let log = node.log.log.clone();
+    let embedded = node.log.embedded.clone().expect("embedded log");
     let codec = node.codec();
     let mut rates = Vec::new();
     for run in 0..args.runs {
@@ -107,7 +108,7 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
     // Peer: reading and fully decoding every event once, on one core, with nothing written.
     let mut scans = Vec::new();
     for _ in 0..args.runs {
-        scans.push(scan_rate(log.as_ref(), &codec).await?);
+        scans.push(scan_rate(embedded.as_ref(), &codec).await?);
     }
     let scan = median(scans);
     println!("rebuild median: {rebuild:.0} events/s");

@@ -1,4 +1,5 @@
-//! `tidemark log tail`: decoded events straight from the log files, alongside a running server.
+//! `tidemark log tail`: decoded events straight from the log (its files, or Kafka), alongside a
+//! running server.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -7,16 +8,18 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use tidemark_core::OBJECTS_TOPIC;
-use tidemark_core::log::{Log, Record};
+use tidemark_core::log::Record;
 use tidemark_core::time::{format_us, parse_rfc3339_us};
 
-use super::DataDir;
+use super::{DataDir, LogArgs};
 use crate::node::{OfflineLog, open_offline};
 
 #[derive(Args)]
 pub struct TailArgs {
     #[command(flatten)]
     data: DataDir,
+    #[command(flatten)]
+    log: LogArgs,
     /// Topic to read: `objects` (object events), `_schemas` or `_config`.
     #[arg(long, default_value = OBJECTS_TOPIC)]
     topic: String,
@@ -47,11 +50,14 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         .map(parse_rfc3339_us)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--since: {e}"))?;
-    let offline = open_offline(&args.data.data_dir).await?;
-    let log = offline.log.clone();
+    let offline = open_offline(&args.log.choice(), &args.data.data_dir).await?;
+    let log = offline.log.log.clone();
     let partitions = log
         .partitions(&args.topic)
-        .with_context(|| format!("topics here: {}", log.topic_names().join(", ")))?;
+        .with_context(|| match &offline.log.embedded {
+            Some(e) => format!("topics here: {}", e.topic_names().join(", ")),
+            None => "topics Tidemark writes: objects, _schemas, _config".to_string(),
+        })?;
     let mut next = BTreeMap::new();
     for p in 0..partitions {
         let range = log.offsets(&args.topic, p).await?;
@@ -92,7 +98,10 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        log.refresh()?;
+        // The embedded log's files are re-scanned; Kafka reads see new records by themselves.
+        if let Some(e) = &offline.log.embedded {
+            e.refresh()?;
+        }
     }
 }
 

@@ -6,8 +6,13 @@ pub mod serve;
 mod state;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tidemark_core::log::embedded::{FsyncPolicy, LogConfig};
+use tidemark_core::log::kafka::KafkaConfig;
+
+use crate::node::LogChoice;
 
 pub use serve::ServeArgs;
 
@@ -63,6 +68,82 @@ pub struct DataDir {
     /// Data directory of a Tidemark node.
     #[arg(long, default_value = "./tidemark-data", env = "TIDEMARK_DATA_DIR")]
     pub data_dir: PathBuf,
+}
+
+/// Where the log is: shared by `serve` and the commands that read the log.
+#[derive(clap::Args, Clone)]
+pub struct LogArgs {
+    /// `embedded` (segment files under --data-dir) or `kafka` (topics on --kafka-brokers).
+    #[arg(long = "log", value_enum, default_value_t = Backend::Embedded, env = "TIDEMARK_LOG_BACKEND")]
+    pub backend: Backend,
+    /// Kafka bootstrap servers, `host:port[,host:port...]` (with --log kafka).
+    #[arg(long, default_value = "127.0.0.1:9092", env = "TIDEMARK_KAFKA_BROKERS")]
+    pub kafka_brokers: String,
+    /// Replication factor of the topics Tidemark creates on Kafka.
+    #[arg(long, default_value_t = 1)]
+    pub kafka_replication_factor: i32,
+    /// Producer `linger.ms`: how long to wait to fill a batch.
+    #[arg(long, default_value_t = 5)]
+    pub kafka_linger_ms: u32,
+    /// Producer `batch.size` in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub kafka_batch_size: u32,
+    /// An extra librdkafka property, `key=value` (repeatable), e.g. `security.protocol=SSL`.
+    #[arg(long = "kafka-property", value_parser = parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
+    /// Embedded log: when to fsync. `always`: an acknowledged mutation survives power loss;
+    /// `interval`: it survives a crash of the process, fsync every --fsync-interval-ms.
+    #[arg(long, value_enum, default_value_t = Fsync::Always)]
+    pub fsync: Fsync,
+    #[arg(long, default_value_t = 100)]
+    pub fsync_interval_ms: u64,
+    /// Embedded log: roll segments at this size.
+    #[arg(long, default_value_t = 128 << 20)]
+    pub segment_bytes: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Embedded,
+    Kafka,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fsync {
+    Always,
+    Interval,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("'{s}' is not key=value"))
+}
+
+impl LogArgs {
+    pub fn choice(&self) -> LogChoice {
+        match self.backend {
+            Backend::Embedded => LogChoice::Embedded(LogConfig {
+                fsync: match self.fsync {
+                    Fsync::Always => FsyncPolicy::Always,
+                    Fsync::Interval => {
+                        FsyncPolicy::Interval(Duration::from_millis(self.fsync_interval_ms))
+                    }
+                },
+                segment_bytes: self.segment_bytes,
+                ..LogConfig::default()
+            }),
+            Backend::Kafka => LogChoice::Kafka(KafkaConfig {
+                brokers: self.kafka_brokers.clone(),
+                replication_factor: self.kafka_replication_factor,
+                linger_ms: self.kafka_linger_ms,
+                batch_size: self.kafka_batch_size,
+                properties: self.kafka_properties.iter().cloned().collect(),
+                ..KafkaConfig::default()
+            }),
+        }
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {

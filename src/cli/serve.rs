@@ -1,13 +1,11 @@
 //! `tidemark serve`.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use tidemark_core::ingest::Origin;
-use tidemark_core::log::embedded::{FsyncPolicy, LogConfig};
 
-use super::DataDir;
+use super::{DataDir, LogArgs};
 use crate::node::{Node, NodeConfig};
 use crate::server::{self, Limits};
 
@@ -15,21 +13,14 @@ use crate::server::{self, Limits};
 pub struct ServeArgs {
     #[command(flatten)]
     pub data: DataDir,
+    #[command(flatten)]
+    pub log: LogArgs,
     /// Address of the HTTP API (ingest, objects, schema registry, health).
     #[arg(long, default_value = "127.0.0.1:7700", env = "TIDEMARK_LISTEN")]
     pub listen: SocketAddr,
-    /// Partitions of the `objects` topic, used when the data directory is new.
+    /// Partitions of the `objects` topic, used when it is created.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub partitions: u32,
-    /// When the log fsyncs: `always` (an acknowledged mutation survives power loss) or
-    /// `interval` (it survives a crash of the process; fsync every --fsync-interval-ms).
-    #[arg(long, value_enum, default_value_t = Fsync::Always)]
-    pub fsync: Fsync,
-    #[arg(long, default_value_t = 100)]
-    pub fsync_interval_ms: u64,
-    /// Roll log segments at this size.
-    #[arg(long, default_value_t = 128 << 20)]
-    pub segment_bytes: u64,
     /// Largest request body accepted.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_body_bytes: usize,
@@ -42,12 +33,6 @@ pub struct ServeArgs {
     /// Region recorded in every event this node accepts.
     #[arg(long)]
     pub region: Option<String>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Fsync {
-    Always,
-    Interval,
 }
 
 impl ServeArgs {
@@ -68,16 +53,7 @@ impl ServeArgs {
     fn node_config(&self) -> NodeConfig {
         NodeConfig {
             data_dir: self.data.data_dir.clone(),
-            log: LogConfig {
-                fsync: match self.fsync {
-                    Fsync::Always => FsyncPolicy::Always,
-                    Fsync::Interval => {
-                        FsyncPolicy::Interval(Duration::from_millis(self.fsync_interval_ms))
-                    }
-                },
-                segment_bytes: self.segment_bytes,
-                ..LogConfig::default()
-            },
+            log: self.log.choice(),
             partitions: self.partitions,
             origin: Origin {
                 node: Some(self.node_id.clone().unwrap_or_else(host_name)),

@@ -2,17 +2,15 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tidemark_core::index::ObjectIndex;
-use tidemark_core::log::embedded::{EmbeddedLog, LogConfig};
 use tidemark_core::time::format_us;
 
-use super::DataDir;
-use crate::node::{index_path, log_dir, open_offline, rebuild_in_place};
+use super::{DataDir, LogArgs};
+use crate::node::{OpenLog, index_path, open_offline, rebuild_in_place};
 
 #[derive(Args)]
 pub struct LsArgs {
@@ -87,6 +85,8 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
 pub struct RebuildArgs {
     #[command(flatten)]
     data: DataDir,
+    #[command(flatten)]
+    log: LogArgs,
     /// Write the rebuilt index under this directory (as `<DIR>/index/objects.redb`, so
     /// `tidemark state ls --data-dir <DIR>` reads it) instead of replacing the node's index.
     /// Works while the server runs.
@@ -96,7 +96,8 @@ pub struct RebuildArgs {
 
 pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     let data_dir = &args.data.data_dir;
-    let offline = open_offline(data_dir).await?;
+    let choice = args.log.choice();
+    let offline = open_offline(&choice, data_dir).await?;
     let Some(codec) = offline.codec.clone() else {
         bail!(
             "{} has no object events to rebuild from",
@@ -119,7 +120,7 @@ pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
             std::fs::create_dir_all(target.parent().expect("parent"))
                 .with_context(|| format!("create {}", dir.display()))?;
             let stats = tidemark_core::rebuild::rebuild_index(
-                offline.log.clone(),
+                offline.log.log.clone(),
                 codec,
                 &target,
                 progress,
@@ -128,12 +129,19 @@ pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
             (target, stats)
         }
         None => {
-            // Replacing the live index needs the server stopped: take the log's writer lock.
-            drop(offline);
-            let log = Arc::new(
-                EmbeddedLog::open(&log_dir(data_dir), LogConfig::default())
-                    .context("rebuilding in place needs the server stopped (or use --into DIR)")?,
-            );
+            // Replacing the live index needs the server stopped. The embedded log's writer
+            // lock also keeps one from starting during the rebuild.
+            let log = match offline.log.embedded {
+                Some(_) => {
+                    drop(offline);
+                    OpenLog::open(&choice, data_dir)
+                        .context(
+                            "rebuilding in place needs the server stopped (or use --into DIR)",
+                        )?
+                        .log
+                }
+                None => offline.log.log,
+            };
             let target = index_path(data_dir);
             std::fs::create_dir_all(target.parent().expect("parent"))?;
             let stats = rebuild_in_place(log, codec, &target, progress).await?;

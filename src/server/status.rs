@@ -2,6 +2,7 @@
 
 use axum::Json;
 use serde_json::{Value, json};
+use tidemark_core::{CONFIG_TOPIC, OBJECTS_TOPIC, SCHEMAS_TOPIC};
 
 use super::State;
 use super::error::ApiError;
@@ -15,15 +16,24 @@ pub async fn healthz(axum::extract::State(app): State) -> Result<Json<Value>, Ap
     })))
 }
 
-/// `GET /v1/log`: every topic with its partitions' offsets, sizes and segment counts.
+/// `GET /v1/log`: Tidemark's topics with each partition's offsets (and, on the embedded log,
+/// bytes and segment counts).
 pub async fn log(axum::extract::State(app): State) -> Result<Json<Value>, ApiError> {
-    let log = &app.node.log;
+    let open = &app.node.log;
     let mut topics = serde_json::Map::new();
-    for name in log.topic_names() {
-        topics.insert(
-            name.clone(),
-            serde_json::to_value(log.stats(&name)?).expect("stats serialize"),
-        );
+    for name in [OBJECTS_TOPIC, SCHEMAS_TOPIC, CONFIG_TOPIC] {
+        let stats = match &open.embedded {
+            Some(e) => serde_json::to_value(e.stats(name)?).expect("stats serialize"),
+            None => {
+                let mut parts = Vec::new();
+                for p in 0..open.log.partitions(name)? {
+                    let r = open.log.offsets(name, p).await?;
+                    parts.push(json!({"partition": p, "start": r.start, "end": r.end}));
+                }
+                Value::Array(parts)
+            }
+        };
+        topics.insert(name.to_string(), stats);
     }
     Ok(Json(json!({ "topics": topics })))
 }

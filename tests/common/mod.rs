@@ -11,6 +11,41 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
 
+pub use tidemark_core::log::kafka::test_broker::TestBroker;
+
+/// The log a test runs on.
+pub enum Backend {
+    /// Segment files in the node's data directory.
+    Embedded,
+    /// A Tansu broker on loopback, started for this test.
+    Kafka(TestBroker),
+}
+
+impl Backend {
+    pub fn kafka() -> Backend {
+        Backend::Kafka(TestBroker::start())
+    }
+
+    /// Flags that select this log, for `serve` and the commands that read the log.
+    pub fn log_args(&self) -> Vec<String> {
+        match self {
+            Backend::Embedded => Vec::new(),
+            Backend::Kafka(b) => {
+                let mut args = vec![
+                    "--log".into(),
+                    "kafka".into(),
+                    "--kafka-brokers".into(),
+                    b.addr.clone(),
+                ];
+                for (k, v) in TestBroker::producer_workaround() {
+                    args.extend(["--kafka-property".into(), format!("{k}={v}")]);
+                }
+                args
+            }
+        }
+    }
+}
+
 /// A running `tidemark serve`.
 pub struct Server {
     child: Option<Child>,
@@ -20,7 +55,12 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server on the embedded log.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_on(&Backend::Embedded, data_dir, extra)
+    }
+
+    pub fn start_on(backend: &Backend, data_dir: &Path, extra: &[&str]) -> Server {
         std::fs::create_dir_all(data_dir).unwrap();
         let stderr = data_dir.with_extension(format!("stderr-{}.log", std::process::id()));
         let err_file = std::fs::OpenOptions::new()
@@ -31,6 +71,7 @@ impl Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(backend.log_args())
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(err_file)
@@ -150,18 +191,21 @@ pub fn run(args: &[&str]) -> Output {
 }
 
 /// Every event in the log, in log order per partition, as JSON.
-pub fn log_events(data_dir: &Path) -> Vec<Value> {
-    tidemark(&[
+pub fn log_events(backend: &Backend, data_dir: &Path) -> Vec<Value> {
+    let mut args = vec![
         "log",
         "tail",
         "--from-beginning",
         "--json",
         "--data-dir",
         data_dir.to_str().unwrap(),
-    ])
-    .lines()
-    .map(|l| serde_json::from_str(l).unwrap())
-    .collect()
+    ];
+    let log_args = backend.log_args();
+    args.extend(log_args.iter().map(String::as_str));
+    tidemark(&args)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// `state ls --json --history` of a data directory.
@@ -177,16 +221,19 @@ pub fn index_dump(data_dir: &Path) -> String {
 }
 
 /// Rebuild the index of `data_dir` from its log into a fresh directory; return its dump.
-pub fn rebuilt_dump(data_dir: &Path, scratch: &Path) -> String {
+pub fn rebuilt_dump(backend: &Backend, data_dir: &Path, scratch: &Path) -> String {
     let into = scratch.join(format!("rebuilt-{}", fastrand::u64(..)));
-    tidemark(&[
+    let mut args = vec![
         "state",
         "rebuild",
         "--data-dir",
         data_dir.to_str().unwrap(),
         "--into",
         into.to_str().unwrap(),
-    ]);
+    ];
+    let log_args = backend.log_args();
+    args.extend(log_args.iter().map(String::as_str));
+    tidemark(&args);
     index_dump(&into)
 }
 

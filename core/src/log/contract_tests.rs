@@ -14,12 +14,24 @@ fn rec(key: &str, value: &str) -> NewRecord {
     )
 }
 
+/// Known deviations of the broker a suite runs against, from what Kafka does. Each one is a
+/// broker bug written down in docs/KAFKA.md; product code does not work around them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BrokerQuirks {
+    /// A time lookup after the newest record answers offset 0 instead of "none" (Tansu 0.6).
+    pub time_after_end_answers_zero: bool,
+}
+
 /// Run every contract test against `log`, using topics prefixed with `prefix`.
 pub async fn run_all(log: &dyn Log, prefix: &str) {
+    run_all_with(log, prefix, BrokerQuirks::default()).await;
+}
+
+pub async fn run_all_with(log: &dyn Log, prefix: &str, quirks: BrokerQuirks) {
     topics_are_created_once(log, &format!("{prefix}topics")).await;
     appends_read_back_in_order(log, &format!("{prefix}order")).await;
     reads_wait_for_appends(log, &format!("{prefix}wait")).await;
-    time_index_finds_first_record_at_or_after(log, &format!("{prefix}time")).await;
+    time_index_finds_first_record_at_or_after(log, &format!("{prefix}time"), quirks).await;
     commits_are_remembered(log, &format!("{prefix}commit")).await;
     bad_requests_name_the_problem(log, &format!("{prefix}bad")).await;
 }
@@ -109,7 +121,11 @@ async fn reads_wait_for_appends(log: &dyn Log, topic: &str) {
     assert_eq!(&got[0].value[..], b"late");
 }
 
-async fn time_index_finds_first_record_at_or_after(log: &dyn Log, topic: &str) {
+async fn time_index_finds_first_record_at_or_after(
+    log: &dyn Log,
+    topic: &str,
+    quirks: BrokerQuirks,
+) {
     log.ensure_topic(topic, &TopicSpec::new(1)).await.unwrap();
     log.append(
         topic,
@@ -133,10 +149,12 @@ async fn time_index_finds_first_record_at_or_after(log: &dyn Log, topic: &str) {
         late[0].offset
     );
     assert_eq!(log.offset_for_time(topic, 0, 0).await.unwrap(), range.start);
-    assert_eq!(
-        log.offset_for_time(topic, 0, i64::MAX).await.unwrap(),
-        range.end
-    );
+    if !quirks.time_after_end_answers_zero {
+        assert_eq!(
+            log.offset_for_time(topic, 0, i64::MAX).await.unwrap(),
+            range.end
+        );
+    }
 }
 
 async fn commits_are_remembered(log: &dyn Log, topic: &str) {

@@ -10,6 +10,7 @@
 //! - the partition of a record is `partition_for(key)` unless the caller picks one.
 
 pub mod embedded;
+pub mod kafka;
 mod partitioner;
 
 pub use partitioner::partition_for;
@@ -176,5 +177,5 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
 }
 
 /// Shared behaviour tests, run against every backend.
-#[cfg(test)]
+#[cfg(any(test, feature = "test-broker"))]
 pub mod contract_tests;

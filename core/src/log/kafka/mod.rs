@@ -1,0 +1,445 @@
+//! The log on Kafka (any Kafka-protocol broker), through librdkafka.
+//!
+//! # Layout
+//! - `config.rs`: brokers, replication, producer batching, extra librdkafka properties.
+//! - `reader.rs`: reading one partition from a given offset.
+//!
+//! Appends go through one idempotent producer (`enable.idempotence=true`, `acks=all`), so
+//! records of one partition land in the order they were enqueued and never twice; an append
+//! resolves only when every record's delivery report is in. Records carry an explicit
+//! partition chosen with the same murmur2 hash as the embedded log, so a key has the same
+//! partition on both backends. Committed offsets are Kafka consumer-group offsets (group id =
+//! consumer name), so Kafka tools show them.
+
+mod config;
+mod reader;
+
+pub use config::KafkaConfig;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use self::reader::PartitionReader;
+use crate::log::{
+    AppendFuture, Log, NewRecord, OffsetRange, Position, Record, TopicSpec, partition_for,
+    validate_name,
+};
+use crate::{Error, Result};
+
+/// A partition reader shared by calls for the same topic and partition.
+type SharedReader = Arc<Mutex<PartitionReader>>;
+
+pub struct KafkaLog {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    /// For metadata, watermarks and offsets-for-times.
+    meta: Arc<BaseConsumer>,
+    readers: Mutex<HashMap<(String, u32), SharedReader>>,
+    /// One group consumer per named consumer, for its committed offsets.
+    groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    partitions: RwLock<HashMap<String, u32>>,
+}
+
+/// Map a librdkafka error to ours, naming what we were doing.
+fn kafka_err(what: &'static str) -> impl Fn(KafkaError) -> Error {
+    move |e| Error::Unavailable(format!("kafka {what}: {e}"))
+}
+
+impl KafkaLog {
+    /// Connect to the cluster. Fails if no broker answers a metadata request within the
+    /// request timeout, naming the brokers tried.
+    pub fn connect(config: KafkaConfig) -> Result<KafkaLog> {
+        let producer: FutureProducer = config
+            .client()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", config.linger_ms.to_string())
+            .set("batch.size", config.batch_size.to_string())
+            .set("message.timeout.ms", config.delivery_timeout_ms.to_string())
+            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.kbytes", "1048576")
+            // Partitions are always set explicitly; this only matters to other tools.
+            .set("partitioner", "murmur2_random")
+            .create()
+            .map_err(kafka_err("create producer"))?;
+        let admin = config
+            .client()
+            .create()
+            .map_err(kafka_err("create admin client"))?;
+        let meta: BaseConsumer = Self::consumer_config(&config, "tidemark-meta")
+            .create()
+            .map_err(kafka_err("create consumer"))?;
+        meta.fetch_metadata(None, config.request_timeout()).map_err(|e| {
+            Error::Unavailable(format!(
+                "cannot reach the Kafka brokers at {} ({e}); check --kafka-brokers and that the \
+                 cluster is up",
+                config.brokers
+            ))
+        })?;
+        Ok(KafkaLog {
+            config,
+            producer,
+            admin,
+            meta: Arc::new(meta),
+            readers: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
+            partitions: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    fn consumer_config(config: &KafkaConfig, group: &str) -> rdkafka::ClientConfig {
+        let mut c = config.client();
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        c
+    }
+
+    fn reader(&self, topic: &str, partition: u32) -> Result<SharedReader> {
+        let mut readers = self.readers.lock().unwrap();
+        if let Some(r) = readers.get(&(topic.to_string(), partition)) {
+            return Ok(r.clone());
+        }
+        let consumer: BaseConsumer = Self::consumer_config(&self.config, "tidemark-reader")
+            .create()
+            .map_err(kafka_err("create consumer"))?;
+        let r = Arc::new(Mutex::new(PartitionReader::new(consumer, topic, partition)));
+        readers.insert((topic.to_string(), partition), r.clone());
+        Ok(r)
+    }
+
+    fn group(&self, consumer: &str) -> Result<Arc<BaseConsumer>> {
+        let mut groups = self.groups.lock().unwrap();
+        if let Some(c) = groups.get(consumer) {
+            return Ok(c.clone());
+        }
+        let c: BaseConsumer = Self::consumer_config(&self.config, consumer)
+            .create()
+            .map_err(kafka_err("create consumer"))?;
+        let c = Arc::new(c);
+        groups.insert(consumer.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Partition count from the cache, or from cluster metadata.
+    fn partition_count(&self, topic: &str) -> Result<u32> {
+        if let Some(n) = self.partitions.read().unwrap().get(topic) {
+            return Ok(*n);
+        }
+        let md = self
+            .meta
+            .fetch_metadata(Some(topic), self.config.request_timeout())
+            .map_err(kafka_err("fetch metadata"))?;
+        let n = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len() as u32)
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "topic '{topic}' does not exist on the Kafka cluster"
+                ))
+            })?;
+        self.partitions
+            .write()
+            .unwrap()
+            .insert(topic.to_string(), n);
+        Ok(n)
+    }
+
+    fn check_partition(&self, topic: &str, partition: u32) -> Result<()> {
+        let n = self.partition_count(topic)?;
+        if partition >= n {
+            return Err(Error::BadInput(format!(
+                "topic '{topic}' has {n} partitions; there is no partition {partition}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Low and high watermarks, off the async threads.
+    async fn watermarks(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
+        self.check_partition(topic, partition)?;
+        let (meta, topic, timeout) = (
+            self.meta.clone(),
+            topic.to_string(),
+            self.config.request_timeout(),
+        );
+        crate::blocking::blocking(move || {
+            let (lo, hi) = meta
+                .fetch_watermarks(&topic, partition as i32, timeout)
+                .map_err(kafka_err("fetch watermarks"))?;
+            Ok((lo.max(0) as u64, hi.max(0) as u64))
+        })
+        .await
+    }
+
+    fn enqueue(
+        &self,
+        topic: &str,
+        records: Vec<NewRecord>,
+    ) -> Result<Vec<(u32, rdkafka::producer::DeliveryFuture)>> {
+        let n = self.partition_count(topic)?;
+        let mut futures = Vec::with_capacity(records.len());
+        for rec in records {
+            let p = rec.partition.unwrap_or_else(|| partition_for(&rec.key, n));
+            if p >= n {
+                return Err(Error::BadInput(format!(
+                    "topic '{topic}' has {n} partitions; there is no partition {p}"
+                )));
+            }
+            let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
+            for h in &rec.headers {
+                headers = headers.insert(KafkaHeader {
+                    key: &h.name,
+                    value: Some(&h.value[..]),
+                });
+            }
+            let record = FutureRecord::to(topic)
+                .partition(p as i32)
+                .key(&rec.key[..])
+                .payload(&rec.value[..])
+                .headers(headers);
+            match self.producer.send_result(record) {
+                Ok(delivery) => futures.push((p, delivery)),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    return Err(Error::Unavailable(
+                        "kafka producer queue is full (the brokers are not keeping up); retry"
+                            .into(),
+                    ));
+                }
+                Err((e, _)) => return Err(kafka_err("produce")(e)),
+            }
+        }
+        Ok(futures)
+    }
+}
+
+impl Log for KafkaLog {
+    fn ensure_topic<'a>(
+        &'a self,
+        topic: &'a str,
+        spec: &'a TopicSpec,
+    ) -> BoxFuture<'a, Result<u32>> {
+        async move {
+            validate_name("topic", topic)?;
+            let retention_ms = spec
+                .retention_ms
+                .map_or("-1".to_string(), |ms| ms.to_string());
+            let retention_bytes = spec
+                .retention_bytes
+                .map_or("-1".to_string(), |b| b.to_string());
+            let mut new = NewTopic::new(
+                topic,
+                spec.partitions as i32,
+                TopicReplication::Fixed(self.config.replication_factor),
+            )
+            .set("retention.ms", &retention_ms)
+            .set("retention.bytes", &retention_bytes);
+            if spec.compacted {
+                new = new.set("cleanup.policy", "compact");
+            }
+            let opts = AdminOptions::new().operation_timeout(Some(self.config.request_timeout()));
+            let results = self
+                .admin
+                .create_topics([&new], &opts)
+                .await
+                .map_err(kafka_err("create topic"))?;
+            for r in results {
+                match r {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((name, code)) => {
+                        return Err(Error::Unavailable(format!(
+                            "kafka: cannot create topic '{name}': {code}"
+                        )));
+                    }
+                }
+            }
+            // Metadata can trail a creation briefly.
+            self.partitions.write().unwrap().remove(topic);
+            for _ in 0..50 {
+                match self.partition_count(topic) {
+                    Ok(n) => return Ok(n),
+                    Err(Error::NotFound(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(e) => return Err(e),
+                }
+            }
+            self.partition_count(topic)
+        }
+        .boxed()
+    }
+
+    fn partitions(&self, topic: &str) -> Result<u32> {
+        self.partition_count(topic)
+    }
+
+    fn append(&self, topic: &str, records: Vec<NewRecord>) -> AppendFuture {
+        let queued = self.enqueue(topic, records);
+        async move {
+            let mut positions = Vec::new();
+            for (partition, delivery) in queued? {
+                match delivery.await {
+                    Ok(Ok(d)) => positions.push(Position {
+                        partition,
+                        offset: d.offset as u64,
+                    }),
+                    Ok(Err((e, _))) => return Err(kafka_err("delivery")(e)),
+                    Err(_) => {
+                        return Err(Error::Unavailable(
+                            "kafka producer stopped before delivery".into(),
+                        ));
+                    }
+                }
+            }
+            Ok(positions)
+        }
+        .boxed()
+    }
+
+    fn read<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        from: u64,
+        max: usize,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Record>>> {
+        async move {
+            let (start, end) = self.watermarks(topic, partition).await?;
+            if from < start {
+                return Err(Error::BadInput(format!(
+                    "offset {from} of partition {partition} is before the log start {start} (removed by retention)"
+                )));
+            }
+            if from > end {
+                return Err(Error::BadInput(format!(
+                    "offset {from} of partition {partition} is past the end {end}"
+                )));
+            }
+            // Records that exist are a fetch round trip away, even when the caller will not wait.
+            let wait = if from < end { wait.max(self.config.request_timeout()) } else { wait };
+            let reader = self.reader(topic, partition)?;
+            crate::blocking::blocking(move || reader.lock().unwrap().read(from, max, wait)).await
+        }
+        .boxed()
+    }
+
+    fn offsets<'a>(&'a self, topic: &'a str, partition: u32) -> BoxFuture<'a, Result<OffsetRange>> {
+        async move {
+            let (start, end) = self.watermarks(topic, partition).await?;
+            Ok(OffsetRange { start, end })
+        }
+        .boxed()
+    }
+
+    fn offset_for_time<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        ts_us: i64,
+    ) -> BoxFuture<'a, Result<u64>> {
+        async move {
+            let (_, end) = self.watermarks(topic, partition).await?;
+            // Kafka timestamps are milliseconds: the first record at or after ts_us is the first
+            // at or after the next whole millisecond.
+            let ts_ms = ts_us.div_euclid(1000) + i64::from(ts_us.rem_euclid(1000) != 0);
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, partition as i32, Offset::Offset(ts_ms))
+                .map_err(kafka_err("offsets for times"))?;
+            let (meta, timeout) = (self.meta.clone(), self.config.request_timeout());
+            let found = crate::blocking::blocking(move || {
+                meta.offsets_for_times(tpl, timeout)
+                    .map_err(kafka_err("offsets for times"))
+            })
+            .await?;
+            Ok(match found.elements().first().map(|e| e.offset()) {
+                Some(Offset::Offset(o)) if o >= 0 => o as u64,
+                _ => end,
+            })
+        }
+        .boxed()
+    }
+
+    fn commit<'a>(
+        &'a self,
+        consumer: &'a str,
+        topic: &'a str,
+        partition: u32,
+        next_offset: u64,
+    ) -> BoxFuture<'a, Result<()>> {
+        async move {
+            validate_name("consumer", consumer)?;
+            self.check_partition(topic, partition)?;
+            let group = self.group(consumer)?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, partition as i32, Offset::Offset(next_offset as i64))
+                .map_err(kafka_err("commit"))?;
+            crate::blocking::blocking(move || {
+                group
+                    .commit(&tpl, CommitMode::Sync)
+                    .map_err(kafka_err("commit offsets"))
+            })
+            .await
+        }
+        .boxed()
+    }
+
+    fn committed<'a>(
+        &'a self,
+        consumer: &'a str,
+        topic: &'a str,
+        partition: u32,
+    ) -> BoxFuture<'a, Result<Option<u64>>> {
+        async move {
+            validate_name("consumer", consumer)?;
+            self.check_partition(topic, partition)?;
+            let group = self.group(consumer)?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(topic, partition as i32);
+            let timeout = self.config.request_timeout();
+            let got = crate::blocking::blocking(move || {
+                group
+                    .committed_offsets(tpl, timeout)
+                    .map_err(kafka_err("fetch committed offsets"))
+            })
+            .await?;
+            Ok(match got.elements().first().map(|e| e.offset()) {
+                Some(Offset::Offset(o)) if o >= 0 => Some(o as u64),
+                _ => None,
+            })
+        }
+        .boxed()
+    }
+}
+
+impl Drop for KafkaLog {
+    fn drop(&mut self) {
+        // Deliver what is queued before the process goes away.
+        let _ = self.producer.flush(Duration::from_secs(5));
+    }
+}
+
+#[cfg(any(test, feature = "test-broker"))]
+pub mod test_broker;
+
+#[cfg(test)]
+mod tests;
