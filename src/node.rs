@@ -130,8 +130,9 @@ impl Node {
             rebuild_in_place(log.clone(), codec.clone(), &path, |_, _| {}).await?;
         }
         let index = Arc::new(ObjectIndex::open(&path)?);
-        let ingestor =
-            Arc::new(Ingestor::recover(log.clone(), codec.clone(), &index, cfg.origin).await?);
+        let ingestor = Arc::new(
+            Ingestor::recover(log.clone(), codec.clone(), index.clone(), cfg.origin).await?,
+        );
         let materializer = Materializer::new(log, index.clone(), codec.clone())?;
         let tasks = materializer.start()?;
         Ok(Node {

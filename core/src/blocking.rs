@@ -4,13 +4,13 @@ use tokio::task::JoinHandle;
 
 use crate::{Error, Result};
 
-/// Wait for a blocking task. A task cancelled because the runtime is shutting down becomes an
-/// `Unavailable` error; a panic in the task is re-raised here.
+/// Wait for a blocking task. A task cancelled because the runtime is shutting down becomes
+/// `Error::Shutdown`; a panic in the task is re-raised here.
 pub async fn join<T>(handle: JoinHandle<Result<T>>) -> Result<T> {
     match handle.await {
         Ok(result) => result,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => Err(Error::Unavailable("shutting down".into())),
+        Err(_) => Err(Error::Shutdown),
     }
 }
 

@@ -31,6 +31,9 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The runtime is shutting down; background work stops quietly on it.
+    #[error("shutting down")]
+    Shutdown,
     #[error("{0}")]
     Corrupt(String),
     #[error("{context}: {source}")]
@@ -60,7 +63,7 @@ impl Error {
             Error::BadInput(_) | Error::Invalid { .. } => ErrorKind::BadInput,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Conflict(_) => ErrorKind::Conflict,
-            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Unavailable(_) | Error::Shutdown => ErrorKind::Unavailable,
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::Registry { code, .. } => match code / 100 {
                 404 => ErrorKind::NotFound,

@@ -72,7 +72,12 @@ fn direct(args: &KafkaArgs, topic: &str, p: &Payloads) -> anyhow::Result<f64> {
         .create()?;
     // Connect and get a producer id before timing, as Tidemark's producer already has.
     producer
-        .send(BaseRecord::to(topic).partition(0).key(&p.keys[0][..]).payload(&p.values[0][..]))
+        .send(
+            BaseRecord::to(topic)
+                .partition(0)
+                .key(&p.keys[0][..])
+                .payload(&p.values[0][..]),
+        )
         .map_err(|(e, _)| e)?;
     producer.flush(Duration::from_secs(30))?;
     let start = Instant::now();
@@ -170,7 +175,8 @@ pub async fn run(args: KafkaArgs) -> anyhow::Result<()> {
         for k in 0..3 {
             let mode = (round + k) % 3;
             let topic = format!("bench-{run_id}-{round}-{mode}");
-            log.ensure_topic(&topic, &TopicSpec::new(args.partitions)).await?;
+            log.ensure_topic(&topic, &TopicSpec::new(args.partitions))
+                .await?;
             let rate = match mode {
                 0 => {
                     let (a, t, p) = (args.clone(), topic.clone(), payloads.clone());

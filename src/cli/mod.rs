@@ -88,6 +88,12 @@ pub struct LogArgs {
     /// Producer `batch.size` in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub kafka_batch_size: u32,
+    /// After this long without a delivery report an append fails and the mutation gets a 503.
+    #[arg(long, default_value_t = 30_000)]
+    pub kafka_delivery_timeout_ms: u32,
+    /// How long metadata, offset and admin requests may take (and connecting at start).
+    #[arg(long, default_value_t = 10_000)]
+    pub kafka_request_timeout_ms: u32,
     /// An extra librdkafka property, `key=value` (repeatable), e.g. `security.protocol=SSL`.
     #[arg(long = "kafka-property", value_parser = parse_property)]
     pub kafka_properties: Vec<(String, String)>,
@@ -139,8 +145,9 @@ impl LogArgs {
                 replication_factor: self.kafka_replication_factor,
                 linger_ms: self.kafka_linger_ms,
                 batch_size: self.kafka_batch_size,
+                delivery_timeout_ms: self.kafka_delivery_timeout_ms,
+                request_timeout_ms: self.kafka_request_timeout_ms,
                 properties: self.kafka_properties.iter().cloned().collect(),
-                ..KafkaConfig::default()
             }),
         }
     }

@@ -1,19 +1,33 @@
 //! Health and log status.
 
 use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tidemark_core::{CONFIG_TOPIC, OBJECTS_TOPIC, SCHEMAS_TOPIC};
 
 use super::State;
 use super::error::ApiError;
 
-pub async fn healthz(axum::extract::State(app): State) -> Result<Json<Value>, ApiError> {
-    let lag = app.node.materializer.lag().await?;
-    Ok(Json(json!({
-        "status": "ok",
-        "index_lag": lag,
-        "keys": app.node.ingestor.key_count(),
-    })))
+/// 200 while the log answers (`degraded` while ingest waits to resync after a failed append),
+/// 503 with the reason while it does not.
+pub async fn healthz(axum::extract::State(app): State) -> Response {
+    let stale = app.node.ingestor.is_stale();
+    match app.node.materializer.lag().await {
+        Ok(lag) => Json(json!({
+            "status": if stale { "degraded" } else { "ok" },
+            "log": "ok",
+            "ingest": if stale { "resync pending after a failed append" } else { "ok" },
+            "index_lag": lag,
+            "keys": app.node.ingestor.key_count(),
+        }))
+        .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "log": e.to_string()})),
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /v1/log`: Tidemark's topics with each partition's offsets (and, on the embedded log,

@@ -55,7 +55,7 @@ impl Materializer {
         tasks.spawn(async move {
             loop {
                 match me.follow().await {
-                    Err(Error::Unavailable(_)) => return, // shutting down
+                    Err(Error::Shutdown) => return,
                     Err(e) => {
                         tracing::error!("materializer failed: {e}; retrying in 1s");
                         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -117,6 +117,18 @@ fn insert_applied(applied: &mut redb::Table<u32, u64>, next: &BTreeMap<u32, u64>
     Ok(())
 }
 
+fn read_applied(txn: &ReadTransaction) -> Result<BTreeMap<u32, u64>> {
+    let table = txn
+        .open_table(APPLIED)
+        .map_err(|e| Error::index("open applied", e))?;
+    let mut out = BTreeMap::new();
+    for row in table.iter().map_err(|e| Error::index("read applied", e))? {
+        let (k, v) = row.map_err(|e| Error::index("read applied", e))?;
+        out.insert(k.value(), v.value());
+    }
+    Ok(out)
+}
+
 enum Db {
     Write(Database),
     Read(ReadOnlyDatabase),
@@ -290,30 +302,22 @@ impl ObjectIndex {
 
     /// Next offset to apply, per partition.
     pub fn applied(&self) -> Result<BTreeMap<u32, u64>> {
-        let txn = self.read()?;
-        let table = txn
-            .open_table(APPLIED)
-            .map_err(|e| Error::index("open applied", e))?;
-        let mut out = BTreeMap::new();
-        for row in table.iter().map_err(|e| Error::index("read applied", e))? {
-            let (k, v) = row.map_err(|e| Error::index("read applied", e))?;
-            out.insert(k.value(), v.value());
-        }
-        Ok(out)
+        read_applied(&self.read()?)
     }
 
-    /// Every key's head (including deleted keys, which keep their sequence).
-    pub fn heads(&self) -> Result<HeadMap<Head>> {
+    /// Every key's head (including deleted keys, which keep their sequence), and the offsets
+    /// they are complete up to, from one snapshot.
+    pub fn heads_and_applied(&self) -> Result<(HeadMap<Head>, BTreeMap<u32, u64>)> {
         let txn = self.read()?;
         let table = txn
             .open_table(OBJECTS)
             .map_err(|e| Error::index("open objects", e))?;
-        let mut out = HeadMap::default();
+        let mut heads = HeadMap::default();
         for row in table.iter().map_err(|e| Error::index("read objects", e))? {
             let (k, v) = row.map_err(|e| Error::index("read objects", e))?;
-            out.insert(k.value().to_string(), rows::decode_head(v.value())?.0);
+            heads.insert(k.value().to_string(), rows::decode_head(v.value())?.0);
         }
-        Ok(out)
+        Ok((heads, read_applied(&txn)?))
     }
 
     pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Head>> {

@@ -10,6 +10,7 @@ mod mutation;
 
 pub use mutation::{BatchLimits, Mutation, Op, parse_batch, validate_bucket, validate_key};
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,11 +49,15 @@ pub struct Accepted {
 pub struct Ingestor {
     log: Arc<dyn Log>,
     codec: Arc<EventCodec>,
+    index: Arc<ObjectIndex>,
     origin: Origin,
     heads: Mutex<HeadMap<Head>>,
-    /// Set when an append failed after heads were updated: heads may now be ahead of the log,
-    /// so no further mutation is accepted until a restart rebuilds them.
-    failed: Mutex<Option<String>>,
+    /// Set when an append failed: its events may or may not be in the log, so the heads may
+    /// disagree with it until they are rebuilt from the index and the log.
+    stale: AtomicBool,
+    /// Every request holds this shared while its append is outstanding; a resync holds it
+    /// exclusively, so no append is in flight while the heads are rebuilt.
+    appends: tokio::sync::RwLock<()>,
 }
 
 impl Ingestor {
@@ -60,38 +65,18 @@ impl Ingestor {
     pub async fn recover(
         log: Arc<dyn Log>,
         codec: Arc<EventCodec>,
-        index: &ObjectIndex,
+        index: Arc<ObjectIndex>,
         origin: Origin,
     ) -> Result<Ingestor> {
-        let mut heads = index.heads()?;
-        let applied = index.applied()?;
-        for p in 0..log.partitions(OBJECTS_TOPIC)? {
-            let range = log.offsets(OBJECTS_TOPIC, p).await?;
-            let mut next = applied
-                .get(&p)
-                .copied()
-                .unwrap_or(range.start)
-                .max(range.start);
-            while next < range.end {
-                let records = log
-                    .read(OBJECTS_TOPIC, p, next, 50_000, Duration::ZERO)
-                    .await?;
-                let Some(last) = records.last() else { break };
-                next = last.offset + 1;
-                for rec in records {
-                    let event = codec.decode(&rec.value)?;
-                    if event.event_type.mutates_object() {
-                        heads.insert(event.log_key(), event.head());
-                    }
-                }
-            }
-        }
+        let heads = load_heads(log.as_ref(), &codec, &index).await?;
         Ok(Ingestor {
             log,
             codec,
+            index,
             origin,
             heads: Mutex::new(heads),
-            failed: Mutex::new(None),
+            stale: AtomicBool::new(false),
+            appends: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -102,9 +87,10 @@ impl Ingestor {
         mutations: Vec<Mutation>,
         ctx: &RequestContext,
     ) -> Result<Vec<Result<Accepted>>> {
-        if let Some(msg) = self.failed.lock().unwrap().clone() {
-            return Err(Error::Unavailable(msg));
+        if self.stale.load(Ordering::Acquire) {
+            self.resync().await?;
         }
+        let _outstanding = self.appends.read().await;
         let now = now_us();
         let mut outcomes = Vec::with_capacity(mutations.len());
         let mut records = Vec::with_capacity(mutations.len());
@@ -133,8 +119,10 @@ impl Ingestor {
             Some(fut) => match fut.await {
                 Ok(p) => p,
                 Err(e) => {
-                    let msg = format!("a log append failed ({e}); restart the server to recover");
-                    *self.failed.lock().unwrap() = Some(msg);
+                    self.stale.store(true, Ordering::Release);
+                    tracing::warn!(
+                        "log append failed: {e}; the next mutation resyncs from the log first"
+                    );
                     return Err(e);
                 }
             },
@@ -149,6 +137,24 @@ impl Ingestor {
                 })
             })
             .collect())
+    }
+
+    /// Rebuild the heads from the index and the log after a failed append. Waits until no
+    /// append is outstanding; fails (and stays stale) while the log cannot be read.
+    async fn resync(&self) -> Result<()> {
+        let _exclusive = self.appends.write().await;
+        if !self.stale.load(Ordering::Acquire) {
+            return Ok(()); // another request resynced while this one waited
+        }
+        let heads = load_heads(self.log.as_ref(), &self.codec, &self.index)
+            .await
+            .map_err(|e| {
+                Error::Unavailable(format!("the log is unavailable ({e}); retry later"))
+            })?;
+        *self.heads.lock().unwrap() = heads;
+        self.stale.store(false, Ordering::Release);
+        tracing::info!("ingest state resynced from the index and the log");
+        Ok(())
     }
 
     fn event_for(
@@ -229,8 +235,45 @@ impl Ingestor {
         Ok(event)
     }
 
+    /// Whether a failed append left the heads to be resynced before the next mutation.
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Acquire)
+    }
+
     /// Number of keys with a head (including deleted keys).
     pub fn key_count(&self) -> usize {
         self.heads.lock().unwrap().len()
     }
+}
+
+/// Every key's head: the index's (heads and applied offsets read in one transaction), then
+/// every record the index has not applied yet.
+async fn load_heads(
+    log: &dyn Log,
+    codec: &EventCodec,
+    index: &ObjectIndex,
+) -> Result<HeadMap<Head>> {
+    let (mut heads, applied) = index.heads_and_applied()?;
+    for p in 0..log.partitions(OBJECTS_TOPIC)? {
+        let range = log.offsets(OBJECTS_TOPIC, p).await?;
+        let mut next = applied
+            .get(&p)
+            .copied()
+            .unwrap_or(range.start)
+            .max(range.start);
+        while next < range.end {
+            let records = log
+                .read(OBJECTS_TOPIC, p, next, 50_000, Duration::ZERO)
+                .await?;
+            let Some(last) = records.last() else { break };
+            next = last.offset + 1;
+            for rec in records {
+                let event = codec.decode_for_index(&rec.value)?;
+                if event.event_type.mutates_object() {
+                    heads.insert(event.log_key(), event.into_head());
+                }
+            }
+        }
+    }
+    Ok(heads)
 }

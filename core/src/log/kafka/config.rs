@@ -45,6 +45,14 @@ impl KafkaConfig {
 
     /// A librdkafka client configuration with the shared settings.
     pub(super) fn client(&self) -> rdkafka::ClientConfig {
+        self.client_with(|_| {})
+    }
+
+    /// The shared settings, then the client's own, then the user's `properties`, which win.
+    pub(super) fn client_with(
+        &self,
+        own: impl FnOnce(&mut rdkafka::ClientConfig),
+    ) -> rdkafka::ClientConfig {
         let mut c = rdkafka::ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
             .set("client.id", "tidemark")
@@ -52,6 +60,7 @@ impl KafkaConfig {
                 "socket.timeout.ms",
                 self.request_timeout_ms.max(1000).to_string(),
             );
+        own(&mut c);
         for (k, v) in &self.properties {
             c.set(k, v);
         }

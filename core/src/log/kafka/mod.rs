@@ -42,7 +42,7 @@ type SharedReader = Arc<Mutex<PartitionReader>>;
 
 pub struct KafkaLog {
     config: KafkaConfig,
-    producer: FutureProducer,
+    producer: Arc<ProducerSlot>,
     admin: AdminClient<DefaultClientContext>,
     /// For metadata, watermarks and offsets-for-times.
     meta: Arc<BaseConsumer>,
@@ -50,6 +50,67 @@ pub struct KafkaLog {
     /// One group consumer per named consumer, for its committed offsets.
     groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
     partitions: RwLock<HashMap<String, u32>>,
+}
+
+/// The producer, replaced when it cannot produce again: after a fatal librdkafka error, or
+/// once the cluster has fenced it. A new producer (a new producer id) can.
+struct ProducerSlot {
+    config: KafkaConfig,
+    current: RwLock<Arc<FutureProducer>>,
+}
+
+impl ProducerSlot {
+    fn get(&self) -> Arc<FutureProducer> {
+        self.current.read().unwrap().clone()
+    }
+
+    /// If `used` failed fatally, start a new producer (once).
+    fn renew_if_fatal(&self, used: &Arc<FutureProducer>) {
+        if let Some((code, reason)) = used.client().fatal_error() {
+            self.renew(used, &format!("{code:?}: {reason}"));
+        }
+    }
+
+    /// After `error` on `used`: replace it if it cannot produce again.
+    fn renew_after(&self, used: &Arc<FutureProducer>, error: &KafkaError) {
+        if matches!(
+            error,
+            KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced)
+        ) {
+            self.renew(used, "fenced by the cluster");
+        } else {
+            self.renew_if_fatal(used);
+        }
+    }
+
+    fn renew(&self, used: &Arc<FutureProducer>, why: &str) {
+        let mut current = self.current.write().unwrap();
+        if !Arc::ptr_eq(&current, used) {
+            return; // already renewed
+        }
+        tracing::warn!("kafka producer cannot produce again ({why}); starting a new one");
+        match create_producer(&self.config) {
+            Ok(p) => *current = Arc::new(p),
+            Err(e) => tracing::error!("cannot start a new kafka producer: {e}"),
+        }
+    }
+}
+
+fn create_producer(config: &KafkaConfig) -> Result<FutureProducer> {
+    config
+        .client_with(|c| {
+            c.set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("linger.ms", config.linger_ms.to_string())
+                .set("batch.size", config.batch_size.to_string())
+                .set("message.timeout.ms", config.delivery_timeout_ms.to_string())
+                .set("queue.buffering.max.messages", "1000000")
+                .set("queue.buffering.max.kbytes", "1048576")
+                // Partitions are always set explicitly; this only matters to other tools.
+                .set("partitioner", "murmur2_random");
+        })
+        .create()
+        .map_err(kafka_err("create producer"))
 }
 
 /// Map a librdkafka error to ours, naming what we were doing.
@@ -61,19 +122,10 @@ impl KafkaLog {
     /// Connect to the cluster. Fails if no broker answers a metadata request within the
     /// request timeout, naming the brokers tried.
     pub fn connect(config: KafkaConfig) -> Result<KafkaLog> {
-        let producer: FutureProducer = config
-            .client()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", config.linger_ms.to_string())
-            .set("batch.size", config.batch_size.to_string())
-            .set("message.timeout.ms", config.delivery_timeout_ms.to_string())
-            .set("queue.buffering.max.messages", "1000000")
-            .set("queue.buffering.max.kbytes", "1048576")
-            // Partitions are always set explicitly; this only matters to other tools.
-            .set("partitioner", "murmur2_random")
-            .create()
-            .map_err(kafka_err("create producer"))?;
+        let producer = Arc::new(ProducerSlot {
+            current: RwLock::new(Arc::new(create_producer(&config)?)),
+            config: config.clone(),
+        });
         let admin = config
             .client()
             .create()
@@ -104,13 +156,14 @@ impl KafkaLog {
     }
 
     fn consumer_config(config: &KafkaConfig, group: &str) -> rdkafka::ClientConfig {
-        let mut c = config.client();
-        c.set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
-        c
+        config.client_with(|c| {
+            c.set("group.id", group)
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                // A position that is not in the log is an error, never a silent jump.
+                .set("auto.offset.reset", "error")
+                .set("enable.partition.eof", "false");
+        })
     }
 
     fn reader(&self, topic: &str, partition: u32) -> Result<SharedReader> {
@@ -197,7 +250,14 @@ impl KafkaLog {
         &self,
         topic: &str,
         records: Vec<NewRecord>,
-    ) -> Result<Vec<(u32, rdkafka::producer::DeliveryFuture)>> {
+    ) -> Result<(
+        Arc<FutureProducer>,
+        Vec<(u32, rdkafka::producer::DeliveryFuture)>,
+    )> {
+        // A producer that failed fatally in the background (an epoch bump refused after an
+        // outage) is replaced before it is handed records it can only refuse.
+        self.producer.renew_if_fatal(&self.producer.get());
+        let producer = self.producer.get();
         let n = self.partition_count(topic)?;
         let mut futures = Vec::with_capacity(records.len());
         for rec in records {
@@ -219,7 +279,7 @@ impl KafkaLog {
                 .key(&rec.key[..])
                 .payload(&rec.value[..])
                 .headers(headers);
-            match self.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => futures.push((p, delivery)),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     return Err(Error::Unavailable(
@@ -230,7 +290,7 @@ impl KafkaLog {
                 Err((e, _)) => return Err(kafka_err("produce")(e)),
             }
         }
-        Ok(futures)
+        Ok((producer, futures))
     }
 }
 
@@ -294,15 +354,20 @@ impl Log for KafkaLog {
 
     fn append(&self, topic: &str, records: Vec<NewRecord>) -> AppendFuture {
         let queued = self.enqueue(topic, records);
+        let slot = self.producer.clone();
         async move {
+            let (producer, deliveries) = queued?;
             let mut positions = Vec::new();
-            for (partition, delivery) in queued? {
+            for (partition, delivery) in deliveries {
                 match delivery.await {
                     Ok(Ok(d)) => positions.push(Position {
                         partition,
                         offset: d.offset as u64,
                     }),
-                    Ok(Err((e, _))) => return Err(kafka_err("delivery")(e)),
+                    Ok(Err((e, _))) => {
+                        slot.renew_after(&producer, &e);
+                        return Err(kafka_err("delivery")(e));
+                    }
                     Err(_) => {
                         return Err(Error::Unavailable(
                             "kafka producer stopped before delivery".into(),
@@ -434,7 +499,7 @@ impl Log for KafkaLog {
 impl Drop for KafkaLog {
     fn drop(&mut self) {
         // Deliver what is queued before the process goes away.
-        let _ = self.producer.flush(Duration::from_secs(5));
+        let _ = self.producer.get().flush(Duration::from_secs(5));
     }
 }
 
