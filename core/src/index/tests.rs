@@ -84,7 +84,7 @@ fn applies_batches_lists_pages_and_keeps_history() {
         (2, None),
         "a deleted key keeps its sequence"
     );
-    assert_eq!(index.heads().unwrap().len(), 4);
+    assert_eq!(index.heads_and_applied().unwrap().0.len(), 4);
 }
 
 #[test]

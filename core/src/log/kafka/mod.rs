@@ -37,6 +37,12 @@ use crate::log::{
 };
 use crate::{Error, Result};
 
+/// The producer an append used, and each record's partition and delivery report.
+type Queued = (
+    Arc<FutureProducer>,
+    Vec<(u32, rdkafka::producer::DeliveryFuture)>,
+);
+
 /// A partition reader shared by calls for the same topic and partition.
 type SharedReader = Arc<Mutex<PartitionReader>>;
 
@@ -246,14 +252,7 @@ impl KafkaLog {
         .await
     }
 
-    fn enqueue(
-        &self,
-        topic: &str,
-        records: Vec<NewRecord>,
-    ) -> Result<(
-        Arc<FutureProducer>,
-        Vec<(u32, rdkafka::producer::DeliveryFuture)>,
-    )> {
+    fn enqueue(&self, topic: &str, records: Vec<NewRecord>) -> Result<Queued> {
         // A producer that failed fatally in the background (an epoch bump refused after an
         // outage) is replaced before it is handed records it can only refuse.
         self.producer.renew_if_fatal(&self.producer.get());
