@@ -11,14 +11,18 @@ mod cli;
 mod node;
 mod server;
 
-use clap::Parser;
-
 // glibc's allocator spent a third of the ingest path's time in malloc/free under two threads.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     init_tracing(cli.verbose);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -40,8 +44,9 @@ fn init_tracing(verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
+    // Not TIDEMARK_LOG: that is `--log` (the log backend) from the environment.
     let filter =
-        EnvFilter::try_from_env("TIDEMARK_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+        EnvFilter::try_from_env("TIDEMARK_LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

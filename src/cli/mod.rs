@@ -1,6 +1,7 @@
 //! Command-line interface. Offline commands take `--data-dir`; commands that act on a running
 //! server take `--server`.
 
+mod config;
 mod log_tail;
 pub mod serve;
 mod state;
@@ -26,7 +27,7 @@ pub use serve::ServeArgs;
                   index from the log at any time."
 )]
 pub struct Cli {
-    /// More log output (-v debug, -vv trace); TIDEMARK_LOG=<filter> overrides.
+    /// More log output (-v debug, -vv trace); TIDEMARK_LOG_LEVEL=<filter> overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     #[command(subcommand)]
@@ -34,6 +35,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand)]
+#[command(args_override_self = true)]
 enum Command {
     /// Run the server: ingest API, object index, schema registry (embedded log by default).
     Serve(ServeArgs),
@@ -62,22 +64,26 @@ enum StateCommand {
     Rebuild(state::RebuildArgs),
 }
 
-/// `--data-dir`, shared by every offline command.
+/// `--data-dir` and `--config`, shared by every command that works on a node's data.
 #[derive(clap::Args, Clone)]
 pub struct DataDir {
     /// Data directory of a Tidemark node.
-    #[arg(long, default_value = "./tidemark-data", env = "TIDEMARK_DATA_DIR")]
+    #[arg(long, default_value = "./tidemark-data")]
     pub data_dir: PathBuf,
+    /// TOML file with settings (keys are the long flags' names with `_`, docs/CONFIG.md);
+    /// flags override it, and `TIDEMARK_*` environment variables override both.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Where the log is: shared by `serve` and the commands that read the log.
 #[derive(clap::Args, Clone)]
 pub struct LogArgs {
     /// `embedded` (segment files under --data-dir) or `kafka` (topics on --kafka-brokers).
-    #[arg(long = "log", value_enum, default_value_t = Backend::Embedded, env = "TIDEMARK_LOG_BACKEND")]
+    #[arg(long = "log", value_enum, default_value_t = Backend::Embedded)]
     pub backend: Backend,
     /// Kafka bootstrap servers, `host:port[,host:port...]` (with --log kafka).
-    #[arg(long, default_value = "127.0.0.1:9092", env = "TIDEMARK_KAFKA_BROKERS")]
+    #[arg(long, default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
     /// Replication factor of the topics Tidemark creates on Kafka.
     #[arg(long, default_value_t = 1)]
@@ -101,6 +107,7 @@ pub struct LogArgs {
     /// `interval`: it survives a crash of the process, fsync every --fsync-interval-ms.
     #[arg(long, value_enum, default_value_t = Fsync::Always)]
     pub fsync: Fsync,
+    /// Embedded log, `--fsync interval`: milliseconds between fsyncs.
     #[arg(long, default_value_t = 100)]
     pub fsync_interval_ms: u64,
     /// Embedded log: roll segments at this size.
@@ -151,6 +158,13 @@ impl LogArgs {
             }),
         }
     }
+}
+
+/// Parse the command line with the config file's and the environment's settings layered in.
+pub fn parse() -> anyhow::Result<Cli> {
+    use clap::Parser;
+    let args = config::expand(std::env::args_os().collect(), |k| std::env::var(k).ok())?;
+    Ok(Cli::parse_from(args))
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {

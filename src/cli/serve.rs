@@ -16,7 +16,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub log: LogArgs,
     /// Address of the HTTP API (ingest, objects, schema registry, health).
-    #[arg(long, default_value = "127.0.0.1:7700", env = "TIDEMARK_LISTEN")]
+    #[arg(long, default_value = "127.0.0.1:7700")]
     pub listen: SocketAddr,
     /// Partitions of the `objects` topic, used when it is created.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]

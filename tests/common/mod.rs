@@ -61,6 +61,16 @@ impl Server {
     }
 
     pub fn start_on(backend: &Backend, data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(backend, data_dir, extra, &[])
+    }
+
+    /// With extra environment variables (`TIDEMARK_*` settings).
+    pub fn start_with_env(
+        backend: &Backend,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         std::fs::create_dir_all(data_dir).unwrap();
         let stderr = data_dir.with_extension(format!("stderr-{}.log", std::process::id()));
         let err_file = std::fs::OpenOptions::new()
@@ -73,6 +83,7 @@ impl Server {
             .arg(data_dir)
             .args(backend.log_args())
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(err_file)
             .spawn()
