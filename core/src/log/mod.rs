@@ -76,6 +76,25 @@ pub struct OffsetRange {
     pub end: u64,
 }
 
+impl OffsetRange {
+    /// A read may start anywhere from `start` to `end` (inclusive: reading at the end waits).
+    pub fn check(&self, partition: u32, from: u64) -> Result<()> {
+        if from < self.start {
+            return Err(crate::Error::BadInput(format!(
+                "offset {from} of partition {partition} is before the log start {} (removed by retention)",
+                self.start
+            )));
+        }
+        if from > self.end {
+            return Err(crate::Error::BadInput(format!(
+                "offset {from} of partition {partition} is past the end {}",
+                self.end
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// How a topic is created.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TopicSpec {

@@ -166,18 +166,7 @@ impl Partition {
         wait: std::time::Duration,
     ) -> Result<Vec<Record>> {
         let range = self.range();
-        if from < range.start {
-            return Err(Error::BadInput(format!(
-                "offset {from} of partition {} is before the log start {} (removed by retention)",
-                self.id, range.start
-            )));
-        }
-        if from > range.end {
-            return Err(Error::BadInput(format!(
-                "offset {from} of partition {} is past the end {}",
-                self.id, range.end
-            )));
-        }
+        range.check(self.id, from)?;
         if from == range.end && !wait.is_zero() {
             let notified = self.appended.notified();
             tokio::pin!(notified);

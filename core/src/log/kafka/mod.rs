@@ -389,18 +389,13 @@ impl Log for KafkaLog {
     ) -> BoxFuture<'a, Result<Vec<Record>>> {
         async move {
             let (start, end) = self.watermarks(topic, partition).await?;
-            if from < start {
-                return Err(Error::BadInput(format!(
-                    "offset {from} of partition {partition} is before the log start {start} (removed by retention)"
-                )));
-            }
-            if from > end {
-                return Err(Error::BadInput(format!(
-                    "offset {from} of partition {partition} is past the end {end}"
-                )));
-            }
+            OffsetRange { start, end }.check(partition, from)?;
             // Records that exist are a fetch round trip away, even when the caller will not wait.
-            let wait = if from < end { wait.max(self.config.request_timeout()) } else { wait };
+            let wait = if from < end {
+                wait.max(self.config.request_timeout())
+            } else {
+                wait
+            };
             let reader = self.reader(topic, partition)?;
             crate::blocking::blocking(move || reader.lock().unwrap().read(from, max, wait)).await
         }
