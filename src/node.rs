@@ -10,12 +10,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tidemark_core::codec::EventCodec;
+use tidemark_core::codec::SchemaSource;
 use tidemark_core::index::{Materializer, ObjectIndex};
 use tidemark_core::ingest::{Ingestor, Origin};
 use tidemark_core::log::embedded::{EmbeddedLog, LogConfig};
 use tidemark_core::log::kafka::{KafkaConfig, KafkaLog};
 use tidemark_core::log::{Log, TopicSpec};
 use tidemark_core::registry::SchemaRegistry;
+use tidemark_core::registry::external::ExternalRegistry;
 use tidemark_core::{CONFIG_TOPIC, OBJECTS_TOPIC, rebuild};
 use tokio::task::JoinSet;
 
@@ -83,10 +85,46 @@ impl OpenLog {
     }
 }
 
+/// Where schemas are registered.
+#[derive(Clone)]
+pub enum Registry {
+    /// Built in, stored in the log's `_schemas` topic, served at the node's registry paths.
+    BuiltIn(Arc<SchemaRegistry>),
+    /// An external Confluent-compatible registry.
+    External(Arc<ExternalRegistry>),
+}
+
+impl Registry {
+    /// Open the registry: the built-in one on `log`, or the external one at `url`.
+    async fn open(log: &Arc<dyn Log>, url: Option<&str>) -> anyhow::Result<Registry> {
+        Ok(match url {
+            Some(url) => Registry::External(Arc::new(ExternalRegistry::new(url))),
+            None => Registry::BuiltIn(Arc::new(SchemaRegistry::open(log.clone()).await?)),
+        })
+    }
+
+    /// Register a schema version (a no-op when it is registered already); returns its id.
+    async fn register(&self, subject: &str, text: &str) -> anyhow::Result<u32> {
+        Ok(match self {
+            Registry::BuiltIn(r) => r.register(subject, text).await?,
+            Registry::External(r) => r.register(subject, text).await?,
+        })
+    }
+
+    fn source(&self) -> Arc<dyn SchemaSource> {
+        match self {
+            Registry::BuiltIn(r) => r.clone(),
+            Registry::External(r) => r.clone(),
+        }
+    }
+}
+
 /// What `tidemark serve` opens.
 pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub log: LogChoice,
+    /// An external schema registry; `None` for the built-in one.
+    pub schema_registry: Option<String>,
     /// Partitions of the `objects` topic when it is created.
     pub partitions: u32,
     pub origin: Origin,
@@ -94,7 +132,7 @@ pub struct NodeConfig {
 
 pub struct Node {
     pub log: OpenLog,
-    pub registry: Arc<SchemaRegistry>,
+    pub registry: Registry,
     codec: Arc<EventCodec>,
     pub index: Arc<ObjectIndex>,
     pub materializer: Arc<Materializer>,
@@ -117,10 +155,10 @@ impl Node {
             },
         )
         .await?;
-        let registry = Arc::new(SchemaRegistry::open(log.clone()).await?);
+        let registry = Registry::open(&log, cfg.schema_registry.as_deref()).await?;
         let codec = Arc::new(EventCodec::new(
             register_schemas(&registry).await?,
-            registry.clone(),
+            registry.source(),
         )?);
 
         let path = index_path(&cfg.data_dir);
@@ -153,7 +191,7 @@ impl Node {
 
 /// Register every compiled-in schema version (a no-op when already registered); returns the id
 /// of the current object event schema.
-pub async fn register_schemas(registry: &SchemaRegistry) -> anyhow::Result<u32> {
+pub async fn register_schemas(registry: &Registry) -> anyhow::Result<u32> {
     for file in tidemark_schemas::CONFIG_EVENT {
         registry.register(file.subject, file.text).await?;
     }
@@ -220,13 +258,27 @@ pub struct OfflineLog {
     pub codec: Option<Arc<EventCodec>>,
 }
 
-pub async fn open_offline(choice: &LogChoice, data_dir: &Path) -> anyhow::Result<OfflineLog> {
+pub async fn open_offline(
+    choice: &LogChoice,
+    data_dir: &Path,
+    schema_registry: Option<&str>,
+) -> anyhow::Result<OfflineLog> {
     let log = OpenLog::open_read_only(choice, data_dir)?;
-    let registry = Arc::new(SchemaRegistry::load(log.log.clone()).await?);
     let current = tidemark_schemas::object_event_latest();
-    let codec = match registry.lookup(current.subject, current.text) {
-        Ok(v) => Some(Arc::new(EventCodec::new(v.id, registry)?)),
-        Err(_) => None,
+    let codec = match schema_registry {
+        Some(url) => {
+            // Registering an existing version answers its id without changing anything.
+            let registry = Arc::new(ExternalRegistry::new(url));
+            let id = registry.register(current.subject, current.text).await?;
+            Some(Arc::new(EventCodec::new(id, registry)?))
+        }
+        None => {
+            let registry = Arc::new(SchemaRegistry::load(log.log.clone()).await?);
+            match registry.lookup(current.subject, current.text) {
+                Ok(v) => Some(Arc::new(EventCodec::new(v.id, registry)?)),
+                Err(_) => None,
+            }
+        }
     };
     Ok(OfflineLog { log, codec })
 }

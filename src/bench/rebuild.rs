@@ -62,6 +62,7 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
     let node = Node::open(NodeConfig {
         data_dir: dir.path().to_path_buf(),
         log: LogChoice::Embedded(Default::default()),
+        schema_registry: None,
         partitions: 4,
         origin: Default::default(),
     })

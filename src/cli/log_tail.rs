@@ -50,7 +50,12 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         .map(parse_rfc3339_us)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--since: {e}"))?;
-    let offline = open_offline(&args.log.choice(), &args.data.data_dir).await?;
+    let offline = open_offline(
+        &args.log.choice(),
+        &args.data.data_dir,
+        args.log.schema_registry.as_deref(),
+    )
+    .await?;
     let log = offline.log.log.clone();
     let partitions = log
         .partitions(&args.topic)

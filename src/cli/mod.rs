@@ -79,6 +79,10 @@ pub struct DataDir {
 /// Where the log is: shared by `serve` and the commands that read the log.
 #[derive(clap::Args, Clone)]
 pub struct LogArgs {
+    /// An external Confluent-compatible schema registry (`http://host:8081`) instead of the
+    /// built-in one; the node's own registry paths then point there.
+    #[arg(long, value_name = "URL")]
+    pub schema_registry: Option<String>,
     /// `embedded` (segment files under --data-dir) or `kafka` (topics on --kafka-brokers).
     #[arg(long = "log", value_enum, default_value_t = Backend::Embedded)]
     pub backend: Backend,

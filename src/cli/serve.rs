@@ -54,6 +54,7 @@ impl ServeArgs {
         NodeConfig {
             data_dir: self.data.data_dir.clone(),
             log: self.log.choice(),
+            schema_registry: self.log.schema_registry.clone(),
             partitions: self.partitions,
             origin: Origin {
                 node: Some(self.node_id.clone().unwrap_or_else(host_name)),

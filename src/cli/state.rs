@@ -97,7 +97,7 @@ pub struct RebuildArgs {
 pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     let data_dir = &args.data.data_dir;
     let choice = args.log.choice();
-    let offline = open_offline(&choice, data_dir).await?;
+    let offline = open_offline(&choice, data_dir, args.log.schema_registry.as_deref()).await?;
     let Some(codec) = offline.codec.clone() else {
         bail!(
             "{} has no object events to rebuild from",

@@ -16,6 +16,8 @@ use tidemark_core::Error;
 use tidemark_core::registry::{VersionRef, codes};
 
 use super::{AppState, State};
+use crate::node::Registry;
+use tidemark_core::registry::SchemaRegistry;
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
@@ -103,30 +105,41 @@ fn parse_body(body: &[u8]) -> Result<String, Reply> {
     Ok(b.schema)
 }
 
+/// The built-in registry; with an external one configured, an error that names it.
+fn builtin(app: &AppState) -> Result<&SchemaRegistry, Reply> {
+    match &app.node.registry {
+        Registry::BuiltIn(r) => Ok(r),
+        Registry::External(r) => Err(fail(
+            40401,
+            format!(
+                "this node registers its schemas in the external registry at {}; ask it",
+                r.url()
+            ),
+        )),
+    }
+}
+
 fn parse_id(id: &str) -> Result<u32, Reply> {
     id.parse()
         .map_err(|_| fail(codes::SCHEMA_NOT_FOUND, format!("Schema {id} not found")))
 }
 
 async fn subjects(axum::extract::State(app): State) -> Result<Reply, Reply> {
-    ok(json!(app.node.registry.subjects()))
+    ok(json!(builtin(&app)?.subjects()))
 }
 
 async fn versions(
     axum::extract::State(app): State,
     Path(subject): Path<String>,
 ) -> Result<Reply, Reply> {
-    ok(json!(app.node.registry.versions(&subject)?))
+    ok(json!(builtin(&app)?.versions(&subject)?))
 }
 
 async fn version(
     axum::extract::State(app): State,
     Path((subject, v)): Path<(String, String)>,
 ) -> Result<Reply, Reply> {
-    let sv = app
-        .node
-        .registry
-        .version(&subject, VersionRef::parse(&v)?)?;
+    let sv = builtin(&app)?.version(&subject, VersionRef::parse(&v)?)?;
     ok(json!({"subject": sv.subject, "version": sv.version, "id": sv.id, "schema": sv.schema}))
 }
 
@@ -134,10 +147,7 @@ async fn version_schema(
     axum::extract::State(app): State,
     Path((subject, v)): Path<(String, String)>,
 ) -> Result<Reply, Reply> {
-    let sv = app
-        .node
-        .registry
-        .version(&subject, VersionRef::parse(&v)?)?;
+    let sv = builtin(&app)?.version(&subject, VersionRef::parse(&v)?)?;
     let schema: Value = serde_json::from_str(&sv.schema).expect("stored schemas are JSON");
     ok(schema)
 }
@@ -148,7 +158,7 @@ async fn register(
     body: Bytes,
 ) -> Result<Reply, Reply> {
     let schema = parse_body(&body)?;
-    let id = app.node.registry.register(&subject, &schema).await?;
+    let id = builtin(&app)?.register(&subject, &schema).await?;
     ok(json!({ "id": id }))
 }
 
@@ -158,7 +168,7 @@ async fn lookup(
     body: Bytes,
 ) -> Result<Reply, Reply> {
     let schema = parse_body(&body)?;
-    let sv = app.node.registry.lookup(&subject, &schema)?;
+    let sv = builtin(&app)?.lookup(&subject, &schema)?;
     ok(json!({"subject": sv.subject, "version": sv.version, "id": sv.id, "schema": sv.schema}))
 }
 
@@ -166,7 +176,7 @@ async fn schema_by_id(
     axum::extract::State(app): State,
     Path(id): Path<String>,
 ) -> Result<Reply, Reply> {
-    let text = app.node.registry.schema_text(parse_id(&id)?)?;
+    let text = builtin(&app)?.schema_text(parse_id(&id)?)?;
     ok(json!({ "schema": text }))
 }
 
@@ -174,7 +184,7 @@ async fn schema_versions(
     axum::extract::State(app): State,
     Path(id): Path<String>,
 ) -> Result<Reply, Reply> {
-    let uses = app.node.registry.subject_versions_of(parse_id(&id)?)?;
+    let uses = builtin(&app)?.subject_versions_of(parse_id(&id)?)?;
     ok(uses
         .into_iter()
         .map(|(subject, version)| json!({"subject": subject, "version": version}))
@@ -193,9 +203,7 @@ async fn compatibility(
 ) -> Result<Reply, Reply> {
     let schema = parse_body(&body)?;
     let (is_compatible, messages) =
-        app.node
-            .registry
-            .check_compatibility(&subject, VersionRef::parse(&v)?, &schema)?;
+        builtin(&app)?.check_compatibility(&subject, VersionRef::parse(&v)?, &schema)?;
     let verbose = query.is_some_and(|q| q.split('&').any(|kv| kv == "verbose=true"));
     if verbose {
         ok(json!({"is_compatible": is_compatible, "messages": messages}))

@@ -3,6 +3,7 @@
 //! topic, and opening the registry replays that topic. Ids are global and stable; registering
 //! a schema that exists returns its id.
 
+pub mod external;
 mod state;
 
 use std::sync::{Arc, RwLock};
