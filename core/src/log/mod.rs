@@ -10,9 +10,11 @@
 //! - the partition of a record is `partition_for(key)` unless the caller picks one.
 
 pub mod embedded;
+mod group;
 pub mod kafka;
 mod partitioner;
 
+pub use group::{Membership, REVOKE_TIMEOUT, Revocation};
 pub use partitioner::partition_for;
 
 use std::time::Duration;
@@ -167,6 +169,15 @@ pub trait Log: Send + Sync + 'static {
         partition: u32,
         next_offset: u64,
     ) -> BoxFuture<'a, Result<()>>;
+
+    /// Join consumer group `group` on `topic`: several processes in one group split the
+    /// topic's partitions between them, and each partition moves between members only after
+    /// its owner acknowledged the revocation.
+    fn join_group<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<Membership>>;
 
     /// The last offset `consumer` committed, if any.
     fn committed<'a>(

@@ -305,3 +305,16 @@ async fn committed_offsets_survive_reopen() {
     let err = log.commit("bad name", "t", 0, 1).await.unwrap_err();
     assert!(err.to_string().contains("consumer name"), "{err}");
 }
+
+#[tokio::test]
+async fn a_group_member_owns_every_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), LogConfig::default()).unwrap();
+    log.ensure_topic("t", &TopicSpec::new(3)).await.unwrap();
+    let m = log.join_group("owners", "t").await.unwrap();
+    assert_eq!(
+        m.assigned.borrow().iter().copied().collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert!(log.join_group("owners", "missing").await.is_err());
+}

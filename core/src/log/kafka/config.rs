@@ -19,6 +19,8 @@ pub struct KafkaConfig {
     pub delivery_timeout_ms: u32,
     /// How long metadata, watermark, offset and admin requests may take.
     pub request_timeout_ms: u32,
+    /// `session.timeout.ms` of group members: how soon a dead member's partitions move on.
+    pub session_timeout_ms: u32,
     /// Extra librdkafka properties (`security.protocol`, `sasl.*`, `compression.type`, ...),
     /// applied to every client.
     pub properties: BTreeMap<String, String>,
@@ -33,6 +35,7 @@ impl Default for KafkaConfig {
             batch_size: 1 << 20,
             delivery_timeout_ms: 30_000,
             request_timeout_ms: 10_000,
+            session_timeout_ms: 10_000,
             properties: BTreeMap::new(),
         }
     }

@@ -12,6 +12,7 @@
 //! consumer name), so Kafka tools show them.
 
 mod config;
+mod group;
 mod reader;
 
 pub use config::KafkaConfig;
@@ -458,6 +459,19 @@ impl Log for KafkaLog {
                     .map_err(kafka_err("commit offsets"))
             })
             .await
+        }
+        .boxed()
+    }
+
+    fn join_group<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<crate::log::Membership>> {
+        async move {
+            validate_name("group", group)?;
+            self.partition_count(topic)?;
+            group::join(&self.config, group, topic)
         }
         .boxed()
     }
