@@ -104,6 +104,9 @@ pub struct LogArgs {
     /// How long metadata, offset and admin requests may take (and connecting at start).
     #[arg(long, default_value_t = 10_000)]
     pub kafka_request_timeout_ms: u32,
+    /// How soon the partitions of a node that stopped answering move to the others.
+    #[arg(long, default_value_t = 10_000)]
+    pub kafka_session_timeout_ms: u32,
     /// An extra librdkafka property, `key=value` (repeatable), e.g. `security.protocol=SSL`.
     #[arg(long = "kafka-property", value_parser = parse_property)]
     pub kafka_properties: Vec<(String, String)>,
@@ -158,6 +161,7 @@ impl LogArgs {
                 batch_size: self.kafka_batch_size,
                 delivery_timeout_ms: self.kafka_delivery_timeout_ms,
                 request_timeout_ms: self.kafka_request_timeout_ms,
+                session_timeout_ms: self.kafka_session_timeout_ms,
                 properties: self.kafka_properties.iter().cloned().collect(),
             }),
         }
