@@ -11,7 +11,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use tidemark_core::codec::EventCodec;
 use tidemark_core::codec::SchemaSource;
+use tidemark_core::codec::config::ConfigCodec;
 use tidemark_core::index::{Materializer, ObjectIndex};
+use tidemark_core::ingest::ownership::{INGEST_GROUP, Routes, own_partitions};
 use tidemark_core::ingest::{Ingestor, Origin};
 use tidemark_core::log::embedded::{EmbeddedLog, LogConfig};
 use tidemark_core::log::kafka::{KafkaConfig, KafkaLog};
@@ -121,10 +123,14 @@ impl Registry {
 
 /// What `tidemark serve` opens.
 pub struct NodeConfig {
+    /// Kafka: join the ingest group with a stable instance id (static membership).
+    pub static_membership: bool,
     pub data_dir: PathBuf,
     pub log: LogChoice,
     /// An external schema registry; `None` for the built-in one.
     pub schema_registry: Option<String>,
+    /// Where other nodes reach this one (forwarded mutations).
+    pub advertise_url: String,
     /// Partitions of the `objects` topic when it is created.
     pub partitions: u32,
     pub origin: Origin,
@@ -137,12 +143,31 @@ pub struct Node {
     pub index: Arc<ObjectIndex>,
     pub materializer: Arc<Materializer>,
     pub ingestor: Arc<Ingestor>,
-    /// The materializer's task; dropping the node stops it.
+    /// Owners of the partitions this node does not write (`None`: it writes them all).
+    pub routes: Option<Arc<Routes>>,
+    /// Background tasks (materializer, ownership); dropping the node stops them.
     _tasks: JoinSet<()>,
 }
 
+/// This node's stable identity: made once, kept in `<data-dir>/node.id`.
+fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node.id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        return Ok(id.trim().to_string());
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    let id = format!("tidemark-{}", uuid::Uuid::now_v7().simple());
+    tidemark_core::log::embedded::write_atomically(data_dir, "node.id", id.as_bytes())?;
+    Ok(id)
+}
+
 impl Node {
-    pub async fn open(cfg: NodeConfig) -> anyhow::Result<Node> {
+    pub async fn open(mut cfg: NodeConfig) -> anyhow::Result<Node> {
+        if let LogChoice::Kafka(k) = &mut cfg.log
+            && cfg.static_membership
+        {
+            k.instance_id = Some(instance_id(&cfg.data_dir)?);
+        }
         let open = OpenLog::open(&cfg.log, &cfg.data_dir)?;
         let log = open.log.clone();
         log.ensure_topic(OBJECTS_TOPIC, &TopicSpec::new(cfg.partitions))
@@ -156,10 +181,8 @@ impl Node {
         )
         .await?;
         let registry = Registry::open(&log, cfg.schema_registry.as_deref()).await?;
-        let codec = Arc::new(EventCodec::new(
-            register_schemas(&registry).await?,
-            registry.source(),
-        )?);
+        let (object_id, config_id) = register_schemas(&registry).await?;
+        let codec = Arc::new(EventCodec::new(object_id, registry.source())?);
 
         let path = index_path(&cfg.data_dir);
         std::fs::create_dir_all(path.parent().expect("index path has a parent"))
@@ -168,11 +191,47 @@ impl Node {
             rebuild_in_place(log.clone(), codec.clone(), &path, |_, _| {}).await?;
         }
         let index = Arc::new(ObjectIndex::open(&path)?);
+        // The embedded log has one writer: this node. On Kafka the ingest group decides.
+        let partitions = log.partitions(OBJECTS_TOPIC)?;
+        let owned = match open.embedded {
+            Some(_) => (0..partitions).collect(),
+            None => Default::default(),
+        };
         let ingestor = Arc::new(
-            Ingestor::recover(log.clone(), codec.clone(), index.clone(), cfg.origin).await?,
+            Ingestor::recover(
+                log.clone(),
+                codec.clone(),
+                index.clone(),
+                cfg.origin.clone(),
+                owned,
+            )
+            .await?,
         );
-        let materializer = Materializer::new(log, index.clone(), codec.clone())?;
-        let tasks = materializer.start()?;
+        let materializer = Materializer::new(log.clone(), index.clone(), codec.clone())?;
+        let mut tasks = materializer.start()?;
+        let routes = match open.embedded {
+            Some(_) => None,
+            None => {
+                let config_codec = Arc::new(ConfigCodec::new(config_id, registry.source())?);
+                let routes = Routes::new(
+                    log.clone(),
+                    config_codec,
+                    cfg.advertise_url.clone(),
+                    cfg.origin.node.clone(),
+                );
+                tasks.spawn(routes.clone().follow());
+                let membership = log.join_group(INGEST_GROUP, OBJECTS_TOPIC).await?;
+                tasks.spawn(own_partitions(
+                    ingestor.clone(),
+                    index.clone(),
+                    materializer.clone(),
+                    log.clone(),
+                    routes.clone(),
+                    membership,
+                ));
+                Some(routes)
+            }
+        };
         Ok(Node {
             log: open,
             registry,
@@ -180,6 +239,7 @@ impl Node {
             index,
             materializer,
             ingestor,
+            routes,
             _tasks: tasks,
         })
     }
@@ -189,11 +249,12 @@ impl Node {
     }
 }
 
-/// Register every compiled-in schema version (a no-op when already registered); returns the id
-/// of the current object event schema.
-pub async fn register_schemas(registry: &Registry) -> anyhow::Result<u32> {
+/// Register every compiled-in schema version (a no-op when already registered); returns the
+/// ids of the current object event and config event schemas.
+pub async fn register_schemas(registry: &Registry) -> anyhow::Result<(u32, u32)> {
+    let mut config_id = 0;
     for file in tidemark_schemas::CONFIG_EVENT {
-        registry.register(file.subject, file.text).await?;
+        config_id = registry.register(file.subject, file.text).await?;
     }
     let mut write_id = 0;
     for file in tidemark_schemas::OBJECT_EVENT {
@@ -202,7 +263,7 @@ pub async fn register_schemas(registry: &Registry) -> anyhow::Result<u32> {
             .await
             .with_context(|| format!("register {} version {}", file.subject, file.version))?;
     }
-    Ok(write_id)
+    Ok((write_id, config_id))
 }
 
 /// An index that has applied offsets the log no longer has (the log's tail was cut off after a

@@ -92,10 +92,7 @@ fn broker_lost_mid_stream_then_back() {
     signal(broker.pid(), "-STOP");
     let (status, resp) = post(5);
     assert_eq!(status, 503, "{resp}");
-    assert!(
-        resp["error"]["message"].as_str().unwrap().contains("kafka"),
-        "{resp}"
-    );
+    assert_eq!(resp["error"]["code"], "unavailable", "{resp}");
     let (status, health) = server.get("/healthz");
     assert_eq!(
         (status, health["status"].as_str()),
@@ -103,35 +100,25 @@ fn broker_lost_mid_stream_then_back() {
         "{health}"
     );
 
-    // Back: the node resyncs from the log on the next mutation and goes on.
+    // Back: the node sees the broker again, rejoins the ingest group (its membership lapsed
+    // during the outage), resyncs from the log and goes on. Against Tansu, it also replaces
+    // the producer the broker fences after a timed-out produce.
     signal(broker.pid(), "-CONT");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, _) = server.get("/healthz");
-        if status == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the node did not see the broker again"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    // A client that retries gets through. (Against Tansu the first attempt may still be
-    // refused: it fences the producer that timed out, and the node starts a new one.)
-    let mut refused = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (status, resp) = post(20);
-        if status == 200 {
-            acked.extend(acked_ids(&resp));
+        acked.extend(acked_ids(&resp));
+        let all_in = status == 200
+            && resp["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["error"]["code"] != "unavailable");
+        if all_in {
             break;
         }
-        assert_eq!(status, 503, "{resp}");
-        refused += 1;
-        assert!(
-            refused <= 3,
-            "still refused after {refused} attempts: {resp}"
-        );
+        assert!(status == 200 || status == 503, "{resp}");
+        assert!(Instant::now() < deadline, "still refused: {resp}");
         std::thread::sleep(Duration::from_millis(500));
     }
     for _ in 0..4 {

@@ -31,6 +31,9 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Another node writes this partition of `objects` now.
+    #[error("partition {0} is written by another node")]
+    NotOwner(u32),
     /// The runtime is shutting down; background work stops quietly on it.
     #[error("shutting down")]
     Shutdown,
@@ -63,7 +66,7 @@ impl Error {
             Error::BadInput(_) | Error::Invalid { .. } => ErrorKind::BadInput,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Conflict(_) => ErrorKind::Conflict,
-            Error::Unavailable(_) | Error::Shutdown => ErrorKind::Unavailable,
+            Error::Unavailable(_) | Error::Shutdown | Error::NotOwner(_) => ErrorKind::Unavailable,
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::Registry { code, .. } => match code / 100 {
                 404 => ErrorKind::NotFound,

@@ -63,6 +63,8 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
         data_dir: dir.path().to_path_buf(),
         log: LogChoice::Embedded(Default::default()),
         schema_registry: None,
+        advertise_url: String::new(),
+        static_membership: false,
         partitions: 4,
         origin: Default::default(),
     })

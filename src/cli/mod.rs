@@ -107,6 +107,10 @@ pub struct LogArgs {
     /// How soon the partitions of a node that stopped answering move to the others.
     #[arg(long, default_value_t = 10_000)]
     pub kafka_session_timeout_ms: u32,
+    /// Static group membership (`group.instance.id`, kept in the data directory): a restarted
+    /// node takes its partitions back at once instead of after its old session times out.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub kafka_static_membership: bool,
     /// An extra librdkafka property, `key=value` (repeatable), e.g. `security.protocol=SSL`.
     #[arg(long = "kafka-property", value_parser = parse_property)]
     pub kafka_properties: Vec<(String, String)>,
@@ -162,6 +166,7 @@ impl LogArgs {
                 delivery_timeout_ms: self.kafka_delivery_timeout_ms,
                 request_timeout_ms: self.kafka_request_timeout_ms,
                 session_timeout_ms: self.kafka_session_timeout_ms,
+                instance_id: None,
                 properties: self.kafka_properties.iter().cloned().collect(),
             }),
         }

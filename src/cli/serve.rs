@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// Region recorded in every event this node accepts.
     #[arg(long)]
     pub region: Option<String>,
+    /// URL other nodes use to reach this one (on a shared Kafka cluster they forward it the
+    /// mutations of the partitions it writes). Default: http:// and the listen address.
+    #[arg(long, value_name = "URL")]
+    pub advertise_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -50,8 +54,18 @@ impl ServeArgs {
         args
     }
 
-    fn node_config(&self) -> NodeConfig {
+    fn node_config(&self, listening: SocketAddr) -> NodeConfig {
+        let advertise_url = self.advertise_url.clone().unwrap_or_else(|| {
+            let host = if listening.ip().is_unspecified() {
+                host_name()
+            } else {
+                listening.ip().to_string()
+            };
+            format!("http://{host}:{}", listening.port())
+        });
         NodeConfig {
+            static_membership: self.log.kafka_static_membership,
+            advertise_url,
             data_dir: self.data.data_dir.clone(),
             log: self.log.choice(),
             schema_registry: self.log.schema_registry.clone(),
@@ -81,12 +95,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Serve on an already bound listener until SIGTERM or Ctrl-C.
 pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    let node = Node::open(args.node_config()).await?;
+    let addr = listener.local_addr()?;
+    let node = Node::open(args.node_config(addr)).await?;
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         max_batch: args.max_batch,
     };
-    let addr = listener.local_addr()?;
     // Tests and scripts wait for this line.
     println!(
         "tidemark listening on http://{addr} (data dir {})",

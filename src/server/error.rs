@@ -56,6 +56,9 @@ impl From<&Error> for ApiError {
         if let Error::Invalid { field, message } = e {
             return ApiError::field(StatusCode::BAD_REQUEST, field, message.clone());
         }
+        if let Error::NotOwner(_) = e {
+            return ApiError::new(StatusCode::MISDIRECTED_REQUEST, "not_owner", e.to_string());
+        }
         let (status, code) = status_of(e.kind());
         ApiError::new(status, code, e.to_string())
     }

@@ -8,6 +8,7 @@
 //! - `error.rs`: how errors become responses.
 
 mod error;
+mod forward;
 mod mutations;
 mod objects;
 mod registry;
@@ -33,6 +34,8 @@ pub struct Limits {
 pub struct AppState {
     pub node: Node,
     pub limits: Limits,
+    /// HTTP client for mutations forwarded to the node that writes their partition.
+    pub forwarder: forward::HttpClient,
 }
 
 pub type State = axum::extract::State<Arc<AppState>>;
@@ -56,7 +59,11 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = router(Arc::new(AppState { node, limits }));
+    let app = router(Arc::new(AppState {
+        node,
+        limits,
+        forwarder: forward::client(),
+    }));
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -8,11 +8,12 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 use tidemark_core::Error;
-use tidemark_core::ingest::{BatchLimits, RequestContext, parse_batch};
+use tidemark_core::ingest::{Accepted, BatchLimits, RequestContext, parse_batch};
 use uuid::Uuid;
 
 use super::State;
 use super::error::ApiError;
+use super::forward::{self, FORWARDED};
 
 pub async fn post(
     axum::extract::State(app): State,
@@ -44,20 +45,26 @@ pub async fn post(
             .or_else(|| Some(peer.ip().to_string())),
         request_id: header("x-request-id"),
     };
-    let outcomes = app.node.ingestor.apply(mutations, &ctx).await?;
-    let results: Vec<Outcome> = outcomes
-        .iter()
-        .map(|o| match o {
-            Ok(a) => Outcome::Accepted {
-                event_id: a.event_id,
-                partition: a.position.partition,
-                offset: a.position.offset,
-            },
-            Err(e) => Outcome::Refused {
-                error: ApiError::item(e),
-            },
-        })
-        .collect();
+    // A forwarded request is applied here or refused per mutation, never forwarded again.
+    let results = match &app.node.routes {
+        Some(routes) if !headers.contains_key(FORWARDED) => {
+            forward::route(&app, routes, mutations, &ctx).await?
+        }
+        _ => {
+            let outcomes = app.node.ingestor.apply(mutations, &ctx).await?;
+            outcomes.iter().map(Outcome::from).collect()
+        }
+    };
+    // Nothing could be written at all: say so with the status, as a failed append does.
+    if let Some(first) = results.iter().find_map(Outcome::unavailable)
+        && results.iter().all(|r| r.unavailable().is_some())
+    {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            first,
+        ));
+    }
     Ok(Json(Response { results }))
 }
 
@@ -78,4 +85,34 @@ pub enum Outcome {
     Refused {
         error: Value,
     },
+    /// The result the owning node gave for a forwarded mutation.
+    Raw(Value),
+}
+
+impl Outcome {
+    /// The message, if this mutation was refused because nothing could write it now.
+    fn unavailable(&self) -> Option<String> {
+        let error = match self {
+            Outcome::Refused { error } => error,
+            Outcome::Raw(v) => &v["error"],
+            Outcome::Accepted { .. } => return None,
+        };
+        (error["code"] == "unavailable")
+            .then(|| error["message"].as_str().unwrap_or_default().to_string())
+    }
+}
+
+impl From<&tidemark_core::Result<Accepted>> for Outcome {
+    fn from(o: &tidemark_core::Result<Accepted>) -> Outcome {
+        match o {
+            Ok(a) => Outcome::Accepted {
+                event_id: a.event_id,
+                partition: a.position.partition,
+                offset: a.position.offset,
+            },
+            Err(e) => Outcome::Refused {
+                error: ApiError::item(e),
+            },
+        }
+    }
 }

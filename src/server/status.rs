@@ -20,6 +20,7 @@ pub async fn healthz(axum::extract::State(app): State) -> Response {
             "ingest": if stale { "resync pending after a failed append" } else { "ok" },
             "index_lag": lag,
             "keys": app.node.ingestor.key_count(),
+            "writes_partitions": app.node.ingestor.owned(),
         }))
         .into_response(),
         Err(e) => (

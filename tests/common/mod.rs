@@ -108,12 +108,17 @@ impl Server {
                 );
             }
         };
-        Server {
+        let server = Server {
             child: Some(child),
             url,
             data_dir: data_dir.to_path_buf(),
             stderr,
+        };
+        // On Kafka a node writes only once the ingest group gave it partitions.
+        if let Backend::Kafka(_) = backend {
+            server.wait_writing_any();
         }
+        server
     }
 
     /// SIGKILL: no chance to flush or clean up.
@@ -153,6 +158,45 @@ impl Server {
             .unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    /// Wait until this node writes some partition.
+    pub fn wait_writing_any(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (_, v) = self.get("/healthz");
+            if v["writes_partitions"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node writes no partition: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Wait until this node writes `partitions` partitions (a node on Kafka takes them from the
+    /// ingest group after it starts).
+    pub fn wait_writing(&self, partitions: usize) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (_, v) = self.get("/healthz");
+            if v["writes_partitions"]
+                .as_array()
+                .is_some_and(|a| a.len() == partitions)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node does not write {partitions} partitions: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Wait until the index has applied every record in the log.

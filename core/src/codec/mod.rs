@@ -11,6 +11,7 @@
 //! resolved against the current schema by apache-avro.
 
 pub mod binary;
+pub mod config;
 pub mod object_event;
 pub mod value;
 pub mod wire;

@@ -320,6 +320,22 @@ impl ObjectIndex {
         Ok((heads, read_applied(&txn)?))
     }
 
+    /// The heads of the keys of one partition (of `partitions`) of `objects`.
+    pub fn heads_of_partition(&self, partition: u32, partitions: u32) -> Result<HeadMap<Head>> {
+        let txn = self.read()?;
+        let table = txn
+            .open_table(OBJECTS)
+            .map_err(|e| Error::index("open objects", e))?;
+        let mut heads = HeadMap::default();
+        for row in table.iter().map_err(|e| Error::index("read objects", e))? {
+            let (k, v) = row.map_err(|e| Error::index("read objects", e))?;
+            if crate::log::partition_for(k.value().as_bytes(), partitions) == partition {
+                heads.insert(k.value().to_string(), rows::decode_head(v.value())?.0);
+            }
+        }
+        Ok(heads)
+    }
+
     pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Head>> {
         let txn = self.read()?;
         let table = txn

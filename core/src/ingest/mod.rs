@@ -5,13 +5,19 @@
 //!
 //! The heads live in memory: the index's heads plus the log records the index has not applied
 //! yet, so sequences continue correctly after a restart even when the index lags.
+//!
+//! A node writes only the partitions it owns (all of them on the embedded log; a share of
+//! them when several nodes use one Kafka cluster, see `ownership.rs`), so every key has one
+//! writer and its sequence one source.
 
 mod mutation;
+pub mod ownership;
 
 pub use mutation::{BatchLimits, Mutation, Op, parse_batch, validate_bucket, validate_key};
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +26,7 @@ use uuid::Uuid;
 use crate::codec::EventCodec;
 use crate::event::{EventType, Head, HeadMap, ObjectEvent, ObjectState, log_key};
 use crate::index::ObjectIndex;
-use crate::log::{Log, NewRecord, Position};
+use crate::log::{Log, NewRecord, Position, partition_for};
 use crate::time::now_us;
 use crate::{Error, OBJECTS_TOPIC, Result};
 
@@ -51,6 +57,10 @@ pub struct Ingestor {
     codec: Arc<EventCodec>,
     index: Arc<ObjectIndex>,
     origin: Origin,
+    /// Partitions of `objects`.
+    partitions: u32,
+    /// Partitions this node writes now.
+    owned: RwLock<BTreeSet<u32>>,
     heads: Mutex<HeadMap<Head>>,
     /// Set when an append failed: its events may or may not be in the log, so the heads may
     /// disagree with it until they are rebuilt from the index and the log.
@@ -61,15 +71,19 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Heads from the index, then every record the index has not applied yet.
+    /// Heads from the index, then every record the index has not applied yet. The node starts
+    /// out writing `owned` partitions.
     pub async fn recover(
         log: Arc<dyn Log>,
         codec: Arc<EventCodec>,
         index: Arc<ObjectIndex>,
         origin: Origin,
+        owned: BTreeSet<u32>,
     ) -> Result<Ingestor> {
         let heads = load_heads(log.as_ref(), &codec, &index).await?;
         Ok(Ingestor {
+            partitions: log.partitions(OBJECTS_TOPIC)?,
+            owned: RwLock::new(owned),
             log,
             codec,
             index,
@@ -95,9 +109,15 @@ impl Ingestor {
         let mut outcomes = Vec::with_capacity(mutations.len());
         let mut records = Vec::with_capacity(mutations.len());
         let append = {
+            let owned = self.owned.read().unwrap();
             let mut heads = self.heads.lock().unwrap();
             for m in mutations {
                 let key = log_key(&m.bucket, &m.key);
+                let partition = partition_for(key.as_bytes(), self.partitions);
+                if !owned.contains(&partition) {
+                    outcomes.push(Err(Error::NotOwner(partition)));
+                    continue;
+                }
                 match self.event_for(m, heads.get(&key), ctx, now) {
                     Ok(mut event) => {
                         // The replaced head's state becomes `previous`: moved, not copied.
@@ -107,7 +127,9 @@ impl Ingestor {
                         let mut value = Vec::with_capacity(256);
                         self.codec.encode(&event, &mut value);
                         outcomes.push(Ok((event.event_id, records.len())));
-                        records.push(NewRecord::new(Bytes::from(key), value));
+                        let mut record = NewRecord::new(Bytes::from(key), value);
+                        record.partition = Some(partition);
+                        records.push(record);
                     }
                     Err(e) => outcomes.push(Err(e)),
                 }
@@ -233,6 +255,35 @@ impl Ingestor {
         event.region = self.origin.region.clone();
         event.node = self.origin.node.clone();
         Ok(event)
+    }
+
+    /// The partition a key's events go to.
+    pub fn partition_of(&self, bucket: &str, key: &str) -> u32 {
+        partition_for(log_key(bucket, key).as_bytes(), self.partitions)
+    }
+
+    pub fn owns(&self, partition: u32) -> bool {
+        self.owned.read().unwrap().contains(&partition)
+    }
+
+    pub fn owned(&self) -> BTreeSet<u32> {
+        self.owned.read().unwrap().clone()
+    }
+
+    /// Start writing `partition`, with `heads` for its keys: the caller made sure the index has
+    /// applied the partition to its end, and that no other node writes it any more.
+    pub fn acquire(&self, partition: u32, heads: HeadMap<Head>) {
+        self.heads.lock().unwrap().extend(heads);
+        self.owned.write().unwrap().insert(partition);
+    }
+
+    /// Stop writing `partitions`; returns once no append is in flight any more.
+    pub async fn release(&self, partitions: &BTreeSet<u32>) {
+        self.owned
+            .write()
+            .unwrap()
+            .retain(|p| !partitions.contains(p));
+        drop(self.appends.write().await);
     }
 
     /// Whether a failed append left the heads to be resynced before the next mutation.

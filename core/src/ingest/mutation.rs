@@ -31,6 +31,16 @@ pub enum Op {
 }
 
 impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Put => "put",
+            Op::Delete => "delete",
+            Op::Tag => "tag",
+            Op::Untag => "untag",
+            Op::Metadata => "metadata",
+        }
+    }
+
     fn parse(s: &str) -> Option<Op> {
         Some(match s {
             "put" => Op::Put,
@@ -59,6 +69,37 @@ pub struct Mutation {
     /// For `put`: the new version's id. Otherwise: a precondition on the current version.
     pub version_id: Option<String>,
     pub event_time: Option<i64>,
+}
+
+impl Mutation {
+    /// The mutation as a client sends it (to forward it to the node that writes its key).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("op".into(), self.op.as_str().into());
+        m.insert("bucket".into(), self.bucket.clone().into());
+        m.insert("key".into(), self.key.clone().into());
+        let mut opt = |name: &str, v: Option<serde_json::Value>| {
+            if let Some(v) = v {
+                m.insert(name.into(), v);
+            }
+        };
+        opt("size", self.size.map(Into::into));
+        opt("etag", self.etag.clone().map(Into::into));
+        opt("content_type", self.content_type.clone().map(Into::into));
+        opt("sha256", self.sha256.clone().map(Into::into));
+        opt("storage_class", self.storage_class.clone().map(Into::into));
+        opt(
+            "metadata",
+            self.metadata.as_ref().map(|x| serde_json::json!(x)),
+        );
+        opt("tags", self.tags.as_ref().map(|x| serde_json::json!(x)));
+        opt("version_id", self.version_id.clone().map(Into::into));
+        opt(
+            "event_time",
+            self.event_time.map(|t| crate::time::format_us(t).into()),
+        );
+        serde_json::Value::Object(m)
+    }
 }
 
 #[derive(Deserialize)]
@@ -361,6 +402,16 @@ mod tests {
 
     fn one(m: &str) -> String {
         format!(r#"{{"mutations":[{m}]}}"#)
+    }
+
+    #[test]
+    fn mutations_survive_a_trip_through_json() {
+        let body = r#"{"mutations":[
+            {"op":"put","bucket":"photos","key":"a.jpg","size":10,"etag":"e","content_type":"image/jpeg","sha256":"0000000000000000000000000000000000000000000000000000000000000000","storage_class":"STANDARD","metadata":{"team":"ml"},"tags":{"a":"b"},"version_id":"v1","event_time":"2026-11-22T14:00:00.000123Z"},
+            {"op":"untag","bucket":"photos","key":"a.jpg"}]}"#;
+        let muts = parse_batch(body.as_bytes(), LIMITS).unwrap();
+        let again = serde_json::json!({"mutations": muts.iter().map(Mutation::to_json).collect::<Vec<_>>()}).to_string();
+        assert_eq!(parse_batch(again.as_bytes(), LIMITS).unwrap(), muts);
     }
 
     #[test]

@@ -21,6 +21,11 @@ pub struct KafkaConfig {
     pub request_timeout_ms: u32,
     /// `session.timeout.ms` of group members: how soon a dead member's partitions move on.
     pub session_timeout_ms: u32,
+    /// `group.instance.id` of this process's group members (static membership): a restarted
+    /// node with the same id takes its partitions back without waiting for its old session
+    /// to time out. Not a setting: the node keeps it in its data directory.
+    #[serde(skip)]
+    pub instance_id: Option<String>,
     /// Extra librdkafka properties (`security.protocol`, `sasl.*`, `compression.type`, ...),
     /// applied to every client.
     pub properties: BTreeMap<String, String>,
@@ -36,6 +41,7 @@ impl Default for KafkaConfig {
             delivery_timeout_ms: 30_000,
             request_timeout_ms: 10_000,
             session_timeout_ms: 10_000,
+            instance_id: None,
             properties: BTreeMap::new(),
         }
     }

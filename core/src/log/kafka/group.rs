@@ -94,7 +94,13 @@ pub(super) fn join(config: &KafkaConfig, group: &str, topic: &str) -> Result<Mem
                     (config.session_timeout_ms / 4).max(100).to_string(),
                 )
                 // Eager assignors: every partition is revoked before any is reassigned.
-                .set("partition.assignment.strategy", "range");
+                .set("partition.assignment.strategy", "range")
+                // A JoinGroup legitimately waits out a whole rebalance; a short request
+                // timeout would cut it off and rejoin forever.
+                .set("socket.timeout.ms", "60000");
+            if let Some(id) = &config.instance_id {
+                c.set("group.instance.id", format!("{id}-{group}"));
+            }
         })
         .create_with_context(context)
         .map_err(kafka_err("create group consumer"))?;
