@@ -63,12 +63,6 @@ impl EventCodec {
         object_event::encode(event, buf);
     }
 
-    pub fn encode_to_vec(&self, event: &ObjectEvent) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(256);
-        self.encode(event, &mut buf);
-        buf
-    }
-
     pub fn decode(&self, bytes: &[u8]) -> Result<ObjectEvent> {
         let (id, payload) = wire::split(bytes)?;
         if id == self.write_id {

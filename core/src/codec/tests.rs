@@ -139,7 +139,8 @@ fn codec_frames_and_resolves_older_writer_schemas() {
 
     let mut rng = fastrand::Rng::with_seed(3);
     let event = random_event(&mut rng);
-    let framed = codec.encode_to_vec(&event);
+    let mut framed = Vec::new();
+    codec.encode(&event, &mut framed);
     assert_eq!(&framed[..5], &[0, 0, 0, 0, 2]);
     assert_eq!(codec.decode(&framed).unwrap(), event);
 

@@ -158,10 +158,6 @@ impl KafkaLog {
         })
     }
 
-    pub fn config(&self) -> &KafkaConfig {
-        &self.config
-    }
-
     fn consumer_config(config: &KafkaConfig, group: &str) -> rdkafka::ClientConfig {
         config.client_with(|c| {
             c.set("group.id", group)
