@@ -10,6 +10,7 @@
 //!   durably before they are acknowledged.
 //! - [`index`]: the materialized object index (redb) and the materializer that feeds it.
 //! - [`rebuild`]: rebuilding an index from the log.
+//! - [`rules`]: declarative rules that select events for subscriptions and watchers.
 //! - [`time`]: timestamp parsing and formatting shared by every interface.
 
 pub mod blocking;
@@ -21,6 +22,7 @@ pub mod ingest;
 pub mod log;
 pub mod rebuild;
 pub mod registry;
+pub mod rules;
 pub mod time;
 
 pub use error::{Error, ErrorKind, Result};

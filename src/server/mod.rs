@@ -4,6 +4,7 @@
 //! - `mutations.rs`: `POST /v1/mutations`.
 //! - `objects.rs`: `GET /v1/objects`, `GET /v1/objects/{bucket}/{key}`.
 //! - `registry.rs`: the Confluent-compatible schema registry paths.
+//! - `rules.rs`: `POST /v1/rules/test`.
 //! - `status.rs`: `/healthz`, `GET /v1/log`.
 //! - `error.rs`: how errors become responses.
 
@@ -12,6 +13,7 @@ mod forward;
 mod mutations;
 mod objects;
 mod registry;
+mod rules;
 mod status;
 
 pub use objects::object_json;
@@ -47,6 +49,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/mutations", post(mutations::post))
         .route("/v1/objects", get(objects::list))
         .route("/v1/objects/{bucket}/{*key}", get(objects::get))
+        .route("/v1/rules/test", post(rules::test))
         .merge(registry::routes())
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))

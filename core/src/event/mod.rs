@@ -1,5 +1,6 @@
 //! Object events: the one record type written to the `objects` topic.
 
+mod json;
 mod sample;
 mod state;
 mod types;
