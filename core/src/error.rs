@@ -101,6 +101,23 @@ impl Error {
     }
 }
 
+/// Parse a JSON document, naming the field of any problem (`mutations[3].size`,
+/// `rule.any[0].prefixes`); syntax errors and problems of the whole document name `body`.
+pub fn parse_json<'de, T: serde::Deserialize<'de>>(body: &'de [u8]) -> Result<T> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            Error::invalid("body", format!("malformed JSON: {inner}"))
+        } else if path == "." {
+            Error::invalid("body", inner.to_string())
+        } else {
+            Error::invalid(path, inner.to_string())
+        }
+    })
+}
+
 /// Attach a path and an action to I/O results.
 pub trait IoContext<T> {
     fn ctx(self, what: &str, path: &std::path::Path) -> Result<T>;

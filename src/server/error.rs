@@ -119,22 +119,7 @@ impl IntoResponse for ApiError {
 
 /// Parse a JSON request body, naming the field of any problem (`rule.any[0].prefixes`).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::field(
-                StatusCode::BAD_REQUEST,
-                "body",
-                format!("malformed JSON: {inner}"),
-            )
-        } else if path == "." {
-            ApiError::field(StatusCode::BAD_REQUEST, "body", inner.to_string())
-        } else {
-            ApiError::field(StatusCode::BAD_REQUEST, &path, inner.to_string())
-        }
-    })
+    Ok(tidemark_core::error::parse_json(body)?)
 }
 
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -177,18 +177,9 @@ pub fn parse_batch(body: &[u8], limits: BatchLimits) -> Result<Vec<Mutation>> {
 
 /// The error for a body that does not parse, naming the path of the offending field.
 fn parse_error(body: &[u8]) -> Error {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    let Err(e) = serde_path_to_error::deserialize::<_, RawBatch>(de) else {
-        return Error::invalid("body", "could not be parsed");
-    };
-    let path = e.path().to_string();
-    let inner = e.into_inner();
-    if inner.is_syntax() || inner.is_eof() {
-        Error::invalid("body", format!("malformed JSON: {inner}"))
-    } else if path == "." {
-        Error::invalid("body", inner.to_string())
-    } else {
-        Error::invalid(path, inner.to_string())
+    match crate::error::parse_json::<RawBatch>(body) {
+        Err(e) => e,
+        Ok(_) => Error::invalid("body", "could not be parsed"),
     }
 }
 
