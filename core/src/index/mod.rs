@@ -117,6 +117,21 @@ fn insert_applied(applied: &mut redb::Table<u32, u64>, next: &BTreeMap<u32, u64>
     Ok(())
 }
 
+/// The heads of the keys `wanted` keeps; only those rows are decoded.
+fn read_heads(txn: &ReadTransaction, wanted: impl Fn(&str) -> bool) -> Result<HeadMap<Head>> {
+    let table = txn
+        .open_table(OBJECTS)
+        .map_err(|e| Error::index("open objects", e))?;
+    let mut heads = HeadMap::default();
+    for row in table.iter().map_err(|e| Error::index("read objects", e))? {
+        let (k, v) = row.map_err(|e| Error::index("read objects", e))?;
+        if wanted(k.value()) {
+            heads.insert(k.value().to_string(), rows::decode_head(v.value())?.0);
+        }
+    }
+    Ok(heads)
+}
+
 fn read_applied(txn: &ReadTransaction) -> Result<BTreeMap<u32, u64>> {
     let table = txn
         .open_table(APPLIED)
@@ -309,31 +324,14 @@ impl ObjectIndex {
     /// they are complete up to, from one snapshot.
     pub fn heads_and_applied(&self) -> Result<(HeadMap<Head>, BTreeMap<u32, u64>)> {
         let txn = self.read()?;
-        let table = txn
-            .open_table(OBJECTS)
-            .map_err(|e| Error::index("open objects", e))?;
-        let mut heads = HeadMap::default();
-        for row in table.iter().map_err(|e| Error::index("read objects", e))? {
-            let (k, v) = row.map_err(|e| Error::index("read objects", e))?;
-            heads.insert(k.value().to_string(), rows::decode_head(v.value())?.0);
-        }
-        Ok((heads, read_applied(&txn)?))
+        Ok((read_heads(&txn, |_| true)?, read_applied(&txn)?))
     }
 
     /// The heads of the keys of one partition (of `partitions`) of `objects`.
     pub fn heads_of_partition(&self, partition: u32, partitions: u32) -> Result<HeadMap<Head>> {
-        let txn = self.read()?;
-        let table = txn
-            .open_table(OBJECTS)
-            .map_err(|e| Error::index("open objects", e))?;
-        let mut heads = HeadMap::default();
-        for row in table.iter().map_err(|e| Error::index("read objects", e))? {
-            let (k, v) = row.map_err(|e| Error::index("read objects", e))?;
-            if crate::log::partition_for(k.value().as_bytes(), partitions) == partition {
-                heads.insert(k.value().to_string(), rows::decode_head(v.value())?.0);
-            }
-        }
-        Ok(heads)
+        read_heads(&self.read()?, |k| {
+            crate::log::partition_for(k.as_bytes(), partitions) == partition
+        })
     }
 
     pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Head>> {
