@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use tidemark_core::catalog::Catalog;
 use tidemark_core::codec::EventCodec;
 use tidemark_core::codec::SchemaSource;
 use tidemark_core::codec::config::ConfigCodec;
@@ -21,6 +22,9 @@ use tidemark_core::log::{Log, TopicSpec};
 use tidemark_core::registry::SchemaRegistry;
 use tidemark_core::registry::external::ExternalRegistry;
 use tidemark_core::{CONFIG_TOPIC, OBJECTS_TOPIC, rebuild};
+use tidemark_sinks::delivery::{DEAD_LETTERS_TOPIC, DeadLetters, Engine};
+use tidemark_sinks::guard::DestinationPolicy;
+use tidemark_sinks::subscription::Subscriptions;
 use tokio::task::JoinSet;
 
 pub fn log_dir(data_dir: &Path) -> PathBuf {
@@ -134,6 +138,8 @@ pub struct NodeConfig {
     /// Partitions of the `objects` topic when it is created.
     pub partitions: u32,
     pub origin: Origin,
+    /// Non-public addresses webhooks and functions may be sent to.
+    pub destinations: DestinationPolicy,
 }
 
 pub struct Node {
@@ -145,6 +151,8 @@ pub struct Node {
     pub ingestor: Arc<Ingestor>,
     /// Owners of the partitions this node does not write (`None`: it writes them all).
     pub routes: Option<Arc<Routes>>,
+    /// Subscriptions and their delivery.
+    pub engine: Arc<Engine>,
     /// Background tasks (materializer, ownership); dropping the node stops them.
     _tasks: JoinSet<()>,
 }
@@ -180,9 +188,15 @@ impl Node {
             },
         )
         .await?;
+        let internal = TopicSpec {
+            compacted: true,
+            ..TopicSpec::new(1)
+        };
+        log.ensure_topic(DEAD_LETTERS_TOPIC, &internal).await?;
         let registry = Registry::open(&log, cfg.schema_registry.as_deref()).await?;
         let (object_id, config_id) = register_schemas(&registry).await?;
         let codec = Arc::new(EventCodec::new(object_id, registry.source())?);
+        let config_codec = Arc::new(ConfigCodec::new(config_id, registry.source())?);
 
         let path = index_path(&cfg.data_dir);
         std::fs::create_dir_all(path.parent().expect("index path has a parent"))
@@ -212,10 +226,9 @@ impl Node {
         let routes = match open.embedded {
             Some(_) => None,
             None => {
-                let config_codec = Arc::new(ConfigCodec::new(config_id, registry.source())?);
                 let routes = Routes::new(
                     log.clone(),
-                    config_codec,
+                    config_codec.clone(),
                     cfg.advertise_url.clone(),
                     cfg.origin.node.clone(),
                 );
@@ -232,7 +245,32 @@ impl Node {
                 Some(routes)
             }
         };
+        let node_name = cfg.origin.node.clone();
+        let catalog = Catalog::open(log.clone(), config_codec.clone(), node_name.clone()).await?;
+        let dead_letters = Catalog::open_topic(
+            log.clone(),
+            config_codec,
+            node_name.clone(),
+            DEAD_LETTERS_TOPIC,
+        )
+        .await?;
+        let source = format!(
+            "/tidemark/{}",
+            cfg.origin
+                .region
+                .clone()
+                .or(node_name)
+                .unwrap_or_else(|| "local".into())
+        );
+        let engine = Engine::start(
+            Arc::new(Subscriptions::new(catalog, log.clone(), cfg.destinations)),
+            Arc::new(DeadLetters::new(dead_letters)),
+            log.clone(),
+            codec.clone(),
+            source,
+        );
         Ok(Node {
+            engine,
             log: open,
             registry,
             codec,

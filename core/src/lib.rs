@@ -1,6 +1,7 @@
 //! Tidemark core: the stages every mutation passes through before any sink sees it.
 //!
 //! # Layout
+//! - [`catalog`]: configuration entities (subscriptions, secrets) event-sourced on `_config`.
 //! - [`event`]: the object event (`ObjectEvent`), its types and the object state it carries.
 //! - [`codec`]: Avro encoding in the Confluent wire format, with a direct encoder/decoder on the
 //!   hot path and apache-avro's generic path for other writer schemas.
@@ -14,6 +15,7 @@
 //! - [`time`]: timestamp parsing and formatting shared by every interface.
 
 pub mod blocking;
+pub mod catalog;
 pub mod codec;
 pub mod error;
 pub mod event;

@@ -67,6 +67,7 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
         static_membership: false,
         partitions: 4,
         origin: Default::default(),
+        destinations: Default::default(),
     })
     .await?;
     let mut exists = vec![false; args.keys];

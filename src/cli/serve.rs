@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use clap::Args;
 use tidemark_core::ingest::Origin;
+use tidemark_sinks::guard::DestinationPolicy;
 
 use super::{DataDir, LogArgs};
 use crate::node::{Node, NodeConfig};
@@ -37,6 +38,11 @@ pub struct ServeArgs {
     /// mutations of the partitions it writes). Default: http:// and the listen address.
     #[arg(long, value_name = "URL")]
     pub advertise_url: Option<String>,
+    /// Non-public destinations webhooks and function triggers may reach: `loopback`,
+    /// `private` (RFC 1918, unique-local, link-local incl. the metadata service) or `all`.
+    /// Refused by default, so subscriptions cannot reach internal services.
+    #[arg(long, value_delimiter = ',', value_name = "CLASS")]
+    pub allow_destinations: Vec<String>,
 }
 
 impl ServeArgs {
@@ -54,7 +60,7 @@ impl ServeArgs {
         args
     }
 
-    fn node_config(&self, listening: SocketAddr) -> NodeConfig {
+    fn node_config(&self, listening: SocketAddr) -> anyhow::Result<NodeConfig> {
         let advertise_url = self.advertise_url.clone().unwrap_or_else(|| {
             let host = if listening.ip().is_unspecified() {
                 host_name()
@@ -63,7 +69,10 @@ impl ServeArgs {
             };
             format!("http://{host}:{}", listening.port())
         });
-        NodeConfig {
+        let destinations = DestinationPolicy::parse(&self.allow_destinations)
+            .map_err(|e| anyhow::anyhow!("--allow-destinations: {e}"))?;
+        Ok(NodeConfig {
+            destinations,
             static_membership: self.log.kafka_static_membership,
             advertise_url,
             data_dir: self.data.data_dir.clone(),
@@ -74,7 +83,7 @@ impl ServeArgs {
                 node: Some(self.node_id.clone().unwrap_or_else(host_name)),
                 region: self.region.clone(),
             },
-        }
+        })
     }
 }
 
@@ -96,7 +105,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// Serve on an already bound listener until SIGTERM or Ctrl-C.
 pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    let node = Node::open(args.node_config(addr)).await?;
+    let node = Node::open(args.node_config(addr)?).await?;
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         max_batch: args.max_batch,

@@ -6,15 +6,19 @@
 //! - `registry.rs`: the Confluent-compatible schema registry paths.
 //! - `rules.rs`: `POST /v1/rules/test`.
 //! - `status.rs`: `/healthz`, `GET /v1/log`.
+//! - `subscriptions.rs`: `/v1/subscriptions/...` (status, dead letters, redrive, invocations).
+//! - `metrics.rs`: `/metrics` (Prometheus text).
 //! - `error.rs`: how errors become responses.
 
 mod error;
 mod forward;
+mod metrics;
 mod mutations;
 mod objects;
 mod registry;
 mod rules;
 mod status;
+mod subscriptions;
 
 pub use objects::object_json;
 
@@ -50,6 +54,33 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/objects", get(objects::list))
         .route("/v1/objects/{bucket}/{*key}", get(objects::get))
         .route("/v1/rules/test", post(rules::test))
+        .route(
+            "/v1/subscriptions",
+            post(subscriptions::create).get(subscriptions::list),
+        )
+        .route(
+            "/v1/subscriptions/{name}",
+            get(subscriptions::get)
+                .put(subscriptions::replace)
+                .delete(subscriptions::delete),
+        )
+        .route(
+            "/v1/subscriptions/{name}/status",
+            get(subscriptions::status),
+        )
+        .route(
+            "/v1/subscriptions/{name}/dead-letters",
+            get(subscriptions::dead_letters),
+        )
+        .route(
+            "/v1/subscriptions/{name}/dead-letters/redrive",
+            post(subscriptions::redrive),
+        )
+        .route(
+            "/v1/subscriptions/{name}/invocations",
+            get(subscriptions::invocations),
+        )
+        .route("/metrics", get(metrics::metrics))
         .merge(registry::routes())
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))

@@ -1,0 +1,252 @@
+//! The catalog: configuration entities (subscriptions, secrets, later filters and tokens)
+//! event-sourced on `_config`.
+//!
+//! Every change is a `ConfigEvent` appended to `_config`; each node follows the topic and
+//! applies the events in log order, so all nodes converge on the same catalog and a restart
+//! rebuilds it. Conflicts are decided by the log, not by a lock: a `created` event for a name
+//! that exists already, or an `updated`/`deleted` event for one that does not, is ignored when
+//! applied, and [`Catalog::change`] reports whether its own event won.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::codec::config::{ConfigCodec, ConfigEvent};
+use crate::log::{Log, NewRecord};
+use crate::time::now_us;
+use crate::{CONFIG_TOPIC, Error, Result};
+
+/// One live entity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: String,
+    pub name: String,
+    /// The entity as JSON.
+    pub spec: String,
+    /// Id of the event that created it (stays across updates): a generation that tells a
+    /// re-created entity from the one deleted before it.
+    pub created_by: Uuid,
+    pub created_at: i64,
+    /// Id and time of the latest change.
+    pub changed_by: Uuid,
+    pub changed_at: i64,
+    pub actor: Option<String>,
+}
+
+/// What a change does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "created",
+            Action::Update => "updated",
+            Action::Delete => "deleted",
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    entries: BTreeMap<(String, String), Entry>,
+    /// Next offset of `_config` to apply.
+    next: u64,
+}
+
+pub struct Catalog {
+    log: Arc<dyn Log>,
+    /// `_config`, or another topic of the same shape (dead letters).
+    topic: &'static str,
+    codec: Arc<ConfigCodec>,
+    node: Option<String>,
+    state: RwLock<State>,
+    /// The next offset to apply, published after each applied batch.
+    applied: watch::Sender<u64>,
+}
+
+impl Catalog {
+    /// Load `_config` to its end, then keep following it in a background task.
+    pub async fn open(
+        log: Arc<dyn Log>,
+        codec: Arc<ConfigCodec>,
+        node: Option<String>,
+    ) -> Result<Arc<Catalog>> {
+        Self::open_topic(log, codec, node, CONFIG_TOPIC).await
+    }
+
+    /// A catalog kept on `topic` (one partition, created by the caller).
+    pub async fn open_topic(
+        log: Arc<dyn Log>,
+        codec: Arc<ConfigCodec>,
+        node: Option<String>,
+        topic: &'static str,
+    ) -> Result<Arc<Catalog>> {
+        let start = log.offsets(topic, 0).await?;
+        let catalog = Arc::new(Catalog {
+            log,
+            topic,
+            codec,
+            node,
+            state: RwLock::new(State {
+                next: start.start,
+                ..State::default()
+            }),
+            applied: watch::channel(start.start).0,
+        });
+        while catalog.next() < start.end {
+            catalog.step(Duration::ZERO).await?;
+        }
+        tokio::spawn(catalog.clone().follow());
+        Ok(catalog)
+    }
+
+    fn next(&self) -> u64 {
+        self.state.read().unwrap().next
+    }
+
+    async fn follow(self: Arc<Self>) {
+        // Stops when the last other handle is gone (the weak count keeps no node alive).
+        let weak = Arc::downgrade(&self);
+        drop(self);
+        while let Some(catalog) = weak.upgrade() {
+            if let Err(e) = catalog.step(Duration::from_millis(500)).await {
+                tracing::warn!("following {}: {e}; retrying in 1s", catalog.topic);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    async fn step(&self, wait: Duration) -> Result<()> {
+        let from = self.next();
+        let records = self.log.read(self.topic, 0, from, 1000, wait).await?;
+        let Some(last) = records.last().map(|r| r.offset) else {
+            return Ok(());
+        };
+        let mut state = self.state.write().unwrap();
+        for rec in &records {
+            match self.codec.decode(&rec.value) {
+                Ok(e) => apply(&mut state.entries, e),
+                Err(e) => tracing::warn!(
+                    offset = rec.offset,
+                    "skipping undecodable config event: {e}"
+                ),
+            }
+        }
+        state.next = last + 1;
+        drop(state);
+        self.applied.send_replace(last + 1);
+        Ok(())
+    }
+
+    pub fn get(&self, kind: &str, name: &str) -> Option<Entry> {
+        let state = self.state.read().unwrap();
+        state
+            .entries
+            .get(&(kind.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Every entity of `kind`, by name.
+    pub fn list(&self, kind: &str) -> Vec<Entry> {
+        let state = self.state.read().unwrap();
+        state
+            .entries
+            .values()
+            .filter(|e| e.kind == kind)
+            .cloned()
+            .collect()
+    }
+
+    /// Notified whenever events were applied (the value is the next offset to apply).
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// Append a change and wait until this node has applied it. Returns the entity after the
+    /// change (`None` after a delete); a change the log ordered after a conflicting one is
+    /// an error naming the conflict.
+    pub async fn change(
+        &self,
+        kind: &str,
+        name: &str,
+        action: Action,
+        spec: Option<String>,
+        actor: Option<String>,
+    ) -> Result<Option<Entry>> {
+        let event = ConfigEvent {
+            event_id: Uuid::now_v7(),
+            event_time: now_us(),
+            kind: kind.into(),
+            name: name.into(),
+            action: action.as_str().into(),
+            spec,
+            actor,
+            node: self.node.clone(),
+        };
+        let value = self.codec.encode(&event)?;
+        let key = format!("{kind}/{name}");
+        let positions = self
+            .log
+            .append(self.topic, vec![NewRecord::new(key, value)])
+            .await?;
+        let offset = positions.first().map(|p| p.offset).unwrap_or_default();
+        let mut applied = self.applied.subscribe();
+        applied
+            .wait_for(|next| *next > offset)
+            .await
+            .map_err(|_| Error::Shutdown)?;
+        let now = self.get(kind, name);
+        let won = match action {
+            Action::Delete => now.is_none(),
+            _ => now.as_ref().is_some_and(|e| e.changed_by == event.event_id),
+        };
+        if !won {
+            return Err(match action {
+                Action::Create => Error::Conflict(format!("{kind} '{name}' exists already")),
+                _ => Error::NotFound(format!("{kind} '{name}' does not exist")),
+            });
+        }
+        Ok(now)
+    }
+}
+
+fn apply(entries: &mut BTreeMap<(String, String), Entry>, e: ConfigEvent) {
+    let id = (e.kind.clone(), e.name.clone());
+    match (e.action.as_str(), entries.get_mut(&id), e.spec) {
+        ("created", None, Some(spec)) => {
+            entries.insert(
+                id,
+                Entry {
+                    kind: e.kind,
+                    name: e.name,
+                    spec,
+                    created_by: e.event_id,
+                    created_at: e.event_time,
+                    changed_by: e.event_id,
+                    changed_at: e.event_time,
+                    actor: e.actor,
+                },
+            );
+        }
+        ("updated", Some(entry), Some(spec)) => {
+            entry.spec = spec;
+            entry.changed_by = e.event_id;
+            entry.changed_at = e.event_time;
+            entry.actor = e.actor;
+        }
+        ("deleted", Some(_), _) => {
+            entries.remove(&id);
+        }
+        // A conflicting change lost the race in log order; other kinds (ownership
+        // announcements) are followed elsewhere.
+        _ => {}
+    }
+}

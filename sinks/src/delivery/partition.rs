@@ -1,0 +1,333 @@
+//! One subscription's delivery of one log partition.
+//!
+//! A reader task reads the partition from the committed position, decodes each record and
+//! matches it against the rules; the dispatcher delivers the matches. Unbatched, each key has
+//! a lane: one event of a key in flight at a time, in log order, while different keys proceed
+//! in parallel up to `delivery.max_in_flight`. Batched, batches go out one at a time in log
+//! order. Either way per-key order holds.
+//!
+//! Invariant: the committed position is the lowest offset not yet done (delivered or in the
+//! dead-letter queue), or the read position when nothing is pending. A crash re-delivers
+//! what was in flight (at-least-once) and never skips an event.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tidemark_core::OBJECTS_TOPIC;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::RunCtx;
+use super::dead_letters::DeadLetter;
+use super::retry::{self, Outcome};
+use crate::sink::Delivery;
+
+/// What the reader hands over: the matches of a stretch of the log, and where it ends.
+struct Chunk {
+    deliveries: Vec<Arc<Delivery>>,
+    /// Records that could not be decoded: dead-lettered, never skipped silently.
+    undecodable: Vec<(u64, Bytes, String)>,
+    next: u64,
+}
+
+/// Where delivery of `partition` starts: the committed position, or the subscription's
+/// start offset before anything was committed.
+async fn start_offset(ctx: &RunCtx, partition: u32) -> tidemark_core::Result<u64> {
+    let range = ctx.log.offsets(OBJECTS_TOPIC, partition).await?;
+    let from = match ctx
+        .log
+        .committed(&ctx.consumer, OBJECTS_TOPIC, partition)
+        .await?
+    {
+        Some(o) => o,
+        None => ctx
+            .start_offsets
+            .get(&partition)
+            .copied()
+            .unwrap_or(range.start),
+    };
+    if from < range.start {
+        tracing::error!(
+            subscription = ctx.name,
+            partition,
+            "events {from}..{} were removed by retention before they were delivered; continuing at {}",
+            range.start,
+            range.start
+        );
+        return Ok(range.start);
+    }
+    Ok(from)
+}
+
+async fn read(ctx: Arc<RunCtx>, partition: u32, mut next: u64, out: mpsc::Sender<Chunk>) {
+    loop {
+        let records = match ctx
+            .log
+            .read(
+                OBJECTS_TOPIC,
+                partition,
+                next,
+                512,
+                Duration::from_millis(500),
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(
+                    subscription = ctx.name,
+                    partition,
+                    "reading the log: {e}; retrying in 1s"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(last) = records.last().map(|r| r.offset) else {
+            continue;
+        };
+        let mut chunk = Chunk {
+            deliveries: Vec::new(),
+            undecodable: Vec::new(),
+            next: last + 1,
+        };
+        let mut skipped = 0;
+        for rec in records {
+            match ctx.codec.decode(&rec.value) {
+                Ok(event) if ctx.rule.matches(&event) => {
+                    chunk.deliveries.push(Arc::new(Delivery {
+                        partition,
+                        offset: rec.offset,
+                        key: rec.key,
+                        event,
+                        wire: rec.value,
+                    }))
+                }
+                Ok(_) => skipped += 1,
+                Err(e) => chunk
+                    .undecodable
+                    .push((rec.offset, rec.value, e.to_string())),
+            }
+        }
+        ctx.stats
+            .skipped
+            .fetch_add(skipped, std::sync::atomic::Ordering::Relaxed);
+        next = chunk.next;
+        if out.send(chunk).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Delivery state of the partition.
+struct Dispatch {
+    ctx: Arc<RunCtx>,
+    partition: u32,
+    /// Offsets handed over and not done yet.
+    pending: BTreeSet<u64>,
+    /// Next offset the reader will hand over.
+    read_next: u64,
+    committed: u64,
+    /// Unbatched: per key, its undelivered events (the head is in flight or waiting).
+    lanes: HashMap<Bytes, VecDeque<Arc<Delivery>>>,
+    /// Keys whose head waits for a free slot.
+    ready: VecDeque<Bytes>,
+    /// Batched: events waiting for the next batch, and since when the oldest waits.
+    queue: VecDeque<Arc<Delivery>>,
+    queued_since: Option<Instant>,
+    running: JoinSet<(Vec<Arc<Delivery>>, Outcome)>,
+}
+
+impl Dispatch {
+    fn batched(&self) -> bool {
+        self.ctx.spec.batch.max_events > 1
+    }
+
+    fn take(&mut self, d: Arc<Delivery>) {
+        self.pending.insert(d.offset);
+        if self.batched() {
+            self.queued_since.get_or_insert_with(Instant::now);
+            self.queue.push_back(d);
+            return;
+        }
+        let lane = self.lanes.entry(d.key.clone()).or_default();
+        lane.push_back(d.clone());
+        if lane.len() == 1 {
+            self.ready.push_back(d.key.clone());
+        }
+    }
+
+    fn spawn(&mut self, batch: Vec<Arc<Delivery>>) {
+        let ctx = self.ctx.clone();
+        self.running.spawn(async move {
+            let outcome = retry::deliver(&ctx, &batch).await;
+            (batch, outcome)
+        });
+    }
+
+    /// Start what may start now; returns when the next batch is due, if one waits.
+    fn start(&mut self) -> Option<Instant> {
+        if !self.batched() {
+            while self.running.len() < self.ctx.spec.delivery.max_in_flight {
+                let Some(key) = self.ready.pop_front() else {
+                    break;
+                };
+                let head = self.lanes[&key][0].clone();
+                self.spawn(vec![head]);
+            }
+            return None;
+        }
+        if !self.running.is_empty() || self.queue.is_empty() {
+            return None;
+        }
+        let max = self.ctx.spec.batch.max_events;
+        let due = self.queued_since? + Duration::from_millis(self.ctx.spec.batch.max_wait_ms);
+        if self.queue.len() >= max || Instant::now() >= due {
+            let n = self.queue.len().min(max);
+            let batch: Vec<_> = self.queue.drain(..n).collect();
+            self.queued_since = (!self.queue.is_empty()).then(Instant::now);
+            self.spawn(batch);
+            return None;
+        }
+        Some(due)
+    }
+
+    fn finished(&mut self, batch: &[Arc<Delivery>]) {
+        for d in batch {
+            self.pending.remove(&d.offset);
+            if self.batched() {
+                continue;
+            }
+            if let Some(lane) = self.lanes.get_mut(&d.key) {
+                lane.pop_front();
+                if lane.is_empty() {
+                    self.lanes.remove(&d.key);
+                } else {
+                    self.ready.push_back(d.key.clone());
+                }
+            }
+        }
+    }
+
+    fn safe_point(&self) -> u64 {
+        self.pending.first().copied().unwrap_or(self.read_next)
+    }
+
+    async fn commit(&mut self) {
+        let point = self.safe_point();
+        if point <= self.committed {
+            return;
+        }
+        match self
+            .ctx
+            .log
+            .commit(&self.ctx.consumer, OBJECTS_TOPIC, self.partition, point)
+            .await
+        {
+            Ok(()) => self.committed = point,
+            Err(e) => tracing::warn!(
+                subscription = self.ctx.name,
+                partition = self.partition,
+                "committing position {point}: {e}"
+            ),
+        }
+    }
+
+    async fn dead_letter_undecodable(&self, offset: u64, wire: Bytes, error: String) {
+        let mut letter = DeadLetter {
+            id: uuid::Uuid::now_v7(),
+            subscription: self.ctx.name.clone(),
+            partition: self.partition,
+            offset,
+            event_id: None,
+            event_type: None,
+            bucket: None,
+            key: None,
+            attempts: 0,
+            error: format!("the record cannot be decoded: {error}"),
+            status: None,
+            dead_at: tidemark_core::time::format_us(tidemark_core::time::now_us()),
+            wire: String::new(),
+        };
+        letter.wire = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &wire);
+        retry::store_dead_letter(&self.ctx, &letter).await;
+    }
+}
+
+/// Deliver `partition` until `stop` turns true or the endpoint is gone; commits the safe
+/// point before returning. Returns the 410 message when the endpoint is gone.
+pub async fn run(
+    ctx: Arc<RunCtx>,
+    partition: u32,
+    mut stop: watch::Receiver<bool>,
+) -> Option<String> {
+    let from = loop {
+        match start_offset(&ctx, partition).await {
+            Ok(o) => break o,
+            Err(e) => {
+                tracing::warn!(
+                    subscription = ctx.name,
+                    partition,
+                    "finding the start position: {e}; retrying in 1s"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return None,
+                }
+            }
+        }
+    };
+    let (tx, mut rx) = mpsc::channel(4);
+    let reader = tokio::spawn(read(ctx.clone(), partition, from, tx));
+    let cap = (ctx.spec.delivery.max_in_flight * 16)
+        .max(ctx.spec.batch.max_events * 4)
+        .max(1024);
+    let mut d = Dispatch {
+        ctx: ctx.clone(),
+        partition,
+        pending: BTreeSet::new(),
+        read_next: from,
+        committed: from,
+        lanes: HashMap::new(),
+        ready: VecDeque::new(),
+        queue: VecDeque::new(),
+        queued_since: None,
+        running: JoinSet::new(),
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut gone = None;
+    while !*stop.borrow() && gone.is_none() {
+        let due = d.start();
+        let room = d.pending.len() < cap;
+        tokio::select! {
+            chunk = rx.recv(), if room => {
+                let Some(chunk) = chunk else { break };
+                for (offset, wire, error) in chunk.undecodable {
+                    d.dead_letter_undecodable(offset, wire, error).await;
+                }
+                for delivery in chunk.deliveries {
+                    d.take(delivery);
+                }
+                d.read_next = chunk.next;
+            }
+            Some(done) = d.running.join_next() => {
+                let Ok((batch, outcome)) = done else { continue };
+                match outcome {
+                    Outcome::Gone(message) => gone = Some(message),
+                    _ => d.finished(&batch),
+                }
+            }
+            _ = tokio::time::sleep_until(due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))), if due.is_some() => {}
+            _ = tick.tick() => d.commit().await,
+            _ = stop.changed() => {}
+        }
+    }
+    reader.abort();
+    // Work in flight is abandoned; it stays pending, so the position stays before it.
+    d.running.abort_all();
+    d.commit().await;
+    gone
+}

@@ -1,0 +1,98 @@
+//! Redrive: send dead letters again through the subscription's current sink and retry policy.
+//! A delivered letter leaves the queue; one that fails again stays, with its attempts and the
+//! new error. Letters go one at a time in queue order, which is log order per key.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::dead_letters::DeadLetter;
+use super::retry::{self, Outcome};
+use super::{Engine, RunCtx};
+use crate::sink::Delivery;
+use crate::{Error, Result};
+
+impl Engine {
+    /// Start redriving `ids` (all when `None`) of subscription `name` in the background;
+    /// returns the ids taken (letters already being redriven are left to that redrive).
+    pub async fn redrive(
+        self: &Arc<Self>,
+        name: &str,
+        ids: Option<Vec<Uuid>>,
+    ) -> Result<Vec<Uuid>> {
+        let sub = self.subscriptions.get(name)?;
+        if let Some(reason) = &sub.stored.disabled {
+            return Err(Error::Unavailable(format!(
+                "subscription '{name}' is disabled ({reason}); replace it before redriving"
+            )));
+        }
+        let letters = match ids {
+            None => self.dead_letters.list(name),
+            Some(ids) => ids
+                .into_iter()
+                .map(|id| self.dead_letters.get(name, id))
+                .collect::<Result<Vec<_>>>()?,
+        };
+        let letters: Vec<DeadLetter> = {
+            let mut busy = self.redriving.lock().unwrap();
+            letters.into_iter().filter(|l| busy.insert(l.id)).collect()
+        };
+        let taken = letters.iter().map(|l| l.id).collect();
+        let ctx = Arc::new(self.context(&sub)?);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            for letter in letters {
+                engine.redrive_one(&ctx, letter).await;
+            }
+        });
+        Ok(taken)
+    }
+
+    async fn redrive_one(&self, ctx: &RunCtx, mut letter: DeadLetter) {
+        let wire = letter.wire();
+        let delivery = match self.codec.decode(&wire) {
+            Ok(event) => Arc::new(Delivery {
+                partition: letter.partition,
+                offset: letter.offset,
+                key: event.log_key().into(),
+                event,
+                wire,
+            }),
+            Err(e) => {
+                letter.error = format!("the record cannot be decoded: {e}");
+                self.finish(ctx, letter, false).await;
+                return;
+            }
+        };
+        let outcome = retry::attempt(ctx, std::slice::from_ref(&delivery)).await;
+        match outcome {
+            Outcome::Delivered => self.finish(ctx, letter, true).await,
+            Outcome::Dead {
+                attempts,
+                error,
+                status,
+            } => {
+                letter.attempts += attempts;
+                letter.error = error;
+                letter.status = status;
+                self.finish(ctx, letter, false).await;
+            }
+            Outcome::Gone(message) => {
+                letter.error = message;
+                self.finish(ctx, letter, false).await;
+            }
+        }
+    }
+
+    async fn finish(&self, ctx: &RunCtx, letter: DeadLetter, delivered: bool) {
+        let result = if delivered {
+            self.dead_letters.remove(&ctx.name, letter.id).await
+        } else {
+            self.dead_letters.update(&letter).await
+        };
+        if let Err(e) = result {
+            tracing::error!(subscription = ctx.name, letter = %letter.id, "recording the redrive: {e}");
+        }
+        self.redriving.lock().unwrap().remove(&letter.id);
+    }
+}

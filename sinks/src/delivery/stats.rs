@@ -1,0 +1,68 @@
+//! What a subscription's delivery has done on this node since it started: the counters of
+//! `GET /v1/subscriptions/NAME/status` and `/metrics`.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Upper bounds (seconds) of the attempt latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastError {
+    pub at: String,
+    pub message: String,
+    pub status: Option<i32>,
+    pub attempt: u32,
+}
+
+#[derive(Default)]
+pub struct Stats {
+    /// Events delivered (a batch counts its events).
+    pub delivered: AtomicU64,
+    /// Events moved to the dead-letter queue.
+    pub dead_lettered: AtomicU64,
+    /// Attempts that failed (an event may fail several times before it is delivered).
+    pub failed_attempts: AtomicU64,
+    /// Requests sent, successful or not.
+    pub attempts: AtomicU64,
+    /// Events not matching the rules, passed over.
+    pub skipped: AtomicU64,
+    /// Deliveries in progress now.
+    pub in_flight: AtomicU64,
+    pub last_error: Mutex<Option<LastError>>,
+    /// Attempt latency: counts per bucket of [`LATENCY_BUCKETS`] (plus +Inf), and the sum.
+    latency: Mutex<([u64; 13], f64)>,
+}
+
+impl Stats {
+    pub fn observe_attempt(&self, took: Duration) {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        let s = took.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        let mut h = self.latency.lock().unwrap();
+        h.0[i] += 1;
+        h.1 += s;
+    }
+
+    /// Per-bucket counts (not cumulative) and the sum of seconds.
+    pub fn latency(&self) -> ([u64; 13], f64) {
+        *self.latency.lock().unwrap()
+    }
+
+    pub fn failed(&self, e: LastError) {
+        self.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap() = Some(e);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,298 @@
+//! Subscriptions, event-sourced on `_config` through the catalog (kind `subscription`).
+//!
+//! Creating a subscription resolves its `start` into one offset per partition of `objects`
+//! right away and stores them with it, so `latest` means "from the moment the request was
+//! acknowledged" whichever node later runs it and however long it takes to start. Its
+//! delivery position is the consumer `sub.<name>.<generation>` of the log; the generation
+//! (the id of the creating event) keeps a re-created subscription from inheriting the
+//! position of a deleted one with the same name.
+
+pub mod spec;
+mod validate;
+
+pub use validate::{check_name, check_url};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tidemark_core::OBJECTS_TOPIC;
+use tidemark_core::catalog::{Action, Catalog, Entry};
+use tidemark_core::log::Log;
+use tidemark_core::rules::Rule;
+
+use crate::guard::DestinationPolicy;
+use crate::{Error, Result, secrets};
+use spec::{SinkSpec, SubscriptionSpec};
+
+/// Catalog kind of subscriptions.
+pub const SUBSCRIPTION_KIND: &str = "subscription";
+
+/// What `_config` holds for a subscription.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    /// The spec, with secrets replaced by references.
+    pub spec: SubscriptionSpec,
+    /// Partition -> first offset to deliver, resolved from `start` at creation.
+    pub start_offsets: BTreeMap<u32, u64>,
+    /// Why delivery stopped for good (the endpoint answered 410 Gone); `None` while active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<String>,
+}
+
+/// A subscription as the catalog has it now.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub stored: Stored,
+    pub rule: Rule,
+    pub entry: Entry,
+}
+
+impl Subscription {
+    pub fn name(&self) -> &str {
+        &self.stored.spec.name
+    }
+
+    /// The log consumer whose committed offsets are this subscription's position.
+    pub fn consumer(&self) -> String {
+        format!("sub.{}.{}", self.name(), self.entry.created_by.simple())
+    }
+
+    /// The JSON the API shows: the spec (secrets as references) and its state.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.stored.spec).unwrap_or_default();
+        v["created_at"] = tidemark_core::time::format_us(self.entry.created_at).into();
+        v["updated_at"] = tidemark_core::time::format_us(self.entry.changed_at).into();
+        v["state"] = match &self.stored.disabled {
+            None => "active".into(),
+            Some(_) => "disabled".into(),
+        };
+        if let Some(reason) = &self.stored.disabled {
+            v["disabled_reason"] = reason.clone().into();
+        }
+        v
+    }
+
+    fn from_entry(entry: Entry) -> Result<Subscription> {
+        let stored: Stored = serde_json::from_str(&entry.spec).map_err(|e| {
+            Error::Core(tidemark_core::Error::Corrupt(format!(
+                "subscription '{}' in the catalog is unreadable: {e}",
+                entry.name
+            )))
+        })?;
+        let rule = Rule::compile(
+            &stored.spec.rules,
+            "rules",
+            tidemark_core::rules::Limits::default(),
+        )?;
+        Ok(Subscription {
+            stored,
+            rule,
+            entry,
+        })
+    }
+}
+
+/// Create, change and remove subscriptions.
+pub struct Subscriptions {
+    catalog: Arc<Catalog>,
+    log: Arc<dyn Log>,
+    policy: DestinationPolicy,
+}
+
+impl Subscriptions {
+    pub fn new(catalog: Arc<Catalog>, log: Arc<dyn Log>, policy: DestinationPolicy) -> Self {
+        Subscriptions {
+            catalog,
+            log,
+            policy,
+        }
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    pub fn policy(&self) -> DestinationPolicy {
+        self.policy
+    }
+
+    pub fn get(&self, name: &str) -> Result<Subscription> {
+        let entry = self
+            .catalog
+            .get(SUBSCRIPTION_KIND, name)
+            .ok_or_else(|| Error::NotFound(format!("subscription '{name}' does not exist")))?;
+        Subscription::from_entry(entry)
+    }
+
+    pub fn list(&self) -> Vec<Subscription> {
+        self.catalog
+            .list(SUBSCRIPTION_KIND)
+            .into_iter()
+            .filter_map(|e| match Subscription::from_entry(e) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    pub async fn create(
+        &self,
+        mut spec: SubscriptionSpec,
+        actor: Option<String>,
+    ) -> Result<Subscription> {
+        validate::validate(&spec, self.policy)?;
+        if self.catalog.get(SUBSCRIPTION_KIND, &spec.name).is_some() {
+            return Err(Error::Conflict(format!(
+                "subscription '{}' exists already; change it with PUT /v1/subscriptions/{0} or remove it first",
+                spec.name
+            )));
+        }
+        let start_offsets = self.resolve_start(&spec.start).await?;
+        let refs = self.store_secrets(&mut spec).await?;
+        let stored = Stored {
+            spec,
+            start_offsets,
+            disabled: None,
+        };
+        let name = stored.spec.name.clone();
+        let text = serde_json::to_string(&stored).expect("a subscription serializes");
+        match self
+            .catalog
+            .change(SUBSCRIPTION_KIND, &name, Action::Create, Some(text), actor)
+            .await
+        {
+            Ok(entry) => Subscription::from_entry(entry.expect("created")),
+            Err(e) => {
+                secrets::forget(&self.catalog, &refs).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Replace a subscription's spec, keeping its position (`start` is ignored) and
+    /// re-enabling it if it was disabled.
+    pub async fn replace(
+        &self,
+        mut spec: SubscriptionSpec,
+        actor: Option<String>,
+    ) -> Result<Subscription> {
+        validate::validate(&spec, self.policy)?;
+        let old = self.get(&spec.name)?;
+        let refs = self.store_secrets(&mut spec).await?;
+        let stored = Stored {
+            spec,
+            start_offsets: old.stored.start_offsets.clone(),
+            disabled: None,
+        };
+        let name = stored.spec.name.clone();
+        let text = serde_json::to_string(&stored).expect("a subscription serializes");
+        let entry = self
+            .catalog
+            .change(SUBSCRIPTION_KIND, &name, Action::Update, Some(text), actor)
+            .await?
+            .expect("updated");
+        // Secrets the new spec no longer references are removed.
+        let kept: Vec<String> = sink_secrets(&stored.spec.sink);
+        let dropped: Vec<String> = sink_secrets(&old.stored.spec.sink)
+            .into_iter()
+            .filter(|r| !kept.contains(r) && !refs.contains(r))
+            .collect();
+        secrets::forget(&self.catalog, &dropped).await;
+        Subscription::from_entry(entry)
+    }
+
+    /// Stop delivering for good until the spec is replaced (an endpoint answered 410 Gone).
+    pub async fn disable(&self, name: &str, reason: String) -> Result<()> {
+        let mut sub = self.get(name)?;
+        sub.stored.disabled = Some(reason);
+        let text = serde_json::to_string(&sub.stored).expect("a subscription serializes");
+        self.catalog
+            .change(SUBSCRIPTION_KIND, name, Action::Update, Some(text), None)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, name: &str, actor: Option<String>) -> Result<()> {
+        let old = self.get(name)?;
+        self.catalog
+            .change(SUBSCRIPTION_KIND, name, Action::Delete, None, actor)
+            .await?;
+        secrets::forget(&self.catalog, &sink_secrets(&old.stored.spec.sink)).await;
+        Ok(())
+    }
+
+    async fn resolve_start(&self, start: &str) -> Result<BTreeMap<u32, u64>> {
+        let n = self.log.partitions(OBJECTS_TOPIC)?;
+        let mut offsets = BTreeMap::new();
+        for p in 0..n {
+            let range = self.log.offsets(OBJECTS_TOPIC, p).await?;
+            let at = match start {
+                "latest" => range.end,
+                "earliest" => range.start,
+                t => {
+                    let us = tidemark_core::time::parse_rfc3339_us(t)
+                        .map_err(|e| Error::invalid("start", e))?;
+                    self.log.offset_for_time(OBJECTS_TOPIC, p, us).await?
+                }
+            };
+            offsets.insert(p, at);
+        }
+        Ok(offsets)
+    }
+
+    /// Move inline secret values into the secret store; returns the new references.
+    async fn store_secrets(&self, spec: &mut SubscriptionSpec) -> Result<Vec<String>> {
+        let owner = spec.name.clone();
+        let mut created = Vec::new();
+        let (secret, bearer) = match &mut spec.sink {
+            SinkSpec::Webhook(w) => (&mut w.secret, Some(&mut w.bearer_token)),
+            SinkSpec::Function(f) => (&mut f.secret, None),
+            SinkSpec::Parquet(_) => return Ok(created),
+        };
+        let mut refs = Vec::new();
+        for value in secret.list() {
+            refs.push(self.reference(&owner, &value, &mut created).await?);
+        }
+        *secret = match refs.len() {
+            0 => spec::Secrets::None,
+            1 => spec::Secrets::One(refs.remove(0)),
+            _ => spec::Secrets::Many(refs),
+        };
+        if let Some(Some(token)) = bearer {
+            *token = self.reference(&owner, token, &mut created).await?;
+        }
+        Ok(created)
+    }
+
+    async fn reference(
+        &self,
+        owner: &str,
+        value: &str,
+        created: &mut Vec<String>,
+    ) -> Result<String> {
+        if secrets::is_reference(value) {
+            secrets::check(&self.catalog, "sink.secret", value)?;
+            return Ok(value.to_string());
+        }
+        let r = secrets::store(&self.catalog, owner, value).await?;
+        created.push(r.clone());
+        Ok(r)
+    }
+}
+
+/// Every secret reference a sink holds.
+pub fn sink_secrets(sink: &SinkSpec) -> Vec<String> {
+    match sink {
+        SinkSpec::Webhook(w) => {
+            let mut v = w.secret.list();
+            v.extend(w.bearer_token.clone());
+            v
+        }
+        SinkSpec::Function(f) => f.secret.list(),
+        SinkSpec::Parquet(_) => Vec::new(),
+    }
+}

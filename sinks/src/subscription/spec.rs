@@ -1,0 +1,214 @@
+//! Subscriptions as users write them: the JSON `POST /v1/subscriptions` takes (see
+//! PRODUCT.md). Unknown fields are refused so a typo never silently changes delivery.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tidemark_core::rules::RuleSpec;
+
+use crate::webhook::format::Format;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSpec {
+    pub name: String,
+    /// `latest` (default), `earliest`, or an RFC 3339 instant.
+    #[serde(default = "latest")]
+    pub start: String,
+    #[serde(default)]
+    pub rules: RuleSpec,
+    /// A WASM filter `name@version` (the filter plugins issue); refused until it lands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    pub sink: SinkSpec,
+    #[serde(default)]
+    pub retry: RetrySpec,
+    #[serde(default)]
+    pub batch: BatchSpec,
+    #[serde(default)]
+    pub delivery: DeliverySpec,
+    #[serde(default)]
+    pub circuit: CircuitSpec,
+    /// What a failing filter does to an event: `dead_letter` (default) or `skip`.
+    #[serde(default = "dead_letter")]
+    pub on_filter_error: String,
+}
+
+fn latest() -> String {
+    "latest".into()
+}
+
+fn dead_letter() -> String {
+    "dead_letter".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkSpec {
+    Webhook(WebhookSpec),
+    Function(FunctionSpec),
+    /// The Parquet lake sink (its own issue); refused until it lands.
+    Parquet(ParquetSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    pub url: String,
+    #[serde(default = "s3_format")]
+    pub format: Format,
+    /// Standard Webhooks signing secrets: `whsec_…` values (stored apart, replaced by a
+    /// reference) or references (`env:NAME`, `file:PATH`). Two during a rotation.
+    #[serde(default, skip_serializing_if = "Secrets::is_empty")]
+    pub secret: Secrets,
+    /// Sent as `Authorization: Bearer …`; a value or a reference, as `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<String>,
+    /// Extra request headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "request_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn s3_format() -> Format {
+    Format::S3
+}
+
+fn request_timeout() -> u64 {
+    10_000
+}
+
+/// One secret or a list of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Secrets {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Secrets {
+    pub fn is_empty(&self) -> bool {
+        self.list().is_empty()
+    }
+
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            Secrets::None => Vec::new(),
+            Secrets::One(s) => vec![s.clone()],
+            Secrets::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSpec {
+    /// `http` (CloudEvents to a function URL) or `process` (a command with the event on stdin).
+    pub mode: String,
+    /// `http`: the function URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `process`: the program and its arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Wait for the function's result (`sync`, default) or only for it to start (`async`).
+    #[serde(default = "sync")]
+    pub invocation: String,
+    #[serde(default = "function_timeout")]
+    pub timeout_ms: u64,
+    /// Invocations running at once for this subscription.
+    #[serde(default = "function_concurrency")]
+    pub concurrency: usize,
+    #[serde(default, skip_serializing_if = "Secrets::is_empty")]
+    pub secret: Secrets,
+}
+
+fn sync() -> String {
+    "sync".into()
+}
+
+fn function_timeout() -> u64 {
+    30_000
+}
+
+fn function_concurrency() -> usize {
+    8
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParquetSpec {
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySpec {
+    /// Attempts per event including the first; then the event is dead-lettered.
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Dead-letter an event whose first attempt is older than this, whatever the count.
+    pub max_age_ms: Option<u64>,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        RetrySpec {
+            max_attempts: 12,
+            initial_backoff_ms: 200,
+            max_backoff_ms: 3_600_000,
+            max_age_ms: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSpec {
+    pub max_events: usize,
+    pub max_wait_ms: u64,
+}
+
+impl Default for BatchSpec {
+    fn default() -> Self {
+        BatchSpec {
+            max_events: 1,
+            max_wait_ms: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySpec {
+    /// Deliveries in flight at once per log partition (different keys; one key is always
+    /// delivered one event at a time, in order).
+    pub max_in_flight: usize,
+}
+
+impl Default for DeliverySpec {
+    fn default() -> Self {
+        DeliverySpec { max_in_flight: 32 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitSpec {
+    /// Consecutive failed attempts that open the endpoint's circuit.
+    pub failure_threshold: u32,
+    /// How long an open circuit waits before one probe request.
+    pub open_ms: u64,
+}
+
+impl Default for CircuitSpec {
+    fn default() -> Self {
+        CircuitSpec {
+            failure_threshold: 5,
+            open_ms: 30_000,
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Checking a [`SubscriptionSpec`] before anything is stored: every problem is reported with
+//! the field it is in, and what would be accepted.
+
+use tidemark_core::rules::{Limits, Rule};
+
+use super::spec::{FunctionSpec, SinkSpec, SubscriptionSpec, WebhookSpec};
+use crate::guard::DestinationPolicy;
+use crate::webhook::format::Format;
+use crate::webhook::signature::Secret;
+use crate::{Error, Result, secrets};
+
+/// The subscription's rule, compiled.
+pub fn validate(spec: &SubscriptionSpec, policy: DestinationPolicy) -> Result<Rule> {
+    check_name(&spec.name)?;
+    check_start(&spec.start)?;
+    let rule = Rule::compile(&spec.rules, "rules", Limits::default())?;
+    if spec.filter.is_some() {
+        return Err(Error::invalid(
+            "filter",
+            "WASM filters cannot be attached yet (they arrive with the filter plugins); \
+             remove the field and use rules",
+        ));
+    }
+    match &spec.sink {
+        SinkSpec::Webhook(w) => check_webhook(w, policy)?,
+        SinkSpec::Function(f) => check_function(f, policy)?,
+        SinkSpec::Parquet(_) => {
+            return Err(Error::invalid(
+                "sink.type",
+                "the parquet sink is not available yet; use webhook or function",
+            ));
+        }
+    }
+    let r = &spec.retry;
+    range("retry.max_attempts", r.max_attempts as u64, 1, 1000)?;
+    range(
+        "retry.initial_backoff_ms",
+        r.initial_backoff_ms,
+        1,
+        3_600_000,
+    )?;
+    range(
+        "retry.max_backoff_ms",
+        r.max_backoff_ms,
+        r.initial_backoff_ms,
+        86_400_000,
+    )?;
+    if let Some(age) = r.max_age_ms {
+        range("retry.max_age_ms", age, 1, 30 * 86_400_000)?;
+    }
+    range("batch.max_events", spec.batch.max_events as u64, 1, 10_000)?;
+    range("batch.max_wait_ms", spec.batch.max_wait_ms, 0, 600_000)?;
+    if spec.batch.max_events > 1
+        && let SinkSpec::Webhook(w) = &spec.sink
+        && !w.format.supports_batches()
+    {
+        return Err(Error::invalid(
+            "batch.max_events",
+            format!(
+                "the {} format carries one event per request; use max_events 1 or another format",
+                format_name(w.format)
+            ),
+        ));
+    }
+    range(
+        "delivery.max_in_flight",
+        spec.delivery.max_in_flight as u64,
+        1,
+        1024,
+    )?;
+    range(
+        "circuit.failure_threshold",
+        spec.circuit.failure_threshold as u64,
+        1,
+        1000,
+    )?;
+    range("circuit.open_ms", spec.circuit.open_ms, 10, 3_600_000)?;
+    if !matches!(spec.on_filter_error.as_str(), "dead_letter" | "skip") {
+        return Err(Error::invalid(
+            "on_filter_error",
+            format!("'{}' is not one of dead_letter, skip", spec.on_filter_error),
+        ));
+    }
+    Ok(rule)
+}
+
+fn format_name(f: Format) -> String {
+    serde_json::to_value(f)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "name",
+            format!(
+                "'{name}' is invalid: use 1-100 characters from [A-Za-z0-9._-], not starting with '.'"
+            ),
+        ))
+    }
+}
+
+fn check_start(start: &str) -> Result<()> {
+    match start {
+        "latest" | "earliest" => Ok(()),
+        t => tidemark_core::time::parse_rfc3339_us(t)
+            .map(|_| ())
+            .map_err(|e| {
+                Error::invalid(
+                    "start",
+                    format!("expected latest, earliest or an instant: {e}"),
+                )
+            }),
+    }
+}
+
+fn range(field: &str, v: u64, min: u64, max: u64) -> Result<()> {
+    if (min..=max).contains(&v) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("{v} is out of range {min}..={max}"),
+        ))
+    }
+}
+
+/// An http(s) URL with a host; literal addresses are checked against the guard now (names
+/// are checked again on every connection).
+pub fn check_url(field: &str, url: &str, policy: DestinationPolicy) -> Result<http::Uri> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| Error::invalid(field, format!("'{url}' is not a URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(Error::invalid(
+                field,
+                format!("'{url}' must start with http:// or https://"),
+            ));
+        }
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| Error::invalid(field, format!("'{url}' has no host")))?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let literal = if bare.eq_ignore_ascii_case("localhost") {
+        Some(std::net::IpAddr::from([127, 0, 0, 1]))
+    } else {
+        bare.parse().ok()
+    };
+    if let Some(ip) = literal {
+        policy.check(ip).map_err(|e| Error::invalid(field, e))?;
+    }
+    Ok(uri)
+}
+
+fn check_secrets(field: &str, values: &[String]) -> Result<()> {
+    if values.len() > 2 {
+        return Err(Error::invalid(
+            field,
+            "at most two secrets (the old and the new one during a rotation)",
+        ));
+    }
+    for (i, v) in values.iter().enumerate() {
+        if secrets::is_reference(v) {
+            continue;
+        }
+        let at = if values.len() > 1 {
+            format!("{field}[{i}]")
+        } else {
+            field.to_string()
+        };
+        Secret::parse(v).map_err(|e| Error::invalid(at, e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn check_webhook(w: &WebhookSpec, policy: DestinationPolicy) -> Result<()> {
+    check_url("sink.url", &w.url, policy)?;
+    check_secrets("sink.secret", &w.secret.list())?;
+    range("sink.timeout_ms", w.timeout_ms, 1, 300_000)?;
+    for (name, value) in &w.headers {
+        let field = format!("sink.headers.{name}");
+        let parsed = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| Error::invalid(&field, "not a valid header name"))?;
+        http::HeaderValue::from_str(value)
+            .map_err(|_| Error::invalid(&field, "not a valid header value"))?;
+        let n = parsed.as_str();
+        if n == "content-type"
+            || n == "content-length"
+            || n == "host"
+            || n.starts_with("webhook-")
+            || n.starts_with("ce-")
+            || (n == "authorization" && w.bearer_token.is_some())
+        {
+            return Err(Error::invalid(
+                field,
+                "this header is set by the sink itself and cannot be overridden",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_function(f: &FunctionSpec, policy: DestinationPolicy) -> Result<()> {
+    match f.mode.as_str() {
+        "http" => {
+            let url = f
+                .url
+                .as_deref()
+                .ok_or_else(|| Error::invalid("sink.url", "mode http needs the function url"))?;
+            check_url("sink.url", url, policy)?;
+        }
+        "process" => {
+            if f.command.first().is_none_or(|c| c.is_empty()) {
+                return Err(Error::invalid(
+                    "sink.command",
+                    "mode process needs a command, e.g. [\"/usr/bin/python3\", \"handler.py\"]",
+                ));
+            }
+        }
+        other => {
+            return Err(Error::invalid(
+                "sink.mode",
+                format!("'{other}' is not one of http, process"),
+            ));
+        }
+    }
+    if !matches!(f.invocation.as_str(), "sync" | "async") {
+        return Err(Error::invalid(
+            "sink.invocation",
+            format!("'{}' is not one of sync, async", f.invocation),
+        ));
+    }
+    range("sink.timeout_ms", f.timeout_ms, 1, 900_000)?;
+    range("sink.concurrency", f.concurrency as u64, 1, 1024)?;
+    check_secrets("sink.secret", &f.secret.list())
+}

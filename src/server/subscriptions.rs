@@ -1,0 +1,128 @@
+//! `/v1/subscriptions`: create, list, show, replace and remove subscriptions; their status,
+//! dead letters (list, redrive) and function invocations.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tidemark_sinks::subscription::spec::SubscriptionSpec;
+use uuid::Uuid;
+
+use super::State;
+use super::error::{ApiError, parse_json};
+
+impl From<tidemark_sinks::Error> for ApiError {
+    fn from(e: tidemark_sinks::Error) -> Self {
+        match e {
+            tidemark_sinks::Error::Invalid { field, message } => {
+                ApiError::field(StatusCode::BAD_REQUEST, &field, message)
+            }
+            tidemark_sinks::Error::Core(core) => core.into(),
+            other => {
+                let (status, code) = super::error::status_of(other.kind());
+                ApiError::new(status, code, other.to_string())
+            }
+        }
+    }
+}
+
+pub async fn create(
+    state: State,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let spec: SubscriptionSpec = parse_json(&body?)?;
+    let sub = state.node.engine.subscriptions.create(spec, None).await?;
+    Ok((StatusCode::CREATED, Json(sub.to_json())))
+}
+
+pub async fn replace(
+    state: State,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let spec: SubscriptionSpec = parse_json(&body?)?;
+    if spec.name != name {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "name",
+            format!(
+                "the body names '{}' but the path names '{name}'; a subscription cannot be renamed",
+                spec.name
+            ),
+        ));
+    }
+    let sub = state.node.engine.subscriptions.replace(spec, None).await?;
+    Ok(Json(sub.to_json()))
+}
+
+pub async fn list(state: State) -> Json<Value> {
+    let subs: Vec<Value> = state
+        .node
+        .engine
+        .subscriptions
+        .list()
+        .iter()
+        .map(|s| s.to_json())
+        .collect();
+    Json(json!({ "subscriptions": subs }))
+}
+
+pub async fn get(state: State, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.node.engine.subscriptions.get(&name)?.to_json()))
+}
+
+pub async fn delete(state: State, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    state.node.engine.delete(&name, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn status(state: State, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.node.engine.status(&name).await?))
+}
+
+pub async fn dead_letters(state: State, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let engine = &state.node.engine;
+    engine.subscriptions.get(&name)?;
+    let letters: Vec<Value> = engine
+        .dead_letters
+        .list(&name)
+        .iter()
+        .map(|l| serde_json::to_value(l.summary()).unwrap_or_default())
+        .collect();
+    Ok(Json(
+        json!({ "count": letters.len(), "dead_letters": letters }),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RedriveRequest {
+    /// Dead letters to redrive; all of them when absent.
+    #[serde(default)]
+    ids: Option<Vec<Uuid>>,
+}
+
+pub async fn redrive(
+    state: State,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body?;
+    let req: RedriveRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RedriveRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    let taken = state.node.engine.redrive(&name, req.ids).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "redriving": taken.len(), "ids": taken })),
+    ))
+}
+
+pub async fn invocations(state: State, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.node.engine.invocations(&name)?))
+}
