@@ -2,6 +2,7 @@
 //! the peer it is compared with, measured in the same run.
 
 mod codec;
+mod delivery;
 mod ingest;
 mod kafka;
 mod rebuild;
@@ -16,6 +17,8 @@ pub enum BenchCommand {
     Ingest(ingest::IngestArgs),
     /// Rebuilding the object index from the log.
     Rebuild(rebuild::RebuildArgs),
+    /// Webhook delivery: events/s vs a plain load generator, and mutation-to-2xx latency.
+    Delivery(delivery::DeliveryArgs),
     /// Producing to Kafka through Tidemark's log vs librdkafka directly.
     Kafka(kafka::KafkaArgs),
 }
@@ -26,6 +29,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Rebuild(args) => rebuild::run(args).await,
         BenchCommand::Kafka(args) => kafka::run(args).await,
+        BenchCommand::Delivery(args) => delivery::run(args).await,
     }
 }
 

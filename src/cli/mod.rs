@@ -3,8 +3,10 @@
 
 mod config;
 mod log_tail;
+mod remote;
 pub mod serve;
 mod state;
+mod sub;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,6 +47,9 @@ enum Command {
     /// Inspect or rebuild the object index.
     #[command(subcommand)]
     State(StateCommand),
+    /// Manage subscriptions on a running server.
+    #[command(subcommand)]
+    Sub(sub::SubCommand),
     /// Measure Tidemark on this machine (figures in docs/PERFORMANCE.md).
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -186,6 +191,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Log(LogCommand::Tail(args)) => log_tail::run(args).await,
         Command::State(StateCommand::Ls(args)) => state::ls(args),
         Command::State(StateCommand::Rebuild(args)) => state::rebuild(args).await,
+        Command::Sub(cmd) => sub::run(cmd).await,
         Command::Bench(cmd) => crate::bench::run(cmd).await,
     }
 }

@@ -20,6 +20,7 @@ mod rules;
 mod status;
 mod subscriptions;
 
+pub use forward::{HttpClient, client as http_client};
 pub use objects::object_json;
 
 use std::sync::Arc;

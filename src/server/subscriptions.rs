@@ -8,7 +8,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tidemark_sinks::subscription::spec::SubscriptionSpec;
 use uuid::Uuid;
 
 use super::State;
@@ -33,7 +32,7 @@ pub async fn create(
     state: State,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let spec: SubscriptionSpec = parse_json(&body?)?;
+    let spec = tidemark_sinks::subscription::parse(&body?)?;
     let sub = state.node.engine.subscriptions.create(spec, None).await?;
     Ok((StatusCode::CREATED, Json(sub.to_json())))
 }
@@ -43,7 +42,7 @@ pub async fn replace(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let spec: SubscriptionSpec = parse_json(&body?)?;
+    let spec = tidemark_sinks::subscription::parse(&body?)?;
     if spec.name != name {
         return Err(ApiError::field(
             StatusCode::BAD_REQUEST,

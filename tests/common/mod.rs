@@ -384,3 +384,118 @@ pub fn assert_log_and_index_intact(
         "index differs from a rebuild"
     );
 }
+
+/// `tests/py/webhook_receiver.py` on an ephemeral loopback port: one JSON line per request in
+/// `out` (fields `n`, `path`, `status`, `headers`, `body_b64`, `webhook_id`, `cloudevents`, ...).
+/// Killed when dropped.
+pub struct HookReceiver {
+    child: Child,
+    pub port: u16,
+    pub out: PathBuf,
+}
+
+impl HookReceiver {
+    /// Start with extra receiver flags (`--delay-ms`, `--fail-first`, ...).
+    pub fn start(out: &Path, extra: &[&str]) -> HookReceiver {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/webhook_receiver.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["--port", "0", "--out"])
+            .arg(out)
+            .args(extra)
+            .stdout(Stdio::piped())
+            // Its tracebacks (a sender killed mid-request) are expected noise in some tests.
+            .stderr(std::fs::File::create(out.with_extension("stderr.log")).unwrap())
+            .spawn()
+            .expect("start webhook_receiver.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let Some(port) = line.trim().strip_prefix("listening ") else {
+            let _ = child.kill();
+            panic!("webhook receiver did not start: {line:?}");
+        };
+        HookReceiver {
+            port: port.parse().unwrap(),
+            child,
+            out: out.to_path_buf(),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Every request received so far (complete lines only).
+    pub fn records(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The `webhook-id` of every request received so far, duplicates included.
+    pub fn webhook_ids(&self) -> Vec<String> {
+        self.records()
+            .iter()
+            .filter_map(|r| r["webhook_id"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+impl Drop for HookReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Call `check` every 20 ms until it gives a value; panics naming `what` after `limit`.
+pub fn poll_until<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `DELETE` a path of a server; status and JSON body (`Null` when empty).
+pub fn delete_path(server: &Server, path: &str) -> (u16, Value) {
+    let resp = client()
+        .delete(format!("{}{path}", server.url))
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(Value::Null))
+}
+
+/// `GET` a path of a server as text (for `/metrics`).
+pub fn get_text(server: &Server, path: &str) -> (u16, String) {
+    let resp = client()
+        .get(format!("{}{path}", server.url))
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().unwrap_or_default())
+}
+
+/// `POST /v1/mutations` of one `put` per key; the acknowledged event ids, in order.
+pub fn put_keys(server: &Server, bucket: &str, keys: &[String]) -> Vec<String> {
+    let mutations: Vec<Value> = keys
+        .iter()
+        .map(|k| serde_json::json!({"op": "put", "bucket": bucket, "key": k, "size": 10}))
+        .collect();
+    let (status, resp) = server.post(
+        "/v1/mutations",
+        serde_json::json!({ "mutations": mutations }).to_string(),
+    );
+    assert_eq!(status, 200, "{resp}");
+    let ids = acked_ids(&resp);
+    assert_eq!(ids.len(), keys.len(), "{resp}");
+    ids
+}

@@ -15,9 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use tidemark_core::OBJECTS_TOPIC;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::RunCtx;
@@ -138,7 +140,9 @@ struct Dispatch {
     /// Batched: events waiting for the next batch, and since when the oldest waits.
     queue: VecDeque<Arc<Delivery>>,
     queued_since: Option<Instant>,
-    running: JoinSet<(Vec<Arc<Delivery>>, Outcome)>,
+    /// Deliveries in flight, polled by this task itself: no task spawn or cross-task wake-up
+    /// per event.
+    running: FuturesUnordered<BoxFuture<'static, (Vec<Arc<Delivery>>, Outcome)>>,
 }
 
 impl Dispatch {
@@ -162,10 +166,10 @@ impl Dispatch {
 
     fn spawn(&mut self, batch: Vec<Arc<Delivery>>) {
         let ctx = self.ctx.clone();
-        self.running.spawn(async move {
+        self.running.push(Box::pin(async move {
             let outcome = retry::deliver(&ctx, &batch).await;
             (batch, outcome)
-        });
+        }));
     }
 
     /// Start what may start now; returns when the next batch is due, if one waits.
@@ -236,7 +240,7 @@ impl Dispatch {
         }
     }
 
-    async fn dead_letter_undecodable(&self, offset: u64, wire: Bytes, error: String) {
+    async fn dead_letter_undecodable(&mut self, offset: u64, wire: Bytes, error: String) {
         let mut letter = DeadLetter {
             id: uuid::Uuid::now_v7(),
             subscription: self.ctx.name.clone(),
@@ -295,7 +299,7 @@ pub async fn run(
         ready: VecDeque::new(),
         queue: VecDeque::new(),
         queued_since: None,
-        running: JoinSet::new(),
+        running: FuturesUnordered::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut gone = None;
@@ -313,8 +317,7 @@ pub async fn run(
                 }
                 d.read_next = chunk.next;
             }
-            Some(done) = d.running.join_next() => {
-                let Ok((batch, outcome)) = done else { continue };
+            Some((batch, outcome)) = d.running.next() => {
                 match outcome {
                     Outcome::Gone(message) => gone = Some(message),
                     _ => d.finished(&batch),
@@ -327,7 +330,7 @@ pub async fn run(
     }
     reader.abort();
     // Work in flight is abandoned; it stays pending, so the position stays before it.
-    d.running.abort_all();
+    d.running.clear();
     d.commit().await;
     gone
 }

@@ -127,7 +127,8 @@ impl FunctionSink {
             }
             _ => {
                 let command = spec.command.clone();
-                let endpoint = format!("process:{}", command.first().cloned().unwrap_or_default());
+                // The whole command line: two scripts run by one interpreter are two endpoints.
+                let endpoint = format!("process:{}", command.join(" "));
                 (Target::Process { command }, endpoint)
             }
         };

@@ -76,6 +76,8 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        // Its own process group, so a timeout kills whatever the function started too.
+        .process_group(0)
         .spawn()
     {
         Ok(c) => c,
@@ -94,6 +96,10 @@ pub async fn run(
     .await;
     let (result, exit_code) = match finished {
         Err(_) => {
+            if let Some(pid) = child.id() {
+                let group = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            }
             let _ = child.kill().await;
             (
                 Err(SendError::retry(format!(
@@ -118,7 +124,7 @@ pub async fn run(
             (Err(e), code)
         }
     };
-    // Descendants that kept the pipes open must not hold the invocation up past the timeout.
+    // Descendants that left the group and kept the pipes open must not hold the invocation up.
     let grace = Duration::from_millis(200);
     let stdout = tokio::time::timeout(grace, out)
         .await

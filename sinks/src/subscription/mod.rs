@@ -296,3 +296,45 @@ pub fn sink_secrets(sink: &SinkSpec) -> Vec<String> {
         SinkSpec::Parquet(_) => Vec::new(),
     }
 }
+
+/// Parse a subscription body, naming the field of any problem. `sink` is an enum tagged by
+/// its `type`, which serde reads through a buffer that loses the path inside it; a problem
+/// there is located again by parsing the sink on its own as the type it names.
+pub fn parse(body: &[u8]) -> Result<SubscriptionSpec> {
+    let err = match tidemark_core::error::parse_json::<SubscriptionSpec>(body) {
+        Ok(spec) => return Ok(spec),
+        Err(e) => e,
+    };
+    let tidemark_core::Error::Invalid { field, .. } = &err else {
+        return Err(err.into());
+    };
+    if field != "sink" {
+        return Err(err.into());
+    }
+    let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Err(err.into());
+    };
+    let Some(sink) = doc.get_mut("sink").and_then(|s| s.as_object_mut()) else {
+        return Err(err.into());
+    };
+    let kind = sink.remove("type");
+    let text = serde_json::Value::Object(sink.clone()).to_string();
+    let inner = match kind.as_ref().and_then(|k| k.as_str()) {
+        Some("webhook") => {
+            tidemark_core::error::parse_json::<spec::WebhookSpec>(text.as_bytes()).err()
+        }
+        Some("function") => {
+            tidemark_core::error::parse_json::<spec::FunctionSpec>(text.as_bytes()).err()
+        }
+        Some("parquet") => {
+            tidemark_core::error::parse_json::<spec::ParquetSpec>(text.as_bytes()).err()
+        }
+        _ => None,
+    };
+    match inner {
+        Some(tidemark_core::Error::Invalid { field, message }) if field != "body" => {
+            Err(Error::invalid(format!("sink.{field}"), message))
+        }
+        _ => Err(err.into()),
+    }
+}

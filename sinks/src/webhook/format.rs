@@ -29,7 +29,7 @@ use std::fmt;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::{HeaderName, HeaderValue};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tidemark_core::event::ObjectEvent;
 use tidemark_core::time::format_us;
 use uuid::Uuid;
@@ -125,8 +125,19 @@ pub fn render(format: Format, ctx: &Context, items: &[Item]) -> Result<Payload, 
     }
     Ok(match (format, items) {
         (Format::S3, _) => {
-            let records: Vec<Value> = items.iter().map(|item| s3_record(ctx, item)).collect();
-            json_payload(CONTENT_TYPE_JSON, json!({ "Records": records }))
+            #[derive(serde::Serialize)]
+            struct Records<'a> {
+                #[serde(rename = "Records")]
+                records: Vec<S3Record<'a>>,
+            }
+            let records = items.iter().map(|item| s3_record(ctx, item)).collect();
+            Payload {
+                content_type: CONTENT_TYPE_JSON,
+                headers: Vec::new(),
+                body: serde_json::to_vec(&Records { records })
+                    .expect("records serialize")
+                    .into(),
+            }
         }
         (Format::CloudeventsBinary, [item]) => cloudevent_binary(ctx, item),
         (Format::CloudeventsStructured, [item]) => {
@@ -157,59 +168,129 @@ fn json_payload(content_type: &'static str, body: Value) -> Payload {
     }
 }
 
-fn s3_record(ctx: &Context, item: &Item) -> Value {
+// The S3 record, borrowed from the event and serialized directly: it is built once per
+// delivery on the hot path, where a `serde_json::Value` tree costs an allocation per field.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct S3Record<'a> {
+    event_version: &'static str,
+    event_source: &'static str,
+    aws_region: &'a str,
+    event_time: String,
+    event_name: &'static str,
+    user_identity: Principal<'a>,
+    request_parameters: RequestParameters<'a>,
+    response_elements: ResponseElements<'a>,
+    s3: S3Entity<'a>,
+    tidemark: TidemarkExtra<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Principal<'a> {
+    principal_id: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct RequestParameters<'a> {
+    #[serde(rename = "sourceIPAddress")]
+    source_ip_address: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct ResponseElements<'a> {
+    #[serde(rename = "x-amz-request-id")]
+    request_id: &'a str,
+    #[serde(rename = "x-amz-id-2")]
+    id_2: &'a str,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct S3Entity<'a> {
+    s3_schema_version: &'static str,
+    configuration_id: &'a str,
+    bucket: S3Bucket<'a>,
+    object: S3Object<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct S3Bucket<'a> {
+    name: &'a str,
+    // Tidemark has no bucket-owner account; the field stays for parsers that need it.
+    owner_identity: Principal<'a>,
+    arn: String,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct S3Object<'a> {
+    key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    e_tag: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version_id: Option<&'a str>,
+    sequencer: String,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TidemarkExtra<'a> {
+    event_id: Uuid,
+    sequence: i64,
+    partition: u32,
+    offset: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replay: Option<&'a str>,
+}
+
+fn s3_record<'a>(ctx: &Context<'a>, item: &Item<'a>) -> S3Record<'a> {
     let e = item.event;
-    let mut object = Map::new();
-    object.insert("key".into(), s3_key(&e.key).into());
-    if let Some(size) = e.size {
-        object.insert("size".into(), size.into());
-    }
-    if let Some(etag) = &e.etag {
-        // S3 notifications carry the ETag without the quotes the HTTP header has.
-        object.insert("eTag".into(), etag.trim_matches('"').into());
-    }
-    if let Some(version) = &e.version_id {
-        object.insert("versionId".into(), version.as_str().into());
-    }
-    object.insert(
-        "sequencer".into(),
-        format!("{:016X}", e.sequence.max(0)).into(),
-    );
-    let or_empty = |field: &Option<String>| field.clone().unwrap_or_default();
-    let mut tidemark = json!({
-        "eventId": e.event_id.to_string(),
-        "sequence": e.sequence,
-        "partition": item.partition,
-        "offset": item.offset,
-    });
-    if let Some(job) = ctx.replay {
-        tidemark["replay"] = job.into();
-    }
-    json!({
-        "eventVersion": "2.1",
-        "eventSource": "tidemark:s3",
-        "awsRegion": or_empty(&e.region),
-        "eventTime": s3_time(e.event_time),
-        "eventName": e.event_type.as_str(),
-        "userIdentity": { "principalId": or_empty(&e.requester) },
-        "requestParameters": { "sourceIPAddress": or_empty(&e.source_ip) },
-        "responseElements": {
-            "x-amz-request-id": or_empty(&e.request_id),
-            "x-amz-id-2": or_empty(&e.node),
+    let or_empty = |field: &'a Option<String>| field.as_deref().unwrap_or_default();
+    S3Record {
+        event_version: "2.1",
+        event_source: "tidemark:s3",
+        aws_region: or_empty(&e.region),
+        event_time: s3_time(e.event_time),
+        event_name: e.event_type.as_str(),
+        user_identity: Principal {
+            principal_id: or_empty(&e.requester),
         },
-        "s3": {
-            "s3SchemaVersion": "1.0",
-            "configurationId": ctx.subscription,
-            "bucket": {
-                "name": e.bucket,
-                // Tidemark has no bucket-owner account; the field stays for parsers that need it.
-                "ownerIdentity": { "principalId": "" },
-                "arn": format!("arn:aws:s3:::{}", e.bucket),
+        request_parameters: RequestParameters {
+            source_ip_address: or_empty(&e.source_ip),
+        },
+        response_elements: ResponseElements {
+            request_id: or_empty(&e.request_id),
+            id_2: or_empty(&e.node),
+        },
+        s3: S3Entity {
+            s3_schema_version: "1.0",
+            configuration_id: ctx.subscription,
+            bucket: S3Bucket {
+                name: &e.bucket,
+                owner_identity: Principal { principal_id: "" },
+                arn: format!("arn:aws:s3:::{}", e.bucket),
             },
-            "object": object,
+            object: S3Object {
+                key: s3_key(&e.key),
+                size: e.size,
+                // S3 notifications carry the ETag without the quotes the HTTP header has.
+                e_tag: e.etag.as_deref().map(|t| t.trim_matches('"')),
+                version_id: e.version_id.as_deref(),
+                sequencer: format!("{:016X}", e.sequence.max(0)),
+            },
         },
-        "tidemark": tidemark,
-    })
+        tidemark: TidemarkExtra {
+            event_id: e.event_id,
+            sequence: e.sequence,
+            partition: item.partition,
+            offset: item.offset,
+            replay: ctx.replay,
+        },
+    }
 }
 
 /// S3 writes event times with millisecond precision; truncating (not rounding) keeps the time

@@ -1,0 +1,318 @@
+//! Webhook delivery: events per second from the log to a local keep-alive receiver, unbatched
+//! and batched, against a plain load generator posting to the same receiver with the same
+//! concurrency; and the latency from an acknowledged mutation to the receiver's 2xx at a
+//! fixed rate. Server, receiver and load generator share this process and its two cores, so
+//! the comparison is like for like.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use clap::Args;
+use http_body_util::{BodyExt, Full};
+use hyper::Method;
+use serde_json::{Value, json};
+
+use super::{median, quantile};
+use crate::cli::ServeArgs;
+
+#[derive(Args)]
+pub struct DeliveryArgs {
+    /// Events delivered per throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Deliveries in flight per log partition (4 partitions); the load generator uses as
+    /// many connections in total.
+    #[arg(long, default_value_t = 8)]
+    in_flight: usize,
+    /// Events per request in the batched run.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Offered mutations per second in the latency run.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Length of the latency run, in seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Throughput runs per mode (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+/// What the receiver has seen.
+#[derive(Default)]
+struct Received {
+    events: AtomicU64,
+    requests: AtomicU64,
+    /// webhook-id -> arrival, for the latency run.
+    arrivals: Mutex<HashMap<String, Instant>>,
+    record: std::sync::atomic::AtomicBool,
+}
+
+async fn receive(
+    axum::extract::State(r): axum::extract::State<Arc<Received>>,
+    headers: HeaderMap,
+    _body: Bytes,
+) -> StatusCode {
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // A batch's id is `<first event id>_<count>`.
+    let n = id
+        .rsplit_once('_')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(1);
+    r.requests.fetch_add(1, Ordering::Relaxed);
+    r.events.fetch_add(n, Ordering::Relaxed);
+    if r.record.load(Ordering::Relaxed) {
+        r.arrivals
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), Instant::now());
+    }
+    StatusCode::OK
+}
+
+async fn start_receiver(state: Arc<Received>) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(state);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+/// Signing secret of the benchmark's subscriptions: signing is part of every delivery.
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A JSON request on one shared keep-alive client; an error unless the answer is 2xx.
+async fn call(url: &str, method: Method, body: Option<Value>) -> anyhow::Result<Value> {
+    static CLIENT: std::sync::OnceLock<crate::server::HttpClient> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(crate::server::http_client);
+    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(Full::new(body))?;
+    let resp = client.request(req).await?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        bail!("{url}: {status}: {}", String::from_utf8_lossy(&bytes));
+    }
+    Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// Wait until the receiver counted `target` events; returns how long it took from `since`.
+async fn wait_events(r: &Received, target: u64, since: Instant) -> anyhow::Result<Duration> {
+    let deadline = since + Duration::from_secs(600);
+    while r.events.load(Ordering::Relaxed) < target {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {target} events arrived",
+                r.events.load(Ordering::Relaxed)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(since.elapsed())
+}
+
+/// The peer: `requests` POSTs of an S3-format-sized body over `connections` keep-alive
+/// connections, as fast as the receiver answers. Returns requests per second.
+async fn load_generator(
+    hook: &str,
+    requests: usize,
+    connections: usize,
+    body: Bytes,
+) -> anyhow::Result<f64> {
+    let client = crate::server::http_client();
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let (client, next, hook, body) =
+            (client.clone(), next.clone(), hook.to_string(), body.clone());
+        tasks.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < requests as u64 {
+                let req = hyper::Request::post(&hook)
+                    .header("content-type", "application/json")
+                    .header("webhook-id", "peer")
+                    .body(Full::new(body.clone()))?;
+                let resp = client.request(req).await?;
+                resp.into_body().collect().await?;
+            }
+            Ok::<(), anyhow::Error>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(requests as f64 / started.elapsed().as_secs_f64())
+}
+
+fn subscription(name: &str, hook: &str, start: &str, in_flight: usize, batch: usize) -> Value {
+    json!({
+        "name": name,
+        "start": start,
+        "rules": {"events": ["ObjectCreated:*"]},
+        "sink": {"type": "webhook", "url": hook, "format": "s3",
+                 "secret": SECRET},
+        "delivery": {"max_in_flight": in_flight},
+        "batch": {"max_events": batch, "max_wait_ms": if batch > 1 { 5 } else { 0 }},
+    })
+}
+
+async fn write_events(api: &str, from: usize, n: usize) -> anyhow::Result<()> {
+    for chunk_start in (from..from + n).step_by(1000) {
+        let end = (chunk_start + 1000).min(from + n);
+        let muts: Vec<Value> = (chunk_start..end)
+            .map(|i| json!({"op": "put", "bucket": "bench", "key": format!("obj/{:06}.jpg", i % 10_000), "size": 1000 + i % 4096,
+                            "content_type": "image/jpeg", "metadata": {"team": "ml"}}))
+            .collect();
+        call(
+            &format!("{api}/v1/mutations"),
+            Method::POST,
+            Some(json!({"mutations": muts})),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn run(args: DeliveryArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let mut serve = ServeArgs::new(dir.path().to_path_buf(), addr);
+    serve.allow_destinations = vec!["loopback".into()];
+    let server = tokio::spawn(crate::cli::serve::run_on(serve, listener));
+    let api = format!("http://{addr}");
+    for _ in 0..200 {
+        if call(&format!("{api}/healthz"), Method::GET, None)
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let received = Arc::new(Received::default());
+    let hook = format!("http://{}/hook", start_receiver(received.clone()).await?);
+    let connections = args.in_flight * 4;
+    // A representative S3-format body (one record, ~900 bytes).
+    let body = Bytes::from(vec![b'x'; 900]);
+
+    let (mut peer, mut unbatched, mut batched) = (Vec::new(), Vec::new(), Vec::new());
+    let mut written = 0;
+    for run in 0..args.runs {
+        write_events(&api, written, args.events).await?;
+        for (mode, batch, rates) in [
+            ("unbatched", 1, &mut unbatched),
+            ("batched", args.batch, &mut batched),
+        ] {
+            let name = format!("bench-{mode}-{run}");
+            // From the start of the log: run k delivers everything written by runs 0..=k.
+            let base = received.events.load(Ordering::Relaxed);
+            let start = Instant::now();
+            let spec = subscription(&name, &hook, "earliest", args.in_flight, batch);
+            call(&format!("{api}/v1/subscriptions"), Method::POST, Some(spec)).await?;
+            let took = wait_events(&received, base + (written + args.events) as u64, start).await?;
+            rates.push((written + args.events) as f64 / took.as_secs_f64());
+            call(
+                &format!("{api}/v1/subscriptions/{name}"),
+                Method::DELETE,
+                None,
+            )
+            .await?;
+        }
+        let before = received.events.load(Ordering::Relaxed);
+        peer.push(load_generator(&hook, written + args.events, connections, body.clone()).await?);
+        received.events.store(before, Ordering::Relaxed);
+        written += args.events;
+        println!(
+            "run {run}: load generator {:.0} req/s, unbatched {:.0} events/s, batched x{} {:.0} events/s",
+            peer[run], unbatched[run], args.batch, batched[run]
+        );
+    }
+    let (p, u, b) = (median(peer), median(unbatched), median(batched));
+    println!(
+        "median over {} runs of {}..{} events: load generator {p:.0} req/s ({connections} connections); \
+         unbatched {u:.0} events/s = {:.2}x the load generator; batched x{} {b:.0} events/s = {:.1}x",
+        args.runs,
+        args.events,
+        written,
+        u / p,
+        args.batch,
+        b / p
+    );
+
+    // Latency at a fixed rate: one mutation per request, open loop.
+    received.record.store(true, Ordering::Relaxed);
+    call(
+        &format!("{api}/v1/subscriptions"),
+        Method::POST,
+        Some(subscription(
+            "bench-latency",
+            &hook,
+            "latest",
+            args.in_flight,
+            1,
+        )),
+    )
+    .await?;
+    let acks: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+    let total = args.rate * args.seconds;
+    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let began = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        tokio::time::sleep_until(began + interval * i as u32).await;
+        let (api, acks) = (api.clone(), acks.clone());
+        tasks.spawn(async move {
+            let m = json!({"mutations": [{"op": "put", "bucket": "bench", "key": format!("lat/{:05}", i % 5000), "size": 2048}]});
+            let v = call(&format!("{api}/v1/mutations"), Method::POST, Some(m)).await?;
+            let id = v["results"][0]["event_id"].as_str().context("no event id")?.to_string();
+            acks.lock().unwrap().insert(id, Instant::now());
+            Ok::<(), anyhow::Error>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received.arrivals.lock().unwrap().len() < total as usize && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let arrivals = received.arrivals.lock().unwrap().clone();
+    let acks = acks.lock().unwrap().clone();
+    let mut lat: Vec<f64> = acks
+        .iter()
+        .filter_map(|(id, ack)| {
+            arrivals
+                .get(id)
+                .map(|at| at.saturating_duration_since(*ack).as_secs_f64() * 1e3)
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "latency from acknowledged mutation to receiver 2xx at {} events/s over {} s: {} of {total} arrived; p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        args.rate,
+        args.seconds,
+        lat.len(),
+        quantile(&lat, 0.5),
+        quantile(&lat, 0.9),
+        quantile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+    server.abort();
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! Talking to a running server (`--server URL`): JSON requests, and its errors turned into
+//! messages that name the problem.
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use serde_json::Value;
+
+/// `--server`, shared by every command that acts on a running server.
+#[derive(clap::Args, Clone)]
+pub struct ServerArg {
+    /// URL of the Tidemark server's HTTP API.
+    #[arg(long, default_value = "http://127.0.0.1:7700", value_name = "URL")]
+    pub server: String,
+}
+
+impl ServerArg {
+    /// Send a request; a 2xx answer's JSON (Null when empty), else an error with the server's
+    /// message and the field it names.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.server.trim_end_matches('/'));
+        let client = crate::server::http_client();
+        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let req = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .with_context(|| format!("'{url}' is not a valid URL; check --server"))?;
+        let resp = client.request(req).await.with_context(|| {
+            format!(
+                "cannot reach the server at {}; is `tidemark serve` running there? (--server)",
+                self.server
+            )
+        })?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        let value: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        if status.is_success() {
+            return Ok(value);
+        }
+        let err = &value["error"];
+        match (err["field"].as_str(), err["message"].as_str()) {
+            (Some(field), Some(message)) => bail!("{field}: {message} ({status})"),
+            (None, Some(message)) => bail!("{message} ({status})"),
+            _ => bail!("the server answered {status}: {value}"),
+        }
+    }
+}
