@@ -9,21 +9,12 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+use common::receiver::Receiver;
 use common::*;
 use serde_json::{Value, json};
 
-/// Small retry settings so a failing function retries within milliseconds.
-fn fast_retry(max_attempts: u32) -> Value {
-    json!({"max_attempts": max_attempts, "initial_backoff_ms": 20, "max_backoff_ms": 200})
-}
-
 fn start_server(dir: &Path) -> Server {
     Server::start(&dir.join("data"), &["--allow-destinations", "loopback"])
-}
-
-fn create(server: &Server, spec: Value) {
-    let (status, resp) = server.post("/v1/subscriptions", spec.to_string());
-    assert_eq!(status, 201, "{resp}");
 }
 
 /// Write a Python script into `dir` and return its path as a string.
@@ -53,6 +44,23 @@ fn invocations_by_event(list: &[Value]) -> HashMap<String, Vec<Value>> {
             .push(inv.clone());
     }
     by
+}
+
+/// The first invocation recorded, once there is one.
+fn first_invocation(server: &Server, name: &str) -> Result<Value, String> {
+    let list = invocations(server, name);
+    list.into_iter()
+        .next()
+        .ok_or_else(|| "no invocation".into())
+}
+
+/// `Ok(items)` once there are at least `n`.
+fn at_least(items: Vec<Value>, n: usize) -> Result<Vec<Value>, String> {
+    if items.len() >= n {
+        Ok(items)
+    } else {
+        Err(format!("{} of {n}: {items:?}", items.len()))
+    }
 }
 
 fn lines(path: &Path) -> Vec<Value> {
@@ -92,9 +100,9 @@ fn process_trigger_receives_the_event_on_stdin() {
     let server = start_server(dir.path());
     let handler = script(dir.path(), "handler.py", RECORDING_HANDLER);
     let seen = dir.path().join("seen.jsonl");
-    create(
+    create_subscription(
         &server,
-        json!({
+        &json!({
             "name": "thumbs",
             "rules": {"events": ["ObjectCreated:*"], "prefix": ["photos/"]},
             "sink": {"type": "function", "mode": "process",
@@ -109,13 +117,10 @@ fn process_trigger_receives_the_event_on_stdin() {
     // Not matching the rules: must never reach the function.
     put_keys(&server, "gallery", &["docs/readme.txt".to_string()]);
 
-    let got = poll_until(
+    let got = wait_for(
         "every event at the function",
         Duration::from_secs(20),
-        || {
-            let l = lines(&seen);
-            (l.len() >= acked.len()).then_some(l)
-        },
+        || at_least(lines(&seen), acked.len()),
     );
     let by_id: HashMap<&str, &Value> = got
         .iter()
@@ -137,9 +142,8 @@ fn process_trigger_receives_the_event_on_stdin() {
     );
 
     // The invocation is recorded after the process exits: poll for all of them.
-    let list = poll_until("every invocation recorded", Duration::from_secs(10), || {
-        let l = invocations(&server, "thumbs");
-        (l.len() >= acked.len()).then_some(l)
+    let list = wait_for("every invocation recorded", Duration::from_secs(10), || {
+        at_least(invocations(&server, "thumbs"), acked.len())
     });
     let by_event = invocations_by_event(&list);
     for id in &acked {
@@ -183,9 +187,9 @@ fn failing_process_is_retried_until_it_succeeds() {
     let handler = script(dir.path(), "flaky.py", FLAKY_HANDLER);
     let counters = dir.path().join("counters");
     std::fs::create_dir(&counters).unwrap();
-    create(
+    create_subscription(
         &server,
-        json!({
+        &json!({
             "name": "flaky",
             "sink": {"type": "function", "mode": "process",
                      "command": ["python3", handler, counters.to_str().unwrap()],
@@ -198,16 +202,20 @@ fn failing_process_is_retried_until_it_succeeds() {
     let keys: Vec<String> = (0..3).map(|i| format!("k{i}")).collect();
     let acked = put_keys(&server, "flakes", &keys);
 
-    let list = poll_until(
+    let list = wait_for(
         "three invocations per event",
         Duration::from_secs(20),
         || {
             let l = invocations(&server, "flaky");
             let by = invocations_by_event(&l);
-            acked
+            if acked
                 .iter()
                 .all(|id| by.get(id).is_some_and(|v| v.len() >= 3))
-                .then_some(l)
+            {
+                Ok(l)
+            } else {
+                Err(format!("{} invocations: {l:?}", l.len()))
+            }
         },
     );
     let by_event = invocations_by_event(&list);
@@ -245,10 +253,13 @@ fn failing_process_is_retried_until_it_succeeds() {
         let runs = std::fs::read_to_string(counters.join(id)).unwrap();
         assert_eq!(runs, "3");
     }
-    let status = poll_until("status counts", Duration::from_secs(5), || {
-        let (_, s) = server.get("/v1/subscriptions/flaky/status");
-        (s["delivered"] == acked.len()).then_some(s)
-    });
+    let status = wait_status(
+        &server,
+        "flaky",
+        "all delivered",
+        Duration::from_secs(5),
+        |s| s["delivered"] == acked.len(),
+    );
     assert_eq!(status["failed_attempts"], 2 * acked.len(), "{status}");
     assert_eq!(status["dead_letters"], 0, "{status}");
     assert!(
@@ -282,9 +293,9 @@ fn hang_one(dir: &Path) -> (Server, String, Hung) {
     let server = start_server(dir);
     let handler = script(dir, "hang.py", HANGING_HANDLER);
     let pids = dir.join("pids");
-    create(
+    create_subscription(
         &server,
-        json!({
+        &json!({
             "name": "hangs",
             "sink": {"type": "function", "mode": "process",
                      "command": ["python3", handler, pids.to_str().unwrap()],
@@ -293,8 +304,8 @@ fn hang_one(dir: &Path) -> (Server, String, Hung) {
         }),
     );
     let id = put_keys(&server, "hanging", &["stuck".to_string()]).remove(0);
-    let text = poll_until("the script's pid file", Duration::from_secs(10), || {
-        std::fs::read_to_string(&pids).ok()
+    let text = wait_for("the script's pid file", Duration::from_secs(10), || {
+        std::fs::read_to_string(&pids).map_err(|e| e.to_string())
     });
     let mut it = text.split(' ').map(|p| p.parse::<u32>().unwrap());
     let hung = Hung {
@@ -318,8 +329,8 @@ fn hanging_process_is_killed_at_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let (server, id, hung) = hang_one(dir.path());
 
-    let inv = poll_until("a timeout invocation", Duration::from_secs(5), || {
-        invocations(&server, "hangs").into_iter().next()
+    let inv = wait_for("a timeout invocation", Duration::from_secs(5), || {
+        first_invocation(&server, "hangs")
     });
     assert_eq!(inv["outcome"], "timeout", "{inv}");
     assert_eq!(inv["event_ids"], json!([id]), "{inv}");
@@ -336,17 +347,19 @@ fn hanging_process_is_killed_at_the_timeout() {
             .contains("timed out after 500 ms"),
         "{inv}"
     );
-    poll_until("the script process to end", Duration::from_secs(5), || {
-        (!alive(hung.script_pid)).then_some(())
+    wait_for("the script process to end", Duration::from_secs(5), || {
+        if alive(hung.script_pid) {
+            Err(format!("pid {} alive", hung.script_pid))
+        } else {
+            Ok(())
+        }
     });
     // One attempt only: the event is now a dead letter, not dropped.
-    let letters = poll_until("a dead letter", Duration::from_secs(5), || {
-        let (_, v) = server.get("/v1/subscriptions/hangs/dead-letters");
-        (v["count"] == 1).then_some(v)
-    });
-    assert!(
-        letters.to_string().contains(&id),
-        "the dead letter names the event: {letters}"
+    let letters = wait_dead_letters(&server, "hangs", 1, Duration::from_secs(5));
+    assert_eq!(
+        letters[0]["event_id"],
+        id.as_str(),
+        "the dead letter names the event: {letters:?}"
     );
     server.stop();
     reap_leftover(hung.sleep_pid);
@@ -358,8 +371,8 @@ fn hanging_process_is_killed_at_the_timeout() {
 fn hanging_process_children_are_killed_at_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let (server, _, hung) = hang_one(dir.path());
-    poll_until("a timeout invocation", Duration::from_secs(5), || {
-        invocations(&server, "hangs").into_iter().next()
+    wait_for("a timeout invocation", Duration::from_secs(5), || {
+        first_invocation(&server, "hangs")
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while alive(hung.sleep_pid) && std::time::Instant::now() < deadline {
@@ -379,10 +392,10 @@ fn hanging_process_children_are_killed_at_the_timeout() {
 fn http_function_receives_cloudevents_binary() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path());
-    let receiver = HookReceiver::start(&dir.path().join("fn.jsonl"), &[]);
-    create(
+    let receiver = Receiver::start(dir.path(), "fn", &[]);
+    create_subscription(
         &server,
-        json!({
+        &json!({
             "name": "fn-http",
             "sink": {"type": "function", "mode": "http", "url": receiver.url("/fn"),
                      "timeout_ms": 5_000},
@@ -392,14 +405,7 @@ fn http_function_receives_cloudevents_binary() {
     let keys: Vec<String> = (0..3).map(|i| format!("doc-{i}.pdf")).collect();
     let acked = put_keys(&server, "papers", &keys);
 
-    let records = poll_until(
-        "every event at the function",
-        Duration::from_secs(20),
-        || {
-            let r = receiver.records();
-            (r.len() >= acked.len()).then_some(r)
-        },
-    );
+    let records = receiver.wait_requests(acked.len(), Duration::from_secs(20));
     let by_ce_id: HashMap<&str, &Value> = records
         .iter()
         .map(|r| (r["headers"]["ce-id"].as_str().unwrap_or_default(), r))
@@ -426,9 +432,8 @@ fn http_function_receives_cloudevents_binary() {
             "the event's key travels in the request: {r}"
         );
     }
-    let list = poll_until("every invocation recorded", Duration::from_secs(5), || {
-        let l = invocations(&server, "fn-http");
-        (l.len() >= acked.len()).then_some(l)
+    let list = wait_for("every invocation recorded", Duration::from_secs(5), || {
+        at_least(invocations(&server, "fn-http"), acked.len())
     });
     let by_event = invocations_by_event(&list);
     for id in &acked {
@@ -455,9 +460,9 @@ fn failing_function_does_not_stall_another_function() {
     let bad = script(dir.path(), "bad.py", ALWAYS_FAILING_HANDLER);
     let good = script(dir.path(), "good.py", RECORDING_HANDLER);
     let seen = dir.path().join("good.jsonl");
-    create(
+    create_subscription(
         &server,
-        json!({
+        &json!({
             "name": "broken",
             "rules": {"prefix": ["bad/"]},
             "sink": {"type": "function", "mode": "process", "command": ["python3", bad]},
@@ -465,9 +470,9 @@ fn failing_function_does_not_stall_another_function() {
             "circuit": {"failure_threshold": 3, "open_ms": 60_000},
         }),
     );
-    create(
+    create_subscription(
         &server,
-        json!({
+        &json!({
             "name": "healthy",
             "rules": {"prefix": ["good/"]},
             "sink": {"type": "function", "mode": "process",
@@ -476,13 +481,12 @@ fn failing_function_does_not_stall_another_function() {
         }),
     );
     put_keys(&server, "mixed", &["bad/1".into(), "bad/2".into()]);
-    poll_until(
-        "the broken function's circuit to open",
+    wait_status(
+        &server,
+        "broken",
+        "an open circuit",
         Duration::from_secs(15),
-        || {
-            let (_, s) = server.get("/v1/subscriptions/broken/status");
-            (s["circuit"] == "open").then_some(())
-        },
+        |s| s["circuit"] == "open",
     );
     let acked = put_keys(&server, "mixed", &["good/1".into(), "good/2".into()]);
     let waited = std::time::Instant::now();

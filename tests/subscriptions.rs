@@ -7,49 +7,47 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use common::receiver::Receiver;
 use common::*;
 use serde_json::{Value, json};
 
 const ALLOW_LOOPBACK: &[&str] = &["--allow-destinations", "loopback"];
 
-fn fast_retry() -> Value {
-    json!({"max_attempts": 5, "initial_backoff_ms": 20, "max_backoff_ms": 200})
-}
-
-fn webhook(name: &str, receiver: &HookReceiver) -> Value {
+fn webhook(name: &str, receiver: &Receiver) -> Value {
     json!({
         "name": name,
         "sink": {"type": "webhook", "url": receiver.url(&format!("/{name}"))},
-        "retry": fast_retry(),
+        "retry": fast_retry(5),
     })
 }
 
-fn create(server: &Server, spec: &Value) -> Value {
-    let (status, resp) = server.post("/v1/subscriptions", spec.to_string());
-    assert_eq!(status, 201, "{resp}");
-    resp
-}
-
 /// Distinct `webhook-id`s the receiver got on path `/name`.
-fn ids_at(receiver: &HookReceiver, name: &str) -> HashSet<String> {
+fn ids_at(receiver: &Receiver, name: &str) -> HashSet<String> {
     let path = format!("/{name}");
     receiver
-        .records()
+        .requests()
         .iter()
         .filter(|r| r["path"] == path.as_str())
         .filter_map(|r| r["webhook_id"].as_str().map(str::to_string))
         .collect()
 }
 
-fn wait_ids(receiver: &HookReceiver, name: &str, want: &[String]) -> HashSet<String> {
-    poll_until(
+fn wait_ids(receiver: &Receiver, name: &str, want: &[String]) -> HashSet<String> {
+    wait_for(
         &format!("{} events at /{name}", want.len()),
         Duration::from_secs(20),
-        || {
-            let got = ids_at(receiver, name);
-            want.iter().all(|id| got.contains(id)).then_some(got)
-        },
+        || missing_from(ids_at(receiver, name), want),
     )
+}
+
+/// `Ok(got)` when `got` holds every one of `want`, else which are missing.
+fn missing_from(got: HashSet<String>, want: &[String]) -> Result<HashSet<String>, String> {
+    let missing: Vec<&String> = want.iter().filter(|id| !got.contains(*id)).collect();
+    if missing.is_empty() {
+        Ok(got)
+    } else {
+        Err(format!("{} missing: {missing:?}", missing.len()))
+    }
 }
 
 fn keys(prefix: &str, n: usize) -> Vec<String> {
@@ -73,19 +71,19 @@ fn names(server: &Server) -> Vec<String> {
 fn crud_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let receiver = HookReceiver::start(&dir.path().join("hooks.jsonl"), &[]);
+    let receiver = Receiver::start(dir.path(), "hooks", &[]);
     let server = Server::start(&data, ALLOW_LOOPBACK);
 
     // Written before any subscription exists.
     let before = put_keys(&server, "history", &keys("old", 3));
 
-    let created = create(&server, &webhook("alpha", &receiver));
+    let created = create_subscription(&server, &webhook("alpha", &receiver));
     assert_eq!(created["name"], "alpha", "{created}");
     assert_eq!(created["start"], "latest", "{created}");
     assert_eq!(created["state"], "active", "{created}");
     let mut from_start = webhook("from-start", &receiver);
     from_start["start"] = "earliest".into();
-    create(&server, &from_start);
+    create_subscription(&server, &from_start);
 
     // A duplicate name is a conflict and changes nothing.
     let mut dup = webhook("alpha", &receiver);
@@ -112,9 +110,8 @@ fn crud_and_restart() {
         "a `latest` subscription got events written before it existed"
     );
 
-    let status = poll_until("alpha's status to settle", Duration::from_secs(10), || {
-        let (_, s) = server.get("/v1/subscriptions/alpha/status");
-        (s["delivered"] == after.len() && s["lag"] == 0).then_some(s)
+    let status = wait_status(&server, "alpha", "settled", Duration::from_secs(10), |s| {
+        s["delivered"] == after.len() && s["lag"] == 0
     });
     for field in [
         "position",
@@ -151,7 +148,7 @@ fn crud_and_restart() {
     let since = put_keys(&server, "history", &keys("since", 3));
     let mut timed = webhook("timed", &receiver);
     timed["start"] = instant.clone().into();
-    let resp = create(&server, &timed);
+    let resp = create_subscription(&server, &timed);
     assert_eq!(resp["start"], instant.as_str(), "{resp}");
     wait_ids(&receiver, "timed", &since);
     let last = put_keys(&server, "history", &keys("last", 1));
@@ -163,13 +160,13 @@ fn crud_and_restart() {
     );
 
     // Delete: 204, then gone everywhere.
-    let (status, _) = delete_path(&server, "/v1/subscriptions/alpha");
+    let (status, _) = server.delete("/v1/subscriptions/alpha");
     assert_eq!(status, 204);
     let (status, resp) = server.get("/v1/subscriptions/alpha");
     assert_eq!(status, 404, "{resp}");
     let (status, resp) = server.get("/v1/subscriptions/alpha/status");
     assert_eq!(status, 404, "{resp}");
-    let (status, _) = delete_path(&server, "/v1/subscriptions/alpha");
+    let (status, _) = server.delete("/v1/subscriptions/alpha");
     assert_eq!(status, 404);
     assert_eq!(names(&server), ["from-start", "timed"]);
     // A deleted subscription delivers nothing more, also after a restart.
@@ -190,7 +187,7 @@ fn crud_and_restart() {
 fn sigkill_during_delivery_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let receiver = HookReceiver::start(&dir.path().join("hooks.jsonl"), &["--delay-ms", "5"]);
+    let receiver = Receiver::start(dir.path(), "hooks", &["--delay-ms", "5"]);
     let mut acked: Vec<String> = Vec::new();
     let mut killed_mid_delivery = 0;
     for round in 0..3 {
@@ -199,7 +196,7 @@ fn sigkill_during_delivery_loses_nothing() {
             let mut spec = webhook("survivor", &receiver);
             // Few in flight, so delivery takes long enough to be interrupted.
             spec["delivery"] = json!({"max_in_flight": 2});
-            create(&server, &spec);
+            create_subscription(&server, &spec);
         }
         let seen_before = ids_at(&receiver, "survivor").len();
         for chunk in 0..6 {
@@ -210,8 +207,13 @@ fn sigkill_during_delivery_loses_nothing() {
         }
         // Kill once the receiver got some, but not all, of this round's events.
         let threshold = seen_before + 40;
-        poll_until("some deliveries", Duration::from_secs(20), || {
-            (ids_at(&receiver, "survivor").len() >= threshold).then_some(())
+        wait_for("some deliveries", Duration::from_secs(20), || {
+            let got = ids_at(&receiver, "survivor").len();
+            if got >= threshold {
+                Ok(())
+            } else {
+                Err(format!("{got} of {threshold} delivered"))
+            }
         });
         server.kill();
         let got = ids_at(&receiver, "survivor");
@@ -230,13 +232,10 @@ fn sigkill_during_delivery_loses_nothing() {
         "every kill came after delivery had finished; the test proves nothing"
     );
     let server = Server::start(&data, ALLOW_LOOPBACK);
-    let got = poll_until(
+    let got = wait_for(
         "every acknowledged event at the receiver",
         Duration::from_secs(25),
-        || {
-            let got = ids_at(&receiver, "survivor");
-            acked.iter().all(|id| got.contains(id)).then_some(got)
-        },
+        || missing_from(ids_at(&receiver, "survivor"), &acked),
     );
     println!(
         "after restart: {} requests for {} events",
@@ -249,27 +248,26 @@ fn sigkill_during_delivery_loses_nothing() {
         got.iter().all(|id| acked_set.contains(id)),
         "the receiver got an event nobody wrote"
     );
-    let status = poll_until(
-        "the subscription caught up",
+    let status = wait_status(
+        &server,
+        "survivor",
+        "no lag",
         Duration::from_secs(10),
-        || {
-            let (_, s) = server.get("/v1/subscriptions/survivor/status");
-            (s["lag"] == 0).then_some(s)
-        },
+        |s| s["lag"] == 0,
     );
     assert_eq!(status["dead_letters"], 0, "{status}");
     server.stop();
 }
 
 /// A spec that is valid against `receiver` (for mutating into bad ones).
-fn valid(receiver: &HookReceiver) -> Value {
+fn valid(receiver: &Receiver) -> Value {
     json!({
         "name": "candidate",
         "rules": {"events": ["ObjectCreated:*"], "prefix": ["photos/"]},
         "sink": {"type": "webhook", "url": receiver.url("/hook"),
                  "format": "cloudevents-binary",
                  "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
-        "retry": fast_retry(),
+        "retry": fast_retry(5),
     })
 }
 
@@ -287,12 +285,12 @@ fn refused(server: &Server, body: &str, field: &str, needle: &str) {
 #[test]
 fn bad_input_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let receiver = HookReceiver::start(&dir.path().join("hooks.jsonl"), &[]);
+    let receiver = Receiver::start(dir.path(), "hooks", &[]);
     let server = Server::start(&dir.path().join("data"), ALLOW_LOOPBACK);
     // The valid spec is accepted (then removed): every case below differs in one thing.
-    create(&server, &valid(&receiver));
-    assert_eq!(delete_path(&server, "/v1/subscriptions/candidate").0, 204);
-    let existing = create(&server, &webhook("existing", &receiver));
+    create_subscription(&server, &valid(&receiver));
+    assert_eq!(server.delete("/v1/subscriptions/candidate").0, 204);
+    let existing = create_subscription(&server, &webhook("existing", &receiver));
     let (_, existing_before) = server.get("/v1/subscriptions/existing");
 
     let with = |change: &dyn Fn(&mut Value)| {
@@ -432,7 +430,7 @@ fn bad_input_is_named() {
 #[test]
 fn bad_sink_fields_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let receiver = HookReceiver::start(&dir.path().join("hooks.jsonl"), &[]);
+    let receiver = Receiver::start(dir.path(), "hooks", &[]);
     let server = Server::start(&dir.path().join("data"), ALLOW_LOOPBACK);
     let with = |change: &dyn Fn(&mut Value)| {
         let mut v = valid(&receiver);
@@ -468,24 +466,21 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[test]
 fn metrics_exposes_delivery_counters() {
     let dir = tempfile::tempdir().unwrap();
-    let receiver = HookReceiver::start(&dir.path().join("hooks.jsonl"), &[]);
+    let receiver = Receiver::start(dir.path(), "hooks", &[]);
     let server = Server::start(&dir.path().join("data"), ALLOW_LOOPBACK);
-    create(&server, &webhook("x", &receiver));
+    create_subscription(&server, &webhook("x", &receiver));
     // One more, to an endpoint that refuses everything: its events end as dead letters.
-    let refusing = HookReceiver::start(
-        &dir.path().join("refusing.jsonl"),
-        &["--always-status", "500"],
-    );
+    let refusing = Receiver::start(dir.path(), "refusing", &["--always-status", "500"]);
     let mut dead = webhook("y", &refusing);
     dead["retry"] = json!({"max_attempts": 2, "initial_backoff_ms": 10, "max_backoff_ms": 20});
     // Ten failures in a row: keep the breaker (30 s open by default) out of this test.
     dead["circuit"] = json!({"failure_threshold": 1000, "open_ms": 10});
-    create(&server, &dead);
+    create_subscription(&server, &dead);
 
     let ids = put_keys(&server, "metered", &keys("m", 5));
     wait_ids(&receiver, "x", &ids);
-    let text = poll_until("the counters on /metrics", Duration::from_secs(15), || {
-        let (status, text) = get_text(&server, "/metrics");
+    let text = wait_for("the counters on /metrics", Duration::from_secs(15), || {
+        let (status, text) = server.get_text("/metrics");
         assert_eq!(status, 200);
         let x = sample(
             &text,
@@ -497,7 +492,13 @@ fn metrics_exposes_delivery_counters() {
             &text,
             r#"tidemark_subscription_lag_events{subscription="x"}"#,
         );
-        (x == Some(5.0) && y == Some(5.0) && lag == Some(0.0)).then_some(text)
+        if x == Some(5.0) && y == Some(5.0) && lag == Some(0.0) {
+            Ok(text)
+        } else {
+            Err(format!(
+                "x delivered {x:?}, y dead letters {y:?}, x lag {lag:?}"
+            ))
+        }
     });
     let has = |series: &str| {
         sample(&text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))

@@ -215,6 +215,11 @@ pub async fn run(args: DeliveryArgs) -> anyhow::Result<()> {
     let mut written = 0;
     for run in 0..args.runs {
         write_events(&api, written, args.events).await?;
+        // The index applies the new events in this process too; let it finish first, so
+        // delivery and the load generator are measured on the same otherwise idle machine.
+        while call(&format!("{api}/healthz"), Method::GET, None).await?["index_lag"] != 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         for (mode, batch, rates) in [
             ("unbatched", 1, &mut unbatched),
             ("batched", args.batch, &mut batched),
@@ -269,7 +274,8 @@ pub async fn run(args: DeliveryArgs) -> anyhow::Result<()> {
         )),
     )
     .await?;
-    let acks: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+    // Per event id: when its request was sent and when its acknowledgement arrived.
+    let acks: Arc<Mutex<HashMap<String, (Instant, Instant)>>> = Default::default();
     let total = args.rate * args.seconds;
     let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
     let began = tokio::time::Instant::now();
@@ -279,9 +285,10 @@ pub async fn run(args: DeliveryArgs) -> anyhow::Result<()> {
         let (api, acks) = (api.clone(), acks.clone());
         tasks.spawn(async move {
             let m = json!({"mutations": [{"op": "put", "bucket": "bench", "key": format!("lat/{:05}", i % 5000), "size": 2048}]});
+            let sent = Instant::now();
             let v = call(&format!("{api}/v1/mutations"), Method::POST, Some(m)).await?;
             let id = v["results"][0]["event_id"].as_str().context("no event id")?.to_string();
-            acks.lock().unwrap().insert(id, Instant::now());
+            acks.lock().unwrap().insert(id, (sent, Instant::now()));
             Ok::<(), anyhow::Error>(())
         });
     }
@@ -294,24 +301,29 @@ pub async fn run(args: DeliveryArgs) -> anyhow::Result<()> {
     }
     let arrivals = received.arrivals.lock().unwrap().clone();
     let acks = acks.lock().unwrap().clone();
-    let mut lat: Vec<f64> = acks
-        .iter()
-        .filter_map(|(id, ack)| {
-            arrivals
-                .get(id)
-                .map(|at| at.saturating_duration_since(*ack).as_secs_f64() * 1e3)
-        })
-        .collect();
-    lat.sort_by(f64::total_cmp);
+    let ms = |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
+    let (mut from_ack, mut from_sent) = (Vec::new(), Vec::new());
+    for (id, (sent, acked)) in &acks {
+        if let Some(at) = arrivals.get(id) {
+            from_ack.push(ms(*acked, *at));
+            from_sent.push(ms(*sent, *at));
+        }
+    }
+    from_ack.sort_by(f64::total_cmp);
+    from_sent.sort_by(f64::total_cmp);
     println!(
-        "latency from acknowledged mutation to receiver 2xx at {} events/s over {} s: {} of {total} arrived; p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "at {} events/s over {} s, {} of {total} arrived. Acknowledgement to receiver: p50 {:.2} ms, \
+         p99 {:.2} ms, max {:.2} ms (0 when the webhook beats the HTTP answer). Mutation request \
+         sent to receiver (ingest + fsync + delivery): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         args.rate,
         args.seconds,
-        lat.len(),
-        quantile(&lat, 0.5),
-        quantile(&lat, 0.9),
-        quantile(&lat, 0.99),
-        lat.last().copied().unwrap_or(f64::NAN)
+        from_ack.len(),
+        quantile(&from_ack, 0.5),
+        quantile(&from_ack, 0.99),
+        from_ack.last().copied().unwrap_or(f64::NAN),
+        quantile(&from_sent, 0.5),
+        quantile(&from_sent, 0.99),
+        from_sent.last().copied().unwrap_or(f64::NAN),
     );
     server.abort();
     Ok(())

@@ -1,5 +1,8 @@
 //! Test harness: runs the real `tidemark` binary as a child process on loopback ports.
+//! `receiver` runs the webhook endpoint the delivery tests send to.
 #![allow(dead_code)]
+
+pub mod receiver;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -158,6 +161,34 @@ impl Server {
             .unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = client()
+            .put(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    /// Status and JSON body (`Null` when empty).
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        let resp = client()
+            .delete(format!("{}{path}", self.url))
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    /// `GET` as text (for `/metrics`).
+    pub fn get_text(&self, path: &str) -> (u16, String) {
+        let resp = client().get(format!("{}{path}", self.url)).send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().unwrap_or_default())
     }
 
     /// Wait until this node writes some partition.
@@ -385,110 +416,23 @@ pub fn assert_log_and_index_intact(
     );
 }
 
-/// `tests/py/webhook_receiver.py` on an ephemeral loopback port: one JSON line per request in
-/// `out` (fields `n`, `path`, `status`, `headers`, `body_b64`, `webhook_id`, `cloudevents`, ...).
-/// Killed when dropped.
-pub struct HookReceiver {
-    child: Child,
-    pub port: u16,
-    pub out: PathBuf,
-}
-
-impl HookReceiver {
-    /// Start with extra receiver flags (`--delay-ms`, `--fail-first`, ...).
-    pub fn start(out: &Path, extra: &[&str]) -> HookReceiver {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/webhook_receiver.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args(["--port", "0", "--out"])
-            .arg(out)
-            .args(extra)
-            .stdout(Stdio::piped())
-            // Its tracebacks (a sender killed mid-request) are expected noise in some tests.
-            .stderr(std::fs::File::create(out.with_extension("stderr.log")).unwrap())
-            .spawn()
-            .expect("start webhook_receiver.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let Some(port) = line.trim().strip_prefix("listening ") else {
-            let _ = child.kill();
-            panic!("webhook receiver did not start: {line:?}");
-        };
-        HookReceiver {
-            port: port.parse().unwrap(),
-            child,
-            out: out.to_path_buf(),
-        }
-    }
-
-    /// `http://127.0.0.1:PORT` + `path`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// Every request received so far (complete lines only).
-    pub fn records(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    /// The `webhook-id` of every request received so far, duplicates included.
-    pub fn webhook_ids(&self) -> Vec<String> {
-        self.records()
-            .iter()
-            .filter_map(|r| r["webhook_id"].as_str().map(str::to_string))
-            .collect()
-    }
-}
-
-impl Drop for HookReceiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Call `check` every 20 ms until it gives a value; panics naming `what` after `limit`.
-pub fn poll_until<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `DELETE` a path of a server; status and JSON body (`Null` when empty).
-pub fn delete_path(server: &Server, path: &str) -> (u16, Value) {
-    let resp = client()
-        .delete(format!("{}{path}", server.url))
-        .send()
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().unwrap_or(Value::Null))
-}
-
-/// `GET` a path of a server as text (for `/metrics`).
-pub fn get_text(server: &Server, path: &str) -> (u16, String) {
-    let resp = client()
-        .get(format!("{}{path}", server.url))
-        .send()
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.text().unwrap_or_default())
-}
-
 /// `POST /v1/mutations` of one `put` per key; the acknowledged event ids, in order.
 pub fn put_keys(server: &Server, bucket: &str, keys: &[String]) -> Vec<String> {
     let mutations: Vec<Value> = keys
         .iter()
         .map(|k| serde_json::json!({"op": "put", "bucket": bucket, "key": k, "size": 10}))
+        .collect();
+    ingest(server, mutations)
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect()
+}
+
+/// Ingest `mutations`; returns (key, event id) of each, in the order given (log order per key).
+pub fn ingest(server: &Server, mutations: Vec<Value>) -> Vec<(String, String)> {
+    let keys: Vec<String> = mutations
+        .iter()
+        .map(|m| m["key"].as_str().unwrap().to_string())
         .collect();
     let (status, resp) = server.post(
         "/v1/mutations",
@@ -496,6 +440,76 @@ pub fn put_keys(server: &Server, bucket: &str, keys: &[String]) -> Vec<String> {
     );
     assert_eq!(status, 200, "{resp}");
     let ids = acked_ids(&resp);
-    assert_eq!(ids.len(), keys.len(), "{resp}");
-    ids
+    assert_eq!(ids.len(), keys.len(), "every mutation acknowledged: {resp}");
+    keys.into_iter().zip(ids).collect()
+}
+
+/// Call `check` every 20 ms until it returns `Ok`; on timeout, panic naming `what` with the
+/// last complaint `check` gave, so a failure shows what was seen instead of only "timed out".
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Retries short enough that a failing endpoint or function costs a test milliseconds.
+pub fn fast_retry(max_attempts: u32) -> Value {
+    serde_json::json!({"max_attempts": max_attempts, "initial_backoff_ms": 20, "max_backoff_ms": 200})
+}
+
+/// `POST /v1/subscriptions`, which must answer 201; returns the created subscription.
+pub fn create_subscription(server: &Server, spec: &Value) -> Value {
+    let (status, resp) = server.post("/v1/subscriptions", spec.to_string());
+    assert_eq!(status, 201, "create {}: {resp}", spec["name"]);
+    resp
+}
+
+/// `GET /v1/subscriptions/NAME/status`, which must answer 200.
+pub fn subscription_status(server: &Server, name: &str) -> Value {
+    let (status, v) = server.get(&format!("/v1/subscriptions/{name}/status"));
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// Wait until subscription `name`'s status satisfies `ready`; returns that status.
+pub fn wait_status(
+    server: &Server,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_for(&format!("{name}: {what}"), timeout, || {
+        let s = subscription_status(server, name);
+        if ready(&s) { Ok(s) } else { Err(s.to_string()) }
+    })
+}
+
+/// Wait until subscription `name` lists `count` dead letters; returns them.
+pub fn wait_dead_letters(
+    server: &Server,
+    name: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<Value> {
+    let path = format!("/v1/subscriptions/{name}/dead-letters");
+    wait_for(&format!("{name}: {count} dead letters"), timeout, || {
+        let (status, v) = server.get(&path);
+        assert_eq!(status, 200, "{v}");
+        match v["dead_letters"].as_array() {
+            Some(l) if l.len() == count && v["count"] == count => Ok(l.clone()),
+            _ => Err(v.to_string()),
+        }
+    })
 }
