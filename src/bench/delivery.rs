@@ -52,12 +52,14 @@ struct Received {
     /// webhook-id -> arrival, for the latency run.
     arrivals: Mutex<HashMap<String, Instant>>,
     record: std::sync::atomic::AtomicBool,
+    /// One delivery as it arrived (headers and body), for the load generator to replay.
+    sample: Mutex<Option<(HeaderMap, Bytes)>>,
 }
 
 async fn receive(
     axum::extract::State(r): axum::extract::State<Arc<Received>>,
     headers: HeaderMap,
-    _body: Bytes,
+    body: Bytes,
 ) -> StatusCode {
     let id = headers
         .get("webhook-id")
@@ -70,6 +72,12 @@ async fn receive(
         .unwrap_or(1);
     r.requests.fetch_add(1, Ordering::Relaxed);
     r.events.fetch_add(n, Ordering::Relaxed);
+    if n == 1 && id != "peer" {
+        let mut sample = r.sample.lock().unwrap();
+        if sample.is_none() {
+            *sample = Some((headers.clone(), body));
+        }
+    }
     if r.record.load(Ordering::Relaxed) {
         r.arrivals
             .lock()
@@ -126,27 +134,36 @@ async fn wait_events(r: &Received, target: u64, since: Instant) -> anyhow::Resul
     Ok(since.elapsed())
 }
 
-/// The peer: `requests` POSTs of an S3-format-sized body over `connections` keep-alive
-/// connections, as fast as the receiver answers. Returns requests per second.
+/// The peer: `requests` POSTs over `connections` keep-alive connections, as fast as the
+/// receiver answers, each a replay of one real delivery (same headers, same signed body), so
+/// the receiver and the wire do the same work and the difference is Tidemark's. Returns
+/// requests per second.
 async fn load_generator(
     hook: &str,
     requests: usize,
     connections: usize,
-    body: Bytes,
+    sample: (HeaderMap, Bytes),
 ) -> anyhow::Result<f64> {
+    let (mut headers, body) = sample;
+    headers.remove("host");
+    headers.remove("content-length");
+    headers.insert("webhook-id", "peer".parse()?);
     let client = crate::server::http_client();
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..connections {
-        let (client, next, hook, body) =
-            (client.clone(), next.clone(), hook.to_string(), body.clone());
+        let (client, next, hook, body, headers) = (
+            client.clone(),
+            next.clone(),
+            hook.to_string(),
+            body.clone(),
+            headers.clone(),
+        );
         tasks.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < requests as u64 {
-                let req = hyper::Request::post(&hook)
-                    .header("content-type", "application/json")
-                    .header("webhook-id", "peer")
-                    .body(Full::new(body.clone()))?;
+                let mut req = hyper::Request::post(&hook).body(Full::new(body.clone()))?;
+                *req.headers_mut() = headers.clone();
                 let resp = client.request(req).await?;
                 resp.into_body().collect().await?;
             }
@@ -208,8 +225,6 @@ pub async fn run(args: DeliveryArgs) -> anyhow::Result<()> {
     let received = Arc::new(Received::default());
     let hook = format!("http://{}/hook", start_receiver(received.clone()).await?);
     let connections = args.in_flight * 4;
-    // A representative S3-format body (one record, ~900 bytes).
-    let body = Bytes::from(vec![b'x'; 900]);
 
     let (mut peer, mut unbatched, mut batched) = (Vec::new(), Vec::new(), Vec::new());
     let mut written = 0;
@@ -240,7 +255,13 @@ pub async fn run(args: DeliveryArgs) -> anyhow::Result<()> {
             .await?;
         }
         let before = received.events.load(Ordering::Relaxed);
-        peer.push(load_generator(&hook, written + args.events, connections, body.clone()).await?);
+        let sample = received
+            .sample
+            .lock()
+            .unwrap()
+            .clone()
+            .context("no delivery arrived")?;
+        peer.push(load_generator(&hook, written + args.events, connections, sample).await?);
         received.events.store(before, Ordering::Relaxed);
         written += args.events;
         println!(

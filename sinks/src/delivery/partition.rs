@@ -301,7 +301,7 @@ pub async fn run(
         queued_since: None,
         running: FuturesUnordered::new(),
     };
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut gone = None;
     while !*stop.borrow() && gone.is_none() {
         let due = d.start();

@@ -131,12 +131,13 @@ pub fn render(format: Format, ctx: &Context, items: &[Item]) -> Result<Payload, 
                 records: Vec<S3Record<'a>>,
             }
             let records = items.iter().map(|item| s3_record(ctx, item)).collect();
+            // Sized for a typical record, so the buffer is not regrown and copied as it fills.
+            let mut body = Vec::with_capacity(1024 * items.len());
+            serde_json::to_writer(&mut body, &Records { records }).expect("records serialize");
             Payload {
                 content_type: CONTENT_TYPE_JSON,
                 headers: Vec::new(),
-                body: serde_json::to_vec(&Records { records })
-                    .expect("records serialize")
-                    .into(),
+                body: body.into(),
             }
         }
         (Format::CloudeventsBinary, [item]) => cloudevent_binary(ctx, item),

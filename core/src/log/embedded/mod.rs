@@ -63,7 +63,8 @@ pub struct EmbeddedLog {
     writer: Option<Mutex<Sender<Command>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     failed: Failed,
-    offsets: Option<OffsetStore>,
+    /// Shared with the blocking tasks that write it (a commit fsyncs).
+    offsets: Option<Arc<OffsetStore>>,
     /// Held for the life of a writable log so two processes never append to one directory.
     _lock: Option<File>,
 }
@@ -114,7 +115,7 @@ impl EmbeddedLog {
             .spawn(move || writer.run(rx))
             .ctx("start log writer thread", root)?;
         Ok(EmbeddedLog {
-            offsets: Some(OffsetStore::open(root.join(CONSUMERS_DIR))?),
+            offsets: Some(Arc::new(OffsetStore::open(root.join(CONSUMERS_DIR))?)),
             root: root.to_path_buf(),
             config,
             topics,
@@ -413,9 +414,14 @@ impl Log for EmbeddedLog {
             self.partition(topic, partition)?;
             let store = self
                 .offsets
-                .as_ref()
+                .clone()
                 .ok_or_else(|| Error::BadInput("the log is open read-only".into()))?;
-            store.commit(consumer, topic, partition, next_offset)
+            // Two fsyncs: off the async threads, which deliveries and requests share.
+            let (consumer, topic) = (consumer.to_string(), topic.to_string());
+            crate::blocking::blocking(move || {
+                store.commit(&consumer, &topic, partition, next_offset)
+            })
+            .await
         }
         .boxed()
     }

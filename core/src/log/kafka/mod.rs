@@ -47,13 +47,19 @@ type Queued = (
 /// A partition reader shared by calls for the same topic and partition.
 type SharedReader = Arc<Mutex<PartitionReader>>;
 
+/// Consumers kept per partition for plain reads (see `KafkaLog::readers`).
+const READERS_PER_PARTITION: usize = 8;
+
 pub struct KafkaLog {
     config: KafkaConfig,
     producer: Arc<ProducerSlot>,
     admin: AdminClient<DefaultClientContext>,
     /// For metadata, watermarks and offsets-for-times.
     meta: Arc<BaseConsumer>,
-    readers: Mutex<HashMap<(String, u32), SharedReader>>,
+    /// Per partition, a few readers: the materializer, every subscription and the tools read
+    /// one partition at different positions, and each should find a consumer already
+    /// positioned where it reads next instead of seeking one shared consumer back and forth.
+    readers: Mutex<HashMap<(String, u32), Vec<SharedReader>>>,
     /// One group consumer per named consumer, for its committed offsets.
     groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
     partitions: RwLock<HashMap<String, u32>>,
@@ -169,17 +175,31 @@ impl KafkaLog {
         })
     }
 
-    fn reader(&self, topic: &str, partition: u32) -> Result<SharedReader> {
+    /// A reader of `partition` for a read at `from`: one positioned there if it is free, else
+    /// a new one (up to [`READERS_PER_PARTITION`]), else a free one to reposition, else the
+    /// first one to wait for.
+    fn reader(&self, topic: &str, partition: u32, from: u64) -> Result<SharedReader> {
         let mut readers = self.readers.lock().unwrap();
-        if let Some(r) = readers.get(&(topic.to_string(), partition)) {
+        let pool = readers.entry((topic.to_string(), partition)).or_default();
+        let positioned = pool
+            .iter()
+            .find(|r| r.try_lock().is_ok_and(|reader| reader.next() == Some(from)));
+        if let Some(r) = positioned {
             return Ok(r.clone());
         }
-        let consumer: BaseConsumer = Self::consumer_config(&self.config, "tidemark-reader")
-            .create()
-            .map_err(kafka_err("create consumer"))?;
-        let r = Arc::new(Mutex::new(PartitionReader::new(consumer, topic, partition)));
-        readers.insert((topic.to_string(), partition), r.clone());
-        Ok(r)
+        if pool.len() < READERS_PER_PARTITION {
+            let consumer: BaseConsumer = Self::consumer_config(&self.config, "tidemark-reader")
+                .create()
+                .map_err(kafka_err("create consumer"))?;
+            let r = Arc::new(Mutex::new(PartitionReader::new(consumer, topic, partition)));
+            pool.push(r.clone());
+            return Ok(r);
+        }
+        let free = pool
+            .iter()
+            .find(|r| r.try_lock().is_ok())
+            .unwrap_or(&pool[0]);
+        Ok(free.clone())
     }
 
     fn group(&self, consumer: &str) -> Result<Arc<BaseConsumer>> {
@@ -393,7 +413,7 @@ impl Log for KafkaLog {
             } else {
                 wait
             };
-            let reader = self.reader(topic, partition)?;
+            let reader = self.reader(topic, partition, from)?;
             crate::blocking::blocking(move || reader.lock().unwrap().read(from, max, wait)).await
         }
         .boxed()

@@ -32,6 +32,11 @@ impl PartitionReader {
         }
     }
 
+    /// The offset a read continues at without seeking.
+    pub fn next(&self) -> Option<u64> {
+        self.next
+    }
+
     /// Up to `max` records from `from`, waiting up to `wait` for the first one.
     pub fn read(&mut self, from: u64, max: usize, wait: Duration) -> Result<Vec<Record>> {
         if self.next != Some(from) {
