@@ -35,6 +35,14 @@ fn every_command_has_help() {
         &["bench", "codec", "--help"],
         &["bench", "ingest", "--help"],
         &["bench", "rebuild", "--help"],
+        &["bench", "delivery", "--help"],
+        &["sub", "--help"],
+        &["sub", "create", "--help"],
+        &["sub", "ls", "--help"],
+        &["sub", "status", "--help"],
+        &["sub", "rm", "--help"],
+        &["sub", "dead-letters", "--help"],
+        &["sub", "redrive", "--help"],
     ] {
         let out = tidemark(cmd);
         assert!(out.contains("Usage:"), "{cmd:?}: {out}");
@@ -144,5 +152,115 @@ fn log_tail_follows_a_running_server() {
     assert_eq!(seen, ids);
     tail.kill().unwrap();
     tail.wait().unwrap();
+    server.stop();
+}
+
+#[test]
+fn sub_commands_manage_subscriptions_on_a_running_server() {
+    let scratch = tempfile::tempdir().unwrap();
+    let data = scratch.path().join("data");
+    let server = Server::start(&data, &["--allow-destinations", "loopback"]);
+    let at = ["--server", server.url.as_str()];
+    let with = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .chain(at.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let call = |args: &[&str]| {
+        let args = with(args);
+        tidemark(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    let out = call(&[
+        "sub",
+        "create",
+        "thumbs",
+        "--url",
+        "http://127.0.0.1:9/hook",
+        "--format",
+        "cloudevents-binary",
+        "--event",
+        "ObjectCreated:*",
+        "--prefix",
+        "photos/",
+        "--suffix",
+        ".jpg",
+        "--min-size",
+        "1024",
+        "--metadata",
+        "team=ml",
+        "--secret",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ]);
+    assert!(out.contains("created subscription thumbs"), "{out}");
+    // The same spec over HTTP: rules and sink as the flags said, the secret as a reference.
+    let (_, v) = server.get("/v1/subscriptions/thumbs");
+    assert_eq!(v["rules"]["prefix"], json!(["photos/"]), "{v}");
+    assert_eq!(v["rules"]["size"]["min"], 1024, "{v}");
+    assert_eq!(v["rules"]["metadata"]["team"], "ml", "{v}");
+    assert_eq!(v["sink"]["format"], "cloudevents-binary", "{v}");
+    assert!(
+        v["sink"]["secret"].as_str().unwrap().starts_with("secret:"),
+        "{v}"
+    );
+
+    let spec = scratch.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        json!({"name": "audit", "start": "earliest",
+               "sink": {"type": "function", "mode": "process", "command": ["true"]}})
+        .to_string(),
+    )
+    .unwrap();
+    let out = call(&["sub", "create", "--spec", spec.to_str().unwrap()]);
+    assert!(
+        out.contains("created subscription audit (start earliest)"),
+        "{out}"
+    );
+
+    let ls = call(&["sub", "ls"]);
+    assert!(
+        ls.contains("thumbs") && ls.contains("audit") && ls.contains("webhook"),
+        "{ls}"
+    );
+    let status = call(&["sub", "status", "audit"]);
+    assert!(
+        status.contains("state") && status.contains("lag"),
+        "{status}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&call(&["sub", "status", "audit", "--json"])).unwrap();
+    assert_eq!(json["name"], "audit");
+    let letters = call(&["sub", "dead-letters", "audit"]);
+    assert!(letters.starts_with("ID"), "{letters}");
+    assert!(call(&["sub", "redrive", "audit"]).contains("redriving 0"));
+
+    // Errors name the problem: the server's field, a missing name, an unknown subscription,
+    // and a server that is not there.
+    let bad = with(&["sub", "create", "x", "--url", "ftp://example.com/"]);
+    fails_with(
+        &bad.iter().map(String::as_str).collect::<Vec<_>>(),
+        "sink.url: 'ftp://example.com/' must start with http:// or https://",
+    );
+    let bad = with(&["sub", "create", "--url", "http://127.0.0.1:9/"]);
+    fails_with(
+        &bad.iter().map(String::as_str).collect::<Vec<_>>(),
+        "give the subscription a name",
+    );
+    let bad = with(&["sub", "status", "nope"]);
+    fails_with(
+        &bad.iter().map(String::as_str).collect::<Vec<_>>(),
+        "subscription 'nope' does not exist",
+    );
+    fails_with(
+        &["sub", "ls", "--server", "http://127.0.0.1:9"],
+        "cannot reach the server at http://127.0.0.1:9",
+    );
+
+    let out = call(&["sub", "rm", "thumbs"]);
+    assert!(out.contains("removed subscription thumbs"), "{out}");
+    let ls = call(&["sub", "ls"]);
+    assert!(!ls.contains("thumbs") && ls.contains("audit"), "{ls}");
     server.stop();
 }

@@ -1,0 +1,175 @@
+//! The rest of a webhook's options, end to end: bearer tokens and custom headers, secrets by
+//! reference (`env:`, `file:`), giving up by age, and asynchronous function invocations.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::receiver::Receiver;
+use common::*;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn put(server: &Server, key: &str) -> String {
+    put_keys(server, "photos", &[key.to_string()]).remove(0)
+}
+
+#[test]
+fn bearer_token_and_custom_headers_arrive_and_are_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path(), "hooks", &[]);
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--allow-destinations", "loopback"],
+    );
+    let spec = json!({
+        "name": "tokens",
+        "sink": {"type": "webhook", "url": receiver.url("/hook"),
+                 "bearer_token": "tok-3f9a", "headers": {"x-team": "ml"}},
+    });
+    let created = create_subscription(&server, &spec);
+    assert!(!created.to_string().contains("tok-3f9a"), "{created}");
+    let token_ref = created["sink"]["bearer_token"].as_str().unwrap();
+    assert!(token_ref.starts_with("secret:"), "{created}");
+
+    let id = put(&server, "a.jpg");
+    receiver.wait_delivered(std::slice::from_ref(&id), WAIT);
+    let req = &receiver.requests()[0];
+    assert_eq!(req["headers"]["authorization"], "Bearer tok-3f9a", "{req}");
+    assert_eq!(req["headers"]["x-team"], "ml", "{req}");
+    assert_eq!(req["webhook_id"], id.as_str());
+    for path in [
+        "/v1/subscriptions",
+        "/v1/subscriptions/tokens",
+        "/v1/subscriptions/tokens/status",
+    ] {
+        let (_, v) = server.get(path);
+        assert!(!v.to_string().contains("tok-3f9a"), "{path}: {v}");
+    }
+
+    // Headers the sink sets itself cannot be overridden.
+    let mut bad = spec.clone();
+    bad["name"] = json!("forged");
+    bad["sink"]["headers"] = json!({"webhook-id": "x"});
+    let (status, v) = server.post("/v1/subscriptions", bad.to_string());
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["field"], "sink.headers.webhook-id", "{v}");
+}
+
+#[test]
+fn secrets_by_reference_stay_outside_tidemark() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hook.secret");
+    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+    let receiver = Receiver::start(dir.path(), "hooks", &["--secret", SECRET]);
+    let server = Server::start_with_env(
+        &Backend::Embedded,
+        &dir.path().join("data"),
+        &["--allow-destinations", "loopback"],
+        &[("HOOK_SECRET", SECRET)],
+    );
+    let sub = |name: &str, secret: &str| json!({"name": name, "sink": {"type": "webhook", "url": receiver.url(&format!("/{name}")), "secret": secret}});
+    let file_ref = format!("file:{}", file.display());
+    for (name, reference) in [
+        ("by-env", "env:HOOK_SECRET"),
+        ("by-file", file_ref.as_str()),
+    ] {
+        let created = create_subscription(&server, &sub(name, reference));
+        assert_eq!(
+            created["sink"]["secret"], reference,
+            "kept as given: {created}"
+        );
+    }
+    let id = put(&server, "b.jpg");
+    wait_for("both deliveries", WAIT, || {
+        let reqs = receiver.requests();
+        let ok = reqs
+            .iter()
+            .filter(|r| r["webhook_id"] == id.as_str() && r["verified"] == true);
+        match ok.count() {
+            2 => Ok(()),
+            n => Err(format!("{n} verified: {reqs:?}")),
+        }
+    });
+
+    // A reference that does not resolve is refused when the subscription is created.
+    let (status, v) = server.post(
+        "/v1/subscriptions",
+        sub("missing", "env:NO_SUCH_VAR").to_string(),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["field"], "sink.secret", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("NO_SUCH_VAR"),
+        "{v}"
+    );
+}
+
+#[test]
+fn max_age_sends_an_event_to_the_dead_letters_whatever_its_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path(), "hooks", &["--always-status", "503"]);
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--allow-destinations", "loopback"],
+    );
+    create_subscription(
+        &server,
+        &json!({"name": "aging", "sink": {"type": "webhook", "url": receiver.url("/hook")},
+                "retry": {"max_attempts": 1000, "initial_backoff_ms": 20, "max_backoff_ms": 50,
+                          "max_age_ms": 400},
+                "circuit": {"failure_threshold": 1000}}),
+    );
+    let id = put(&server, "c.jpg");
+    let letters = wait_dead_letters(&server, "aging", 1, WAIT);
+    assert_eq!(letters[0]["event_id"], id.as_str());
+    let error = letters[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("max age") && error.contains("503"),
+        "{error}"
+    );
+    let attempts = letters[0]["attempts"].as_u64().unwrap();
+    assert!(
+        (2..1000).contains(&attempts),
+        "{attempts} attempts in 400 ms"
+    );
+}
+
+#[test]
+fn async_function_invocations_count_once_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    // Takes five seconds; an async subscription does not wait for it.
+    let command = format!("sleep 5; cat >> {}", out.display());
+    create_subscription(
+        &server,
+        &json!({"name": "slow-fn", "sink": {"type": "function", "mode": "process",
+                "command": ["sh", "-c", command], "invocation": "async", "timeout_ms": 10000}}),
+    );
+    let started = Instant::now();
+    let id = put(&server, "d.jpg");
+    wait_status(&server, "slow-fn", "delivered", WAIT, |s| {
+        s["delivered"] == 1
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "an async invocation counts as delivered once started, not when it ends"
+    );
+    let invocations = wait_for("the invocation's record", WAIT, || {
+        let (_, v) = server.get("/v1/subscriptions/slow-fn/invocations");
+        match v["invocations"].as_array() {
+            Some(l) if !l.is_empty() => Ok(l.clone()),
+            _ => Err(v.to_string()),
+        }
+    });
+    assert_eq!(invocations[0]["outcome"], "ok", "{invocations:?}");
+    assert_eq!(invocations[0]["event_ids"][0], id.as_str());
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert!(written.contains(&id), "{written}");
+}
