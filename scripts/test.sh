@@ -29,7 +29,7 @@ export TANSU_BIN="$tansu"
 
 # Independent readers from PyPI: fastavro, confluent-kafka with its registry client, and the
 # standardwebhooks and cloudevents packages the webhook receiver verifies deliveries with.
-if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro, standardwebhooks, cloudevents.core' 2>/dev/null; then
+if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro, standardwebhooks, cloudevents.core, cryptography' 2>/dev/null; then
   echo "installing tests/py/requirements.txt"
   python3 -m pip install --quiet --user -r tests/py/requirements.txt
 fi

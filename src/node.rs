@@ -140,6 +140,8 @@ pub struct NodeConfig {
     pub origin: Origin,
     /// Non-public addresses webhooks and functions may be sent to.
     pub destinations: DestinationPolicy,
+    /// CA certificates (PEM) trusted for webhook and function URLs besides the web PKI.
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 pub struct Node {
@@ -268,6 +270,7 @@ impl Node {
             log.clone(),
             codec.clone(),
             source,
+            tidemark_sinks::client::http_client(cfg.destinations, cfg.webhook_ca_file.as_deref())?,
         );
         Ok(Node {
             engine,

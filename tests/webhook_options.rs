@@ -173,3 +173,79 @@ fn async_function_invocations_count_once_started() {
     let written = std::fs::read_to_string(&out).unwrap();
     assert!(written.contains(&id), "{written}");
 }
+
+#[test]
+fn https_endpoints_are_verified_against_the_trusted_cas() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let made = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/make_certs.py"
+        ))
+        .arg(&certs)
+        .status()
+        .unwrap();
+    assert!(made.success(), "make_certs.py failed");
+    let file = |name: &str| certs.join(name).to_str().unwrap().to_string();
+    let receiver = Receiver::start(
+        dir.path(),
+        "tls",
+        &[
+            "--tls-cert",
+            &file("server.pem"),
+            "--tls-key",
+            &file("server.key"),
+        ],
+    );
+    let url = format!("https://localhost:{}/hook", receiver.port);
+    let sub = |name: &str| {
+        json!({"name": name, "sink": {"type": "webhook", "url": url}, "retry": fast_retry(1),
+               "circuit": {"failure_threshold": 1000}})
+    };
+
+    // The private CA is trusted with --webhook-ca-file: delivered over TLS.
+    let ca = file("ca.pem");
+    let trusted = Server::start(
+        &dir.path().join("trusted"),
+        &["--allow-destinations", "loopback", "--webhook-ca-file", &ca],
+    );
+    create_subscription(&trusted, &sub("tls"));
+    let id = put(&trusted, "e.jpg");
+    receiver.wait_delivered(std::slice::from_ref(&id), WAIT);
+    trusted.stop();
+
+    // Without it the certificate does not verify, and the event is not sent in the clear.
+    let untrusted = Server::start(
+        &dir.path().join("untrusted"),
+        &["--allow-destinations", "loopback"],
+    );
+    create_subscription(&untrusted, &sub("tls"));
+    let id = put(&untrusted, "f.jpg");
+    let letters = wait_dead_letters(&untrusted, "tls", 1, WAIT);
+    assert_eq!(letters[0]["event_id"], id.as_str());
+    let error = letters[0]["error"].as_str().unwrap();
+    assert!(error.contains("certificate"), "{error}");
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "only the trusted delivery arrived"
+    );
+
+    // A CA file that is not there stops the server with the flag named.
+    let out = run(&[
+        "serve",
+        "--data-dir",
+        &file("none"),
+        "--listen",
+        "127.0.0.1:0",
+        "--webhook-ca-file",
+        &file("missing.pem"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--webhook-ca-file") && stderr.contains("missing.pem"),
+        "{stderr}"
+    );
+}

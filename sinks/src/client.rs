@@ -1,7 +1,9 @@
 //! The one outbound HTTP client of a node: pooled keep-alive connections (a webhook endpoint
-//! gets its connections reused across events and subscriptions), TLS with the web PKI roots,
-//! and the address guard on every connection.
+//! gets its connections reused across events and subscriptions), TLS verified against the web
+//! PKI roots plus, optionally, a private CA bundle, and the address guard on every connection.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,24 +12,57 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use crate::guard::{DestinationPolicy, GuardedResolver};
+use crate::{Error, Result};
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
 
-pub fn http_client(policy: DestinationPolicy) -> HttpClient {
+/// `extra_roots`: a PEM file of CA certificates trusted besides the web PKI (endpoints inside
+/// a company network signed by its own CA).
+pub fn http_client(policy: DestinationPolicy, extra_roots: Option<&Path>) -> Result<HttpClient> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = extra_roots {
+        let bad = |message: String| Error::invalid("--webhook-ca-file", message);
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+        let mut added = 0;
+        for cert in certs {
+            let cert = cert.map_err(|e| bad(format!("{}: {e}", path.display())))?;
+            roots.add(cert).map_err(|e| {
+                bad(format!(
+                    "{}: not a usable CA certificate: {e}",
+                    path.display()
+                ))
+            })?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(bad(format!("{} holds no PEM certificate", path.display())));
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("the ring provider supports the default TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let mut http = HttpConnector::new_with_resolver(GuardedResolver { policy });
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(10)));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-        .expect("the ring provider supports the default TLS versions")
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
-        .build(https)
+        .build(https))
 }

@@ -68,6 +68,7 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
         partitions: 4,
         origin: Default::default(),
         destinations: Default::default(),
+        webhook_ca_file: None,
     })
     .await?;
     let mut exists = vec![false; args.keys];

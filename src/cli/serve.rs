@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// Refused by default, so subscriptions cannot reach internal services.
     #[arg(long, value_delimiter = ',', value_name = "CLASS")]
     pub allow_destinations: Vec<String>,
+    /// A PEM file of CA certificates trusted for https webhook and function URLs besides the
+    /// public web PKI roots (endpoints signed by a private CA).
+    #[arg(long, value_name = "FILE")]
+    pub webhook_ca_file: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -73,6 +77,7 @@ impl ServeArgs {
             .map_err(|e| anyhow::anyhow!("--allow-destinations: {e}"))?;
         Ok(NodeConfig {
             destinations,
+            webhook_ca_file: self.webhook_ca_file.clone(),
             static_membership: self.log.kafka_static_membership,
             advertise_url,
             data_dir: self.data.data_dir.clone(),

@@ -7,7 +7,7 @@ in --out, so a test can assert on exactly what arrived on the wire.
 
   serve:  webhook_receiver.py [--port N] [--out PATH] [--secret whsec_..]... [--fail-first N]
           [--fail-status CODE] [--retry-after S] [--always-status CODE] [--delay-ms N]
-          [--tolerance S]            -> prints "listening <port>"
+          [--tolerance S] [--tls-cert PEM --tls-key PEM]   -> prints "listening <port>"
   verify: webhook_receiver.py verify --secret whsec_.. --id ID --timestamp T
           --signature "v1,.." --body-file F [--tolerance S]   -> exit 0 valid, 1 invalid
 
@@ -15,7 +15,7 @@ Status precedence: --always-status, then --fail-first, then 401 (bad signature),
 (bad CloudEvent), else 200. The record is written before answering, so a test that sees the
 response can read the line at once.
 """
-import argparse, base64, json, signal, sys, threading, time
+import argparse, base64, json, signal, ssl, sys, threading, time
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -192,6 +192,8 @@ def serve(argv):
     p.add_argument("--always-status", type=int)
     p.add_argument("--delay-ms", type=int, default=0)
     p.add_argument("--tolerance", type=float)
+    p.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    p.add_argument("--tls-key", help="the certificate's private key (PEM)")
     cfg = p.parse_args(argv)
     cfg.verifiers = [make_verifier(s, cfg.tolerance) for s in cfg.secret]  # bad secret: fail now
     cfg.out = open(cfg.out, "a", encoding="utf-8") if cfg.out else None
@@ -201,6 +203,10 @@ def serve(argv):
     # allow_reuse_address (on by default) lets a restarted receiver take the same port at once.
     server = ThreadingHTTPServer(("127.0.0.1", cfg.port), Handler)
     server.daemon_threads = True
+    if cfg.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

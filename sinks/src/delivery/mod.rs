@@ -94,8 +94,8 @@ impl Engine {
         log: Arc<dyn Log>,
         codec: Arc<EventCodec>,
         source: String,
+        client: HttpClient,
     ) -> Arc<Engine> {
-        let client = crate::client::http_client(subscriptions.policy());
         let engine = Arc::new(Engine {
             subscriptions,
             log,
