@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start `tidemark serve` with embedded defaults (./tidemark-data, http://127.0.0.1:7700), walk
-# through ingest -> log -> index -> rebuild, then keep the server running until Ctrl-C.
+# through ingest -> log -> index -> rebuild -> a subscription, then keep the server running until
+# Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked
@@ -39,6 +40,23 @@ rm -rf /tmp/tidemark-demo-rebuilt
 "$bin" state rebuild --into /tmp/tidemark-demo-rebuilt
 diff <("$bin" state ls --json --history) <("$bin" state ls --json --history --data-dir /tmp/tidemark-demo-rebuilt) \
   && echo "rebuilt index == live index"
+
+step "subscribe: new objects under raw/ go to a function (a process that appends each event to a file)"
+events=/tmp/tidemark-demo-events.jsonl
+rm -f "$events"
+"$bin" sub rm demo-audit >/dev/null 2>&1 || true
+"$bin" sub create --spec - <<JSON
+{"name": "demo-audit", "rules": {"events": ["ObjectCreated:*"], "prefix": ["raw/"]},
+ "sink": {"type": "function", "mode": "process", "command": ["sh", "-c", "cat >> $events"]}}
+JSON
+curl -s "$url/v1/mutations" -H 'content-type: application/json' -d '{"mutations":[
+  {"op":"put","bucket":"photos","key":"raw/bird.jpg","size":2048,"content_type":"image/jpeg"},
+  {"op":"put","bucket":"photos","key":"thumbs/bird.jpg","size":128}]}'
+echo
+for _ in $(seq 100); do [ -s "$events" ] && break; sleep 0.1; done
+echo "delivered to the function ($events):"
+cat "$events"
+"$bin" sub status demo-audit
 
 step "server still running at $url (Ctrl-C to stop)"
 wait $server

@@ -121,7 +121,9 @@ pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyho
         args.data.data_dir.display()
     );
     let log = node.log.clone();
+    let engine = node.engine.clone();
     server::serve(listener, node, limits, shutdown_signal()).await?;
+    engine.shutdown().await;
     log.close();
     tracing::info!("stopped");
     Ok(())

@@ -84,6 +84,8 @@ pub struct Engine {
     invocations: Mutex<HashMap<String, Arc<Invocations>>>,
     /// Dead letters being redriven now (not offered to a second redrive).
     redriving: Mutex<HashSet<Uuid>>,
+    /// Set by [`Engine::shutdown`]: nothing starts any more.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -108,6 +110,7 @@ impl Engine {
             stats: Default::default(),
             invocations: Default::default(),
             redriving: Default::default(),
+            stopping: Default::default(),
         });
         tokio::spawn(engine.clone().follow());
         engine
@@ -135,6 +138,9 @@ impl Engine {
             .map(|s| (s.name().to_string(), s))
             .collect();
         let mut running = self.running.lock().await;
+        if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let stale: Vec<String> = running
             .iter()
             .filter(|(name, r)| {
@@ -175,6 +181,20 @@ impl Engine {
                     });
                 }
             }
+        }
+    }
+
+    /// Stop every subscription on this node: each partition worker commits the position of
+    /// what it finished, so a graceful restart re-delivers only what was in flight.
+    pub async fn shutdown(&self) {
+        let mut running = self.running.lock().await;
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in running.values() {
+            let _ = r.stop.send(true);
+        }
+        for (_, r) in running.drain() {
+            let _ = r.task.await;
         }
     }
 
@@ -287,11 +307,12 @@ impl Engine {
     pub async fn status(&self, name: &str) -> Result<serde_json::Value> {
         let sub = self.subscriptions.get(name)?;
         let consumer = sub.consumer();
+        let stats = self.stats_of(&sub);
         let mut partitions = Vec::new();
         let (mut lag, mut ends) = (0u64, 0u64);
         for p in 0..self.log.partitions(OBJECTS_TOPIC)? {
             let range = self.log.offsets(OBJECTS_TOPIC, p).await?;
-            let position = match self.log.committed(&consumer, OBJECTS_TOPIC, p).await? {
+            let committed = match self.log.committed(&consumer, OBJECTS_TOPIC, p).await? {
                 Some(o) => o,
                 None => sub
                     .stored
@@ -300,15 +321,19 @@ impl Engine {
                     .copied()
                     .unwrap_or(range.start),
             };
+            // Between commits, the worker delivering the partition here knows better.
+            let position = stats
+                .position(p)
+                .map_or(committed, |live| live.max(committed));
             let behind = range.end.saturating_sub(position);
             lag += behind;
             ends += range.end;
             partitions.push(serde_json::json!({
-                "partition": p, "position": position, "end": range.end, "lag": behind,
+                "partition": p, "position": position, "committed": committed,
+                "end": range.end, "lag": behind,
             }));
         }
         let running = self.running.lock().await.contains_key(name);
-        let stats = self.stats_of(&sub);
         let sink = self.sink(&sub, None).ok();
         let circuit = sink.as_ref().map(|s| self.circuits.get(s.endpoint()));
         let get = |c: &std::sync::atomic::AtomicU64| Stats::get(c);

@@ -302,8 +302,10 @@ pub async fn run(
         running: FuturesUnordered::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let live = ctx.stats.live_position(partition);
     let mut gone = None;
     while !*stop.borrow() && gone.is_none() {
+        live.store(d.safe_point(), std::sync::atomic::Ordering::Relaxed);
         let due = d.start();
         let room = d.pending.len() < cap;
         tokio::select! {

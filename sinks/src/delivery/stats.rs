@@ -1,8 +1,9 @@
 //! What a subscription's delivery has done on this node since it started: the counters of
 //! `GET /v1/subscriptions/NAME/status` and `/metrics`.
 
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -37,6 +38,9 @@ pub struct Stats {
     pub last_error: Mutex<Option<LastError>>,
     /// Attempt latency: counts per bucket of [`LATENCY_BUCKETS`] (plus +Inf), and the sum.
     latency: Mutex<([u64; 13], f64)>,
+    /// Per partition delivered here, the position it would commit now: status reads it so
+    /// lag is current between commits.
+    live: Mutex<BTreeMap<u32, Arc<AtomicU64>>>,
 }
 
 impl Stats {
@@ -60,6 +64,22 @@ impl Stats {
     pub fn failed(&self, e: LastError) {
         self.failed_attempts.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().unwrap() = Some(e);
+    }
+
+    /// The cell a partition worker keeps its current position in.
+    pub fn live_position(&self, partition: u32) -> Arc<AtomicU64> {
+        self.live
+            .lock()
+            .unwrap()
+            .entry(partition)
+            .or_default()
+            .clone()
+    }
+
+    /// The current position of `partition`, if a worker on this node delivers it.
+    pub fn position(&self, partition: u32) -> Option<u64> {
+        let live = self.live.lock().unwrap();
+        live.get(&partition).map(|p| p.load(Ordering::Relaxed))
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {
