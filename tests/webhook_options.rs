@@ -94,6 +94,29 @@ fn secrets_by_reference_stay_outside_tidemark() {
         }
     });
 
+    // Process functions do not inherit the server's environment (it holds the secret).
+    let env_file = dir.path().join("env.txt");
+    create_subscription(
+        &server,
+        &json!({"name": "env-fn", "sink": {"type": "function", "mode": "process",
+                "command": ["sh", "-c", format!("env > {}", env_file.display())]}}),
+    );
+    put(&server, "c.jpg");
+    // The shell creates the file before `env` writes it: wait for the whole content.
+    let env = wait_for(
+        "the function's environment",
+        WAIT,
+        || match std::fs::read_to_string(&env_file) {
+            Ok(text) if text.contains("TIDEMARK_ATTEMPT=") => Ok(text),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert!(env.contains("TIDEMARK_SUBSCRIPTION=env-fn"), "{env}");
+    assert!(
+        !env.contains("HOOK_SECRET") && !env.contains(SECRET),
+        "{env}"
+    );
+
     // A reference that does not resolve is refused when the subscription is created.
     let (status, v) = server.post(
         "/v1/subscriptions",
@@ -138,6 +161,45 @@ fn max_age_sends_an_event_to_the_dead_letters_whatever_its_attempts() {
         (2..1000).contains(&attempts),
         "{attempts} attempts in 400 ms"
     );
+}
+
+#[test]
+fn dead_letters_are_listed_in_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path(), "hooks", &["--always-status", "500"]);
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--allow-destinations", "loopback"],
+    );
+    create_subscription(
+        &server,
+        &json!({"name": "paged", "sink": {"type": "webhook", "url": receiver.url("/hook")},
+                "retry": fast_retry(1), "circuit": {"failure_threshold": 1000}}),
+    );
+    let keys: Vec<String> = (0..5).map(|i| format!("p{i}")).collect();
+    put_keys(&server, "photos", &keys);
+    let all = wait_dead_letters(&server, "paged", 5, WAIT);
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    for expected in [2, 2, 1] {
+        let path = match &after {
+            None => "/v1/subscriptions/paged/dead-letters?limit=2".to_string(),
+            Some(a) => format!("/v1/subscriptions/paged/dead-letters?limit=2&after={a}"),
+        };
+        let (status, v) = server.get(&path);
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["count"], 5, "{v}");
+        let page = v["dead_letters"].as_array().unwrap();
+        assert_eq!(page.len(), expected, "{v}");
+        seen.extend(page.iter().map(|l| l["id"].clone()));
+        after = v["next_after"].as_str().map(str::to_string);
+    }
+    assert!(after.is_none(), "the last page has no next_after");
+    let ids: Vec<_> = all.iter().map(|l| l["id"].clone()).collect();
+    assert_eq!(seen, ids, "pages cover the queue once, oldest first");
+    let (status, v) = server.get("/v1/subscriptions/paged/dead-letters?limit=0");
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["field"], "limit", "{v}");
 }
 
 #[test]

@@ -165,6 +165,37 @@ impl Catalog {
             .collect()
     }
 
+    /// Entities of `kind` whose names start with `prefix`, by name, from the first name after
+    /// `after` (exclusive), at most `limit`.
+    pub fn list_prefix(
+        &self,
+        kind: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<Entry> {
+        let state = self.state.read().unwrap();
+        let from = (kind.to_string(), after.unwrap_or(prefix).to_string());
+        state
+            .entries
+            .range(from..)
+            .filter(|((_, name), _)| Some(name.as_str()) != after)
+            .take_while(|((k, name), _)| k == kind && name.starts_with(prefix))
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// How many entities of `kind` have names starting with `prefix`.
+    pub fn count_prefix(&self, kind: &str, prefix: &str) -> usize {
+        let state = self.state.read().unwrap();
+        state
+            .entries
+            .range((kind.to_string(), prefix.to_string())..)
+            .take_while(|((k, name), _)| k == kind && name.starts_with(prefix))
+            .count()
+    }
+
     /// Notified whenever events were applied (the value is the next offset to apply).
     pub fn watch(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()

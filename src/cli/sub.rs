@@ -21,8 +21,8 @@ pub enum SubCommand {
     Status(NameArgs),
     /// Remove a subscription (and its dead letters).
     Rm(NameArgs),
-    /// List a subscription's dead letters.
-    DeadLetters(NameArgs),
+    /// List a subscription's dead letters, oldest first, a page at a time.
+    DeadLetters(DeadLetterArgs),
     /// Deliver dead letters again (all, or those given with --id).
     Redrive(RedriveArgs),
 }
@@ -88,6 +88,22 @@ pub struct NameArgs {
     #[command(flatten)]
     server: ServerArg,
     name: String,
+    /// Print the JSON the server returns.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct DeadLetterArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    name: String,
+    /// Letters per page (1-1000).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Start after this letter id (the id the previous page ends with).
+    #[arg(long)]
+    after: Option<String>,
     /// Print the JSON the server returns.
     #[arg(long)]
     json: bool,
@@ -174,7 +190,13 @@ pub async fn run(cmd: SubCommand) -> anyhow::Result<()> {
             Ok(())
         }
         SubCommand::DeadLetters(args) => {
-            let path = format!("/v1/subscriptions/{}/dead-letters", args.name);
+            let mut path = format!(
+                "/v1/subscriptions/{}/dead-letters?limit={}",
+                args.name, args.limit
+            );
+            if let Some(after) = &args.after {
+                path.push_str(&format!("&after={after}"));
+            }
             let v = args.server.call(Method::GET, &path, None).await?;
             if args.json {
                 return print_json(&v);
@@ -191,6 +213,12 @@ pub async fn run(cmd: SubCommand) -> anyhow::Result<()> {
                     text(&l["event_id"]),
                     text(&l["attempts"]),
                     text(&l["error"])
+                );
+            }
+            if let Some(next) = v["next_after"].as_str() {
+                eprintln!(
+                    "{} dead letters in all; next page: --after {next}",
+                    text(&v["count"])
                 );
             }
             Ok(())

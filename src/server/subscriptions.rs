@@ -3,8 +3,9 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::Path;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -82,18 +83,47 @@ pub async fn status(state: State, Path(name): Path<String>) -> Result<Json<Value
     Ok(Json(state.node.engine.status(&name).await?))
 }
 
-pub async fn dead_letters(state: State, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// Letters after this id (the previous page's `next_after`).
+    after: Option<Uuid>,
+    /// Page size, 1..=1000 (default 100).
+    limit: Option<usize>,
+}
+
+/// A page of dead letters, oldest first; `count` is the whole queue.
+pub async fn dead_letters(
+    state: State,
+    Path(name): Path<String>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(page) = page?;
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "limit",
+            format!("{limit} is out of range 1..=1000"),
+        ));
+    }
     let engine = &state.node.engine;
     engine.subscriptions.get(&name)?;
-    let letters: Vec<Value> = engine
-        .dead_letters
-        .list(&name)
+    let letters = engine.dead_letters.page(&name, page.after, limit);
+    let next_after = if letters.len() == limit {
+        letters.last().map(|l| l.id)
+    } else {
+        None
+    };
+    let letters: Vec<Value> = letters
         .iter()
         .map(|l| serde_json::to_value(l.summary()).unwrap_or_default())
         .collect();
-    Ok(Json(
-        json!({ "count": letters.len(), "dead_letters": letters }),
-    ))
+    Ok(Json(json!({
+        "count": engine.dead_letters.count(&name),
+        "dead_letters": letters,
+        "next_after": next_after,
+    })))
 }
 
 #[derive(Deserialize, Default)]

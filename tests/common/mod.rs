@@ -503,7 +503,7 @@ pub fn wait_dead_letters(
     count: usize,
     timeout: Duration,
 ) -> Vec<Value> {
-    let path = format!("/v1/subscriptions/{name}/dead-letters");
+    let path = format!("/v1/subscriptions/{name}/dead-letters?limit=1000");
     wait_for(&format!("{name}: {count} dead letters"), timeout, || {
         let (status, v) = server.get(&path);
         assert_eq!(status, 200, "{v}");

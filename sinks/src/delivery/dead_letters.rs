@@ -135,18 +135,21 @@ impl DeadLetters {
         Ok(())
     }
 
-    /// A subscription's dead letters, oldest first.
-    pub fn list(&self, subscription: &str) -> Vec<DeadLetter> {
+    /// A subscription's dead letters, oldest first: at most `limit`, after the letter `after`.
+    pub fn page(&self, subscription: &str, after: Option<Uuid>, limit: usize) -> Vec<DeadLetter> {
         let prefix = format!("{subscription}/");
-        let mut v: Vec<DeadLetter> = self
-            .catalog
-            .list(KIND)
+        // Ids are UUIDv7 in their hyphenated form, so name order is time order.
+        let after = after.map(|id| Self::name(subscription, id));
+        self.catalog
+            .list_prefix(KIND, &prefix, after.as_deref(), limit)
             .into_iter()
-            .filter(|e| e.name.starts_with(&prefix))
             .filter_map(|e| serde_json::from_str(&e.spec).ok())
-            .collect();
-        v.sort_by_key(|l| l.id);
-        v
+            .collect()
+    }
+
+    /// All of a subscription's dead letters, oldest first.
+    pub fn list(&self, subscription: &str) -> Vec<DeadLetter> {
+        self.page(subscription, None, usize::MAX)
     }
 
     pub fn get(&self, subscription: &str, id: Uuid) -> Result<DeadLetter> {
@@ -166,11 +169,6 @@ impl DeadLetters {
     }
 
     pub fn count(&self, subscription: &str) -> usize {
-        let prefix = format!("{subscription}/");
-        self.catalog
-            .list(KIND)
-            .iter()
-            .filter(|e| e.name.starts_with(&prefix))
-            .count()
+        self.catalog.count_prefix(KIND, &format!("{subscription}/"))
     }
 }

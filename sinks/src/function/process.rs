@@ -1,5 +1,6 @@
 //! The `process` function mode: run the configured command with the event JSON on stdin (one
-//! object; a JSON array for a batch). Exit code 0 is success. The process is killed at the
+//! object; a JSON array for a batch), in a clean environment (`PATH`, `HOME`, locale and
+//! `TIDEMARK_SUBSCRIPTION` / `TIDEMARK_ATTEMPT` / `TIDEMARK_EVENT_ID`). Exit code 0 is success. The process is killed at the
 //! timeout, and only the first [`EXCERPT_BYTES`] of stdout and stderr are kept, so a chatty or
 //! hanging function costs bounded memory and time.
 
@@ -61,7 +62,16 @@ pub async fn run(
     let Some((program, args)) = command.split_first() else {
         return failed("no command configured".into());
     };
-    let mut child = match Command::new(program)
+    let mut command = Command::new(program);
+    // The server's environment may hold secrets (`env:` references, credentials); a function
+    // gets only what locates programs and sets the locale, plus its own variables.
+    command.env_clear();
+    for name in ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    let mut child = match command
         .args(args)
         .env("TIDEMARK_SUBSCRIPTION", subscription)
         .env("TIDEMARK_ATTEMPT", attempt.to_string())
