@@ -72,8 +72,14 @@ fn lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Is process `pid` still running? A zombie (exited, not yet reaped) counts as gone.
-fn alive(pid: u32) -> bool {
+/// Is the process `pid` that runs a command containing `marker` still running? A zombie
+/// (exited, not yet reaped) counts as gone, and so does another process that got the same pid
+/// since (pids are reused quickly here: pid_max is 32768 and librdkafka's threads take pids).
+fn alive(pid: u32, marker: &str) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !String::from_utf8_lossy(&cmdline).contains(marker) {
+        return false;
+    }
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => false,
         Ok(stat) => {
@@ -315,9 +321,9 @@ fn hang_one(dir: &Path) -> (Server, String, Hung) {
     (server, id, hung)
 }
 
-/// SIGKILL a process this test caused to exist (by its pid) if it outlived the test.
+/// SIGKILL the `sleep` this test caused to exist (by its pid) if it outlived the test.
 fn reap_leftover(pid: u32) {
-    if alive(pid) {
+    if alive(pid, "sleep") {
         let _ = std::process::Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status();
@@ -348,7 +354,7 @@ fn hanging_process_is_killed_at_the_timeout() {
         "{inv}"
     );
     wait_for("the script process to end", Duration::from_secs(5), || {
-        if alive(hung.script_pid) {
+        if alive(hung.script_pid, "hang.py") {
             Err(format!("pid {} alive", hung.script_pid))
         } else {
             Ok(())
@@ -375,10 +381,10 @@ fn hanging_process_children_are_killed_at_the_timeout() {
         first_invocation(&server, "hangs")
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while alive(hung.sleep_pid) && std::time::Instant::now() < deadline {
+    while alive(hung.sleep_pid, "sleep") && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let survived = alive(hung.sleep_pid);
+    let survived = alive(hung.sleep_pid, "sleep");
     reap_leftover(hung.sleep_pid);
     assert!(
         !survived,
@@ -506,4 +512,44 @@ fn failing_function_does_not_stall_another_function() {
          subscription's function kept failing; its status: {healthy}"
     );
     server.stop();
+}
+
+const TIMED_HANDLER: &str = r#"
+import json, sys, time
+event = json.load(sys.stdin)
+start = time.monotonic()
+time.sleep(0.3)
+with open(sys.argv[1], "a") as f:
+    f.write(json.dumps({"id": event["event_id"], "start": start, "end": time.monotonic()}) + "\n")
+"#;
+
+#[test]
+fn concurrency_limits_invocations_running_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let handler = script(dir.path(), "timed.py", TIMED_HANDLER);
+    let out = dir.path().join("timed.jsonl");
+    // Different keys could all go at once (max_in_flight 32); the function allows two.
+    create_subscription(
+        &server,
+        &json!({"name": "limited", "sink": {"type": "function", "mode": "process",
+                "command": ["python3", handler, out.to_str().unwrap()], "concurrency": 2}}),
+    );
+    let keys: Vec<String> = (0..6).map(|i| format!("c{i}")).collect();
+    put_keys(&server, "photos", &keys);
+    let runs = wait_for("six invocations", Duration::from_secs(30), || {
+        at_least(lines(&out), 6)
+    });
+    // At no instant were more than two running: count overlaps at each start.
+    let spans: Vec<(f64, f64)> = runs
+        .iter()
+        .map(|r| (r["start"].as_f64().unwrap(), r["end"].as_f64().unwrap()))
+        .collect();
+    let most = spans
+        .iter()
+        .map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count())
+        .max()
+        .unwrap();
+    assert!(most <= 2, "{most} invocations ran at once: {spans:?}");
+    assert_eq!(most, 2, "the two slots were used in parallel: {spans:?}");
 }

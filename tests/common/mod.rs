@@ -265,7 +265,8 @@ pub fn tidemark(args: &[&str]) -> String {
     let out = run(args);
     assert!(
         out.status.success(),
-        "tidemark {args:?} failed: {}\n{}",
+        "tidemark {args:?} failed ({}): {}\n{}",
+        out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
