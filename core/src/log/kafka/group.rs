@@ -17,7 +17,7 @@ use super::{KafkaConfig, kafka_err};
 use crate::Result;
 use crate::log::{Membership, REVOKE_TIMEOUT, Revocation};
 
-struct GroupContext {
+pub(super) struct GroupContext {
     assigned: watch::Sender<BTreeSet<u32>>,
     revoked: mpsc::UnboundedSender<Revocation>,
 }
@@ -77,7 +77,16 @@ impl Drop for Guard {
     }
 }
 
-pub(super) fn join(config: &KafkaConfig, group: &str, topic: &str) -> Result<Membership> {
+/// The group's member consumer, shared with the log so offsets are committed by the member
+/// (with its generation): a broker refuses commits to a group with active members from a
+/// consumer that is not one of them. Tansu accepts them anyway, so only a real Kafka shows it.
+pub(super) type Member = Arc<BaseConsumer<GroupContext>>;
+
+pub(super) fn join(
+    config: &KafkaConfig,
+    group: &str,
+    topic: &str,
+) -> Result<(Membership, std::sync::Weak<BaseConsumer<GroupContext>>)> {
     let (assigned_tx, assigned) = watch::channel(BTreeSet::new());
     let (revoked_tx, revoked) = mpsc::unbounded_channel();
     let context = GroupContext {
@@ -104,6 +113,8 @@ pub(super) fn join(config: &KafkaConfig, group: &str, topic: &str) -> Result<Mem
         })
         .create_with_context(context)
         .map_err(kafka_err("create group consumer"))?;
+    let consumer: Member = Arc::new(consumer);
+    let member = Arc::downgrade(&consumer);
     consumer
         .subscribe(&[topic])
         .map_err(kafka_err("join group"))?;
@@ -121,12 +132,13 @@ pub(super) fn join(config: &KafkaConfig, group: &str, topic: &str) -> Result<Mem
             })
             .map_err(|e| crate::Error::Unavailable(format!("start group thread: {e}")))?
     };
-    Ok(Membership {
+    let membership = Membership {
         assigned,
         revoked,
         _guard: Box::new(Guard {
             stop,
             thread: Some(thread),
         }),
-    })
+    };
+    Ok((membership, member))
 }

@@ -62,6 +62,8 @@ pub struct KafkaLog {
     readers: Mutex<HashMap<(String, u32), Vec<SharedReader>>>,
     /// One group consumer per named consumer, for its committed offsets.
     groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    /// Live members of the groups this process joined, by group: commits go through them.
+    members: Mutex<HashMap<String, std::sync::Weak<BaseConsumer<group::GroupContext>>>>,
     partitions: RwLock<HashMap<String, u32>>,
 }
 
@@ -160,6 +162,7 @@ impl KafkaLog {
             meta: Arc::new(meta),
             readers: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
+            members: Mutex::new(HashMap::new()),
             partitions: RwLock::new(HashMap::new()),
         })
     }
@@ -465,10 +468,24 @@ impl Log for KafkaLog {
         async move {
             validate_name("consumer", consumer)?;
             self.check_partition(topic, partition)?;
-            let group = self.group(consumer)?;
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(topic, partition as i32, Offset::Offset(next_offset as i64))
                 .map_err(kafka_err("commit"))?;
+            let member = self
+                .members
+                .lock()
+                .unwrap()
+                .get(consumer)
+                .and_then(|m| m.upgrade());
+            if let Some(member) = member {
+                return crate::blocking::blocking(move || {
+                    member
+                        .commit(&tpl, CommitMode::Sync)
+                        .map_err(kafka_err("commit offsets"))
+                })
+                .await;
+            }
+            let group = self.group(consumer)?;
             crate::blocking::blocking(move || {
                 group
                     .commit(&tpl, CommitMode::Sync)
@@ -487,7 +504,12 @@ impl Log for KafkaLog {
         async move {
             validate_name("group", group)?;
             self.partition_count(topic)?;
-            group::join(&self.config, group, topic)
+            let (membership, member) = group::join(&self.config, group, topic)?;
+            self.members
+                .lock()
+                .unwrap()
+                .insert(group.to_string(), member);
+            Ok(membership)
         }
         .boxed()
     }
