@@ -1,0 +1,188 @@
+//! A filter module checked against ABI v1 and compiled once: imports only from the host's
+//! `tidemark` functions with the right types, the required exports, the ABI version it says it
+//! was built for, and the size and compile-time limits. Each refusal says what to change.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::{ExternType, FuncType, InstancePre, Module, ValType};
+
+use crate::engine::FilterEngine;
+use crate::host::{self, HostState};
+use crate::limits::Limits;
+use crate::{Error, Result};
+
+/// ABI versions this host runs.
+pub const SUPPORTED_ABI: &[i32] = &[1];
+
+pub struct FilterModule {
+    pub(crate) engine: Arc<FilterEngine>,
+    pub(crate) pre: InstancePre<HostState>,
+    pub limits: Limits,
+    /// It exports `init` (and `tidemark_alloc`).
+    pub has_init: bool,
+    pub size: usize,
+}
+
+fn same(ty: &FuncType, params: &[ValType], results: &[ValType]) -> bool {
+    let eq = |a: ValType, b: &ValType| ValType::eq(&a, b);
+    ty.params().len() == params.len()
+        && ty.results().len() == results.len()
+        && ty.params().zip(params).all(|(a, b)| eq(a, b))
+        && ty.results().zip(results).all(|(a, b)| eq(a, b))
+}
+
+fn describe(params: &[ValType], results: &[ValType]) -> String {
+    let list = |v: &[ValType]| {
+        v.iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!("({}) -> ({})", list(params), list(results))
+}
+
+fn check_imports(module: &Module) -> Result<()> {
+    let host = host::signatures();
+    for import in module.imports() {
+        let (m, name) = (import.module(), import.name());
+        let known = host.iter().find(|(n, _, _)| m == "tidemark" && *n == name);
+        let Some((_, params, results)) = known else {
+            let hint = if m.starts_with("wasi") {
+                " (WASI is not available to filters: build for wasm32-unknown-unknown, not wasm32-wasi)"
+            } else {
+                ""
+            };
+            return Err(Error::Invalid(format!(
+                "the module imports {m}::{name}, which the host does not provide{hint}; filters may \
+                 import only the `tidemark` functions listed in plugins/ABI.md"
+            )));
+        };
+        match import.ty() {
+            ExternType::Func(ty) if same(&ty, params, results) => {}
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "the module imports tidemark::{name} with the wrong type; it is a function {}",
+                    describe(params, results)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The required exports; returns whether the module has `init`.
+fn check_exports(module: &Module) -> Result<bool> {
+    use ValType::I32;
+    let func = |name: &str| match module.get_export(name) {
+        Some(ExternType::Func(ty)) => Some(Some(ty)),
+        Some(_) => Some(None),
+        None => None,
+    };
+    let require =
+        |name: &str, params: &[ValType], results: &[ValType], required: bool| -> Result<bool> {
+            match func(name) {
+                Some(Some(ty)) if same(&ty, params, results) => Ok(true),
+                Some(_) => Err(Error::Invalid(format!(
+                    "the export `{name}` must be a function {}",
+                    describe(params, results)
+                ))),
+                None if required => Err(Error::Invalid(format!(
+                    "the module does not export `{name}`, a function {}; see plugins/ABI.md",
+                    describe(params, results)
+                ))),
+                None => Ok(false),
+            }
+        };
+    match module.get_export("memory") {
+        Some(ExternType::Memory(_)) => {}
+        _ => {
+            return Err(Error::Invalid(
+                "the module does not export its memory as `memory`".into(),
+            ));
+        }
+    }
+    require("tidemark_abi_version", &[], &[I32], true)?;
+    require("filter", &[], &[I32], true)?;
+    let has_init = require("init", &[I32, I32], &[I32], false)?;
+    require("tidemark_alloc", &[I32], &[I32], has_init)?;
+    Ok(has_init)
+}
+
+impl FilterModule {
+    /// Check and compile `bytes` (a binary WebAssembly module) under `limits`.
+    pub fn compile(
+        engine: &Arc<FilterEngine>,
+        bytes: &[u8],
+        limits: Limits,
+    ) -> Result<FilterModule> {
+        let max = engine.maxima;
+        if limits.memory_bytes > max.memory_bytes
+            || limits.fuel > max.fuel
+            || limits.deadline > max.deadline
+            || limits.module_bytes > max.module_bytes
+        {
+            return Err(Error::Invalid(format!(
+                "the limits asked for exceed the server's maxima ({max:?})"
+            )));
+        }
+        if bytes.len() > limits.module_bytes {
+            return Err(Error::Invalid(format!(
+                "the module is {} bytes; the limit is {} bytes",
+                bytes.len(),
+                limits.module_bytes
+            )));
+        }
+        if !bytes.starts_with(b"\0asm") {
+            return Err(Error::Invalid(
+                "not a WebAssembly binary (it does not start with \\0asm); upload the .wasm file"
+                    .into(),
+            ));
+        }
+        let started = Instant::now();
+        let module = Module::new(&engine.engine, bytes)
+            .map_err(|e| Error::Invalid(format!("not a valid WebAssembly module: {e:#}")))?;
+        let took = started.elapsed();
+        if took > limits.compile {
+            return Err(Error::Invalid(format!(
+                "compiling took {} ms; the limit is {} ms",
+                took.as_millis(),
+                limits.compile.as_millis()
+            )));
+        }
+        check_imports(&module)?;
+        let has_init = check_exports(&module)?;
+        let pre = engine
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| Error::Invalid(format!("cannot link the module: {e:#}")))?;
+        let m = FilterModule {
+            engine: engine.clone(),
+            pre,
+            limits,
+            has_init,
+            size: bytes.len(),
+        };
+        let version = m.abi_version()?;
+        if !SUPPORTED_ABI.contains(&version) {
+            return Err(Error::Invalid(format!(
+                "the module was built for filter ABI version {version}; this host supports {SUPPORTED_ABI:?}"
+            )));
+        }
+        Ok(m)
+    }
+
+    fn abi_version(&self) -> Result<i32> {
+        let mut store = crate::instance::new_store(self);
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| Error::Invalid(format!("cannot instantiate the module: {e:#}")))?;
+        let f = instance
+            .get_typed_func::<(), i32>(&mut store, "tidemark_abi_version")
+            .map_err(|e| Error::Invalid(format!("{e:#}")))?;
+        crate::instance::arm(&mut store, &self.limits);
+        f.call(&mut store, ())
+            .map_err(|e| Error::Invalid(format!("tidemark_abi_version failed: {e:#}")))
+    }
+}
