@@ -36,6 +36,7 @@ fn every_command_has_help() {
         &["bench", "ingest", "--help"],
         &["bench", "rebuild", "--help"],
         &["bench", "delivery", "--help"],
+        &["bench", "filter", "--help"],
         &["sub", "--help"],
         &["sub", "create", "--help"],
         &["sub", "ls", "--help"],

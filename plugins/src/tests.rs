@@ -62,21 +62,7 @@ fn event(key: &str, size: i64, camera: bool) -> Arc<ObjectEvent> {
 const KEEP_ALL: &str = "i32.const 1";
 
 /// Keep keys under `raw/` with metadata `camera` set and larger than 10 MB.
-const RAW_CAMERA_LARGE: &str = r#"(module
-  (import "tidemark" "key" (func $key (param i32 i32) (result i32)))
-  (import "tidemark" "metadata" (func $metadata (param i32 i32 i32 i32) (result i32)))
-  (import "tidemark" "size" (func $size (result i64)))
-  (memory (export "memory") 1)
-  (data (i32.const 0) "raw/camera")
-  (func (export "tidemark_abi_version") (result i32) i32.const 1)
-  (func (export "filter") (result i32)
-    (local $n i32)
-    (local.set $n (call $key (i32.const 1024) (i32.const 1024)))
-    (if (i32.lt_s (local.get $n) (i32.const 4)) (then (return (i32.const 0))))
-    (if (i32.ne (i32.load (i32.const 1024)) (i32.load (i32.const 0))) (then (return (i32.const 0))))
-    (if (i32.lt_s (call $metadata (i32.const 4) (i32.const 6) (i32.const 2048) (i32.const 0)) (i32.const 0))
-      (then (return (i32.const 0))))
-    (i64.gt_s (call $size) (i64.const 10485760))))"#;
+const RAW_CAMERA_LARGE: &str = include_str!("../examples/raw_camera_large.wat");
 
 #[test]
 fn a_filter_reads_fields_through_the_host_functions() {

@@ -3,6 +3,7 @@
 
 mod codec;
 mod delivery;
+mod filter;
 mod ingest;
 mod kafka;
 mod rebuild;
@@ -19,6 +20,9 @@ pub enum BenchCommand {
     Rebuild(rebuild::RebuildArgs),
     /// Webhook delivery: events/s vs a plain load generator, and mutation-to-2xx latency.
     Delivery(delivery::DeliveryArgs),
+    /// WASM filters: host overhead per event, a filter vs the same native closure,
+    /// instantiation time.
+    Filter(filter::FilterArgs),
     /// Producing to Kafka through Tidemark's log vs librdkafka directly.
     Kafka(kafka::KafkaArgs),
 }
@@ -30,6 +34,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Rebuild(args) => rebuild::run(args).await,
         BenchCommand::Kafka(args) => kafka::run(args).await,
         BenchCommand::Delivery(args) => delivery::run(args).await,
+        BenchCommand::Filter(args) => filter::run(args),
     }
 }
 

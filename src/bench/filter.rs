@@ -1,0 +1,116 @@
+//! WASM filters: what the host adds per event (a keep-all module), a real filter (key prefix,
+//! a metadata key, size) against the same logic as a native Rust closure, and instantiation
+//! time with `InstancePre` and the pooling allocator. One core, in-process.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tidemark_core::event::{ObjectEvent, sample_event};
+use tidemark_plugins::{FilterEngine, FilterInstance, FilterModule, Limits, Verdict};
+
+use super::median;
+
+#[derive(Args)]
+pub struct FilterArgs {
+    /// Evaluations per measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Measurements per path (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+}
+
+const KEEP_ALL: &str = include_str!("../../plugins/examples/keep_all.wat");
+const RAW_CAMERA_LARGE: &str = include_str!("../../plugins/examples/raw_camera_large.wat");
+
+/// The same decision as `raw_camera_large.wat`.
+fn native(e: &ObjectEvent) -> bool {
+    e.key.starts_with("raw/")
+        && e.metadata.contains_key("camera")
+        && e.size.or(e.previous.as_ref().map(|p| p.size)).unwrap_or(-1) > 10 << 20
+}
+
+/// A mix: half under `raw/`, half of those with a camera, sizes around the threshold.
+fn events() -> Vec<Arc<ObjectEvent>> {
+    (0..1024u64)
+        .map(|i| {
+            let mut e = sample_event(i);
+            e.key = format!("{}/{i:05}.jpg", if i % 2 == 0 { "raw" } else { "cooked" });
+            e.metadata.clear();
+            if i % 4 < 2 {
+                e.metadata.insert("camera".into(), "x100".into());
+            }
+            e.size = Some(((i * 7919) % (20 << 20)) as i64);
+            Arc::new(e)
+        })
+        .collect()
+}
+
+fn module(engine: &Arc<FilterEngine>, wat: &str) -> anyhow::Result<Arc<FilterModule>> {
+    let bytes = wat::parse_str(wat).context("example module")?;
+    Ok(Arc::new(FilterModule::compile(
+        engine,
+        &bytes,
+        Limits::default(),
+    )?))
+}
+
+/// Evaluations per second of `f` over `events`, `n` times.
+fn wasm_rate(f: &mut FilterInstance, events: &[Arc<ObjectEvent>], n: usize) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    for i in 0..n {
+        let eval = f.evaluate(events[i % events.len()].clone());
+        std::hint::black_box(eval.verdict?);
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+fn native_rate(events: &[Arc<ObjectEvent>], n: usize) -> f64 {
+    let start = Instant::now();
+    for i in 0..n {
+        std::hint::black_box(native(std::hint::black_box(&events[i % events.len()])));
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+pub fn run(args: FilterArgs) -> anyhow::Result<()> {
+    let engine = FilterEngine::new(Limits::maxima(), 64)?;
+    let events = events();
+    let keep = module(&engine, KEEP_ALL)?;
+    let raw = module(&engine, RAW_CAMERA_LARGE)?;
+    let mut keep_all = FilterInstance::new(keep.clone(), None)?;
+    let mut filter = FilterInstance::new(raw.clone(), None)?;
+    // The module must decide as the closure does, or the comparison means nothing.
+    for e in &events {
+        let wasm = filter.evaluate(e.clone()).verdict? == Verdict::Keep;
+        if wasm != native(e) {
+            bail!("the module and the closure disagree on {}", e.key);
+        }
+    }
+    let (mut overhead, mut wasm, mut rust, mut inst) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        overhead.push(1e9 / wasm_rate(&mut keep_all, &events, args.events)?);
+        wasm.push(wasm_rate(&mut filter, &events, args.events)?);
+        rust.push(native_rate(&events, args.events * 10));
+        let n = 10_000;
+        let start = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(FilterInstance::new(keep.clone(), None)?);
+        }
+        inst.push(start.elapsed().as_secs_f64() * 1e6 / n as f64);
+    }
+    let (o, w, r, i) = (median(overhead), median(wasm), median(rust), median(inst));
+    println!(
+        "keep-all module: {o:.0} ns per event (host overhead: store setup, fuel, deadline, call)"
+    );
+    println!(
+        "prefix + metadata + size filter: WASM {w:.0} events/s, native closure {r:.0} events/s \
+         (native is {:.1}x)",
+        r / w
+    );
+    println!("instantiation (InstancePre + pooling allocator): {i:.2} µs");
+    Ok(())
+}
