@@ -32,29 +32,40 @@ pub fn tansu_binary() -> PathBuf {
 }
 
 impl TestBroker {
+    /// Start a broker on a free port. The port is picked by binding `:0` and letting go, so
+    /// another test's broker can take it first; then ours fails to bind and a connect would
+    /// reach the other one. So the broker counts as up only once *its own* process holds the
+    /// listening socket, and a broker that lost the race is started again on another port.
     pub fn start() -> TestBroker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let url = format!("tcp://{addr}");
-        let child = Command::new(tansu_binary())
-            .args(["broker", "--storage-engine", "memory://tansu/"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu broker");
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(&addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu broker did not listen on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        loop {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let addr = format!("127.0.0.1:{port}");
+            let url = format!("tcp://{addr}");
+            let mut child = Command::new(tansu_binary())
+                .args(["broker", "--storage-engine", "memory://tansu/"])
+                .args(["--listener-url", &url, "--advertised-listener-url", &url])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start tansu broker");
+            loop {
+                assert!(
+                    Instant::now() < deadline,
+                    "tansu broker did not listen on {addr}"
+                );
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // lost the port: try another
+                }
+                if listens(child.id(), port) && TcpStream::connect(&addr).is_ok() {
+                    return TestBroker { child, addr };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-        TestBroker { child, addr }
     }
 
     pub fn pid(&self) -> u32 {
@@ -75,6 +86,27 @@ impl TestBroker {
     pub fn producer_workaround() -> std::collections::BTreeMap<String, String> {
         [("batch.num.messages".to_string(), "1".to_string())].into()
     }
+}
+
+/// Does process `pid` hold a socket listening on loopback `port`? (`/proc/net/tcp` names the
+/// socket's inode; the process's fds link to `socket:[inode]`.)
+fn listens(pid: u32, port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address, state 0A = LISTEN, inode
+            (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .any(|link| inodes.iter().any(|i| link.to_str() == Some(i.as_str())))
 }
 
 impl Drop for TestBroker {
