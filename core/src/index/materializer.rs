@@ -69,15 +69,15 @@ impl Materializer {
 
     async fn follow(&self) -> Result<()> {
         let partitions = self.log.partitions(OBJECTS_TOPIC)?;
+        // Resume from what the index holds durably: after a failed run, that is the truth.
+        let applied = {
+            let index = self.index.clone();
+            crate::blocking::blocking(move || index.applied()).await?
+        };
         let mut next = BTreeMap::new();
         for p in 0..partitions {
             let range = self.log.offsets(OBJECTS_TOPIC, p).await?;
-            let mut n = self
-                .applied
-                .borrow()
-                .get(&p)
-                .copied()
-                .unwrap_or(range.start);
+            let mut n = applied.get(&p).copied().unwrap_or(range.start);
             if n < range.start {
                 tracing::error!(
                     partition = p,
@@ -98,11 +98,15 @@ impl Materializer {
             } else {
                 IDLE_WAIT
             };
-            let batch = self.collect(&mut next, wait).await?;
+            let collected = self.collect(&mut next, wait).await;
+            // Finish the commit in flight before anything else, even when reading failed: a
+            // restart resumes from the index, which must then include it, or its records would
+            // be applied twice (and a key's history would point back at itself).
             if let Some((handle, applied)) = pending.take() {
                 crate::blocking::join(handle).await?;
                 self.applied.send_replace(applied);
             }
+            let batch = collected?;
             if !batch.is_empty() {
                 let index = self.index.clone();
                 pending = Some((
@@ -150,6 +154,16 @@ impl Materializer {
 
     fn add(&self, batch: &mut Batch, p: u32, from: &mut u64, records: Vec<Record>) {
         for rec in &records {
+            // Each offset is applied once: a record below the position was applied already.
+            if rec.offset < *from {
+                tracing::warn!(
+                    partition = p,
+                    offset = rec.offset,
+                    next = *from,
+                    "ignoring a record the index has applied"
+                );
+                continue;
+            }
             match self.codec.decode_for_index(&rec.value) {
                 Ok(event) => batch.add(p, rec.offset, event),
                 Err(e) => {
@@ -163,7 +177,7 @@ impl Materializer {
             }
         }
         if let Some(last) = records.last() {
-            *from = last.offset + 1;
+            *from = (*from).max(last.offset + 1);
         }
     }
 

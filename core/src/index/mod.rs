@@ -390,6 +390,13 @@ impl ObjectIndex {
                 Error::Corrupt(format!("index history of {k} breaks at offset {offset}"))
             })?;
             at = block[i].1;
+            // The chain goes strictly back in the log; anything else is damage, reported
+            // instead of walked forever.
+            if at.is_some_and(|prev| prev >= offset) {
+                return Err(Error::Corrupt(format!(
+                    "index history of {k} loops at offset {offset}; rebuild the index (tidemark state rebuild)"
+                )));
+            }
             out.push(block[i].2.clone());
         }
         out.reverse();

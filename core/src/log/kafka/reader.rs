@@ -68,6 +68,12 @@ impl PartitionReader {
                 }
                 Some(Ok(m)) => {
                     let offset = m.offset() as u64;
+                    // After a fetch error librdkafka may reset its position on its own (to the
+                    // start, by `auto.offset.reset`) and hand back records before the one asked
+                    // for; passing them on would apply them twice.
+                    if offset < self.next.unwrap_or(from) {
+                        continue;
+                    }
                     self.next = Some(offset + 1);
                     out.push(Record {
                         partition: self.partition,
