@@ -23,7 +23,6 @@ pub mod stats;
 
 pub use circuit::Circuits;
 pub use dead_letters::{DEAD_LETTERS_TOPIC, DeadLetter, DeadLetters};
-pub use retry::full_jitter;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -334,8 +333,8 @@ impl Engine {
             }));
         }
         let running = self.running.lock().await.contains_key(name);
-        let sink = self.sink(&sub, None).ok();
-        let circuit = sink.as_ref().map(|s| self.circuits.get(s.endpoint()));
+        let endpoint = sub.stored.spec.sink.endpoint();
+        let circuit = endpoint.as_deref().map(|e| self.circuits.get(e));
         let get = |c: &std::sync::atomic::AtomicU64| Stats::get(c);
         Ok(serde_json::json!({
             "name": name,
@@ -345,7 +344,7 @@ impl Engine {
                 (None, false) => "starting",
             },
             "disabled_reason": sub.stored.disabled,
-            "endpoint": sink.as_ref().map(|s| s.endpoint().to_string()),
+            "endpoint": endpoint,
             "circuit": circuit.as_ref().map(|c| c.state_name()),
             "circuit_opened": circuit.as_ref().map(|c| c.times_opened()),
             "position": partitions.iter().map(|p| p["position"].as_u64().unwrap_or(0)).sum::<u64>(),

@@ -27,7 +27,7 @@ use crate::sink::{Delivery, SendError, Sink};
 use crate::subscription::spec::FunctionSpec;
 use crate::webhook::format::Format;
 use crate::webhook::signature::Secret;
-use crate::webhook::sink::{WebhookSink, endpoint_of};
+use crate::webhook::sink::WebhookSink;
 use crate::{Error, Result};
 
 /// How many invocations are kept per subscription.
@@ -103,17 +103,16 @@ impl FunctionSink {
         invocations: Arc<Invocations>,
     ) -> Result<FunctionSink> {
         let timeout = Duration::from_millis(spec.timeout_ms);
-        let (target, endpoint) = match spec.mode.as_str() {
+        let target = match spec.mode.as_str() {
             "http" => {
                 let url = spec.url.as_deref().unwrap_or_default();
                 let uri: http::Uri = url
                     .parse()
                     .map_err(|e| Error::invalid("sink.url", format!("'{url}': {e}")))?;
-                let endpoint = endpoint_of(&uri);
                 let sink = WebhookSink {
                     client,
                     uri,
-                    endpoint: endpoint.clone(),
+                    endpoint: spec.endpoint(),
                     format: Format::CloudeventsBinary,
                     secrets,
                     bearer: None,
@@ -123,18 +122,15 @@ impl FunctionSink {
                     source,
                     replay,
                 };
-                (Target::Http(Box::new(sink)), endpoint)
+                Target::Http(Box::new(sink))
             }
-            _ => {
-                let command = spec.command.clone();
-                // The whole command line: two scripts run by one interpreter are two endpoints.
-                let endpoint = format!("process:{}", command.join(" "));
-                (Target::Process { command }, endpoint)
-            }
+            _ => Target::Process {
+                command: spec.command.clone(),
+            },
         };
         Ok(FunctionSink(Arc::new(Inner {
             target,
-            endpoint,
+            endpoint: spec.endpoint(),
             sync: spec.invocation != "async",
             timeout,
             slots: Arc::new(Semaphore::new(spec.concurrency)),

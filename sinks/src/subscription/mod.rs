@@ -10,8 +10,6 @@
 pub mod spec;
 mod validate;
 
-pub use validate::{check_name, check_url};
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -111,10 +109,6 @@ impl Subscriptions {
 
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
-    }
-
-    pub fn policy(&self) -> DestinationPolicy {
-        self.policy
     }
 
     pub fn get(&self, name: &str) -> Result<Subscription> {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tidemark_core::rules::RuleSpec;
 
 use crate::webhook::format::Format;
+use crate::webhook::sink::endpoint_of;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +50,38 @@ pub enum SinkSpec {
     Function(FunctionSpec),
     /// The Parquet lake sink (its own issue); refused until it lands.
     Parquet(ParquetSpec),
+}
+
+impl SinkSpec {
+    /// What the endpoint's circuit breaker is keyed by and status shows: `scheme://authority`
+    /// of a URL, or `process:` and the command line. Needs no secret, so status and metrics
+    /// read it from the spec alone.
+    pub fn endpoint(&self) -> Option<String> {
+        match self {
+            SinkSpec::Webhook(w) => url_endpoint(&w.url),
+            SinkSpec::Function(f) => Some(f.endpoint()),
+            SinkSpec::Parquet(_) => None,
+        }
+    }
+}
+
+fn url_endpoint(url: &str) -> Option<String> {
+    url.parse::<http::Uri>().ok().map(|u| endpoint_of(&u))
+}
+
+impl FunctionSpec {
+    /// See [`SinkSpec::endpoint`].
+    pub fn endpoint(&self) -> String {
+        match self.mode.as_str() {
+            "http" => self
+                .url
+                .as_deref()
+                .and_then(url_endpoint)
+                .unwrap_or_default(),
+            // The whole command line: two scripts run by one interpreter are two endpoints.
+            _ => format!("process:{}", self.command.join(" ")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

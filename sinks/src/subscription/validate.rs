@@ -91,7 +91,7 @@ fn format_name(f: Format) -> String {
         .unwrap_or_default()
 }
 
-pub fn check_name(name: &str) -> Result<()> {
+fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 100
         && name
@@ -137,7 +137,7 @@ fn range(field: &str, v: u64, min: u64, max: u64) -> Result<()> {
 
 /// An http(s) URL with a host; literal addresses are checked against the guard now (names
 /// are checked again on every connection).
-pub fn check_url(field: &str, url: &str, policy: DestinationPolicy) -> Result<http::Uri> {
+fn check_url(field: &str, url: &str, policy: DestinationPolicy) -> Result<http::Uri> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| Error::invalid(field, format!("'{url}' is not a URL: {e}")))?;
