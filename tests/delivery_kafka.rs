@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::receiver::{Receiver, assert_per_key_order, free_port};
+use common::receiver::{Receiver, assert_per_key_order};
 use common::*;
 use serde_json::json;
 

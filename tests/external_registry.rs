@@ -111,11 +111,7 @@ fn a_node_uses_an_external_registry() {
 #[test]
 fn an_unreachable_registry_is_a_clear_error() {
     let scratch = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let out = run(&[
         "serve",

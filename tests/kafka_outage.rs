@@ -13,11 +13,7 @@ use serde_json::json;
 #[test]
 fn broker_down_at_start_is_a_clear_error() {
     let scratch = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let brokers = format!("127.0.0.1:{port}");
     let started = Instant::now();
     let out = run(&[

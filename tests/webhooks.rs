@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::receiver::{Receiver, assert_per_key_order, free_port, only_event, verify_signature};
+use common::receiver::{Receiver, assert_per_key_order, only_event, verify_signature};
 use common::*;
 use serde_json::{Value, json};
 

@@ -514,3 +514,10 @@ pub fn wait_dead_letters(
         }
     })
 }
+
+/// A reserved-then-released loopback port where nothing listens (an endpoint or a broker that
+/// is down).
+pub fn free_port() -> u16 {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}

@@ -251,9 +251,3 @@ pub fn assert_per_key_order(reqs: &[Value], acked: &[(String, String)]) {
         );
     }
 }
-
-/// A reserved-then-released loopback port where nothing listens (an endpoint that is down).
-pub fn free_port() -> u16 {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap().port()
-}
