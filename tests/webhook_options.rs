@@ -49,6 +49,11 @@ fn bearer_token_and_custom_headers_arrive_and_are_never_shown() {
         assert!(!v.to_string().contains("tok-3f9a"), "{path}: {v}");
     }
 
+    // A subscription cannot be renamed by a replace.
+    let (status, v) = server.put("/v1/subscriptions/other", &spec);
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["field"], "name", "{v}");
+
     // Headers the sink sets itself cannot be overridden.
     let mut bad = spec.clone();
     bad["name"] = json!("forged");
@@ -200,6 +205,21 @@ fn dead_letters_are_listed_in_pages() {
     let (status, v) = server.get("/v1/subscriptions/paged/dead-letters?limit=0");
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["field"], "limit", "{v}");
+    let (status, v) = server.get("/v1/subscriptions/paged/dead-letters?after=not-an-id");
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["field"], "query", "{v}");
+    // A redrive body names what is wrong with it, and redrives nothing.
+    let redrive = "/v1/subscriptions/paged/dead-letters/redrive";
+    for (body, field) in [
+        (r#"{"ids": ["x"]}"#, "ids[0]"),
+        (r#"{"idz": []}"#, "idz"),
+        ("{", "body"),
+    ] {
+        let (status, v) = server.post(redrive, body.to_string());
+        assert_eq!(status, 400, "{body}: {v}");
+        assert_eq!(v["error"]["field"], field, "{body}: {v}");
+    }
+    assert_eq!(subscription_status(&server, "paged")["dead_letters"], 5);
 }
 
 #[test]
