@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Debian packages to build librdkafka from source (rdkafka's cmake-build feature).
+# Debian packages to build librdkafka from source (rdkafka's cmake-build feature), and clang
+# with lld (wasm-ld) for the C filter example (plugins/tests/guest_examples.rs).
 missing=()
-for pkg in cmake libcurl4-openssl-dev libssl-dev zlib1g-dev; do
+for pkg in cmake libcurl4-openssl-dev libssl-dev zlib1g-dev clang lld; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -26,6 +27,13 @@ if [ ! -x "$tansu" ]; then
     --target-dir "${TANSU_BUILD_DIR:-$HOME/.cache/tidemark/tansu-build}" --root "$HOME/.cargo"
 fi
 export TANSU_BIN="$tansu"
+
+# The Rust target the filter SDK and the Rust filter examples are built for.
+if command -v rustup >/dev/null 2>&1 \
+  && ! rustup target list --installed | grep -x wasm32-unknown-unknown >/dev/null; then
+  echo "installing the Rust target wasm32-unknown-unknown"
+  rustup target add wasm32-unknown-unknown
+fi
 
 # Independent readers from PyPI: fastavro, confluent-kafka with its registry client, and the
 # standardwebhooks and cloudevents packages the webhook receiver verifies deliveries with.

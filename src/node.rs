@@ -3,6 +3,7 @@
 //! ```text
 //! <data-dir>/log/...               the embedded log (source of truth), unless the log is Kafka
 //! <data-dir>/index/objects.redb    the materialized object index (always local)
+//! <data-dir>/filters/compiled/      precompiled WASM filters (a cache; the modules are on _config)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use tidemark_core::log::{Log, TopicSpec};
 use tidemark_core::registry::SchemaRegistry;
 use tidemark_core::registry::external::ExternalRegistry;
 use tidemark_core::{CONFIG_TOPIC, OBJECTS_TOPIC, rebuild};
+use tidemark_plugins::{FilterEngine, Filters, Limits as FilterLimits};
 use tidemark_sinks::delivery::{DEAD_LETTERS_TOPIC, DeadLetters, Engine};
 use tidemark_sinks::guard::DestinationPolicy;
 use tidemark_sinks::subscription::Subscriptions;
@@ -142,6 +144,9 @@ pub struct NodeConfig {
     pub destinations: DestinationPolicy,
     /// CA certificates (PEM) trusted for webhook and function URLs besides the web PKI.
     pub webhook_ca_file: Option<PathBuf>,
+    /// WASM filter instances that may exist at once (one per filtered subscription and
+    /// partition, plus tests in progress).
+    pub filter_instances: u32,
 }
 
 pub struct Node {
@@ -155,6 +160,8 @@ pub struct Node {
     pub routes: Option<Arc<Routes>>,
     /// Subscriptions and their delivery.
     pub engine: Arc<Engine>,
+    /// WASM filter versions and their compiled code.
+    pub filters: Arc<Filters>,
     /// Background tasks (materializer, ownership); dropping the node stops them.
     _tasks: JoinSet<()>,
 }
@@ -264,8 +271,19 @@ impl Node {
                 .or(node_name)
                 .unwrap_or_else(|| "local".into())
         );
+        let filters = Arc::new(Filters::new(
+            catalog.clone(),
+            FilterEngine::new(FilterLimits::maxima(), cfg.filter_instances)?,
+            Some(cfg.data_dir.join("filters").join("compiled")),
+            FilterLimits::default(),
+        ));
         let engine = Engine::start(
-            Arc::new(Subscriptions::new(catalog, log.clone(), cfg.destinations)),
+            Arc::new(Subscriptions::new(
+                catalog,
+                log.clone(),
+                cfg.destinations,
+                filters.clone(),
+            )),
             Arc::new(DeadLetters::new(dead_letters)),
             log.clone(),
             codec.clone(),
@@ -274,6 +292,7 @@ impl Node {
         );
         Ok(Node {
             engine,
+            filters,
             log: open,
             registry,
             codec,

@@ -196,6 +196,11 @@ impl Catalog {
             .count()
     }
 
+    /// The next offset to apply: changes exactly when the catalog may have changed.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
     /// Notified whenever events were applied (the value is the next offset to apply).
     pub fn watch(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()

@@ -21,16 +21,32 @@ pub struct FilterEngine {
     pub(crate) linker: Linker<HostState>,
     /// The most any module may ask for.
     pub maxima: Limits,
+    /// Fuel and deadlines are enforced (always, except in the benchmark that measures them).
+    pub metered: bool,
     ticking: Arc<AtomicBool>,
 }
 
 impl FilterEngine {
     /// `slots`: how many filter instances may exist at once (pooling allocator slots).
     pub fn new(maxima: Limits, slots: u32) -> Result<Arc<FilterEngine>> {
+        Self::build(maxima, slots, true)
+    }
+
+    /// An engine without fuel metering or deadlines: only for measuring what they cost.
+    pub fn unmetered(maxima: Limits, slots: u32) -> Result<Arc<FilterEngine>> {
+        Self::build(maxima, slots, false)
+    }
+
+    /// The key precompiled artifacts of this engine are filed under.
+    pub fn artifact_key(&self) -> String {
+        crate::artifact::engine_key(&self.engine)
+    }
+
+    fn build(maxima: Limits, slots: u32, metered: bool) -> Result<Arc<FilterEngine>> {
         let mut config = Config::new();
         config
-            .consume_fuel(true)
-            .epoch_interruption(true)
+            .consume_fuel(metered)
+            .epoch_interruption(metered)
             .max_wasm_stack(512 << 10);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_core_instances(slots)
@@ -65,6 +81,7 @@ impl FilterEngine {
             engine,
             linker,
             maxima,
+            metered,
             ticking,
         }))
     }

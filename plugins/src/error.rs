@@ -1,7 +1,7 @@
 //! The plugins crate's one error type: why a module was refused at upload, or why one
 //! evaluation failed. Evaluation errors have a kind a subscription's policy and metrics use.
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The module breaks the ABI or a limit; refused at upload.
     #[error("{0}")]
@@ -22,6 +22,15 @@ pub enum Error {
     BadVerdict(i32),
     #[error("the filter's init failed with code {0}")]
     Init(i32),
+    /// No such filter or version.
+    #[error("{0}")]
+    NotFound(String),
+    /// The change conflicts with the current state (a version in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// The catalog or the artifact directory failed.
+    #[error(transparent)]
+    Core(#[from] tidemark_core::Error),
 }
 
 impl Error {
@@ -36,6 +45,30 @@ impl Error {
             Error::Module(_) => "module",
             Error::BadVerdict(_) => "verdict",
             Error::Init(_) => "init",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::Core(_) => "internal",
+        }
+    }
+}
+
+impl PartialEq for Error {
+    /// Same kind and message (tests compare verdicts; the catalog's errors are not `Eq`).
+    fn eq(&self, other: &Self) -> bool {
+        self.kind() == other.kind() && self.to_string() == other.to_string()
+    }
+}
+
+impl Error {
+    /// How an API reports it.
+    pub fn error_kind(&self) -> tidemark_core::ErrorKind {
+        use tidemark_core::ErrorKind;
+        match self {
+            Error::Invalid(_) => ErrorKind::BadInput,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Conflict(_) => ErrorKind::Conflict,
+            Error::Core(e) => e.kind(),
+            _ => ErrorKind::Internal,
         }
     }
 }

@@ -48,8 +48,8 @@ impl HostState {
     pub fn begin(&mut self, event: Arc<ObjectEvent>) {
         self.event = Some(event);
         self.json = None;
-        self.logs.clear();
-        self.logs_dropped = 0;
+        // Logs are taken after each evaluation; what is here now was logged by `init`, and
+        // is reported with the first event.
         self.memory_denied = false;
     }
 }

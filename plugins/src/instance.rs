@@ -43,7 +43,11 @@ pub(crate) fn new_store(module: &FilterModule) -> Store<HostState> {
 }
 
 /// Set the per-call budgets: fuel, and a deadline in epoch ticks.
-pub(crate) fn arm(store: &mut Store<HostState>, limits: &Limits) {
+pub(crate) fn arm(store: &mut Store<HostState>, module: &FilterModule) {
+    if !module.engine.metered {
+        return;
+    }
+    let limits = &module.limits;
     let _ = store.set_fuel(limits.fuel);
     let ticks = (limits.deadline.as_micros() / TICK.as_micros()).max(1) as u64;
     store.set_epoch_deadline(ticks);
@@ -71,15 +75,14 @@ impl FilterInstance {
     /// Decide on `event`.
     pub fn evaluate(&mut self, event: Arc<ObjectEvent>) -> Evaluation {
         self.store.data_mut().begin(event);
-        arm(&mut self.store, &self.module.limits);
+        arm(&mut self.store, &self.module);
         let started = Instant::now();
         let result = self.filter.call(&mut self.store, ());
         let elapsed = started.elapsed();
-        let fuel = self
-            .module
-            .limits
-            .fuel
-            .saturating_sub(self.store.get_fuel().unwrap_or(0));
+        let fuel = match self.store.get_fuel() {
+            Ok(left) => self.module.limits.fuel.saturating_sub(left),
+            Err(_) => 0,
+        };
         let verdict = match result {
             Ok(1) => Ok(Verdict::Keep),
             Ok(0) => Ok(Verdict::Drop),
@@ -93,7 +96,7 @@ impl FilterInstance {
         };
         let data = self.store.data_mut();
         let logs = std::mem::take(&mut data.logs);
-        let logs_dropped = data.logs_dropped;
+        let logs_dropped = std::mem::take(&mut data.logs_dropped);
         data.event = None;
         if matches!(
             verdict,
@@ -137,7 +140,7 @@ fn instantiate(
         let init = instance
             .get_typed_func::<(i32, i32), i32>(&mut store, "init")
             .map_err(|e| Error::Trap(format!("{e:#}")))?;
-        arm(&mut store, &module.limits);
+        arm(&mut store, module);
         let limits = module.limits;
         let fail = |e: wasmtime::Error, s: &Store<HostState>| {
             classify(&e, s.data().memory_denied, &limits)
@@ -149,7 +152,7 @@ fn instantiate(
         if !written {
             return Err(Error::Init(crate::host::OUT_OF_RANGE));
         }
-        arm(&mut store, &module.limits);
+        arm(&mut store, module);
         match init
             .call(&mut store, (ptr, len))
             .map_err(|e| fail(e, &store))?

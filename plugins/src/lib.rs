@@ -7,22 +7,27 @@
 //! - `instance.rs`: an instance reused across events; evaluation with per-event budgets.
 //! - `host.rs`: the `tidemark` host functions and what a store holds.
 //! - `limits.rs`: memory, fuel, time, size and compile-time limits.
-//!
-//! Not yet: upload and versions on `_config`, precompiled artifacts on disk, attaching filters
-//! to subscriptions, the SDKs (see the WASM filter issue).
+//! - `store.rs`: versions on `_config`, module bytes, the compiled-module caches.
+//! - `artifact.rs`: precompiled machine code on disk (the crate's one `unsafe`).
+//! - `stats.rs`: counters and histograms per filter version.
 
+mod artifact;
 mod engine;
 mod error;
 mod host;
 mod instance;
 mod limits;
 mod module;
+pub mod stats;
+pub mod store;
 
 pub use engine::FilterEngine;
 pub use error::{Error, Result};
 pub use instance::{Evaluation, FilterInstance, Verdict};
 pub use limits::Limits;
 pub use module::{FilterModule, SUPPORTED_ABI};
+pub use stats::FilterStats;
+pub use store::{Filters, LimitsRequest, VersionRecord, parse_reference};
 
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,8 @@ pub struct FilterModule {
     /// It exports `init` (and `tidemark_alloc`).
     pub has_init: bool,
     pub size: usize,
+    /// The filter ABI version the module was built for.
+    pub abi_version: i32,
 }
 
 fn same(ty: &FuncType, params: &[ValType], results: &[ValType]) -> bool {
@@ -109,6 +111,32 @@ fn check_exports(module: &Module) -> Result<bool> {
     Ok(has_init)
 }
 
+/// Refuse limits beyond the server's maxima, and a module larger than its limit.
+fn check_limits(engine: &FilterEngine, limits: &Limits, size: usize) -> Result<()> {
+    let max = engine.maxima;
+    if limits.memory_bytes > max.memory_bytes
+        || limits.fuel > max.fuel
+        || limits.deadline > max.deadline
+        || limits.module_bytes > max.module_bytes
+    {
+        return Err(Error::Invalid(format!(
+            "the limits asked for exceed the server's maxima (memory {} bytes, fuel {}, \
+             timeout {} ms, module {} bytes)",
+            max.memory_bytes,
+            max.fuel,
+            max.deadline.as_millis(),
+            max.module_bytes
+        )));
+    }
+    if size > limits.module_bytes {
+        return Err(Error::Invalid(format!(
+            "the module is {size} bytes; the limit is {} bytes",
+            limits.module_bytes
+        )));
+    }
+    Ok(())
+}
+
 impl FilterModule {
     /// Check and compile `bytes` (a binary WebAssembly module) under `limits`.
     pub fn compile(
@@ -116,23 +144,7 @@ impl FilterModule {
         bytes: &[u8],
         limits: Limits,
     ) -> Result<FilterModule> {
-        let max = engine.maxima;
-        if limits.memory_bytes > max.memory_bytes
-            || limits.fuel > max.fuel
-            || limits.deadline > max.deadline
-            || limits.module_bytes > max.module_bytes
-        {
-            return Err(Error::Invalid(format!(
-                "the limits asked for exceed the server's maxima ({max:?})"
-            )));
-        }
-        if bytes.len() > limits.module_bytes {
-            return Err(Error::Invalid(format!(
-                "the module is {} bytes; the limit is {} bytes",
-                bytes.len(),
-                limits.module_bytes
-            )));
-        }
+        check_limits(engine, &limits, bytes.len())?;
         if !bytes.starts_with(b"\0asm") {
             return Err(Error::Invalid(
                 "not a WebAssembly binary (it does not start with \\0asm); upload the .wasm file"
@@ -150,29 +162,74 @@ impl FilterModule {
                 limits.compile.as_millis()
             )));
         }
+        Self::link(engine, module, limits, bytes.len())
+    }
+
+    /// A module compiled earlier, from the artifact [`FilterModule::artifact`] made. The
+    /// checks run again (they are cheap); compiling does not.
+    pub fn from_artifact(
+        engine: &Arc<FilterEngine>,
+        artifact: &[u8],
+        limits: Limits,
+        size: usize,
+    ) -> Result<FilterModule> {
+        check_limits(engine, &limits, size)?;
+        let module = crate::artifact::deserialize(&engine.engine, artifact)?;
+        Self::link(engine, module, limits, size)
+    }
+
+    /// The compiled machine code, for [`FilterModule::from_artifact`] after a restart.
+    pub fn artifact(&self) -> Result<Vec<u8>> {
+        self.pre
+            .module()
+            .serialize()
+            .map_err(|e| Error::Invalid(format!("cannot serialize the compiled module: {e:#}")))
+    }
+
+    /// The same compiled module under other limits (no recompiling).
+    pub fn with_limits(&self, limits: Limits) -> Result<FilterModule> {
+        check_limits(&self.engine, &limits, self.size)?;
+        Ok(FilterModule {
+            engine: self.engine.clone(),
+            pre: self.pre.clone(),
+            limits,
+            has_init: self.has_init,
+            size: self.size,
+            abi_version: self.abi_version,
+        })
+    }
+
+    fn link(
+        engine: &Arc<FilterEngine>,
+        module: Module,
+        limits: Limits,
+        size: usize,
+    ) -> Result<FilterModule> {
         check_imports(&module)?;
         let has_init = check_exports(&module)?;
         let pre = engine
             .linker
             .instantiate_pre(&module)
             .map_err(|e| Error::Invalid(format!("cannot link the module: {e:#}")))?;
-        let m = FilterModule {
+        let mut m = FilterModule {
             engine: engine.clone(),
             pre,
             limits,
             has_init,
-            size: bytes.len(),
+            size,
+            abi_version: 0,
         };
-        let version = m.abi_version()?;
+        let version = m.read_abi_version()?;
         if !SUPPORTED_ABI.contains(&version) {
             return Err(Error::Invalid(format!(
                 "the module was built for filter ABI version {version}; this host supports {SUPPORTED_ABI:?}"
             )));
         }
+        m.abi_version = version;
         Ok(m)
     }
 
-    fn abi_version(&self) -> Result<i32> {
+    fn read_abi_version(&self) -> Result<i32> {
         let mut store = crate::instance::new_store(self);
         let instance = self
             .pre
@@ -181,7 +238,7 @@ impl FilterModule {
         let f = instance
             .get_typed_func::<(), i32>(&mut store, "tidemark_abi_version")
             .map_err(|e| Error::Invalid(format!("{e:#}")))?;
-        crate::instance::arm(&mut store, &self.limits);
+        crate::instance::arm(&mut store, self);
         f.call(&mut store, ())
             .map_err(|e| Error::Invalid(format!("tidemark_abi_version failed: {e:#}")))
     }

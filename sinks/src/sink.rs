@@ -2,6 +2,7 @@
 //! (one event, or a batch) and says how it went; retries, backoff, the circuit breaker and
 //! dead letters are the engine's, written once for every sink.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +18,8 @@ pub struct Delivery {
     pub offset: u64,
     /// The log key (`bucket/key`): deliveries of one key never overlap.
     pub key: Bytes,
-    pub event: ObjectEvent,
+    /// Shared with the WASM filter that looked at it.
+    pub event: Arc<ObjectEvent>,
     /// The record as read from the log (Confluent wire format).
     pub wire: Bytes,
 }

@@ -69,6 +69,7 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
         origin: Default::default(),
         destinations: Default::default(),
         webhook_ca_file: None,
+        filter_instances: 16,
     })
     .await?;
     let mut exists = vec![false; args.keys];

@@ -2,6 +2,7 @@
 //! server take `--server`.
 
 mod config;
+mod filter;
 mod log_tail;
 mod remote;
 pub mod serve;
@@ -50,6 +51,9 @@ enum Command {
     /// Manage subscriptions on a running server.
     #[command(subcommand)]
     Sub(sub::SubCommand),
+    /// Manage WASM filters on a running server: upload versions, list, remove, test.
+    #[command(subcommand)]
+    Filter(filter::FilterCommand),
     /// Measure Tidemark on this machine (figures in docs/PERFORMANCE.md).
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -192,6 +196,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::State(StateCommand::Ls(args)) => state::ls(args),
         Command::State(StateCommand::Rebuild(args)) => state::rebuild(args).await,
         Command::Sub(cmd) => sub::run(cmd).await,
+        Command::Filter(cmd) => filter::run(cmd).await,
         Command::Bench(cmd) => crate::bench::run(cmd).await,
     }
 }

@@ -24,13 +24,25 @@ impl ServerArg {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
+        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        self.send(method, path, body, "application/json").await
+    }
+
+    /// [`ServerArg::call`] with a body of another type (a `.wasm` module).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.server.trim_end_matches('/'));
         let client = crate::server::http_client();
-        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let req = Request::builder()
             .method(method)
             .uri(&url)
-            .header("content-type", "application/json")
+            .header("content-type", content_type)
+            .header("x-tidemark-actor", actor())
             .body(Full::new(body))
             .with_context(|| format!("'{url}' is not a valid URL; check --server"))?;
         let resp = client.request(req).await.with_context(|| {
@@ -57,4 +69,25 @@ impl ServerArg {
             _ => bail!("the server answered {status}: {value}"),
         }
     }
+}
+
+/// Who is making changes, recorded in the audit trail of the configuration: `user@host`.
+fn actor() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    format!("{user}@{}", host.trim())
+}
+
+/// A JSON value as a table cell: strings bare, null as `-`.
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+pub fn print_json(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
 }

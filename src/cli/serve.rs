@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// public web PKI roots (endpoints signed by a private CA).
     #[arg(long, value_name = "FILE")]
     pub webhook_ca_file: Option<std::path::PathBuf>,
+    /// WASM filter instances that may exist at once: one per filtered subscription and log
+    /// partition, plus filter tests in progress. Each reserves address space, not memory.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub filter_instances: u32,
 }
 
 impl ServeArgs {
@@ -78,6 +82,7 @@ impl ServeArgs {
         Ok(NodeConfig {
             destinations,
             webhook_ca_file: self.webhook_ca_file.clone(),
+            filter_instances: self.filter_instances,
             static_membership: self.log.kafka_static_membership,
             advertise_url,
             data_dir: self.data.data_dir.clone(),

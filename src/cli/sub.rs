@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use hyper::Method;
 use serde_json::{Value, json};
 
-use super::remote::ServerArg;
+use super::remote::{ServerArg, print_json, text};
 
 #[derive(Subcommand)]
 pub enum SubCommand {
@@ -72,6 +72,16 @@ pub struct CreateArgs {
     /// Attempts per event before it goes to the dead-letter queue.
     #[arg(long)]
     max_attempts: Option<u32>,
+    /// A WASM filter run after the rules: `NAME` (follows its latest version) or
+    /// `NAME@VERSION`.
+    #[arg(long, value_name = "NAME[@VERSION]")]
+    filter: Option<String>,
+    /// Parameters for the filter's init, as JSON.
+    #[arg(long, value_name = "JSON", requires = "filter")]
+    filter_params: Option<String>,
+    /// What an event the filter fails on gets: dead_letter, skip or deliver.
+    #[arg(long, value_name = "POLICY")]
+    on_filter_error: Option<String>,
 }
 
 #[derive(Args)]
@@ -171,6 +181,25 @@ pub async fn run(cmd: SubCommand) -> anyhow::Result<()> {
                 if !v[key].is_null() {
                     println!("{key:<16} {}", text(&v[key]));
                 }
+            }
+            if let Some(f) = v["filter"].as_object() {
+                println!(
+                    "{:<16} {} (version {}, {}{})",
+                    "filter",
+                    text(&f["reference"]),
+                    text(&f["version"]),
+                    text(&f["state"]),
+                    f.get("reason")
+                        .map(|r| format!(": {}", text(r)))
+                        .unwrap_or_default()
+                );
+                println!(
+                    "{:<16} {} dropped, {} failed {}",
+                    "filtered",
+                    text(&v["filtered_out"]),
+                    text(&v["filter_failed"]),
+                    text(&f["errors"])
+                );
             }
             if let Some(e) = v["last_error"].as_object() {
                 println!(
@@ -272,6 +301,15 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     if let Some(start) = &args.start {
         spec["start"] = json!(start);
     }
+    if let Some(f) = &args.filter {
+        spec["filter"] = json!(f);
+    }
+    if let Some(p) = &args.filter_params {
+        spec["filter_params"] = serde_json::from_str(p).context("--filter-params: not JSON")?;
+    }
+    if let Some(p) = &args.on_filter_error {
+        spec["on_filter_error"] = json!(p);
+    }
     if let Some(n) = args.max_attempts {
         spec["retry"]["max_attempts"] = json!(n);
     }
@@ -315,17 +353,4 @@ fn read_spec(path: &PathBuf) -> anyhow::Result<Value> {
     };
     serde_json::from_str(&text)
         .with_context(|| format!("--spec {}: not valid JSON", path.display()))
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
-fn print_json(v: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
 }

@@ -7,10 +7,12 @@
 //! - `rules.rs`: `POST /v1/rules/test`.
 //! - `status.rs`: `/healthz`, `GET /v1/log`.
 //! - `subscriptions.rs`: `/v1/subscriptions/...` (status, dead letters, redrive, invocations).
+//! - `filters.rs`: `/v1/filters/...` (upload, versions, delete, test).
 //! - `metrics.rs`: `/metrics` (Prometheus text).
 //! - `error.rs`: how errors become responses.
 
 mod error;
+mod filters;
 mod forward;
 mod metrics;
 mod mutations;
@@ -81,6 +83,18 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/subscriptions/{name}/invocations",
             get(subscriptions::invocations),
         )
+        .route("/v1/filters", get(filters::list))
+        .route(
+            "/v1/filters/{name}",
+            post(filters::upload)
+                .get(filters::get)
+                .delete(filters::delete)
+                // A module may be as large as the server's maximum module size.
+                .layer(DefaultBodyLimit::max(
+                    tidemark_plugins::Limits::maxima().module_bytes + 1,
+                )),
+        )
+        .route("/v1/filters/{name}/test", post(filters::test))
         .route("/metrics", get(metrics::metrics))
         .merge(registry::routes())
         .fallback(error::not_found)

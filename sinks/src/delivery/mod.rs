@@ -15,6 +15,7 @@
 
 mod circuit;
 pub mod dead_letters;
+mod filtering;
 mod partition;
 mod redrive;
 mod retry;
@@ -59,6 +60,7 @@ pub(crate) struct RunCtx {
     pub dead_letters: Arc<DeadLetters>,
     pub log: Arc<dyn Log>,
     pub codec: Arc<EventCodec>,
+    pub filters: Arc<tidemark_plugins::Filters>,
 }
 
 struct Running {
@@ -217,7 +219,16 @@ impl Engine {
 
     fn context(&self, sub: &Subscription) -> Result<RunCtx> {
         let sink = self.sink(sub, None)?;
+        let stats = self.stats_of(sub);
+        // A (re)started run starts its filter afresh: replacing a subscription lifts a
+        // quarantine.
+        *stats.filter.lock().unwrap() = stats::FilterStatus {
+            reference: sub.stored.spec.filter.clone().unwrap_or_default(),
+            state: "starting",
+            ..Default::default()
+        };
         Ok(RunCtx {
+            filters: self.subscriptions.filters().clone(),
             name: sub.name().to_string(),
             consumer: sub.consumer(),
             spec: sub.stored.spec.clone(),
@@ -225,7 +236,7 @@ impl Engine {
             rule: sub.rule.clone(),
             circuit: self.circuits.get(sink.endpoint()),
             sink,
-            stats: self.stats_of(sub),
+            stats,
             dead_letters: self.dead_letters.clone(),
             log: self.log.clone(),
             codec: self.codec.clone(),
@@ -357,6 +368,9 @@ impl Engine {
             "attempts": get(&stats.attempts),
             "skipped": get(&stats.skipped),
             "in_flight": get(&stats.in_flight),
+            "filtered_out": get(&stats.filtered_out),
+            "filter_failed": get(&stats.filter_failed),
+            "filter": sub.stored.spec.filter.as_ref().map(|_| stats.filter.lock().unwrap().clone()),
             "dead_letters": self.dead_letters.count(name),
             "last_error": *stats.last_error.lock().unwrap(),
         }))

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use super::RunCtx;
 use super::dead_letters::DeadLetter;
+use super::filtering::{self, Decision, Filtering};
 use super::retry::{self, Outcome};
 use crate::sink::Delivery;
 
@@ -32,6 +33,8 @@ struct Chunk {
     deliveries: Vec<Arc<Delivery>>,
     /// Records that could not be decoded: dead-lettered, never skipped silently.
     undecodable: Vec<(u64, Bytes, String)>,
+    /// Events the filter failed on, for the dead-letter queue (`on_filter_error`).
+    filter_failed: Vec<(Arc<Delivery>, String)>,
     next: u64,
 }
 
@@ -65,7 +68,15 @@ async fn start_offset(ctx: &RunCtx, partition: u32) -> tidemark_core::Result<u64
 }
 
 async fn read(ctx: Arc<RunCtx>, partition: u32, mut next: u64, out: mpsc::Sender<Chunk>) {
+    let mut filtering = Filtering::new(&ctx);
     loop {
+        if let Some(f) = &mut filtering
+            && f.prepare(&ctx).await.is_err()
+        {
+            // Paused: the filter is quarantined or unavailable; nothing is handed over.
+            tokio::time::sleep(filtering::RETRY).await;
+            continue;
+        }
         let records = match ctx
             .log
             .read(
@@ -94,6 +105,7 @@ async fn read(ctx: Arc<RunCtx>, partition: u32, mut next: u64, out: mpsc::Sender
         let mut chunk = Chunk {
             deliveries: Vec::new(),
             undecodable: Vec::new(),
+            filter_failed: Vec::new(),
             next: last + 1,
         };
         let mut skipped = 0;
@@ -104,7 +116,7 @@ async fn read(ctx: Arc<RunCtx>, partition: u32, mut next: u64, out: mpsc::Sender
                         partition,
                         offset: rec.offset,
                         key: rec.key,
-                        event,
+                        event: Arc::new(event),
                         wire: rec.value,
                     }))
                 }
@@ -117,9 +129,43 @@ async fn read(ctx: Arc<RunCtx>, partition: u32, mut next: u64, out: mpsc::Sender
         ctx.stats
             .skipped
             .fetch_add(skipped, std::sync::atomic::Ordering::Relaxed);
+        if let Some(f) = &mut filtering
+            && !chunk.deliveries.is_empty()
+        {
+            apply_filter(&ctx, f, &mut chunk).await;
+        }
         next = chunk.next;
         if out.send(chunk).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Keep what the filter keeps; failures go where `on_filter_error` says. When the filter is
+/// quarantined mid-chunk, the chunk ends at the event that did it.
+async fn apply_filter(ctx: &Arc<RunCtx>, f: &mut Filtering, chunk: &mut Chunk) {
+    let matched = std::mem::take(&mut chunk.deliveries);
+    let events = matched.iter().map(|d| d.event.clone()).collect();
+    let decisions = f.decide(ctx, events).await;
+    if decisions.len() < matched.len() {
+        chunk.next = match decisions.len() {
+            // Nothing decided (the filter thread failed): read these again.
+            0 => matched[0].offset,
+            n => matched[n - 1].offset + 1,
+        };
+        chunk.undecodable.retain(|(o, _, _)| *o < chunk.next);
+    }
+    for (d, decision) in matched.into_iter().zip(decisions) {
+        match decision {
+            Decision::Keep => chunk.deliveries.push(d),
+            Decision::Drop => {}
+            Decision::Failed(kind, message) => match ctx.spec.on_filter_error.as_str() {
+                "deliver" => chunk.deliveries.push(d),
+                "skip" => {}
+                _ => chunk
+                    .filter_failed
+                    .push((d, format!("the filter failed ({kind}): {message}"))),
+            },
         }
     }
 }
@@ -314,6 +360,11 @@ pub async fn run(
                 let Some(chunk) = chunk else { break };
                 for (offset, wire, error) in chunk.undecodable {
                     d.dead_letter_undecodable(offset, wire, error).await;
+                }
+                for (delivery, error) in chunk.filter_failed {
+                    let letter = DeadLetter::new(&ctx.name, &delivery, 0, &error, None);
+                    retry::store_dead_letter(&ctx, &letter).await;
+                    ctx.stats.dead_lettered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 for delivery in chunk.deliveries {
                     d.take(delivery);

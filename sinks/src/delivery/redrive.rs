@@ -55,7 +55,7 @@ impl Engine {
                 partition: letter.partition,
                 offset: letter.offset,
                 key: event.log_key().into(),
-                event,
+                event: Arc::new(event),
                 wire,
             }),
             Err(e) => {

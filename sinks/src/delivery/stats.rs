@@ -21,6 +21,25 @@ pub struct LastError {
     pub attempt: u32,
 }
 
+/// The WASM filter of a running subscription: which version, and whether it runs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FilterStatus {
+    pub reference: String,
+    /// The version events are filtered with now.
+    pub version: Option<u32>,
+    /// `active`, `quarantined` (too many consecutive errors; waits for another version),
+    /// or `unavailable` (the reference does not resolve, or the module cannot be loaded).
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub consecutive_errors: u32,
+    /// Errors by kind (`trap`, `fuel`, `timeout`, `memory`, `module`, `verdict`, `init`).
+    pub errors: BTreeMap<&'static str, u64>,
+    /// The version that was quarantined: a different version resumes delivery.
+    #[serde(skip)]
+    pub quarantined: Option<u32>,
+}
+
 #[derive(Default)]
 pub struct Stats {
     /// Events delivered (a batch counts its events).
@@ -35,6 +54,11 @@ pub struct Stats {
     pub skipped: AtomicU64,
     /// Deliveries in progress now.
     pub in_flight: AtomicU64,
+    /// Events the WASM filter dropped, and events it failed on (handled by the policy).
+    pub filtered_out: AtomicU64,
+    pub filter_failed: AtomicU64,
+    /// The WASM filter as this node runs it.
+    pub filter: Mutex<FilterStatus>,
     pub last_error: Mutex<Option<LastError>>,
     /// Attempt latency: counts per bucket of [`LATENCY_BUCKETS`] (plus +Inf), and the sum.
     latency: Mutex<([u64; 13], f64)>,

@@ -18,6 +18,7 @@ use tidemark_core::OBJECTS_TOPIC;
 use tidemark_core::catalog::{Action, Catalog, Entry};
 use tidemark_core::log::Log;
 use tidemark_core::rules::Rule;
+use tidemark_plugins::{FilterInstance, Filters};
 
 use crate::guard::DestinationPolicy;
 use crate::{Error, Result, secrets};
@@ -96,19 +97,93 @@ pub struct Subscriptions {
     catalog: Arc<Catalog>,
     log: Arc<dyn Log>,
     policy: DestinationPolicy,
+    filters: Arc<Filters>,
 }
 
 impl Subscriptions {
-    pub fn new(catalog: Arc<Catalog>, log: Arc<dyn Log>, policy: DestinationPolicy) -> Self {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        log: Arc<dyn Log>,
+        policy: DestinationPolicy,
+        filters: Arc<Filters>,
+    ) -> Self {
         Subscriptions {
             catalog,
             log,
             policy,
+            filters,
         }
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
+    }
+
+    pub fn filters(&self) -> &Arc<Filters> {
+        &self.filters
+    }
+
+    /// The filter a spec names exists, loads, and accepts the spec's parameters.
+    async fn check_filter(&self, spec: &SubscriptionSpec) -> Result<()> {
+        let Some(reference) = &spec.filter else {
+            return Ok(());
+        };
+        let version = self
+            .filters
+            .resolve(reference)
+            .map_err(|e| Error::invalid("filter", e.to_string()))?;
+        let module = self
+            .filters
+            .module(&version)
+            .await
+            .map_err(|e| Error::invalid("filter", format!("{}: {e}", version.reference())))?;
+        if !module.has_init {
+            return Ok(());
+        }
+        let params = spec.filter_params.as_ref().map(|p| p.to_string());
+        let started =
+            tokio::task::spawn_blocking(move || FilterInstance::new(module, params.as_deref()))
+                .await
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
+        started.map(|_| ()).map_err(|e| {
+            Error::invalid(
+                "filter_params",
+                format!("{} refused these parameters: {e}", version.reference()),
+            )
+        })
+    }
+
+    /// Subscriptions that would lose their filter if `name` (or its version `version`) were
+    /// deleted: those naming it pinned to that version, and those following its latest
+    /// version when no other live version would remain.
+    pub fn filter_users(&self, name: &str, version: Option<u32>) -> Vec<String> {
+        let live = self
+            .filters
+            .versions(name)
+            .iter()
+            .filter(|v| v.deleted_at.is_none())
+            .count();
+        self.list()
+            .into_iter()
+            .filter(|s| {
+                let Some(Ok((n, pinned))) = s
+                    .stored
+                    .spec
+                    .filter
+                    .as_deref()
+                    .map(tidemark_plugins::parse_reference)
+                else {
+                    return false;
+                };
+                n == name
+                    && match (version, pinned) {
+                        (None, _) => true,
+                        (Some(v), Some(p)) => v == p,
+                        (Some(_), None) => live <= 1,
+                    }
+            })
+            .map(|s| s.name().to_string())
+            .collect()
     }
 
     pub fn get(&self, name: &str) -> Result<Subscription> {
@@ -139,6 +214,7 @@ impl Subscriptions {
         actor: Option<String>,
     ) -> Result<Subscription> {
         validate::validate(&spec, self.policy)?;
+        self.check_filter(&spec).await?;
         if self.catalog.get(SUBSCRIPTION_KIND, &spec.name).is_some() {
             return Err(Error::Conflict(format!(
                 "subscription '{}' exists already; change it with PUT /v1/subscriptions/{0} or remove it first",
@@ -176,6 +252,7 @@ impl Subscriptions {
     ) -> Result<Subscription> {
         validate::validate(&spec, self.policy)?;
         let old = self.get(&spec.name)?;
+        self.check_filter(&spec).await?;
         let refs = self.store_secrets(&mut spec).await?;
         let stored = Stored {
             spec,

@@ -18,9 +18,17 @@ pub struct SubscriptionSpec {
     pub start: String,
     #[serde(default)]
     pub rules: RuleSpec,
-    /// A WASM filter `name@version` (the filter plugins issue); refused until it lands.
+    /// A WASM filter run after the rules: `NAME` (its latest version, followed as new
+    /// versions are uploaded) or `NAME@VERSION` (pinned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// Handed to the filter's `init` (JSON), so one module serves several subscriptions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_params: Option<serde_json::Value>,
+    /// Consecutive filter errors after which the filter is quarantined for this
+    /// subscription (delivery waits for another version).
+    #[serde(default = "quarantine_after")]
+    pub filter_quarantine_after: u32,
     pub sink: SinkSpec,
     #[serde(default)]
     pub retry: RetrySpec,
@@ -30,13 +38,18 @@ pub struct SubscriptionSpec {
     pub delivery: DeliverySpec,
     #[serde(default)]
     pub circuit: CircuitSpec,
-    /// What a failing filter does to an event: `dead_letter` (default) or `skip`.
+    /// What happens to an event the filter fails on (trap, timeout, memory limit, error
+    /// code): `dead_letter` (default), `skip` (counted), or `deliver`.
     #[serde(default = "dead_letter")]
     pub on_filter_error: String,
 }
 
 fn latest() -> String {
     "latest".into()
+}
+
+fn quarantine_after() -> u32 {
+    20
 }
 
 fn dead_letter() -> String {

@@ -14,13 +14,25 @@ pub fn validate(spec: &SubscriptionSpec, policy: DestinationPolicy) -> Result<Ru
     check_name(&spec.name)?;
     check_start(&spec.start)?;
     let rule = Rule::compile(&spec.rules, "rules", Limits::default())?;
-    if spec.filter.is_some() {
-        return Err(Error::invalid(
-            "filter",
-            "WASM filters cannot be attached yet (they arrive with the filter plugins); \
-             remove the field and use rules",
-        ));
+    match &spec.filter {
+        Some(r) => {
+            tidemark_plugins::parse_reference(r)
+                .map_err(|e| Error::invalid("filter", e.to_string()))?;
+        }
+        None if spec.filter_params.is_some() => {
+            return Err(Error::invalid(
+                "filter_params",
+                "parameters are for a filter's init; name the filter in `filter`",
+            ));
+        }
+        None => {}
     }
+    range(
+        "filter_quarantine_after",
+        spec.filter_quarantine_after as u64,
+        1,
+        1_000_000,
+    )?;
     match &spec.sink {
         SinkSpec::Webhook(w) => check_webhook(w, policy)?,
         SinkSpec::Function(f) => check_function(f, policy)?,
@@ -75,10 +87,16 @@ pub fn validate(spec: &SubscriptionSpec, policy: DestinationPolicy) -> Result<Ru
         1000,
     )?;
     range("circuit.open_ms", spec.circuit.open_ms, 10, 3_600_000)?;
-    if !matches!(spec.on_filter_error.as_str(), "dead_letter" | "skip") {
+    if !matches!(
+        spec.on_filter_error.as_str(),
+        "dead_letter" | "skip" | "deliver"
+    ) {
         return Err(Error::invalid(
             "on_filter_error",
-            format!("'{}' is not one of dead_letter, skip", spec.on_filter_error),
+            format!(
+                "'{}' is not one of dead_letter, skip, deliver",
+                spec.on_filter_error
+            ),
         ));
     }
     Ok(rule)

@@ -1,0 +1,243 @@
+//! A subscription's WASM filter, as one partition's reader runs it: after the rules, each
+//! matching event goes through the module, and the verdict decides whether it is delivered.
+//!
+//! The reference (`NAME` or `NAME@VERSION`) is resolved again whenever the catalog changes,
+//! between chunks of the log: a new version takes over at a clean point (every event is
+//! decided by exactly one version, in log order), without a restart. A subscription whose
+//! filter keeps failing is quarantined: its readers stop handing events over (nothing is
+//! skipped) until another version is resolved or the subscription is replaced.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tidemark_core::event::ObjectEvent;
+use tidemark_plugins::{FilterInstance, FilterStats, Filters, Verdict, VersionRecord};
+
+use super::RunCtx;
+
+/// What the filter decided about one event.
+pub(crate) enum Decision {
+    Keep,
+    Drop,
+    /// The filter failed on it: the kind (`trap`, `timeout`, ...) and the message.
+    Failed(&'static str, String),
+}
+
+struct Current {
+    version: VersionRecord,
+    instance: FilterInstance,
+    stats: Arc<FilterStats>,
+}
+
+pub(crate) struct Filtering {
+    filters: Arc<Filters>,
+    reference: String,
+    params: Option<String>,
+    current: Option<Current>,
+    /// The catalog position the reference was last resolved at.
+    resolved_at: Option<u64>,
+}
+
+impl Filtering {
+    pub fn new(ctx: &RunCtx) -> Option<Filtering> {
+        let reference = ctx.spec.filter.clone()?;
+        Some(Filtering {
+            filters: ctx.filters.clone(),
+            reference,
+            params: ctx.spec.filter_params.as_ref().map(|p| p.to_string()),
+            current: None,
+            resolved_at: None,
+        })
+    }
+
+    /// Make sure the version the reference names now is instantiated. `Err` says why no
+    /// event may be filtered now (the reader waits and asks again).
+    pub async fn prepare(&mut self, ctx: &RunCtx) -> Result<(), String> {
+        let at = self.filters.catalog_position();
+        if self.resolved_at == Some(at) && self.current.is_some() {
+            return self.check_quarantine(ctx);
+        }
+        let version = match self.filters.resolve(&self.reference) {
+            Ok(v) => v,
+            Err(e) => return Err(self.unavailable(ctx, e.to_string())),
+        };
+        self.resolved_at = Some(at);
+        if self.current.as_ref().map(|c| &c.version) == Some(&version) {
+            return self.check_quarantine(ctx);
+        }
+        if quarantined(ctx) == Some(version.version) {
+            return Err("quarantined".into());
+        }
+        let module = match self.filters.module(&version).await {
+            Ok(m) => m,
+            Err(e) => {
+                self.current = None;
+                return Err(self.unavailable(ctx, format!("{}: {e}", version.reference())));
+            }
+        };
+        let params = self.params.clone();
+        let made =
+            tokio::task::spawn_blocking(move || FilterInstance::new(module, params.as_deref()))
+                .await
+                .map_err(|e| e.to_string())?;
+        let stats = self.filters.stats(&version.name, version.version);
+        match made {
+            Ok(instance) => {
+                tracing::info!(
+                    subscription = ctx.name,
+                    filter = version.reference(),
+                    "filtering with this version"
+                );
+                let mut status = ctx.stats.filter.lock().unwrap();
+                status.version = Some(version.version);
+                if status.quarantined != Some(version.version) {
+                    status.state = "active";
+                    status.reason = None;
+                    status.quarantined = None;
+                    status.consecutive_errors = 0;
+                }
+                drop(status);
+                self.current = Some(Current {
+                    version,
+                    instance,
+                    stats,
+                });
+                self.check_quarantine(ctx)
+            }
+            Err(e) => {
+                // Parameters the module refuses: no event could be filtered with it.
+                stats.error(e.kind());
+                self.current = None;
+                let reason = format!("{} cannot start: {e}", version.reference());
+                quarantine(ctx, version.version, e.kind(), reason.clone());
+                Err(reason)
+            }
+        }
+    }
+
+    fn check_quarantine(&self, ctx: &RunCtx) -> Result<(), String> {
+        let version = self.current.as_ref().map(|c| c.version.version);
+        match quarantined(ctx) {
+            Some(q) if Some(q) == version => Err("quarantined".into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn unavailable(&self, ctx: &RunCtx, reason: String) -> String {
+        let mut status = ctx.stats.filter.lock().unwrap();
+        if status.reason.as_deref() != Some(reason.as_str()) {
+            tracing::error!(
+                subscription = ctx.name,
+                "the filter is unavailable: {reason}; delivery waits"
+            );
+        }
+        status.state = "unavailable";
+        status.reason = Some(reason.clone());
+        reason
+    }
+
+    /// Decide on `events` in order, on a blocking thread (a module may run up to its
+    /// deadline). Stops after the event that quarantines the filter: the decisions returned
+    /// may be fewer than the events.
+    pub async fn decide(
+        &mut self,
+        ctx: &Arc<RunCtx>,
+        events: Vec<Arc<ObjectEvent>>,
+    ) -> Vec<Decision> {
+        let Some(mut current) = self.current.take() else {
+            return Vec::new();
+        };
+        let ctx2 = ctx.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut decisions = Vec::with_capacity(events.len());
+            for event in events {
+                let eval = current.instance.evaluate(event);
+                current.stats.record(&eval);
+                let (decision, failed) = match eval.verdict {
+                    Ok(Verdict::Keep) => (Decision::Keep, false),
+                    Ok(Verdict::Drop) => (Decision::Drop, false),
+                    Err(e) => (Decision::Failed(e.kind(), e.to_string()), true),
+                };
+                let stop = record(&ctx2, &current.version, &decision, failed);
+                decisions.push(decision);
+                if stop {
+                    break;
+                }
+            }
+            (current, decisions)
+        })
+        .await;
+        match joined {
+            Ok((current, decisions)) => {
+                self.current = Some(current);
+                decisions
+            }
+            Err(e) => {
+                tracing::error!(subscription = ctx.name, "filter thread failed: {e}");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Count a decision in the subscription's status; true when it quarantines the filter.
+fn record(ctx: &RunCtx, version: &VersionRecord, decision: &Decision, failed: bool) -> bool {
+    match decision {
+        Decision::Drop => {
+            ctx.stats.filtered_out.fetch_add(1, Ordering::Relaxed);
+        }
+        Decision::Failed(..) => {
+            ctx.stats.filter_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        Decision::Keep => {}
+    }
+    let mut status = ctx.stats.filter.lock().unwrap();
+    if !failed {
+        status.consecutive_errors = 0;
+        return false;
+    }
+    let Decision::Failed(kind, message) = decision else {
+        return false;
+    };
+    *status.errors.entry(kind).or_default() += 1;
+    status.consecutive_errors += 1;
+    let limit = ctx.spec.filter_quarantine_after;
+    if status.consecutive_errors < limit {
+        return false;
+    }
+    drop(status);
+    quarantine(
+        ctx,
+        version.version,
+        kind,
+        format!(
+            "{} failed on {limit} events in a row (last: {message}); delivery waits for \
+             another version or a replaced subscription",
+            version.reference()
+        ),
+    );
+    true
+}
+
+fn quarantined(ctx: &RunCtx) -> Option<u32> {
+    ctx.stats.filter.lock().unwrap().quarantined
+}
+
+fn quarantine(ctx: &RunCtx, version: u32, kind: &'static str, reason: String) {
+    tracing::error!(
+        subscription = ctx.name,
+        kind,
+        "filter quarantined: {reason}"
+    );
+    let mut status = ctx.stats.filter.lock().unwrap();
+    if kind == "init" {
+        *status.errors.entry(kind).or_default() += 1;
+    }
+    status.state = "quarantined";
+    status.reason = Some(reason);
+    status.quarantined = Some(version);
+}
+
+/// How long a reader waits before asking a paused filter again.
+pub(crate) const RETRY: Duration = Duration::from_millis(250);
