@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start `tidemark serve` with embedded defaults (./tidemark-data, http://127.0.0.1:7700), walk
-# through ingest -> log -> index -> rebuild -> a subscription, then keep the server running until
+# through ingest -> log -> index -> rebuild -> a subscription -> a WASM filter, then keep the server running until
 # Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +57,18 @@ for _ in $(seq 100); do [ -s "$events" ] && break; sleep 0.1; done
 echo "delivered to the function ($events):"
 cat "$events"
 "$bin" sub status demo-audit
+
+step "a WASM filter: keep raw/ objects over 10 MB with a camera (plugins/examples/raw_camera_large.wat)"
+"$bin" filter rm demo-camera >/dev/null 2>&1 || true
+"$bin" filter upload demo-camera plugins/examples/raw_camera_large.wat
+cat > /tmp/tidemark-demo-samples.jsonl <<'JSONL'
+{"event_type":"ObjectCreated:Put","bucket":"photos","key":"raw/big.jpg","size":20000000,"metadata":{"camera":"x100"}}
+{"event_type":"ObjectCreated:Put","bucket":"photos","key":"raw/small.jpg","size":1000,"metadata":{"camera":"x100"}}
+{"event_type":"ObjectCreated:Put","bucket":"photos","key":"cooked/big.jpg","size":20000000,"metadata":{"camera":"x100"}}
+JSONL
+"$bin" filter test demo-camera --events /tmp/tidemark-demo-samples.jsonl
+"$bin" filter test demo-camera --since "$(date -u -d '-1 hour' +%Y-%m-%dT%H:%M:%SZ)"
+"$bin" filter ls
 
 step "server still running at $url (Ctrl-C to stop)"
 wait $server

@@ -600,7 +600,9 @@ fn subscriptions_deliver_what_rules_and_filter_keep_and_failures_follow_the_poli
         "{letters:?}"
     );
 
-    // The looping filter: quarantined after three timeouts; its events wait, others flow.
+    // The looping filter: quarantined after three failures in a row; its events wait, others
+    // flow. Partitions are filtered in parallel, so one more may fail per other partition
+    // before they all see the quarantine.
     let s = wait_status(
         &server,
         "spin",
@@ -608,7 +610,8 @@ fn subscriptions_deliver_what_rules_and_filter_keep_and_failures_follow_the_poli
         Duration::from_secs(20),
         |s| s["filter"]["state"] == "quarantined",
     );
-    assert_eq!(s["filter"]["errors"]["timeout"], 3, "{s}");
+    let failed = s["filter_failed"].as_u64().unwrap() as usize;
+    assert!((3..=5).contains(&failed), "{s}");
     assert!(
         s["filter"]["reason"]
             .as_str()
@@ -617,8 +620,8 @@ fn subscriptions_deliver_what_rules_and_filter_keep_and_failures_follow_the_poli
         "{s}"
     );
     assert_eq!(
-        wait_dead_letters(&server, "spin", 3, Duration::from_secs(10)).len(),
-        3
+        wait_dead_letters(&server, "spin", failed, Duration::from_secs(10)).len(),
+        failed
     );
     assert!(delivered_at(&receiver, "spin").is_empty());
     let s = subscription_status(&server, "camera");
@@ -632,12 +635,19 @@ fn subscriptions_deliver_what_rules_and_filter_keep_and_failures_follow_the_poli
         ),
         1.0
     );
-    assert!(
-        metric(
-            &server,
-            "tidemark_filter_errors_total{filter=\"spin\",version=\"1\",kind=\"timeout\"}"
-        ) >= 3.0
-    );
+    // Out of time or of fuel, whichever comes first.
+    let spin_errors: f64 = ["timeout", "fuel"]
+        .iter()
+        .map(|k| {
+            metric(
+                &server,
+                &format!(
+                    "tidemark_filter_errors_total{{filter=\"spin\",version=\"1\",kind=\"{k}\"}}"
+                ),
+            )
+        })
+        .sum();
+    assert_eq!(spin_errors as usize, failed);
     assert_eq!(
         metric(
             &server,
@@ -658,8 +668,8 @@ fn subscriptions_deliver_what_rules_and_filter_keep_and_failures_follow_the_poli
     assert_eq!(upload(&server, "spin", "", keep_all(1)).0, 201);
     wait_for("spin resumes", Duration::from_secs(20), || {
         let got = delivered_at(&receiver, "spin");
-        // The three dead-lettered events stay there; the other two are delivered.
-        if got.len() == 2 {
+        // The dead-lettered events stay there; the others are delivered.
+        if got.len() == 5 - failed {
             Ok(())
         } else {
             Err(format!("{got:?}"))
@@ -899,4 +909,125 @@ fn compiled_filters_come_back_after_a_restart_without_recompiling() {
         ),
         1.0
     );
+}
+
+#[test]
+fn hostile_modules_fail_only_their_own_subscription() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), ALLOW_LOOPBACK);
+    let receiver = Receiver::start(dir.path(), "recv", &[]);
+    // (name, module, the error kind(s) its events are dead-lettered with; None: delivered)
+    let hostile: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+        (
+            "grow",
+            module(
+                "",
+                "(loop $l (drop (memory.grow (i32.const 16))) (br $l)) i32.const 1",
+            ),
+            // The memory limit; under a loaded machine the deadline may come first.
+            Some("memory|timeout"),
+        ),
+        (
+            "recurse",
+            wat::parse_str(
+                r#"(module (memory (export "memory") 1)
+                     (func (export "tidemark_abi_version") (result i32) i32.const 1)
+                     (func $deep (result i32) (call $deep))
+                     (func (export "filter") (result i32) (call $deep)))"#,
+            )
+            .unwrap(),
+            Some("trap"),
+        ),
+        ("unreachable", module("", "unreachable"), Some("trap")),
+        // Out of fuel or out of time, whichever comes first.
+        (
+            "spin",
+            module("", "(loop $l (br $l)) i32.const 1"),
+            Some("fuel|timeout"),
+        ),
+        ("verdict", module("", "i32.const 7"), Some("verdict")),
+        ("code", module("", "i32.const -42"), Some("module")),
+        // Out-of-range pointers get -2 from the host, nothing more: keeps only if so.
+        (
+            "pointers",
+            module(
+                r#"(import "tidemark" "key" (func $key (param i32 i32) (result i32)))"#,
+                "(i32.eq (call $key (i32.const 0x7fffff00) (i32.const 1024)) (i32.const -2))",
+            ),
+            None,
+        ),
+        // A log flood (200 lines an event, kept: 16) is capped; the verdict stands. Not many
+        // more: a debug build's host takes microseconds a call, and 10 ms is the deadline.
+        (
+            "flood",
+            module(
+                r#"(import "tidemark" "log" (func $log (param i32 i32)))
+                   (data (i32.const 0) "hello")"#,
+                r#"(local $i i32)
+                   (loop $l
+                     (call $log (i32.const 0) (i32.const 5))
+                     (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                     (br_if $l (i32.lt_u (local.get $i) (i32.const 200))))
+                   i32.const 1"#,
+            ),
+            None,
+        ),
+    ];
+    for (name, wasm, _) in &hostile {
+        let (status, v) = upload(&server, name, "", wasm.clone());
+        assert_eq!(status, 201, "{name}: {v}");
+        create_subscription(&server, &webhook(name, &receiver, Some(name)));
+    }
+    create_subscription(&server, &webhook("plain", &receiver, None));
+    let acked = ingest(
+        &server,
+        (0..3)
+            .map(|i| put("photos", &format!("k{i}"), 10, false))
+            .collect(),
+    );
+    let all: HashSet<String> = acked.iter().map(|(_, id)| id.clone()).collect();
+    wait_for("plain delivers everything", Duration::from_secs(30), || {
+        let got = delivered_at(&receiver, "plain");
+        if got == all {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    });
+    for (name, _, kind) in &hostile {
+        match kind {
+            None => wait_for(name, Duration::from_secs(30), || {
+                let got = delivered_at(&receiver, name);
+                if got == all {
+                    Ok(())
+                } else {
+                    Err(format!("{got:?}"))
+                }
+            }),
+            Some(kind) => {
+                let kinds: Vec<&str> = kind.split('|').collect();
+                let letters = wait_dead_letters(&server, name, 3, Duration::from_secs(30));
+                for l in &letters {
+                    let error = l["error"].as_str().unwrap();
+                    assert!(
+                        kinds
+                            .iter()
+                            .any(|k| error.contains(&format!("the filter failed ({k})"))),
+                        "{name}: {error}"
+                    );
+                }
+                let s = subscription_status(&server, name);
+                let counted: u64 = kinds
+                    .iter()
+                    .map(|k| s["filter"]["errors"][k].as_u64().unwrap_or(0))
+                    .sum();
+                assert_eq!(counted, 3, "{name}: {s}");
+                assert!(delivered_at(&receiver, name).is_empty(), "{name}");
+            }
+        }
+    }
+    // The server is fine: it still takes and serves mutations.
+    ingest(&server, vec![put("photos", "after", 1, false)]);
+    let (status, _) = server.get("/v1/objects/photos/after");
+    assert_eq!(status, 200);
 }

@@ -77,11 +77,14 @@ fn native_rate(events: &[Arc<ObjectEvent>], n: usize) -> f64 {
 
 pub fn run(args: FilterArgs) -> anyhow::Result<()> {
     let engine = FilterEngine::new(Limits::maxima(), 64)?;
+    // The same modules without fuel metering or deadlines: what the limits cost.
+    let bare = FilterEngine::unmetered(Limits::maxima(), 64)?;
     let events = events();
     let keep = module(&engine, KEEP_ALL)?;
     let raw = module(&engine, RAW_CAMERA_LARGE)?;
     let mut keep_all = FilterInstance::new(keep.clone(), None)?;
     let mut filter = FilterInstance::new(raw.clone(), None)?;
+    let mut bare_filter = FilterInstance::new(module(&bare, RAW_CAMERA_LARGE)?, None)?;
     // The module must decide as the closure does, or the comparison means nothing.
     for e in &events {
         let wasm = filter.evaluate(e.clone()).verdict? == Verdict::Keep;
@@ -89,11 +92,12 @@ pub fn run(args: FilterArgs) -> anyhow::Result<()> {
             bail!("the module and the closure disagree on {}", e.key);
         }
     }
-    let (mut overhead, mut wasm, mut rust, mut inst) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut overhead, mut wasm, mut rust, mut inst, mut unlimited) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.runs {
         overhead.push(1e9 / wasm_rate(&mut keep_all, &events, args.events)?);
         wasm.push(wasm_rate(&mut filter, &events, args.events)?);
+        unlimited.push(wasm_rate(&mut bare_filter, &events, args.events)?);
         rust.push(native_rate(&events, args.events * 10));
         let n = 10_000;
         let start = Instant::now();
@@ -103,6 +107,7 @@ pub fn run(args: FilterArgs) -> anyhow::Result<()> {
         inst.push(start.elapsed().as_secs_f64() * 1e6 / n as f64);
     }
     let (o, w, r, i) = (median(overhead), median(wasm), median(rust), median(inst));
+    let u = median(unlimited);
     println!(
         "keep-all module: {o:.0} ns per event (host overhead: store setup, fuel, deadline, call)"
     );
@@ -110,6 +115,11 @@ pub fn run(args: FilterArgs) -> anyhow::Result<()> {
         "prefix + metadata + size filter: WASM {w:.0} events/s, native closure {r:.0} events/s \
          (native is {:.1}x)",
         r / w
+    );
+    println!(
+        "limits: the same filter without fuel or deadlines {u:.0} events/s; the limits cost \
+         {:.1}% of throughput",
+        (1.0 - w / u) * 100.0
     );
     println!("instantiation (InstancePre + pooling allocator): {i:.2} µs");
     Ok(())

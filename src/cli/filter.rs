@@ -30,7 +30,8 @@ pub struct UploadArgs {
     server: ServerArg,
     /// Filter name (1-100 characters from [A-Za-z0-9._-]).
     name: String,
-    /// The module: a binary .wasm file (`-` for stdin).
+    /// The module: a binary .wasm file (`-` for stdin), or WebAssembly text (.wat), which is
+    /// assembled here first.
     file: PathBuf,
     /// Linear memory limit in bytes (default 16 MiB).
     #[arg(long)]
@@ -117,7 +118,12 @@ fn read_input(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
 }
 
 async fn upload(args: UploadArgs) -> anyhow::Result<()> {
-    let bytes = read_input(&args.file)?;
+    let mut bytes = read_input(&args.file)?;
+    if args.file.extension().is_some_and(|e| e == "wat") {
+        bytes = wat::parse_bytes(&bytes)
+            .with_context(|| format!("{} is not valid WebAssembly text", args.file.display()))?
+            .into_owned();
+    }
     let mut query = Vec::new();
     if let Some(m) = args.memory_bytes {
         query.push(format!("memory_bytes={m}"));

@@ -347,6 +347,7 @@ fn report(
     let mut fuel: Vec<u64> = Vec::with_capacity(evals.len());
     let mut micros: Vec<f64> = Vec::with_capacity(evals.len());
     let mut results = Vec::new();
+    let round = |x: f64| (x * 10.0).round() / 10.0;
     for (i, (event, eval)) in evals.iter().enumerate() {
         let (verdict, kind, message) = match &eval.verdict {
             Ok(Verdict::Keep) => {
@@ -376,7 +377,7 @@ fn report(
                 "error_kind": kind,
                 "error": message,
                 "fuel": eval.fuel,
-                "time_us": (eval.elapsed.as_secs_f64() * 1e6 * 10.0).round() / 10.0,
+                "time_us": round(eval.elapsed.as_secs_f64() * 1e6),
                 "logs": eval.logs,
                 "logs_dropped": eval.logs_dropped,
             }));
@@ -386,13 +387,12 @@ fn report(
     micros.sort_by(f64::total_cmp);
     let n = evals.len();
     let pick = |q: f64| ((n as f64 - 1.0) * q).round() as usize;
-    let stat = |v: &[f64]| -> Value {
-        if v.is_empty() {
-            return Value::Null;
-        }
-        json!({"median": v[pick(0.5)], "p99": v[pick(0.99)], "max": v[n - 1]})
-    };
-    let fuel_f: Vec<f64> = fuel.iter().map(|f| *f as f64).collect();
+    let time = (n > 0).then(|| {
+        json!({"median": round(micros[pick(0.5)]), "p99": round(micros[pick(0.99)]),
+               "max": round(micros[n - 1])})
+    });
+    let fuel_stat = (n > 0)
+        .then(|| json!({"median": fuel[pick(0.5)], "p99": fuel[pick(0.99)], "max": fuel[n - 1]}));
     json!({
         "filter": version.name,
         "version": version.version,
@@ -403,8 +403,8 @@ fn report(
         "errors": errors,
         "errors_by_kind": by_kind,
         "match_rate": if n == 0 { 0.0 } else { kept as f64 / n as f64 },
-        "fuel": stat(&fuel_f),
-        "time_us": stat(&micros),
+        "fuel": fuel_stat,
+        "time_us": time,
         "results": results,
         "results_truncated": n > results.len(),
     })

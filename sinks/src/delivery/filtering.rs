@@ -109,6 +109,7 @@ impl Filtering {
                 // Parameters the module refuses: no event could be filtered with it.
                 stats.error(e.kind());
                 self.current = None;
+                ctx.stats.filter.lock().unwrap().version = Some(version.version);
                 let reason = format!("{} cannot start: {e}", version.reference());
                 quarantine(ctx, version.version, e.kind(), reason.clone());
                 Err(reason)
@@ -152,6 +153,10 @@ impl Filtering {
         let joined = tokio::task::spawn_blocking(move || {
             let mut decisions = Vec::with_capacity(events.len());
             for event in events {
+                // Another partition's reader may have quarantined this version meanwhile.
+                if quarantined(&ctx2) == Some(current.version.version) {
+                    break;
+                }
                 let eval = current.instance.evaluate(event);
                 current.stats.record(&eval);
                 let (decision, failed) = match eval.verdict {
