@@ -90,3 +90,85 @@ fn webhook_delivery_and_dead_letters_on_kafka_survive_a_restart() {
     );
     wait_dead_letters(&server2, "kafka-dead", ids.len(), WAIT);
 }
+
+/// A filter uploaded on one node is on every node (the module's bytes travel in chunks on
+/// `_config`): the other node lists it, compiles it from those bytes, and filters a
+/// subscription with it.
+#[test]
+fn filters_uploaded_on_one_node_work_on_another() {
+    let backend = Backend::kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path(), "hooks", &[]);
+    let args = &["--allow-destinations", "loopback"];
+    let a = Server::start_on(&backend, &dir.path().join("a"), args);
+    let b = Server::start_on(&backend, &dir.path().join("b"), args);
+    // Keeps keys under `raw/`; 600 KB of data makes the module span three chunks.
+    let padding = "x".repeat(600 << 10);
+    let wasm = wat::parse_str(format!(
+        r#"(module
+             (import "tidemark" "key" (func $key (param i32 i32) (result i32)))
+             (memory (export "memory") 16)
+             (data (i32.const 0) "raw/")
+             (data (i32.const 4096) "{padding}")
+             (func (export "tidemark_abi_version") (result i32) i32.const 1)
+             (func (export "filter") (result i32)
+               (if (i32.lt_s (call $key (i32.const 1024) (i32.const 1024)) (i32.const 4))
+                 (then (return (i32.const 0))))
+               (i32.eq (i32.load (i32.const 1024)) (i32.load (i32.const 0)))))"#
+    ))
+    .unwrap();
+    let resp = client()
+        .post(format!("{}/v1/filters/raw-only", a.url))
+        .body(wasm.clone())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().unwrap());
+
+    let shown = wait_for("node b sees the filter", WAIT, || {
+        let (status, v) = b.get("/v1/filters/raw-only");
+        if status == 200 {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    });
+    assert_eq!(shown["versions"][0]["size"], wasm.len());
+    let (status, v) = b.post(
+        "/v1/filters/raw-only/test",
+        json!({"events": [
+            {"event_type": "ObjectCreated:Put", "bucket": "photos", "key": "raw/a", "size": 1},
+            {"event_type": "ObjectCreated:Put", "bucket": "photos", "key": "cooked/a", "size": 1},
+        ]})
+        .to_string(),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["kept"].clone(), v["dropped"].clone()),
+        (json!(1), json!(1)),
+        "{v}"
+    );
+
+    create_subscription(
+        &b,
+        &json!({"name": "raw-hooks", "filter": "raw-only",
+                "sink": {"type": "webhook", "url": receiver.url("/raw")},
+                "retry": fast_retry(20)}),
+    );
+    let acked = ingest(
+        &b,
+        ["raw/1", "cooked/2", "raw/3", "cooked/4"]
+            .iter()
+            .map(|k| json!({"op": "put", "bucket": "photos", "key": k, "size": 1}))
+            .collect(),
+    );
+    let raw: Vec<String> = [0, 2].iter().map(|i| acked[*i].1.clone()).collect();
+    receiver.wait_delivered(&raw, WAIT);
+    // Both members of the subscription's group filter their share: nothing else arrives.
+    wait_status(&b, "raw-hooks", "no lag", WAIT, |s| s["lag"] == 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let got = receiver.delivered_ids();
+    assert!(
+        !got.contains(&acked[1].1) && !got.contains(&acked[3].1),
+        "{got:?}"
+    );
+}
