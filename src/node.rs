@@ -147,6 +147,9 @@ pub struct NodeConfig {
     /// WASM filter instances that may exist at once (one per filtered subscription and
     /// partition, plus tests in progress).
     pub filter_instances: u32,
+    /// Limits a filter version gets unless its upload asks otherwise, and the most it may ask.
+    pub filter_defaults: FilterLimits,
+    pub filter_maxima: FilterLimits,
 }
 
 pub struct Node {
@@ -273,9 +276,9 @@ impl Node {
         );
         let filters = Arc::new(Filters::new(
             catalog.clone(),
-            FilterEngine::new(FilterLimits::maxima(), cfg.filter_instances)?,
+            FilterEngine::new(cfg.filter_maxima, cfg.filter_instances)?,
             Some(cfg.data_dir.join("filters").join("compiled")),
-            FilterLimits::default(),
+            cfg.filter_defaults,
         ));
         let engine = Engine::start(
             Arc::new(Subscriptions::new(

@@ -1031,3 +1031,82 @@ fn hostile_modules_fail_only_their_own_subscription() {
     let (status, _) = server.get("/v1/objects/photos/after");
     assert_eq!(status, 200);
 }
+
+#[test]
+fn server_wide_limits_set_each_versions_defaults_and_maxima() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--filter-fuel",
+            "50000",
+            "--filter-max-fuel",
+            "100000",
+            "--filter-timeout-ms",
+            "5",
+        ],
+    );
+    let (status, v) = upload(&server, "a", "", keep_all(1));
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(
+        (
+            v["limits"]["fuel"].clone(),
+            v["limits"]["timeout_ms"].clone()
+        ),
+        (json!(50000), json!(5))
+    );
+    refused(
+        &server,
+        "a",
+        "?fuel=200000",
+        keep_all(2),
+        "exceed the server's maxima",
+    );
+    let (status, v) = upload(&server, "a", "?fuel=100000", keep_all(2));
+    assert_eq!(
+        (status, v["limits"]["fuel"].clone()),
+        (201, json!(100000)),
+        "{v}"
+    );
+    // A module spending more than its fuel on an event fails that event with `fuel`.
+    let (_, v) = server.post(
+        "/v1/filters/spin@1/test",
+        json!({"events": [sample("k", 1, false)]}).to_string(),
+    );
+    assert_eq!(v["error"]["code"], "not_found", "{v}");
+    assert_eq!(
+        upload(
+            &server,
+            "spin",
+            "?timeout_ms=1000",
+            module("", "(loop $l (br $l)) i32.const 1")
+        )
+        .0,
+        201
+    );
+    let (_, v) = server.post(
+        "/v1/filters/spin/test",
+        json!({"events": [sample("k", 1, false)]}).to_string(),
+    );
+    assert_eq!(v["results"][0]["error_kind"], "fuel", "{v}");
+    assert_eq!(v["results"][0]["fuel"], 50000, "{v}");
+
+    // Defaults above the maxima are refused at start, naming both flags.
+    let out = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().join("other").to_str().unwrap(),
+        "--filter-memory-bytes",
+        "1000000000",
+        "--filter-max-memory-bytes",
+        "1000000",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--filter-memory-bytes 1000000000 is above --filter-max-memory-bytes"),
+        "{err}"
+    );
+}

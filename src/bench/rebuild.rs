@@ -70,6 +70,8 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
         destinations: Default::default(),
         webhook_ca_file: None,
         filter_instances: 16,
+        filter_defaults: Default::default(),
+        filter_maxima: tidemark_plugins::Limits::maxima(),
     })
     .await?;
     let mut exists = vec![false; args.keys];

@@ -6,6 +6,8 @@ use clap::Args;
 use tidemark_core::ingest::Origin;
 use tidemark_sinks::guard::DestinationPolicy;
 
+use tidemark_plugins::Limits as FilterLimits;
+
 use super::{DataDir, LogArgs};
 use crate::node::{Node, NodeConfig};
 use crate::server::{self, Limits};
@@ -51,6 +53,28 @@ pub struct ServeArgs {
     /// partition, plus filter tests in progress. Each reserves address space, not memory.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub filter_instances: u32,
+    /// WASM filter limits a version gets unless its upload asks for others: linear memory
+    /// (bytes), fuel per event (about one unit per instruction), wall-clock time per event,
+    /// module size, compile time.
+    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
+    pub filter_memory_bytes: usize,
+    #[arg(long, default_value_t = 10_000_000, value_name = "UNITS")]
+    pub filter_fuel: u64,
+    #[arg(long, default_value_t = 10, value_name = "MS")]
+    pub filter_timeout_ms: u64,
+    #[arg(long, default_value_t = 10 << 20, value_name = "BYTES")]
+    pub filter_module_bytes: usize,
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub filter_compile_ms: u64,
+    /// The most an upload may ask for (memory is reserved per instance slot as address space).
+    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
+    pub filter_max_memory_bytes: usize,
+    #[arg(long, default_value_t = 1_000_000_000, value_name = "UNITS")]
+    pub filter_max_fuel: u64,
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub filter_max_timeout_ms: u64,
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    pub filter_max_module_bytes: usize,
 }
 
 impl ServeArgs {
@@ -79,10 +103,13 @@ impl ServeArgs {
         });
         let destinations = DestinationPolicy::parse(&self.allow_destinations)
             .map_err(|e| anyhow::anyhow!("--allow-destinations: {e}"))?;
+        let (filter_defaults, filter_maxima) = self.filter_limits()?;
         Ok(NodeConfig {
             destinations,
             webhook_ca_file: self.webhook_ca_file.clone(),
             filter_instances: self.filter_instances,
+            filter_defaults,
+            filter_maxima,
             static_membership: self.log.kafka_static_membership,
             advertise_url,
             data_dir: self.data.data_dir.clone(),
@@ -94,6 +121,61 @@ impl ServeArgs {
                 region: self.region.clone(),
             },
         })
+    }
+}
+
+impl ServeArgs {
+    /// The filter limits' defaults and maxima; a default above its maximum is refused.
+    fn filter_limits(&self) -> anyhow::Result<(FilterLimits, FilterLimits)> {
+        use std::time::Duration;
+        let maxima = FilterLimits {
+            memory_bytes: self.filter_max_memory_bytes,
+            fuel: self.filter_max_fuel,
+            deadline: Duration::from_millis(self.filter_max_timeout_ms),
+            module_bytes: self.filter_max_module_bytes,
+            compile: FilterLimits::maxima().compile,
+            ..FilterLimits::maxima()
+        };
+        let defaults = FilterLimits {
+            memory_bytes: self.filter_memory_bytes,
+            fuel: self.filter_fuel,
+            deadline: Duration::from_millis(self.filter_timeout_ms),
+            module_bytes: self.filter_module_bytes,
+            compile: Duration::from_millis(self.filter_compile_ms),
+            ..FilterLimits::default()
+        };
+        for (flag, default, max) in [
+            (
+                "memory-bytes",
+                defaults.memory_bytes as u64,
+                maxima.memory_bytes as u64,
+            ),
+            ("fuel", defaults.fuel, maxima.fuel),
+            (
+                "timeout-ms",
+                self.filter_timeout_ms,
+                self.filter_max_timeout_ms,
+            ),
+            (
+                "module-bytes",
+                defaults.module_bytes as u64,
+                maxima.module_bytes as u64,
+            ),
+        ] {
+            if default > max {
+                anyhow::bail!(
+                    "--filter-{flag} {default} is above --filter-max-{flag} {max}; raise the \
+                     maximum or lower the default"
+                );
+            }
+            if default == 0 {
+                anyhow::bail!("--filter-{flag} must be positive");
+            }
+        }
+        if defaults.memory_bytes < 65536 {
+            anyhow::bail!("--filter-memory-bytes must be at least 65536 (one WebAssembly page)");
+        }
+        Ok((defaults, maxima))
     }
 }
 

@@ -50,6 +50,8 @@ pub struct AppState {
 pub type State = axum::extract::State<Arc<AppState>>;
 
 pub fn router(state: Arc<AppState>) -> Router {
+    // A module may be as large as the server's maximum module size.
+    let max_module = state.node.filters.engine.maxima.module_bytes;
     Router::new()
         .route("/healthz", get(status::healthz))
         .route("/v1/log", get(status::log))
@@ -89,10 +91,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(filters::upload)
                 .get(filters::get)
                 .delete(filters::delete)
-                // A module may be as large as the server's maximum module size.
-                .layer(DefaultBodyLimit::max(
-                    tidemark_plugins::Limits::maxima().module_bytes + 1,
-                )),
+                .layer(DefaultBodyLimit::max(max_module + 1)),
         )
         .route("/v1/filters/{name}/test", post(filters::test))
         .route("/metrics", get(metrics::metrics))
