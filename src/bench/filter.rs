@@ -32,7 +32,8 @@ fn native(e: &ObjectEvent) -> bool {
         && e.size.or(e.previous.as_ref().map(|p| p.size)).unwrap_or(-1) > 10 << 20
 }
 
-/// A mix: half under `raw/`, half of those with a camera, sizes around the threshold.
+/// A mix: half under `raw/`, half of those with a camera, sizes from 0 to 20 MiB (about half
+/// over the 10 MiB threshold), so the filter keeps some and drops others.
 fn events() -> Vec<Arc<ObjectEvent>> {
     (0..1024u64)
         .map(|i| {
@@ -42,7 +43,7 @@ fn events() -> Vec<Arc<ObjectEvent>> {
             if i % 4 < 2 {
                 e.metadata.insert("camera".into(), "x100".into());
             }
-            e.size = Some(((i * 7919) % (20 << 20)) as i64);
+            e.size = Some(((i * 40_961) % (20 << 20)) as i64);
             Arc::new(e)
         })
         .collect()
@@ -86,6 +87,13 @@ pub fn run(args: FilterArgs) -> anyhow::Result<()> {
     let mut filter = FilterInstance::new(raw.clone(), None)?;
     let mut bare_filter = FilterInstance::new(module(&bare, RAW_CAMERA_LARGE)?, None)?;
     // The module must decide as the closure does, or the comparison means nothing.
+    let kept = events.iter().filter(|e| native(e)).count();
+    if kept == 0 || kept == events.len() {
+        bail!(
+            "the sample keeps {kept} of {} events: no comparison",
+            events.len()
+        );
+    }
     for e in &events {
         let wasm = filter.evaluate(e.clone()).verdict? == Verdict::Keep;
         if wasm != native(e) {
