@@ -44,6 +44,12 @@ fn upload(server: &Server, name: &str, query: &str, bytes: Vec<u8>) -> (u16, Val
     (status, resp.json().unwrap_or(Value::Null))
 }
 
+/// Upload, which must create a new version.
+fn uploaded(server: &Server, name: &str, bytes: Vec<u8>) {
+    let (status, v) = upload(server, name, "", bytes);
+    assert_eq!(status, 201, "upload {name}: {v}");
+}
+
 fn refused(server: &Server, name: &str, query: &str, bytes: Vec<u8>, needle: &str) {
     let (status, v) = upload(server, name, query, bytes);
     assert_eq!(status, 400, "{needle}: {v}");
@@ -473,43 +479,20 @@ fn subscriptions_deliver_what_rules_and_filter_keep_and_failures_follow_the_poli
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), ALLOW_LOOPBACK);
     let receiver = Receiver::start(dir.path(), "recv", &[]);
-    assert_eq!(
-        upload(
-            &server,
-            "camera",
-            "",
-            wat::parse_str(RAW_CAMERA_LARGE).unwrap()
-        )
-        .0,
-        201
-    );
+    uploaded(&server, "camera", wat::parse_str(RAW_CAMERA_LARGE).unwrap());
     // Fails (traps) on events whose size is 666, keeps the rest.
-    assert_eq!(
-        upload(
-            &server,
-            "fragile",
-            "",
-            module(
-                r#"(import "tidemark" "size" (func $size (result i64)))"#,
-                "(if (i64.eq (call $size) (i64.const 666)) (then unreachable)) i32.const 1",
-            ),
-        )
-        .0,
-        201
+    uploaded(
+        &server,
+        "fragile",
+        module(
+            r#"(import "tidemark" "size" (func $size (result i64)))"#,
+            "(if (i64.eq (call $size) (i64.const 666)) (then unreachable)) i32.const 1",
+        ),
     );
     // Loops forever on every event.
-    assert_eq!(
-        upload(
-            &server,
-            "spin",
-            "",
-            module("", "(loop $l (br $l)) i32.const 1")
-        )
-        .0,
-        201
-    );
+    uploaded(&server, "spin", module("", "(loop $l (br $l)) i32.const 1"));
 
-    // Unknown filters and parameters a module without init... are refused at create.
+    // Unknown filters, versions, malformed references and policies are refused at create.
     let mut bad = webhook("bad", &receiver, Some("nothing"));
     let (status, v) = server.post("/v1/subscriptions", bad.to_string());
     assert_eq!(
@@ -665,7 +648,7 @@ fn subscriptions_deliver_what_rules_and_filter_keep_and_failures_follow_the_poli
     assert!(out.contains("quarantined"), "{out}");
 
     // A fixed version lifts the quarantine without a restart: the waiting events flow.
-    assert_eq!(upload(&server, "spin", "", keep_all(1)).0, 201);
+    uploaded(&server, "spin", keep_all(1));
     wait_for("spin resumes", Duration::from_secs(20), || {
         let got = delivered_at(&receiver, "spin");
         // The dead-lettered events stay there; the others are delivered.
@@ -705,7 +688,7 @@ fn init_parameters_configure_a_module_per_subscription() {
                (i32.eq (call $key (i32.const 0) (i32.const 0)) (global.get $want))))"#,
     )
     .unwrap();
-    assert_eq!(upload(&server, "length", "", wasm).0, 201);
+    uploaded(&server, "length", wasm);
     let mut a = webhook("len7", &receiver, Some("length"));
     a["filter_params"] = json!({"n": 1}); // `{"n":1}` is 7 bytes
     create_subscription(&server, &a);
@@ -759,7 +742,7 @@ fn switching_versions_under_load_loses_nothing_and_keeps_per_key_order() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), ALLOW_LOOPBACK);
     let receiver = Receiver::start(dir.path(), "recv", &[]);
-    assert_eq!(upload(&server, "swap", "", keep_all(1)).0, 201);
+    uploaded(&server, "swap", keep_all(1));
     create_subscription(&server, &webhook("swap", &receiver, Some("swap")));
 
     let url = server.url.clone();
@@ -796,7 +779,7 @@ fn switching_versions_under_load_loses_nothing_and_keeps_per_key_order() {
     {
         std::thread::sleep(Duration::from_millis(150));
         match *step {
-            "upload" => assert_eq!(upload(&server, "swap", "", keep_all(10 + i as i32)).0, 201),
+            "upload" => uploaded(&server, "swap", keep_all(10 + i as i32)),
             "pin1" | "pin2" => {
                 let spec = webhook("swap", &receiver, Some(&format!("swap@{}", &step[3..])));
                 assert_eq!(server.put("/v1/subscriptions/swap", &spec).0, 200);
@@ -846,16 +829,7 @@ fn compiled_filters_come_back_after_a_restart_without_recompiling() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(&data, ALLOW_LOOPBACK);
-    assert_eq!(
-        upload(
-            &server,
-            "camera",
-            "",
-            wat::parse_str(RAW_CAMERA_LARGE).unwrap()
-        )
-        .0,
-        201
-    );
+    uploaded(&server, "camera", wat::parse_str(RAW_CAMERA_LARGE).unwrap());
     assert_eq!(
         metric(
             &server,
