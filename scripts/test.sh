@@ -36,8 +36,9 @@ if command -v rustup >/dev/null 2>&1 \
 fi
 
 # Independent readers from PyPI: fastavro, confluent-kafka with its registry client, and the
-# standardwebhooks and cloudevents packages the webhook receiver verifies deliveries with.
-if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro, standardwebhooks, cloudevents.core, cryptography' 2>/dev/null; then
+# standardwebhooks and cloudevents packages the webhook receiver verifies deliveries with, and
+# DuckDB and pyarrow, which read the Parquet lake.
+if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro, standardwebhooks, cloudevents.core, cryptography, duckdb, pyarrow' 2>/dev/null; then
   echo "installing tests/py/requirements.txt"
   python3 -m pip install --quiet --user -r tests/py/requirements.txt
 fi

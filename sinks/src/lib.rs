@@ -8,6 +8,7 @@
 //! - `sink.rs`: the `Sink` trait, the seam between the engine and destinations.
 //! - `webhook/`: payload formats, Standard Webhooks signatures, the HTTP webhook sink.
 //! - `function/`: function triggers over HTTP (CloudEvents) or as a local process.
+//! - `lake/`: the Parquet lake sink (Hive-partitioned files, exactly-once commits).
 //! - `client.rs`, `guard.rs`: the node's outbound HTTP client and its address guard.
 
 pub mod client;
@@ -15,6 +16,7 @@ pub mod delivery;
 mod error;
 pub mod function;
 pub mod guard;
+pub mod lake;
 pub mod secrets;
 pub mod sink;
 pub mod subscription;

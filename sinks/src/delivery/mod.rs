@@ -24,6 +24,10 @@ pub mod stats;
 
 pub use circuit::Circuits;
 pub use dead_letters::{DEAD_LETTERS_TOPIC, DeadLetter, DeadLetters};
+pub(crate) use partition::{dead_letter_failures, read, start_offset};
+
+/// How lake workers hold the run's shared state.
+pub(crate) type RunCtxRef = Arc<RunCtx>;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -61,6 +65,8 @@ pub(crate) struct RunCtx {
     pub log: Arc<dyn Log>,
     pub codec: Arc<EventCodec>,
     pub filters: Arc<tidemark_plugins::Filters>,
+    /// A lake subscription's settings: its partitions are written by lake workers.
+    pub lake: Option<Arc<crate::lake::Lake>>,
 }
 
 struct Running {
@@ -218,7 +224,16 @@ impl Engine {
     }
 
     fn context(&self, sub: &Subscription) -> Result<RunCtx> {
-        let sink = self.sink(sub, None)?;
+        let lake = match &sub.stored.spec.sink {
+            SinkSpec::Parquet(p) => Some(Arc::new(
+                crate::lake::Lake::open(p).map_err(|(field, e)| Error::invalid(field, e))?,
+            )),
+            _ => None,
+        };
+        let sink = match &lake {
+            Some(l) => l.clone() as Arc<dyn Sink>,
+            None => self.sink(sub, None)?,
+        };
         let stats = self.stats_of(sub);
         // A (re)started run starts its filter afresh: replacing a subscription lifts a
         // quarantine.
@@ -228,6 +243,7 @@ impl Engine {
             ..Default::default()
         };
         Ok(RunCtx {
+            lake,
             filters: self.subscriptions.filters().clone(),
             name: sub.name().to_string(),
             consumer: sub.consumer(),
@@ -298,7 +314,7 @@ impl Engine {
             SinkSpec::Parquet(_) => {
                 return Err(Error::invalid(
                     "sink.type",
-                    "the parquet sink is not available yet",
+                    "a lake is not re-delivered to; replay its range into the lake instead",
                 ));
             }
         })

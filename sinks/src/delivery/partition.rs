@@ -29,18 +29,18 @@ use super::retry::{self, Outcome};
 use crate::sink::Delivery;
 
 /// What the reader hands over: the matches of a stretch of the log, and where it ends.
-struct Chunk {
-    deliveries: Vec<Arc<Delivery>>,
+pub(crate) struct Chunk {
+    pub deliveries: Vec<Arc<Delivery>>,
     /// Records that could not be decoded: dead-lettered, never skipped silently.
-    undecodable: Vec<(u64, Bytes, String)>,
+    pub undecodable: Vec<(u64, Bytes, String)>,
     /// Events the filter failed on, for the dead-letter queue (`on_filter_error`).
-    filter_failed: Vec<(Arc<Delivery>, String)>,
-    next: u64,
+    pub filter_failed: Vec<(Arc<Delivery>, String)>,
+    pub next: u64,
 }
 
 /// Where delivery of `partition` starts: the committed position, or the subscription's
 /// start offset before anything was committed.
-async fn start_offset(ctx: &RunCtx, partition: u32) -> tidemark_core::Result<u64> {
+pub(crate) async fn start_offset(ctx: &RunCtx, partition: u32) -> tidemark_core::Result<u64> {
     let range = ctx.log.offsets(OBJECTS_TOPIC, partition).await?;
     let from = match ctx
         .log
@@ -67,7 +67,12 @@ async fn start_offset(ctx: &RunCtx, partition: u32) -> tidemark_core::Result<u64
     Ok(from)
 }
 
-async fn read(ctx: Arc<RunCtx>, partition: u32, mut next: u64, out: mpsc::Sender<Chunk>) {
+pub(crate) async fn read(
+    ctx: Arc<RunCtx>,
+    partition: u32,
+    mut next: u64,
+    out: mpsc::Sender<Chunk>,
+) {
     let mut filtering = Filtering::new(&ctx);
     loop {
         if let Some(f) = &mut filtering
@@ -286,26 +291,47 @@ impl Dispatch {
             ),
         }
     }
+}
 
-    async fn dead_letter_undecodable(&mut self, offset: u64, wire: Bytes, error: String) {
-        let mut letter = DeadLetter {
-            id: uuid::Uuid::now_v7(),
-            subscription: self.ctx.name.clone(),
-            partition: self.partition,
-            offset,
-            event_id: None,
-            event_type: None,
-            bucket: None,
-            key: None,
-            attempts: 0,
-            error: format!("the record cannot be decoded: {error}"),
-            status: None,
-            dead_at: tidemark_core::time::format_us(tidemark_core::time::now_us()),
-            wire: String::new(),
-        };
-        letter.wire = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &wire);
-        retry::store_dead_letter(&self.ctx, &letter).await;
+/// Put the records a chunk could not hand over (undecodable, or the filter failed on them)
+/// in the dead-letter queue, durably, before the position may move past them.
+pub(crate) async fn dead_letter_failures(ctx: &RunCtx, partition: u32, chunk: &mut Chunk) {
+    for (offset, wire, error) in std::mem::take(&mut chunk.undecodable) {
+        dead_letter_undecodable(ctx, partition, offset, wire, error).await;
     }
+    for (delivery, error) in std::mem::take(&mut chunk.filter_failed) {
+        let letter = DeadLetter::new(&ctx.name, &delivery, 0, &error, None);
+        retry::store_dead_letter(ctx, &letter).await;
+        ctx.stats
+            .dead_lettered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn dead_letter_undecodable(
+    ctx: &RunCtx,
+    partition: u32,
+    offset: u64,
+    wire: Bytes,
+    error: String,
+) {
+    let mut letter = DeadLetter {
+        id: uuid::Uuid::now_v7(),
+        subscription: ctx.name.clone(),
+        partition,
+        offset,
+        event_id: None,
+        event_type: None,
+        bucket: None,
+        key: None,
+        attempts: 0,
+        error: format!("the record cannot be decoded: {error}"),
+        status: None,
+        dead_at: tidemark_core::time::format_us(tidemark_core::time::now_us()),
+        wire: String::new(),
+    };
+    letter.wire = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &wire);
+    retry::store_dead_letter(ctx, &letter).await;
 }
 
 /// Deliver `partition` until `stop` turns true or the endpoint is gone; commits the safe
@@ -357,15 +383,8 @@ pub async fn run(
         let room = d.pending.len() < cap;
         tokio::select! {
             chunk = rx.recv(), if room => {
-                let Some(chunk) = chunk else { break };
-                for (offset, wire, error) in chunk.undecodable {
-                    d.dead_letter_undecodable(offset, wire, error).await;
-                }
-                for (delivery, error) in chunk.filter_failed {
-                    let letter = DeadLetter::new(&ctx.name, &delivery, 0, &error, None);
-                    retry::store_dead_letter(&ctx, &letter).await;
-                    ctx.stats.dead_lettered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
+                let Some(mut chunk) = chunk else { break };
+                dead_letter_failures(&ctx, partition, &mut chunk).await;
                 for delivery in chunk.deliveries {
                     d.take(delivery);
                 }

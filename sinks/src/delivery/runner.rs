@@ -61,7 +61,9 @@ pub(super) async fn run(engine: Arc<Engine>, ctx: Arc<RunCtx>, mut stop: watch::
                 let (wstop, wstopped) = watch::channel(false);
                 let (ctx, gone_tx) = (ctx.clone(), gone_tx.clone());
                 let task = tokio::spawn(async move {
-                    if let Some(message) = partition::run(ctx, p, wstopped).await {
+                    if let Some(lake) = ctx.lake.clone() {
+                        crate::lake::run(ctx, lake, p, wstopped).await;
+                    } else if let Some(message) = partition::run(ctx, p, wstopped).await {
                         let _ = gone_tx.send(message);
                     }
                 });

@@ -57,6 +57,8 @@ pub struct Stats {
     /// Events the WASM filter dropped, and events it failed on (handled by the policy).
     pub filtered_out: AtomicU64,
     pub filter_failed: AtomicU64,
+    /// Lake subscriptions: Parquet files committed (rows count as delivered).
+    pub lake_files: AtomicU64,
     /// The WASM filter as this node runs it.
     pub filter: Mutex<FilterStatus>,
     pub last_error: Mutex<Option<LastError>>,
@@ -83,6 +85,12 @@ impl Stats {
     /// Per-bucket counts (not cumulative) and the sum of seconds.
     pub fn latency(&self) -> ([u64; 13], f64) {
         *self.latency.lock().unwrap()
+    }
+
+    /// A lake segment was committed: `files` written now, `rows` in it.
+    pub fn lake_written(&self, files: u64, rows: u64) {
+        self.lake_files.fetch_add(files, Ordering::Relaxed);
+        self.delivered.fetch_add(rows, Ordering::Relaxed);
     }
 
     pub fn failed(&self, e: LastError) {

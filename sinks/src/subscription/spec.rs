@@ -61,7 +61,7 @@ fn dead_letter() -> String {
 pub enum SinkSpec {
     Webhook(WebhookSpec),
     Function(FunctionSpec),
-    /// The Parquet lake sink (its own issue); refused until it lands.
+    /// Hive-partitioned Parquet files in a directory (the lake).
     Parquet(ParquetSpec),
 }
 
@@ -73,7 +73,7 @@ impl SinkSpec {
         match self {
             SinkSpec::Webhook(w) => url_endpoint(&w.url),
             SinkSpec::Function(f) => Some(f.endpoint()),
-            SinkSpec::Parquet(_) => None,
+            SinkSpec::Parquet(p) => Some(format!("file://{}", p.path)),
         }
     }
 }
@@ -184,10 +184,7 @@ fn function_concurrency() -> usize {
     8
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ParquetSpec {
-    pub path: String,
-}
+pub use crate::lake::ParquetSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

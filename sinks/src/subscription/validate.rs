@@ -36,11 +36,8 @@ pub fn validate(spec: &SubscriptionSpec, policy: DestinationPolicy) -> Result<Ru
     match &spec.sink {
         SinkSpec::Webhook(w) => check_webhook(w, policy)?,
         SinkSpec::Function(f) => check_function(f, policy)?,
-        SinkSpec::Parquet(_) => {
-            return Err(Error::invalid(
-                "sink.type",
-                "the parquet sink is not available yet; use webhook or function",
-            ));
+        SinkSpec::Parquet(p) => {
+            crate::lake::Lake::open(p).map_err(|(field, e)| Error::invalid(field, e))?;
         }
     }
     let r = &spec.retry;

@@ -1,0 +1,100 @@
+//! Where lake files go, and how one is committed so that readers never see half of it.
+//!
+//! Local directories: the file is written under a hidden temporary name (`.NAME.tmp`, which
+//! `*.parquet` globs and Hive readers skip), fsynced, renamed to its final name, and the
+//! directory fsynced; a rename is atomic, so a reader sees the whole file or none.
+//! A file whose final name exists is already committed (the names are deterministic, see
+//! `writer.rs`) and is not written again.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The lake's root directory.
+#[derive(Debug, Clone)]
+pub struct LocalLake {
+    root: PathBuf,
+}
+
+impl LocalLake {
+    /// Check that `root` can be created and written now, so a bad path is an error at create
+    /// time rather than in status later.
+    pub fn open(root: &str) -> Result<LocalLake, String> {
+        let root = PathBuf::from(root);
+        std::fs::create_dir_all(&root)
+            .map_err(|e| format!("cannot create the lake directory {}: {e}", root.display()))?;
+        let probe = root.join(format!(".tidemark-probe-{}", std::process::id()));
+        std::fs::write(&probe, b"")
+            .and_then(|_| std::fs::remove_file(&probe))
+            .map_err(|e| format!("cannot write in the lake directory {}: {e}", root.display()))?;
+        Ok(LocalLake { root })
+    }
+
+    pub fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    /// Commit `bytes` as `dir/name` unless it is there already; true when written now.
+    pub fn commit(&self, dir: &str, name: &str, bytes: &[u8]) -> Result<bool, String> {
+        let dir = self.root.join(dir);
+        let target = dir.join(name);
+        if target.exists() {
+            return Ok(false);
+        }
+        let fail = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
+        std::fs::create_dir_all(&dir).map_err(|e| fail("cannot create", &dir, e))?;
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut file = std::fs::File::create(&tmp).map_err(|e| fail("cannot create", &tmp, e))?;
+        file.write_all(bytes)
+            .and_then(|_| file.sync_all())
+            .map_err(|e| fail("cannot write", &tmp, e))?;
+        drop(file);
+        std::fs::rename(&tmp, &target).map_err(|e| fail("cannot rename", &tmp, e))?;
+        // The rename itself must survive a crash before the position is committed.
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| fail("cannot sync", &dir, e))?;
+        Ok(true)
+    }
+
+    /// Every file under the root: its path and name.
+    fn files(&self) -> Result<Vec<(PathBuf, String)>, String> {
+        let mut files = Vec::new();
+        let mut dirs = vec![self.root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let entries = std::fs::read_dir(&dir)
+                .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(path);
+                } else {
+                    files.push((path, entry.file_name().to_string_lossy().into_owned()));
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    /// Remove temporary files a crash left behind for names starting with `prefix`.
+    pub fn remove_leftovers(&self, prefix: &str) -> Result<usize, String> {
+        let mut removed = 0;
+        for (path, name) in self.files()? {
+            if name.starts_with(&format!(".{prefix}")) && name.ends_with(".tmp") {
+                std::fs::remove_file(&path)
+                    .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The names of committed files, wherever they are.
+    pub fn names(&self) -> Result<Vec<String>, String> {
+        Ok(self
+            .files()?
+            .into_iter()
+            .map(|(_, name)| name)
+            .filter(|n| !n.starts_with('.'))
+            .collect())
+    }
+}
