@@ -37,8 +37,8 @@ fi
 
 # Independent readers from PyPI: fastavro, confluent-kafka with its registry client, and the
 # standardwebhooks and cloudevents packages the webhook receiver verifies deliveries with, and
-# DuckDB and pyarrow, which read the Parquet lake.
-if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro, standardwebhooks, cloudevents.core, cryptography, duckdb, pyarrow' 2>/dev/null; then
+# DuckDB and pyarrow, which read the Parquet lake, and moto's S3 server for a lake on S3.
+if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro, standardwebhooks, cloudevents.core, cryptography, duckdb, pyarrow, moto.server, boto3' 2>/dev/null; then
   echo "installing tests/py/requirements.txt"
   python3 -m pip install --quiet --user -r tests/py/requirements.txt
 fi

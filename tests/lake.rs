@@ -315,3 +315,116 @@ fn bad_lake_settings_are_refused_by_name() {
         }
     });
 }
+
+/// moto's S3-compatible server on a loopback port, for as long as it lives.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto.server");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        wait_for("moto to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        Moto { child, endpoint }
+    }
+
+    fn s3(&self, args: &[&str]) -> String {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/s3_lake.py");
+        let out = Command::new("python3")
+            .arg(script)
+            .arg(args[0])
+            .arg(&self.endpoint)
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_lake_on_an_s3_compatible_server_is_read_back_by_duckdb_and_pyarrow() {
+    let moto = Moto::start();
+    moto.s3(&["mkbucket", "lakehouse"]);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let spec = json!({
+        "name": "s3-lake",
+        "start": "earliest",
+        "sink": {"type": "parquet", "path": "s3://lakehouse/events/v1",
+                 "s3": {"endpoint": moto.endpoint, "access_key_id": "test",
+                        "secret_access_key": "test"},
+                 "roll": {"max_rows": 700, "idle_ms": 200},
+                 "parquet": {"compression": "snappy"}},
+    });
+    let created = create_subscription(&server, &spec);
+    // The secret is kept apart, as every subscription secret.
+    assert!(
+        created["sink"]["s3"]["secret_access_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("secret:"),
+        "{created}"
+    );
+    let mut rng = fastrand::Rng::with_seed(3);
+    let mut acked = 0;
+    for _ in 0..3 {
+        let mutations: Vec<Value> = (0..1000)
+            .map(|_| random_mutation(&mut rng, "photos", 500))
+            .collect();
+        let (_, v) = server.post(
+            "/v1/mutations",
+            json!({ "mutations": mutations }).to_string(),
+        );
+        acked += acked_ids(&v).len();
+    }
+    let status = wait_written(&server, "s3-lake", Duration::from_secs(120));
+    assert_eq!(status["delivered"], acked, "{status}");
+    assert_eq!(status["endpoint"], "s3://lakehouse/events/v1", "{status}");
+    let local = dir.path().join("downloaded");
+    let files: usize = moto
+        .s3(&[
+            "download",
+            "lakehouse",
+            "events/v1",
+            local.to_str().unwrap(),
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(files >= 4, "{files} files");
+    let seen = read_lake(&local);
+    assert_eq!(seen["duckdb_rows"], acked, "{seen}");
+    assert_eq!(seen["duckdb_distinct_ids"], acked);
+    assert_eq!(seen["pyarrow_rows"], acked);
+}

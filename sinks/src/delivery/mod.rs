@@ -225,9 +225,16 @@ impl Engine {
 
     fn context(&self, sub: &Subscription) -> Result<RunCtx> {
         let lake = match &sub.stored.spec.sink {
-            SinkSpec::Parquet(p) => Some(Arc::new(
-                crate::lake::Lake::open(p).map_err(|(field, e)| Error::invalid(field, e))?,
-            )),
+            SinkSpec::Parquet(p) => {
+                let secret = match p.s3.as_ref().and_then(|s| s.secret_access_key.as_ref()) {
+                    Some(r) => Some(secrets::resolve(self.subscriptions.catalog(), r)?),
+                    None => None,
+                };
+                Some(Arc::new(
+                    crate::lake::Lake::open(p, secret)
+                        .map_err(|(field, e)| Error::invalid(field, e))?,
+                ))
+            }
             _ => None,
         };
         let sink = match &lake {

@@ -7,6 +7,7 @@
 //! - `encode.rs`: Parquet options (codec, row groups, pages) and encoding a batch.
 //! - `writer.rs`: segments of the log and their files; the exactly-once argument is there.
 //! - `files.rs`: committing a file atomically in a local directory.
+//! - `s3.rs`: committing a file with one PUT on an S3-compatible service.
 //!
 //! Each log partition of a lake subscription has one worker (`run`): it reads the
 //! partition like any subscription (rules, filter, dead letters for what cannot be read),
@@ -15,6 +16,7 @@
 pub mod columns;
 pub mod encode;
 mod files;
+mod s3;
 pub mod template;
 pub mod writer;
 
@@ -29,6 +31,8 @@ use crate::delivery::RunCtxRef;
 use crate::sink::{Delivery, SendError, Sink};
 pub use encode::ParquetOptions;
 use files::LocalLake;
+use s3::S3Lake;
+pub use s3::S3Spec;
 use template::Template;
 pub use writer::RollSpec;
 use writer::{Closed, Writer};
@@ -37,8 +41,11 @@ use writer::{Closed, Writer};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSpec {
-    /// The lake's root directory.
+    /// The lake's root: a directory, or `s3://bucket/prefix`.
     pub path: String,
+    /// For `s3://` paths: the endpoint, region and credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
     /// Partition directories under it.
     #[serde(default = "default_template")]
     pub partition: String,
@@ -52,18 +59,48 @@ fn default_template() -> String {
     "bucket={bucket}/dt={yyyy-MM-dd}/hour={HH}".into()
 }
 
+/// Where a lake's files go.
+enum Files {
+    Local(LocalLake),
+    S3(S3Lake),
+}
+
+impl Files {
+    fn commit(&self, dir: &str, name: &str, bytes: &[u8]) -> Result<bool, String> {
+        match self {
+            Files::Local(l) => l.commit(dir, name, bytes),
+            Files::S3(s) => s.commit(dir, name, bytes),
+        }
+    }
+
+    fn names(&self) -> Result<Vec<String>, String> {
+        match self {
+            Files::Local(l) => l.names(),
+            Files::S3(s) => s.names(),
+        }
+    }
+
+    /// Temporary files a crash left (S3 has none: an object is one PUT).
+    fn remove_leftovers(&self, prefix: &str) -> Result<usize, String> {
+        match self {
+            Files::Local(l) => l.remove_leftovers(prefix),
+            Files::S3(_) => Ok(0),
+        }
+    }
+}
+
 /// A lake subscription's settings, checked and opened.
 pub struct Lake {
     pub template: Template,
     pub roll: RollSpec,
     pub options: ParquetOptions,
-    files: LocalLake,
+    files: Files,
     describe: String,
 }
 
 impl Lake {
-    /// Check every setting and the destination; errors name the field.
-    pub fn open(spec: &ParquetSpec) -> Result<Lake, (&'static str, String)> {
+    /// Check the settings that need no destination; errors name the field.
+    pub fn check(spec: &ParquetSpec) -> Result<Template, (&'static str, String)> {
         let template = Template::parse(&spec.partition).map_err(|e| ("sink.partition", e))?;
         let r = &spec.roll;
         if r.max_rows == 0 || r.max_bytes == 0 || r.max_age_ms == 0 {
@@ -72,19 +109,37 @@ impl Lake {
                 "max_rows, max_bytes and max_age_ms must be positive".into(),
             ));
         }
-        if spec.path.starts_with("s3://") {
-            return Err((
-                "sink.path",
-                "s3:// destinations are not available yet; use a local directory".into(),
-            ));
+        match (spec.path.starts_with("s3://"), &spec.s3) {
+            (false, Some(_)) => Err(("sink.s3", "only for s3:// paths".into())),
+            _ => Ok(template),
         }
-        let files = LocalLake::open(&spec.path).map_err(|e| ("sink.path", e))?;
+    }
+
+    /// Check every setting and open the destination (a local directory is created and
+    /// probed); `secret` is the S3 secret access key, resolved.
+    pub fn open(
+        spec: &ParquetSpec,
+        secret: Option<String>,
+    ) -> Result<Lake, (&'static str, String)> {
+        let template = Self::check(spec)?;
+        let files = if spec.path.starts_with("s3://") {
+            Files::S3(
+                S3Lake::open(&spec.path, &spec.s3.clone().unwrap_or_default(), secret)
+                    .map_err(|e| ("sink.path", e))?,
+            )
+        } else {
+            Files::Local(LocalLake::open(&spec.path).map_err(|e| ("sink.path", e))?)
+        };
+        let describe = match &files {
+            Files::Local(l) => l.describe(),
+            Files::S3(s) => s.describe(),
+        };
         Ok(Lake {
             template,
             roll: spec.roll,
             options: spec.parquet.clone(),
-            describe: files.describe(),
             files,
+            describe,
         })
     }
 }

@@ -193,11 +193,12 @@ mod tests {
     fn lake(dir: &std::path::Path, roll: RollSpec) -> Arc<Lake> {
         let spec = ParquetSpec {
             path: dir.to_string_lossy().into_owned(),
+            s3: None,
             partition: "bucket={bucket}".into(),
             roll,
             parquet: Default::default(),
         };
-        Arc::new(Lake::open(&spec).unwrap())
+        Arc::new(Lake::open(&spec, None).unwrap())
     }
 
     fn event(bucket: &str, time_s: i64) -> ObjectEvent {

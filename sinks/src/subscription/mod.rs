@@ -322,7 +322,12 @@ impl Subscriptions {
         let (secret, bearer) = match &mut spec.sink {
             SinkSpec::Webhook(w) => (&mut w.secret, Some(&mut w.bearer_token)),
             SinkSpec::Function(f) => (&mut f.secret, None),
-            SinkSpec::Parquet(_) => return Ok(created),
+            SinkSpec::Parquet(p) => {
+                if let Some(key) = p.s3.as_mut().and_then(|s| s.secret_access_key.as_mut()) {
+                    *key = self.reference(&owner, key, &mut created).await?;
+                }
+                return Ok(created);
+            }
         };
         let mut refs = Vec::new();
         for value in secret.list() {
@@ -364,7 +369,12 @@ pub fn sink_secrets(sink: &SinkSpec) -> Vec<String> {
             v
         }
         SinkSpec::Function(f) => f.secret.list(),
-        SinkSpec::Parquet(_) => Vec::new(),
+        SinkSpec::Parquet(p) => {
+            p.s3.as_ref()
+                .and_then(|s| s.secret_access_key.clone())
+                .into_iter()
+                .collect()
+        }
     }
 }
 

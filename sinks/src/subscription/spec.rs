@@ -73,6 +73,7 @@ impl SinkSpec {
         match self {
             SinkSpec::Webhook(w) => url_endpoint(&w.url),
             SinkSpec::Function(f) => Some(f.endpoint()),
+            SinkSpec::Parquet(p) if p.path.starts_with("s3://") => Some(p.path.clone()),
             SinkSpec::Parquet(p) => Some(format!("file://{}", p.path)),
         }
     }

@@ -37,7 +37,12 @@ pub fn validate(spec: &SubscriptionSpec, policy: DestinationPolicy) -> Result<Ru
         SinkSpec::Webhook(w) => check_webhook(w, policy)?,
         SinkSpec::Function(f) => check_function(f, policy)?,
         SinkSpec::Parquet(p) => {
-            crate::lake::Lake::open(p).map_err(|(field, e)| Error::invalid(field, e))?;
+            crate::lake::Lake::check(p).map_err(|(field, e)| Error::invalid(field, e))?;
+            // A local directory is created and probed now: an unwritable path is refused
+            // at create time. (An S3 lake is reached when it runs; status shows failures.)
+            if !p.path.starts_with("s3://") {
+                crate::lake::Lake::open(p, None).map_err(|(field, e)| Error::invalid(field, e))?;
+            }
         }
     }
     let r = &spec.retry;

@@ -1,0 +1,132 @@
+//! Lakes on an S3-compatible endpoint, through `object_store`. A file is committed with one
+//! PUT of the whole object, which S3 applies atomically: readers see all of it or nothing,
+//! so no temporary names are needed. A file whose key exists is already committed.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+/// How to reach the S3 service (`sink.s3`); without it, the AWS defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Spec {
+    /// The service's URL, for S3-compatible services (`http://127.0.0.1:9000`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// A value (moved to the secret store) or a reference (`env:NAME`, `file:PATH`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+    /// Address buckets as `endpoint/bucket` (most S3-compatible services) rather than
+    /// `bucket.endpoint`.
+    #[serde(default = "yes")]
+    pub path_style: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub struct S3Lake {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    describe: String,
+    runtime: tokio::runtime::Handle,
+}
+
+impl S3Lake {
+    /// `url` is `s3://bucket/prefix`; `secret` the resolved secret access key.
+    pub fn open(url: &str, spec: &S3Spec, secret: Option<String>) -> Result<S3Lake, String> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("'{url}' is not an s3://bucket/prefix URL"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("'{url}' names no bucket (s3://bucket/prefix)"));
+        }
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region(&spec.region)
+            .with_virtual_hosted_style_request(!spec.path_style);
+        if let Some(endpoint) = &spec.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let Some(key) = &spec.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = secret {
+            builder = builder.with_secret_access_key(secret);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| format!("cannot configure S3 for {url}: {e}"))?;
+        let prefix = Path::parse(prefix.trim_end_matches('/'))
+            .map_err(|e| format!("'{prefix}' is not a valid key prefix: {e}"))?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "S3 lakes need the server's runtime".to_string())?;
+        Ok(S3Lake {
+            store: Arc::new(store),
+            prefix,
+            describe: url.to_string(),
+            runtime,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn key(&self, dir: &str, name: &str) -> Path {
+        let mut key = self.prefix.clone();
+        for part in dir.split('/').filter(|p| !p.is_empty()).chain([name]) {
+            key = key.join(part);
+        }
+        key
+    }
+
+    /// Commit `bytes` as `dir/name` unless it is there already; true when written now.
+    /// Blocking: called from the writer's blocking thread.
+    pub fn commit(&self, dir: &str, name: &str, bytes: &[u8]) -> Result<bool, String> {
+        let key = self.key(dir, name);
+        self.runtime.block_on(async {
+            match self.store.head(&key).await {
+                Ok(_) => return Ok(false),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(format!("cannot check {key}: {e}")),
+            }
+            self.store
+                .put(&key, PutPayload::from(bytes.to_vec()))
+                .await
+                .map_err(|e| format!("cannot write {key}: {e}"))?;
+            Ok(true)
+        })
+    }
+
+    /// The names of committed files under the prefix.
+    pub fn names(&self) -> Result<Vec<String>, String> {
+        self.runtime.block_on(async {
+            let mut names = Vec::new();
+            let mut list = self.store.list(Some(&self.prefix));
+            while let Some(meta) = list.next().await {
+                let meta = meta.map_err(|e| format!("cannot list {}: {e}", self.describe))?;
+                if let Some(name) = meta.location.filename() {
+                    names.push(name.to_string());
+                }
+            }
+            Ok(names)
+        })
+    }
+}
