@@ -70,5 +70,22 @@ JSONL
 "$bin" filter test demo-camera --since "$(date -u -d '-1 hour' +%Y-%m-%dT%H:%M:%SZ)"
 "$bin" filter ls
 
+step "a Parquet lake: every event so far, Hive-partitioned under ./tidemark-data-lake"
+"$bin" sub rm demo-lake >/dev/null 2>&1 || true
+rm -rf ./tidemark-data-lake
+"$bin" sub create --spec - <<JSON
+{"name": "demo-lake", "start": "earliest",
+ "sink": {"type": "parquet", "path": "./tidemark-data-lake", "roll": {"idle_ms": 500}}}
+JSON
+for _ in $(seq 100); do
+  [ -n "$(find ./tidemark-data-lake -name '*.parquet' 2>/dev/null)" ] && break; sleep 0.1
+done
+sleep 1
+find ./tidemark-data-lake -name '*.parquet' | sort
+"$bin" sub status demo-lake
+if python3 -c 'import duckdb' 2>/dev/null; then
+  python3 -c "import duckdb; print(duckdb.execute(\"select bucket, key, event_type, sequence, size from read_parquet('tidemark-data-lake/**/*.parquet', hive_partitioning=true) order by log_partition, log_offset\").fetchall())"
+fi
+
 step "server still running at $url (Ctrl-C to stop)"
 wait $server

@@ -173,6 +173,7 @@ pub async fn run(cmd: SubCommand) -> anyhow::Result<()> {
                 "end",
                 "lag",
                 "delivered",
+                "lake_files",
                 "dead_lettered",
                 "dead_letters",
                 "failed_attempts",

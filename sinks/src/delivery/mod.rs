@@ -391,6 +391,7 @@ impl Engine {
             "attempts": get(&stats.attempts),
             "skipped": get(&stats.skipped),
             "in_flight": get(&stats.in_flight),
+            "lake_files": matches!(sub.stored.spec.sink, SinkSpec::Parquet(_)).then(|| get(&stats.lake_files)),
             "filtered_out": get(&stats.filtered_out),
             "filter_failed": get(&stats.filter_failed),
             "filter": sub.stored.spec.filter.as_ref().map(|_| stats.filter.lock().unwrap().clone()),
