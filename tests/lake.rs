@@ -427,4 +427,31 @@ fn a_lake_on_an_s3_compatible_server_is_read_back_by_duckdb_and_pyarrow() {
     assert_eq!(seen["duckdb_rows"], acked, "{seen}");
     assert_eq!(seen["duckdb_distinct_ids"], acked);
     assert_eq!(seen["pyarrow_rows"], acked);
+
+    // An S3 endpoint nobody answers at: status says why, and the other lake carries on.
+    let mut broken = spec.clone();
+    broken["name"] = "s3-broken".into();
+    broken["sink"]["s3"]["endpoint"] = format!("http://127.0.0.1:{}", free_port()).into();
+    create_subscription(&server, &broken);
+    let s = wait_status(
+        &server,
+        "s3-broken",
+        "an error in status",
+        Duration::from_secs(60),
+        |s| {
+            s["last_error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("the lake: cannot"))
+        },
+    );
+    assert_eq!(s["delivered"], 0, "{s}");
+    let more = put_keys(&server, "photos", &["after-1".into(), "after-2".into()]);
+    let status = wait_status(
+        &server,
+        "s3-lake",
+        "the new events",
+        Duration::from_secs(60),
+        |s| s["delivered"] == acked + more.len() && s["lag"] == 0,
+    );
+    assert!(status["last_error"].is_null(), "{status}");
 }

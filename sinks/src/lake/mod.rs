@@ -194,13 +194,7 @@ async fn write_and_commit(
     match result {
         Ok(files) => ctx.stats.lake_written(files as u64, rows),
         Err(e) => {
-            tracing::error!(subscription = ctx.name, partition, "writing the lake: {e}");
-            ctx.stats.failed(crate::delivery::stats::LastError {
-                at: tidemark_core::time::format_us(tidemark_core::time::now_us()),
-                message: format!("writing the lake: {e}"),
-                status: None,
-                attempt: 0,
-            });
+            failed(ctx, partition, format!("writing the lake: {e}"));
             return false;
         }
     }
@@ -225,6 +219,17 @@ async fn write_and_commit(
             }
         }
     }
+}
+
+/// A failure the worker will retry, in the log and in status.
+fn failed(ctx: &RunCtxRef, partition: u32, message: String) {
+    tracing::error!(subscription = ctx.name, partition, "{message}");
+    ctx.stats.failed(crate::delivery::stats::LastError {
+        at: tidemark_core::time::format_us(tidemark_core::time::now_us()),
+        message,
+        status: None,
+        attempt: 0,
+    });
 }
 
 /// Write `partition` of a lake subscription until `stop`. Events buffered in an open segment
@@ -285,7 +290,7 @@ async fn run_once(
     let forced = match setup {
         Ok(f) => f,
         Err(e) => {
-            tracing::error!(subscription = ctx.name, partition, "opening the lake: {e}");
+            failed(ctx, partition, format!("opening the lake: {e}"));
             return false;
         }
     };

@@ -55,7 +55,15 @@ impl S3Lake {
         if bucket.is_empty() {
             return Err(format!("'{url}' names no bucket (s3://bucket/prefix)"));
         }
+        // A few quick retries: the lake worker retries a failed segment itself, and status
+        // should show a broken endpoint in seconds, not after object_store's three minutes.
+        let retry = object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: std::time::Duration::from_secs(15),
+            ..Default::default()
+        };
         let mut builder = AmazonS3Builder::new()
+            .with_retry(retry)
             .with_bucket_name(bucket)
             .with_region(&spec.region)
             .with_virtual_hosted_style_request(!spec.path_style);
