@@ -6,6 +6,7 @@ mod delivery;
 mod filter;
 mod ingest;
 mod kafka;
+mod lake;
 mod rebuild;
 
 use clap::Subcommand;
@@ -25,6 +26,9 @@ pub enum BenchCommand {
     Filter(filter::FilterArgs),
     /// Producing to Kafka through Tidemark's log vs librdkafka directly.
     Kafka(kafka::KafkaArgs),
+    /// Parquet lake: encoding rows from Arrow arrays and end to end from Avro records vs
+    /// pyarrow's write_table.
+    Lake(lake::LakeArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -35,6 +39,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Kafka(args) => kafka::run(args).await,
         BenchCommand::Delivery(args) => delivery::run(args).await,
         BenchCommand::Filter(args) => filter::run(args),
+        BenchCommand::Lake(args) => lake::run(args),
     }
 }
 

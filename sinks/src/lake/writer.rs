@@ -32,7 +32,9 @@ pub struct RollSpec {
     pub max_bytes: usize,
     /// Event time from a segment's first event to the event that closes it.
     pub max_age_ms: u64,
-    /// Close an open segment after this long without new events (0: never).
+    /// Close an open segment after this long without new events (wall clock; 0, the
+    /// default: never). Safe for exactly-once (see above), but off unless asked for, so the
+    /// files a lake holds depend on the log alone.
     pub idle_ms: u64,
 }
 
@@ -42,7 +44,7 @@ impl Default for RollSpec {
             max_rows: 250_000,
             max_bytes: 128 << 20,
             max_age_ms: 3_600_000,
-            idle_ms: 60_000,
+            idle_ms: 0,
         }
     }
 }
