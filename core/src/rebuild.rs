@@ -57,6 +57,19 @@ pub async fn rebuild_index(
     log: Arc<dyn Log>,
     codec: Arc<EventCodec>,
     into: &Path,
+    progress: impl FnMut(u64, u64),
+) -> Result<RebuildStats> {
+    rebuild_index_until(log, codec, into, None, progress).await
+}
+
+/// [`rebuild_index`] from the events appended at or before `until` (µs since the epoch, log
+/// append time) only: the index as it was at that instant. The time index finds where each
+/// partition's history stops, so nothing after it is read.
+pub async fn rebuild_index_until(
+    log: Arc<dyn Log>,
+    codec: Arc<EventCodec>,
+    into: &Path,
+    until: Option<i64>,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<RebuildStats> {
     if into.exists() {
@@ -69,7 +82,24 @@ pub async fn rebuild_index(
     let index = Arc::new(ObjectIndex::create_scratch(into)?);
     let mut ranges = Vec::new();
     for p in 0..log.partitions(OBJECTS_TOPIC)? {
-        ranges.push((p, log.offsets(OBJECTS_TOPIC, p).await?));
+        let mut range = log.offsets(OBJECTS_TOPIC, p).await?;
+        if let Some(t) = until {
+            // The first record appended after `t` ends the history.
+            let end = log
+                .offset_for_time(OBJECTS_TOPIC, p, t.saturating_add(1))
+                .await?;
+            if range.start > 0 && end <= range.start {
+                // Events up to `t` were removed by retention: the state then is unknown.
+                return Err(Error::BadInput(format!(
+                    "{} is before the oldest event the log still holds (partition {p} starts \
+                     at offset {}); choose a later instant",
+                    crate::time::format_us(t),
+                    range.start
+                )));
+            }
+            range.end = range.end.min(end.max(range.start));
+        }
+        ranges.push((p, range));
     }
     let total: u64 = ranges.iter().map(|(_, r)| r.end - r.start).sum();
 

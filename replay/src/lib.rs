@@ -1,6 +1,7 @@
-//! Replay and point-in-time recovery (not built yet): state as of T, re-delivery of a time
-//! range, restore of a bucket. Today `tidemark state rebuild` rebuilds the current index from
-//! the log (in `tidemark-core`).
+//! Replay and point-in-time recovery (not built yet): index snapshots, re-delivery of a time
+//! range, restore of a bucket. Today the index as of an instant is a rebuild from the log up
+//! to it (`tidemark_core::rebuild::rebuild_index_until`, behind `state ls --at`,
+//! `state rebuild --at` and `GET /v1/objects?at=`).
 //!
 //! # Layout
 //! Empty: see the replay issue.

@@ -193,7 +193,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Log(LogCommand::Tail(args)) => log_tail::run(args).await,
-        Command::State(StateCommand::Ls(args)) => state::ls(args),
+        Command::State(StateCommand::Ls(args)) => state::ls(args).await,
         Command::State(StateCommand::Rebuild(args)) => state::rebuild(args).await,
         Command::Sub(cmd) => sub::run(cmd).await,
         Command::Filter(cmd) => filter::run(cmd).await,

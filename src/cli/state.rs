@@ -16,6 +16,12 @@ use crate::node::{OpenLog, index_path, open_offline, rebuild_in_place};
 pub struct LsArgs {
     #[command(flatten)]
     data: DataDir,
+    #[command(flatten)]
+    log: LogArgs,
+    /// The objects as they were at this instant (RFC 3339): the index rebuilt from the events
+    /// appended to the log at or before it (append time, not event time).
+    #[arg(long, value_name = "RFC3339")]
+    at: Option<String>,
     /// Only this bucket.
     #[arg(long)]
     bucket: Option<String>,
@@ -30,8 +36,60 @@ pub struct LsArgs {
     history: bool,
 }
 
-pub fn ls(args: LsArgs) -> anyhow::Result<()> {
-    let index = ObjectIndex::open_read_only(&index_path(&args.data.data_dir))?;
+/// `--at`: an instant in the past, in µs.
+fn parse_at(at: &str) -> anyhow::Result<i64> {
+    let us = tidemark_core::time::parse_rfc3339_us(at).map_err(|e| anyhow::anyhow!("--at: {e}"))?;
+    if us > tidemark_core::time::now_us() {
+        bail!("--at {at} is in the future; the state then is not known yet");
+    }
+    Ok(us)
+}
+
+pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
+    let Some(at) = &args.at else {
+        let index = ObjectIndex::open_read_only(&index_path(&args.data.data_dir))?;
+        return print(&index, &args);
+    };
+    let until = parse_at(at)?;
+    let scratch = tempfile::tempdir().context("a scratch directory for the index at --at")?;
+    let target = index_path(scratch.path());
+    std::fs::create_dir_all(target.parent().expect("parent"))?;
+    rebuild_at(&args.data.data_dir, &args.log, &target, until).await?;
+    let index = ObjectIndex::open_read_only(&target)?;
+    print(&index, &args)
+}
+
+/// Rebuild the index as of `until` into `target`, with a progress bar on a terminal.
+async fn rebuild_at(
+    data_dir: &std::path::Path,
+    log: &LogArgs,
+    target: &std::path::Path,
+    until: i64,
+) -> anyhow::Result<tidemark_core::rebuild::RebuildStats> {
+    let offline = open_offline(&log.choice(), data_dir, log.schema_registry.as_deref()).await?;
+    let Some(codec) = offline.codec.clone() else {
+        bail!("{} has no object events", data_dir.display());
+    };
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("replaying {bar:40} {pos}/{len} events ({per_sec})")
+            .expect("progress template"),
+    );
+    let stats = tidemark_core::rebuild::rebuild_index_until(
+        offline.log.log.clone(),
+        codec,
+        target,
+        Some(until),
+        |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+    )
+    .await?;
+    bar.finish_and_clear();
+    Ok(stats)
+}
+
+fn print(index: &ObjectIndex, args: &LsArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut after: Option<String> = None;
     loop {
@@ -92,10 +150,28 @@ pub struct RebuildArgs {
     /// Works while the server runs.
     #[arg(long)]
     into: Option<PathBuf>,
+    /// The index as it was at this instant (RFC 3339; log append time): built from the events
+    /// appended at or before it. Needs --into.
+    #[arg(long, value_name = "RFC3339", requires = "into")]
+    at: Option<String>,
 }
 
 pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     let data_dir = &args.data.data_dir;
+    if let (Some(at), Some(dir)) = (&args.at, &args.into) {
+        let until = parse_at(at)?;
+        let target = index_path(dir);
+        std::fs::create_dir_all(target.parent().expect("parent"))
+            .with_context(|| format!("create {}", dir.display()))?;
+        let stats = rebuild_at(data_dir, &args.log, &target, until).await?;
+        println!(
+            "rebuilt {} as of {at} from {} events in {:.2}s",
+            target.display(),
+            stats.records,
+            stats.elapsed.as_secs_f64()
+        );
+        return Ok(());
+    }
     let choice = args.log.choice();
     let offline = open_offline(&choice, data_dir, args.log.schema_registry.as_deref()).await?;
     let Some(codec) = offline.codec.clone() else {

@@ -42,6 +42,8 @@ pub struct ListQuery {
     after: Option<String>,
     #[serde(default)]
     consistency: Consistency,
+    /// The objects as they were at this instant (RFC 3339, log append time).
+    at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -102,8 +104,41 @@ pub async fn list(
             "needs a bucket",
         ));
     }
-    let lag = catch_up(&app, q.consistency).await?;
-    let index = app.node.index.clone();
+    // As of an instant: an index rebuilt from the log up to it, for this request. (Until
+    // snapshots exist this replays the log from its start.)
+    let (index, lag, _scratch) = match &q.at {
+        Some(at) => {
+            let until = tidemark_core::time::parse_rfc3339_us(at)
+                .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "at", e))?;
+            if until > tidemark_core::time::now_us() {
+                return Err(ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    "at",
+                    format!("{at} is in the future; the state then is not known yet"),
+                ));
+            }
+            let scratch = tempfile::tempdir().map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?;
+            let path = scratch.path().join("objects.redb");
+            tidemark_core::rebuild::rebuild_index_until(
+                app.node.log.log.clone(),
+                app.node.codec(),
+                &path,
+                Some(until),
+                |_, _| {},
+            )
+            .await?;
+            let index =
+                std::sync::Arc::new(tidemark_core::index::ObjectIndex::open_read_only(&path)?);
+            (index, 0, Some(scratch))
+        }
+        None => (
+            app.node.index.clone(),
+            catch_up(&app, q.consistency).await?,
+            None,
+        ),
+    };
     let (bucket, prefix, after) = (q.bucket.clone(), q.prefix.clone(), q.after.clone());
     let objects =
         blocking(move || index.list(bucket.as_deref(), &prefix, after.as_deref(), limit)).await?;
