@@ -194,7 +194,13 @@ fn uploads_are_checked_versioned_listed_and_bad_modules_refused_by_name() {
         good.clone(),
         "exceed the server's maxima",
     );
-    refused(&server, "bad name!", "", good.clone(), "not a filter name");
+    refused(
+        &server,
+        "bad name!",
+        "",
+        good.clone(),
+        "not a valid filter name",
+    );
     refused(&server, "camera", "", Vec::new(), "the body is empty");
     let (status, v) = upload(&server, "camera", "?fule=1", good.clone());
     assert_eq!(status, 400, "{v}");
@@ -830,6 +836,14 @@ fn compiled_filters_come_back_after_a_restart_without_recompiling() {
     let data = dir.path().join("data");
     let server = Server::start(&data, ALLOW_LOOPBACK);
     uploaded(&server, "camera", wat::parse_str(RAW_CAMERA_LARGE).unwrap());
+    // The same module again is the existing version: not compiled a second time.
+    let (status, _) = upload(
+        &server,
+        "camera",
+        "",
+        wat::parse_str(RAW_CAMERA_LARGE).unwrap(),
+    );
+    assert_eq!(status, 200);
     assert_eq!(
         metric(
             &server,

@@ -19,6 +19,25 @@ use crate::log::{Log, NewRecord};
 use crate::time::now_us;
 use crate::{CONFIG_TOPIC, Error, Result};
 
+/// Names users give catalog entities (subscriptions, filters): 1-100 characters from
+/// `[A-Za-z0-9._-]`, not starting with `.`. Returns what is wrong, naming `what`.
+pub fn check_entity_name(what: &str, name: &str) -> std::result::Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{name}' is not a valid {what} name: use 1-100 characters from [A-Za-z0-9._-], \
+             not starting with '.'"
+        ))
+    }
+}
+
 /// One live entity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {

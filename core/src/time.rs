@@ -13,6 +13,17 @@ pub fn now_us() -> i64 {
     Utc::now().timestamp_micros()
 }
 
+/// An RFC 3339 instant that must not be in the future (a state "as of" it is asked for).
+pub fn parse_past_us(text: &str) -> Result<i64, String> {
+    let us = parse_rfc3339_us(text)?;
+    if us > now_us() {
+        return Err(format!(
+            "{text} is in the future; the state then is not known yet"
+        ));
+    }
+    Ok(us)
+}
+
 /// Parse an RFC 3339 timestamp (`2026-11-22T14:00:00Z`, `2026-11-22T15:00:00.5+01:00`).
 pub fn parse_rfc3339_us(text: &str) -> Result<i64, String> {
     let parsed = DateTime::parse_from_rfc3339(text).map_err(|e| {

@@ -120,20 +120,7 @@ pub fn parse_reference(reference: &str) -> Result<(&str, Option<u32>)> {
 }
 
 pub fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
-            "'{name}' is not a filter name: 1 to 100 letters, digits, '.', '_' or '-', not \
-             starting with '.'"
-        )))
-    }
+    tidemark_core::catalog::check_entity_name("filter", name).map_err(Error::Invalid)
 }
 
 fn entry_name(name: &str, version: u32) -> String {
@@ -235,6 +222,18 @@ impl Filters {
             ));
         }
         let sha = sha256_hex(&bytes);
+        let _one = self.uploading.lock().await;
+        let versions = self.versions(name);
+        // The same bytes and limits as the latest version: that version, nothing compiled.
+        if let Some(latest) = versions.iter().rev().find(|v| v.deleted_at.is_none())
+            && latest.sha256 == sha
+            && Limits::from(latest.limits) == limits
+        {
+            return Ok(Uploaded {
+                record: latest.clone(),
+                created: false,
+            });
+        }
         let engine = self.engine.clone();
         let (module, bytes) = tokio::task::spawn_blocking(move || {
             FilterModule::compile(&engine, &bytes, limits).map(|m| (m, bytes))
@@ -249,18 +248,6 @@ impl Filters {
             .unwrap()
             .entry(sha.clone())
             .or_insert_with(|| module.clone());
-
-        let _one = self.uploading.lock().await;
-        let versions = self.versions(name);
-        if let Some(latest) = versions.iter().rev().find(|v| v.deleted_at.is_none())
-            && latest.sha256 == sha
-            && Limits::from(latest.limits) == limits
-        {
-            return Ok(Uploaded {
-                record: latest.clone(),
-                created: false,
-            });
-        }
         self.store_module(&sha, &bytes, actor.clone()).await?;
         let mut next = versions.last().map_or(1, |v| v.version + 1);
         // Another node may take the same number first; the log decides, the loser moves on.

@@ -33,13 +33,15 @@ impl LocalLake {
         format!("file://{}", self.root.display())
     }
 
-    /// Commit `bytes` as `dir/name` unless it is there already; true when written now.
-    pub fn commit(&self, dir: &str, name: &str, bytes: &[u8]) -> Result<bool, String> {
+    /// Whether `dir/name` is committed.
+    pub fn exists(&self, dir: &str, name: &str) -> Result<bool, String> {
+        Ok(self.root.join(dir).join(name).exists())
+    }
+
+    /// Commit `bytes` as `dir/name`.
+    pub fn put(&self, dir: &str, name: &str, bytes: &[u8]) -> Result<(), String> {
         let dir = self.root.join(dir);
         let target = dir.join(name);
-        if target.exists() {
-            return Ok(false);
-        }
         let fail = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
         std::fs::create_dir_all(&dir).map_err(|e| fail("cannot create", &dir, e))?;
         let tmp = dir.join(format!(".{name}.tmp"));
@@ -53,7 +55,7 @@ impl LocalLake {
         std::fs::File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| fail("cannot sync", &dir, e))?;
-        Ok(true)
+        Ok(())
     }
 
     /// Every file under the root: its path and name.

@@ -66,10 +66,17 @@ enum Files {
 }
 
 impl Files {
-    fn commit(&self, dir: &str, name: &str, bytes: &[u8]) -> Result<bool, String> {
+    fn exists(&self, dir: &str, name: &str) -> Result<bool, String> {
         match self {
-            Files::Local(l) => l.commit(dir, name, bytes),
-            Files::S3(s) => s.commit(dir, name, bytes),
+            Files::Local(l) => l.exists(dir, name),
+            Files::S3(s) => s.exists(dir, name),
+        }
+    }
+
+    fn put(&self, dir: &str, name: &str, bytes: &[u8]) -> Result<(), String> {
+        match self {
+            Files::Local(l) => l.put(dir, name, bytes),
+            Files::S3(s) => s.put(dir, name, bytes),
         }
     }
 

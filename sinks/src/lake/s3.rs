@@ -105,22 +105,24 @@ impl S3Lake {
         key
     }
 
-    /// Commit `bytes` as `dir/name` unless it is there already; true when written now.
-    /// Blocking: called from the writer's blocking thread.
-    pub fn commit(&self, dir: &str, name: &str, bytes: &[u8]) -> Result<bool, String> {
+    /// Whether `dir/name` is committed. Blocking, as `put`: called from the writer's
+    /// blocking thread.
+    pub fn exists(&self, dir: &str, name: &str) -> Result<bool, String> {
         let key = self.key(dir, name);
-        self.runtime.block_on(async {
-            match self.store.head(&key).await {
-                Ok(_) => return Ok(false),
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(format!("cannot check {key}: {e}")),
-            }
-            self.store
-                .put(&key, PutPayload::from(bytes.to_vec()))
-                .await
-                .map_err(|e| format!("cannot write {key}: {e}"))?;
-            Ok(true)
-        })
+        match self.runtime.block_on(self.store.head(&key)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(format!("cannot check {key}: {e}")),
+        }
+    }
+
+    /// Commit `bytes` as `dir/name`: one PUT.
+    pub fn put(&self, dir: &str, name: &str, bytes: &[u8]) -> Result<(), String> {
+        let key = self.key(dir, name);
+        self.runtime
+            .block_on(self.store.put(&key, PutPayload::from(bytes.to_vec())))
+            .map(|_| ())
+            .map_err(|e| format!("cannot write {key}: {e}"))
     }
 
     /// The names of committed files under the prefix.

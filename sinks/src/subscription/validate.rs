@@ -112,22 +112,8 @@ fn format_name(f: Format) -> String {
 }
 
 fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        && !name.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            "name",
-            format!(
-                "'{name}' is invalid: use 1-100 characters from [A-Za-z0-9._-], not starting with '.'"
-            ),
-        ))
-    }
+    tidemark_core::catalog::check_entity_name("subscription", name)
+        .map_err(|m| Error::invalid("name", m))
 }
 
 fn check_start(start: &str) -> Result<()> {
