@@ -165,6 +165,8 @@ pub struct Node {
     pub engine: Arc<Engine>,
     /// WASM filter versions and their compiled code.
     pub filters: Arc<Filters>,
+    /// Replays and restores running on (or finished by) this node.
+    pub jobs: Arc<tidemark_replay::jobs::Jobs>,
     /// Background tasks (materializer, ownership); dropping the node stops them.
     _tasks: JoinSet<()>,
 }
@@ -296,6 +298,7 @@ impl Node {
         Ok(Node {
             engine,
             filters,
+            jobs: Default::default(),
             log: open,
             registry,
             codec,

@@ -3,6 +3,7 @@
 
 mod config;
 mod filter;
+mod job;
 mod log_tail;
 mod remote;
 pub mod serve;

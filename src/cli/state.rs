@@ -38,11 +38,7 @@ pub struct LsArgs {
 
 /// `--at`: an instant in the past, in µs.
 fn parse_at(at: &str) -> anyhow::Result<i64> {
-    let us = tidemark_core::time::parse_rfc3339_us(at).map_err(|e| anyhow::anyhow!("--at: {e}"))?;
-    if us > tidemark_core::time::now_us() {
-        bail!("--at {at} is in the future; the state then is not known yet");
-    }
-    Ok(us)
+    tidemark_core::time::parse_past_us(at).map_err(|e| anyhow::anyhow!("--at: {e}"))
 }
 
 pub async fn ls(args: LsArgs) -> anyhow::Result<()> {

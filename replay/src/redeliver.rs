@@ -1,0 +1,1 @@
+//! Re-delivery of a time range through a subscription (being built).
