@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start `tidemark serve` with embedded defaults (./tidemark-data, http://127.0.0.1:7700), walk
-# through ingest -> log -> index -> rebuild -> a subscription -> a WASM filter, then keep the server running until
-# Ctrl-C.
+# through ingest -> log -> index -> rebuild -> a subscription -> a WASM filter -> a lake -> a replay
+# -> a restore, then keep the server running until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked
@@ -86,6 +86,21 @@ find ./tidemark-data-lake -name '*.parquet' | sort
 if python3 -c 'import duckdb' 2>/dev/null; then
   python3 -c "import duckdb; print(duckdb.execute(\"select bucket, key, event_type, sequence, size from read_parquet('tidemark-data-lake/**/*.parquet', hive_partitioning=true) order by log_partition, log_offset\").fetchall())"
 fi
+
+step "re-deliver the last five minutes to the function (original event ids, a replay marker)"
+"$bin" replay --subscription demo-audit --from -5m --dry-run
+"$bin" replay --subscription demo-audit --from -5m
+
+step "point-in-time recovery: store content, overwrite it, look at the past, restore it"
+curl -s -X PUT -H 'content-type: text/plain' --data-binary 'first draft' "$url/v1/content/docs/notes.txt"
+echo
+sleep 1; at=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ); sleep 1
+curl -s -X PUT -H 'content-type: text/plain' --data-binary 'oops, overwritten' "$url/v1/content/docs/notes.txt"
+echo
+"$bin" state ls --bucket docs --at "$at"
+"$bin" restore --bucket docs --at "$at" --dry-run
+"$bin" restore --bucket docs --at "$at"
+echo "docs/notes.txt now holds: $(curl -s "$url/v1/content/docs/notes.txt")"
 
 step "server still running at $url (Ctrl-C to stop)"
 wait $server

@@ -4,12 +4,15 @@
 //! <data-dir>/log/...               the embedded log (source of truth), unless the log is Kafka
 //! <data-dir>/index/objects.redb    the materialized object index (always local)
 //! <data-dir>/filters/compiled/      precompiled WASM filters (a cache; the modules are on _config)
+//! <data-dir>/snapshots/             index snapshots: the state at an instant starts from them
+//! <data-dir>/blobs/                 object content by SHA-256 (local to this node, also on Kafka)
 //! ```
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use tidemark_core::blobs::{self, BlobStore, DiskBlobs};
 use tidemark_core::catalog::Catalog;
 use tidemark_core::codec::EventCodec;
 use tidemark_core::codec::SchemaSource;
@@ -139,6 +142,8 @@ pub struct NodeConfig {
     pub advertise_url: String,
     /// Partitions of the `objects` topic when it is created.
     pub partitions: u32,
+    /// Retention of the `objects` topic: milliseconds, bytes per partition (`None`: keep).
+    pub retention: (Option<u64>, Option<u64>),
     pub origin: Origin,
     /// Non-public addresses webhooks and functions may be sent to.
     pub destinations: DestinationPolicy,
@@ -150,6 +155,29 @@ pub struct NodeConfig {
     /// Limits a filter version gets unless its upload asks otherwise, and the most it may ask.
     pub filter_defaults: FilterLimits,
     pub filter_maxima: FilterLimits,
+    /// When index snapshots are taken, and how many are kept.
+    pub snapshots: tidemark_replay::snapshot::Policy,
+    /// When unreferenced content blobs are collected.
+    pub blob_gc: BlobGc,
+}
+
+/// Garbage collection of content blobs.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobGc {
+    /// Time between collections; `None`: only when asked (`POST /v1/admin/blobs/gc`).
+    pub every: Option<std::time::Duration>,
+    /// Blobs younger than this are kept even when unreferenced: their event may still be on
+    /// its way to the log.
+    pub grace: std::time::Duration,
+}
+
+impl Default for BlobGc {
+    fn default() -> Self {
+        BlobGc {
+            every: Some(std::time::Duration::from_secs(3600)),
+            grace: std::time::Duration::from_secs(3600),
+        }
+    }
 }
 
 pub struct Node {
@@ -167,6 +195,11 @@ pub struct Node {
     pub filters: Arc<Filters>,
     /// Replays and restores running on (or finished by) this node.
     pub jobs: Arc<tidemark_replay::jobs::Jobs>,
+    /// Where this node's index snapshots are (`?at=` queries start from them).
+    pub snapshot_dir: PathBuf,
+    /// Object content, by SHA-256.
+    pub blobs: Arc<dyn BlobStore>,
+    pub blob_gc: BlobGc,
     /// Background tasks (materializer, ownership); dropping the node stops them.
     _tasks: JoinSet<()>,
 }
@@ -192,8 +225,19 @@ impl Node {
         }
         let open = OpenLog::open(&cfg.log, &cfg.data_dir)?;
         let log = open.log.clone();
-        log.ensure_topic(OBJECTS_TOPIC, &TopicSpec::new(cfg.partitions))
-            .await?;
+        let (retention_ms, retention_bytes) = cfg.retention;
+        log.ensure_topic(
+            OBJECTS_TOPIC,
+            &TopicSpec {
+                retention_ms,
+                retention_bytes,
+                ..TopicSpec::new(cfg.partitions)
+            },
+        )
+        .await?;
+        if let Some(embedded) = &open.embedded {
+            embedded.set_retention(OBJECTS_TOPIC, retention_ms, retention_bytes)?;
+        }
         log.ensure_topic(
             CONFIG_TOPIC,
             &TopicSpec {
@@ -237,6 +281,24 @@ impl Node {
         );
         let materializer = Materializer::new(log.clone(), index.clone(), codec.clone())?;
         let mut tasks = materializer.start()?;
+        let snapshot_dir = tidemark_replay::snapshot::dir_of(&cfg.data_dir);
+        tasks.spawn(tidemark_replay::snapshot::take_periodically(
+            index.clone(),
+            materializer.subscribe_applied(),
+            log.clone(),
+            snapshot_dir.clone(),
+            cfg.snapshots,
+        ));
+        let blobs: Arc<dyn BlobStore> = Arc::new(DiskBlobs::open(&cfg.data_dir.join("blobs"))?);
+        if let Some(every) = cfg.blob_gc.every {
+            tasks.spawn(blobs::collect_periodically(
+                log.clone(),
+                codec.clone(),
+                blobs.clone(),
+                every,
+                cfg.blob_gc.grace,
+            ));
+        }
         let routes = match open.embedded {
             Some(_) => None,
             None => {
@@ -299,6 +361,9 @@ impl Node {
             engine,
             filters,
             jobs: Default::default(),
+            snapshot_dir,
+            blobs,
+            blob_gc: cfg.blob_gc,
             log: open,
             registry,
             codec,

@@ -172,3 +172,83 @@ fn filters_uploaded_on_one_node_work_on_another() {
         "{got:?}"
     );
 }
+
+#[test]
+fn a_replay_on_kafka_redelivers_exactly_its_range() {
+    let backend = Backend::kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path(), "replayed", &[]);
+    let server = server(&backend, &dir.path().join("data"));
+    create_subscription(
+        &server,
+        &json!({"name": "kafka-replay", "sink": {"type": "webhook", "url": receiver.url("/hook"), "format": "s3"},
+                "retry": fast_retry(20)}),
+    );
+    let puts = |n: usize, round: usize| -> Vec<serde_json::Value> {
+        (0..n)
+            .map(|i| json!({"op": "put", "bucket": "kreplay", "key": format!("k{}", i % 6), "size": round * 1000 + i}))
+            .collect()
+    };
+    let instant = || {
+        std::thread::sleep(Duration::from_millis(50));
+        let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        std::thread::sleep(Duration::from_millis(50));
+        t
+    };
+    let mut all = ingest(&server, puts(30, 0));
+    let t1 = instant();
+    let range = ingest(&server, puts(40, 1));
+    let t2 = instant();
+    all.extend(range.clone());
+    all.extend(ingest(&server, puts(20, 2)));
+    receiver.wait_delivered(
+        &all.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>(),
+        WAIT,
+    );
+
+    let out = run(&[
+        "replay",
+        "--server",
+        &server.url,
+        "--json",
+        "--subscription",
+        "kafka-replay",
+        "--from",
+        &t1,
+        "--to",
+        &t2,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["result"]["delivered"], 40, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let replayed: Vec<serde_json::Value> = receiver
+        .requests()
+        .iter()
+        .flat_map(|r| r["records"].as_array().cloned().unwrap_or_default())
+        .filter(|r| r["tidemark"]["replay"] == id)
+        .collect();
+    let mut ids: Vec<&str> = replayed
+        .iter()
+        .map(|r| r["tidemark"]["eventId"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut expected: Vec<&str> = range.iter().map(|(_, id)| id.as_str()).collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+    assert_per_key_order(
+        &receiver
+            .requests()
+            .into_iter()
+            .filter(|r| r["records"][0]["tidemark"]["replay"] == id)
+            .collect::<Vec<_>>(),
+        &range,
+    );
+    wait_status(&server, "kafka-replay", "no lag", WAIT, |s| {
+        s["lag"] == 0 && s["delivered"] == 90
+    });
+}

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -507,4 +507,127 @@ fn wrong_s3_credentials_show_in_status_and_nothing_else_stops() {
         s["delivered"] == acked.len() && s["lag"] == 0
     });
     assert_eq!(read_lake(&local)["duckdb_rows"], acked.len());
+}
+
+/// Every committed Parquet file under `root`, as paths relative to it.
+fn lake_files(root: &Path) -> BTreeSet<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, root, out);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.insert(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn now_rfc3339() -> String {
+    std::thread::sleep(Duration::from_millis(30));
+    let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    std::thread::sleep(Duration::from_millis(30));
+    t
+}
+
+#[test]
+fn a_damaged_lake_is_backfilled_by_a_replay_and_a_second_backfill_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut wave = |n: usize| {
+        let mutations: Vec<Value> = (0..n)
+            .map(|_| random_mutation(&mut rng, "backfill", 300))
+            .collect();
+        let (status, v) = server.post(
+            "/v1/mutations",
+            json!({ "mutations": mutations }).to_string(),
+        );
+        assert_eq!(status, 200, "{v}");
+    };
+    let t0 = now_rfc3339();
+    wave(1200);
+    let t1 = now_rfc3339();
+    wave(1200);
+    let t2 = now_rfc3339();
+    wave(600);
+    let mut spec = lake_spec("bf", &lake, "earliest");
+    spec["sink"]["roll"] = json!({"max_rows": 150, "idle_ms": 200});
+    create_subscription(&server, &spec);
+    let status = wait_written(&server, "bf", Duration::from_secs(120));
+    let original = lake_files(&lake);
+    let whole = read_lake(&lake);
+    let total = whole["duckdb_rows"].as_u64().unwrap();
+    assert!(total > 1500, "{whole}");
+    assert!(original.len() > 10, "{original:?}");
+
+    // The lake is lost; a backfill of [t1, t2) writes the files of the segments it covers.
+    std::fs::remove_dir_all(&lake).unwrap();
+    let replay = |from: &str, to: Option<&str>| -> Value {
+        let mut args = vec![
+            "replay",
+            "--server",
+            &server.url,
+            "--json",
+            "--subscription",
+            "bf",
+            "--from",
+            from,
+        ];
+        if let Some(to) = to {
+            args.extend(["--to", to]);
+        }
+        let out = run(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(job["state"], "succeeded", "{job}");
+        job
+    };
+    let job = replay(&t1, Some(&t2));
+    let partial = lake_files(&lake);
+    assert!(
+        !partial.is_empty() && partial.is_subset(&original),
+        "{partial:?} vs {original:?}"
+    );
+    assert_eq!(job["result"]["lake_files"], partial.len(), "{job}");
+    let seen = read_lake(&lake);
+    assert_eq!(seen["duplicate_ids"], json!([]), "{seen}");
+    assert!(seen["duckdb_rows"].as_u64().unwrap() >= 500, "{seen}");
+
+    // The whole log: exactly the files the lake had, each event once.
+    let job = replay(&t0, None);
+    assert_eq!(lake_files(&lake), original);
+    assert_eq!(
+        job["result"]["lake_files"],
+        original.len() - partial.len(),
+        "{job}"
+    );
+    let seen = read_lake(&lake);
+    assert_eq!(seen["duckdb_rows"], total, "{seen}");
+    assert_eq!(seen["duplicate_ids"], json!([]), "{seen}");
+    let latest = |v: &Value| -> BTreeSet<String> {
+        v["latest"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.to_string())
+            .collect()
+    };
+    assert_eq!(latest(&seen), latest(&whole));
+
+    // Again: nothing to write.
+    let job = replay(&t0, None);
+    assert_eq!(job["result"]["lake_files"], 0, "{job}");
+    assert_eq!(lake_files(&lake), original);
+    // The lake subscription's own position did not move.
+    let after = subscription_status(&server, "bf");
+    assert_eq!(after["position"], status["position"], "{after}");
 }

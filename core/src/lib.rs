@@ -1,6 +1,7 @@
 //! Tidemark core: the stages every mutation passes through before any sink sees it.
 //!
 //! # Layout
+//! - [`blobs`]: the content store: object bytes named by their SHA-256, and their collection.
 //! - [`catalog`]: configuration entities (subscriptions, secrets) event-sourced on `_config`.
 //! - [`event`]: the object event (`ObjectEvent`), its types and the object state it carries.
 //! - [`codec`]: Avro encoding in the Confluent wire format, with a direct encoder/decoder on the
@@ -14,6 +15,7 @@
 //! - [`rules`]: declarative rules that select events for subscriptions and watchers.
 //! - [`time`]: timestamp parsing and formatting shared by every interface.
 
+pub mod blobs;
 pub mod blocking;
 pub mod catalog;
 pub mod codec;

@@ -9,6 +9,10 @@
 //! Keys never cross partitions, so partitions are split between workers that scan in parallel,
 //! and a partition's heads are final as soon as it is scanned; a separate task writes history
 //! blocks and finished partitions' heads as they come, while the workers go on scanning.
+//!
+//! [`replay_heads`] is the same scan over the events after an index snapshot, keeping only the
+//! newest head of each key it sees: merged over the snapshot's heads (a key it did not see keeps
+//! the snapshot's), they equal the heads of a replay from the start.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,16 +74,42 @@ pub async fn rebuild_index_until(
     codec: Arc<EventCodec>,
     into: &Path,
     until: Option<i64>,
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
 ) -> Result<RebuildStats> {
+    let index = Arc::new(create_scratch(into)?);
+    let ranges = log_ranges(log.as_ref(), until).await?;
+    let replay = Replay {
+        ranges,
+        event_time_until: None,
+    };
+    replay_into(log, codec, index, replay, progress).await
+}
+
+/// A new scratch index at `into`, which must not exist.
+pub fn create_scratch(into: &Path) -> Result<ObjectIndex> {
     if into.exists() {
         return Err(Error::BadInput(format!(
             "{} already exists; rebuild writes a new index",
             into.display()
         )));
     }
-    let started = Instant::now();
-    let index = Arc::new(ObjectIndex::create_scratch(into)?);
+    ObjectIndex::create_scratch(into)
+}
+
+/// What a replay reads, and what it keeps of it.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// Per partition of `objects`: the offsets to read.
+    pub ranges: Vec<(u32, OffsetRange)>,
+    /// Keep only the events whose event time is at or before this (µs); the others are read
+    /// and passed over.
+    pub event_time_until: Option<i64>,
+}
+
+/// Per partition of `objects`, the offsets of the events appended at or before `until` (µs,
+/// log append time; every event for `None`). An instant whose events were removed by
+/// retention is refused: the state then is unknown.
+pub async fn log_ranges(log: &dyn Log, until: Option<i64>) -> Result<Vec<(u32, OffsetRange)>> {
     let mut ranges = Vec::new();
     for p in 0..log.partitions(OBJECTS_TOPIC)? {
         let mut range = log.offsets(OBJECTS_TOPIC, p).await?;
@@ -101,20 +131,21 @@ pub async fn rebuild_index_until(
         }
         ranges.push((p, range));
     }
-    let total: u64 = ranges.iter().map(|(_, r)| r.end - r.start).sum();
+    Ok(ranges)
+}
 
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(ranges.len())
-        .max(1);
-    let (tx, mut rx) = mpsc::channel::<Write>(workers * 2);
-    let mut scans = tokio::task::JoinSet::new();
-    for w in 0..workers {
-        let mine: Vec<_> = ranges.iter().copied().skip(w).step_by(workers).collect();
-        let (log, codec, tx) = (log.clone(), codec.clone(), tx.clone());
-        scans.spawn(async move { scan(log.as_ref(), &codec, mine, &tx).await });
-    }
-    drop(tx);
+/// Apply the events of `replay` to `index`, a new scratch index: every key's head and history
+/// from the ranges' starts (the log start, for the whole story).
+pub async fn replay_into(
+    log: Arc<dyn Log>,
+    codec: Arc<EventCodec>,
+    index: Arc<ObjectIndex>,
+    replay: Replay,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<RebuildStats> {
+    let started = Instant::now();
+    let total = total_of(&replay.ranges);
+    let (scans, mut rx) = spawn_scans(log, codec, replay, true);
     // Written in the order they arrive; each partition's history blocks come in order.
     let mut done = 0u64;
     while let Some(write) = rx.recv().await {
@@ -130,23 +161,133 @@ pub async fn rebuild_index_until(
             }
         }
     }
-    let mut applied = BTreeMap::new();
-    let (mut records, mut undecodable) = (0, 0);
+    let scanned = join_scans(scans).await?;
+    // Last, and durably: the offsets that say the index is complete up to them.
+    let applied = scanned.applied;
+    crate::blocking::blocking(move || index.put_heads(Vec::new(), &applied)).await?;
+    progress(scanned.records, total);
+    Ok(RebuildStats {
+        records: scanned.records,
+        undecodable: scanned.undecodable,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The heads a replay leaves behind for the keys it sees, as index rows.
+pub struct ReplayedHeads {
+    /// (`bucket/key`, head row), sorted by key.
+    pub rows: Vec<(String, Vec<u8>)>,
+    /// Next offset per partition read.
+    pub applied: BTreeMap<u32, u64>,
+    pub stats: RebuildStats,
+}
+
+/// Read the events of `replay` and return the newest head of each key seen, without writing
+/// anything or keeping history: what the events after an index snapshot change in it (from
+/// the log start: every head). Sorted, the rows merge with the snapshot's in one pass.
+pub async fn replay_heads(
+    log: Arc<dyn Log>,
+    codec: Arc<EventCodec>,
+    replay: Replay,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<ReplayedHeads> {
+    let started = Instant::now();
+    let total = total_of(&replay.ranges);
+    let (scans, mut rx) = spawn_scans(log, codec, replay, false);
+    let mut rows = Vec::new();
+    let mut done = 0u64;
+    while let Some(write) = rx.recv().await {
+        match write {
+            Write::History(records, _) => {
+                done += records;
+                progress(done, total);
+            }
+            Write::Heads(heads) => {
+                let encoded = crate::blocking::blocking(move || {
+                    Ok(heads
+                        .into_iter()
+                        .map(|(key, (head, at))| (key, crate::index::head_row(&head, at)))
+                        .collect::<Vec<_>>())
+                })
+                .await?;
+                rows.extend(encoded);
+            }
+        }
+    }
+    let scanned = join_scans(scans).await?;
+    let rows = crate::blocking::blocking(move || {
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(rows)
+    })
+    .await?;
+    progress(scanned.records, total);
+    Ok(ReplayedHeads {
+        rows,
+        applied: scanned.applied,
+        stats: RebuildStats {
+            records: scanned.records,
+            undecodable: scanned.undecodable,
+            elapsed: started.elapsed(),
+        },
+    })
+}
+
+fn total_of(ranges: &[(u32, OffsetRange)]) -> u64 {
+    ranges.iter().map(|(_, r)| r.end - r.start).sum()
+}
+
+/// Start the workers that scan `replay`'s ranges (partitions dealt round-robin); what they
+/// find comes on the returned channel.
+fn spawn_scans(
+    log: Arc<dyn Log>,
+    codec: Arc<EventCodec>,
+    replay: Replay,
+    history: bool,
+) -> (tokio::task::JoinSet<Result<Scanned>>, mpsc::Receiver<Write>) {
+    let Replay {
+        ranges,
+        event_time_until,
+    } = replay;
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(ranges.len())
+        .max(1);
+    let (tx, rx) = mpsc::channel::<Write>(workers * 2);
+    let mut scans = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let mine: Vec<_> = ranges.iter().copied().skip(w).step_by(workers).collect();
+        let (log, codec, tx) = (log.clone(), codec.clone(), tx.clone());
+        let keep = Keep {
+            event_time_until,
+            history,
+        };
+        scans.spawn(async move { scan(log.as_ref(), &codec, mine, keep, &tx).await });
+    }
+    (scans, rx)
+}
+
+/// Wait for every worker; what they found, together.
+async fn join_scans(mut scans: tokio::task::JoinSet<Result<Scanned>>) -> Result<Scanned> {
+    let mut all = Scanned {
+        applied: BTreeMap::new(),
+        records: 0,
+        undecodable: 0,
+    };
     while let Some(scanned) = scans.join_next().await {
         let s =
             scanned.map_err(|e| Error::Unavailable(format!("rebuild worker stopped: {e}")))??;
-        applied.extend(s.applied);
-        records += s.records;
-        undecodable += s.undecodable;
+        all.applied.extend(s.applied);
+        all.records += s.records;
+        all.undecodable += s.undecodable;
     }
-    // Last, and durably: the offsets that say the index is complete up to them.
-    crate::blocking::blocking(move || index.put_heads(Vec::new(), &applied)).await?;
-    progress(records, total);
-    Ok(RebuildStats {
-        records,
-        undecodable,
-        elapsed: started.elapsed(),
-    })
+    Ok(all)
+}
+
+/// Which of the events read a worker applies, and whether it writes their history.
+#[derive(Clone, Copy)]
+struct Keep {
+    event_time_until: Option<i64>,
+    history: bool,
 }
 
 /// Scan `ranges` chunk by chunk, sending history blocks to the writer.
@@ -154,6 +295,7 @@ async fn scan(
     log: &dyn Log,
     codec: &EventCodec,
     ranges: Vec<(u32, OffsetRange)>,
+    keep: Keep,
     tx: &mpsc::Sender<Write>,
 ) -> Result<Scanned> {
     // Each key's newest event, as framed in the log (copied out of the read chunk, so the
@@ -191,7 +333,11 @@ async fn scan(
                         continue;
                     }
                 };
-                if !summary.event_type.mutates_object() {
+                if !summary.event_type.mutates_object()
+                    || keep
+                        .event_time_until
+                        .is_some_and(|t| summary.event_time > t)
+                {
                     continue;
                 }
                 let at = Position {
@@ -210,7 +356,9 @@ async fn scan(
                         None
                     }
                 };
-                blocks.push(at, prev, &summary);
+                if keep.history {
+                    blocks.push(at, prev, &summary);
+                }
             }
             records_total += records.len() as u64;
             send(tx, Write::History(records.len() as u64, blocks.finish())).await?;

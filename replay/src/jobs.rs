@@ -159,7 +159,21 @@ impl Jobs {
         F: FnOnce(Arc<Job>) -> Fut,
         Fut: Future<Output = Result<Value, String>> + Send + 'static,
     {
-        let job = Arc::new(Job::new(kind, spec));
+        let job = Jobs::prepare(kind, spec);
+        let fut = work(job.clone());
+        self.run(job, fut)
+    }
+
+    /// A job not yet registered or running: its id is known before its work is set up.
+    pub fn prepare(kind: &'static str, spec: Value) -> Arc<Job> {
+        Arc::new(Job::new(kind, spec))
+    }
+
+    /// Register `job` and run `fut` for it in its own task.
+    pub fn run<Fut>(&self, job: Arc<Job>, fut: Fut) -> Arc<Job>
+    where
+        Fut: Future<Output = Result<Value, String>> + Send + 'static,
+    {
         {
             let mut jobs = self.jobs.lock().unwrap();
             jobs.insert(job.id.clone(), job.clone());
@@ -175,7 +189,6 @@ impl Jobs {
                 jobs.remove(id);
             }
         }
-        let fut = work(job.clone());
         let me = job.clone();
         tokio::spawn(async move {
             let outcome = fut.await;

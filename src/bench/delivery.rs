@@ -46,8 +46,8 @@ pub struct DeliveryArgs {
 
 /// What the receiver has seen.
 #[derive(Default)]
-struct Received {
-    events: AtomicU64,
+pub(super) struct Received {
+    pub(super) events: AtomicU64,
     requests: AtomicU64,
     /// webhook-id -> arrival, for the latency run.
     arrivals: Mutex<HashMap<String, Instant>>,
@@ -87,7 +87,7 @@ async fn receive(
     StatusCode::OK
 }
 
-async fn start_receiver(state: Arc<Received>) -> anyhow::Result<SocketAddr> {
+pub(super) async fn start_receiver(state: Arc<Received>) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let app = axum::Router::new()
@@ -101,7 +101,7 @@ async fn start_receiver(state: Arc<Received>) -> anyhow::Result<SocketAddr> {
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// A JSON request on one shared keep-alive client; an error unless the answer is 2xx.
-async fn call(url: &str, method: Method, body: Option<Value>) -> anyhow::Result<Value> {
+pub(super) async fn call(url: &str, method: Method, body: Option<Value>) -> anyhow::Result<Value> {
     static CLIENT: std::sync::OnceLock<crate::server::HttpClient> = std::sync::OnceLock::new();
     let client = CLIENT.get_or_init(crate::server::http_client);
     let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
@@ -121,7 +121,11 @@ async fn call(url: &str, method: Method, body: Option<Value>) -> anyhow::Result<
 
 /// Wait until the receiver counted `target` events (more than `base`); returns when the
 /// first of them arrived and when the last did.
-async fn wait_events(r: &Received, base: u64, target: u64) -> anyhow::Result<(Instant, Instant)> {
+pub(super) async fn wait_events(
+    r: &Received,
+    base: u64,
+    target: u64,
+) -> anyhow::Result<(Instant, Instant)> {
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut first = None;
     loop {
@@ -181,7 +185,13 @@ async fn load_generator(
     Ok(requests as f64 / started.elapsed().as_secs_f64())
 }
 
-fn subscription(name: &str, hook: &str, start: &str, in_flight: usize, batch: usize) -> Value {
+pub(super) fn subscription(
+    name: &str,
+    hook: &str,
+    start: &str,
+    in_flight: usize,
+    batch: usize,
+) -> Value {
     json!({
         "name": name,
         "start": start,
@@ -193,7 +203,7 @@ fn subscription(name: &str, hook: &str, start: &str, in_flight: usize, batch: us
     })
 }
 
-async fn write_events(api: &str, from: usize, n: usize) -> anyhow::Result<()> {
+pub(super) async fn write_events(api: &str, from: usize, n: usize) -> anyhow::Result<()> {
     for chunk_start in (from..from + n).step_by(1000) {
         let end = (chunk_start + 1000).min(from + n);
         let muts: Vec<Value> = (chunk_start..end)

@@ -8,6 +8,8 @@ mod ingest;
 mod kafka;
 mod lake;
 mod rebuild;
+mod replay;
+mod state_at;
 
 use clap::Subcommand;
 
@@ -21,6 +23,8 @@ pub enum BenchCommand {
     Rebuild(rebuild::RebuildArgs),
     /// Webhook delivery: events/s vs a plain load generator, and mutation-to-2xx latency.
     Delivery(delivery::DeliveryArgs),
+    /// Re-delivery of a time range (a replay job) vs live delivery of the same events.
+    Replay(replay::ReplayArgs),
     /// WASM filters: host overhead per event, a filter vs the same native closure,
     /// instantiation time.
     Filter(filter::FilterArgs),
@@ -29,6 +33,8 @@ pub enum BenchCommand {
     /// Parquet lake: encoding rows from Arrow arrays and end to end from Avro records vs
     /// pyarrow's write_table.
     Lake(lake::LakeArgs),
+    /// The state at an instant from an index snapshot plus a bounded replay vs a full replay.
+    StateAt(state_at::StateAtArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -38,8 +44,10 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Rebuild(args) => rebuild::run(args).await,
         BenchCommand::Kafka(args) => kafka::run(args).await,
         BenchCommand::Delivery(args) => delivery::run(args).await,
+        BenchCommand::Replay(args) => replay::run(args).await,
         BenchCommand::Filter(args) => filter::run(args),
         BenchCommand::Lake(args) => lake::run(args),
+        BenchCommand::StateAt(args) => state_at::run(args).await,
     }
 }
 

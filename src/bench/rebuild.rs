@@ -66,12 +66,15 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
         advertise_url: String::new(),
         static_membership: false,
         partitions: 4,
+        retention: (None, None),
         origin: Default::default(),
         destinations: Default::default(),
         webhook_ca_file: None,
         filter_instances: 16,
         filter_defaults: Default::default(),
         filter_maxima: tidemark_plugins::Limits::maxima(),
+        snapshots: tidemark_replay::snapshot::Policy::never(),
+        blob_gc: Default::default(),
     })
     .await?;
     let mut exists = vec![false; args.keys];

@@ -6,7 +6,10 @@ mod filter;
 mod job;
 mod log_tail;
 mod remote;
+mod replay;
+mod restore;
 pub mod serve;
+mod snapshot;
 mod state;
 mod sub;
 
@@ -42,7 +45,7 @@ pub struct Cli {
 #[command(args_override_self = true)]
 enum Command {
     /// Run the server: ingest API, object index, schema registry (embedded log by default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Read the log.
     #[command(subcommand)]
     Log(LogCommand),
@@ -55,6 +58,12 @@ enum Command {
     /// Manage WASM filters on a running server: upload versions, list, remove, test.
     #[command(subcommand)]
     Filter(filter::FilterCommand),
+    /// Re-deliver the events of a time range through a subscription (a job on the server;
+    /// Ctrl-C cancels it).
+    Replay(replay::ReplayArgs),
+    /// Restore a bucket (or a prefix) to what it was at an instant: compensating mutations
+    /// appended as a job on the server; --dry-run shows the plan (Ctrl-C cancels).
+    Restore(restore::RestoreArgs),
     /// Measure Tidemark on this machine (figures in docs/PERFORMANCE.md).
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -72,6 +81,8 @@ enum StateCommand {
     Ls(state::LsArgs),
     /// Rebuild the object index from the log.
     Rebuild(state::RebuildArgs),
+    /// Take an index snapshot now, into <data-dir>/snapshots (works while the server runs).
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 /// `--data-dir` and `--config`, shared by every command that works on a node's data.
@@ -134,6 +145,9 @@ pub struct LogArgs {
     /// Embedded log: roll segments at this size.
     #[arg(long, default_value_t = 128 << 20)]
     pub segment_bytes: u64,
+    /// Embedded log: how often segments past the retention (--retention-ms) are deleted.
+    #[arg(long, default_value_t = 60_000)]
+    pub retention_check_ms: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -166,6 +180,7 @@ impl LogArgs {
                     }
                 },
                 segment_bytes: self.segment_bytes,
+                retention_check: Duration::from_millis(self.retention_check_ms.max(1)),
                 ..LogConfig::default()
             }),
             Backend::Kafka => LogChoice::Kafka(KafkaConfig {
@@ -192,12 +207,15 @@ pub fn parse() -> anyhow::Result<Cli> {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Log(LogCommand::Tail(args)) => log_tail::run(args).await,
         Command::State(StateCommand::Ls(args)) => state::ls(args).await,
         Command::State(StateCommand::Rebuild(args)) => state::rebuild(args).await,
+        Command::State(StateCommand::Snapshot(args)) => snapshot::run(args).await,
         Command::Sub(cmd) => sub::run(cmd).await,
         Command::Filter(cmd) => filter::run(cmd).await,
+        Command::Replay(args) => replay::run(args).await,
+        Command::Restore(args) => restore::run(args).await,
         Command::Bench(cmd) => crate::bench::run(cmd).await,
     }
 }

@@ -24,6 +24,15 @@ pub struct ServeArgs {
     /// Partitions of the `objects` topic, used when it is created.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub partitions: u32,
+    /// Keep object events this long (a sealed segment is deleted once its newest event is
+    /// older); absent: for ever. Set on the embedded log at every start, and on Kafka when
+    /// the topic is created. State, replays and restores refuse instants before the oldest
+    /// event kept.
+    #[arg(long, value_name = "MS")]
+    pub retention_ms: Option<u64>,
+    /// Keep at most this many bytes of object events per partition (oldest segments go first).
+    #[arg(long, value_name = "BYTES")]
+    pub retention_bytes: Option<u64>,
     /// Largest request body accepted.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_body_bytes: usize,
@@ -75,6 +84,24 @@ pub struct ServeArgs {
     pub filter_max_timeout_ms: u64,
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
     pub filter_max_module_bytes: usize,
+    /// Take an index snapshot (under <data-dir>/snapshots) each time the index has applied
+    /// this many more events, so `state ls --at` and `?at=` replay only the events after the
+    /// newest snapshot before the instant. 0: never.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    pub snapshot_every_events: u64,
+    /// Index snapshots kept (the newest); older ones are deleted.
+    #[arg(long, default_value_t = 3, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub snapshot_keep: u64,
+    /// Largest object `PUT /v1/content` stores (--max-body-bytes does not apply to it).
+    #[arg(long, default_value_t = 5 << 30, value_name = "BYTES")]
+    pub max_object_bytes: u64,
+    /// Seconds between collections of content blobs that no event in the log refers to any
+    /// more. 0: only when asked (`POST /v1/admin/blobs/gc`).
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub blob_gc_interval_secs: u64,
+    /// Unreferenced blobs younger than this are kept: their event may still be on its way.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub blob_gc_grace_secs: u64,
 }
 
 impl ServeArgs {
@@ -116,6 +143,16 @@ impl ServeArgs {
             log: self.log.choice(),
             schema_registry: self.log.schema_registry.clone(),
             partitions: self.partitions,
+            retention: (self.retention_ms, self.retention_bytes),
+            snapshots: tidemark_replay::snapshot::Policy {
+                every_events: self.snapshot_every_events,
+                keep: self.snapshot_keep as usize,
+            },
+            blob_gc: crate::node::BlobGc {
+                every: (self.blob_gc_interval_secs > 0)
+                    .then(|| std::time::Duration::from_secs(self.blob_gc_interval_secs)),
+                grace: std::time::Duration::from_secs(self.blob_gc_grace_secs),
+            },
             origin: Origin {
                 node: Some(self.node_id.clone().unwrap_or_else(host_name)),
                 region: self.region.clone(),
@@ -201,6 +238,7 @@ pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyho
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         max_batch: args.max_batch,
+        max_object_bytes: args.max_object_bytes,
     };
     // Tests and scripts wait for this line.
     println!(

@@ -8,6 +8,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tidemark_core::index::ObjectIndex;
 use tidemark_core::time::format_us;
+use tidemark_replay::snapshot;
+use tidemark_replay::state::{AsOf, AsOfReport, Clock};
 
 use super::{DataDir, LogArgs};
 use crate::node::{OpenLog, index_path, open_offline, rebuild_in_place};
@@ -18,10 +20,14 @@ pub struct LsArgs {
     data: DataDir,
     #[command(flatten)]
     log: LogArgs,
-    /// The objects as they were at this instant (RFC 3339): the index rebuilt from the events
-    /// appended to the log at or before it (append time, not event time).
-    #[arg(long, value_name = "RFC3339")]
+    /// The objects as they were at this instant (RFC 3339, `-2h`, `14:00`, `now`): the events
+    /// the log appended at or before it (see --time). Starts from the newest index snapshot
+    /// before it and replays only the events after that; with --history, replays the whole
+    /// log (snapshots hold no history). Says on stderr how it was built.
+    #[arg(long, value_name = "INSTANT")]
     at: Option<String>,
+    #[command(flatten)]
+    time: TimeArgs,
     /// Only this bucket.
     #[arg(long)]
     bucket: Option<String>,
@@ -36,6 +42,32 @@ pub struct LsArgs {
     history: bool,
 }
 
+/// `--time`: which clock `--at` is read on.
+#[derive(Args)]
+struct TimeArgs {
+    /// The clock of --at: `append`, when the log appended each event (monotonic per
+    /// partition and indexed, so snapshots apply), or `event`, each event's own event_time
+    /// as its writer gave it (not monotonic: every event is read and no snapshot is used;
+    /// each key gets its newest event, in log order, whose event_time is at or before --at).
+    #[arg(long = "time", value_enum, value_name = "CLOCK", requires = "at")]
+    clock: Option<ClockArg>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ClockArg {
+    Append,
+    Event,
+}
+
+impl TimeArgs {
+    fn clock(&self) -> Clock {
+        match self.clock {
+            Some(ClockArg::Event) => Clock::Event,
+            Some(ClockArg::Append) | None => Clock::Append,
+        }
+    }
+}
+
 /// `--at`: an instant in the past, in µs.
 fn parse_at(at: &str) -> anyhow::Result<i64> {
     tidemark_core::time::parse_past_us(at).map_err(|e| anyhow::anyhow!("--at: {e}"))
@@ -46,22 +78,29 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
         let index = ObjectIndex::open_read_only(&index_path(&args.data.data_dir))?;
         return print(&index, &args);
     };
-    let until = parse_at(at)?;
+    let want = AsOf {
+        at: parse_at(at)?,
+        clock: args.time.clock(),
+        snapshots: Some(snapshot::dir_of(&args.data.data_dir)),
+        // History needs every event from the log start; a snapshot holds heads only.
+        history: args.history,
+    };
     let scratch = tempfile::tempdir().context("a scratch directory for the index at --at")?;
     let target = index_path(scratch.path());
     std::fs::create_dir_all(target.parent().expect("parent"))?;
-    rebuild_at(&args.data.data_dir, &args.log, &target, until).await?;
+    let report = build_at(&args.data.data_dir, &args.log, &target, &want).await?;
+    eprintln!("{}", report.summary());
     let index = ObjectIndex::open_read_only(&target)?;
     print(&index, &args)
 }
 
-/// Rebuild the index as of `until` into `target`, with a progress bar on a terminal.
-async fn rebuild_at(
+/// Build the index as of `want` into `target`, with a progress bar on a terminal.
+async fn build_at(
     data_dir: &std::path::Path,
     log: &LogArgs,
     target: &std::path::Path,
-    until: i64,
-) -> anyhow::Result<tidemark_core::rebuild::RebuildStats> {
+    want: &AsOf,
+) -> anyhow::Result<AsOfReport> {
     let offline = open_offline(&log.choice(), data_dir, log.schema_registry.as_deref()).await?;
     let Some(codec) = offline.codec.clone() else {
         bail!("{} has no object events", data_dir.display());
@@ -70,11 +109,11 @@ async fn rebuild_at(
         ProgressStyle::with_template("replaying {bar:40} {pos}/{len} events ({per_sec})")
             .expect("progress template"),
     );
-    let stats = tidemark_core::rebuild::rebuild_index_until(
+    let report = tidemark_replay::state::index_at(
         offline.log.log.clone(),
         codec,
         target,
-        Some(until),
+        want,
         |done, total| {
             bar.set_length(total);
             bar.set_position(done);
@@ -82,7 +121,7 @@ async fn rebuild_at(
     )
     .await?;
     bar.finish_and_clear();
-    Ok(stats)
+    Ok(report)
 }
 
 fn print(index: &ObjectIndex, args: &LsArgs) -> anyhow::Result<()> {
@@ -146,25 +185,34 @@ pub struct RebuildArgs {
     /// Works while the server runs.
     #[arg(long)]
     into: Option<PathBuf>,
-    /// The index as it was at this instant (RFC 3339; log append time): built from the events
-    /// appended at or before it. Needs --into.
-    #[arg(long, value_name = "RFC3339", requires = "into")]
+    /// The index as it was at this instant (RFC 3339, `-2h`, `14:00`, `now`; log append time
+    /// unless --time event): replayed from the log start, so it holds each key's history too
+    /// (no snapshot is used). Needs --into.
+    #[arg(long, value_name = "INSTANT", requires = "into")]
     at: Option<String>,
+    #[command(flatten)]
+    time: TimeArgs,
 }
 
 pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     let data_dir = &args.data.data_dir;
     if let (Some(at), Some(dir)) = (&args.at, &args.into) {
-        let until = parse_at(at)?;
+        let want = AsOf {
+            at: parse_at(at)?,
+            clock: args.time.clock(),
+            snapshots: None,
+            history: true,
+        };
         let target = index_path(dir);
         std::fs::create_dir_all(target.parent().expect("parent"))
             .with_context(|| format!("create {}", dir.display()))?;
-        let stats = rebuild_at(data_dir, &args.log, &target, until).await?;
+        let report = build_at(data_dir, &args.log, &target, &want).await?;
         println!(
-            "rebuilt {} as of {at} from {} events in {:.2}s",
+            "rebuilt {} as of {at} ({} time) from {} events in {:.2}s",
             target.display(),
-            stats.records,
-            stats.elapsed.as_secs_f64()
+            want.clock.as_str(),
+            report.replayed,
+            report.elapsed.as_secs_f64()
         );
         return Ok(());
     }

@@ -129,3 +129,18 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
         format!("no route for {uri}; see the README for the API"),
     )
 }
+
+impl From<tidemark_replay::Error> for ApiError {
+    fn from(e: tidemark_replay::Error) -> Self {
+        match e {
+            tidemark_replay::Error::Invalid { field, message } => {
+                ApiError::field(StatusCode::BAD_REQUEST, &field, message)
+            }
+            tidemark_replay::Error::NotFound(m) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", m)
+            }
+            tidemark_replay::Error::Core(core) => core.into(),
+            tidemark_replay::Error::Sinks(sinks) => sinks.into(),
+        }
+    }
+}

@@ -3,14 +3,18 @@
 //! # Layout
 //! - `mutations.rs`: `POST /v1/mutations`.
 //! - `objects.rs`: `GET /v1/objects`, `GET /v1/objects/{bucket}/{key}`.
+//! - `content.rs`: `PUT`/`GET /v1/content/{bucket}/{key}` (object bytes), blob GC.
+//! - `restores.rs`: `/v1/restores/...` (restore a bucket to an instant: plan, job, cancel).
 //! - `registry.rs`: the Confluent-compatible schema registry paths.
 //! - `rules.rs`: `POST /v1/rules/test`.
 //! - `status.rs`: `/healthz`, `GET /v1/log`.
 //! - `subscriptions.rs`: `/v1/subscriptions/...` (status, dead letters, redrive, invocations).
 //! - `filters.rs`: `/v1/filters/...` (upload, versions, delete, test).
+//! - `replays.rs`: `/v1/replays/...` (re-delivery jobs).
 //! - `metrics.rs`: `/metrics` (Prometheus text).
 //! - `error.rs`: how errors become responses.
 
+mod content;
 mod error;
 mod filters;
 mod forward;
@@ -18,6 +22,8 @@ mod metrics;
 mod mutations;
 mod objects;
 mod registry;
+mod replays;
+mod restores;
 mod rules;
 mod status;
 mod subscriptions;
@@ -38,6 +44,8 @@ use crate::node::Node;
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_batch: usize,
+    /// Largest object body `PUT /v1/content` stores.
+    pub max_object_bytes: u64,
 }
 
 pub struct AppState {
@@ -58,6 +66,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/mutations", post(mutations::post))
         .route("/v1/objects", get(objects::list))
         .route("/v1/objects/{bucket}/{*key}", get(objects::get))
+        // Streamed and capped by --max-object-bytes, not by the JSON body limit.
+        .route(
+            "/v1/content/{bucket}/{*key}",
+            get(content::get)
+                .put(content::put)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/admin/blobs/gc", post(content::gc))
+        .route("/v1/restores", post(restores::create).get(restores::list))
+        .route("/v1/restores/{id}", get(restores::get))
+        .route("/v1/restores/{id}/cancel", post(restores::cancel))
         .route("/v1/rules/test", post(rules::test))
         .route(
             "/v1/subscriptions",
@@ -94,6 +113,9 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .layer(DefaultBodyLimit::max(max_module + 1)),
         )
         .route("/v1/filters/{name}/test", post(filters::test))
+        .route("/v1/replays", post(replays::create).get(replays::list))
+        .route("/v1/replays/{id}", get(replays::get))
+        .route("/v1/replays/{id}/cancel", post(replays::cancel))
         .route("/metrics", get(metrics::metrics))
         .merge(registry::routes())
         .fallback(error::not_found)

@@ -32,19 +32,7 @@ pub async fn post(
         }
         api
     })?;
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let ctx = RequestContext {
-        requester: header("x-tidemark-requester"),
-        source_ip: header("x-forwarded-for")
-            .and_then(|v| v.split(',').next().map(|s| s.trim().to_string()))
-            .or_else(|| Some(peer.ip().to_string())),
-        request_id: header("x-request-id"),
-    };
+    let ctx = request_context(&headers, peer);
     // A forwarded request is applied here or refused per mutation, never forwarded again.
     let results = match &app.node.routes {
         Some(routes) if !headers.contains_key(FORWARDED) => {
@@ -66,6 +54,23 @@ pub async fn post(
         ));
     }
     Ok(Json(Response { results }))
+}
+
+/// Who is asking, from the request's headers (and the peer when no proxy says otherwise).
+pub fn request_context(headers: &HeaderMap, peer: std::net::SocketAddr) -> RequestContext {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    RequestContext {
+        requester: header("x-tidemark-requester"),
+        source_ip: header("x-forwarded-for")
+            .and_then(|v| v.split(',').next().map(|s| s.trim().to_string()))
+            .or_else(|| Some(peer.ip().to_string())),
+        request_id: header("x-request-id"),
+    }
 }
 
 #[derive(Serialize)]

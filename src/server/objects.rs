@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tidemark_core::blocking::blocking;
 use tidemark_core::index::Listed;
+use tidemark_replay::state::{AsOf, Clock, index_at};
 
 use super::State;
 use super::error::ApiError;
@@ -42,8 +43,10 @@ pub struct ListQuery {
     after: Option<String>,
     #[serde(default)]
     consistency: Consistency,
-    /// The objects as they were at this instant (RFC 3339, log append time).
+    /// The objects as they were at this instant (RFC 3339, `-2h`, `14:00`, `now`).
     at: Option<String>,
+    /// The clock of `at`: `append` (log append time, the default) or `event` (event_time).
+    time: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -56,7 +59,7 @@ pub struct GetQuery {
 }
 
 /// Wait for the index per `consistency`; returns how many records it still lags behind.
-async fn catch_up(app: &AppState, consistency: Consistency) -> Result<u64, ApiError> {
+pub(super) async fn catch_up(app: &AppState, consistency: Consistency) -> Result<u64, ApiError> {
     let m = &app.node.materializer;
     if consistency == Consistency::Strong {
         let targets = m.log_ends().await?;
@@ -104,31 +107,48 @@ pub async fn list(
             "needs a bucket",
         ));
     }
-    // As of an instant: an index rebuilt from the log up to it, for this request. (Until
-    // snapshots exist this replays the log from its start.)
-    let (index, lag, _scratch) = match &q.at {
+    let clock = match (&q.time, &q.at) {
+        (Some(_), None) => {
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "time",
+                "needs at (the instant it is the clock of)",
+            ));
+        }
+        (Some(t), Some(_)) => Clock::parse("time", t)?,
+        (None, _) => Clock::Append,
+    };
+    // As of an instant: an index built for this request, from this node's newest snapshot
+    // before it plus the events after that.
+    let (index, lag, as_of, _scratch) = match &q.at {
         Some(at) => {
-            let until = tidemark_core::time::parse_past_us(at)
-                .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "at", e))?;
+            let want = AsOf {
+                at: tidemark_core::time::parse_past_us(at)
+                    .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "at", e))?,
+                clock,
+                snapshots: Some(app.node.snapshot_dir.clone()),
+                history: false,
+            };
             let scratch = tempfile::tempdir().map_err(|e| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             })?;
             let path = scratch.path().join("objects.redb");
-            tidemark_core::rebuild::rebuild_index_until(
+            let report = index_at(
                 app.node.log.log.clone(),
                 app.node.codec(),
                 &path,
-                Some(until),
+                &want,
                 |_, _| {},
             )
             .await?;
             let index =
                 std::sync::Arc::new(tidemark_core::index::ObjectIndex::open_read_only(&path)?);
-            (index, 0, Some(scratch))
+            (index, 0, Some(report.to_json()), Some(scratch))
         }
         None => (
             app.node.index.clone(),
             catch_up(&app, q.consistency).await?,
+            None,
             None,
         ),
     };
@@ -143,10 +163,14 @@ pub async fn list(
             format!("{}/{}", last.bucket, last.key)
         }
     });
-    let body = json!({
+    let mut body = json!({
         "objects": objects.iter().map(object_json).collect::<Vec<_>>(),
         "next_after": next_after,
     });
+    if let Some(as_of) = as_of {
+        // How the state was built: the snapshot loaded (if any) and the events replayed.
+        body["as_of"] = as_of;
+    }
     Ok(with_lag(body, lag))
 }
 

@@ -195,6 +195,12 @@ impl Materializer {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// Next offset the index will apply, per partition, updated as each commit lands (index
+    /// snapshots are taken every so many applied events).
+    pub fn subscribe_applied(&self) -> watch::Receiver<BTreeMap<u32, u64>> {
+        self.applied.subscribe()
+    }
+
     /// Records durable in the log but not yet in the index.
     pub async fn lag(&self) -> Result<u64> {
         let applied = self.applied.borrow().clone();

@@ -5,9 +5,11 @@
 //! The database runs in redb's single-writer mode: the server writes, and offline tools
 //! (`tidemark state ls --data-dir`) read it at the same time.
 
+mod head_rows;
 mod materializer;
 mod rows;
 
+pub use head_rows::{HeadRows, head_row};
 pub use materializer::Materializer;
 pub use rows::{HistoryBlocks, HistoryEntry, history_body};
 
@@ -351,6 +353,15 @@ impl ObjectIndex {
 
     /// A key's history, oldest first (empty for a key never seen).
     pub fn history(&self, bucket: &str, key: &str) -> Result<Vec<HistoryEntry>> {
+        Ok(self
+            .history_at(bucket, key)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    /// [`Self::history`] with where each event is in the log (to read an old version's event).
+    pub fn history_at(&self, bucket: &str, key: &str) -> Result<Vec<(Position, HistoryEntry)>> {
         let txn = self.read()?;
         let objects = txn
             .open_table(OBJECTS)
@@ -397,7 +408,11 @@ impl ObjectIndex {
                     "index history of {k} loops at offset {offset}; rebuild the index (tidemark state rebuild)"
                 )));
             }
-            out.push(block[i].2.clone());
+            let at_log = Position {
+                partition: last.partition,
+                offset,
+            };
+            out.push((at_log, block[i].2.clone()));
         }
         out.reverse();
         Ok(out)

@@ -11,7 +11,7 @@ use crate::{Error, Result};
 
 const FORMAT: u8 = 1;
 
-fn check_format(bytes: &[u8], what: &str) -> Result<()> {
+pub(super) fn check_format(bytes: &[u8], what: &str) -> Result<()> {
     match bytes.first() {
         Some(&FORMAT) => Ok(()),
         other => Err(Error::Corrupt(format!(

@@ -295,6 +295,16 @@ impl Ingestor {
     pub fn key_count(&self) -> usize {
         self.heads.lock().unwrap().len()
     }
+
+    /// A key's head as ingest knows it this moment (ahead of the index, which may lag);
+    /// `None` for a key never written.
+    pub fn head(&self, bucket: &str, key: &str) -> Option<Head> {
+        self.heads
+            .lock()
+            .unwrap()
+            .get(&log_key(bucket, key))
+            .cloned()
+    }
 }
 
 /// Every key's head: the index's (heads and applied offsets read in one transaction), then

@@ -9,6 +9,7 @@
 //! - `dead_letters.rs`: the persisted dead-letter queue.
 //! - `stats.rs`: counters behind status and metrics.
 //! - `runner.rs`: one subscription: its consumer group membership and partition workers.
+//! - `replay.rs`: re-delivering offset ranges beside the live delivery (replay jobs).
 //!
 //! Each subscription runs in its own tasks with its own in-flight limit, and waits only on its
 //! own endpoint's circuit, so a slow or failing subscription never stalls another.
@@ -18,6 +19,7 @@ pub mod dead_letters;
 mod filtering;
 mod partition;
 mod redrive;
+pub mod replay;
 mod retry;
 mod runner;
 pub mod stats;
@@ -25,6 +27,7 @@ pub mod stats;
 pub use circuit::Circuits;
 pub use dead_letters::{DEAD_LETTERS_TOPIC, DeadLetter, DeadLetters};
 pub(crate) use partition::{dead_letter_failures, read, start_offset};
+pub use replay::{DryRun, Replay, ReplayProgress};
 
 /// How lake workers hold the run's shared state.
 pub(crate) type RunCtxRef = Arc<RunCtx>;
@@ -67,6 +70,8 @@ pub(crate) struct RunCtx {
     pub filters: Arc<tidemark_plugins::Filters>,
     /// A lake subscription's settings: its partitions are written by lake workers.
     pub lake: Option<Arc<crate::lake::Lake>>,
+    /// Set when this run re-delivers a range for a replay job (its position is not kept).
+    pub replay: Option<Arc<replay::ReplayMark>>,
 }
 
 struct Running {
@@ -250,6 +255,7 @@ impl Engine {
             ..Default::default()
         };
         Ok(RunCtx {
+            replay: None,
             lake,
             filters: self.subscriptions.filters().clone(),
             name: sub.name().to_string(),

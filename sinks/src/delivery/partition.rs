@@ -67,14 +67,20 @@ pub(crate) async fn start_offset(ctx: &RunCtx, partition: u32) -> tidemark_core:
     Ok(from)
 }
 
+/// Read `partition` from `next` and hand over what matches, up to `end` (exclusive; `None`:
+/// follow the log for ever). Returns, closing `out`, once `end` is reached.
 pub(crate) async fn read(
     ctx: Arc<RunCtx>,
     partition: u32,
     mut next: u64,
+    end: Option<u64>,
     out: mpsc::Sender<Chunk>,
 ) {
     let mut filtering = Filtering::new(&ctx);
     loop {
+        if end.is_some_and(|end| next >= end) {
+            return;
+        }
         if let Some(f) = &mut filtering
             && f.prepare(&ctx).await.is_err()
         {
@@ -88,7 +94,7 @@ pub(crate) async fn read(
                 OBJECTS_TOPIC,
                 partition,
                 next,
-                512,
+                end.map_or(512, |end| (end - next).min(512) as usize),
                 Duration::from_millis(500),
             )
             .await
@@ -219,6 +225,9 @@ impl Dispatch {
     fn spawn(&mut self, batch: Vec<Arc<Delivery>>) {
         let ctx = self.ctx.clone();
         self.running.push(Box::pin(async move {
+            if let Some(pace) = ctx.replay.as_ref().and_then(|r| r.pace.as_ref()) {
+                pace.wait(batch.len()).await;
+            }
             let outcome = retry::deliver(&ctx, &batch).await;
             (batch, outcome)
         }));
@@ -274,7 +283,8 @@ impl Dispatch {
 
     async fn commit(&mut self) {
         let point = self.safe_point();
-        if point <= self.committed {
+        // A replay never moves the subscription's position.
+        if point <= self.committed || self.ctx.replay.is_some() {
             return;
         }
         match self
@@ -357,8 +367,20 @@ pub async fn run(
             }
         }
     };
+    deliver(ctx, partition, from, None, stop).await
+}
+
+/// Deliver `partition` from `from` until `stop`, the endpoint is gone, or (with an `end`)
+/// everything before `end` is done. Returns the 410 message when the endpoint is gone.
+pub(crate) async fn deliver(
+    ctx: Arc<RunCtx>,
+    partition: u32,
+    from: u64,
+    end: Option<u64>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<String> {
     let (tx, mut rx) = mpsc::channel(4);
-    let reader = tokio::spawn(read(ctx.clone(), partition, from, tx));
+    let reader = tokio::spawn(read(ctx.clone(), partition, from, end, tx));
     let cap = (ctx.spec.delivery.max_in_flight * 16)
         .max(ctx.spec.batch.max_events * 4)
         .max(1024);
@@ -377,13 +399,22 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let live = ctx.stats.live_position(partition);
     let mut gone = None;
+    let mut read_all = false;
     while !*stop.borrow() && gone.is_none() {
         live.store(d.safe_point(), std::sync::atomic::Ordering::Relaxed);
+        if read_all && d.pending.is_empty() {
+            break;
+        }
         let due = d.start();
-        let room = d.pending.len() < cap;
+        let room = d.pending.len() < cap && !read_all;
         tokio::select! {
             chunk = rx.recv(), if room => {
-                let Some(mut chunk) = chunk else { break };
+                let Some(mut chunk) = chunk else {
+                    // The reader stops by itself only at a bounded range's end.
+                    if end.is_none() { break }
+                    read_all = true;
+                    continue;
+                };
                 dead_letter_failures(&ctx, partition, &mut chunk).await;
                 for delivery in chunk.deliveries {
                     d.take(delivery);

@@ -144,8 +144,13 @@ pub async fn deliver(ctx: &RunCtx, batch: &[Arc<Delivery>]) -> Outcome {
         status,
     } = &outcome
     {
+        // A replay's dead letters say which job gave up on them.
+        let error = match &ctx.replay {
+            Some(r) => format!("replay {}: {error}", r.id),
+            None => error.clone(),
+        };
         for d in batch {
-            let letter = DeadLetter::new(&ctx.name, d, *attempts, error, *status);
+            let letter = DeadLetter::new(&ctx.name, d, *attempts, &error, *status);
             store_dead_letter(ctx, &letter).await;
         }
         ctx.stats

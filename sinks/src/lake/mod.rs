@@ -8,11 +8,13 @@
 //! - `writer.rs`: segments of the log and their files; the exactly-once argument is there.
 //! - `files.rs`: committing a file atomically in a local directory.
 //! - `s3.rs`: committing a file with one PUT on an S3-compatible service.
+//! - `backfill.rs`: rewriting a range's missing files (a replay of a lake subscription).
 //!
 //! Each log partition of a lake subscription has one worker (`run`): it reads the
 //! partition like any subscription (rules, filter, dead letters for what cannot be read),
 //! feeds the segment writer, writes closed segments, and only then commits the position.
 
+mod backfill;
 pub mod columns;
 pub mod encode;
 mod files;
@@ -29,6 +31,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::delivery::RunCtxRef;
 use crate::sink::{Delivery, SendError, Sink};
+pub(crate) use backfill::backfill;
 pub use encode::ParquetOptions;
 use files::LocalLake;
 use s3::S3Lake;
@@ -309,7 +312,13 @@ async fn run_once(
         );
     }
     let (tx, mut rx) = mpsc::channel(4);
-    let reader = tokio::spawn(crate::delivery::read(ctx.clone(), partition, from, tx));
+    let reader = tokio::spawn(crate::delivery::read(
+        ctx.clone(),
+        partition,
+        from,
+        None,
+        tx,
+    ));
     let mut w = Writer::new(lake.clone(), from, forced);
     let live = ctx.stats.live_position(partition);
     let mut committed = from;

@@ -232,6 +232,46 @@ impl EmbeddedLog {
         }
     }
 
+    /// Change how long `topic` keeps its records (`None`: for ever); applied by the writer's
+    /// next retention pass, and kept in the topic's metadata.
+    pub fn set_retention(
+        &self,
+        topic: &str,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    ) -> Result<()> {
+        if self.writer.is_none() {
+            return Err(Error::BadInput(
+                "the log is open read-only; retention is set by the server".into(),
+            ));
+        }
+        let mut topics = self.topics.write().unwrap();
+        let old = topics
+            .get(topic)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("topic '{topic}' does not exist")))?;
+        if (old.spec.retention_ms, old.spec.retention_bytes) == (retention_ms, retention_bytes) {
+            return Ok(());
+        }
+        let spec = TopicSpec {
+            retention_ms,
+            retention_bytes,
+            ..old.spec.clone()
+        };
+        let dir = self.root.join(topic);
+        let text = serde_json::to_vec_pretty(&spec).expect("topic spec serializes");
+        write_atomically(&dir, TOPIC_FILE, &text)?;
+        topics.insert(
+            topic.to_string(),
+            Arc::new(Topic {
+                name: old.name.clone(),
+                spec,
+                partitions: old.partitions.clone(),
+            }),
+        );
+        Ok(())
+    }
+
     fn create_topic(&self, name: &str, spec: &TopicSpec) -> Result<Arc<Topic>> {
         validate_name("topic", name)?;
         if spec.partitions == 0 || spec.partitions > 1024 {

@@ -1,0 +1,120 @@
+//! The content store: object bytes kept as blobs named by their SHA-256, so identical content is
+//! stored once however many keys and versions refer to it. Events carry the SHA-256; the blob
+//! holds the bytes.
+//!
+//! Invariants:
+//! - a blob is complete and durable before its name exists: it is written to a temporary file,
+//!   fsynced, then renamed into place; a reader never sees a partial blob;
+//! - uploads stream through constant memory, whatever their size;
+//! - garbage collection removes a blob only when no event still in the log refers to it and it
+//!   is older than a grace period, so content whose event is being appended is kept.
+//!
+//! # Layout
+//! - `disk.rs`: [`DiskBlobs`], blobs as files under `<data-dir>/blobs/`.
+//! - `gc.rs`: the SHA-256 the retained log refers to, and collecting the rest.
+//! - `tests.rs`: the contract every [`BlobStore`] keeps, run against each implementation.
+
+mod disk;
+mod gc;
+#[cfg(test)]
+mod tests;
+
+pub use disk::DiskBlobs;
+pub use gc::{collect_garbage, collect_periodically, referenced};
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+
+use crate::{Error, Result};
+
+/// Bytes as they arrive from a client or leave for one.
+pub type ByteStream<'a> = BoxStream<'a, std::io::Result<Bytes>>;
+
+/// A blob just stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBlob {
+    /// Lower-case hex; the blob's name.
+    pub sha256: String,
+    /// Lower-case hex MD5 of the bytes: the ETag S3 gives a single-part upload.
+    pub md5: String,
+    pub size: u64,
+    /// The same content was stored already; this upload added nothing.
+    pub deduplicated: bool,
+}
+
+/// A blob being read.
+pub struct Blob {
+    /// Size of the whole blob (a ranged read returns less).
+    pub size: u64,
+    pub body: ByteStream<'static>,
+}
+
+/// What a garbage collection did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct GcStats {
+    /// Blobs left in place: referenced, or younger than the grace period.
+    pub kept: u64,
+    pub removed: u64,
+    pub bytes_freed: u64,
+}
+
+/// Where object content is kept. The seam for other backends (an object store); each one runs
+/// the contract suite in `tests.rs`.
+pub trait BlobStore: Send + Sync + 'static {
+    /// Store `body`, computing its SHA-256 and MD5 as it streams. More than `max_bytes` is
+    /// refused with [`Error::Invalid`] on field `body`, and nothing is kept.
+    fn put<'a>(&'a self, body: ByteStream<'a>, max_bytes: u64)
+    -> BoxFuture<'a, Result<StoredBlob>>;
+
+    /// The blob's bytes (only `range` of them if given), or `None` when it is not held.
+    fn read<'a>(
+        &'a self,
+        sha256: &'a str,
+        range: Option<Range<u64>>,
+    ) -> BoxFuture<'a, Result<Option<Blob>>>;
+
+    /// Whether the blob is held. Blocking (one file lookup).
+    fn exists(&self, sha256: &str) -> Result<bool>;
+
+    /// Remove every blob not in `referenced` that is older than `grace`. Blocking: run it off
+    /// the async threads.
+    fn gc(&self, referenced: &HashSet<String>, grace: Duration) -> Result<GcStats>;
+}
+
+/// A SHA-256 as blobs are named: 64 lower-case hex characters (anything else could name a
+/// path outside the store).
+pub fn validate_sha256(sha256: &str) -> Result<()> {
+    if is_sha256(sha256) {
+        Ok(())
+    } else {
+        Err(Error::BadInput(format!(
+            "'{sha256}' is not a SHA-256: expected 64 lower-case hex characters"
+        )))
+    }
+}
+
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// The id of a new version of stored content (an upload, a restored version): time-ordered
+/// and unique, like the event ids.
+pub fn new_version_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}

@@ -1,0 +1,169 @@
+//! The contract of a [`BlobStore`], run against every implementation, and what the disk store
+//! adds (one file per content, no leftovers).
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+/// `total` bytes of a repeating pattern, in chunks of `chunk`.
+fn pattern(total: usize, chunk: usize) -> (Vec<u8>, ByteStream<'static>) {
+    let bytes: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
+    let chunks: Vec<std::io::Result<Bytes>> = bytes
+        .chunks(chunk)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    (bytes, futures::stream::iter(chunks).boxed())
+}
+
+fn once(bytes: &'static [u8]) -> ByteStream<'static> {
+    futures::stream::iter([Ok(Bytes::from_static(bytes))]).boxed()
+}
+
+async fn read_all(store: &dyn BlobStore, sha: &str, range: Option<Range<u64>>) -> Vec<u8> {
+    let blob = store.read(sha, range).await.unwrap().expect("blob held");
+    let chunks: Vec<_> = blob.body.collect().await;
+    chunks.into_iter().flat_map(|c| c.unwrap()).collect()
+}
+
+/// What every store must do.
+async fn contract(store: &dyn BlobStore) {
+    // Streams in many chunks; names the content by its SHA-256; MD5 as S3's ETag.
+    let (bytes, body) = pattern(3 << 20, 64 << 10);
+    let stored = store.put(body, 1 << 30).await.unwrap();
+    assert_eq!(stored.sha256, hex(&Sha256::digest(&bytes)));
+    assert_eq!(stored.size, bytes.len() as u64);
+    assert!(!stored.deduplicated);
+    assert_eq!(read_all(store, &stored.sha256, None).await, bytes);
+    assert_eq!(
+        read_all(store, &stored.sha256, Some(1000..300_000)).await,
+        &bytes[1000..300_000]
+    );
+    assert!(store.exists(&stored.sha256).unwrap());
+
+    let hello = store.put(once(b"hello"), 5).await.unwrap();
+    assert_eq!(hello.md5, "5d41402abc4b2a76b9719d911017c592");
+    let again = store.put(once(b"hello"), 5).await.unwrap();
+    assert_eq!(
+        (again.sha256.as_str(), again.deduplicated),
+        (hello.sha256.as_str(), true)
+    );
+
+    let empty = store
+        .put(futures::stream::empty().boxed(), 0)
+        .await
+        .unwrap();
+    assert_eq!(empty.md5, "d41d8cd98f00b204e9800998ecf8427e");
+    assert!(read_all(store, &empty.sha256, None).await.is_empty());
+
+    // Refusals name the problem and keep nothing.
+    let absent = hex(&Sha256::digest(b"never stored"));
+    assert!(store.read(&absent, None).await.unwrap().is_none());
+    assert!(!store.exists(&absent).unwrap());
+    let e = store.read("../../etc/passwd", None).await.err().unwrap();
+    assert!(e.to_string().contains("not a SHA-256"), "{e}");
+    let e = store.read(&hello.sha256, Some(2..9)).await.err().unwrap();
+    assert!(e.to_string().contains("outside the blob's 5 bytes"), "{e}");
+    let (_, big) = pattern(100_000, 1000);
+    match store.put(big, 99_999).await {
+        Err(Error::Invalid { field, message }) => {
+            assert_eq!(field, "body");
+            assert!(message.contains("99999 bytes"), "{message}");
+        }
+        other => panic!("oversized upload: {other:?}"),
+    }
+    let broken = futures::stream::iter([
+        Ok(Bytes::from_static(b"partial")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        )),
+    ])
+    .boxed();
+    let e = store.put(broken, 100).await.unwrap_err();
+    assert!(e.to_string().contains("broke off after 7 bytes"), "{e}");
+    assert!(!store.exists(&hex(&Sha256::digest(b"partial"))).unwrap());
+
+    // GC keeps what is referenced and what is young; removes the rest.
+    let keep: HashSet<String> = [stored.sha256.clone()].into();
+    let young = store.gc(&keep, Duration::from_secs(3600)).unwrap();
+    assert_eq!((young.kept, young.removed), (3, 0));
+    let swept = store.gc(&keep, Duration::ZERO).unwrap();
+    assert_eq!((swept.kept, swept.removed, swept.bytes_freed), (1, 2, 5));
+    assert!(store.exists(&stored.sha256).unwrap());
+    assert!(!store.exists(&hello.sha256).unwrap());
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn disk_store_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskBlobs::open(dir.path()).unwrap();
+    contract(&store).await;
+    // What is left: the one referenced blob, in its fan-out directory; no upload leftovers.
+    let kept = hex(&Sha256::digest(pattern(3 << 20, 1 << 20).0));
+    assert_eq!(files_under(dir.path()), vec![store.path_of(&kept)]);
+}
+
+#[tokio::test]
+async fn identical_content_is_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskBlobs::open(dir.path()).unwrap();
+    let a = store.put(once(b"same bytes"), 100).await.unwrap();
+    let b = store.put(once(b"same bytes"), 100).await.unwrap();
+    assert_eq!(a.sha256, b.sha256);
+    assert_eq!(files_under(dir.path()), vec![store.path_of(&a.sha256)]);
+}
+
+#[tokio::test]
+async fn abandoned_and_crashed_uploads_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskBlobs::open(dir.path()).unwrap();
+    // A client that sends a little and then goes quiet; its request is dropped.
+    let stalled = futures::stream::iter([Ok(Bytes::from_static(b"first chunk"))])
+        .chain(futures::stream::pending())
+        .boxed();
+    let put = tokio::time::timeout(Duration::from_millis(100), store.put(stalled, 100)).await;
+    assert!(put.is_err(), "the upload cannot finish");
+    assert!(files_under(dir.path()).is_empty());
+    // A crash leaves a part file behind; opening the store removes it.
+    std::fs::write(dir.path().join("tmp").join("x.part"), b"torn").unwrap();
+    drop(DiskBlobs::open(dir.path()).unwrap());
+    assert!(files_under(dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_reupload_refreshes_a_blob_gc_was_about_to_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskBlobs::open(dir.path()).unwrap();
+    let a = store.put(once(b"old content"), 100).await.unwrap();
+    let old = SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .append(true)
+        .open(store.path_of(&a.sha256))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    // Uploaded again (its event not yet in the log): GC with a grace period leaves it alone.
+    store.put(once(b"old content"), 100).await.unwrap();
+    let stats = store
+        .gc(&HashSet::new(), Duration::from_secs(3600))
+        .unwrap();
+    assert_eq!((stats.kept, stats.removed), (1, 0));
+}

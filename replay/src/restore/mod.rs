@@ -1,0 +1,216 @@
+//! `tidemark restore` / `POST /v1/restores`: bring a bucket (or a prefix of it) back to what it
+//! was at an instant by appending compensating mutations: objects deleted since are recreated
+//! with their content then, overwritten ones reverted, new ones deleted, metadata and tags set
+//! back. Nothing is rewritten: the log keeps the history, restore included, and every
+//! compensating event names the restore job in its request id.
+//!
+//! Content comes from the blob store; an object whose content then is no longer held is
+//! reported per key and left alone.
+//!
+//! # Layout
+//! - `plan.rs`: the difference between now and then, as actions per key.
+//! - `apply.rs`: the compensating mutations, in batches, with progress and cancel.
+
+mod apply;
+mod plan;
+#[cfg(test)]
+mod tests;
+
+pub use apply::{REQUESTER, apply};
+pub use plan::{Action, Plan, Step, Unavailable, looks_the_same, plan};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tidemark_core::blobs::BlobStore;
+use tidemark_core::blocking::blocking;
+use tidemark_core::codec::EventCodec;
+use tidemark_core::event::ObjectState;
+use tidemark_core::index::{Materializer, ObjectIndex};
+use tidemark_core::log::Log;
+use tidemark_core::time::{format_us, parse_past_us};
+use tidemark_core::{Error as CoreError, OBJECTS_TOPIC};
+
+use crate::{Error, Result};
+
+/// How long planning waits for the index to apply everything already in the log.
+const CATCH_UP: Duration = Duration::from_secs(30);
+/// Objects per page read from an index.
+const PAGE: usize = 10_000;
+
+/// `POST /v1/restores`, as sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    bucket: Option<String>,
+    at: Option<String>,
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// A restore request, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    pub bucket: String,
+    pub prefix: String,
+    /// The instant, µs (log append time).
+    pub at: i64,
+    pub dry_run: bool,
+}
+
+impl RestoreRequest {
+    /// Check every field (no I/O); errors name the field.
+    pub fn validate(self) -> Result<Restore> {
+        let bucket = self
+            .bucket
+            .ok_or_else(|| Error::invalid("bucket", "is required: the bucket to restore"))?;
+        tidemark_core::ingest::validate_bucket(&bucket).map_err(|m| Error::invalid("bucket", m))?;
+        let at = self.at.ok_or_else(|| {
+            Error::invalid(
+                "at",
+                "is required: the instant to restore to (RFC 3339, 14:00, or -2h)",
+            )
+        })?;
+        let at = parse_past_us(&at).map_err(|m| Error::invalid("at", m))?;
+        if !self.prefix.is_empty() {
+            tidemark_core::ingest::validate_key(&self.prefix)
+                .map_err(|m| Error::invalid("prefix", m))?;
+        }
+        Ok(Restore {
+            bucket,
+            prefix: self.prefix,
+            at,
+            dry_run: self.dry_run,
+        })
+    }
+}
+
+impl Restore {
+    /// The job's spec: the request with its instant resolved (`-2h` means then, not later).
+    pub fn to_json(&self) -> Value {
+        json!({"bucket": self.bucket, "prefix": self.prefix, "at": format_us(self.at)})
+    }
+}
+
+/// What a restore reads: the log, the live index and the content store.
+#[derive(Clone)]
+pub struct Sources {
+    pub log: Arc<dyn Log>,
+    pub codec: Arc<EventCodec>,
+    pub index: Arc<ObjectIndex>,
+    pub materializer: Arc<Materializer>,
+    pub blobs: Arc<dyn BlobStore>,
+}
+
+/// Refuse an instant the log cannot tell the state at: before its first event, or before
+/// what retention removed from any partition.
+pub async fn check_within_log(log: &dyn Log, at: i64) -> Result<()> {
+    let mut first: Option<i64> = None;
+    for p in 0..log.partitions(OBJECTS_TOPIC)? {
+        let range = log.offsets(OBJECTS_TOPIC, p).await?;
+        if range.start == range.end {
+            continue;
+        }
+        let records = log
+            .read(OBJECTS_TOPIC, p, range.start, 1, Duration::from_secs(2))
+            .await?;
+        let Some(oldest) = records.first().map(|r| r.timestamp) else {
+            continue;
+        };
+        if range.start > 0 && at < oldest {
+            return Err(Error::invalid(
+                "at",
+                format!(
+                    "{} is before the oldest event partition {p} still holds ({}): older \
+                     events were removed by retention, so the state then is unknown; choose a \
+                     later instant",
+                    format_us(at),
+                    format_us(oldest)
+                ),
+            ));
+        }
+        first = Some(first.map_or(oldest, |f| f.min(oldest)));
+    }
+    match first {
+        None => Err(Error::invalid(
+            "at",
+            "the log holds no object events yet: there is no earlier state to restore",
+        )),
+        Some(first) if at < first => Err(Error::invalid(
+            "at",
+            format!(
+                "{} is before the log's first event ({}); choose an instant at or after it",
+                format_us(at),
+                format_us(first)
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// An index as of an instant, in a scratch directory removed with it.
+pub struct IndexAt {
+    pub index: ObjectIndex,
+    _dir: tempfile::TempDir,
+}
+
+/// The index as of `at` (log append time). The one place that decides how it is built.
+pub async fn index_at(log: Arc<dyn Log>, codec: Arc<EventCodec>, at: i64) -> Result<IndexAt> {
+    let dir = tempfile::tempdir()
+        .map_err(|e| CoreError::io("create a scratch directory in", &std::env::temp_dir(), e))?;
+    let path = dir.path().join("objects.redb");
+    tidemark_core::rebuild::rebuild_index_until(log, codec, &path, Some(at), |_, _| {}).await?;
+    Ok(IndexAt {
+        index: ObjectIndex::open_read_only(&path)?,
+        _dir: dir,
+    })
+}
+
+/// The existing objects of `bucket` under `prefix`, by key. Blocking.
+pub fn objects_in(
+    index: &ObjectIndex,
+    bucket: &str,
+    prefix: &str,
+) -> tidemark_core::Result<BTreeMap<String, ObjectState>> {
+    let mut out = BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = index.list(Some(bucket), prefix, after.as_deref(), PAGE)?;
+        let full = page.len() == PAGE;
+        after = page.last().map(|o| o.key.clone());
+        out.extend(page.into_iter().map(|o| (o.key, o.state)));
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+/// Plan `restore` against the index once it has applied everything in the log now.
+pub async fn prepare(sources: &Sources, restore: &Restore) -> Result<Plan> {
+    let m = &sources.materializer;
+    if !m.wait_for(&m.log_ends().await?, CATCH_UP).await {
+        return Err(CoreError::Unavailable(format!(
+            "the index is {} records behind the log; retry once it has caught up",
+            m.lag().await?
+        ))
+        .into());
+    }
+    let then = index_at(sources.log.clone(), sources.codec.clone(), restore.at).await?;
+    let (index, blobs, r) = (
+        sources.index.clone(),
+        sources.blobs.clone(),
+        restore.clone(),
+    );
+    blocking(move || {
+        let now = objects_in(&index, &r.bucket, &r.prefix)?;
+        let old = objects_in(&then.index, &r.bucket, &r.prefix)?;
+        plan(&r.bucket, &now, &old, blobs.as_ref())
+    })
+    .await
+    .map_err(Error::from)
+}

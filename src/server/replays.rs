@@ -1,0 +1,61 @@
+//! `/v1/replays`: re-delivery jobs (start, list, show, cancel).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use serde_json::Value;
+use tidemark_replay::redeliver::{self, ReplayRequest};
+
+use super::State;
+use super::error::{ApiError, parse_json};
+
+pub async fn create(
+    state: State,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: ReplayRequest = parse_json(&body?)?;
+    let node = &state.node;
+    let job = redeliver::start(&node.engine, node.log.log.as_ref(), &node.jobs, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(job.to_json())))
+}
+
+pub async fn list(state: State) -> Json<Value> {
+    let jobs: Vec<Value> = state
+        .node
+        .jobs
+        .list("replay")
+        .iter()
+        .map(|j| j.to_json())
+        .collect();
+    Json(serde_json::json!({ "replays": jobs }))
+}
+
+fn job(state: &State, id: &str) -> Result<std::sync::Arc<tidemark_replay::jobs::Job>, ApiError> {
+    state
+        .node
+        .jobs
+        .get(id)
+        .filter(|j| j.kind == "replay")
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no replay '{id}' on this node; GET /v1/replays lists them"),
+            )
+        })
+}
+
+pub async fn get(state: State, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(job(&state, &id)?.to_json()))
+}
+
+pub async fn cancel(
+    state: State,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let job = job(&state, &id)?;
+    job.cancel();
+    Ok((StatusCode::ACCEPTED, Json(job.to_json())))
+}

@@ -1,0 +1,105 @@
+//! `/v1/restores`: restore a bucket to an instant (plan as a dry run, or run as a job; list,
+//! show, cancel).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use tidemark_replay::jobs::{Job, Jobs};
+use tidemark_replay::restore::{self, RestoreRequest, Sources};
+
+use super::State;
+use super::error::{ApiError, parse_json};
+use crate::node::Node;
+
+const KIND: &str = "restore";
+
+fn sources(node: &Node) -> Sources {
+    Sources {
+        log: node.log.log.clone(),
+        codec: node.codec(),
+        index: node.index.clone(),
+        materializer: node.materializer.clone(),
+        blobs: node.blobs.clone(),
+    }
+}
+
+/// A dry run answers the plan (200); otherwise the restore starts as a job (202). Everything
+/// about the request is checked before either, so a bad one writes nothing.
+pub async fn create(
+    state: State,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: RestoreRequest = parse_json(&body?)?;
+    let restore = req.validate()?;
+    let node = &state.node;
+    restore::check_within_log(node.log.log.as_ref(), restore.at).await?;
+    let sources = sources(node);
+    if restore.dry_run {
+        let plan = restore::prepare(&sources, &restore).await?;
+        let mut body = plan.to_json();
+        let spec = restore.to_json();
+        body["dry_run"] = true.into();
+        for field in ["bucket", "prefix", "at"] {
+            body[field] = spec[field].clone();
+        }
+        return Ok((StatusCode::OK, Json(body)));
+    }
+    let job = Jobs::prepare(KIND, restore.to_json());
+    let ingestor = node.ingestor.clone();
+    let me = job.clone();
+    let work = async move {
+        me.set_detail(json!({"phase": "planning"}));
+        let plan = restore::prepare(&sources, &restore)
+            .await
+            .map_err(|e| e.to_string())?;
+        restore::apply(&plan, &ingestor, &me)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let job = node.jobs.run(job, work);
+    Ok((StatusCode::ACCEPTED, Json(job.to_json())))
+}
+
+pub async fn list(state: State) -> Json<Value> {
+    let jobs: Vec<Value> = state
+        .node
+        .jobs
+        .list(KIND)
+        .iter()
+        .map(|j| j.to_json())
+        .collect();
+    Json(json!({ "restores": jobs }))
+}
+
+fn job(state: &State, id: &str) -> Result<Arc<Job>, ApiError> {
+    state
+        .node
+        .jobs
+        .get(id)
+        .filter(|j| j.kind == KIND)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no restore '{id}' on this node; GET /v1/restores lists them"),
+            )
+        })
+}
+
+pub async fn get(state: State, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(job(&state, &id)?.to_json()))
+}
+
+pub async fn cancel(
+    state: State,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let job = job(&state, &id)?;
+    job.cancel();
+    Ok((StatusCode::ACCEPTED, Json(job.to_json())))
+}
