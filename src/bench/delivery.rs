@@ -220,11 +220,14 @@ pub(super) async fn write_events(api: &str, from: usize, n: usize) -> anyhow::Re
     Ok(())
 }
 
-pub async fn run(args: DeliveryArgs) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+/// A server in this process on a fresh data directory in `dir`, sending to loopback; returns
+/// its API's URL once it answers.
+pub(super) async fn start_server(
+    dir: &std::path::Path,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<anyhow::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let mut serve = ServeArgs::new(dir.path().to_path_buf(), addr);
+    let mut serve = ServeArgs::new(dir.to_path_buf(), addr);
     serve.allow_destinations = vec!["loopback".into()];
     let server = tokio::spawn(crate::cli::serve::run_on(serve, listener));
     let api = format!("http://{addr}");
@@ -237,6 +240,12 @@ pub async fn run(args: DeliveryArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok((api, server))
+}
+
+pub async fn run(args: DeliveryArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (api, server) = start_server(dir.path()).await?;
     let received = Arc::new(Received::default());
     let hook = format!("http://{}/hook", start_receiver(received.clone()).await?);
     let connections = args.in_flight * 4;

@@ -11,9 +11,10 @@ use clap::Args;
 use hyper::Method;
 use serde_json::json;
 
-use super::delivery::{Received, call, start_receiver, subscription, wait_events, write_events};
+use super::delivery::{
+    Received, call, start_receiver, start_server, subscription, wait_events, write_events,
+};
 use super::median;
-use crate::cli::ServeArgs;
 
 #[derive(Args)]
 pub struct ReplayArgs {
@@ -30,21 +31,7 @@ pub struct ReplayArgs {
 
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let mut serve = ServeArgs::new(dir.path().to_path_buf(), addr);
-    serve.allow_destinations = vec!["loopback".into()];
-    let server = tokio::spawn(crate::cli::serve::run_on(serve, listener));
-    let api = format!("http://{addr}");
-    for _ in 0..200 {
-        if call(&format!("{api}/healthz"), Method::GET, None)
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (api, server) = start_server(dir.path()).await?;
     let received = Arc::new(Received::default());
     let hook = format!("http://{}/hook", start_receiver(received.clone()).await?);
     let (mut live, mut replayed) = (Vec::new(), Vec::new());

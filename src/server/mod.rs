@@ -18,6 +18,7 @@ mod content;
 mod error;
 mod filters;
 mod forward;
+mod jobs;
 mod metrics;
 mod mutations;
 mod objects;

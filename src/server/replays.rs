@@ -22,40 +22,16 @@ pub async fn create(
 }
 
 pub async fn list(state: State) -> Json<Value> {
-    let jobs: Vec<Value> = state
-        .node
-        .jobs
-        .list("replay")
-        .iter()
-        .map(|j| j.to_json())
-        .collect();
-    Json(serde_json::json!({ "replays": jobs }))
-}
-
-fn job(state: &State, id: &str) -> Result<std::sync::Arc<tidemark_replay::jobs::Job>, ApiError> {
-    state
-        .node
-        .jobs
-        .get(id)
-        .filter(|j| j.kind == "replay")
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no replay '{id}' on this node; GET /v1/replays lists them"),
-            )
-        })
+    super::jobs::list(&state, "replay")
 }
 
 pub async fn get(state: State, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(job(&state, &id)?.to_json()))
+    Ok(Json(super::jobs::find(&state, "replay", &id)?.to_json()))
 }
 
 pub async fn cancel(
     state: State,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let job = job(&state, &id)?;
-    job.cancel();
-    Ok((StatusCode::ACCEPTED, Json(job.to_json())))
+    super::jobs::cancel(&state, "replay", &id)
 }

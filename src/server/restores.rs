@@ -1,15 +1,13 @@
 //! `/v1/restores`: restore a bucket to an instant (plan as a dry run, or run as a job; list,
 //! show, cancel).
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::Path;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use tidemark_replay::jobs::{Job, Jobs};
+use tidemark_replay::jobs::Jobs;
 use tidemark_replay::restore::{self, RestoreRequest, Sources};
 
 use super::State;
@@ -25,6 +23,7 @@ fn sources(node: &Node) -> Sources {
         index: node.index.clone(),
         materializer: node.materializer.clone(),
         blobs: node.blobs.clone(),
+        snapshots: Some(node.snapshot_dir.clone()),
     }
 }
 
@@ -66,40 +65,16 @@ pub async fn create(
 }
 
 pub async fn list(state: State) -> Json<Value> {
-    let jobs: Vec<Value> = state
-        .node
-        .jobs
-        .list(KIND)
-        .iter()
-        .map(|j| j.to_json())
-        .collect();
-    Json(json!({ "restores": jobs }))
-}
-
-fn job(state: &State, id: &str) -> Result<Arc<Job>, ApiError> {
-    state
-        .node
-        .jobs
-        .get(id)
-        .filter(|j| j.kind == KIND)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no restore '{id}' on this node; GET /v1/restores lists them"),
-            )
-        })
+    super::jobs::list(&state, KIND)
 }
 
 pub async fn get(state: State, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(job(&state, &id)?.to_json()))
+    Ok(Json(super::jobs::find(&state, KIND, &id)?.to_json()))
 }
 
 pub async fn cancel(
     state: State,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let job = job(&state, &id)?;
-    job.cancel();
-    Ok((StatusCode::ACCEPTED, Json(job.to_json())))
+    super::jobs::cancel(&state, KIND, &id)
 }

@@ -105,6 +105,8 @@ pub struct Sources {
     pub index: Arc<ObjectIndex>,
     pub materializer: Arc<Materializer>,
     pub blobs: Arc<dyn BlobStore>,
+    /// Index snapshots: the state then is the newest one before it plus the events after.
+    pub snapshots: Option<std::path::PathBuf>,
 }
 
 /// Refuse an instant the log cannot tell the state at: before its first event, or before
@@ -159,12 +161,24 @@ pub struct IndexAt {
     _dir: tempfile::TempDir,
 }
 
-/// The index as of `at` (log append time). The one place that decides how it is built.
-pub async fn index_at(log: Arc<dyn Log>, codec: Arc<EventCodec>, at: i64) -> Result<IndexAt> {
+/// The index as of `at` (log append time): from the newest index snapshot before it, if any,
+/// plus the events appended after the snapshot, up to `at`.
+pub async fn index_at(
+    log: Arc<dyn Log>,
+    codec: Arc<EventCodec>,
+    snapshots: Option<std::path::PathBuf>,
+    at: i64,
+) -> Result<IndexAt> {
     let dir = tempfile::tempdir()
         .map_err(|e| CoreError::io("create a scratch directory in", &std::env::temp_dir(), e))?;
     let path = dir.path().join("objects.redb");
-    tidemark_core::rebuild::rebuild_index_until(log, codec, &path, Some(at), |_, _| {}).await?;
+    let want = crate::state::AsOf {
+        at,
+        clock: crate::state::Clock::Append,
+        snapshots,
+        history: false,
+    };
+    crate::state::index_at(log, codec, &path, &want, |_, _| {}).await?;
     Ok(IndexAt {
         index: ObjectIndex::open_read_only(&path)?,
         _dir: dir,
@@ -200,7 +214,13 @@ pub async fn prepare(sources: &Sources, restore: &Restore) -> Result<Plan> {
         ))
         .into());
     }
-    let then = index_at(sources.log.clone(), sources.codec.clone(), restore.at).await?;
+    let then = index_at(
+        sources.log.clone(),
+        sources.codec.clone(),
+        sources.snapshots.clone(),
+        restore.at,
+    )
+    .await?;
     let (index, blobs, r) = (
         sources.index.clone(),
         sources.blobs.clone(),
