@@ -9,6 +9,7 @@
 mod bench;
 mod cli;
 mod node;
+mod s3;
 mod server;
 
 // glibc's allocator spent a third of the ingest path's time in malloc/free under two threads.

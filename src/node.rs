@@ -6,6 +6,7 @@
 //! <data-dir>/filters/compiled/      precompiled WASM filters (a cache; the modules are on _config)
 //! <data-dir>/snapshots/             index snapshots: the state at an instant starts from them
 //! <data-dir>/blobs/                 object content by SHA-256 (local to this node, also on Kafka)
+//! <data-dir>/ingest/s3-events.redb  source identities of ingested S3 notification records
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -159,6 +160,8 @@ pub struct NodeConfig {
     pub snapshots: tidemark_replay::snapshot::Policy,
     /// When unreferenced content blobs are collected.
     pub blob_gc: BlobGc,
+    /// How long the source identity of an ingested S3 notification record is remembered.
+    pub s3_dedup_window: std::time::Duration,
 }
 
 /// Garbage collection of content blobs.
@@ -197,9 +200,13 @@ pub struct Node {
     pub jobs: Arc<tidemark_replay::jobs::Jobs>,
     /// Where this node's index snapshots are (`?at=` queries start from them).
     pub snapshot_dir: PathBuf,
+    /// Configuration entities on `_config` (S3 buckets, subscriptions, filters).
+    pub catalog: Arc<Catalog>,
     /// Object content, by SHA-256.
     pub blobs: Arc<dyn BlobStore>,
     pub blob_gc: BlobGc,
+    /// Notification records already ingested (`POST /v1/ingest/s3-events`).
+    pub s3_seen: Arc<tidemark_core::ingest::dedup::SeenRecords>,
     /// Background tasks (materializer, ownership); dropping the node stops them.
     _tasks: JoinSet<()>,
 }
@@ -346,7 +353,7 @@ impl Node {
         ));
         let engine = Engine::start(
             Arc::new(Subscriptions::new(
-                catalog,
+                catalog.clone(),
                 log.clone(),
                 cfg.destinations,
                 filters.clone(),
@@ -358,12 +365,17 @@ impl Node {
             tidemark_sinks::client::http_client(cfg.destinations, cfg.webhook_ca_file.as_deref())?,
         );
         Ok(Node {
+            catalog,
             engine,
             filters,
             jobs: Default::default(),
             snapshot_dir,
             blobs,
             blob_gc: cfg.blob_gc,
+            s3_seen: Arc::new(tidemark_core::ingest::dedup::SeenRecords::open(
+                &cfg.data_dir.join("ingest").join("s3-events.redb"),
+                cfg.s3_dedup_window,
+            )?),
             log: open,
             registry,
             codec,

@@ -54,6 +54,7 @@ fn mutation(i: usize, keys: usize, exists: &mut [bool]) -> Mutation {
         tags: (op == Op::Tag).then(|| [("reviewed".to_string(), "yes".to_string())].into()),
         version_id: None,
         event_time: None,
+        event_type: None,
     }
 }
 
@@ -73,6 +74,7 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
         filter_instances: 16,
         filter_defaults: Default::default(),
         filter_maxima: tidemark_plugins::Limits::maxima(),
+        s3_dedup_window: tidemark_core::ingest::dedup::DEFAULT_WINDOW,
         snapshots: tidemark_replay::snapshot::Policy::never(),
         blob_gc: Default::default(),
     })

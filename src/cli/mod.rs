@@ -12,6 +12,7 @@ pub mod serve;
 mod snapshot;
 mod state;
 mod sub;
+mod sync;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -64,6 +65,9 @@ enum Command {
     /// Restore a bucket (or a prefix) to what it was at an instant: compensating mutations
     /// appended as a job on the server; --dry-run shows the plan (Ctrl-C cancels).
     Restore(restore::RestoreArgs),
+    /// Reconcile an external store (a directory) into a bucket: puts for new and changed
+    /// files, deletes for removed ones, as a job on the server; --dry-run shows the counts.
+    Sync(sync::SyncArgs),
     /// Measure Tidemark on this machine (figures in docs/PERFORMANCE.md).
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -216,6 +220,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Filter(cmd) => filter::run(cmd).await,
         Command::Replay(args) => replay::run(args).await,
         Command::Restore(args) => restore::run(args).await,
+        Command::Sync(args) => sync::run(args).await,
         Command::Bench(cmd) => crate::bench::run(cmd).await,
     }
 }

@@ -102,6 +102,20 @@ pub struct ServeArgs {
     /// Unreferenced blobs younger than this are kept: their event may still be on its way.
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
     pub blob_gc_grace_secs: u64,
+    /// Seconds an ingested S3 notification record is remembered, so its redelivery appends
+    /// nothing.
+    #[arg(long, default_value_t = 7 * 24 * 3600, value_name = "SECS")]
+    pub s3_events_dedup_secs: u64,
+    /// Address of the S3-compatible API (path-style requests); off when absent. Needs
+    /// --s3-access-key and --s3-secret-key: every request must be signed with them.
+    #[arg(long, value_name = "ADDR", requires_all = ["s3_access_key", "s3_secret_key"])]
+    pub s3_listen: Option<SocketAddr>,
+    /// Access key id S3 clients sign with.
+    #[arg(long, value_name = "KEY")]
+    pub s3_access_key: Option<String>,
+    /// Secret key S3 clients sign with.
+    #[arg(long, value_name = "SECRET")]
+    pub s3_secret_key: Option<String>,
 }
 
 impl ServeArgs {
@@ -153,6 +167,7 @@ impl ServeArgs {
                     .then(|| std::time::Duration::from_secs(self.blob_gc_interval_secs)),
                 grace: std::time::Duration::from_secs(self.blob_gc_grace_secs),
             },
+            s3_dedup_window: std::time::Duration::from_secs(self.s3_events_dedup_secs),
             origin: Origin {
                 node: Some(self.node_id.clone().unwrap_or_else(host_name)),
                 region: self.region.clone(),
@@ -247,7 +262,32 @@ pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyho
     );
     let log = node.log.clone();
     let engine = node.engine.clone();
-    server::serve(listener, node, limits, shutdown_signal()).await?;
+    let state = server::app_state(node, limits);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let s3 = match args.s3_listen {
+        Some(at) => {
+            let keys = crate::s3::Keys {
+                access: args.s3_access_key.clone().unwrap_or_default(),
+                secret: args.s3_secret_key.clone().unwrap_or_default(),
+            };
+            let s3_listener = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {at} (--s3-listen): {e}"))?;
+            println!("s3 listening on http://{}", s3_listener.local_addr()?);
+            Some(tokio::spawn(crate::s3::serve(
+                s3_listener,
+                state.clone(),
+                keys,
+                stopped,
+            )))
+        }
+        None => None,
+    };
+    server::serve(listener, state, shutdown_signal()).await?;
+    let _ = stop.send(true);
+    if let Some(s3) = s3 {
+        s3.await??;
+    }
     engine.shutdown().await;
     log.close();
     tracing::info!("stopped");

@@ -141,7 +141,9 @@ fn metadata_headers(
     Ok(out)
 }
 
-fn parse_tagging(text: &str) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+pub(crate) fn parse_tagging(
+    text: &str,
+) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
     let mut tags = std::collections::BTreeMap::new();
     for (k, v) in form_urlencoded::parse(text.as_bytes()) {
         if tags.insert(k.to_string(), v.to_string()).is_some() {
@@ -156,7 +158,7 @@ fn parse_tagging(text: &str) -> Result<std::collections::BTreeMap<String, String
 }
 
 /// Append the upload's event, on the node that writes its partition; its event id.
-async fn append(
+pub(crate) async fn append(
     app: &AppState,
     mutation: Mutation,
     ctx: &tidemark_core::ingest::RequestContext,
@@ -249,7 +251,7 @@ pub async fn get(
 }
 
 /// The object as it is now, if it exists.
-async fn current_state(
+pub(crate) async fn current_state(
     app: &AppState,
     bucket: &str,
     key: &str,

@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - `mutations.rs`: `POST /v1/mutations`.
+//! - `ingest_s3.rs`: `POST /v1/ingest/s3-events` (S3 / MinIO event notifications).
+//! - `sync.rs`: `/v1/sync/...` (reconcile a directory into a bucket: job, cancel).
 //! - `objects.rs`: `GET /v1/objects`, `GET /v1/objects/{bucket}/{key}`.
 //! - `content.rs`: `PUT`/`GET /v1/content/{bucket}/{key}` (object bytes), blob GC.
 //! - `restores.rs`: `/v1/restores/...` (restore a bucket to an instant: plan, job, cancel).
@@ -14,20 +16,22 @@
 //! - `metrics.rs`: `/metrics` (Prometheus text).
 //! - `error.rs`: how errors become responses.
 
-mod content;
-mod error;
+pub(crate) mod content;
+pub(crate) mod error;
 mod filters;
 mod forward;
+mod ingest_s3;
 mod jobs;
 mod metrics;
-mod mutations;
-mod objects;
+pub(crate) mod mutations;
+pub(crate) mod objects;
 mod registry;
 mod replays;
 mod restores;
 mod rules;
 mod status;
 mod subscriptions;
+mod sync;
 
 pub use forward::{HttpClient, client as http_client};
 pub use objects::object_json;
@@ -65,6 +69,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(status::healthz))
         .route("/v1/log", get(status::log))
         .route("/v1/mutations", post(mutations::post))
+        .route("/v1/ingest/s3-events", post(ingest_s3::post))
+        .route("/v1/sync", post(sync::create).get(sync::list))
+        .route("/v1/sync/{id}", get(sync::get))
+        .route("/v1/sync/{id}/cancel", post(sync::cancel))
         .route("/v1/objects", get(objects::list))
         .route("/v1/objects/{bucket}/{*key}", get(objects::get))
         // Streamed and capped by --max-object-bytes, not by the JSON body limit.
@@ -124,17 +132,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    node: Node,
-    limits: Limits,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let app = router(Arc::new(AppState {
+/// The state both front ends (this HTTP API and the S3 API) serve from.
+pub fn app_state(node: Node, limits: Limits) -> Arc<AppState> {
+    Arc::new(AppState {
         node,
         limits,
         forwarder: forward::client(),
-    }));
+    })
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(state);
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

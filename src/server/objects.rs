@@ -59,7 +59,7 @@ pub struct GetQuery {
 }
 
 /// Wait for the index per `consistency`; returns how many records it still lags behind.
-pub(super) async fn catch_up(app: &AppState, consistency: Consistency) -> Result<u64, ApiError> {
+pub(crate) async fn catch_up(app: &AppState, consistency: Consistency) -> Result<u64, ApiError> {
     let m = &app.node.materializer;
     if consistency == Consistency::Strong {
         let targets = m.log_ends().await?;

@@ -53,6 +53,8 @@ impl Backend {
 pub struct Server {
     child: Option<Child>,
     pub url: String,
+    /// `http://ADDR` of the S3 API, when started with `--s3-listen`.
+    pub s3_url: Option<String>,
     pub data_dir: PathBuf,
     pub stderr: PathBuf,
 }
@@ -93,12 +95,19 @@ impl Server {
             .expect("start tidemark serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let (s3_tx, s3_rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap().to_string());
-                }
+                let Some(rest) = line.split("listening on ").nth(1) else {
+                    continue;
+                };
+                let url = rest.split_whitespace().next().unwrap().to_string();
+                let _ = if line.starts_with("s3 ") {
+                    s3_tx.send(url)
+                } else {
+                    tx.send(url)
+                };
             }
         });
         let url = match rx.recv_timeout(Duration::from_secs(120)) {
@@ -111,9 +120,15 @@ impl Server {
                 );
             }
         };
+        let s3_url = extra.contains(&"--s3-listen").then(|| {
+            s3_rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("s3 address")
+        });
         let server = Server {
             child: Some(child),
             url,
+            s3_url,
             data_dir: data_dir.to_path_buf(),
             stderr,
         };

@@ -10,10 +10,15 @@
 //! them when several nodes use one Kafka cluster, see `ownership.rs`), so every key has one
 //! writer and its sequence one source.
 
+pub mod dedup;
 mod mutation;
 pub mod ownership;
+pub mod s3_events;
+pub mod sync;
 
-pub use mutation::{BatchLimits, Mutation, Op, parse_batch, validate_bucket, validate_key};
+pub use mutation::{
+    BatchLimits, MAX_KEY_BYTES, MAX_TAGS, Mutation, Op, parse_batch, validate_bucket, validate_key,
+};
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +36,7 @@ use crate::time::now_us;
 use crate::{Error, OBJECTS_TOPIC, Result};
 
 /// Who made a request and from where; copied into every event of the request.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestContext {
     pub requester: Option<String>,
     pub source_ip: Option<String>,
@@ -203,13 +208,7 @@ impl Ingestor {
                 )));
             }
         }
-        let event_type = match m.op {
-            Op::Put => EventType::ObjectCreatedPut,
-            Op::Delete => EventType::ObjectRemovedDelete,
-            Op::Tag => EventType::ObjectTaggingPut,
-            Op::Untag => EventType::ObjectTaggingDelete,
-            Op::Metadata => EventType::ObjectMetadataUpdate,
-        };
+        let event_type = m.event_type.unwrap_or(m.op.event_type());
         let after = match m.op {
             Op::Put => Some(ObjectState {
                 version_id: m.version_id,
@@ -227,7 +226,13 @@ impl Ingestor {
             // Attribute changes keep the version and content; `current` exists (checked above).
             Op::Tag | Op::Untag | Op::Metadata => current.cloned().map(|mut s| {
                 match m.op {
-                    Op::Tag => s.tags = m.tags.unwrap_or_default(),
+                    // No tag set: an S3 `ObjectTagging:Put` notification says tags changed
+                    // but not to what; the event records the change, the tags stay known.
+                    Op::Tag => {
+                        if let Some(tags) = m.tags {
+                            s.tags = tags;
+                        }
+                    }
                     Op::Untag => s.tags.clear(),
                     _ => {
                         s.metadata = m.metadata.unwrap_or_default();
@@ -255,6 +260,53 @@ impl Ingestor {
         event.region = self.origin.region.clone();
         event.node = self.origin.node.clone();
         Ok(event)
+    }
+
+    /// Append a `BucketCreated` / `BucketRemoved` event for `bucket` (key empty); returns once
+    /// it is durable. It goes to the partition of `bucket/` when this node writes it, else to
+    /// the first partition it writes: bucket events change no object, so no key's order
+    /// depends on where they land.
+    pub async fn append_bucket_event(
+        &self,
+        bucket: &str,
+        event_type: EventType,
+        ctx: &RequestContext,
+    ) -> Result<Accepted> {
+        debug_assert!(!event_type.mutates_object());
+        let _outstanding = self.appends.read().await;
+        let partition = {
+            let owned = self.owned.read().unwrap();
+            let home = partition_for(log_key(bucket, "").as_bytes(), self.partitions);
+            match owned.contains(&home) {
+                true => home,
+                false => *owned.first().ok_or_else(|| {
+                    Error::Unavailable("this node writes no partition yet; retry".into())
+                })?,
+            }
+        };
+        let mut event = ObjectEvent::new(
+            Uuid::now_v7(),
+            event_type,
+            now_us(),
+            bucket.to_string(),
+            String::new(),
+            0,
+            None,
+        );
+        event.requester = ctx.requester.clone();
+        event.source_ip = ctx.source_ip.clone();
+        event.request_id = ctx.request_id.clone();
+        event.region = self.origin.region.clone();
+        event.node = self.origin.node.clone();
+        let mut value = Vec::with_capacity(128);
+        self.codec.encode(&event, &mut value);
+        let mut record = NewRecord::new(Bytes::from(log_key(bucket, "")), value);
+        record.partition = Some(partition);
+        let positions = self.log.append(OBJECTS_TOPIC, vec![record]).await?;
+        Ok(Accepted {
+            event_id: event.event_id,
+            position: positions[0],
+        })
     }
 
     /// The partition a key's events go to.

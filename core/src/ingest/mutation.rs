@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::event::StringMap;
+use crate::event::{EventType, StringMap};
 use crate::time::parse_rfc3339_us;
 use crate::{Error, Result};
 
@@ -41,6 +41,34 @@ impl Op {
         }
     }
 
+    /// The event type a mutation of this op appends unless it names a more precise one.
+    pub fn event_type(self) -> EventType {
+        match self {
+            Op::Put => EventType::ObjectCreatedPut,
+            Op::Delete => EventType::ObjectRemovedDelete,
+            Op::Tag => EventType::ObjectTaggingPut,
+            Op::Untag => EventType::ObjectTaggingDelete,
+            Op::Metadata => EventType::ObjectMetadataUpdate,
+        }
+    }
+
+    /// Whether an event of type `t` can record this op (S3 distinguishes how an object was
+    /// created or removed; the state change is the same).
+    pub fn admits(self, t: EventType) -> bool {
+        use EventType::*;
+        match self {
+            Op::Put => matches!(
+                t,
+                ObjectCreatedPut | ObjectCreatedCopy | ObjectCreatedCompleteMultipartUpload
+            ),
+            Op::Delete => matches!(
+                t,
+                ObjectRemovedDelete | ObjectRemovedDeleteMarkerCreated | LifecycleExpirationDelete
+            ),
+            _ => t == self.event_type(),
+        }
+    }
+
     fn parse(s: &str) -> Option<Op> {
         Some(match s {
             "put" => Op::Put,
@@ -69,9 +97,32 @@ pub struct Mutation {
     /// For `put`: the new version's id. Otherwise: a precondition on the current version.
     pub version_id: Option<String>,
     pub event_time: Option<i64>,
+    /// The event type when more precise than the op's (`ObjectCreated:Copy` for a put, as S3
+    /// notifications say); `None`: [`Op::event_type`].
+    pub event_type: Option<EventType>,
 }
 
 impl Mutation {
+    /// A mutation of `op` with no optional field set (callers other than the JSON API build
+    /// theirs from it); it still has to pass the op's rules, e.g. a put needs a size.
+    pub fn new(op: Op, bucket: impl Into<String>, key: impl Into<String>) -> Mutation {
+        Mutation {
+            op,
+            bucket: bucket.into(),
+            key: key.into(),
+            size: None,
+            etag: None,
+            content_type: None,
+            sha256: None,
+            storage_class: None,
+            metadata: None,
+            tags: None,
+            version_id: None,
+            event_time: None,
+            event_type: None,
+        }
+    }
+
     /// The mutation as a client sends it (to forward it to the node that writes its key).
     pub fn to_json(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
@@ -98,6 +149,7 @@ impl Mutation {
             "event_time",
             self.event_time.map(|t| crate::time::format_us(t).into()),
         );
+        opt("event_type", self.event_type.map(|t| t.as_str().into()));
         serde_json::Value::Object(m)
     }
 }
@@ -127,6 +179,8 @@ struct RawMutation<'a> {
     version_id: Option<String>,
     #[serde(borrow)]
     event_time: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event_type: Option<Cow<'a, str>>,
 }
 
 /// Limits on one request.
@@ -297,6 +351,18 @@ fn validate(m: RawMutation<'_>, i: usize) -> Result<Mutation> {
         .map(parse_rfc3339_us)
         .transpose()
         .map_err(|msg| Error::invalid(field("event_time"), msg))?;
+    let event_type = match m.event_type.as_deref() {
+        None => None,
+        Some(name) => match EventType::parse(name) {
+            Some(t) if op.admits(t) => Some(t),
+            _ => {
+                return Err(Error::invalid(
+                    field("event_type"),
+                    format!("'{name}' does not record op '{op_text}'"),
+                ));
+            }
+        },
+    };
     Ok(Mutation {
         op,
         bucket,
@@ -310,6 +376,7 @@ fn validate(m: RawMutation<'_>, i: usize) -> Result<Mutation> {
         tags: m.tags,
         version_id: m.version_id,
         event_time,
+        event_type,
     })
 }
 
@@ -398,7 +465,7 @@ mod tests {
     #[test]
     fn mutations_survive_a_trip_through_json() {
         let body = r#"{"mutations":[
-            {"op":"put","bucket":"photos","key":"a.jpg","size":10,"etag":"e","content_type":"image/jpeg","sha256":"0000000000000000000000000000000000000000000000000000000000000000","storage_class":"STANDARD","metadata":{"team":"ml"},"tags":{"a":"b"},"version_id":"v1","event_time":"2026-11-22T14:00:00.000123Z"},
+            {"op":"put","bucket":"photos","key":"a.jpg","size":10,"etag":"e","content_type":"image/jpeg","sha256":"0000000000000000000000000000000000000000000000000000000000000000","storage_class":"STANDARD","metadata":{"team":"ml"},"tags":{"a":"b"},"version_id":"v1","event_time":"2026-11-22T14:00:00.000123Z","event_type":"ObjectCreated:Copy"},
             {"op":"untag","bucket":"photos","key":"a.jpg"}]}"#;
         let muts = parse_batch(body.as_bytes(), LIMITS).unwrap();
         let again = serde_json::json!({"mutations": muts.iter().map(Mutation::to_json).collect::<Vec<_>>()}).to_string();
@@ -480,6 +547,13 @@ mod tests {
                 &one(r#"{"op":"put","bucket":"b12","key":"k"}"#),
                 "mutations[0].size",
                 "required for op 'put'",
+            ),
+            (
+                &one(
+                    r#"{"op":"put","bucket":"b12","key":"k","size":1,"event_type":"ObjectRemoved:Delete"}"#,
+                ),
+                "mutations[0].event_type",
+                "does not record op 'put'",
             ),
             (
                 &one(r#"{"op":"put","bucket":"b12","key":"k","size":1,"sha256":"xyz"}"#),

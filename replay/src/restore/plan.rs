@@ -189,6 +189,7 @@ impl Step {
             tags: None,
             version_id: self.now.as_ref().and_then(|n| n.version_id.clone()),
             event_time: None,
+            event_type: None,
         };
         let then = self.then.as_ref();
         self.actions

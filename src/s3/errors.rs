@@ -1,0 +1,52 @@
+//! Tidemark errors as the S3 error codes clients expect.
+
+use s3s::{S3Error, S3ErrorCode, s3_error};
+use tidemark_core::Error;
+
+use crate::server::error::ApiError;
+
+/// An error of the node (index, log, blob store) as an S3 error.
+pub fn from_core(e: Error) -> S3Error {
+    match e {
+        Error::NotFound(m) => S3Error::with_message(S3ErrorCode::NoSuchKey, m),
+        Error::Conflict(m) => S3Error::with_message(S3ErrorCode::PreconditionFailed, m),
+        Error::Unavailable(m) => S3Error::with_message(S3ErrorCode::ServiceUnavailable, m),
+        Error::Invalid { field, message } => {
+            S3Error::with_message(S3ErrorCode::InvalidArgument, format!("{field} {message}"))
+        }
+        Error::BadInput(m) => S3Error::with_message(S3ErrorCode::InvalidArgument, m),
+        e => S3Error::with_message(S3ErrorCode::InternalError, e.to_string()),
+    }
+}
+
+/// An error of the shared HTTP-API pieces (content store, append, catch-up) as an S3 error.
+pub fn from_api(e: ApiError) -> S3Error {
+    let code = match e.code {
+        "not_found" => S3ErrorCode::NoSuchKey,
+        "conflict" => S3ErrorCode::PreconditionFailed,
+        "unavailable" => S3ErrorCode::ServiceUnavailable,
+        "payload_too_large" => S3ErrorCode::EntityTooLarge,
+        "bad_request" | "invalid_field" => S3ErrorCode::InvalidArgument,
+        _ => S3ErrorCode::InternalError,
+    };
+    S3Error::with_message(code, e.message)
+}
+
+/// A bucket name S3 would refuse.
+pub fn check_bucket(bucket: &str) -> Result<(), S3Error> {
+    tidemark_core::ingest::validate_bucket(bucket)
+        .map_err(|m| S3Error::with_message(S3ErrorCode::InvalidBucketName, m))
+}
+
+/// A key S3 would refuse: over 1024 bytes is `KeyTooLongError`, like S3.
+pub fn check_key(key: &str) -> Result<(), S3Error> {
+    if key.len() > tidemark_core::ingest::MAX_KEY_BYTES {
+        return Err(s3_error!(
+            KeyTooLongError,
+            "the key is {} bytes; the limit is 1024",
+            key.len()
+        ));
+    }
+    tidemark_core::ingest::validate_key(key)
+        .map_err(|m| S3Error::with_message(S3ErrorCode::InvalidArgument, format!("key {m}")))
+}

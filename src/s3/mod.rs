@@ -1,0 +1,215 @@
+//! The S3-compatible API of `tidemark serve --s3-listen`, on the `s3s` crate: s3s parses
+//! requests, checks SigV4 signatures (headers and presigned URLs) against the configured keys
+//! and refuses anonymous ones; these modules map each operation onto the node.
+//!
+//! Every mutation answers only after its event is durable, as the HTTP API's do; reads wait
+//! until the index has applied every write acknowledged before them (read-your-writes).
+//!
+//! # Layout
+//! - `buckets.rs`: Create/Head/List/DeleteBucket; buckets are catalog entities on `_config`.
+//! - `objects.rs`: Put/Get/Head/Delete/DeleteObjects/CopyObject.
+//! - `conditions.rs`: If-Match / If-None-Match / If-(Un)Modified-Since.
+//! - `listing.rs`: ListObjectsV2 and ListObjects (v1), from the index.
+//! - `tagging.rs`: Get/Put/DeleteObjectTagging.
+//! - `errors.rs`: Tidemark errors as S3 error codes.
+
+mod buckets;
+mod conditions;
+mod errors;
+mod listing;
+mod objects;
+mod tagging;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::rt::TokioIo;
+use s3s::dto::*;
+use s3s::service::S3ServiceBuilder;
+use s3s::{S3, S3Request, S3Response, S3Result};
+use tidemark_core::ingest::RequestContext;
+
+use crate::server::AppState;
+
+/// The one key pair S3 clients sign with.
+pub struct Keys {
+    pub access: String,
+    pub secret: String,
+}
+
+#[async_trait::async_trait]
+impl s3s::auth::S3Auth for Keys {
+    /// An unknown access key is `InvalidAccessKeyId`, as S3 answers (s3s's `SimpleAuth` says
+    /// `NotSignedUp`).
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<s3s::auth::SecretKey> {
+        if access_key == self.access {
+            Ok(self.secret.as_str().into())
+        } else {
+            Err(s3s::s3_error!(
+                InvalidAccessKeyId,
+                "access key '{access_key}' is not configured (--s3-access-key)"
+            ))
+        }
+    }
+}
+
+/// The client's address, put in each request's extensions for the events' `source_ip`.
+#[derive(Clone, Copy)]
+struct Peer(SocketAddr);
+
+/// The S3 front over a node.
+struct Tidemark {
+    app: Arc<AppState>,
+}
+
+/// Serve S3 on `listener` until `stop` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Arc<AppState>,
+    keys: Keys,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut builder = S3ServiceBuilder::new(Tidemark { app });
+    builder.set_auth(keys);
+    let service = builder.build();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            let with_peer = hyper::service::service_fn(move |mut req| {
+                req.extensions_mut().insert(Peer(peer));
+                hyper::service::Service::call(&service, req)
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), with_peer)
+                .await
+            {
+                tracing::debug!("s3 connection from {peer}: {e}");
+            }
+        });
+    }
+}
+
+/// Who made `req` and from where, for the events it causes.
+fn context<T>(req: &S3Request<T>) -> RequestContext {
+    RequestContext {
+        requester: req.credentials.as_ref().map(|c| c.access_key.clone()),
+        source_ip: req.extensions.get::<Peer>().map(|p| p.0.ip().to_string()),
+        request_id: req
+            .headers
+            .get("amz-sdk-invocation-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for Tidemark {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        buckets::create(&self.app, req).await
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        buckets::head(&self.app, req).await
+    }
+
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        buckets::list(&self.app).await
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        buckets::delete(&self.app, req).await
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        objects::put(&self.app, req).await
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        objects::get(&self.app, req).await
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        objects::head(&self.app, req).await
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        objects::delete(&self.app, req).await
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        objects::delete_many(&self.app, req).await
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        objects::copy(&self.app, req).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        listing::list_v2(&self.app, req).await
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        listing::list_v1(&self.app, req).await
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        tagging::get(&self.app, req).await
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        tagging::put(&self.app, req).await
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        tagging::delete(&self.app, req).await
+    }
+}

@@ -1,0 +1,412 @@
+//! Objects: uploads stream into the content store and become `put` mutations; reads come from
+//! the index (after catching up) and the content store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use s3s::dto::*;
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+use tidemark_core::event::ObjectState;
+use tidemark_core::ingest::{BatchLimits, Mutation, Op, RequestContext, parse_batch};
+
+use super::buckets::require;
+use super::conditions::{Conditions, check};
+use super::errors::{check_key, from_api, from_core};
+use crate::server::AppState;
+use crate::server::content::{append, current_state, parse_tagging};
+use crate::server::objects::{Consistency, catch_up};
+
+/// An event time (µs) as an S3 timestamp.
+pub fn timestamp(us: i64) -> Timestamp {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.max(0) as u64);
+    Timestamp::from(t)
+}
+
+fn etag(state: &ObjectState) -> Option<ETag> {
+    state
+        .etag
+        .as_ref()
+        .map(|e| ETag::Strong(e.trim_matches('"').to_string()))
+}
+
+/// A `put` of `bucket/key` checked by the same rules as `POST /v1/mutations` (metadata and
+/// tag limits); size and digests are filled in once the content is stored.
+fn checked_put(
+    bucket: &str,
+    key: &str,
+    content_type: Option<&str>,
+    metadata: Option<&Metadata>,
+    tagging: Option<&str>,
+) -> S3Result<Mutation> {
+    let mut m = serde_json::json!({"op": "put", "bucket": bucket, "key": key, "size": 0});
+    if let Some(ct) = content_type {
+        m["content_type"] = ct.into();
+    }
+    if let Some(meta) = metadata.filter(|m| !m.is_empty()) {
+        let sorted: BTreeMap<_, _> = meta.iter().collect();
+        m["metadata"] = serde_json::json!(sorted);
+    }
+    if let Some(t) = tagging {
+        let tags = parse_tagging(t)
+            .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidTag, e.message))?;
+        m["tags"] = serde_json::json!(tags);
+    }
+    let body = serde_json::json!({ "mutations": [m] }).to_string();
+    let mut parsed =
+        parse_batch(body.as_bytes(), BatchLimits { max_mutations: 1 }).map_err(|e| match e {
+            tidemark_core::Error::Invalid { field, message } if field.ends_with(".metadata") => {
+                S3Error::with_message(S3ErrorCode::MetadataTooLarge, format!("metadata {message}"))
+            }
+            tidemark_core::Error::Invalid { field, message } if field.ends_with(".tags") => {
+                S3Error::with_message(S3ErrorCode::InvalidTag, format!("tags {message}"))
+            }
+            e => from_core(e),
+        })?;
+    Ok(parsed.pop().expect("one mutation"))
+}
+
+/// A mutation of an existing object (delete, tag, untag).
+pub fn simple(op: Op, bucket: &str, key: &str) -> Mutation {
+    Mutation {
+        op,
+        bucket: bucket.into(),
+        key: key.into(),
+        size: None,
+        etag: None,
+        content_type: None,
+        sha256: None,
+        storage_class: None,
+        metadata: None,
+        tags: None,
+        version_id: None,
+        event_time: None,
+        event_type: None,
+    }
+}
+
+/// The object as it is after every acknowledged write, or `NoSuchKey`.
+pub async fn existing(app: &AppState, bucket: &str, key: &str) -> S3Result<ObjectState> {
+    require(app, bucket)?;
+    check_key(key)?;
+    catch_up(app, Consistency::Strong).await.map_err(from_api)?;
+    current_state(app, bucket, key)
+        .await
+        .map_err(from_api)?
+        .ok_or_else(|| s3_error!(NoSuchKey, "object {bucket}/{key} does not exist"))
+}
+
+pub async fn put(
+    app: &Arc<AppState>,
+    req: S3Request<PutObjectInput>,
+) -> S3Result<S3Response<PutObjectOutput>> {
+    let ctx = super::context(&req);
+    let input = req.input;
+    require(app, &input.bucket)?;
+    check_key(&input.key)?;
+    let mut mutation = checked_put(
+        &input.bucket,
+        &input.key,
+        input.content_type.as_deref(),
+        input.metadata.as_ref(),
+        input.tagging.as_deref(),
+    )?;
+    let max = app.limits.max_object_bytes;
+    if input.content_length.is_some_and(|n| n as u64 > max) {
+        return Err(too_large(max));
+    }
+    let body = input
+        .body
+        .ok_or_else(|| s3_error!(MissingRequestBodyError))?;
+    let stream = body.map_err(std::io::Error::other);
+    let stored = app
+        .node
+        .blobs
+        .put(Box::pin(stream), max)
+        .await
+        .map_err(|e| match e {
+            tidemark_core::Error::Invalid { field, .. } if field == "body" => too_large(max),
+            e => from_core(e),
+        })?;
+    mutation.size = Some(stored.size as i64);
+    mutation.etag = Some(stored.md5.clone());
+    mutation.sha256 = Some(stored.sha256);
+    mutation.version_id = Some(tidemark_core::blobs::new_version_id());
+    // If the event cannot be appended, the blob stays unreferenced and GC takes it later.
+    append(app, mutation, &ctx).await.map_err(from_api)?;
+    Ok(S3Response::new(PutObjectOutput {
+        e_tag: Some(ETag::Strong(stored.md5)),
+        ..Default::default()
+    }))
+}
+
+fn too_large(max: u64) -> S3Error {
+    s3_error!(
+        EntityTooLarge,
+        "the object is larger than {max} bytes, the most this server stores (--max-object-bytes)"
+    )
+}
+
+pub async fn get(
+    app: &Arc<AppState>,
+    req: S3Request<GetObjectInput>,
+) -> S3Result<S3Response<GetObjectOutput>> {
+    let input = req.input;
+    if input.version_id.is_some() {
+        return Err(s3_error!(NotImplemented, "versions are not supported yet"));
+    }
+    let state = existing(app, &input.bucket, &input.key).await?;
+    check(
+        &Conditions {
+            if_match: input.if_match,
+            if_none_match: input.if_none_match,
+            if_modified_since: input.if_modified_since,
+            if_unmodified_since: input.if_unmodified_since,
+        },
+        &state,
+    )?;
+    let size = state.size as u64;
+    let range = input
+        .range
+        .map(|r| r.check(size))
+        .transpose()
+        .map_err(|_| {
+            s3_error!(
+                InvalidRange,
+                "the range is outside the object's {size} bytes"
+            )
+        })?;
+    let sha256 = state.sha256.clone().ok_or_else(|| {
+        s3_error!(
+            InvalidObjectState,
+            "{}/{} was recorded as metadata only; Tidemark never held its bytes",
+            input.bucket,
+            input.key
+        )
+    })?;
+    let blob = app
+        .node
+        .blobs
+        .read(&sha256, range.clone())
+        .await
+        .map_err(from_core)?
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidObjectState,
+                "the content of {}/{} is not held on this node",
+                input.bucket,
+                input.key
+            )
+        })?;
+    let (length, content_range) = match &range {
+        Some(r) => (
+            r.end - r.start,
+            Some(format!(
+                "bytes {}-{}/{size}",
+                r.start,
+                r.end.saturating_sub(1)
+            )),
+        ),
+        None => (size, None),
+    };
+    Ok(S3Response::new(GetObjectOutput {
+        body: Some(StreamingBlob::wrap(SyncBody::spawn(blob.body))),
+        content_length: Some(length as i64),
+        content_range,
+        accept_ranges: Some("bytes".into()),
+        content_type: state.content_type.clone(),
+        e_tag: etag(&state),
+        last_modified: Some(timestamp(state.last_modified)),
+        metadata: Some(state.metadata.clone().into_iter().collect()),
+        ..Default::default()
+    }))
+}
+
+pub async fn head(
+    app: &Arc<AppState>,
+    req: S3Request<HeadObjectInput>,
+) -> S3Result<S3Response<HeadObjectOutput>> {
+    let input = req.input;
+    let state = existing(app, &input.bucket, &input.key).await?;
+    check(
+        &Conditions {
+            if_match: input.if_match,
+            if_none_match: input.if_none_match,
+            if_modified_since: input.if_modified_since,
+            if_unmodified_since: input.if_unmodified_since,
+        },
+        &state,
+    )?;
+    Ok(S3Response::new(HeadObjectOutput {
+        content_length: Some(state.size),
+        accept_ranges: Some("bytes".into()),
+        content_type: state.content_type.clone(),
+        e_tag: etag(&state),
+        last_modified: Some(timestamp(state.last_modified)),
+        metadata: Some(state.metadata.clone().into_iter().collect()),
+        ..Default::default()
+    }))
+}
+
+/// Delete `bucket/key`; deleting a missing key succeeds without an event, as on S3.
+async fn delete_one(app: &AppState, bucket: &str, key: &str, ctx: &RequestContext) -> S3Result<()> {
+    match existing(app, bucket, key).await {
+        Ok(_) => {}
+        Err(e) if *e.code() == S3ErrorCode::NoSuchKey => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    append(app, simple(Op::Delete, bucket, key), ctx)
+        .await
+        .map_err(from_api)?;
+    Ok(())
+}
+
+pub async fn delete(
+    app: &Arc<AppState>,
+    req: S3Request<DeleteObjectInput>,
+) -> S3Result<S3Response<DeleteObjectOutput>> {
+    let ctx = super::context(&req);
+    delete_one(app, &req.input.bucket, &req.input.key, &ctx).await?;
+    Ok(S3Response::new(DeleteObjectOutput::default()))
+}
+
+pub async fn delete_many(
+    app: &Arc<AppState>,
+    req: S3Request<DeleteObjectsInput>,
+) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    let ctx = super::context(&req);
+    let bucket = &req.input.bucket;
+    require(app, bucket)?;
+    let quiet = req.input.delete.quiet.unwrap_or(false);
+    let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+    for o in &req.input.delete.objects {
+        match delete_one(app, bucket, &o.key, &ctx).await {
+            Ok(()) if quiet => {}
+            Ok(()) => deleted.push(DeletedObject {
+                key: Some(o.key.clone()),
+                ..Default::default()
+            }),
+            Err(e) => errors.push(Error {
+                code: Some(e.code().as_str().to_string()),
+                key: Some(o.key.clone()),
+                message: e.message().map(str::to_string),
+                ..Default::default()
+            }),
+        }
+    }
+    Ok(S3Response::new(DeleteObjectsOutput {
+        deleted: Some(deleted),
+        errors: Some(errors),
+        ..Default::default()
+    }))
+}
+
+/// Copy within the content store: the new object refers to the source's blob, so no bytes
+/// move. A `put` whose event is `ObjectCreated:Copy`.
+pub async fn copy(
+    app: &Arc<AppState>,
+    req: S3Request<CopyObjectInput>,
+) -> S3Result<S3Response<CopyObjectOutput>> {
+    let ctx = super::context(&req);
+    let input = req.input;
+    let CopySource::Bucket {
+        bucket: src_bucket,
+        key: src_key,
+        version_id,
+    } = &input.copy_source
+    else {
+        return Err(s3_error!(
+            NotImplemented,
+            "access-point copy sources are not supported"
+        ));
+    };
+    if version_id.is_some() {
+        return Err(s3_error!(NotImplemented, "versions are not supported yet"));
+    }
+    require(app, &input.bucket)?;
+    check_key(&input.key)?;
+    let source = existing(app, src_bucket, src_key).await?;
+    let replace_meta = input
+        .metadata_directive
+        .as_ref()
+        .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+    let replace_tags = input
+        .tagging_directive
+        .as_ref()
+        .is_some_and(|d| d.as_str() == TaggingDirective::REPLACE);
+    let same_place =
+        src_bucket.as_ref() == input.bucket.as_str() && src_key.as_ref() == input.key.as_str();
+    if same_place && !replace_meta {
+        return Err(s3_error!(
+            InvalidRequest,
+            "copying an object onto itself needs the metadata directive REPLACE"
+        ));
+    }
+    let source_meta: Metadata = source.metadata.clone().into_iter().collect();
+    let source_tags = tagging_text(&source.tags);
+    let (content_type, metadata) = match replace_meta {
+        true => (input.content_type.clone(), input.metadata.clone()),
+        false => (source.content_type.clone(), Some(source_meta)),
+    };
+    let tagging = match replace_tags {
+        true => input.tagging.clone(),
+        false => Some(source_tags).filter(|t| !t.is_empty()),
+    };
+    let mut mutation = checked_put(
+        &input.bucket,
+        &input.key,
+        content_type.as_deref(),
+        metadata.as_ref(),
+        tagging.as_deref(),
+    )?;
+    mutation.size = Some(source.size);
+    mutation.etag = source.etag.clone();
+    mutation.sha256 = source.sha256.clone();
+    mutation.version_id = Some(tidemark_core::blobs::new_version_id());
+    mutation.event_type = Some(tidemark_core::event::EventType::ObjectCreatedCopy);
+    append(app, mutation, &ctx).await.map_err(from_api)?;
+    Ok(S3Response::new(CopyObjectOutput {
+        copy_object_result: Some(CopyObjectResult {
+            e_tag: etag(&source),
+            last_modified: Some(timestamp(tidemark_core::time::now_us())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+/// Tags as `x-amz-tagging` writes them.
+fn tagging_text(tags: &BTreeMap<String, String>) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(tags)
+        .finish()
+}
+
+/// A blob's bytes through a channel: s3s wants a `Sync` body, the blob stream is only `Send`.
+struct SyncBody(tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>);
+
+impl SyncBody {
+    fn spawn(mut body: tidemark_core::blobs::ByteStream<'static>) -> SyncBody {
+        use futures::StreamExt;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Some(chunk) = body.next().await {
+                if tx.send(chunk).await.is_err() {
+                    return; // the client went away
+                }
+            }
+        });
+        SyncBody(rx)
+    }
+}
+
+impl futures::Stream for SyncBody {
+    type Item = std::io::Result<bytes::Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}

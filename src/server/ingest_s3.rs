@@ -1,0 +1,117 @@
+//! `POST /v1/ingest/s3-events`: S3 / MinIO event notifications (`{"Records": [...]}`) become
+//! events, through the same path as `POST /v1/mutations` (forwarded to the node that writes
+//! each key). Each record is answered: `accepted` (with its event), `duplicate` (its source
+//! identity was accepted before: nothing appended), `ignored` (a test event, a read) or
+//! `refused` (the error names the field, e.g. `Records[2].s3.object.key`).
+
+use std::collections::HashSet;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::ConnectInfo;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+use tidemark_core::Error;
+use tidemark_core::ingest::s3_events::{Record, parse_notification};
+use tidemark_core::ingest::{Mutation, RequestContext};
+
+use super::State;
+use super::error::ApiError;
+use super::forward::{self, FORWARDED};
+use super::mutations::Outcome;
+
+pub async fn post(
+    axum::extract::State(app): State,
+    headers: HeaderMap,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let records = parse_notification(&body?)?;
+    let seen_store = app.node.s3_seen.clone();
+    let _claim = seen_store.claim().await;
+    let ids: Vec<&str> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Change { source_id, .. } => Some(source_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut seen = seen_store.seen(&ids)?.into_iter();
+    let mut in_body = HashSet::new();
+    let mut results: Vec<Value> = Vec::with_capacity(records.len());
+    // Fresh changes, grouped by request context (one append per run of equal contexts).
+    let mut fresh: Vec<(usize, Mutation, RequestContext, String)> = Vec::new();
+    for (i, record) in records.into_iter().enumerate() {
+        results.push(match record {
+            Record::Ignored(why) => json!({"status": "ignored", "reason": why}),
+            Record::Refused(e) => refused(&e),
+            Record::Change {
+                mutation,
+                mut ctx,
+                source_id,
+            } => {
+                let duplicate = seen.next().unwrap_or(false) || !in_body.insert(source_id.clone());
+                if duplicate {
+                    json!({"status": "duplicate"})
+                } else {
+                    // The store's requester when it names one; otherwise whoever posted.
+                    let poster = super::mutations::request_context(&headers, peer);
+                    ctx.requester = ctx.requester.or(poster.requester);
+                    ctx.source_ip = ctx.source_ip.or(poster.source_ip);
+                    fresh.push((i, *mutation, ctx, source_id));
+                    Value::Null
+                }
+            }
+        });
+    }
+    let mut accepted_ids = Vec::new();
+    for group in fresh.chunk_by(|a, b| a.2 == b.2) {
+        let ctx = group[0].2.clone();
+        let mutations = group.iter().map(|(_, m, _, _)| m.clone()).collect();
+        let outcomes = apply(&app, &headers, mutations, &ctx).await?;
+        for ((i, _, _, source_id), outcome) in group.iter().zip(outcomes) {
+            let mut v = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+            if v.get("event_id").is_some() {
+                v["status"] = "accepted".into();
+                accepted_ids.push(source_id.as_str());
+            } else {
+                v["status"] = "refused".into();
+            }
+            results[*i] = v;
+        }
+    }
+    // Only after the events are durable (see dedup.rs).
+    seen_store.record(&accepted_ids)?;
+    Ok(Json(json!({ "results": results })))
+}
+
+/// Apply here, or on the nodes that write the keys, as `POST /v1/mutations` does.
+async fn apply(
+    app: &super::AppState,
+    headers: &HeaderMap,
+    mutations: Vec<Mutation>,
+    ctx: &RequestContext,
+) -> Result<Vec<Outcome>, ApiError> {
+    Ok(match &app.node.routes {
+        Some(routes) if !headers.contains_key(FORWARDED) => {
+            forward::route(app, routes, mutations, ctx).await?
+        }
+        _ => app
+            .node
+            .ingestor
+            .apply(mutations, ctx)
+            .await?
+            .iter()
+            .map(Outcome::from)
+            .collect(),
+    })
+}
+
+fn refused(e: &Error) -> Value {
+    let mut error = ApiError::item(e);
+    if let Error::Invalid { field, .. } = e {
+        error["field"] = field.clone().into();
+    }
+    json!({"status": "refused", "error": error})
+}
