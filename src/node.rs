@@ -6,6 +6,7 @@
 //! <data-dir>/filters/compiled/      precompiled WASM filters (a cache; the modules are on _config)
 //! <data-dir>/snapshots/             index snapshots: the state at an instant starts from them
 //! <data-dir>/blobs/                 object content by SHA-256 (local to this node, also on Kafka)
+//! <data-dir>/multipart/             S3 multipart uploads in progress (parts, upload.json)
 //! <data-dir>/ingest/s3-events.redb  source identities of ingested S3 notification records
 //! ```
 
@@ -204,6 +205,8 @@ pub struct Node {
     pub catalog: Arc<Catalog>,
     /// Object content, by SHA-256.
     pub blobs: Arc<dyn BlobStore>,
+    /// S3 multipart uploads in progress (`<data-dir>/multipart/`).
+    pub multipart_dir: PathBuf,
     pub blob_gc: BlobGc,
     /// Notification records already ingested (`POST /v1/ingest/s3-events`).
     pub s3_seen: Arc<tidemark_core::ingest::dedup::SeenRecords>,
@@ -371,6 +374,7 @@ impl Node {
             jobs: Default::default(),
             snapshot_dir,
             blobs,
+            multipart_dir: cfg.data_dir.join("multipart"),
             blob_gc: cfg.blob_gc,
             s3_seen: Arc::new(tidemark_core::ingest::dedup::SeenRecords::open(
                 &cfg.data_dir.join("ingest").join("s3-events.redb"),

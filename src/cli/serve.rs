@@ -116,6 +116,12 @@ pub struct ServeArgs {
     /// Secret key S3 clients sign with.
     #[arg(long, value_name = "SECRET")]
     pub s3_secret_key: Option<String>,
+    /// Where a bucket notification destination ARN delivers (PutBucketNotificationConfiguration):
+    /// `ARN=URL`, e.g. `arn:aws:sqs:us-east-1:000000000000:thumbs=http://127.0.0.1:9000/hook`;
+    /// SQS ARNs serve Queue, SNS Topic and Lambda CloudFunction configurations. Repeatable
+    /// (or comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "ARN=URL")]
+    pub s3_notification_target: Vec<String>,
 }
 
 impl ServeArgs {
@@ -270,6 +276,8 @@ pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyho
                 access: args.s3_access_key.clone().unwrap_or_default(),
                 secret: args.s3_secret_key.clone().unwrap_or_default(),
             };
+            let targets = crate::s3::NotificationTargets::parse(&args.s3_notification_target)
+                .map_err(|e| anyhow::anyhow!("--s3-notification-target: {e}"))?;
             let s3_listener = tokio::net::TcpListener::bind(at)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {at} (--s3-listen): {e}"))?;
@@ -278,6 +286,7 @@ pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyho
                 s3_listener,
                 state.clone(),
                 keys,
+                targets,
                 stopped,
             )))
         }

@@ -11,14 +11,21 @@
 //! - `conditions.rs`: If-Match / If-None-Match / If-(Un)Modified-Since.
 //! - `listing.rs`: ListObjectsV2 and ListObjects (v1), from the index.
 //! - `tagging.rs`: Get/Put/DeleteObjectTagging.
+//! - `notifications.rs`: Put/GetBucketNotificationConfiguration as `s3n.` subscriptions.
+//! - `versioning.rs`: Put/GetBucketVersioning, reads by versionId, delete markers,
+//!   ListObjectVersions.
+//! - `multipart.rs`: Create/UploadPart/ListParts/ListMultipartUploads/Abort/Complete.
 //! - `errors.rs`: Tidemark errors as S3 error codes.
 
 mod buckets;
 mod conditions;
 mod errors;
 mod listing;
+mod multipart;
+mod notifications;
 mod objects;
 mod tagging;
+mod versioning;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,9 +64,13 @@ impl s3s::auth::S3Auth for Keys {
 #[derive(Clone, Copy)]
 struct Peer(SocketAddr);
 
+pub use notifications::Targets as NotificationTargets;
+
 /// The S3 front over a node.
 struct Tidemark {
     app: Arc<AppState>,
+    /// Destination ARN -> webhook URL for bucket notifications.
+    targets: NotificationTargets,
 }
 
 /// Serve S3 on `listener` until `stop` turns true.
@@ -67,9 +78,10 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Arc<AppState>,
     keys: Keys,
+    targets: NotificationTargets,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut builder = S3ServiceBuilder::new(Tidemark { app });
+    let mut builder = S3ServiceBuilder::new(Tidemark { app, targets });
     builder.set_auth(keys);
     let service = builder.build();
     loop {
@@ -211,5 +223,82 @@ impl S3 for Tidemark {
         req: S3Request<DeleteObjectTaggingInput>,
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
         tagging::delete(&self.app, req).await
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        versioning::put_config(&self.app, req).await
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        versioning::get_config(&self.app, req).await
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        versioning::list(&self.app, req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        multipart::create(&self.app, req).await
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        multipart::upload_part(&self.app, req).await
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        multipart::list_parts(&self.app, req).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        multipart::list_uploads(&self.app, req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        multipart::abort(&self.app, req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        multipart::complete(&self.app, req).await
+    }
+
+    async fn put_bucket_notification_configuration(
+        &self,
+        req: S3Request<PutBucketNotificationConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketNotificationConfigurationOutput>> {
+        notifications::put(&self.app, &self.targets, req).await
+    }
+
+    async fn get_bucket_notification_configuration(
+        &self,
+        req: S3Request<GetBucketNotificationConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketNotificationConfigurationOutput>> {
+        notifications::get(&self.app, req).await
     }
 }

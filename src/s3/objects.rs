@@ -32,7 +32,7 @@ fn etag(state: &ObjectState) -> Option<ETag> {
 
 /// A `put` of `bucket/key` checked by the same rules as `POST /v1/mutations` (metadata and
 /// tag limits); size and digests are filled in once the content is stored.
-fn checked_put(
+pub(super) fn checked_put(
     bucket: &str,
     key: &str,
     content_type: Option<&str>,
@@ -152,10 +152,10 @@ pub async fn get(
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
     let input = req.input;
-    if input.version_id.is_some() {
-        return Err(s3_error!(NotImplemented, "versions are not supported yet"));
-    }
-    let state = existing(app, &input.bucket, &input.key).await?;
+    let state = match &input.version_id {
+        Some(v) => super::versioning::existing_version(app, &input.bucket, &input.key, v).await?,
+        None => existing(app, &input.bucket, &input.key).await?,
+    };
     check(
         &Conditions {
             if_match: input.if_match,
@@ -218,6 +218,7 @@ pub async fn get(
         e_tag: etag(&state),
         last_modified: Some(timestamp(state.last_modified)),
         metadata: Some(state.metadata.clone().into_iter().collect()),
+        version_id: super::versioning::shown(app, &input.bucket, &state),
         ..Default::default()
     }))
 }
@@ -227,7 +228,10 @@ pub async fn head(
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let input = req.input;
-    let state = existing(app, &input.bucket, &input.key).await?;
+    let state = match &input.version_id {
+        Some(v) => super::versioning::existing_version(app, &input.bucket, &input.key, v).await?,
+        None => existing(app, &input.bucket, &input.key).await?,
+    };
     check(
         &Conditions {
             if_match: input.if_match,
@@ -244,21 +248,31 @@ pub async fn head(
         e_tag: etag(&state),
         last_modified: Some(timestamp(state.last_modified)),
         metadata: Some(state.metadata.clone().into_iter().collect()),
+        version_id: super::versioning::shown(app, &input.bucket, &state),
         ..Default::default()
     }))
 }
 
-/// Delete `bucket/key`; deleting a missing key succeeds without an event, as on S3.
-async fn delete_one(app: &AppState, bucket: &str, key: &str, ctx: &RequestContext) -> S3Result<()> {
+/// Delete `bucket/key`; deleting a missing key succeeds without an event, as on S3. On a
+/// versioned bucket this puts a delete marker and returns its version id.
+async fn delete_one(
+    app: &AppState,
+    bucket: &str,
+    key: &str,
+    ctx: &RequestContext,
+) -> S3Result<Option<String>> {
+    if super::versioning::status(app, bucket).versioned() {
+        return super::versioning::delete_marker(app, bucket, key, ctx).await;
+    }
     match existing(app, bucket, key).await {
         Ok(_) => {}
-        Err(e) if *e.code() == S3ErrorCode::NoSuchKey => return Ok(()),
+        Err(e) if *e.code() == S3ErrorCode::NoSuchKey => return Ok(None),
         Err(e) => return Err(e),
     }
     append(app, simple(Op::Delete, bucket, key), ctx)
         .await
         .map_err(from_api)?;
-    Ok(())
+    Ok(None)
 }
 
 pub async fn delete(
@@ -266,8 +280,20 @@ pub async fn delete(
     req: S3Request<DeleteObjectInput>,
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
     let ctx = super::context(&req);
-    delete_one(app, &req.input.bucket, &req.input.key, &ctx).await?;
-    Ok(S3Response::new(DeleteObjectOutput::default()))
+    let bucket = &req.input.bucket;
+    if req.input.version_id.is_some() && super::versioning::status(app, bucket).versioned() {
+        return Err(s3_error!(
+            NotImplemented,
+            "deleting a specific version is not supported: the log keeps every version; \
+             delete without versionId to add a delete marker"
+        ));
+    }
+    let marker = delete_one(app, bucket, &req.input.key, &ctx).await?;
+    Ok(S3Response::new(DeleteObjectOutput {
+        delete_marker: marker.as_ref().map(|_| true),
+        version_id: marker,
+        ..Default::default()
+    }))
 }
 
 pub async fn delete_many(
@@ -279,11 +305,21 @@ pub async fn delete_many(
     require(app, bucket)?;
     let quiet = req.input.delete.quiet.unwrap_or(false);
     let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+    let versioned = super::versioning::status(app, bucket).versioned();
     for o in &req.input.delete.objects {
-        match delete_one(app, bucket, &o.key, &ctx).await {
-            Ok(()) if quiet => {}
-            Ok(()) => deleted.push(DeletedObject {
+        let outcome = match o.version_id.is_some() && versioned {
+            true => Err(s3_error!(
+                NotImplemented,
+                "deleting a specific version is not supported"
+            )),
+            false => delete_one(app, bucket, &o.key, &ctx).await,
+        };
+        match outcome {
+            Ok(_) if quiet => {}
+            Ok(marker) => deleted.push(DeletedObject {
                 key: Some(o.key.clone()),
+                delete_marker: marker.as_ref().map(|_| true),
+                delete_marker_version_id: marker,
                 ..Default::default()
             }),
             Err(e) => errors.push(Error {

@@ -264,7 +264,7 @@ pub(crate) async fn current_state(
 
 /// Version `version_id` as it last was (its newest event that left it existing), read back from
 /// the log.
-async fn version_state(
+pub(crate) async fn version_state(
     app: &AppState,
     bucket: &str,
     key: &str,

@@ -418,6 +418,42 @@ impl ObjectIndex {
         Ok(out)
     }
 
+    /// Keys of `bucket` starting with `prefix`, in order, after `after`, at most `limit` —
+    /// deleted keys included, since their history (versions, delete markers) remains.
+    pub fn keys(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let txn = self.read()?;
+        let table = txn
+            .open_table(OBJECTS)
+            .map_err(|e| Error::index("open objects", e))?;
+        let scope = crate::event::log_key(bucket, prefix);
+        let after = after.map(|a| crate::event::log_key(bucket, a));
+        let start = match &after {
+            Some(a) if *a > scope => a.clone(),
+            _ => scope.clone(),
+        };
+        let mut out = Vec::new();
+        for row in table
+            .range(start.as_str()..)
+            .map_err(|e| Error::index("list keys", e))?
+        {
+            let (k, _) = row.map_err(|e| Error::index("list keys", e))?;
+            let k = k.value();
+            if !k.starts_with(&scope) || out.len() >= limit {
+                break;
+            }
+            if after.as_deref() != Some(k) {
+                out.push(split_log_key(k).1.to_string());
+            }
+        }
+        Ok(out)
+    }
+
     /// Existing objects in key order: in `bucket` (all buckets if `None`) whose key starts with
     /// `prefix`, after key `after`, at most `limit`.
     pub fn list(

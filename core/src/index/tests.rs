@@ -101,3 +101,36 @@ fn a_reader_process_view_sees_committed_state() {
     let err = reader.commit(Batch::default()).unwrap_err();
     assert!(err.to_string().contains("read-only"));
 }
+
+#[test]
+fn keys_include_deleted_ones_and_page_by_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = ObjectIndex::open(&dir.path().join("index.redb")).unwrap();
+    let mut batch = Batch::default();
+    let events = [
+        put("photos", "a/1.jpg", 1, 10),
+        put("photos", "a/2.jpg", 1, 20),
+        put("photos", "b/3.jpg", 1, 30),
+        put("photosx", "a/9.jpg", 1, 1),
+        delete("photos", "a/2.jpg", 2),
+    ];
+    for (i, e) in events.iter().enumerate() {
+        batch.add(0, i as u64, e.clone());
+    }
+    index.commit(batch).unwrap();
+    let all = index.keys("photos", "", None, 100).unwrap();
+    assert_eq!(all, ["a/1.jpg", "a/2.jpg", "b/3.jpg"]);
+    assert_eq!(
+        index.keys("photos", "a/", None, 100).unwrap(),
+        ["a/1.jpg", "a/2.jpg"]
+    );
+    assert_eq!(
+        index.keys("photos", "", Some("a/1.jpg"), 1).unwrap(),
+        ["a/2.jpg"]
+    );
+    assert_eq!(
+        index.keys("photos", "b/", Some("a/1.jpg"), 10).unwrap(),
+        ["b/3.jpg"],
+        "a marker before the prefix starts at the prefix"
+    );
+}
