@@ -68,21 +68,7 @@ pub(super) fn checked_put(
 
 /// A mutation of an existing object (delete, tag, untag).
 pub fn simple(op: Op, bucket: &str, key: &str) -> Mutation {
-    Mutation {
-        op,
-        bucket: bucket.into(),
-        key: key.into(),
-        size: None,
-        etag: None,
-        content_type: None,
-        sha256: None,
-        storage_class: None,
-        metadata: None,
-        tags: None,
-        version_id: None,
-        event_time: None,
-        event_type: None,
-    }
+    Mutation::new(op, bucket, key)
 }
 
 /// The object as it is after every acknowledged write, or `NoSuchKey`.
