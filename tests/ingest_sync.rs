@@ -7,6 +7,11 @@
 //! Sync: a directory is reconciled into a bucket; after files are added, removed and changed
 //! behind Tidemark's back, a sync makes the index equal the directory (keys, sizes, SHA-256),
 //! a second sync and a dry run append nothing, and bad sources are refused clearly.
+//!
+//! Sync from S3: a bucket on moto's S3 server, written and changed with boto3, is reconciled
+//! the same way (keys, sizes, ETags, content types, user metadata); a missing bucket, an
+//! endpoint nobody answers at and a wrong secret fail the job with a message naming the
+//! source and the cause, and append nothing.
 
 mod common;
 
@@ -14,8 +19,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use common::moto::Moto;
 use common::*;
 use serde_json::{Value, json};
+use std::process::Output;
 
 /// Events appended to `objects` so far (the sum of the partitions' end offsets).
 fn log_end(server: &Server) -> u64 {
@@ -379,4 +386,261 @@ fn sync_refuses_bad_sources_clearly() {
         let (_, v) = server.get("/v1/sync");
         (v["syncs"] == json!([])).then_some(()).ok_or(v.to_string())
     });
+}
+
+/// The bucket in the index as moto's listing shows a bucket: key → size, ETag, content type,
+/// user metadata.
+fn indexed_s3(server: &Server, bucket: &str) -> Value {
+    server.wait_caught_up();
+    let (status, v) = server.get(&format!("/v1/objects?bucket={bucket}&limit=10000"));
+    assert_eq!(status, 200, "{v}");
+    v["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let etag = o["etag"].as_str().unwrap().trim_matches('"');
+            let described = json!({"size": o["size"], "etag": etag,
+                "content_type": o["content_type"], "metadata": o["metadata"]});
+            (o["key"].as_str().unwrap().to_string(), described)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+fn store_listing(moto: &Moto, bucket: &str) -> Value {
+    serde_json::from_str(&moto.script("s3_source.py", "ls", &[bucket])).unwrap()
+}
+
+fn change_store(moto: &Moto, bucket: &str, ops: Value) {
+    moto.script("s3_source.py", "apply", &[bucket, &ops.to_string()]);
+}
+
+/// moto takes any secret; this one is looked for in every answer, where it must not be.
+const SECRET: &str = "s3cr3t-never-shown";
+
+/// `tidemark sync --source URL` against moto's endpoint, with `extra` flags; the output.
+fn sync_s3(server: &Server, moto_endpoint: &str, url: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "sync",
+        "--server",
+        &server.url,
+        "--source",
+        url,
+        "--endpoint",
+        moto_endpoint,
+        "--access-key-id",
+        "test",
+        "--secret-access-key",
+        SECRET,
+    ];
+    args.extend(extra);
+    run(&args)
+}
+
+fn sync_s3_job(server: &Server, moto: &Moto, url: &str, extra: &[&str]) -> Value {
+    let mut args = extra.to_vec();
+    args.push("--json");
+    let out = sync_s3(server, &moto.endpoint, url, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn sync_reconciles_an_s3_bucket_exactly() {
+    let moto = Moto::start();
+    moto.script("s3_source.py", "mkbucket", &["bkt"]);
+    change_store(
+        &moto,
+        "bkt",
+        json!([
+            {"put": "a.txt", "body": "alpha", "content_type": "text/plain",
+             "metadata": {"team": "ml", "run": "7"}},
+            {"put": "docs/b.json", "body": "{\"b\":1}", "content_type": "application/json"},
+            {"put": "docs/c.bin", "size": 70000},
+            {"put": "keep/z.csv", "body": "x,y\n1,2\n", "content_type": "text/csv"},
+            {"multipart": "big.bin", "parts": 2},
+        ]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+
+    // The index bucket is the store's by default; keys are the store's keys.
+    let job = sync_s3_job(&server, &moto, "s3://bkt", &[]);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["result"]["applied"]["created"], 5, "{job}");
+    assert_eq!(job["spec"]["source"], "s3://bkt", "{job}");
+    // The secret is in no answer: not the job's, not the listing of jobs.
+    let (_, jobs) = server.get("/v1/sync");
+    assert!(!format!("{job}{jobs}").contains(SECRET), "{job} {jobs}");
+    assert_eq!(job["spec"]["s3"]["access_key_id"], "test", "{job}");
+    assert_eq!(log_end(&server), 5);
+    let store = store_listing(&moto, "bkt");
+    assert_eq!(indexed_s3(&server, "bkt"), store);
+    assert!(
+        store["big.bin"]["etag"].as_str().unwrap().ends_with("-2"),
+        "{store}"
+    );
+    assert_eq!(
+        store["a.txt"]["metadata"],
+        json!({"team": "ml", "run": "7"})
+    );
+
+    // Behind Tidemark's back: one added, one removed, one rewritten, one re-described.
+    change_store(
+        &moto,
+        "bkt",
+        json!([
+            {"put": "docs/new.md", "body": "# new", "content_type": "text/markdown"},
+            {"delete": "a.txt"},
+            {"put": "docs/b.json", "body": "{\"b\":2}", "content_type": "application/json"},
+            {"replace_metadata": "keep/z.csv", "content_type": "text/plain",
+             "metadata": {"owner": "ops"}},
+        ]),
+    );
+    let before = log_end(&server);
+    let job = sync_s3_job(&server, &moto, "s3://bkt", &[]);
+    assert_eq!(
+        job["result"]["applied"],
+        json!({"created": 1, "updated": 1, "metadata": 1, "removed": 1}),
+        "{job}"
+    );
+    assert_eq!(log_end(&server), before + 4);
+    assert_eq!(indexed_s3(&server, "bkt"), store_listing(&moto, "bkt"));
+    let evs = events(&server);
+    let mut last: Vec<(&str, &str)> = evs
+        .iter()
+        .filter(|e| e["request_id"] == job["id"])
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap(),
+                e["event_type"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    last.sort();
+    assert_eq!(
+        last,
+        [
+            ("a.txt", "ObjectRemoved:Delete"),
+            ("docs/b.json", "ObjectCreated:Put"),
+            ("docs/new.md", "ObjectCreated:Put"),
+            ("keep/z.csv", "ObjectMetadata:Update"),
+        ],
+        "{evs:?}"
+    );
+
+    // Nothing changed: nothing appended.
+    let out = sync_s3(&server, &moto.endpoint, "s3://bkt", &[]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("nothing to do"), "{text}");
+    assert_eq!(log_end(&server), before + 4);
+
+    // A prefix in the URL narrows both sides; keys stay the store's keys.
+    let job = sync_s3_job(&server, &moto, "s3://bkt/docs/", &["--bucket", "docs-only"]);
+    assert_eq!(job["result"]["applied"]["created"], 3, "{job}");
+    let docs = indexed_s3(&server, "docs-only");
+    let keys: Vec<&String> = docs.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["docs/b.json", "docs/c.bin", "docs/new.md"]);
+}
+
+#[test]
+fn sync_from_s3_fails_clearly_and_appends_nothing() {
+    let moto = Moto::start();
+    moto.script("s3_source.py", "mkbucket", &["bkt"]);
+    change_store(&moto, "bkt", json!([{"put": "a.txt", "body": "alpha"}]));
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let failure = |endpoint: &str, url: &str, secret: &str| -> String {
+        let out = run(&[
+            "sync",
+            "--server",
+            &server.url,
+            "--source",
+            url,
+            "--endpoint",
+            endpoint,
+            "--access-key-id",
+            "test",
+            "--secret-access-key",
+            secret,
+        ]);
+        assert!(!out.status.success(), "{url} at {endpoint} should fail");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+
+    let err = failure(&moto.endpoint, "s3://nope", "test");
+    assert!(
+        err.contains("s3://nope") && err.contains("bucket 'nope' does not exist"),
+        "{err}"
+    );
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let err = failure(&nobody, "s3://bkt", "test");
+    assert!(
+        err.contains("s3://bkt") && err.contains("does not answer") && err.contains(&nobody),
+        "{err}"
+    );
+    // A reference the server cannot resolve is refused before any job starts.
+    let err = failure(&moto.endpoint, "s3://bkt", "env:TIDEMARK_TEST_NO_SUCH_VAR");
+    assert!(
+        err.contains("--secret-access-key") && err.contains("TIDEMARK_TEST_NO_SUCH_VAR"),
+        "{err}"
+    );
+
+    // S3 flags with a directory, and S3 fields the request does not know, are refused.
+    let out = run(&[
+        "sync",
+        "--server",
+        &server.url,
+        "--bucket",
+        "mirror",
+        "--source",
+        dir.path().to_str().unwrap(),
+        "--endpoint",
+        &moto.endpoint,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--endpoint is only for an S3 source"),
+        "{err}"
+    );
+    for body in [
+        json!({"bucket": "m", "source": dir.path(), "s3": {"region": "us-east-1"}}),
+        json!({"source": "s3://bkt", "s3": {"endpoint": moto.endpoint, "token": "x"}}),
+    ] {
+        let (status, v) = server.post("/v1/sync", body.to_string());
+        assert_eq!(status, 400, "{body}: {v}");
+    }
+    assert_eq!(log_end(&server), 0);
+
+    // moto checking keys refuses a wrong secret: 403, named as such.
+    let keyed = Moto::start_checking_keys();
+    let key: Value =
+        serde_json::from_str(&keyed.script("s3_source.py", "auth", &["keyed"])).unwrap();
+    let out = run(&[
+        "sync",
+        "--server",
+        &server.url,
+        "--source",
+        "s3://keyed",
+        "--endpoint",
+        &keyed.endpoint,
+        "--access-key-id",
+        key["id"].as_str().unwrap(),
+        "--secret-access-key",
+        "not-the-secret",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("s3://keyed") && err.contains("access denied (403)"),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-secret"), "{err}");
+    assert_eq!(log_end(&server), 0);
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::moto::Moto;
 use common::*;
 use serde_json::{Value, json};
 
@@ -316,76 +317,10 @@ fn bad_lake_settings_are_refused_by_name() {
     });
 }
 
-/// moto's S3-compatible server on a loopback port, for as long as it lives.
-struct Moto {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        Moto::start_with_env(&[])
-    }
-
-    /// A server that checks access keys once four setup requests are done (`auth`).
-    fn start_checking_keys() -> Moto {
-        Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")])
-    }
-
-    fn start_with_env(env: &[(&str, &str)]) -> Moto {
-        let port = free_port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start moto.server");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        wait_for("moto to listen", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port))
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        });
-        Moto { child, endpoint }
-    }
-
-    fn s3(&self, args: &[&str]) -> String {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/s3_lake.py");
-        let out = Command::new("python3")
-            .arg(script)
-            .arg(args[0])
-            .arg(&self.endpoint)
-            .args(&args[1..])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_lake_on_an_s3_compatible_server_is_read_back_by_duckdb_and_pyarrow() {
     let moto = Moto::start();
-    moto.s3(&["mkbucket", "lakehouse"]);
+    moto.script("s3_lake.py", "mkbucket", &["lakehouse"]);
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
     let spec = json!({
@@ -423,12 +358,11 @@ fn a_lake_on_an_s3_compatible_server_is_read_back_by_duckdb_and_pyarrow() {
     assert_eq!(status["endpoint"], "s3://lakehouse/events/v1", "{status}");
     let local = dir.path().join("downloaded");
     let files: usize = moto
-        .s3(&[
+        .script(
+            "s3_lake.py",
             "download",
-            "lakehouse",
-            "events/v1",
-            local.to_str().unwrap(),
-        ])
+            &["lakehouse", "events/v1", local.to_str().unwrap()],
+        )
         .trim()
         .parse()
         .unwrap();
@@ -472,7 +406,7 @@ fn wrong_s3_credentials_show_in_status_and_nothing_else_stops() {
     // refuses some correctly signed requests, listings with a prefix and keys with `=`, for
     // boto3 as well, so the writing itself is tested against moto without key checks.)
     let moto = Moto::start_checking_keys();
-    let key: Value = serde_json::from_str(&moto.s3(&["auth", "keyed"])).unwrap();
+    let key: Value = serde_json::from_str(&moto.script("s3_lake.py", "auth", &["keyed"])).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
     create_subscription(

@@ -6,6 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::{Backend, Server, log_events};
+use serde_json::{Value, json};
 
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/s3_client.py");
 
@@ -52,12 +53,32 @@ fn boto3_drives_every_operation_and_each_mutation_is_an_event() {
     for key in ["a/1.txt", "a/2.txt", "b.txt"] {
         assert_eq!(seen("ObjectRemoved:Delete", key), 1, "{key}");
     }
-    // Refused requests changed nothing: no other objects, no other buckets.
+    // Refused requests changed nothing (no other objects, no other buckets); the four
+    // refused by authentication to an existing bucket are on record: wrong secret, unknown
+    // key, expired presigned URL, anonymous.
+    assert_eq!(seen("ObjectAccess:Denied", "evil"), 2);
+    assert_eq!(seen("ObjectAccess:Denied", "b.txt"), 2);
+    let mut denied: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event_type"] == "ObjectAccess:Denied")
+        .collect();
+    denied.sort_by_key(|e| e["event_time"].as_str().unwrap().to_string());
+    let claimed: Vec<&Value> = denied.iter().map(|e| &e["requester"]).collect();
+    assert_eq!(
+        claimed,
+        [
+            &json!("AKTEST"),
+            &json!("NOPE"),
+            &json!("AKTEST"),
+            &Value::Null
+        ]
+    );
+    assert!(denied.iter().all(|e| e["source_ip"] == "127.0.0.1"));
     assert!(
         events.iter().all(|e| e["bucket"] == "photos"
-            && ["a/1.txt", "a/2.txt", "b.txt", ""].contains(&e["key"].as_str().unwrap())),
+            && ["a/1.txt", "a/2.txt", "b.txt", "evil", ""].contains(&e["key"].as_str().unwrap())),
         "{events:#?}"
     );
-    assert_eq!(events.len(), 10, "{events:#?}");
+    assert_eq!(events.len(), 14, "{events:#?}");
     server.stop();
 }

@@ -10,72 +10,27 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::Server;
+use common::aws::Aws;
 use common::receiver::Receiver;
 use serde_json::{Value, json};
 
 const ARN: &str = "arn:aws:sqs:us-east-1:000000000000:thumbs";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// `aws s3api ...` against the server's S3 endpoint, path-style, signed with the test keys.
-struct Aws {
-    endpoint: String,
-    config: std::path::PathBuf,
-}
-
-impl Aws {
-    fn new(dir: &Path, server: &Server) -> Aws {
-        let config = dir.join("aws-config");
-        std::fs::write(
-            &config,
-            "[default]\nregion = us-east-1\ns3 =\n    addressing_style = path\n",
-        )
-        .unwrap();
-        Aws {
-            endpoint: server.s3_url.clone().expect("s3 address"),
-            config,
-        }
-    }
-
-    /// Runs `aws s3api ARGS`: (success, stdout, stderr).
-    fn s3api(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new("aws")
-            .args(["--endpoint-url", &self.endpoint, "s3api"])
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", "AKTEST")
-            .env("AWS_SECRET_ACCESS_KEY", "s3cr3t")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_CONFIG_FILE", &self.config)
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .output()
-            .expect("run aws");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.s3api(args);
-        assert!(ok, "aws s3api {args:?} failed:\n{out}\n{err}");
-        out
-    }
-
-    /// put-bucket-notification-configuration with `conf` (written to a file).
-    fn put_notifications(&self, bucket: &str, conf: &Value) -> (bool, String, String) {
-        let file = self
-            .config
-            .with_file_name(format!("notif-{}.json", fastrand::u32(..)));
-        std::fs::write(&file, conf.to_string()).unwrap();
-        let arg = format!("file://{}", file.display());
-        self.s3api(&[
-            "put-bucket-notification-configuration",
-            "--bucket",
-            bucket,
-            "--notification-configuration",
-            &arg,
-        ])
-    }
+/// put-bucket-notification-configuration with `conf` (written to a file).
+fn put_notifications(aws: &Aws, bucket: &str, conf: &Value) -> (bool, String, String) {
+    let file = aws
+        .config
+        .with_file_name(format!("notif-{}.json", fastrand::u32(..)));
+    std::fs::write(&file, conf.to_string()).unwrap();
+    let arg = format!("file://{}", file.display());
+    aws.s3api(&[
+        "put-bucket-notification-configuration",
+        "--bucket",
+        bucket,
+        "--notification-configuration",
+        &arg,
+    ])
 }
 
 fn start(dir: &Path, receiver: &Receiver) -> Server {
@@ -134,7 +89,7 @@ fn aws_cli_configuration_becomes_a_subscription_delivering_s3_records() {
     let aws = Aws::new(dir.path(), &server);
     aws.ok(&["create-bucket", "--bucket", "photos"]);
 
-    let (ok, out, err) = aws.put_notifications("photos", &thumbs_config());
+    let (ok, out, err) = put_notifications(&aws, "photos", &thumbs_config());
     assert!(ok, "{out}\n{err}");
     let subs = subscriptions(&server);
     assert_eq!(subs.len(), 1, "{subs:#?}");
@@ -205,14 +160,14 @@ fn aws_cli_configuration_becomes_a_subscription_delivering_s3_records() {
 
     // Putting the same configuration again keeps the subscription (and sends no test event).
     let created = subs[0]["created_at"].clone();
-    let (ok, _, err) = aws.put_notifications("photos", &thumbs_config());
+    let (ok, _, err) = put_notifications(&aws, "photos", &thumbs_config());
     assert!(ok, "{err}");
     let subs = subscriptions(&server);
     assert_eq!(subs.len(), 1);
     assert_eq!(subs[0]["created_at"], created);
 
     // An empty configuration removes it.
-    let (ok, _, err) = aws.put_notifications("photos", &json!({}));
+    let (ok, _, err) = put_notifications(&aws, "photos", &json!({}));
     assert!(ok, "{err}");
     assert!(subscriptions(&server).is_empty());
     let got = aws.ok(&[
@@ -257,7 +212,7 @@ fn refused_configurations_change_nothing() {
     aws.ok(&["create-bucket", "--bucket", "photos"]);
 
     let refused = |bucket: &str, conf: Value, code: &str, says: &str| {
-        let (ok, out, err) = aws.put_notifications(bucket, &conf);
+        let (ok, out, err) = put_notifications(&aws, bucket, &conf);
         assert!(!ok, "{conf} was accepted: {out}");
         assert!(err.contains(code), "{conf}: expected {code}:\n{err}");
         assert!(err.contains(says), "{conf}: expected '{says}':\n{err}");

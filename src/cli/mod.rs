@@ -65,8 +65,9 @@ enum Command {
     /// Restore a bucket (or a prefix) to what it was at an instant: compensating mutations
     /// appended as a job on the server; --dry-run shows the plan (Ctrl-C cancels).
     Restore(restore::RestoreArgs),
-    /// Reconcile an external store (a directory) into a bucket: puts for new and changed
-    /// files, deletes for removed ones, as a job on the server; --dry-run shows the counts.
+    /// Reconcile an external store (a directory or an S3 bucket) into a bucket: puts for new
+    /// and changed objects, deletes for removed ones, as a job on the server; --dry-run shows
+    /// the counts.
     Sync(sync::SyncArgs),
     /// Measure Tidemark on this machine (figures in docs/PERFORMANCE.md).
     #[command(subcommand)]

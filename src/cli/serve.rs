@@ -106,7 +106,8 @@ pub struct ServeArgs {
     /// nothing.
     #[arg(long, default_value_t = 7 * 24 * 3600, value_name = "SECS")]
     pub s3_events_dedup_secs: u64,
-    /// Address of the S3-compatible API (path-style requests); off when absent. Needs
+    /// Address of the S3-compatible API (path-style requests, and virtual-host style with
+    /// --s3-domain); off when absent. Needs
     /// --s3-access-key and --s3-secret-key: every request must be signed with them.
     #[arg(long, value_name = "ADDR", requires_all = ["s3_access_key", "s3_secret_key"])]
     pub s3_listen: Option<SocketAddr>,
@@ -116,6 +117,11 @@ pub struct ServeArgs {
     /// Secret key S3 clients sign with.
     #[arg(long, value_name = "SECRET")]
     pub s3_secret_key: Option<String>,
+    /// Domain for virtual-host style S3 requests: `BUCKET.DOMAIN` names the bucket (the
+    /// name must resolve to --s3-listen, e.g. a wildcard DNS entry). Path-style requests to
+    /// any host keep working.
+    #[arg(long, value_name = "DOMAIN", value_parser = parse_domain)]
+    pub s3_domain: Option<String>,
     /// Where a bucket notification destination ARN delivers (PutBucketNotificationConfiguration):
     /// `ARN=URL`, e.g. `arn:aws:sqs:us-east-1:000000000000:thumbs=http://127.0.0.1:9000/hook`;
     /// SQS ARNs serve Queue, SNS Topic and Lambda CloudFunction configurations. Repeatable
@@ -287,6 +293,7 @@ pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyho
                 state.clone(),
                 keys,
                 targets,
+                args.s3_domain.clone(),
                 stopped,
             )))
         }
@@ -311,4 +318,23 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+}
+
+/// A DNS name of labels from `[a-z0-9-]`, without a port.
+fn parse_domain(text: &str) -> Result<String, String> {
+    let name = text.trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.split('.').all(label_ok) {
+        Ok(name)
+    } else {
+        Err(format!(
+            "'{text}' is not a domain name (labels of a-z, 0-9 and '-', no port), e.g. s3.example.com"
+        ))
+    }
 }

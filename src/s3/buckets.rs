@@ -14,7 +14,7 @@ use super::errors::{check_bucket, from_api, from_core};
 use crate::server::AppState;
 use crate::server::objects::{Consistency, catch_up};
 
-const KIND: &str = "bucket";
+use crate::server::buckets::KIND;
 
 /// `NoSuchBucket` unless `bucket` exists.
 pub fn require(app: &AppState, bucket: &str) -> S3Result<()> {

@@ -6,6 +6,7 @@
 //! until the index has applied every write acknowledged before them (read-your-writes).
 //!
 //! # Layout
+//! - `access.rs`: `ObjectAccessed:*` / `ObjectAccess:Denied` events, virtual-host addressing.
 //! - `buckets.rs`: Create/Head/List/DeleteBucket; buckets are catalog entities on `_config`.
 //! - `objects.rs`: Put/Get/Head/Delete/DeleteObjects/CopyObject.
 //! - `conditions.rs`: If-Match / If-None-Match / If-(Un)Modified-Since.
@@ -17,6 +18,7 @@
 //! - `multipart.rs`: Create/UploadPart/ListParts/ListMultipartUploads/Abort/Complete.
 //! - `errors.rs`: Tidemark errors as S3 error codes.
 
+mod access;
 mod buckets;
 mod conditions;
 mod errors;
@@ -73,27 +75,51 @@ struct Tidemark {
     targets: NotificationTargets,
 }
 
-/// Serve S3 on `listener` until `stop` turns true.
+/// Serve S3 on `listener` until `stop` turns true. With a `domain`, `BUCKET.DOMAIN` hosts
+/// address buckets too (virtual-host style).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Arc<AppState>,
     keys: Keys,
     targets: NotificationTargets,
+    domain: Option<String>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut builder = S3ServiceBuilder::new(Tidemark { app, targets });
+    let mut builder = S3ServiceBuilder::new(Tidemark {
+        app: app.clone(),
+        targets,
+    });
     builder.set_auth(keys);
+    if let Some(d) = &domain {
+        builder.set_host(access::Domain(d.clone()));
+    }
     let service = builder.build();
+    let domain: Arc<Option<String>> = Arc::new(domain);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => accepted?,
             _ = stop.wait_for(|s| *s) => return Ok(()),
         };
-        let service = service.clone();
+        let (service, app, domain) = (service.clone(), app.clone(), domain.clone());
         tokio::spawn(async move {
-            let with_peer = hyper::service::service_fn(move |mut req| {
+            let with_peer = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
                 req.extensions_mut().insert(Peer(peer));
-                hyper::service::Service::call(&service, req)
+                let (parts, body) = req.into_parts();
+                let target = access::Target::of(&parts, domain.as_deref(), peer);
+                let call = hyper::service::Service::call(
+                    &service,
+                    hyper::Request::from_parts(parts, body),
+                );
+                let app = app.clone();
+                async move {
+                    let answer = call.await?;
+                    if answer.status() == hyper::StatusCode::FORBIDDEN
+                        && let Some(target) = target
+                    {
+                        access::denied(&app, target).await;
+                    }
+                    Ok::<_, s3s::HttpError>(answer)
+                }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), with_peer)

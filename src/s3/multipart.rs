@@ -567,12 +567,15 @@ pub async fn complete(
     mutation.size = Some(stored.size as i64);
     mutation.etag = Some(etag.clone());
     mutation.sha256 = Some(stored.sha256);
-    mutation.version_id = Some(tidemark_core::blobs::new_version_id());
+    let version = tidemark_core::blobs::new_version_id();
+    mutation.version_id = Some(version.clone());
     mutation.event_type = Some(EventType::ObjectCreatedCompleteMultipartUpload);
     // Durable before the parts go: a crash in between leaves an upload the client can abort.
     append(app, mutation, &ctx).await.map_err(from_api)?;
     run("remove the parts", move || remove_upload(&dir)).await?;
+    let versioned = super::versioning::status(app, &input.bucket).versioned();
     Ok(S3Response::new(CompleteMultipartUploadOutput {
+        version_id: versioned.then_some(version),
         bucket: Some(input.bucket),
         key: Some(input.key),
         e_tag: Some(ETag::Strong(etag)),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
-use tidemark_core::event::ObjectState;
+use tidemark_core::event::{EventType, ObjectState};
 use tidemark_core::ingest::{BatchLimits, Mutation, Op, RequestContext, parse_batch};
 
 use super::buckets::require;
@@ -117,11 +117,15 @@ pub async fn put(
     mutation.size = Some(stored.size as i64);
     mutation.etag = Some(stored.md5.clone());
     mutation.sha256 = Some(stored.sha256);
-    mutation.version_id = Some(tidemark_core::blobs::new_version_id());
+    let version = tidemark_core::blobs::new_version_id();
+    mutation.version_id = Some(version.clone());
     // If the event cannot be appended, the blob stays unreferenced and GC takes it later.
     append(app, mutation, &ctx).await.map_err(from_api)?;
     Ok(S3Response::new(PutObjectOutput {
         e_tag: Some(ETag::Strong(stored.md5)),
+        version_id: super::versioning::status(app, &input.bucket)
+            .versioned()
+            .then_some(version),
         ..Default::default()
     }))
 }
@@ -137,6 +141,7 @@ pub async fn get(
     app: &Arc<AppState>,
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
+    let ctx = super::context(&req);
     let input = req.input;
     let state = match &input.version_id {
         Some(v) => super::versioning::existing_version(app, &input.bucket, &input.key, v).await?,
@@ -184,6 +189,8 @@ pub async fn get(
                 input.key
             )
         })?;
+    let seen = EventType::ObjectAccessedGet;
+    super::access::read(app, &input.bucket, &input.key, seen, ctx, &state);
     let (length, content_range) = match &range {
         Some(r) => (
             r.end - r.start,
@@ -213,6 +220,7 @@ pub async fn head(
     app: &Arc<AppState>,
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
+    let ctx = super::context(&req);
     let input = req.input;
     let state = match &input.version_id {
         Some(v) => super::versioning::existing_version(app, &input.bucket, &input.key, v).await?,
@@ -227,6 +235,8 @@ pub async fn head(
         },
         &state,
     )?;
+    let seen = EventType::ObjectAccessedHead;
+    super::access::read(app, &input.bucket, &input.key, seen, ctx, &state);
     Ok(S3Response::new(HeadObjectOutput {
         content_length: Some(state.size),
         accept_ranges: Some("bytes".into()),
@@ -342,12 +352,12 @@ pub async fn copy(
             "access-point copy sources are not supported"
         ));
     };
-    if version_id.is_some() {
-        return Err(s3_error!(NotImplemented, "versions are not supported yet"));
-    }
     require(app, &input.bucket)?;
     check_key(&input.key)?;
-    let source = existing(app, src_bucket, src_key).await?;
+    let source = match version_id {
+        Some(v) => super::versioning::existing_version(app, src_bucket, src_key, v).await?,
+        None => existing(app, src_bucket, src_key).await?,
+    };
     let replace_meta = input
         .metadata_directive
         .as_ref()
@@ -384,15 +394,19 @@ pub async fn copy(
     mutation.size = Some(source.size);
     mutation.etag = source.etag.clone();
     mutation.sha256 = source.sha256.clone();
-    mutation.version_id = Some(tidemark_core::blobs::new_version_id());
-    mutation.event_type = Some(tidemark_core::event::EventType::ObjectCreatedCopy);
+    let version = tidemark_core::blobs::new_version_id();
+    mutation.version_id = Some(version.clone());
+    mutation.event_type = Some(EventType::ObjectCreatedCopy);
     append(app, mutation, &ctx).await.map_err(from_api)?;
+    let versioned = |bucket: &str| super::versioning::status(app, bucket).versioned();
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: etag(&source),
             last_modified: Some(timestamp(tidemark_core::time::now_us())),
             ..Default::default()
         }),
+        version_id: versioned(&input.bucket).then_some(version),
+        copy_source_version_id: source.version_id.clone().filter(|_| versioned(src_bucket)),
         ..Default::default()
     }))
 }

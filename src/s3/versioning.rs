@@ -16,7 +16,6 @@ use std::sync::Arc;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 use tidemark_core::blocking::blocking;
-use tidemark_core::catalog::Action;
 use tidemark_core::event::{EventType, ObjectState};
 use tidemark_core::index::HistoryEntry;
 use tidemark_core::ingest::{Op, RequestContext};
@@ -25,10 +24,10 @@ use super::buckets::require;
 use super::errors::{check_key, from_api, from_core};
 use super::objects::{existing, simple, timestamp};
 use crate::server::AppState;
+use crate::server::buckets::{spec, update_spec};
 use crate::server::content::{append, version_state};
 use crate::server::objects::{Consistency, catch_up};
 
-const KIND: &str = "bucket";
 /// The most entries one ListObjectVersions page holds, as on S3.
 const MAX_KEYS: usize = 1000;
 
@@ -50,9 +49,10 @@ impl Status {
 /// The status of `bucket` (`Unversioned` for a bucket that does not exist; callers check
 /// existence separately).
 pub fn status(app: &AppState, bucket: &str) -> Status {
-    let spec = app.node.catalog.get(KIND, bucket).map(|e| e.spec);
-    let value = spec.and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
-    match value.as_ref().and_then(|v| v["versioning"].as_str()) {
+    match spec(app, bucket)
+        .as_ref()
+        .and_then(|v| v["versioning"].as_str())
+    {
         Some(BucketVersioningStatus::ENABLED) => Status::Enabled,
         Some(BucketVersioningStatus::SUSPENDED) => Status::Suspended,
         _ => Status::Unversioned,
@@ -91,36 +91,16 @@ pub async fn put_config(
             ));
         }
     };
-    let entry = app
-        .node
-        .catalog
-        .get(KIND, bucket)
-        .ok_or_else(|| s3_error!(NoSuchBucket, "bucket '{bucket}' does not exist"))?;
-    // Keep whatever else the bucket's spec holds; only `versioning` changes.
-    let mut spec: serde_json::Value = serde_json::from_str(&entry.spec)
-        .map_err(|e| s3_error!(InternalError, "bucket '{bucket}' has a bad spec: {e}"))?;
-    if spec["versioning"].as_str() == Some(wanted) {
-        return Ok(S3Response::new(PutBucketVersioningOutput {}));
-    }
-    spec["versioning"] = wanted.into();
-    let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
-    app.node
-        .catalog
-        .change(KIND, bucket, Action::Update, Some(spec.to_string()), actor)
-        .await
-        .map_err(|e| match e {
-            tidemark_core::Error::NotFound(m) => s3_error!(NoSuchBucket, "{m}"),
-            e => from_core(e),
-        })?;
-    app.node
-        .ingestor
-        .append_bucket_event(
-            bucket,
-            EventType::BucketConfigChanged,
-            &super::context(&req),
-        )
-        .await
-        .map_err(from_core)?;
+    update_spec(app, bucket, &super::context(&req), |spec| {
+        let changed = spec["versioning"].as_str() != Some(wanted);
+        spec["versioning"] = wanted.into();
+        changed
+    })
+    .await
+    .map_err(|e| match e {
+        tidemark_core::Error::NotFound(m) => s3_error!(NoSuchBucket, "{m}"),
+        e => from_core(e),
+    })?;
     Ok(S3Response::new(PutBucketVersioningOutput {}))
 }
 

@@ -3,6 +3,7 @@
 //! # Layout
 //! - `mutations.rs`: `POST /v1/mutations`.
 //! - `ingest_s3.rs`: `POST /v1/ingest/s3-events` (S3 / MinIO event notifications).
+//! - `buckets.rs`: `/v1/buckets/...` (list, settings S3 has no call for: access events).
 //! - `sync.rs`: `/v1/sync/...` (reconcile a directory into a bucket: job, cancel).
 //! - `objects.rs`: `GET /v1/objects`, `GET /v1/objects/{bucket}/{key}`.
 //! - `content.rs`: `PUT`/`GET /v1/content/{bucket}/{key}` (object bytes), blob GC.
@@ -16,6 +17,7 @@
 //! - `metrics.rs`: `/metrics` (Prometheus text).
 //! - `error.rs`: how errors become responses.
 
+pub(crate) mod buckets;
 pub(crate) mod content;
 pub(crate) mod error;
 mod filters;
@@ -127,6 +129,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/replays/{id}/cancel", post(replays::cancel))
         .route("/metrics", get(metrics::metrics))
         .merge(registry::routes())
+        .merge(buckets::routes())
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .with_state(state)

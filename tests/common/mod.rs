@@ -2,6 +2,8 @@
 //! `receiver` runs the webhook endpoint the delivery tests send to.
 #![allow(dead_code)]
 
+pub mod aws;
+pub mod moto;
 pub mod receiver;
 
 use std::io::{BufRead, BufReader};
@@ -186,6 +188,17 @@ impl Server {
     pub fn put(&self, path: &str, body: &Value) -> (u16, Value) {
         let resp = client()
             .put(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    pub fn patch(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = client()
+            .patch(format!("{}{path}", self.url))
             .header("content-type", "application/json")
             .body(body.to_string())
             .send()

@@ -262,21 +262,35 @@ impl Ingestor {
         Ok(event)
     }
 
-    /// Append a `BucketCreated` / `BucketRemoved` event for `bucket` (key empty); returns once
-    /// it is durable. It goes to the partition of `bucket/` when this node writes it, else to
-    /// the first partition it writes: bucket events change no object, so no key's order
-    /// depends on where they land.
+    /// Append a `BucketCreated` / `BucketRemoved` / `BucketConfig:Changed` event for
+    /// `bucket` (key empty); returns once it is durable.
     pub async fn append_bucket_event(
         &self,
         bucket: &str,
         event_type: EventType,
         ctx: &RequestContext,
     ) -> Result<Accepted> {
+        self.append_notice(bucket, "", event_type, ctx, None).await
+    }
+
+    /// Append an event that changes no object (bucket events, `ObjectAccessed:*`,
+    /// `ObjectAccess:Denied`); `seen` is the object state an access read, if any. Returns
+    /// once it is durable. It goes to the partition of `bucket/key` when this node writes it,
+    /// else to the first partition it writes: no key's state depends on these events, so no
+    /// order is broken. Their sequence is 0: per-key sequences count changes only.
+    pub async fn append_notice(
+        &self,
+        bucket: &str,
+        key: &str,
+        event_type: EventType,
+        ctx: &RequestContext,
+        seen: Option<ObjectState>,
+    ) -> Result<Accepted> {
         debug_assert!(!event_type.mutates_object());
         let _outstanding = self.appends.read().await;
         let partition = {
             let owned = self.owned.read().unwrap();
-            let home = partition_for(log_key(bucket, "").as_bytes(), self.partitions);
+            let home = partition_for(log_key(bucket, key).as_bytes(), self.partitions);
             match owned.contains(&home) {
                 true => home,
                 false => *owned.first().ok_or_else(|| {
@@ -289,9 +303,9 @@ impl Ingestor {
             event_type,
             now_us(),
             bucket.to_string(),
-            String::new(),
+            key.to_string(),
             0,
-            None,
+            seen,
         );
         event.requester = ctx.requester.clone();
         event.source_ip = ctx.source_ip.clone();
@@ -300,7 +314,7 @@ impl Ingestor {
         event.node = self.origin.node.clone();
         let mut value = Vec::with_capacity(128);
         self.codec.encode(&event, &mut value);
-        let mut record = NewRecord::new(Bytes::from(log_key(bucket, "")), value);
+        let mut record = NewRecord::new(Bytes::from(log_key(bucket, key)), value);
         record.partition = Some(partition);
         let positions = self.log.append(OBJECTS_TOPIC, vec![record]).await?;
         Ok(Accepted {

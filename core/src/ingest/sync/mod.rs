@@ -4,16 +4,18 @@
 //! so a second sync of an unchanged store appends nothing.
 //!
 //! - `local_dir.rs`: a directory as a store (keys are relative paths with `/`).
+//! - `s3.rs`: an S3 bucket as a store (keys are the store's keys), through `object_store`.
 //! - `run.rs`: the whole reconciliation, with progress and cancellation.
 //!
-//! A new listing source (an S3 bucket through `object_store`) only has to produce sorted
-//! [`Entry`]s; [`diff`] and the run do the rest.
+//! A listing source only has to produce sorted [`Entry`]s; [`diff`] and the run do the rest.
 
 mod local_dir;
 mod run;
+mod s3;
 
 pub use local_dir::list_dir;
 pub use run::{Progress, Source, SyncOutcome, SyncSpec, run};
+pub use s3::{S3Connection, S3Source, list_s3};
 
 use std::cmp::Ordering;
 

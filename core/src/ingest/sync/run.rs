@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::s3::{S3Source, list_s3};
 use super::{Change, Entry, Skipped, diff, list_dir};
 use crate::blocking::blocking;
 use crate::event::ObjectState;
 use crate::index::{Materializer, ObjectIndex};
-use crate::ingest::{Ingestor, RequestContext};
+use crate::ingest::{Ingestor, RequestContext, validate_bucket};
 use crate::{Error, Result};
 
 /// Mutations per append.
@@ -28,16 +29,16 @@ const ACTIONS: [&str; 4] = ["created", "updated", "metadata", "removed"];
 pub enum Source {
     /// A local directory on the server's machine.
     Dir(PathBuf),
+    /// An S3 bucket, on AWS or an S3-compatible service.
+    S3(S3Source),
 }
 
 impl Source {
-    /// `DIR` (absolute) or `s3://BUCKET[/PREFIX]`; the error names the `source` field.
+    /// `DIR` (absolute) or `s3://BUCKET[/PREFIX]`; the error names the `source` field. An S3
+    /// source is reached with the default connection until the caller sets one.
     pub fn parse(text: &str) -> Result<Source> {
         if text.starts_with("s3://") {
-            return Err(Error::invalid(
-                "source",
-                "s3:// sources are not supported by this build yet; sync a local directory",
-            ));
+            return S3Source::parse(text).map(Source::S3);
         }
         if text.contains("://") {
             return Err(Error::invalid(
@@ -54,16 +55,70 @@ impl Source {
         }
         Ok(Source::Dir(path))
     }
+
+    /// The directory or the `s3://` URL, as given (never credentials).
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Dir(dir) => dir.display().to_string(),
+            Source::S3(s3) => s3.url(),
+        }
+    }
 }
 
 /// A validated sync request.
 #[derive(Debug, Clone)]
 pub struct SyncSpec {
     pub bucket: String,
+    /// Only keys starting with this, on both sides; for S3 it starts with the URL's prefix.
     pub prefix: String,
     pub source: Source,
     /// Report what would change; append nothing.
     pub dry_run: bool,
+}
+
+impl SyncSpec {
+    /// Check the request. The bucket may be left out for an S3 source (its bucket's name is
+    /// taken); an S3 URL's prefix and `prefix` narrow together, so the one must extend the
+    /// other. No I/O: whether the store is there is the run's business.
+    pub fn new(
+        bucket: Option<String>,
+        source: Source,
+        prefix: String,
+        dry_run: bool,
+    ) -> Result<SyncSpec> {
+        let bucket = match (bucket, &source) {
+            (Some(b), _) => b,
+            (None, Source::S3(s3)) => s3.bucket.clone(),
+            (None, Source::Dir(_)) => {
+                return Err(Error::invalid(
+                    "bucket",
+                    "is required for a directory source: the bucket the files belong to",
+                ));
+            }
+        };
+        validate_bucket(&bucket).map_err(|m| Error::invalid("bucket", m))?;
+        let prefix = match &source {
+            Source::S3(s3) if prefix.starts_with(&s3.prefix) => prefix,
+            Source::S3(s3) if s3.prefix.starts_with(&prefix) => s3.prefix.clone(),
+            Source::S3(s3) => {
+                return Err(Error::invalid(
+                    "prefix",
+                    format!(
+                        "'{prefix}' is outside the source's prefix '{}': nothing would be \
+                         compared; drop one of them",
+                        s3.prefix
+                    ),
+                ));
+            }
+            Source::Dir(_) => prefix,
+        };
+        Ok(SyncSpec {
+            bucket,
+            prefix,
+            source,
+            dry_run,
+        })
+    }
 }
 
 /// Where the caller shows progress (entries compared) and asks to stop.
@@ -175,6 +230,16 @@ async fn list_store(spec: &SyncSpec, progress: Arc<dyn Progress>) -> Result<(Vec
                     &|| progress.is_cancelled(),
                 )
             })
+            .await
+        }
+        Source::S3(s3) => {
+            list_s3(
+                s3,
+                &spec.prefix,
+                &|n| progress.set_total(n),
+                &|| progress.add_done(1),
+                &|| progress.is_cancelled(),
+            )
             .await
         }
     }

@@ -81,3 +81,46 @@ fn quoted_and_unquoted_etags_are_the_same() {
     s.etag = Some("\"abc\"".into());
     assert!(diff(&[e], &[("k".to_string(), s)]).is_empty());
 }
+
+#[test]
+fn s3_specs_take_the_store_bucket_and_narrow_by_both_prefixes() {
+    let s3 = |url: &str| Source::parse(url).unwrap();
+    let spec = SyncSpec::new(None, s3("s3://photos/2024/"), String::new(), false).unwrap();
+    assert_eq!(
+        (spec.bucket.as_str(), spec.prefix.as_str()),
+        ("photos", "2024/")
+    );
+    let spec = SyncSpec::new(
+        Some("mirror".into()),
+        s3("s3://photos/2024/"),
+        "2024/06".into(),
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        (spec.bucket.as_str(), spec.prefix.as_str()),
+        ("mirror", "2024/06")
+    );
+    let spec = SyncSpec::new(None, s3("s3://photos/2024/06"), "20".into(), false).unwrap();
+    assert_eq!(spec.prefix, "2024/06");
+    let err = SyncSpec::new(None, s3("s3://photos/2024/"), "2023/".into(), false).unwrap_err();
+    assert!(err.to_string().starts_with("prefix: "), "{err}");
+    // A directory names no bucket of its own.
+    let err = SyncSpec::new(None, Source::parse("/srv").unwrap(), String::new(), false);
+    assert!(err.unwrap_err().to_string().starts_with("bucket: "));
+    assert_eq!(s3("s3://photos/2024/").describe(), "s3://photos/2024/");
+}
+
+#[test]
+fn multipart_etags_compare_as_etags() {
+    let mut e = entry("k", 7, "s");
+    e.sha256 = None;
+    e.etag = Some("0123abcd-3".into());
+    let mut s = state(7, None, "text/plain");
+    s.etag = Some("0123abcd-3".into());
+    e.metadata = Some(s.metadata.clone());
+    assert!(diff(std::slice::from_ref(&e), &[("k".to_string(), s.clone())]).is_empty());
+    e.etag = Some("0123abcd-4".into());
+    let changes = diff(&[e], &[("k".to_string(), s)]);
+    assert_eq!(changes[0].action(), "updated");
+}
