@@ -9,6 +9,7 @@ mod kafka;
 mod lake;
 mod rebuild;
 mod replay;
+mod s3;
 mod state_at;
 
 use clap::Subcommand;
@@ -35,6 +36,9 @@ pub enum BenchCommand {
     Lake(lake::LakeArgs),
     /// The state at an instant from an index snapshot plus a bounded replay vs a full replay.
     StateAt(state_at::StateAtArgs),
+    /// The S3 API: PUT and GET of 4 KiB and 1 MiB objects with fsync=always vs the same
+    /// client against a plain HTTP server.
+    S3(s3::S3Args),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -48,6 +52,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Filter(args) => filter::run(args),
         BenchCommand::Lake(args) => lake::run(args),
         BenchCommand::StateAt(args) => state_at::run(args).await,
+        BenchCommand::S3(args) => s3::run(args).await,
     }
 }
 
