@@ -24,7 +24,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -38,7 +38,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, format: cli::LogFormat) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
         0 => "info",
@@ -48,9 +48,18 @@ fn init_tracing(verbose: u8) {
     // Not TIDEMARK_LOG: that is `--log` (the log backend) from the environment.
     let filter =
         EnvFilter::try_from_env("TIDEMARK_LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        cli::LogFormat::Text => fmt.init(),
+        // One JSON object per line, the event's fields at the top level (`subscription`,
+        // `status`, ...) so collectors index them without parsing the message.
+        cli::LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }

@@ -225,6 +225,42 @@ impl Catalog {
         self.applied.subscribe()
     }
 
+    /// The audit trail: changes recorded on the topic from offset `from` on that `keep`
+    /// selects, oldest first, at most `limit`, with their offsets; and the offset to go on
+    /// from (`None` at the end of what this node has applied).
+    pub async fn history(
+        &self,
+        from: u64,
+        limit: usize,
+        keep: impl Fn(&ConfigEvent) -> bool,
+    ) -> Result<(Vec<(u64, ConfigEvent)>, Option<u64>)> {
+        let end = self.applied();
+        let mut next = from.max(self.log.offsets(self.topic, 0).await?.start);
+        let mut out = Vec::new();
+        while next < end {
+            let records = self
+                .log
+                .read(self.topic, 0, next, 1000, Duration::ZERO)
+                .await?;
+            let Some(last) = records.last().map(|r| r.offset) else {
+                break;
+            };
+            for rec in records.into_iter().take_while(|r| r.offset < end) {
+                next = rec.offset + 1;
+                if let Ok(e) = self.codec.decode(&rec.value)
+                    && keep(&e)
+                {
+                    out.push((rec.offset, e));
+                    if out.len() == limit {
+                        return Ok((out, (next < end).then_some(next)));
+                    }
+                }
+            }
+            next = next.max(last + 1);
+        }
+        Ok((out, None))
+    }
+
     /// Append a change and wait until this node has applied it. Returns the entity after the
     /// change (`None` after a delete); a change the log ordered after a conflicting one is
     /// an error naming the conflict.

@@ -11,6 +11,7 @@ mod rebuild;
 mod replay;
 mod s3;
 mod state_at;
+mod watch;
 
 use clap::Subcommand;
 
@@ -39,6 +40,9 @@ pub enum BenchCommand {
     /// The S3 API: PUT and GET of 4 KiB and 1 MiB objects with fsync=always vs the same
     /// client against a plain HTTP server.
     S3(s3::S3Args),
+    /// Live watch: change-to-watcher latency with many SSE watchers, memory per idle
+    /// watcher, idle watchers one server holds.
+    Watch(watch::WatchArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -53,6 +57,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Lake(args) => lake::run(args),
         BenchCommand::StateAt(args) => state_at::run(args).await,
         BenchCommand::S3(args) => s3::run(args).await,
+        BenchCommand::Watch(args) => watch::run(args).await,
     }
 }
 

@@ -37,7 +37,8 @@ pub fn expand(
             if !std::ptr::eq(sub, &command) {
                 break; // the subcommand's own arguments start here
             }
-            split += 1; // a global flag before the subcommand (-v)
+            // A global flag before the subcommand (-v, --log-format json).
+            split += if name == "--log-format" { 2 } else { 1 };
             continue;
         }
         match sub.find_subcommand(name) {
@@ -49,8 +50,11 @@ pub fn expand(
         }
     }
     // Long flags the subcommand takes, and whether each takes a value (else it is a switch).
+    // Global flags (`--log-format`) too: clap propagates them only when it builds the command.
+    let global = command.get_arguments().filter(|a| a.is_global_set());
     let flags: Vec<(String, bool)> = sub
         .get_arguments()
+        .chain(global)
         .filter_map(|a| {
             a.get_long()
                 .map(|l| (l.to_string(), a.get_action().takes_values()))
@@ -239,6 +243,32 @@ mod tests {
         assert!(
             !out.iter()
                 .any(|a| a.to_str().unwrap().starts_with("--listen"))
+        );
+    }
+
+    #[test]
+    fn global_flags_come_from_the_file_and_the_environment() {
+        let f = file("log_format = \"json\"\n");
+        let path = f.path().to_str().unwrap();
+        let out = expand(
+            args(&[
+                "tidemark",
+                "--log-format",
+                "text",
+                "serve",
+                "--config",
+                path,
+            ]),
+            |_| None,
+        )
+        .unwrap();
+        let out: Vec<_> = out.iter().map(|s| s.to_str().unwrap()).collect();
+        assert!(out.contains(&"--log-format=json"), "{out:?}");
+        let env = |k: &str| (k == "TIDEMARK_LOG_FORMAT").then(|| "json".to_string());
+        let out = expand(args(&["tidemark", "serve"]), env).unwrap();
+        assert!(
+            out.iter().any(|a| a.to_str() == Some("--log-format=json")),
+            "{out:?}"
         );
     }
 

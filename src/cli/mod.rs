@@ -13,6 +13,8 @@ mod snapshot;
 mod state;
 mod sub;
 mod sync;
+mod token;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,6 +40,10 @@ pub struct Cli {
     /// More log output (-v debug, -vv trace); TIDEMARK_LOG_LEVEL=<filter> overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// How log lines on stderr look: `text` for people, `json` (one object per line) for
+    /// log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,6 +75,12 @@ enum Command {
     /// and changed objects, deletes for removed ones, as a job on the server; --dry-run shows
     /// the counts.
     Sync(sync::SyncArgs),
+    /// Manage API tokens on a running server: create (prints the secret once), list, revoke.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Print changes of a bucket as they happen (live watch; resumes after a dropped
+    /// connection without missing or repeating an event; Ctrl-C stops).
+    Watch(watch::WatchArgs),
     /// Measure Tidemark on this machine (figures in docs/PERFORMANCE.md).
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -156,6 +168,12 @@ pub struct LogArgs {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
     Embedded,
     Kafka,
@@ -222,6 +240,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(args).await,
         Command::Restore(args) => restore::run(args).await,
         Command::Sync(args) => sync::run(args).await,
+        Command::Token(cmd) => token::run(cmd).await,
+        Command::Watch(args) => watch::run(args).await,
         Command::Bench(cmd) => crate::bench::run(cmd).await,
     }
 }

@@ -7,15 +7,28 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
 use serde_json::Value;
 
-/// `--server`, shared by every command that acts on a running server.
+/// `--server` and `--token`, shared by every command that acts on a running server.
 #[derive(clap::Args, Clone)]
 pub struct ServerArg {
     /// URL of the Tidemark server's HTTP API.
     #[arg(long, default_value = "http://127.0.0.1:7700", value_name = "URL")]
     pub server: String,
+    /// API token (`tmk_…`), for a server with access control (docs/auth.md); prefer
+    /// TIDEMARK_TOKEN (other users see a flag's value in `ps`).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
 }
 
 impl ServerArg {
+    /// The `Authorization` header value to send, when a token is given.
+    pub fn authorization(&self) -> Option<String> {
+        self.token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| format!("Bearer {t}"))
+    }
+
     /// Send a request; a 2xx answer's JSON (Null when empty), else an error with the server's
     /// message and the field it names.
     pub async fn call(
@@ -38,11 +51,15 @@ impl ServerArg {
     ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.server.trim_end_matches('/'));
         let client = crate::server::http_client();
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(&url)
             .header("content-type", content_type)
-            .header("x-tidemark-actor", actor())
+            .header("x-tidemark-actor", actor());
+        if let Some(authorization) = self.authorization() {
+            req = req.header("authorization", authorization);
+        }
+        let req = req
             .body(Full::new(body))
             .with_context(|| format!("'{url}' is not a valid URL; check --server"))?;
         let resp = client.request(req).await.with_context(|| {

@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// Most mutations accepted in one request.
     #[arg(long, default_value_t = 10_000)]
     pub max_batch: usize,
+    /// Events a live watcher (`/v1/watch`) may fall behind the log before it is cut off (it
+    /// gets an error event and resumes from its last id).
+    #[arg(long, default_value_t = 10_000, value_name = "EVENTS")]
+    pub watch_max_lag_events: u64,
     /// Name of this node, recorded in every event it accepts (default: the host name).
     #[arg(long)]
     pub node_id: Option<String>,
@@ -92,6 +96,15 @@ pub struct ServeArgs {
     /// Index snapshots kept (the newest); older ones are deleted.
     #[arg(long, default_value_t = 3, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub snapshot_keep: u64,
+    /// `/readyz` answers 503 while the object index is more than this many events behind
+    /// the log.
+    #[arg(long, default_value_t = 10_000, value_name = "EVENTS")]
+    pub ready_max_lag_events: u64,
+    /// On SIGTERM or Ctrl-C: seconds requests in progress (appends included) and deliveries
+    /// in flight get to finish before the node stops anyway (positions are committed then,
+    /// and whatever did not finish is delivered again after a restart).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub shutdown_timeout_secs: u64,
     /// Largest object `PUT /v1/content` stores (--max-body-bytes does not apply to it).
     #[arg(long, default_value_t = 5 << 30, value_name = "BYTES")]
     pub max_object_bytes: u64,
@@ -128,6 +141,18 @@ pub struct ServeArgs {
     /// (or comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "ARN=URL")]
     pub s3_notification_target: Vec<String>,
+    /// A file holding the bootstrap admin token (at least 16 characters): with it every API
+    /// request needs a bearer token (docs/auth.md). Create narrower tokens with it.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
+    /// The bootstrap admin token itself; prefer TIDEMARK_ADMIN_TOKEN or --admin-token-file
+    /// (other users see a flag's value in `ps`).
+    #[arg(long, value_name = "TOKEN", conflicts_with = "admin_token_file")]
+    pub admin_token: Option<String>,
+    /// Requests per second each token may make (bursts of as many); more get 429 with
+    /// Retry-After. 0: no limit.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub token_rate_per_sec: u32,
 }
 
 impl ServeArgs {
@@ -189,6 +214,19 @@ impl ServeArgs {
 }
 
 impl ServeArgs {
+    /// Access control: the bootstrap admin token and the per-token rate.
+    fn auth(&self) -> anyhow::Result<server::auth::Auth> {
+        let from_file = match &self.admin_token_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read --admin-token-file {}: {e}", path.display())
+            })?),
+            None => None,
+        };
+        let token = from_file.as_deref().or(self.admin_token.as_deref());
+        server::auth::Auth::new(token, self.token_rate_per_sec)
+            .map_err(|e| anyhow::anyhow!("--admin-token: {e}"))
+    }
+
     /// The filter limits' defaults and maxima; a default above its maximum is refused.
     fn filter_limits(&self) -> anyhow::Result<(FilterLimits, FilterLimits)> {
         use std::time::Duration;
@@ -261,11 +299,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// Serve on an already bound listener until SIGTERM or Ctrl-C.
 pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
+    let auth = args.auth()?;
     let node = Node::open(args.node_config(addr)?).await?;
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         max_batch: args.max_batch,
+        watch_max_lag_events: args.watch_max_lag_events,
         max_object_bytes: args.max_object_bytes,
+        ready_max_lag_events: args.ready_max_lag_events,
     };
     // Tests and scripts wait for this line.
     println!(
@@ -274,7 +315,7 @@ pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyho
     );
     let log = node.log.clone();
     let engine = node.engine.clone();
-    let state = server::app_state(node, limits);
+    let state = server::app_state(node, limits, auth);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let s3 = match args.s3_listen {
         Some(at) => {
@@ -299,15 +340,62 @@ pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyho
         }
         None => None,
     };
-    server::serve(listener, state, shutdown_signal()).await?;
+    let mut http = {
+        let mut stopped = stop.subscribe();
+        tokio::spawn(server::serve(listener, state, async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }))
+    };
+    // A front end that fails before the signal stops the node with its error.
+    let failed = tokio::select! {
+        _ = shutdown_signal() => None,
+        r = &mut http => Some(r),
+    };
+    let grace = std::time::Duration::from_secs(args.shutdown_timeout_secs);
+    let deadline = tokio::time::Instant::now() + grace;
+    // Both listeners close: no new connection; requests in progress (and their appends)
+    // finish until the deadline.
     let _ = stop.send(true);
+    let mut result = match failed {
+        Some(r) => r.map_err(anyhow::Error::from).and_then(|r| r),
+        None => drain("HTTP API", http, deadline).await,
+    };
     if let Some(s3) = s3 {
-        s3.await??;
+        result = result.and(drain("S3 API", s3, deadline).await);
     }
-    engine.shutdown().await;
+    // Deliveries in flight get the rest of the time, then positions are committed.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if tokio::time::timeout(
+        left + std::time::Duration::from_secs(5),
+        engine.shutdown_within(left),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!("delivery did not stop within --shutdown-timeout-secs; stopping anyway");
+    }
     log.close();
     tracing::info!("stopped");
-    Ok(())
+    result
+}
+
+/// Wait for a front end to finish its requests in progress, until `deadline`; then cut off
+/// whatever still runs (long-lived streams such as live watchers).
+async fn drain(
+    name: &str,
+    mut task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<()> {
+    match tokio::time::timeout_at(deadline, &mut task).await {
+        Ok(r) => r?,
+        Err(_) => {
+            tracing::warn!(
+                "{name}: requests still in progress at the shutdown deadline; closing them"
+            );
+            task.abort();
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown_signal() {

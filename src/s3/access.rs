@@ -86,11 +86,8 @@ impl Target {
             ctx: RequestContext {
                 requester: claimed_access_key(req),
                 source_ip: Some(peer.ip().to_string()),
-                request_id: req
-                    .headers
-                    .get("amz-sdk-invocation-id")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string),
+                request_id: super::invocation_id(&req.headers),
+                interface: tidemark_core::ingest::Interface::S3,
             },
         })
     }

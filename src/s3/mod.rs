@@ -95,13 +95,21 @@ pub async fn serve(
     }
     let service = builder.build();
     let domain: Arc<Option<String>> = Arc::new(domain);
+    // Connections in progress: on stop each finishes the request it serves (its append is
+    // answered) and closes; `serve` returns once all have.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => accepted?,
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            _ = stop.wait_for(|s| *s) => break,
         };
+        // Answers go out as headers then body: with Nagle on, a small body waits for the
+        // client's delayed ACK of the headers (40 ms per small GET).
+        let _ = stream.set_nodelay(true);
         let (service, app, domain) = (service.clone(), app.clone(), domain.clone());
-        tokio::spawn(async move {
+        let mut stopping = stop.clone();
+        connections.spawn(async move {
             let with_peer = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
                 req.extensions_mut().insert(Peer(peer));
                 let (parts, body) = req.into_parts();
@@ -121,14 +129,24 @@ pub async fn serve(
                     Ok::<_, s3s::HttpError>(answer)
                 }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), with_peer)
-                .await
-            {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), with_peer);
+            tokio::pin!(conn);
+            let served = tokio::select! {
+                r = conn.as_mut() => r,
+                // The guard `wait_for` returns must not live across the await below.
+                () = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!("s3 connection from {peer}: {e}");
             }
         });
     }
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
 
 /// Who made `req` and from where, for the events it causes.
@@ -136,12 +154,17 @@ fn context<T>(req: &S3Request<T>) -> RequestContext {
     RequestContext {
         requester: req.credentials.as_ref().map(|c| c.access_key.clone()),
         source_ip: req.extensions.get::<Peer>().map(|p| p.0.ip().to_string()),
-        request_id: req
-            .headers
-            .get("amz-sdk-invocation-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
+        request_id: invocation_id(&req.headers),
+        interface: tidemark_core::ingest::Interface::S3,
     }
+}
+
+/// The SDK's id of the call (`amz-sdk-invocation-id`), kept as the events' request id.
+fn invocation_id(headers: &hyper::HeaderMap) -> Option<String> {
+    headers
+        .get("amz-sdk-invocation-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 #[async_trait::async_trait]

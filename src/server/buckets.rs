@@ -131,11 +131,16 @@ pub async fn patch(
     Path(bucket): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    caller: super::auth::Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     find(&app, &bucket)?;
     let settings: Settings = parse_json(&body?)?;
-    let ctx = request_context(&headers, peer);
+    let mut ctx = request_context(&headers, peer);
+    // With access control the token is who changed the bucket, whatever a header says.
+    if let Some(grant) = &caller.grant {
+        ctx.requester = Some(grant.id.clone());
+    }
     if let Some(on) = settings.access_events {
         update_spec(&app, &bucket, &ctx, |spec| {
             let changed = spec["access_events"].as_bool().unwrap_or(false) != on;

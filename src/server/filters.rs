@@ -7,8 +7,8 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Path, Query};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tidemark_core::OBJECTS_TOPIC;
@@ -18,6 +18,7 @@ use tidemark_plugins::{
 };
 
 use super::State;
+use super::auth::Caller;
 use super::error::{ApiError, parse_json};
 
 impl From<tidemark_plugins::Error> for ApiError {
@@ -33,17 +34,6 @@ impl From<tidemark_plugins::Error> for ApiError {
             }
         }
     }
-}
-
-/// Who made a change: the `X-Tidemark-Actor` header (the CLI sends the user's name), else
-/// the client's address. Tokens replace this when the admin API gets access control.
-fn actor(headers: &HeaderMap, peer: std::net::SocketAddr) -> String {
-    headers
-        .get("x-tidemark-actor")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("anonymous@{}", peer.ip()))
 }
 
 fn version_json(v: &VersionRecord, used_by: Vec<String>) -> Value {
@@ -81,8 +71,7 @@ fn users(state: &State, name: &str) -> Vec<(String, Option<u32>)> {
 pub async fn upload(
     state: State,
     Path(name): Path<String>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
     query: Result<Query<LimitsRequest>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -98,7 +87,7 @@ pub async fn upload(
     let up = state
         .node
         .filters
-        .upload(&name, body.to_vec(), limits, Some(actor(&headers, peer)))
+        .upload(&name, body.to_vec(), limits, Some(caller.actor()))
         .await?;
     let mut j = version_json(&up.record, Vec::new());
     j["created"] = up.created.into();
@@ -174,8 +163,7 @@ pub async fn get(state: State, Path(name): Path<String>) -> Result<Json<Value>, 
 pub async fn delete(
     state: State,
     Path(reference): Path<String>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
     let (name, version) = parse_reference(&reference)?;
     let users = state.node.engine.subscriptions.filter_users(name, version);
@@ -193,7 +181,7 @@ pub async fn delete(
     let deleted = state
         .node
         .filters
-        .delete(name, version, Some(actor(&headers, peer)))
+        .delete(name, version, Some(caller.actor()))
         .await?;
     Ok(Json(json!({ "name": name, "deleted_versions": deleted })))
 }

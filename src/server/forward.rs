@@ -155,6 +155,9 @@ async fn send(
     let mut req = hyper::Request::post(format!("{url}/v1/mutations"))
         .header("content-type", "application/json")
         .header(FORWARDED, "1");
+    if let Some(authorization) = super::auth::forward_authorization() {
+        req = req.header(hyper::header::AUTHORIZATION, authorization);
+    }
     for (name, value) in [
         ("x-tidemark-requester", &ctx.requester),
         ("x-forwarded-for", &ctx.source_ip),

@@ -25,9 +25,15 @@ pub async fn post(
     axum::extract::State(app): State,
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    caller: super::auth::Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let records = parse_notification(&body?)?;
+    for r in &records {
+        if let Record::Change { mutation, .. } = r {
+            caller.check_bucket(&mutation.bucket)?;
+        }
+    }
     let seen_store = app.node.s3_seen.clone();
     let _claim = seen_store.claim().await;
     let ids: Vec<&str> = records

@@ -129,6 +129,171 @@ fn filter_metrics(out: &mut String, filters: &tidemark_plugins::Filters) {
     );
 }
 
+/// Parquet lake subscriptions: files committed and the rows in them.
+fn lake_metrics(out: &mut String, subs: &[tidemark_sinks::delivery::SubscriptionMetrics]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    header(
+        out,
+        "tidemark_lake_files_total",
+        "counter",
+        "Parquet files a lake subscription committed.",
+    );
+    for m in subs.iter().filter(|m| m.lake) {
+        let _ = writeln!(
+            out,
+            "tidemark_lake_files_total{{subscription=\"{}\"}} {}",
+            label(&m.name),
+            m.stats.lake_files.load(Relaxed)
+        );
+    }
+    header(
+        out,
+        "tidemark_lake_rows_total",
+        "counter",
+        "Rows (events) in the Parquet files a lake subscription committed.",
+    );
+    for m in subs.iter().filter(|m| m.lake) {
+        let _ = writeln!(
+            out,
+            "tidemark_lake_rows_total{{subscription=\"{}\"}} {}",
+            label(&m.name),
+            m.stats.lake_rows.load(Relaxed)
+        );
+    }
+}
+
+/// Mutations accepted and refused per interface, and the time appends take to be durable.
+fn ingest_metrics(out: &mut String, stats: &tidemark_core::ingest::IngestStats) {
+    use tidemark_core::ingest::Interface;
+    use tidemark_core::ingest::stats::APPEND_BUCKETS;
+    header(
+        out,
+        "tidemark_ingest_mutations_total",
+        "counter",
+        "Mutations by interface and outcome: accepted (event durable) or refused.",
+    );
+    for interface in Interface::ALL {
+        let (accepted, refused) = stats.counts(interface);
+        let i = interface.as_str();
+        let _ = writeln!(
+            out,
+            "tidemark_ingest_mutations_total{{interface=\"{i}\",outcome=\"accepted\"}} {accepted}"
+        );
+        let _ = writeln!(
+            out,
+            "tidemark_ingest_mutations_total{{interface=\"{i}\",outcome=\"refused\"}} {refused}"
+        );
+    }
+    header(
+        out,
+        "tidemark_ingest_append_seconds",
+        "histogram",
+        "Time from queueing a batch's events to the log saying they are durable.",
+    );
+    let (counts, sum) = stats.append_latency();
+    histogram(
+        out,
+        "tidemark_ingest_append_seconds",
+        "topic=\"objects\"",
+        &APPEND_BUCKETS,
+        &counts,
+        sum,
+    );
+}
+
+/// Bytes and segment files of an embedded log partition.
+type SizeOnDisk = (u64, u64);
+
+/// Per topic and partition: offsets, and on the embedded log bytes and segments; the index's
+/// lag behind the `objects` topic. A log that does not answer leaves its series out (readyz
+/// says why).
+async fn log_metrics(out: &mut String, app: &super::AppState) {
+    use tidemark_core::{CONFIG_TOPIC, OBJECTS_TOPIC, SCHEMAS_TOPIC};
+    // (topic, partition, start, end, bytes and segments on the embedded log)
+    let mut rows: Vec<(&str, u32, u64, u64, Option<SizeOnDisk>)> = Vec::new();
+    for topic in [OBJECTS_TOPIC, SCHEMAS_TOPIC, CONFIG_TOPIC] {
+        match &app.node.log.embedded {
+            Some(e) => {
+                for p in e.stats(topic).unwrap_or_default() {
+                    let size = Some((p.bytes, p.segments as u64));
+                    rows.push((topic, p.partition, p.start, p.end, size));
+                }
+            }
+            None => {
+                for p in 0..app.node.log.log.partitions(topic).unwrap_or(0) {
+                    if let Ok(r) = app.node.log.log.offsets(topic, p).await {
+                        rows.push((topic, p, r.start, r.end, None));
+                    }
+                }
+            }
+        }
+    }
+    header(
+        out,
+        "tidemark_log_end_offset",
+        "gauge",
+        "Offset the next record of a log partition gets (records ever appended).",
+    );
+    for (t, p, _, end, _) in &rows {
+        let _ = writeln!(
+            out,
+            "tidemark_log_end_offset{{topic=\"{t}\",partition=\"{p}\"}} {end}"
+        );
+    }
+    header(
+        out,
+        "tidemark_log_records",
+        "gauge",
+        "Records a log partition keeps now (end minus start offset, after retention).",
+    );
+    for (t, p, start, end, _) in &rows {
+        let _ = writeln!(
+            out,
+            "tidemark_log_records{{topic=\"{t}\",partition=\"{p}\"}} {}",
+            end.saturating_sub(*start)
+        );
+    }
+    header(
+        out,
+        "tidemark_log_size_bytes",
+        "gauge",
+        "Bytes of a log partition's segment files (embedded log only).",
+    );
+    for (t, p, _, _, size) in &rows {
+        if let Some((bytes, _)) = size {
+            let _ = writeln!(
+                out,
+                "tidemark_log_size_bytes{{topic=\"{t}\",partition=\"{p}\"}} {bytes}"
+            );
+        }
+    }
+    header(
+        out,
+        "tidemark_log_segments",
+        "gauge",
+        "Segment files of a log partition (embedded log only).",
+    );
+    for (t, p, _, _, size) in &rows {
+        if let Some((_, segments)) = size {
+            let _ = writeln!(
+                out,
+                "tidemark_log_segments{{topic=\"{t}\",partition=\"{p}\"}} {segments}"
+            );
+        }
+    }
+    header(
+        out,
+        "tidemark_index_lag_events",
+        "gauge",
+        "Records of an objects partition durable in the log but not yet applied to the index.",
+    );
+    if let Ok(lag) = app.node.materializer.lag_by_partition().await {
+        for (p, n) in lag {
+            let _ = writeln!(out, "tidemark_index_lag_events{{partition=\"{p}\"}} {n}");
+        }
+    }
+}
+
 pub async fn metrics(state: State) -> impl IntoResponse {
     let subs = state.node.engine.metrics().await;
     let mut out = String::with_capacity(4096);
@@ -267,7 +432,11 @@ pub async fn metrics(state: State) -> impl IntoResponse {
             u8::from(quarantined)
         );
     }
+    lake_metrics(&mut out, &subs);
     filter_metrics(&mut out, &state.node.filters);
+    ingest_metrics(&mut out, &state.node.ingestor.stats);
+    log_metrics(&mut out, &state).await;
+    super::watch::metrics(&mut out, &state.watch);
     (
         [(
             header::CONTENT_TYPE,

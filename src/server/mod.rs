@@ -10,13 +10,19 @@
 //! - `restores.rs`: `/v1/restores/...` (restore a bucket to an instant: plan, job, cancel).
 //! - `registry.rs`: the Confluent-compatible schema registry paths.
 //! - `rules.rs`: `POST /v1/rules/test`.
-//! - `status.rs`: `/healthz`, `GET /v1/log`.
+//! - `status.rs`: `/healthz`, `/readyz`, `GET /v1/log`.
 //! - `subscriptions.rs`: `/v1/subscriptions/...` (status, dead letters, redrive, invocations).
 //! - `filters.rs`: `/v1/filters/...` (upload, versions, delete, test).
 //! - `replays.rs`: `/v1/replays/...` (re-delivery jobs).
 //! - `metrics.rs`: `/metrics` (Prometheus text).
+//! - `watch.rs`: `GET /v1/watch` (SSE) and `/v1/watch/ws` (WebSocket): live changes.
 //! - `error.rs`: how errors become responses.
+//! - `auth.rs`: bearer tokens, scopes and rate limits in front of every route.
+//! - `tokens.rs`: `/v1/tokens/...` (create, list, revoke API tokens).
+//! - `audit.rs`: `GET /v1/config/events` (who changed which configuration, when).
 
+mod audit;
+pub mod auth;
 pub(crate) mod buckets;
 pub(crate) mod content;
 pub(crate) mod error;
@@ -34,6 +40,8 @@ mod rules;
 mod status;
 mod subscriptions;
 mod sync;
+mod tokens;
+pub(crate) mod watch;
 
 pub use forward::{HttpClient, client as http_client};
 pub use objects::object_json;
@@ -53,6 +61,10 @@ pub struct Limits {
     pub max_batch: usize,
     /// Largest object body `PUT /v1/content` stores.
     pub max_object_bytes: u64,
+    /// `/readyz` reports not ready while the index lags the log by more events than this.
+    pub ready_max_lag_events: u64,
+    /// Events a live watcher may fall behind before it is cut off (`--watch-max-lag-events`).
+    pub watch_max_lag_events: u64,
 }
 
 pub struct AppState {
@@ -60,6 +72,10 @@ pub struct AppState {
     pub limits: Limits,
     /// HTTP client for mutations forwarded to the node that writes their partition.
     pub forwarder: forward::HttpClient,
+    /// Bearer tokens: off until one is configured.
+    pub auth: auth::Auth,
+    /// The live log reader every watcher shares (`/v1/watch`).
+    pub watch: Arc<watch::Hub>,
 }
 
 pub type State = axum::extract::State<Arc<AppState>>;
@@ -67,8 +83,10 @@ pub type State = axum::extract::State<Arc<AppState>>;
 pub fn router(state: Arc<AppState>) -> Router {
     // A module may be as large as the server's maximum module size.
     let max_module = state.node.filters.engine.maxima.module_bytes;
+    let auth = axum::middleware::from_fn_with_state(state.clone(), auth::require);
     Router::new()
         .route("/healthz", get(status::healthz))
+        .route("/readyz", get(status::readyz))
         .route("/v1/log", get(status::log))
         .route("/v1/mutations", post(mutations::post))
         .route("/v1/ingest/s3-events", post(ingest_s3::post))
@@ -127,20 +145,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/replays", post(replays::create).get(replays::list))
         .route("/v1/replays/{id}", get(replays::get))
         .route("/v1/replays/{id}/cancel", post(replays::cancel))
+        .route("/v1/watch", get(watch::watch))
+        .route("/v1/watch/ws", get(watch::watch_ws))
         .route("/metrics", get(metrics::metrics))
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{id}", get(tokens::get).delete(tokens::revoke))
+        .route("/v1/config/events", get(audit::events))
         .merge(registry::routes())
         .merge(buckets::routes())
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .with_state(state)
+        // Last, so that it is in front of every route, whoever added it.
+        .layer(auth)
 }
 
 /// The state both front ends (this HTTP API and the S3 API) serve from.
-pub fn app_state(node: Node, limits: Limits) -> Arc<AppState> {
+/// `auth`: access control (`serve --admin-token-file`, `--token-rate-per-sec`).
+pub fn app_state(node: Node, limits: Limits, auth: auth::Auth) -> Arc<AppState> {
+    let watch = watch::Hub::new(
+        node.log.log.clone(),
+        node.codec(),
+        limits.watch_max_lag_events,
+    );
     Arc::new(AppState {
         node,
         limits,
         forwarder: forward::client(),
+        auth,
+        watch,
     })
 }
 
@@ -149,8 +182,17 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let watchers = state.watch.clone();
+    let shutdown = async move {
+        shutdown.await;
+        watch::close(&watchers);
+    };
     let app = router(state);
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // No Nagle: a streamed body's first chunk must not wait for the ACK of the headers.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -19,6 +19,7 @@ pub async fn post(
     axum::extract::State(app): State,
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    caller: super::auth::Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Response>, ApiError> {
     let body = body?;
@@ -32,6 +33,10 @@ pub async fn post(
         }
         api
     })?;
+    // A token limited to some buckets gets the whole batch refused for one outside them.
+    for m in &mutations {
+        caller.check_bucket(&m.bucket)?;
+    }
     let ctx = request_context(&headers, peer);
     // A forwarded request is applied here or refused per mutation, never forwarded again.
     let results = match &app.node.routes {
@@ -70,6 +75,7 @@ pub fn request_context(headers: &HeaderMap, peer: std::net::SocketAddr) -> Reque
             .and_then(|v| v.split(',').next().map(|s| s.trim().to_string()))
             .or_else(|| Some(peer.ip().to_string())),
         request_id: header("x-request-id"),
+        interface: tidemark_core::ingest::Interface::Http,
     }
 }
 

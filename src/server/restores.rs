@@ -31,10 +31,12 @@ fn sources(node: &Node) -> Sources {
 /// about the request is checked before either, so a bad one writes nothing.
 pub async fn create(
     state: State,
+    caller: super::auth::Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: RestoreRequest = parse_json(&body?)?;
     let restore = req.validate()?;
+    caller.check_bucket(&restore.bucket)?;
     let node = &state.node;
     restore::check_within_log(node.log.log.as_ref(), restore.at).await?;
     let sources = sources(node);

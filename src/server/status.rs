@@ -1,4 +1,5 @@
-//! Health and log status.
+//! Health (`/healthz`: the process answers), readiness (`/readyz`: it should get traffic)
+//! and log status.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -28,6 +29,45 @@ pub async fn healthz(axum::extract::State(app): State) -> Response {
             Json(json!({"status": "unavailable", "log": e.to_string()})),
         )
             .into_response(),
+    }
+}
+
+/// `GET /readyz`: whether this node should get traffic. 200 `{"ready":true,...}`, or 503
+/// `{"ready":false,"reasons":[...]}` with one sentence per reason: the log does not answer,
+/// ingest waits to resync after a failed append, the node writes no partition yet (Kafka),
+/// or the index lags the log by more than `--ready-max-lag-events`.
+pub async fn readyz(axum::extract::State(app): State) -> Response {
+    let max_lag = app.limits.ready_max_lag_events;
+    let mut reasons = Vec::new();
+    let lag = match app.node.materializer.lag().await {
+        Ok(lag) => Some(lag),
+        Err(e) => {
+            reasons.push(format!("log: not reachable ({e})"));
+            None
+        }
+    };
+    if app.node.ingestor.is_stale() {
+        reasons.push("log: the last append failed; ingest resyncs before the next one".into());
+    }
+    if app.node.ingestor.owned().is_empty() {
+        reasons.push("ingest: this node writes no partition yet (joining the ingest group)".into());
+    }
+    if let Some(lag) = lag.filter(|lag| *lag > max_lag) {
+        reasons.push(format!(
+            "index: {lag} events behind the log (more than --ready-max-lag-events {max_lag})"
+        ));
+    }
+    let ready = reasons.is_empty();
+    let body = Json(json!({
+        "ready": ready,
+        "reasons": reasons,
+        "index_lag": lag,
+        "max_lag_events": max_lag,
+    }));
+    if ready {
+        body.into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
 }
 

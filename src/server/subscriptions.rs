@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::State;
+use super::auth::Caller;
 use super::error::{ApiError, parse_json};
 
 impl From<tidemark_sinks::Error> for ApiError {
@@ -31,15 +32,22 @@ impl From<tidemark_sinks::Error> for ApiError {
 
 pub async fn create(
     state: State,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let spec = tidemark_sinks::subscription::parse(&body?)?;
-    let sub = state.node.engine.subscriptions.create(spec, None).await?;
+    let sub = state
+        .node
+        .engine
+        .subscriptions
+        .create(spec, Some(caller.actor()))
+        .await?;
     Ok((StatusCode::CREATED, Json(sub.to_json())))
 }
 
 pub async fn replace(
     state: State,
+    caller: Caller,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -54,7 +62,12 @@ pub async fn replace(
             ),
         ));
     }
-    let sub = state.node.engine.subscriptions.replace(spec, None).await?;
+    let sub = state
+        .node
+        .engine
+        .subscriptions
+        .replace(spec, Some(caller.actor()))
+        .await?;
     Ok(Json(sub.to_json()))
 }
 
@@ -74,8 +87,16 @@ pub async fn get(state: State, Path(name): Path<String>) -> Result<Json<Value>, 
     Ok(Json(state.node.engine.subscriptions.get(&name)?.to_json()))
 }
 
-pub async fn delete(state: State, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
-    state.node.engine.delete(&name, None).await?;
+pub async fn delete(
+    state: State,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .node
+        .engine
+        .delete(&name, Some(caller.actor()))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

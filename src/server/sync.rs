@@ -149,15 +149,18 @@ impl Progress for JobProgress {
 /// A dry run answers what would change (200); otherwise the sync starts as a job (202).
 pub async fn create(
     state: State,
+    caller: super::auth::Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: SyncRequest = parse_json(&body?)?;
     let spec = req.validate(&state.node.catalog)?;
+    caller.check_bucket(&spec.bucket)?;
     let job = Jobs::prepare(KIND, spec_json(&spec));
     let ctx = RequestContext {
         requester: Some(REQUESTER.into()),
         source_ip: None,
         request_id: Some(job.id.clone()),
+        interface: tidemark_core::ingest::Interface::Sync,
     };
     let node = &state.node;
     let (ingestor, index, materializer) = (

@@ -186,19 +186,16 @@ impl Server {
     }
 
     pub fn put(&self, path: &str, body: &Value) -> (u16, Value) {
-        let resp = client()
-            .put(format!("{}{path}", self.url))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().unwrap_or(Value::Null))
+        self.send_json(reqwest::Method::PUT, path, body)
     }
 
     pub fn patch(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send_json(reqwest::Method::PATCH, path, body)
+    }
+
+    fn send_json(&self, method: reqwest::Method, path: &str, body: &Value) -> (u16, Value) {
         let resp = client()
-            .patch(format!("{}{path}", self.url))
+            .request(method, format!("{}{path}", self.url))
             .header("content-type", "application/json")
             .body(body.to_string())
             .send()

@@ -203,16 +203,21 @@ impl Materializer {
 
     /// Records durable in the log but not yet in the index.
     pub async fn lag(&self) -> Result<u64> {
+        Ok(self.lag_by_partition().await?.values().sum())
+    }
+
+    /// Per partition of `objects`: records durable in the log but not yet in the index.
+    pub async fn lag_by_partition(&self) -> Result<BTreeMap<u32, u64>> {
         let applied = self.applied.borrow().clone();
-        let mut lag = 0;
+        let mut lag = BTreeMap::new();
         for p in 0..self.log.partitions(OBJECTS_TOPIC)? {
             let range = self.log.offsets(OBJECTS_TOPIC, p).await?;
-            lag += range.end
-                - applied
-                    .get(&p)
-                    .copied()
-                    .unwrap_or(range.start)
-                    .max(range.start);
+            let done = applied
+                .get(&p)
+                .copied()
+                .unwrap_or(range.start)
+                .max(range.start);
+            lag.insert(p, range.end.saturating_sub(done));
         }
         Ok(lag)
     }

@@ -14,11 +14,13 @@ pub mod dedup;
 mod mutation;
 pub mod ownership;
 pub mod s3_events;
+pub mod stats;
 pub mod sync;
 
 pub use mutation::{
     BatchLimits, MAX_KEY_BYTES, MAX_TAGS, Mutation, Op, parse_batch, validate_bucket, validate_key,
 };
+pub use stats::{IngestStats, Interface};
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +43,8 @@ pub struct RequestContext {
     pub requester: Option<String>,
     pub source_ip: Option<String>,
     pub request_id: Option<String>,
+    /// Which interface the request came through (a label of the ingest metrics).
+    pub interface: Interface,
 }
 
 /// Where this node is; copied into every event it accepts.
@@ -73,6 +77,8 @@ pub struct Ingestor {
     /// Every request holds this shared while its append is outstanding; a resync holds it
     /// exclusively, so no append is in flight while the heads are rebuilt.
     appends: tokio::sync::RwLock<()>,
+    /// Accepted / refused counts and append latency, for `/metrics`.
+    pub stats: IngestStats,
 }
 
 impl Ingestor {
@@ -96,12 +102,28 @@ impl Ingestor {
             heads: Mutex::new(heads),
             stale: AtomicBool::new(false),
             appends: tokio::sync::RwLock::new(()),
+            stats: IngestStats::default(),
         })
     }
 
     /// Apply a batch in order. The outer error is for the whole batch (log unavailable); the
     /// inner ones are per mutation (object missing, version precondition failed).
     pub async fn apply(
+        &self,
+        mutations: Vec<Mutation>,
+        ctx: &RequestContext,
+    ) -> Result<Vec<Result<Accepted>>> {
+        let n = mutations.len() as u64;
+        let outcomes = self.apply_counted(mutations, ctx).await;
+        let accepted = match &outcomes {
+            Ok(o) => o.iter().filter(|r| r.is_ok()).count() as u64,
+            Err(_) => 0,
+        };
+        self.stats.count(ctx.interface, accepted, n - accepted);
+        outcomes
+    }
+
+    async fn apply_counted(
         &self,
         mutations: Vec<Mutation>,
         ctx: &RequestContext,
@@ -142,9 +164,13 @@ impl Ingestor {
             // Queued while the lock is held, so log order per key follows sequence order.
             (!records.is_empty()).then(|| self.log.append(OBJECTS_TOPIC, records))
         };
+        let started = std::time::Instant::now();
         let positions = match append {
             Some(fut) => match fut.await {
-                Ok(p) => p,
+                Ok(p) => {
+                    self.stats.observe_append(started.elapsed());
+                    p
+                }
                 Err(e) => {
                     self.stale.store(true, Ordering::Release);
                     tracing::warn!(

@@ -161,6 +161,7 @@ fn parse_record(r: &Value, at: &str) -> Result<Record> {
             &field("responseElements"),
         )?
         .map(str::to_string),
+        interface: super::Interface::S3Events,
     };
     let origin = match (&sequencer, &etag, &version_id) {
         (Some(s), _, _) => format!("seq:{s}"),

@@ -60,6 +60,7 @@ pub async fn apply(plan: &Plan, ingestor: &Ingestor, job: &Job) -> Result<Value>
         requester: Some(REQUESTER.into()),
         source_ip: None,
         request_id: Some(job.id.clone()),
+        interface: tidemark_core::ingest::Interface::Restore,
     };
     job.set_total(plan.steps.len() as u64);
     let planned = plan.to_json();

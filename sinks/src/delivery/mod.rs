@@ -10,6 +10,7 @@
 //! - `stats.rs`: counters behind status and metrics.
 //! - `runner.rs`: one subscription: its consumer group membership and partition workers.
 //! - `replay.rs`: re-delivering offset ranges beside the live delivery (replay jobs).
+//! - `watch_filter.rs`: a subscription's filter borrowed by a live watcher (`GET /v1/watch`).
 //!
 //! Each subscription runs in its own tasks with its own in-flight limit, and waits only on its
 //! own endpoint's circuit, so a slow or failing subscription never stalls another.
@@ -23,11 +24,13 @@ pub mod replay;
 mod retry;
 mod runner;
 pub mod stats;
+mod watch_filter;
 
 pub use circuit::Circuits;
 pub use dead_letters::{DEAD_LETTERS_TOPIC, DeadLetter, DeadLetters};
 pub(crate) use partition::{dead_letter_failures, read, start_offset};
 pub use replay::{DryRun, Replay, ReplayProgress};
+pub use watch_filter::WatchFilter;
 
 /// How lake workers hold the run's shared state.
 pub(crate) type RunCtxRef = Arc<RunCtx>;
@@ -198,6 +201,14 @@ impl Engine {
 
     /// Stop every subscription on this node: each partition worker commits the position of
     /// what it finished, so a graceful restart re-delivers only what was in flight.
+    /// Stop every subscription, letting deliveries in flight finish for up to `grace`
+    /// (retries included) before the positions are committed. A delivery still running then
+    /// is abandoned: its position stays before it, so it is delivered again after a restart.
+    pub async fn shutdown_within(&self, grace: Duration) {
+        partition::set_shutdown_grace(grace);
+        self.shutdown().await;
+    }
+
     pub async fn shutdown(&self) {
         let mut running = self.running.lock().await;
         self.stopping
@@ -427,6 +438,10 @@ impl Engine {
                 name: sub.name().to_string(),
                 stats: self.stats_of(&sub),
                 dead_letters: self.dead_letters.count(sub.name()),
+                lake: matches!(
+                    sub.stored.spec.sink,
+                    crate::subscription::spec::SinkSpec::Parquet(_)
+                ),
                 circuit: status["circuit"].as_str().map(str::to_string),
                 lag: status["lag"].as_u64().unwrap_or(0),
             });
@@ -440,6 +455,8 @@ pub struct SubscriptionMetrics {
     pub name: String,
     pub stats: Arc<Stats>,
     pub dead_letters: usize,
+    /// A Parquet lake subscription (its files and rows are counted).
+    pub lake: bool,
     /// `closed`, `open` or `half-open`.
     pub circuit: Option<String>,
     pub lag: u64,

@@ -260,6 +260,23 @@ impl Dispatch {
         Some(due)
     }
 
+    /// Shutdown: let the deliveries in flight finish (none is started) for up to the
+    /// shutdown grace, so their position can be committed.
+    async fn drain(&mut self) {
+        let grace = SHUTDOWN_GRACE_MS.load(std::sync::atomic::Ordering::Relaxed);
+        if grace == 0 || self.running.is_empty() {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(grace), async {
+            while let Some((batch, outcome)) = self.running.next().await {
+                if !matches!(outcome, Outcome::Gone(_)) {
+                    self.finished(&batch);
+                }
+            }
+        })
+        .await;
+    }
+
     fn finished(&mut self, batch: &[Arc<Delivery>]) {
         for d in batch {
             self.pending.remove(&d.offset);
@@ -433,8 +450,24 @@ pub(crate) async fn deliver(
         }
     }
     reader.abort();
-    // Work in flight is abandoned; it stays pending, so the position stays before it.
+    if gone.is_none() && *stop.borrow() {
+        d.drain().await;
+    }
+    // Work still in flight is abandoned; it stays pending, so the position stays before it.
     d.running.clear();
     d.commit().await;
     gone
+}
+
+/// How long a stopping worker lets its deliveries in flight finish, in ms: set once, by
+/// `Engine::shutdown_within` as the process stops (0: abandon them at once, as a
+/// subscription that is changed or removed does). Process-wide because one engine runs per
+/// process and the workers have no other handle on it.
+static SHUTDOWN_GRACE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub(crate) fn set_shutdown_grace(grace: Duration) {
+    SHUTDOWN_GRACE_MS.store(
+        grace.as_millis() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
 }

@@ -115,13 +115,17 @@ fn record_failure(
     attempt: u32,
     e: &crate::sink::SendError,
 ) {
+    // The message stops before the endpoint's answer: its body may echo the payload.
+    let reason = match e.status {
+        Some(status) => format!("endpoint answered {status}"),
+        None => e.message.clone(),
+    };
     tracing::warn!(
         subscription = name,
-        endpoint,
+        host = host_of(endpoint),
         status = e.status,
         attempt,
-        "delivery failed: {}",
-        e.message
+        "delivery failed: {reason}"
     );
     stats.failed(LastError {
         at: tidemark_core::time::format_us(tidemark_core::time::now_us()),
@@ -129,6 +133,23 @@ fn record_failure(
         status: e.status,
         attempt,
     });
+}
+
+/// The host (and port) of an endpoint, for logs: never the path, query or user info of a
+/// URL (they may hold tokens), nor a function's command line (it may hold arguments).
+pub(crate) fn host_of(endpoint: &str) -> String {
+    if let Some((scheme, rest)) = endpoint.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = authority.rsplit('@').next().unwrap_or("");
+        return match scheme {
+            "file" => "local".into(),
+            _ => host.to_string(),
+        };
+    }
+    match endpoint.split_once(':') {
+        Some((kind, _)) => kind.to_string(), // `process:<command line>`
+        None => String::new(),
+    }
 }
 
 /// Deliver a unit from the live stream: dead events are written to the dead-letter queue
@@ -183,6 +204,21 @@ pub async fn store_dead_letter(ctx: &RunCtx, letter: &DeadLetter) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_of_keeps_only_the_host() {
+        assert_eq!(
+            host_of("https://u:pw@hooks.example.com:8443"),
+            "hooks.example.com:8443"
+        );
+        assert_eq!(
+            host_of("http://127.0.0.1:9000/hook?token=x"),
+            "127.0.0.1:9000"
+        );
+        assert_eq!(host_of("s3://lake-bucket/events"), "lake-bucket");
+        assert_eq!(host_of("file:///var/lake"), "local");
+        assert_eq!(host_of("process:python3 fn.py --key s3cr3t"), "process");
+    }
 
     #[test]
     fn full_jitter_stays_under_the_exponential_bound() {

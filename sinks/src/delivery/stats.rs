@@ -59,6 +59,8 @@ pub struct Stats {
     pub filter_failed: AtomicU64,
     /// Lake subscriptions: Parquet files committed (rows count as delivered).
     pub lake_files: AtomicU64,
+    /// Lake subscriptions: rows in the committed files.
+    pub lake_rows: AtomicU64,
     /// The WASM filter as this node runs it.
     pub filter: Mutex<FilterStatus>,
     pub last_error: Mutex<Option<LastError>>,
@@ -90,6 +92,7 @@ impl Stats {
     /// A lake segment was committed: `files` written now, `rows` in it.
     pub fn lake_written(&self, files: u64, rows: u64) {
         self.lake_files.fetch_add(files, Ordering::Relaxed);
+        self.lake_rows.fetch_add(rows, Ordering::Relaxed);
         self.delivered.fetch_add(rows, Ordering::Relaxed);
     }
 
