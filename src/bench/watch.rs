@@ -102,7 +102,7 @@ async fn open(url: &str, query: &str) -> anyhow::Result<Body> {
     Ok(resp.into_body())
 }
 
-/// The microsecond stamps in the keys (`t<micros>`) of a chunk of events.
+/// The microsecond stamps in the keys (`t<micros>`) of whole lines of events.
 fn stamps(chunk: &[u8]) -> impl Iterator<Item = u64> + '_ {
     let text = std::str::from_utf8(chunk).unwrap_or("");
     text.match_indices("\"key\":\"t").filter_map(move |(i, m)| {
@@ -122,15 +122,22 @@ async fn latency(url: &str, args: &WatchArgs) -> anyhow::Result<()> {
         let (samples, received) = (samples.clone(), received.clone());
         readers.spawn(async move {
             let mut mine = Vec::new();
+            // An SSE event can be split across chunks: count only whole lines.
+            let mut pending = Vec::new();
             while let Some(Ok(frame)) = body.frame().await {
                 let Ok(data) = frame.into_data() else {
                     continue;
                 };
                 let now = start.elapsed().as_micros() as u64;
-                for sent in stamps(&data) {
+                pending.extend_from_slice(&data);
+                let Some(cut) = pending.iter().rposition(|b| *b == b'\n') else {
+                    continue;
+                };
+                for sent in stamps(&pending[..=cut]) {
                     mine.push(now.saturating_sub(sent) as f64 / 1000.0);
                     received.fetch_add(1, Ordering::Relaxed);
                 }
+                pending.drain(..=cut);
                 if mine.len() >= 4096 {
                     samples.lock().unwrap().append(&mut mine);
                 }
