@@ -4,11 +4,15 @@
 # -> a restore, then keep the server running until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup.sh build
 cargo build --release --locked
-bin=target/release/tidemark
+bin="${CARGO_TARGET_DIR:-target}/release/tidemark"
 url=http://127.0.0.1:7700
 
-"$bin" serve &
+events=/tmp/tidemark-demo-events.jsonl
+# Process functions are declared by the operator; subscriptions name them (no API request can
+# name a command).
+"$bin" serve --function "demo-append=[\"sh\", \"-c\", \"cat >> $events\"]" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 for _ in $(seq 100); do curl -sf "$url/healthz" >/dev/null && break; sleep 0.1; done
@@ -42,12 +46,12 @@ diff <("$bin" state ls --json --history) <("$bin" state ls --json --history --da
   && echo "rebuilt index == live index"
 
 step "subscribe: new objects under raw/ go to a function (a process that appends each event to a file)"
-events=/tmp/tidemark-demo-events.jsonl
 rm -f "$events"
+curl -s "$url/v1/functions"; echo
 "$bin" sub rm demo-audit >/dev/null 2>&1 || true
 "$bin" sub create --spec - <<JSON
 {"name": "demo-audit", "rules": {"events": ["ObjectCreated:*"], "prefix": ["raw/"]},
- "sink": {"type": "function", "mode": "process", "command": ["sh", "-c", "cat >> $events"]}}
+ "sink": {"type": "function", "mode": "process", "function": "demo-append"}}
 JSON
 curl -s "$url/v1/mutations" -H 'content-type: application/json' -d '{"mutations":[
   {"op":"put","bucket":"photos","key":"raw/bird.jpg","size":2048,"content_type":"image/jpeg"},

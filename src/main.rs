@@ -8,6 +8,7 @@
 
 mod bench;
 mod cli;
+mod net;
 mod node;
 mod s3;
 mod server;

@@ -151,6 +151,8 @@ pub struct NodeConfig {
     pub destinations: DestinationPolicy,
     /// CA certificates (PEM) trusted for webhook and function URLs besides the web PKI.
     pub webhook_ca_file: Option<PathBuf>,
+    /// The process functions subscriptions may name (`serve --function`).
+    pub functions: tidemark_sinks::function::Functions,
     /// WASM filter instances that may exist at once (one per filtered subscription and
     /// partition, plus tests in progress).
     pub filter_instances: u32,
@@ -360,6 +362,7 @@ impl Node {
                 log.clone(),
                 cfg.destinations,
                 filters.clone(),
+                Arc::new(cfg.functions),
             )),
             Arc::new(DeadLetters::new(dead_letters)),
             log.clone(),

@@ -160,7 +160,15 @@ fn log_tail_follows_a_running_server() {
 fn sub_commands_manage_subscriptions_on_a_running_server() {
     let scratch = tempfile::tempdir().unwrap();
     let data = scratch.path().join("data");
-    let server = Server::start(&data, &["--allow-destinations", "loopback"]);
+    let server = Server::start(
+        &data,
+        &[
+            "--allow-destinations",
+            "loopback",
+            "--function",
+            "noop=true",
+        ],
+    );
     let at = ["--server", server.url.as_str()];
     let with = |args: &[&str]| -> Vec<String> {
         args.iter()
@@ -210,7 +218,7 @@ fn sub_commands_manage_subscriptions_on_a_running_server() {
     std::fs::write(
         &spec,
         json!({"name": "audit", "start": "earliest",
-               "sink": {"type": "function", "mode": "process", "command": ["true"]}})
+               "sink": {"type": "function", "mode": "process", "function": "noop"}})
         .to_string(),
     )
     .unwrap();

@@ -14,7 +14,19 @@ use common::*;
 use serde_json::{Value, json};
 
 fn start_server(dir: &Path) -> Server {
-    Server::start(&dir.join("data"), &["--allow-destinations", "loopback"])
+    start_with_functions(dir, &[])
+}
+
+/// A server that declares `functions` (name, program and arguments): the only commands a
+/// process-mode subscription can run.
+fn start_with_functions(dir: &Path, functions: &[(&str, Vec<&str>)]) -> Server {
+    let flags: Vec<String> = functions
+        .iter()
+        .map(|(name, command)| format!("--function={name}={}", json!(command)))
+        .collect();
+    let mut args = vec!["--allow-destinations", "loopback"];
+    args.extend(flags.iter().map(String::as_str));
+    Server::start(&dir.join("data"), &args)
 }
 
 /// Write a Python script into `dir` and return its path as a string.
@@ -103,16 +115,18 @@ print("handled " + event["event_id"])
 #[test]
 fn process_trigger_receives_the_event_on_stdin() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path());
     let handler = script(dir.path(), "handler.py", RECORDING_HANDLER);
     let seen = dir.path().join("seen.jsonl");
+    let server = start_with_functions(
+        dir.path(),
+        &[("record", vec!["python3", &handler, seen.to_str().unwrap()])],
+    );
     create_subscription(
         &server,
         &json!({
             "name": "thumbs",
             "rules": {"events": ["ObjectCreated:*"], "prefix": ["photos/"]},
-            "sink": {"type": "function", "mode": "process",
-                     "command": ["python3", handler, seen.to_str().unwrap()],
+            "sink": {"type": "function", "mode": "process", "function": "record",
                      "timeout_ms": 10_000},
             "retry": fast_retry(5),
         }),
@@ -189,16 +203,21 @@ print("ok on try", n)
 #[test]
 fn failing_process_is_retried_until_it_succeeds() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path());
     let handler = script(dir.path(), "flaky.py", FLAKY_HANDLER);
     let counters = dir.path().join("counters");
     std::fs::create_dir(&counters).unwrap();
+    let server = start_with_functions(
+        dir.path(),
+        &[(
+            "flaky",
+            vec!["python3", &handler, counters.to_str().unwrap()],
+        )],
+    );
     create_subscription(
         &server,
         &json!({
             "name": "flaky",
-            "sink": {"type": "function", "mode": "process",
-                     "command": ["python3", handler, counters.to_str().unwrap()],
+            "sink": {"type": "function", "mode": "process", "function": "flaky",
                      "timeout_ms": 10_000},
             "retry": fast_retry(5),
             // Two failures per event on purpose: keep the breaker out of this test.
@@ -297,15 +316,17 @@ struct Hung {
 /// for Python to start and write its pids on a loaded machine).
 /// Returns the server, the event id and the pids the script wrote.
 fn hang_one(dir: &Path) -> (Server, String, Hung) {
-    let server = start_server(dir);
     let handler = script(dir, "hang.py", HANGING_HANDLER);
     let pids = dir.join("pids");
+    let server = start_with_functions(
+        dir,
+        &[("hang", vec!["python3", &handler, pids.to_str().unwrap()])],
+    );
     create_subscription(
         &server,
         &json!({
             "name": "hangs",
-            "sink": {"type": "function", "mode": "process",
-                     "command": ["python3", handler, pids.to_str().unwrap()],
+            "sink": {"type": "function", "mode": "process", "function": "hang",
                      "timeout_ms": 2_000},
             "retry": fast_retry(1),
         }),
@@ -463,16 +484,22 @@ sys.exit(3)
 #[test]
 fn failing_function_does_not_stall_another_function() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path());
     let bad = script(dir.path(), "bad.py", ALWAYS_FAILING_HANDLER);
     let good = script(dir.path(), "good.py", RECORDING_HANDLER);
     let seen = dir.path().join("good.jsonl");
+    let server = start_with_functions(
+        dir.path(),
+        &[
+            ("bad", vec!["python3", &bad]),
+            ("good", vec!["python3", &good, seen.to_str().unwrap()]),
+        ],
+    );
     create_subscription(
         &server,
         &json!({
             "name": "broken",
             "rules": {"prefix": ["bad/"]},
-            "sink": {"type": "function", "mode": "process", "command": ["python3", bad]},
+            "sink": {"type": "function", "mode": "process", "function": "bad"},
             "retry": {"max_attempts": 50, "initial_backoff_ms": 20, "max_backoff_ms": 200},
             "circuit": {"failure_threshold": 3, "open_ms": 60_000},
         }),
@@ -482,8 +509,7 @@ fn failing_function_does_not_stall_another_function() {
         &json!({
             "name": "healthy",
             "rules": {"prefix": ["good/"]},
-            "sink": {"type": "function", "mode": "process",
-                     "command": ["python3", good, seen.to_str().unwrap()]},
+            "sink": {"type": "function", "mode": "process", "function": "good"},
             "retry": fast_retry(5),
         }),
     );
@@ -527,14 +553,17 @@ with open(sys.argv[1], "a") as f:
 #[test]
 fn concurrency_limits_invocations_running_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path());
     let handler = script(dir.path(), "timed.py", TIMED_HANDLER);
     let out = dir.path().join("timed.jsonl");
+    let server = start_with_functions(
+        dir.path(),
+        &[("timed", vec!["python3", &handler, out.to_str().unwrap()])],
+    );
     // Different keys could all go at once (max_in_flight 32); the function allows two.
     create_subscription(
         &server,
         &json!({"name": "limited", "sink": {"type": "function", "mode": "process",
-                "command": ["python3", handler, out.to_str().unwrap()], "concurrency": 2}}),
+                "function": "timed", "concurrency": 2}}),
     );
     let keys: Vec<String> = (0..6).map(|i| format!("c{i}")).collect();
     put_keys(&server, "photos", &keys);

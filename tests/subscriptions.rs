@@ -360,8 +360,8 @@ fn bad_input_is_named() {
             with(&|v| {
                 v["sink"] = json!({"type": "function", "mode": "process", "timeout_ms": 1000})
             }),
-            "sink.command",
-            "command",
+            "sink.function",
+            "declared",
         ),
         (
             with(&|v| v["start"] = "yesterday".into()),

@@ -69,10 +69,15 @@ fn secrets_by_reference_stay_outside_tidemark() {
     let file = dir.path().join("hook.secret");
     std::fs::write(&file, format!("{SECRET}\n")).unwrap();
     let receiver = Receiver::start(dir.path(), "hooks", &["--secret", SECRET]);
+    let env_file = dir.path().join("env.txt");
+    let env_fn = format!(
+        "--function=env-dump={}",
+        json!(["sh", "-c", format!("env > {}", env_file.display())])
+    );
     let server = Server::start_with_env(
         &Backend::Embedded,
         &dir.path().join("data"),
-        &["--allow-destinations", "loopback"],
+        &["--allow-destinations", "loopback", &env_fn],
         &[("HOOK_SECRET", SECRET)],
     );
     let sub = |name: &str, secret: &str| json!({"name": name, "sink": {"type": "webhook", "url": receiver.url(&format!("/{name}")), "secret": secret}});
@@ -100,11 +105,10 @@ fn secrets_by_reference_stay_outside_tidemark() {
     });
 
     // Process functions do not inherit the server's environment (it holds the secret).
-    let env_file = dir.path().join("env.txt");
     create_subscription(
         &server,
         &json!({"name": "env-fn", "sink": {"type": "function", "mode": "process",
-                "command": ["sh", "-c", format!("env > {}", env_file.display())]}}),
+                "function": "env-dump"}}),
     );
     put(&server, "c.jpg");
     // The shell creates the file before `env` writes it: wait for the whole content.
@@ -226,13 +230,14 @@ fn dead_letters_are_listed_in_pages() {
 fn async_function_invocations_count_once_started() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
-    let server = Server::start(&dir.path().join("data"), &[]);
     // Takes five seconds; an async subscription does not wait for it.
     let command = format!("sleep 5; cat >> {}", out.display());
+    let slow = format!("--function=slow={}", json!(["sh", "-c", command]));
+    let server = Server::start(&dir.path().join("data"), &[&slow]);
     create_subscription(
         &server,
         &json!({"name": "slow-fn", "sink": {"type": "function", "mode": "process",
-                "command": ["sh", "-c", command], "invocation": "async", "timeout_ms": 10000}}),
+                "function": "slow", "invocation": "async", "timeout_ms": 10000}}),
     );
     let started = Instant::now();
     let id = put(&server, "d.jpg");

@@ -20,14 +20,52 @@ use crate::{Error, Result};
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
 
+/// A client without the address guard, for what the operator points at itself: the CLI's
+/// `--server` and other nodes of the cluster. `extra_roots` as for [`http_client`]; `flag`
+/// names where the file came from in errors.
+pub type PlainClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+pub fn plain_client(extra_roots: Option<&Path>, flag: &str) -> Result<PlainClient> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(extra_roots, flag)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(https))
+}
+
 /// `extra_roots`: a PEM file of CA certificates trusted besides the web PKI (endpoints inside
 /// a company network signed by its own CA).
 pub fn http_client(policy: DestinationPolicy, extra_roots: Option<&Path>) -> Result<HttpClient> {
+    let tls = tls_config(extra_roots, "--webhook-ca-file")?;
+    let mut http = HttpConnector::new_with_resolver(GuardedResolver { policy });
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(https))
+}
+
+/// Web PKI roots plus the CA certificates in `extra_roots`.
+fn tls_config(extra_roots: Option<&Path>, flag: &str) -> Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     if let Some(path) = extra_roots {
-        let bad = |message: String| Error::invalid("--webhook-ca-file", message);
+        let bad = |message: String| Error::invalid(flag, message);
         let certs = CertificateDer::pem_file_iter(path)
             .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
         let mut added = 0;
@@ -45,24 +83,11 @@ pub fn http_client(policy: DestinationPolicy, extra_roots: Option<&Path>) -> Res
             return Err(bad(format!("{} holds no PEM certificate", path.display())));
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("the ring provider supports the default TLS versions")
     .with_root_certificates(roots)
-    .with_no_client_auth();
-    let mut http = HttpConnector::new_with_resolver(GuardedResolver { policy });
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(https))
+    .with_no_client_auth())
 }

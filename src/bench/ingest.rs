@@ -10,9 +10,6 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use super::quantile;
 use crate::cli::Fsync;
@@ -54,9 +51,11 @@ pub enum FsyncChoice {
     Both,
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// http:// or https:// (`bench tls`).
+type HttpClient = crate::server::HttpClient;
 
-fn body(start: usize, batch: usize, keys: usize) -> Bytes {
+/// A request body of `batch` puts, cycling through `keys` keys from mutation `start` on.
+pub(super) fn body(start: usize, batch: usize, keys: usize) -> Bytes {
     let mut s = String::with_capacity(batch * 160);
     s.push_str("{\"mutations\":[");
     for i in 0..batch {
@@ -134,9 +133,7 @@ async fn run_one(args: &IngestArgs, policy: Option<Fsync>) -> anyhow::Result<f64
         }
     };
     let endpoint = format!("{url}/v1/mutations");
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(256)
-        .build_http();
+    let client: HttpClient = crate::server::http_client();
     wait_ready(&client, &url).await?;
     let requests = args.mutations.div_ceil(args.batch);
     let bodies: Arc<Vec<Bytes>> = Arc::new(
@@ -205,7 +202,7 @@ async fn run_one(args: &IngestArgs, policy: Option<Fsync>) -> anyhow::Result<f64
     Ok(rate)
 }
 
-async fn wait_ready(client: &HttpClient, url: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_ready(client: &HttpClient, url: &str) -> anyhow::Result<()> {
     for _ in 0..200 {
         let req = hyper::Request::get(format!("{url}/healthz")).body(Full::new(Bytes::new()))?;
         if let Ok(resp) = client.request(req).await
@@ -232,7 +229,9 @@ async fn wait_index(client: &HttpClient, url: &str) -> anyhow::Result<()> {
     bail!("the index did not catch up within 10 minutes")
 }
 
-async fn closed_loop(
+/// `requests` POSTs of `bodies` over `connections` connections, each waiting for its answer;
+/// the latency of each request.
+pub(super) async fn closed_loop(
     client: &HttpClient,
     url: &str,
     bodies: Arc<Vec<Bytes>>,

@@ -11,6 +11,7 @@ mod rebuild;
 mod replay;
 mod s3;
 mod state_at;
+mod tls;
 mod watch;
 
 use clap::Subcommand;
@@ -40,6 +41,8 @@ pub enum BenchCommand {
     /// The S3 API: PUT and GET of 4 KiB and 1 MiB objects with fsync=always vs the same
     /// client against a plain HTTP server.
     S3(s3::S3Args),
+    /// TLS on both listeners vs none, same load, same run: HTTP ingest and S3 GET of 1 MiB.
+    Tls(tls::TlsArgs),
     /// Live watch: change-to-watcher latency with many SSE watchers, memory per idle
     /// watcher, idle watchers one server holds.
     Watch(watch::WatchArgs),
@@ -57,6 +60,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Lake(args) => lake::run(args),
         BenchCommand::StateAt(args) => state_at::run(args).await,
         BenchCommand::S3(args) => s3::run(args).await,
+        BenchCommand::Tls(args) => tls::run(args).await,
         BenchCommand::Watch(args) => watch::run(args).await,
     }
 }

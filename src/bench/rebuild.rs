@@ -71,6 +71,7 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
         origin: Default::default(),
         destinations: Default::default(),
         webhook_ca_file: None,
+        functions: Default::default(),
         filter_instances: 16,
         filter_defaults: Default::default(),
         filter_maxima: tidemark_plugins::Limits::maxima(),

@@ -43,19 +43,19 @@ pub struct S3Args {
 }
 
 const BUCKET: &str = "bench";
-const ACCESS_KEY: &str = "AKBENCH";
-const SECRET_KEY: &str = "bench-secret";
+pub(super) const ACCESS_KEY: &str = "AKBENCH";
+pub(super) const SECRET_KEY: &str = "bench-secret";
 const REGION: &str = "us-east-1";
 
 /// One measurement: a target answering `n` requests of one kind.
-struct Sample {
-    per_s: f64,
+pub(super) struct Sample {
+    pub per_s: f64,
     /// Request latencies in ms, sorted.
     latencies: Vec<f64>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Op {
+pub(super) enum Op {
     Put,
     Get,
 }
@@ -64,7 +64,7 @@ pub async fn run(args: S3Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let tidemark = start_tidemark(dir.path()).await?;
     let plain = start_plain_server().await?;
-    let targets = [client(&tidemark)?, client(&plain)?];
+    let targets = [client(&tidemark, None)?, client(&plain, None)?];
     let cases = [
         (Op::Put, 4096, args.small_objects),
         (Op::Get, 4096, args.small_objects),
@@ -112,7 +112,7 @@ pub async fn run(args: S3Args) -> anyhow::Result<()> {
 
 /// `n` requests of one kind on `store`, `concurrency` in flight; keys `<size>/<run>/<i>`,
 /// so a GET case reads what the PUT case of its run wrote.
-async fn drive(
+pub(super) async fn drive(
     store: Arc<AmazonS3>,
     op: Op,
     size: usize,
@@ -173,11 +173,15 @@ async fn drive(
 }
 
 /// object_store's S3 client on `endpoint`, path style, without retries (a failed request is
-/// an error of the benchmark, not hidden time).
-fn client(endpoint: &str) -> anyhow::Result<Arc<AmazonS3>> {
+/// an error of the benchmark, not hidden time); `ca_pem` is trusted for https endpoints.
+pub(super) fn client(endpoint: &str, ca_pem: Option<&[u8]>) -> anyhow::Result<Arc<AmazonS3>> {
+    let mut options = ClientOptions::new().with_timeout(Duration::from_secs(120));
+    if let Some(pem) = ca_pem {
+        options = options.with_root_certificate(object_store::Certificate::from_pem(pem)?);
+    }
     // Client options first: they replace the ones `with_allow_http` sets.
     let store = AmazonS3Builder::new()
-        .with_client_options(ClientOptions::new().with_timeout(Duration::from_secs(120)))
+        .with_client_options(options)
         .with_endpoint(endpoint)
         .with_allow_http(true)
         .with_virtual_hosted_style_request(false)
@@ -226,6 +230,13 @@ async fn start_tidemark(dir: &std::path::Path) -> anyhow::Result<String> {
 
 /// CreateBucket, signed with object_store's SigV4 signer (its client has no such call).
 async fn create_bucket(endpoint: &str) -> anyhow::Result<()> {
+    create_bucket_with(&crate::server::http_client(), endpoint).await
+}
+
+pub(super) async fn create_bucket_with(
+    client: &crate::server::HttpClient,
+    endpoint: &str,
+) -> anyhow::Result<()> {
     let credential = AwsCredential {
         key_id: ACCESS_KEY.into(),
         secret_key: SECRET_KEY.into(),
@@ -237,7 +248,7 @@ async fn create_bucket(endpoint: &str) -> anyhow::Result<()> {
     AwsAuthorizer::new(&credential, "s3", REGION).try_authorize(&mut req, None)?;
     let (parts, _) = req.into_parts();
     let req = Request::from_parts(parts, Full::new(Bytes::new()));
-    let resp = crate::server::http_client().request(req).await?;
+    let resp = client.request(req).await?;
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
     if !status.is_success() {
@@ -327,7 +338,7 @@ fn mib_per_s(per_s: f64, size: usize) -> f64 {
     per_s * size as f64 / (1 << 20) as f64
 }
 
-fn describe(s: &Sample, size: usize) -> String {
+pub(super) fn describe(s: &Sample, size: usize) -> String {
     format!(
         "{:.0} objects/s, {:.1} MiB/s, p50 {:.2} ms, p99 {:.2} ms",
         s.per_s,
@@ -338,7 +349,7 @@ fn describe(s: &Sample, size: usize) -> String {
 }
 
 /// Medians over runs: objects/s, MiB/s, and the runs' p50 and p99 latencies.
-fn summary(runs: &[Sample], size: usize) -> String {
+pub(super) fn summary(runs: &[Sample], size: usize) -> String {
     let per_s = median(runs.iter().map(|s| s.per_s).collect());
     let p50 = median(runs.iter().map(|s| quantile(&s.latencies, 0.5)).collect());
     let p99 = median(runs.iter().map(|s| quantile(&s.latencies, 0.99)).collect());

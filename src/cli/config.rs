@@ -3,6 +3,11 @@
 //! for `-` (`kafka_brokers` for `--kafka-brokers`), and every variable is `TIDEMARK_` and the
 //! key in upper case (`TIDEMARK_KAFKA_BROKERS`); docs/CONFIG.md lists them all.
 //!
+//! A table groups keys by their first word: `[kafka] security_protocol = "SASL_SSL"` is
+//! `kafka_security_protocol`, and `[kafka.properties]` is `kafka_properties`. Two tables are
+//! lists rather than groups: `kafka_properties` (librdkafka properties) and `functions`
+//! (`NAME = ["PROGRAM", "ARG", ...]`, the process functions subscriptions may name).
+//!
 //! The layers become flags, placed so that later ones win (`args_override_self`): the file's
 //! right after the subcommand, then the command line, then the environment's. clap then parses
 //! and validates every value the same way, whatever layer it came from.
@@ -19,6 +24,10 @@ use super::Cli;
 /// environment, repeated `--kafka-property k=v` on the command line.
 const PROPERTIES_KEY: &str = "kafka_properties";
 const PROPERTY_FLAG: &str = "kafka-property";
+/// The key declaring process functions: a table `NAME = [PROGRAM, ARGS...]` in the file, one
+/// `--function NAME=...` per entry.
+const FUNCTIONS_KEY: &str = "functions";
+const FUNCTION_FLAG: &str = "function";
 
 /// The command line with the file's and the environment's settings added.
 pub fn expand(
@@ -71,7 +80,7 @@ pub fn expand(
     };
     let mut from_file = Vec::new();
     if let Some(path) = config_path(&args[split..]) {
-        for (key, value) in read_file(&path)? {
+        for (key, value) in flatten(read_file(&path)?) {
             if !known_key(&command, &key) {
                 bail!(
                     "config file {}: unknown key '{key}' (docs/CONFIG.md lists the keys)",
@@ -89,6 +98,21 @@ pub fn expand(
                     let v = scalar(&v)
                         .with_context(|| format!("config file {}: {key}.{k}", path.display()))?;
                     from_file.push(format!("--{PROPERTY_FLAG}={k}={v}"));
+                }
+            } else if key == FUNCTIONS_KEY {
+                if takes(FUNCTION_FLAG).is_none() {
+                    continue; // a command that runs no functions
+                }
+                let toml::Value::Table(t) = value else {
+                    bail!(
+                        "config file {}: '{key}' must be a table of NAME = [\"PROGRAM\", \"ARG\", ...]",
+                        path.display()
+                    );
+                };
+                for (name, command) in t {
+                    let command = function_command(&command)
+                        .with_context(|| format!("config file {}: {key}.{name}", path.display()))?;
+                    from_file.push(format!("--{FUNCTION_FLAG}={name}={command}"));
                 }
             } else if let Some(takes_value) = takes(&key) {
                 let v = scalar(&value)
@@ -128,6 +152,49 @@ pub fn expand(
     Ok(out)
 }
 
+/// Tables that group keys (`[kafka] brokers = ...`) become `kafka_brokers`; the two list
+/// tables (`kafka_properties`, also written `[kafka.properties]`, and `functions`) stay whole.
+fn flatten(table: toml::Table) -> Vec<(String, toml::Value)> {
+    fn walk(prefix: &str, table: toml::Table, out: &mut Vec<(String, toml::Value)>) {
+        for (key, value) in table {
+            let key = if prefix.is_empty() {
+                key
+            } else {
+                format!("{prefix}_{key}")
+            };
+            match value {
+                toml::Value::Table(t) if key != PROPERTIES_KEY && key != FUNCTIONS_KEY => {
+                    walk(&key, t, out)
+                }
+                other => out.push((key, other)),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", table, &mut out);
+    out
+}
+
+/// A function's command from the file: an array of strings (kept whole, as JSON) or one
+/// string of words.
+fn function_command(v: &toml::Value) -> anyhow::Result<String> {
+    match v {
+        toml::Value::Array(items) => {
+            let words = items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect::<Option<Vec<String>>>()
+                .ok_or_else(|| anyhow::anyhow!("expected an array of strings"))?;
+            Ok(serde_json::to_string(&words)?)
+        }
+        toml::Value::String(s) => Ok(s.clone()),
+        other => bail!(
+            "expected [\"PROGRAM\", \"ARG\", ...], got {}",
+            other.type_str()
+        ),
+    }
+}
+
 /// `--flag=value`, or for a switch, `--flag` when the value is true (and nothing when false).
 fn as_flag(flag: &str, value: &str, takes_value: bool) -> Option<String> {
     if takes_value {
@@ -161,7 +228,7 @@ fn read_file(path: &Path) -> anyhow::Result<toml::Table> {
 
 /// A key some command takes (so a file can serve `serve` and `log tail` alike).
 fn known_key(command: &clap::Command, key: &str) -> bool {
-    if key == PROPERTIES_KEY {
+    if key == PROPERTIES_KEY || key == FUNCTIONS_KEY {
         return true;
     }
     let flag = key.replace('_', "-");
@@ -270,6 +337,34 @@ mod tests {
             out.iter().any(|a| a.to_str() == Some("--log-format=json")),
             "{out:?}"
         );
+    }
+
+    #[test]
+    fn tables_group_keys_and_declare_functions() {
+        let f = file(
+            "[kafka]\nbrokers = \"b:1\"\n[kafka.properties]\n\"client.rack\" = \"r1\"\n\
+             [functions]\nthumbs = [\"/usr/bin/thumb\", \"--size\", \"128 px\"]\nlog = \"/bin/logger -t x\"\n",
+        );
+        let out = expand(
+            args(&["tidemark", "serve", "--config", f.path().to_str().unwrap()]),
+            |_| None,
+        )
+        .unwrap();
+        let out: Vec<_> = out.iter().map(|s| s.to_str().unwrap()).collect();
+        assert!(out.contains(&"--kafka-brokers=b:1"), "{out:?}");
+        assert!(out.contains(&"--kafka-property=client.rack=r1"), "{out:?}");
+        assert!(
+            out.contains(&r#"--function=thumbs=["/usr/bin/thumb","--size","128 px"]"#),
+            "{out:?}"
+        );
+        assert!(out.contains(&"--function=log=/bin/logger -t x"), "{out:?}");
+        let f = file("[functions]\nbad = 3\n");
+        let err = expand(
+            args(&["tidemark", "serve", "--config", f.path().to_str().unwrap()]),
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("functions.bad"), "{err:#}");
     }
 
     #[test]

@@ -17,9 +17,19 @@ pub struct ServerArg {
     /// TIDEMARK_TOKEN (other users see a flag's value in `ps`).
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// A PEM file of CA certificates trusted for an https:// --server besides the web PKI
+    /// roots (a server with a certificate from a private CA).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl ServerArg {
+    /// The client for --server: http://, or https:// verified against the web PKI and
+    /// --ca-file.
+    pub fn client(&self) -> anyhow::Result<crate::server::HttpClient> {
+        crate::server::client_trusting(self.ca_file.as_deref(), "--ca-file")
+    }
+
     /// The `Authorization` header value to send, when a token is given.
     pub fn authorization(&self) -> Option<String> {
         self.token
@@ -50,7 +60,7 @@ impl ServerArg {
         content_type: &str,
     ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.server.trim_end_matches('/'));
-        let client = crate::server::http_client();
+        let client = self.client()?;
         let mut req = Request::builder()
             .method(method)
             .uri(&url)
@@ -62,12 +72,10 @@ impl ServerArg {
         let req = req
             .body(Full::new(body))
             .with_context(|| format!("'{url}' is not a valid URL; check --server"))?;
-        let resp = client.request(req).await.with_context(|| {
-            format!(
-                "cannot reach the server at {}; is `tidemark serve` running there? (--server)",
-                self.server
-            )
-        })?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| anyhow::anyhow!(unreachable(&self.server, &e)))?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
         let value: Value = if bytes.is_empty() {
@@ -85,6 +93,31 @@ impl ServerArg {
             (None, Some(message)) => bail!("{message} ({status})"),
             _ => bail!("the server answered {status}: {value}"),
         }
+    }
+}
+
+/// Why the server could not be reached, with what to check: TLS problems (an unknown CA, a
+/// plain-HTTP server behind https://) say so rather than "is it running".
+pub fn unreachable(server: &str, e: &hyper_util::client::legacy::Error) -> String {
+    use std::error::Error;
+    let mut causes = Vec::new();
+    let mut source: Option<&dyn Error> = e.source();
+    while let Some(s) = source {
+        causes.push(s.to_string());
+        source = s.source();
+    }
+    let detail = causes.join(": ");
+    let hint = if detail.contains("certificate") || detail.contains("UnknownIssuer") {
+        "the server's certificate is not trusted: pass its CA with --ca-file (or TIDEMARK_CA_FILE)"
+    } else if detail.contains("InvalidContentType") || detail.contains("corrupt message") {
+        "the server does not speak TLS there: use http://"
+    } else {
+        "is `tidemark serve` running there? (--server)"
+    };
+    if detail.is_empty() {
+        format!("cannot reach the server at {server}: {e}; {hint}")
+    } else {
+        format!("cannot reach the server at {server}: {detail}; {hint}")
     }
 }
 

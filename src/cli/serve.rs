@@ -142,7 +142,8 @@ pub struct ServeArgs {
     #[arg(long, value_delimiter = ',', value_name = "ARN=URL")]
     pub s3_notification_target: Vec<String>,
     /// A file holding the bootstrap admin token (at least 16 characters): with it every API
-    /// request needs a bearer token (docs/auth.md). Create narrower tokens with it.
+    /// request needs a bearer token (docs/auth.md). Create narrower tokens with it. Needed
+    /// (or TIDEMARK_ADMIN_TOKEN) to listen on a non-loopback address.
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<std::path::PathBuf>,
     /// The bootstrap admin token itself; prefer TIDEMARK_ADMIN_TOKEN or --admin-token-file
@@ -153,6 +154,51 @@ pub struct ServeArgs {
     /// Retry-After. 0: no limit.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub token_rate_per_sec: u32,
+    /// A process function subscriptions may name (`"sink": {"type": "function", "mode":
+    /// "process", "function": "NAME"}`): `NAME=PROGRAM ARGS...` (split on spaces, no shell
+    /// quoting) or `NAME=["PROGRAM", "ARG", ...]` (JSON). Repeatable; in the config file a
+    /// `[functions]` table of `NAME = ["PROGRAM", "ARG", ...]`. Only these ever run: no API
+    /// request can name a command.
+    #[arg(long = "function", value_name = "NAME=PROGRAM [ARGS...]", value_parser = tidemark_sinks::function::parse_flag)]
+    pub functions: Vec<tidemark_sinks::function::Declared>,
+    /// Start even though a listener is on a non-loopback address and no admin token is
+    /// configured: anyone who reaches the port may do anything. Warns at start and every
+    /// hour, and shows in /metrics and /readyz.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// PEM certificate chain for HTTPS on --listen (and on --s3-listen unless it has its
+    /// own); read again when the file changes or on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates signed by a CA in this PEM file (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+    /// PEM certificate chain for --s3-listen when it differs from --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "s3_tls_key")]
+    pub s3_tls_cert: Option<std::path::PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "s3_tls_cert")]
+    pub s3_tls_key: Option<std::path::PathBuf>,
+    /// A PEM file of CA certificates trusted for other nodes' https:// advertise URLs (the
+    /// nodes of a cluster forward each other mutations) besides the web PKI.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_ca_file: Option<std::path::PathBuf>,
+    /// Client CA for --s3-listen when it differs from --tls-client-ca.
+    #[arg(long, value_name = "FILE")]
+    pub s3_tls_client_ca: Option<std::path::PathBuf>,
+    /// Seconds a client has to send a request's headers (from its first byte, or from
+    /// connecting) and to complete a TLS handshake; a slower one is disconnected.
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+    /// Seconds a kept-alive connection may wait for its next request.
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub idle_timeout_secs: u64,
+    /// Connections each listener holds at once; one more is answered 503 (or closed, on
+    /// TLS) at once.
+    #[arg(long, default_value_t = 4096, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
 }
 
 impl ServeArgs {
@@ -170,14 +216,15 @@ impl ServeArgs {
         args
     }
 
-    fn node_config(&self, listening: SocketAddr) -> anyhow::Result<NodeConfig> {
+    fn node_config(&self, listening: SocketAddr, tls: bool) -> anyhow::Result<NodeConfig> {
         let advertise_url = self.advertise_url.clone().unwrap_or_else(|| {
             let host = if listening.ip().is_unspecified() {
                 host_name()
             } else {
                 listening.ip().to_string()
             };
-            format!("http://{host}:{}", listening.port())
+            let scheme = if tls { "https" } else { "http" };
+            format!("{scheme}://{host}:{}", listening.port())
         });
         let destinations = DestinationPolicy::parse(&self.allow_destinations)
             .map_err(|e| anyhow::anyhow!("--allow-destinations: {e}"))?;
@@ -185,6 +232,8 @@ impl ServeArgs {
         Ok(NodeConfig {
             destinations,
             webhook_ca_file: self.webhook_ca_file.clone(),
+            functions: tidemark_sinks::function::Functions::new(self.functions.clone())
+                .map_err(|e| anyhow::anyhow!("--function: {e}"))?,
             filter_instances: self.filter_instances,
             filter_defaults,
             filter_maxima,
@@ -214,6 +263,83 @@ impl ServeArgs {
 }
 
 impl ServeArgs {
+    /// Refuse to listen beyond loopback without a token, unless told to (the API would be
+    /// open to anyone who reaches the port). Returns the listeners that are open on purpose.
+    fn check_exposure(&self, http: SocketAddr) -> anyhow::Result<Vec<String>> {
+        let has_token = self.admin_token_file.is_some() || self.admin_token.is_some();
+        let exposed: Vec<String> = std::iter::once(("--listen", http))
+            .chain(self.s3_listen.map(|a| ("--s3-listen", a)))
+            .filter(|(_, a)| !a.ip().is_loopback())
+            .map(|(flag, a)| format!("{flag} {a}"))
+            .collect();
+        if exposed.is_empty() || has_token {
+            return Ok(Vec::new());
+        }
+        if self.insecure_no_auth {
+            return Ok(exposed);
+        }
+        anyhow::bail!(
+            "refusing to listen on {} (not loopback) with no admin token: anyone who reaches it \
+             could read, write and configure everything. Configure a token with \
+             --admin-token-file FILE (or TIDEMARK_ADMIN_TOKEN), or, to run open on purpose, \
+             pass --insecure-no-auth",
+            exposed.join(" and ")
+        )
+    }
+
+    /// The TLS of the HTTP listener and of the S3 listener (which takes the HTTP one's
+    /// unless it has its own).
+    fn tls(&self) -> anyhow::Result<(Option<crate::net::Tls>, Option<crate::net::Tls>)> {
+        use crate::net::{Tls, TlsFiles};
+        let http = self
+            .tls_cert
+            .clone()
+            .zip(self.tls_key.clone())
+            .map(|(cert, key)| TlsFiles {
+                cert,
+                key,
+                client_ca: self.tls_client_ca.clone(),
+            });
+        let s3 = match self.s3_tls_cert.clone().zip(self.s3_tls_key.clone()) {
+            Some((cert, key)) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca: self.s3_tls_client_ca.clone(),
+            }),
+            None => http.clone().map(|mut f| {
+                if self.s3_tls_client_ca.is_some() {
+                    f.client_ca = self.s3_tls_client_ca.clone();
+                }
+                f
+            }),
+        };
+        if self.s3_listen.is_none()
+            && (self.s3_tls_cert.is_some() || self.s3_tls_client_ca.is_some())
+        {
+            anyhow::bail!("--s3-tls-cert and --s3-tls-client-ca need --s3-listen");
+        }
+        let http = http.map(|f| Tls::new(&f, "--tls")).transpose()?;
+        let s3 = match (&self.s3_listen, s3) {
+            (Some(_), Some(f)) => Some(Tls::new(&f, "--s3-tls")?),
+            _ => None,
+        };
+        Ok((http, s3))
+    }
+
+    fn listener_options(
+        &self,
+        name: &'static str,
+        tls: Option<crate::net::Tls>,
+    ) -> crate::net::Options {
+        crate::net::Options {
+            name,
+            tls,
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+            max_connections: self.max_connections as usize,
+        }
+    }
+
     /// Access control: the bootstrap admin token and the per-token rate.
     fn auth(&self) -> anyhow::Result<server::auth::Auth> {
         let from_file = match &self.admin_token_file {
@@ -281,6 +407,21 @@ impl ServeArgs {
     }
 }
 
+/// `--insecure-no-auth` on a reachable listener: said again every hour, so it is not
+/// forgotten in a log nobody scrolls back through.
+fn warn_insecure_every_hour() {
+    tokio::spawn(async {
+        let hour = std::time::Duration::from_secs(3600);
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + hour, hour);
+        loop {
+            every.tick().await;
+            tracing::warn!(
+                "--insecure-no-auth: this server is reachable beyond loopback with no token"
+            );
+        }
+    });
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
@@ -290,6 +431,7 @@ fn host_name() -> String {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let _ = args.check_exposure(args.listen)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
@@ -299,8 +441,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// Serve on an already bound listener until SIGTERM or Ctrl-C.
 pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    let auth = args.auth()?;
-    let node = Node::open(args.node_config(addr)?).await?;
+    let open = args.check_exposure(addr)?;
+    let mut auth = args.auth()?;
+    if !open.is_empty() {
+        tracing::warn!(
+            "--insecure-no-auth: {} is reachable beyond this machine with no token: anyone who \
+             reaches it may read, write and configure everything",
+            open.join(" and ")
+        );
+        auth.insecure_no_auth = true;
+        warn_insecure_every_hour();
+    }
+    let (http_tls, s3_tls) = args.tls()?;
+    crate::net::raise_file_limit(
+        args.max_connections,
+        1 + u64::from(args.s3_listen.is_some()),
+    );
+    let http = crate::net::Listener::new(listener, args.listener_options("http", http_tls));
+    let node = Node::open(args.node_config(addr, http.options.tls.is_some())?).await?;
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         max_batch: args.max_batch,
@@ -310,42 +468,60 @@ pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyho
     };
     // Tests and scripts wait for this line.
     println!(
-        "tidemark listening on http://{addr} (data dir {})",
+        "tidemark listening on {} (data dir {})",
+        http.url()?,
         args.data.data_dir.display()
     );
     let log = node.log.clone();
     let engine = node.engine.clone();
-    let state = server::app_state(node, limits, auth);
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut certificates: Vec<_> = http
+        .options
+        .tls
+        .iter()
+        .map(|t| t.certificate.clone())
+        .collect();
     let s3 = match args.s3_listen {
         Some(at) => {
+            let tcp = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {at} (--s3-listen): {e}"))?;
+            Some(crate::net::Listener::new(
+                tcp,
+                args.listener_options("s3", s3_tls),
+            ))
+        }
+        None => None,
+    };
+    let mut counters = vec![("http", http.counters.clone())];
+    if let Some(s3) = &s3 {
+        counters.push(("s3", s3.counters.clone()));
+        certificates.extend(s3.options.tls.iter().map(|t| t.certificate.clone()));
+    }
+    crate::net::tls::reload_on_sighup(certificates);
+    let forwarder = server::client_trusting(args.cluster_ca_file.as_deref(), "--cluster-ca-file")?;
+    let state = server::app_state(node, limits, auth, counters, forwarder);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let s3 = match s3 {
+        Some(listener) => {
             let keys = crate::s3::Keys {
                 access: args.s3_access_key.clone().unwrap_or_default(),
                 secret: args.s3_secret_key.clone().unwrap_or_default(),
             };
             let targets = crate::s3::NotificationTargets::parse(&args.s3_notification_target)
                 .map_err(|e| anyhow::anyhow!("--s3-notification-target: {e}"))?;
-            let s3_listener = tokio::net::TcpListener::bind(at)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {at} (--s3-listen): {e}"))?;
-            println!("s3 listening on http://{}", s3_listener.local_addr()?);
+            println!("s3 listening on {}", listener.url()?);
             Some(tokio::spawn(crate::s3::serve(
-                s3_listener,
+                listener,
                 state.clone(),
                 keys,
                 targets,
                 args.s3_domain.clone(),
-                stopped,
+                stopped.clone(),
             )))
         }
         None => None,
     };
-    let mut http = {
-        let mut stopped = stop.subscribe();
-        tokio::spawn(server::serve(listener, state, async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        }))
-    };
+    let mut http = tokio::spawn(server::serve(http, state, stopped));
     // A front end that fails before the signal stops the node with its error.
     let failed = tokio::select! {
         _ = shutdown_signal() => None,

@@ -93,12 +93,12 @@ async fn watch_once(
     let req = req
         .body(Full::default())
         .with_context(|| format!("'{url}' is not a valid URL; check --server"))?;
-    let resp = match crate::server::http_client().request(req).await {
+    let resp = match args.server.client()?.request(req).await {
         Ok(r) => r,
         Err(e) => {
-            return Ok(End::Dropped(format!(
-                "cannot reach {}: {e}",
-                args.server.server
+            return Ok(End::Dropped(super::remote::unreachable(
+                &args.server.server,
+                &e,
             )));
         }
     };

@@ -58,6 +58,11 @@ pub struct Target {
 }
 
 impl Target {
+    /// The request addresses an object (not only a bucket).
+    pub fn names_key(&self) -> bool {
+        !self.key.is_empty()
+    }
+
     pub fn of(req: &Parts, domain: Option<&str>, peer: SocketAddr) -> Option<Target> {
         let host = req
             .headers

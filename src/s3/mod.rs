@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - `access.rs`: `ObjectAccessed:*` / `ObjectAccess:Denied` events, virtual-host addressing.
+//! - `body_limit.rs`: `--max-body-bytes` for the requests whose XML body is read whole.
 //! - `buckets.rs`: Create/Head/List/DeleteBucket; buckets are catalog entities on `_config`.
 //! - `objects.rs`: Put/Get/Head/Delete/DeleteObjects/CopyObject.
 //! - `conditions.rs`: If-Match / If-None-Match / If-(Un)Modified-Since.
@@ -19,6 +20,7 @@
 //! - `errors.rs`: Tidemark errors as S3 error codes.
 
 mod access;
+mod body_limit;
 mod buckets;
 mod conditions;
 mod errors;
@@ -32,7 +34,6 @@ mod versioning;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper_util::rt::TokioIo;
 use s3s::dto::*;
 use s3s::service::S3ServiceBuilder;
 use s3s::{S3, S3Request, S3Response, S3Result};
@@ -78,12 +79,12 @@ struct Tidemark {
 /// Serve S3 on `listener` until `stop` turns true. With a `domain`, `BUCKET.DOMAIN` hosts
 /// address buckets too (virtual-host style).
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: crate::net::Listener,
     app: Arc<AppState>,
     keys: Keys,
     targets: NotificationTargets,
     domain: Option<String>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut builder = S3ServiceBuilder::new(Tidemark {
         app: app.clone(),
@@ -93,60 +94,42 @@ pub async fn serve(
     if let Some(d) = &domain {
         builder.set_host(access::Domain(d.clone()));
     }
+    // XML bodies (DeleteObjects, CompleteMultipartUpload, tagging, ...) are read whole: the
+    // API's body limit applies to them; object bodies stream, capped by --max-object-bytes.
+    let mut config = s3s::config::S3Config::default();
+    config.xml_max_body_size = app.limits.max_body_bytes;
+    config.post_object_max_file_size = app.limits.max_object_bytes;
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+        config,
+    ))));
     let service = builder.build();
     let domain: Arc<Option<String>> = Arc::new(domain);
-    // Connections in progress: on stop each finishes the request it serves (its append is
-    // answered) and closes; `serve` returns once all have.
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        // Answers go out as headers then body: with Nagle on, a small body waits for the
-        // client's delayed ACK of the headers (40 ms per small GET).
-        let _ = stream.set_nodelay(true);
+    let per_connection = move |peer: SocketAddr| {
         let (service, app, domain) = (service.clone(), app.clone(), domain.clone());
-        let mut stopping = stop.clone();
-        connections.spawn(async move {
-            let with_peer = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-                req.extensions_mut().insert(Peer(peer));
-                let (parts, body) = req.into_parts();
-                let target = access::Target::of(&parts, domain.as_deref(), peer);
-                let call = hyper::service::Service::call(
-                    &service,
-                    hyper::Request::from_parts(parts, body),
-                );
-                let app = app.clone();
-                async move {
-                    let answer = call.await?;
-                    if answer.status() == hyper::StatusCode::FORBIDDEN
-                        && let Some(target) = target
-                    {
-                        access::denied(&app, target).await;
-                    }
-                    Ok::<_, s3s::HttpError>(answer)
+        hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            req.extensions_mut().insert(Peer(peer));
+            let (parts, body) = req.into_parts();
+            let target = access::Target::of(&parts, domain.as_deref(), peer);
+            let names_key = target.as_ref().is_some_and(|t| t.names_key());
+            let oversized = body_limit::oversized(&parts, names_key, app.limits.max_body_bytes);
+            let call =
+                hyper::service::Service::call(&service, hyper::Request::from_parts(parts, body));
+            let app = app.clone();
+            async move {
+                if let Some(length) = oversized {
+                    return Ok(body_limit::refusal(length, app.limits.max_body_bytes));
                 }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), with_peer);
-            tokio::pin!(conn);
-            let served = tokio::select! {
-                r = conn.as_mut() => r,
-                // The guard `wait_for` returns must not live across the await below.
-                () = async { let _ = stopping.wait_for(|s| *s).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+                let answer = call.await?;
+                if answer.status() == hyper::StatusCode::FORBIDDEN
+                    && let Some(target) = target
+                {
+                    access::denied(&app, target).await;
                 }
-            };
-            if let Err(e) = served {
-                tracing::debug!("s3 connection from {peer}: {e}");
+                Ok::<_, s3s::HttpError>(answer)
             }
-        });
-    }
-    while connections.join_next().await.is_some() {}
-    Ok(())
+        })
+    };
+    crate::net::serve(listener, per_connection, stop).await
 }
 
 /// Who made `req` and from where, for the events it causes.

@@ -147,6 +147,9 @@ pub struct Auth {
     bootstrap: Option<[u8; 32]>,
     /// Per-token request rate (`--token-rate-per-sec`), none when 0.
     rate: Option<RateLimiter>,
+    /// A listener is beyond loopback with no token, on purpose (`--insecure-no-auth`):
+    /// `/metrics` and `/readyz` say so.
+    pub insecure_no_auth: bool,
 }
 
 /// The id a bootstrap admin token acts as.
@@ -167,6 +170,7 @@ impl Auth {
         Ok(Auth {
             bootstrap,
             rate: (rate > 0).then(|| RateLimiter::new(rate)),
+            insecure_no_auth: false,
         })
     }
 
@@ -416,6 +420,7 @@ fn need_v1(method: &Method, reads: bool, segments: &[&str]) -> Option<Need> {
         ["sync", ..] if reads => needs(&[Read, Ingest], NotObjects),
         ["subscriptions", ..] if reads => needs(&[Read, Subscriptions], NotObjects),
         ["subscriptions", ..] => needs(&[Subscriptions], NotObjects),
+        ["functions"] if reads => needs(&[Subscriptions], NotObjects),
         ["filters", ..] if reads => needs(&[Read, Filters], NotObjects),
         ["filters", ..] => needs(&[Filters], NotObjects),
         ["rules", "test"] => needs(&[Read], NotObjects),
@@ -510,6 +515,7 @@ mod tests {
             Some(Subscriptions)
         );
         assert_eq!(scope(Method::DELETE, "/v1/filters/f"), Some(Filters));
+        assert_eq!(scope(Method::GET, "/v1/functions"), Some(Subscriptions));
         assert_eq!(scope(Method::POST, "/v1/replays"), Some(Replay));
         assert_eq!(scope(Method::PATCH, "/v1/buckets/b"), Some(Admin));
         assert_eq!(scope(Method::GET, "/v1/tokens"), Some(Admin));

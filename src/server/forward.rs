@@ -7,9 +7,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tidemark_core::Error;
 use tidemark_core::ingest::ownership::Routes;
@@ -25,10 +22,21 @@ pub const FORWARDED: &str = "x-tidemark-forwarded";
 const DEADLINE: Duration = Duration::from_secs(20);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// http:// and https:// (other nodes behind TLS; the CLI's `--server`).
+pub type HttpClient = tidemark_sinks::client::PlainClient;
 
+/// A client trusting the web PKI.
 pub fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
+    client_trusting(None, "").expect("no CA file to read")
+}
+
+/// A client trusting the web PKI and the CA certificates in `ca_file` (named by `flag` in
+/// errors).
+pub fn client_trusting(
+    ca_file: Option<&std::path::Path>,
+    flag: &str,
+) -> anyhow::Result<HttpClient> {
+    tidemark_sinks::client::plain_client(ca_file, flag).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Apply `mutations`, each on the node that writes its partition. Results are in input order.

@@ -294,6 +294,58 @@ async fn log_metrics(out: &mut String, app: &super::AppState) {
     }
 }
 
+/// The listeners: connections open, accepted, refused and timed out; TLS handshakes that
+/// failed; and whether the server runs open on purpose (`--insecure-no-auth`).
+fn listener_metrics(out: &mut String, app: &super::AppState) {
+    use std::sync::atomic::Ordering::Relaxed;
+    header(
+        out,
+        "tidemark_insecure_no_auth",
+        "gauge",
+        "1 when a listener is beyond loopback with no token (--insecure-no-auth).",
+    );
+    let _ = writeln!(
+        out,
+        "tidemark_insecure_no_auth {}",
+        u8::from(app.auth.insecure_no_auth)
+    );
+    header(
+        out,
+        "tidemark_connections_open",
+        "gauge",
+        "Connections open now, by listener.",
+    );
+    for (name, c) in &app.listeners {
+        let _ = writeln!(
+            out,
+            "tidemark_connections_open{{listener=\"{name}\"}} {}",
+            c.open.load(Relaxed)
+        );
+    }
+    header(
+        out,
+        "tidemark_connections_total",
+        "counter",
+        "Connections by listener and how they were handled or ended early (accepted, \
+         refused at --max-connections, header_timeout, idle_timeout, tls_failed).",
+    );
+    for (name, c) in &app.listeners {
+        for (outcome, n) in [
+            ("accepted", &c.accepted),
+            ("refused", &c.refused),
+            ("header_timeout", &c.header_timeouts),
+            ("idle_timeout", &c.idle_timeouts),
+            ("tls_failed", &c.tls_failures),
+        ] {
+            let _ = writeln!(
+                out,
+                "tidemark_connections_total{{listener=\"{name}\",outcome=\"{outcome}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+    }
+}
+
 pub async fn metrics(state: State) -> impl IntoResponse {
     let subs = state.node.engine.metrics().await;
     let mut out = String::with_capacity(4096);
@@ -437,6 +489,7 @@ pub async fn metrics(state: State) -> impl IntoResponse {
     ingest_metrics(&mut out, &state.node.ingestor.stats);
     log_metrics(&mut out, &state).await;
     super::watch::metrics(&mut out, &state.watch);
+    listener_metrics(&mut out, &state);
     (
         [(
             header::CONTENT_TYPE,

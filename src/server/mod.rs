@@ -11,7 +11,8 @@
 //! - `registry.rs`: the Confluent-compatible schema registry paths.
 //! - `rules.rs`: `POST /v1/rules/test`.
 //! - `status.rs`: `/healthz`, `/readyz`, `GET /v1/log`.
-//! - `subscriptions.rs`: `/v1/subscriptions/...` (status, dead letters, redrive, invocations).
+//! - `subscriptions.rs`: `/v1/subscriptions/...` (status, dead letters, redrive, invocations),
+//!   and `GET /v1/functions` (the process functions subscriptions may name).
 //! - `filters.rs`: `/v1/filters/...` (upload, versions, delete, test).
 //! - `replays.rs`: `/v1/replays/...` (re-delivery jobs).
 //! - `metrics.rs`: `/metrics` (Prometheus text).
@@ -43,7 +44,7 @@ mod sync;
 mod tokens;
 pub(crate) mod watch;
 
-pub use forward::{HttpClient, client as http_client};
+pub use forward::{HttpClient, client as http_client, client_trusting};
 pub use objects::object_json;
 
 use std::sync::Arc;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub auth: auth::Auth,
     /// The live log reader every watcher shares (`/v1/watch`).
     pub watch: Arc<watch::Hub>,
+    /// Each listener's connection counters (`http`, `s3`), for `/metrics`.
+    pub listeners: Vec<(&'static str, Arc<crate::net::Counters>)>,
 }
 
 pub type State = axum::extract::State<Arc<AppState>>;
@@ -133,6 +136,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/subscriptions/{name}/invocations",
             get(subscriptions::invocations),
         )
+        .route("/v1/functions", get(subscriptions::functions))
         .route("/v1/filters", get(filters::list))
         .route(
             "/v1/filters/{name}",
@@ -162,7 +166,15 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// The state both front ends (this HTTP API and the S3 API) serve from.
 /// `auth`: access control (`serve --admin-token-file`, `--token-rate-per-sec`).
-pub fn app_state(node: Node, limits: Limits, auth: auth::Auth) -> Arc<AppState> {
+/// `listeners`: each listener's connection counters. `forwarder`: the client that reaches
+/// other nodes (trusting their CA when they speak TLS).
+pub fn app_state(
+    node: Node,
+    limits: Limits,
+    auth: auth::Auth,
+    listeners: Vec<(&'static str, Arc<crate::net::Counters>)>,
+    forwarder: HttpClient,
+) -> Arc<AppState> {
     let watch = watch::Hub::new(
         node.log.log.clone(),
         node.codec(),
@@ -171,30 +183,34 @@ pub fn app_state(node: Node, limits: Limits, auth: auth::Auth) -> Arc<AppState> 
     Arc::new(AppState {
         node,
         limits,
-        forwarder: forward::client(),
+        forwarder,
         auth,
         watch,
+        listeners,
     })
 }
 
+/// Serve the HTTP API on `listener` until `stop` turns true; live watchers are closed then,
+/// and requests in progress finish.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: crate::net::Listener,
     state: Arc<AppState>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let watchers = state.watch.clone();
-    let shutdown = async move {
-        shutdown.await;
+    let mut stopping = stop.clone();
+    tokio::spawn(async move {
+        let _ = stopping.wait_for(|s| *s).await;
         watch::close(&watchers);
-    };
-    let app = router(state);
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // No Nagle: a streamed body's first chunk must not wait for the ACK of the headers.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    let app = router(state);
+    let per_connection = move |peer: std::net::SocketAddr| {
+        let app = app.clone();
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            tower_service::Service::call(&mut app.clone(), req.map(axum::body::Body::new))
+        })
+    };
+    crate::net::serve(listener, per_connection, stop).await
 }

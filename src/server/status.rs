@@ -58,12 +58,18 @@ pub async fn readyz(axum::extract::State(app): State) -> Response {
         ));
     }
     let ready = reasons.is_empty();
-    let body = Json(json!({
+    let mut body = json!({
         "ready": ready,
         "reasons": reasons,
         "index_lag": lag,
         "max_lag_events": max_lag,
-    }));
+    });
+    // Not a reason to take the node out of traffic, but never to be missed.
+    if app.auth.insecure_no_auth {
+        body["warnings"] =
+            json!(["--insecure-no-auth: the API is reachable beyond loopback with no token"]);
+    }
+    let body = Json(body);
     if ready {
         body.into_response()
     } else {

@@ -176,3 +176,9 @@ pub async fn redrive(
 pub async fn invocations(state: State, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(state.node.engine.invocations(&name)?))
 }
+
+/// `GET /v1/functions`: the process functions the operator declared, for sink.function
+/// (names and programs; arguments are not shown, they may hold secrets).
+pub async fn functions(state: State) -> Json<Value> {
+    Json(state.node.engine.subscriptions.functions().to_json())
+}

@@ -99,6 +99,10 @@ pub struct Engine {
     invocations: Mutex<HashMap<String, Arc<Invocations>>>,
     /// Dead letters being redriven now (not offered to a second redrive).
     redriving: Mutex<HashSet<Uuid>>,
+    /// Subscriptions this node does not run, and why: a process function it does not
+    /// declare. They resume when the operator declares it (a restart with the new
+    /// configuration).
+    paused: Mutex<HashMap<String, String>>,
     /// Set by [`Engine::shutdown`]: nothing starts any more.
     stopping: std::sync::atomic::AtomicBool,
 }
@@ -125,6 +129,7 @@ impl Engine {
             stats: Default::default(),
             invocations: Default::default(),
             redriving: Default::default(),
+            paused: Default::default(),
             stopping: Default::default(),
         });
         tokio::spawn(engine.clone().follow());
@@ -169,7 +174,15 @@ impl Engine {
             let _ = r.stop.send(true);
             let _ = r.task.await;
         }
+        let mut paused = HashMap::new();
         for (name, sub) in wanted {
+            if let Some(reason) = self.paused_reason(&sub) {
+                if !self.paused.lock().unwrap().contains_key(&name) {
+                    tracing::warn!(subscription = name, "not delivering: {reason}");
+                }
+                paused.insert(name, reason);
+                continue;
+            }
             if running.contains_key(&name) {
                 continue;
             }
@@ -196,6 +209,18 @@ impl Engine {
                     });
                 }
             }
+        }
+        *self.paused.lock().unwrap() = paused;
+    }
+
+    /// Why this node cannot run `sub` at all (not a passing failure): its process function
+    /// is not declared here.
+    fn paused_reason(&self, sub: &Subscription) -> Option<String> {
+        match &sub.stored.spec.sink {
+            SinkSpec::Function(f) if f.mode == "process" => {
+                self.subscriptions.functions().resolve(f).err()
+            }
+            _ => None,
         }
     }
 
@@ -325,8 +350,18 @@ impl Engine {
             }
             SinkSpec::Function(f) => {
                 let values = secrets::resolve_all(catalog, &f.secret.list())?;
+                let process = match f.mode.as_str() {
+                    "process" => Some(
+                        self.subscriptions
+                            .functions()
+                            .resolve(f)
+                            .map_err(|e| bad("sink.function", e))?,
+                    ),
+                    _ => None,
+                };
                 Arc::new(FunctionSink::new(
                     f,
+                    process,
                     self.client.clone(),
                     parse_secrets(&values).map_err(|e| bad("sink.secret", e))?,
                     sub.name().to_string(),
@@ -384,17 +419,20 @@ impl Engine {
             }));
         }
         let running = self.running.lock().await.contains_key(name);
+        let paused = self.paused.lock().unwrap().get(name).cloned();
         let endpoint = sub.stored.spec.sink.endpoint();
         let circuit = endpoint.as_deref().map(|e| self.circuits.get(e));
         let get = |c: &std::sync::atomic::AtomicU64| Stats::get(c);
         Ok(serde_json::json!({
             "name": name,
-            "state": match (&sub.stored.disabled, running) {
-                (Some(_), _) => "disabled",
-                (None, true) => "running",
-                (None, false) => "starting",
+            "state": match (&sub.stored.disabled, running, &paused) {
+                (Some(_), _, _) => "disabled",
+                (None, _, Some(_)) => "paused",
+                (None, true, None) => "running",
+                (None, false, None) => "starting",
             },
             "disabled_reason": sub.stored.disabled,
+            "paused_reason": paused,
             "endpoint": endpoint,
             "circuit": circuit.as_ref().map(|c| c.state_name()),
             "circuit_opened": circuit.as_ref().map(|c| c.times_opened()),

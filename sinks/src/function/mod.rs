@@ -2,8 +2,8 @@
 //!
 //! - `http`: a CloudEvents (binary mode) POST to a function URL, the way Knative, OpenFaaS and
 //!   cloud function URLs are invoked; 2xx is success.
-//! - `process` (`process.rs`): a configured command with the event JSON on stdin; exit code 0
-//!   is success; killed at the timeout.
+//! - `process` (`process.rs`): a function the operator declared (`declared.rs`), run with the
+//!   event JSON on stdin; exit code 0 is success; killed at the timeout.
 //!
 //! `sync` invocations count as delivered when the function succeeded (and are retried like
 //! webhooks otherwise). `async` ones count as delivered once the function started; their
@@ -11,7 +11,10 @@
 //! bounded excerpt of its output) for `GET /v1/subscriptions/NAME/invocations`, and at most
 //! `concurrency` run at once.
 
+mod declared;
 mod process;
+
+pub use declared::{Declared, Functions, parse_flag};
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -93,8 +96,11 @@ struct Inner {
 }
 
 impl FunctionSink {
+    /// `process`: the declared function a process-mode spec resolved to.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         spec: &FunctionSpec,
+        process: Option<Declared>,
         client: HttpClient,
         secrets: Vec<Secret>,
         subscription: String,
@@ -125,7 +131,9 @@ impl FunctionSink {
                 Target::Http(Box::new(sink))
             }
             _ => Target::Process {
-                command: spec.command.clone(),
+                command: process
+                    .ok_or_else(|| Error::invalid("sink.function", "no declared function"))?
+                    .command,
             },
         };
         Ok(FunctionSink(Arc::new(Inner {

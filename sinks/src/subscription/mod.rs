@@ -20,6 +20,7 @@ use tidemark_core::log::Log;
 use tidemark_core::rules::Rule;
 use tidemark_plugins::{FilterInstance, Filters};
 
+use crate::function::Functions;
 use crate::guard::DestinationPolicy;
 use crate::{Error, Result, secrets};
 use spec::{SinkSpec, SubscriptionSpec};
@@ -98,6 +99,8 @@ pub struct Subscriptions {
     log: Arc<dyn Log>,
     policy: DestinationPolicy,
     filters: Arc<Filters>,
+    /// The process functions the operator declared; sinks name them.
+    functions: Arc<Functions>,
 }
 
 impl Subscriptions {
@@ -106,13 +109,19 @@ impl Subscriptions {
         log: Arc<dyn Log>,
         policy: DestinationPolicy,
         filters: Arc<Filters>,
+        functions: Arc<Functions>,
     ) -> Self {
         Subscriptions {
             catalog,
             log,
             policy,
             filters,
+            functions,
         }
+    }
+
+    pub fn functions(&self) -> &Arc<Functions> {
+        &self.functions
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -213,7 +222,7 @@ impl Subscriptions {
         mut spec: SubscriptionSpec,
         actor: Option<String>,
     ) -> Result<Subscription> {
-        validate::validate(&spec, self.policy)?;
+        validate::validate(&spec, self.policy, &self.functions)?;
         self.check_filter(&spec).await?;
         if self.catalog.get(SUBSCRIPTION_KIND, &spec.name).is_some() {
             return Err(Error::Conflict(format!(
@@ -250,7 +259,7 @@ impl Subscriptions {
         mut spec: SubscriptionSpec,
         actor: Option<String>,
     ) -> Result<Subscription> {
-        validate::validate(&spec, self.policy)?;
+        validate::validate(&spec, self.policy, &self.functions)?;
         let old = self.get(&spec.name)?;
         self.check_filter(&spec).await?;
         let refs = self.store_secrets(&mut spec).await?;

@@ -92,8 +92,15 @@ impl FunctionSpec {
                 .as_deref()
                 .and_then(url_endpoint)
                 .unwrap_or_default(),
-            // The whole command line: two scripts run by one interpreter are two endpoints.
-            _ => format!("process:{}", self.command.join(" ")),
+            // The declared function's name; a subscription stored with an inline command
+            // (before declarations) shows only its program, never its arguments.
+            _ => match &self.function {
+                Some(name) => format!("process:{name}"),
+                None => format!(
+                    "process:{}",
+                    self.command.first().map(String::as_str).unwrap_or_default()
+                ),
+            },
         }
     }
 }
@@ -158,7 +165,13 @@ pub struct FunctionSpec {
     /// `http`: the function URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// `process`: the program and its arguments.
+    /// `process`: the name of a function the operator declared in the server's
+    /// configuration (`serve --function NAME=PROGRAM ARGS...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// Only in subscriptions stored before commands had to be declared: their program and
+    /// arguments. Refused in requests; such a subscription runs only while the same command
+    /// is declared under some name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
     /// Wait for the function's result (`sync`, default) or only for it to start (`async`).

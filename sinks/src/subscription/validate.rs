@@ -4,13 +4,18 @@
 use tidemark_core::rules::{Limits, Rule};
 
 use super::spec::{FunctionSpec, SinkSpec, SubscriptionSpec, WebhookSpec};
+use crate::function::Functions;
 use crate::guard::DestinationPolicy;
 use crate::webhook::format::Format;
 use crate::webhook::signature::Secret;
 use crate::{Error, Result, secrets};
 
-/// The subscription's rule, compiled.
-pub fn validate(spec: &SubscriptionSpec, policy: DestinationPolicy) -> Result<Rule> {
+/// The subscription's rule, compiled. `functions`: the process functions this node declares.
+pub fn validate(
+    spec: &SubscriptionSpec,
+    policy: DestinationPolicy,
+    functions: &Functions,
+) -> Result<Rule> {
     check_name(&spec.name)?;
     check_start(&spec.start)?;
     let rule = Rule::compile(&spec.rules, "rules", Limits::default())?;
@@ -35,7 +40,7 @@ pub fn validate(spec: &SubscriptionSpec, policy: DestinationPolicy) -> Result<Ru
     )?;
     match &spec.sink {
         SinkSpec::Webhook(w) => check_webhook(w, policy)?,
-        SinkSpec::Function(f) => check_function(f, policy)?,
+        SinkSpec::Function(f) => check_function(f, policy, functions)?,
         SinkSpec::Parquet(p) => {
             crate::lake::Lake::check(p).map_err(|(field, e)| Error::invalid(field, e))?;
             // A local directory is created and probed now: an unwritable path is refused
@@ -219,9 +224,30 @@ fn check_webhook(w: &WebhookSpec, policy: DestinationPolicy) -> Result<()> {
     Ok(())
 }
 
-fn check_function(f: &FunctionSpec, policy: DestinationPolicy) -> Result<()> {
+/// Where process functions come from, for the errors that point there.
+const DECLARE: &str = "process functions are declared by the operator in the server's \
+    configuration (`tidemark serve --function NAME=PROGRAM ARGS...` or [functions] in the config \
+    file) and named here with sink.function; GET /v1/functions lists them";
+
+fn check_function(
+    f: &FunctionSpec,
+    policy: DestinationPolicy,
+    functions: &Functions,
+) -> Result<()> {
+    if !f.command.is_empty() {
+        return Err(Error::invalid(
+            "sink.command",
+            format!("commands are not taken from requests: {DECLARE}"),
+        ));
+    }
     match f.mode.as_str() {
         "http" => {
+            if f.function.is_some() {
+                return Err(Error::invalid(
+                    "sink.function",
+                    "mode http calls sink.url; sink.function names a declared process function",
+                ));
+            }
             let url = f
                 .url
                 .as_deref()
@@ -229,10 +255,26 @@ fn check_function(f: &FunctionSpec, policy: DestinationPolicy) -> Result<()> {
             check_url("sink.url", url, policy)?;
         }
         "process" => {
-            if f.command.first().is_none_or(|c| c.is_empty()) {
+            let Some(name) = &f.function else {
                 return Err(Error::invalid(
-                    "sink.command",
-                    "mode process needs a command, e.g. [\"/usr/bin/python3\", \"handler.py\"]",
+                    "sink.function",
+                    format!("mode process needs the name of a declared function: {DECLARE}"),
+                ));
+            };
+            if f.url.is_some() {
+                return Err(Error::invalid("sink.url", "mode process takes no url"));
+            }
+            if functions.get(name).is_none() {
+                let declared = functions.names();
+                let listed = if declared.is_empty() {
+                    "none is declared on this server".to_string()
+                } else {
+                    format!("declared: {}", declared.join(", "))
+                };
+                let shown: String = name.chars().take(100).collect();
+                return Err(Error::invalid(
+                    "sink.function",
+                    format!("'{shown}' is not a declared function ({listed}); {DECLARE}"),
                 ));
             }
         }
