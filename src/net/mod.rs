@@ -34,6 +34,9 @@ use tokio::sync::watch;
 use activity::{Activity, Phase, TrackedBody, Watched};
 pub use tls::{Tls, TlsFiles};
 
+/// Plaintext rustls queues per connection before it must write to the socket.
+const TLS_BUFFER: usize = 1 << 20;
+
 /// How one listener treats its connections.
 pub struct Options {
     /// Which front end, for logs and metrics (`http`, `s3`).
@@ -206,7 +209,12 @@ async fn connection<S, B>(
         tls.acceptor.accept(stream).await.map_err(|e| e.to_string())
     };
     match tokio::time::timeout(options.header_timeout, handshake).await {
-        Ok(Ok(tls_stream)) => http(tls_stream, service, options, counters, stop).await,
+        Ok(Ok(mut tls_stream)) => {
+            // rustls takes 64 KiB of plaintext per write by default; a larger share of a
+            // streamed object per write means fewer records flushed one syscall at a time.
+            tls_stream.get_mut().1.set_buffer_limit(Some(TLS_BUFFER));
+            http(tls_stream, service, options, counters, stop).await
+        }
         Ok(Err(e)) => {
             counters.tls_failures.fetch_add(1, Relaxed);
             tracing::debug!(listener = options.name, "TLS handshake failed: {e}");
