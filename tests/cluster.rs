@@ -226,3 +226,101 @@ fn a_killed_node_loses_no_acknowledged_mutation() {
 fn murmur_partition(key: &[u8], partitions: u32) -> u32 {
     tidemark_core::log::partition_for(key, partitions)
 }
+
+/// Wait until the ingest group split the partitions between `a` and `b`.
+fn wait_split(a: &Server, b: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (wa, wb) = (writes(a), writes(b));
+        if wa.len() + wb.len() == 4 && wa.is_disjoint(&wb) && !wa.is_empty() && !wb.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no split: {wa:?} {wb:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A job of `kind` (`restores`, `sync`) once it is no longer running.
+fn finished_job(server: &Server, kind: &str, job: &Value) -> Value {
+    let path = format!("/v1/{kind}/{}", job["id"].as_str().unwrap());
+    wait_for("the job to finish", Duration::from_secs(120), || {
+        let (_, j) = server.get(&path);
+        if j["state"] == "running" {
+            Err(j.to_string())
+        } else {
+            Ok(j)
+        }
+    })
+}
+
+fn bucket_keys(server: &Server, bucket: &str) -> BTreeSet<String> {
+    server.wait_caught_up();
+    let (_, v) = server.get(&format!("/v1/objects?bucket={bucket}&limit=1000"));
+    v["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["key"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Restore and sync jobs write through the node writer: keys whose partition the other node
+/// writes are forwarded to it, not refused.
+#[test]
+fn restore_and_sync_write_keys_either_node_owns() {
+    let backend = Backend::kafka();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = Server::start_on(&backend, &scratch.path().join("a"), ARGS);
+    let b = Server::start_on(&backend, &scratch.path().join("b"), ARGS);
+    wait_split(&a, &b);
+
+    let keys: Vec<String> = (0..40).map(|i| format!("doc-{i:02}")).collect();
+    let puts: Vec<Value> = keys
+        .iter()
+        .map(|k| json!({"op": "put", "bucket": "restored", "key": k, "size": 7}))
+        .collect();
+    ingest(&a, puts);
+    a.wait_caught_up();
+    std::thread::sleep(Duration::from_millis(5));
+    let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    std::thread::sleep(Duration::from_millis(5));
+    let deletes: Vec<Value> = keys
+        .iter()
+        .map(|k| json!({"op": "delete", "bucket": "restored", "key": k}))
+        .collect();
+    ingest(&b, deletes);
+    assert!(bucket_keys(&a, "restored").is_empty());
+
+    let (status, job) = a.post(
+        "/v1/restores",
+        json!({"bucket": "restored", "at": t}).to_string(),
+    );
+    assert_eq!(status, 202, "{job}");
+    let done = finished_job(&a, "restores", &job);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["result"]["failed"], 0, "{done}");
+    assert_eq!(done["result"]["restored_objects"], 40, "{done}");
+    let want: BTreeSet<String> = keys.iter().cloned().collect();
+    assert_eq!(bucket_keys(&a, "restored"), want);
+    assert_eq!(bucket_keys(&b, "restored"), want);
+
+    // A directory synced through node B: every file, whoever writes its key.
+    let source = scratch.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    for k in &keys {
+        std::fs::write(source.join(k), k.as_bytes()).unwrap();
+    }
+    let (status, job) = b.post(
+        "/v1/sync",
+        json!({"bucket": "synced", "source": source}).to_string(),
+    );
+    assert_eq!(status, 202, "{job}");
+    let done = finished_job(&b, "sync", &job);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["result"]["failed"], json!([]), "{done}");
+    assert_eq!(done["result"]["applied"]["created"], 40, "{done}");
+    assert_eq!(bucket_keys(&a, "synced"), want);
+    assert_eq!(bucket_keys(&b, "synced"), want);
+    a.stop();
+    b.stop();
+}

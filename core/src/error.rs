@@ -78,6 +78,42 @@ impl Error {
         }
     }
 
+    /// The code the HTTP API answers for this error (`{"error": {"code": ...}}`), also how a
+    /// forwarded mutation's refusal travels between nodes ([`Error::from_code`]).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Invalid { .. } => "invalid_field",
+            Error::NotOwner(_) => "not_owner",
+            e => match e.kind() {
+                ErrorKind::BadInput => "bad_request",
+                ErrorKind::NotFound => "not_found",
+                ErrorKind::Conflict => "conflict",
+                ErrorKind::Unavailable => "unavailable",
+                ErrorKind::Corrupt | ErrorKind::Internal => "internal",
+            },
+        }
+    }
+
+    /// The error a code stands for, with the message that came with it (another node's
+    /// answer); an unknown code is `Corrupt`, so it is never mistaken for a retryable one.
+    pub fn from_code(code: &str, message: String, field: Option<&str>) -> Error {
+        match code {
+            "invalid_field" => Error::invalid(field.unwrap_or("body"), message),
+            "bad_request" => Error::BadInput(message),
+            "not_found" => Error::NotFound(message),
+            "conflict" => Error::Conflict(message),
+            "unavailable" => Error::Unavailable(message),
+            "not_owner" => {
+                let partition = message
+                    .split_whitespace()
+                    .find_map(|w| w.parse().ok())
+                    .unwrap_or(0);
+                Error::NotOwner(partition)
+            }
+            _ => Error::Corrupt(message),
+        }
+    }
+
     /// An I/O error on a path, with what we were doing.
     pub fn io(what: &str, path: &std::path::Path, source: std::io::Error) -> Self {
         Error::Io {

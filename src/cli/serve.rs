@@ -1,6 +1,7 @@
 //! `tidemark serve`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use clap::Args;
 use tidemark_core::ingest::Origin;
@@ -340,16 +341,23 @@ impl ServeArgs {
         }
     }
 
-    /// Access control: the bootstrap admin token and the per-token rate.
-    fn auth(&self) -> anyhow::Result<server::auth::Auth> {
+    /// The bootstrap admin token, from its file or the flag (or TIDEMARK_ADMIN_TOKEN).
+    fn bootstrap_token(&self) -> anyhow::Result<Option<String>> {
         let from_file = match &self.admin_token_file {
             Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
                 anyhow::anyhow!("cannot read --admin-token-file {}: {e}", path.display())
             })?),
             None => None,
         };
-        let token = from_file.as_deref().or(self.admin_token.as_deref());
-        server::auth::Auth::new(token, self.token_rate_per_sec)
+        Ok(from_file
+            .or_else(|| self.admin_token.clone())
+            .map(|t| t.trim().to_string()))
+    }
+
+    /// Access control: the bootstrap admin token and the per-token rate.
+    fn auth(&self) -> anyhow::Result<server::auth::Auth> {
+        let token = self.bootstrap_token()?;
+        server::auth::Auth::new(token.as_deref(), self.token_rate_per_sec)
             .map_err(|e| anyhow::anyhow!("--admin-token: {e}"))
     }
 
@@ -499,7 +507,13 @@ pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyho
     }
     crate::net::tls::reload_on_sighup(certificates);
     let forwarder = server::client_trusting(args.cluster_ca_file.as_deref(), "--cluster-ca-file")?;
-    let state = server::app_state(node, limits, auth, counters, forwarder);
+    let writer = Arc::new(crate::node::writer::NodeWriter::new(
+        node.ingestor.clone(),
+        node.routes.clone(),
+        forwarder,
+        args.bootstrap_token()?.as_deref(),
+    ));
+    let state = server::app_state(node, limits, auth, counters, writer);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let s3 = match s3 {
         Some(listener) => {

@@ -14,8 +14,10 @@
 //! # Layout
 //! - `tls.rs`: certificates from PEM files, reloaded when they change; client CAs (mTLS).
 //! - `activity.rs`: a connection's phase (headers, busy, idle) and its deadlines.
+//! - `client.rs`: the client that reaches Tidemark servers (the CLI, other nodes).
 
 pub mod activity;
+pub mod client;
 pub mod tls;
 
 use std::net::SocketAddr;

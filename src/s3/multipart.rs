@@ -31,7 +31,7 @@ use tidemark_core::blobs::hex;
 use tidemark_core::event::EventType;
 
 use super::buckets::require;
-use super::errors::{check_key, from_api, from_core};
+use super::errors::{check_key, from_core};
 use super::objects::{checked_put, timestamp};
 use crate::server::AppState;
 use crate::server::content::append;
@@ -571,7 +571,7 @@ pub async fn complete(
     mutation.version_id = Some(version.clone());
     mutation.event_type = Some(EventType::ObjectCreatedCompleteMultipartUpload);
     // Durable before the parts go: a crash in between leaves an upload the client can abort.
-    append(app, mutation, &ctx).await.map_err(from_api)?;
+    append(app, mutation, &ctx).await.map_err(from_core)?;
     run("remove the parts", move || remove_upload(&dir)).await?;
     let versioned = super::versioning::status(app, &input.bucket).versioned();
     Ok(S3Response::new(CompleteMultipartUploadOutput {

@@ -120,7 +120,7 @@ pub async fn put(
     let version = tidemark_core::blobs::new_version_id();
     mutation.version_id = Some(version.clone());
     // If the event cannot be appended, the blob stays unreferenced and GC takes it later.
-    append(app, mutation, &ctx).await.map_err(from_api)?;
+    append(app, mutation, &ctx).await.map_err(from_core)?;
     Ok(S3Response::new(PutObjectOutput {
         e_tag: Some(ETag::Strong(stored.md5)),
         version_id: super::versioning::status(app, &input.bucket)
@@ -260,15 +260,14 @@ async fn delete_one(
     if super::versioning::status(app, bucket).versioned() {
         return super::versioning::delete_marker(app, bucket, key, ctx).await;
     }
-    match existing(app, bucket, key).await {
-        Ok(_) => {}
-        Err(e) if *e.code() == S3ErrorCode::NoSuchKey => return Ok(None),
-        Err(e) => return Err(e),
+    require(app, bucket)?;
+    check_key(key)?;
+    // Whether the object exists is decided with the write, under the ingest lock: one that
+    // is missing (or that a concurrent delete removed first) is deleted already.
+    match append(app, simple(Op::Delete, bucket, key), ctx).await {
+        Ok(_) | Err(tidemark_core::Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(from_core(e)),
     }
-    append(app, simple(Op::Delete, bucket, key), ctx)
-        .await
-        .map_err(from_api)?;
-    Ok(None)
 }
 
 pub async fn delete(
@@ -397,7 +396,7 @@ pub async fn copy(
     let version = tidemark_core::blobs::new_version_id();
     mutation.version_id = Some(version.clone());
     mutation.event_type = Some(EventType::ObjectCreatedCopy);
-    append(app, mutation, &ctx).await.map_err(from_api)?;
+    append(app, mutation, &ctx).await.map_err(from_core)?;
     let versioned = |bucket: &str| super::versioning::status(app, bucket).versioned();
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {

@@ -6,7 +6,7 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use tidemark_core::ingest::{MAX_TAGS, Op};
 
-use super::errors::from_api;
+use super::errors::from_core;
 use super::objects::{existing, simple};
 use crate::server::AppState;
 use crate::server::content::append;
@@ -56,7 +56,7 @@ pub async fn put(
     }
     let mut mutation = simple(Op::Tag, &input.bucket, &input.key);
     mutation.tags = Some(tags);
-    append(app, mutation, &ctx).await.map_err(from_api)?;
+    append(app, mutation, &ctx).await.map_err(from_core)?;
     Ok(S3Response::new(PutObjectTaggingOutput::default()))
 }
 
@@ -67,6 +67,6 @@ pub async fn delete(
     let ctx = super::context(&req);
     existing(app, &req.input.bucket, &req.input.key).await?;
     let mutation = simple(Op::Untag, &req.input.bucket, &req.input.key);
-    append(app, mutation, &ctx).await.map_err(from_api)?;
+    append(app, mutation, &ctx).await.map_err(from_core)?;
     Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
 }

@@ -168,7 +168,7 @@ pub async fn delete_marker(
     }
     let mut m = simple(Op::Delete, bucket, key);
     m.event_type = Some(EventType::ObjectRemovedDeleteMarkerCreated);
-    let event_id = append(app, m, ctx).await.map_err(from_api)?;
+    let event_id = append(app, m, ctx).await.map_err(from_core)?;
     let id = uuid::Uuid::parse_str(&event_id)
         .map(|u| u.simple().to_string())
         .unwrap_or(event_id);

@@ -242,23 +242,12 @@ pub async fn require(
         }
     }
     req.extensions_mut().insert(grant);
+    // Mutations the node writer forwards to the node that owns their partition carry the
+    // caller's own token: that node checks it too (the catalog is shared).
     let authorization = req.headers().get(header::AUTHORIZATION).cloned();
-    FORWARD_AUTHORIZATION
+    crate::node::writer::CALLER_AUTHORIZATION
         .scope(authorization, next.run(req))
         .await
-}
-
-tokio::task_local! {
-    /// The request's own `Authorization`, for the mutations `forward.rs` passes on to the
-    /// node that writes their partition: that node checks the same token (the catalog is
-    /// shared), so forwarding grants nothing the caller did not have. A task-local so that
-    /// no handler has to carry it.
-    static FORWARD_AUTHORIZATION: Option<HeaderValue>;
-}
-
-/// The `Authorization` header to forward with this request's mutations, if it had one.
-pub fn forward_authorization() -> Option<HeaderValue> {
-    FORWARD_AUTHORIZATION.try_with(Clone::clone).ok().flatten()
 }
 
 fn too_many(id: &str, wait: Duration) -> Response {

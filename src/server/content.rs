@@ -22,9 +22,9 @@ use tidemark_core::ingest::{BatchLimits, Mutation, parse_batch};
 use tidemark_core::{Error, OBJECTS_TOPIC};
 
 use super::error::ApiError;
-use super::mutations::{Outcome, request_context};
+use super::mutations::request_context;
 use super::objects::{Consistency, catch_up};
-use super::{AppState, State, forward};
+use super::{AppState, State};
 
 /// User metadata travels in headers named like S3's `x-amz-meta-*`.
 const META_PREFIX: &str = "x-tidemark-meta-";
@@ -157,40 +157,21 @@ pub(crate) fn parse_tagging(
     Ok(tags)
 }
 
-/// Append the upload's event, on the node that writes its partition; its event id.
+/// Write one mutation through the node's writer (on the node that writes its partition);
+/// its event id, or why it was refused (`NotFound`, `Conflict`, ...), typed.
 pub(crate) async fn append(
     app: &AppState,
     mutation: Mutation,
     ctx: &tidemark_core::ingest::RequestContext,
-) -> Result<String, ApiError> {
-    let outcome = match &app.node.routes {
-        Some(routes) => forward::route(app, routes, vec![mutation], ctx)
-            .await?
-            .pop(),
-        None => app
-            .node
-            .ingestor
-            .apply(vec![mutation], ctx)
-            .await?
-            .pop()
-            .map(|o| Outcome::from(&o)),
-    };
-    let v = serde_json::to_value(outcome.expect("one result")).expect("outcome serializes");
-    if let Some(id) = v["event_id"].as_str() {
-        return Ok(id.to_string());
-    }
-    let message = v["error"]["message"]
-        .as_str()
-        .unwrap_or("refused")
-        .to_string();
-    let (status, code) = match v["error"]["code"].as_str() {
-        Some("unavailable") => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        Some("not_owner") => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        Some("conflict") => (StatusCode::CONFLICT, "conflict"),
-        Some("bad_request") => (StatusCode::BAD_REQUEST, "bad_request"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-    };
-    Err(ApiError::new(status, code, message))
+) -> tidemark_core::Result<String> {
+    use tidemark_core::ingest::Writer;
+    let result = app
+        .writer
+        .write(vec![mutation], ctx)
+        .await?
+        .pop()
+        .expect("one result per mutation");
+    Ok(result?.event_id.to_string())
 }
 
 #[derive(Deserialize)]

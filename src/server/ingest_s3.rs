@@ -18,8 +18,6 @@ use tidemark_core::ingest::{Mutation, RequestContext};
 
 use super::State;
 use super::error::ApiError;
-use super::forward::{self, FORWARDED};
-use super::mutations::Outcome;
 
 pub async fn post(
     axum::extract::State(app): State,
@@ -75,9 +73,9 @@ pub async fn post(
     for group in fresh.chunk_by(|a, b| a.2 == b.2) {
         let ctx = group[0].2.clone();
         let mutations = group.iter().map(|(_, m, _, _)| m.clone()).collect();
-        let outcomes = apply(&app, &headers, mutations, &ctx).await?;
+        let outcomes = super::mutations::write(&app, &headers, mutations, &ctx).await?;
         for ((i, _, _, source_id), outcome) in group.iter().zip(outcomes) {
-            let mut v = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+            let mut v = tidemark_core::ingest::writer::result_to_json(&outcome);
             if v.get("event_id").is_some() {
                 v["status"] = "accepted".into();
                 accepted_ids.push(source_id.as_str());
@@ -90,28 +88,6 @@ pub async fn post(
     // Only after the events are durable (see dedup.rs).
     seen_store.record(&accepted_ids)?;
     Ok(Json(json!({ "results": results })))
-}
-
-/// Apply here, or on the nodes that write the keys, as `POST /v1/mutations` does.
-async fn apply(
-    app: &super::AppState,
-    headers: &HeaderMap,
-    mutations: Vec<Mutation>,
-    ctx: &RequestContext,
-) -> Result<Vec<Outcome>, ApiError> {
-    Ok(match &app.node.routes {
-        Some(routes) if !headers.contains_key(FORWARDED) => {
-            forward::route(app, routes, mutations, ctx).await?
-        }
-        _ => app
-            .node
-            .ingestor
-            .apply(mutations, ctx)
-            .await?
-            .iter()
-            .map(Outcome::from)
-            .collect(),
-    })
 }
 
 fn refused(e: &Error) -> Value {

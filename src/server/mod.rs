@@ -28,7 +28,6 @@ pub(crate) mod buckets;
 pub(crate) mod content;
 pub(crate) mod error;
 mod filters;
-mod forward;
 mod ingest_s3;
 mod jobs;
 mod metrics;
@@ -44,7 +43,7 @@ mod sync;
 mod tokens;
 pub(crate) mod watch;
 
-pub use forward::{HttpClient, client as http_client, client_trusting};
+pub use crate::net::client::{HttpClient, client as http_client, client_trusting};
 pub use objects::object_json;
 
 use std::sync::Arc;
@@ -71,8 +70,8 @@ pub struct Limits {
 pub struct AppState {
     pub node: Node,
     pub limits: Limits,
-    /// HTTP client for mutations forwarded to the node that writes their partition.
-    pub forwarder: forward::HttpClient,
+    /// Where every front writes mutations (routed to the node that writes their partition).
+    pub writer: Arc<crate::node::writer::NodeWriter>,
     /// Bearer tokens: off until one is configured.
     pub auth: auth::Auth,
     /// The live log reader every watcher shares (`/v1/watch`).
@@ -166,14 +165,13 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// The state both front ends (this HTTP API and the S3 API) serve from.
 /// `auth`: access control (`serve --admin-token-file`, `--token-rate-per-sec`).
-/// `listeners`: each listener's connection counters. `forwarder`: the client that reaches
-/// other nodes (trusting their CA when they speak TLS).
+/// `listeners`: each listener's connection counters. `writer`: the node's writer.
 pub fn app_state(
     node: Node,
     limits: Limits,
     auth: auth::Auth,
     listeners: Vec<(&'static str, Arc<crate::net::Counters>)>,
-    forwarder: HttpClient,
+    writer: Arc<crate::node::writer::NodeWriter>,
 ) -> Arc<AppState> {
     let watch = watch::Hub::new(
         node.log.log.clone(),
@@ -183,7 +181,7 @@ pub fn app_state(
     Arc::new(AppState {
         node,
         limits,
-        forwarder,
+        writer,
         auth,
         watch,
         listeners,

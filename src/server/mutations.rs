@@ -8,12 +8,12 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 use tidemark_core::Error;
-use tidemark_core::ingest::{Accepted, BatchLimits, RequestContext, parse_batch};
-use uuid::Uuid;
+use tidemark_core::ingest::writer::result_to_json;
+use tidemark_core::ingest::{Accepted, BatchLimits, RequestContext, Writer, parse_batch};
 
 use super::State;
 use super::error::ApiError;
-use super::forward::{self, FORWARDED};
+use crate::node::writer::FORWARDED;
 
 pub async fn post(
     axum::extract::State(app): State,
@@ -38,27 +38,38 @@ pub async fn post(
         caller.check_bucket(&m.bucket)?;
     }
     let ctx = request_context(&headers, peer);
-    // A forwarded request is applied here or refused per mutation, never forwarded again.
-    let results = match &app.node.routes {
-        Some(routes) if !headers.contains_key(FORWARDED) => {
-            forward::route(&app, routes, mutations, &ctx).await?
-        }
-        _ => {
-            let outcomes = app.node.ingestor.apply(mutations, &ctx).await?;
-            outcomes.iter().map(Outcome::from).collect()
-        }
-    };
+    let results = write(&app, &headers, mutations, &ctx).await?;
     // Nothing could be written at all: say so with the status, as a failed append does.
-    if let Some(first) = results.iter().find_map(Outcome::unavailable)
-        && results.iter().all(|r| r.unavailable().is_some())
+    if let Some(Err(first)) = results.first()
+        && results
+            .iter()
+            .all(|r| matches!(r, Err(e) if e.kind() == tidemark_core::ErrorKind::Unavailable && !matches!(e, Error::NotOwner(_))))
     {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            first,
+            first.to_string(),
         ));
     }
-    Ok(Json(Response { results }))
+    Ok(Json(Response {
+        results: results.iter().map(result_to_json).collect(),
+    }))
+}
+
+/// Write through the node's writer, each mutation on the node that writes its partition; a
+/// request another node forwarded here is applied here (or refused per mutation as
+/// `not_owner`), never forwarded again.
+pub async fn write(
+    app: &super::AppState,
+    headers: &HeaderMap,
+    mutations: Vec<tidemark_core::ingest::Mutation>,
+    ctx: &RequestContext,
+) -> Result<Vec<tidemark_core::Result<Accepted>>, ApiError> {
+    Ok(if headers.contains_key(FORWARDED) {
+        app.node.ingestor.apply(mutations, ctx).await?
+    } else {
+        app.writer.write(mutations, ctx).await?
+    })
 }
 
 /// Who is asking, from the request's headers (and the peer when no proxy says otherwise).
@@ -81,49 +92,6 @@ pub fn request_context(headers: &HeaderMap, peer: std::net::SocketAddr) -> Reque
 
 #[derive(Serialize)]
 pub struct Response {
-    results: Vec<Outcome>,
-}
-
-/// One entry of `results`: `{"event_id", "partition", "offset"}` or `{"error": {...}}`.
-#[derive(Serialize)]
-#[serde(untagged)]
-pub enum Outcome {
-    Accepted {
-        event_id: Uuid,
-        partition: u32,
-        offset: u64,
-    },
-    Refused {
-        error: Value,
-    },
-    /// The result the owning node gave for a forwarded mutation.
-    Raw(Value),
-}
-
-impl Outcome {
-    /// The message, if this mutation was refused because nothing could write it now.
-    fn unavailable(&self) -> Option<String> {
-        let error = match self {
-            Outcome::Refused { error } => error,
-            Outcome::Raw(v) => &v["error"],
-            Outcome::Accepted { .. } => return None,
-        };
-        (error["code"] == "unavailable")
-            .then(|| error["message"].as_str().unwrap_or_default().to_string())
-    }
-}
-
-impl From<&tidemark_core::Result<Accepted>> for Outcome {
-    fn from(o: &tidemark_core::Result<Accepted>) -> Outcome {
-        match o {
-            Ok(a) => Outcome::Accepted {
-                event_id: a.event_id,
-                partition: a.position.partition,
-                offset: a.position.offset,
-            },
-            Err(e) => Outcome::Refused {
-                error: ApiError::item(e),
-            },
-        }
-    }
+    /// Per mutation: `{"event_id", "partition", "offset"}` or `{"error": {...}}`.
+    results: Vec<Value>,
 }

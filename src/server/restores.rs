@@ -51,14 +51,14 @@ pub async fn create(
         return Ok((StatusCode::OK, Json(body)));
     }
     let job = Jobs::prepare(KIND, restore.to_json());
-    let ingestor = node.ingestor.clone();
+    let (ingestor, writer) = (node.ingestor.clone(), state.writer.clone());
     let me = job.clone();
     let work = async move {
         me.set_detail(json!({"phase": "planning"}));
         let plan = restore::prepare(&sources, &restore)
             .await
             .map_err(|e| e.to_string())?;
-        restore::apply(&plan, &ingestor, &me)
+        restore::apply(&plan, &ingestor, writer.as_ref(), &me)
             .await
             .map_err(|e| e.to_string())
     };

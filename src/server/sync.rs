@@ -163,14 +163,22 @@ pub async fn create(
         interface: tidemark_core::ingest::Interface::Sync,
     };
     let node = &state.node;
-    let (ingestor, index, materializer) = (
-        node.ingestor.clone(),
+    let (writer, index, materializer) = (
+        state.writer.clone(),
         node.index.clone(),
         node.materializer.clone(),
     );
     if spec.dry_run {
         let progress = Arc::new(JobProgress(job.clone()));
-        let outcome = sync::run(&spec, &ingestor, &index, &materializer, &ctx, progress).await?;
+        let outcome = sync::run(
+            &spec,
+            writer.as_ref(),
+            &index,
+            &materializer,
+            &ctx,
+            progress,
+        )
+        .await?;
         let mut body = outcome.to_json();
         body["spec"] = spec_json(&spec);
         body["progress"] = json!({"done": job.done.load(Ordering::Relaxed)});
@@ -179,10 +187,17 @@ pub async fn create(
     let me = job.clone();
     let work = async move {
         let progress = Arc::new(JobProgress(me));
-        sync::run(&spec, &ingestor, &index, &materializer, &ctx, progress)
-            .await
-            .map(|o| o.to_json())
-            .map_err(|e| e.to_string())
+        sync::run(
+            &spec,
+            writer.as_ref(),
+            &index,
+            &materializer,
+            &ctx,
+            progress,
+        )
+        .await
+        .map(|o| o.to_json())
+        .map_err(|e| e.to_string())
     };
     let job = node.jobs.run(job, work);
     Ok((StatusCode::ACCEPTED, Json(job.to_json())))

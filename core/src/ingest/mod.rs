@@ -16,11 +16,13 @@ pub mod ownership;
 pub mod s3_events;
 pub mod stats;
 pub mod sync;
+pub mod writer;
 
 pub use mutation::{
     BatchLimits, MAX_KEY_BYTES, MAX_TAGS, Mutation, Op, parse_batch, validate_bucket, validate_key,
 };
 pub use stats::{IngestStats, Interface};
+pub use writer::{Writer, Written};
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -386,6 +388,16 @@ impl Ingestor {
     /// Number of keys with a head (including deleted keys).
     pub fn key_count(&self) -> usize {
         self.heads.lock().unwrap().len()
+    }
+
+    /// A key's current state as this node knows it: ingest's own head for a partition it
+    /// writes (ahead of the index), else the index's (which follows the log other nodes
+    /// write). `None` when the object does not exist.
+    pub fn known_state(&self, bucket: &str, key: &str) -> Result<Option<ObjectState>> {
+        if self.owns(self.partition_of(bucket, key)) {
+            return Ok(self.head(bucket, key).and_then(|h| h.state));
+        }
+        Ok(self.index.get(bucket, key)?.and_then(|h| h.state))
     }
 
     /// A key's head as ingest knows it this moment (ahead of the index, which may lag);

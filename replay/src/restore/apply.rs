@@ -1,12 +1,13 @@
-//! Carrying out a plan: compensating mutations appended through ingest in batches, each event
-//! naming the restore job as its request id. Between batches the job may be cancelled; what
+//! Carrying out a plan: compensating mutations written through the node's writer in batches
+//! (each on the node that writes its key's partition), each event naming the restore job as
+//! its request id. Between batches the job may be cancelled; what
 //! was appended stays appended, and the result says how far it got.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use tidemark_core::Error as CoreError;
-use tidemark_core::ingest::{Ingestor, RequestContext};
+use tidemark_core::ingest::{Ingestor, RequestContext, Writer};
 
 use super::plan::{Action, LISTED, Plan, Step, counts_json, looks_the_same};
 use crate::Result;
@@ -55,7 +56,13 @@ impl Tally {
 
 /// Apply `plan` for `job`: progress counts objects; the result counts what was done, skipped
 /// (changed since the plan) and unavailable (content gone), and lists those keys.
-pub async fn apply(plan: &Plan, ingestor: &Ingestor, job: &Job) -> Result<Value> {
+/// `ingestor` tells what each key looks like now; `writer` writes the mutations.
+pub async fn apply(
+    plan: &Plan,
+    ingestor: &Ingestor,
+    writer: &dyn Writer,
+    job: &Job,
+) -> Result<Value> {
     let ctx = RequestContext {
         requester: Some(REQUESTER.into()),
         source_ip: None,
@@ -69,7 +76,7 @@ pub async fn apply(plan: &Plan, ingestor: &Ingestor, job: &Job) -> Result<Value>
         if job.is_cancelled() {
             break;
         }
-        apply_batch(plan, batch, ingestor, &ctx, &mut tally)
+        apply_batch(plan, batch, (ingestor, writer), &ctx, &mut tally)
             .await
             .map_err(|e| {
                 crate::Error::Core(CoreError::Unavailable(format!(
@@ -90,7 +97,7 @@ pub async fn apply(plan: &Plan, ingestor: &Ingestor, job: &Job) -> Result<Value>
 async fn apply_batch(
     plan: &Plan,
     batch: &[Step],
-    ingestor: &Ingestor,
+    (ingestor, writer): (&Ingestor, &dyn Writer),
     ctx: &RequestContext,
     tally: &mut Tally,
 ) -> std::result::Result<(), CoreError> {
@@ -98,17 +105,9 @@ async fn apply_batch(
     // Per step applied: its index in `batch` and how many mutations it has.
     let mut sent: Vec<(usize, usize)> = Vec::new();
     for (i, step) in batch.iter().enumerate() {
-        let partition = ingestor.partition_of(&plan.bucket, &step.key);
-        if !ingestor.owns(partition) {
-            tally.failed.push((
-                step.key.clone(),
-                format!("partition {partition} is written by another node; run the restore there"),
-            ));
-            continue;
-        }
         // Puts take no version precondition: this check is theirs (and spares the others a
-        // refused mutation).
-        let current = ingestor.head(&plan.bucket, &step.key).and_then(|h| h.state);
+        // refused mutation). For a key another node writes, the index's view.
+        let current = ingestor.known_state(&plan.bucket, &step.key)?;
         if !looks_the_same(current.as_ref(), step.now.as_ref()) {
             tally.skipped.push((
                 step.key.clone(),
@@ -123,7 +122,7 @@ async fn apply_batch(
     if mutations.is_empty() {
         return Ok(());
     }
-    let mut outcomes = ingestor.apply(mutations, ctx).await?.into_iter();
+    let mut outcomes = writer.write(mutations, ctx).await?.into_iter();
     for (i, n) in sent {
         let step = &batch[i];
         let refused: Vec<CoreError> = outcomes.by_ref().take(n).filter_map(|o| o.err()).collect();

@@ -13,7 +13,7 @@ use super::{Change, Entry, Skipped, diff, list_dir};
 use crate::blocking::blocking;
 use crate::event::ObjectState;
 use crate::index::{Materializer, ObjectIndex};
-use crate::ingest::{Ingestor, RequestContext, validate_bucket};
+use crate::ingest::{RequestContext, Writer, validate_bucket};
 use crate::{Error, Result};
 
 /// Mutations per append.
@@ -172,9 +172,10 @@ impl SyncOutcome {
 
 /// Reconcile `spec.source` into `spec.bucket`. Events name `ctx` (requester `tidemark-sync`,
 /// the job id as request id).
+/// Mutations go through `writer`, each to the node that writes its key's partition.
 pub async fn run(
     spec: &SyncSpec,
-    ingestor: &Ingestor,
+    writer: &dyn Writer,
     index: &Arc<ObjectIndex>,
     materializer: &Materializer,
     ctx: &RequestContext,
@@ -211,7 +212,7 @@ pub async fn run(
         }
     }
     if !spec.dry_run {
-        apply(spec, &changes, ingestor, ctx, &progress, &mut outcome).await?;
+        apply(spec, &changes, writer, ctx, &progress, &mut outcome).await?;
     }
     outcome.cancelled = progress.is_cancelled();
     Ok(outcome)
@@ -269,7 +270,7 @@ async fn list_index(
 async fn apply(
     spec: &SyncSpec,
     changes: &[Change],
-    ingestor: &Ingestor,
+    writer: &dyn Writer,
     ctx: &RequestContext,
     progress: &Arc<dyn Progress>,
     outcome: &mut SyncOutcome,
@@ -279,7 +280,7 @@ async fn apply(
             break;
         }
         let mutations = batch.iter().map(|c| c.mutation(&spec.bucket)).collect();
-        let results = ingestor.apply(mutations, ctx).await.map_err(|e| {
+        let results = writer.write(mutations, ctx).await.map_err(|e| {
             let done: u64 = outcome.applied.values().sum();
             Error::Unavailable(format!(
                 "{e}; {done} of {} changes were appended before it; run the sync again to \
