@@ -10,6 +10,8 @@
 //! <data-dir>/ingest/s3-events.redb  source identities of ingested S3 notification records
 //! ```
 
+pub mod buckets;
+pub mod objects;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

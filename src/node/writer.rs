@@ -64,6 +64,16 @@ impl NodeWriter {
         }
     }
 
+    /// Write one mutation; its event id, or why it was refused (`NotFound`, `Conflict`, ...).
+    pub async fn append(&self, mutation: Mutation, ctx: &RequestContext) -> Result<String> {
+        let result = self
+            .write(vec![mutation], ctx)
+            .await?
+            .pop()
+            .expect("one result per mutation");
+        Ok(result?.event_id.to_string())
+    }
+
     /// Apply `mutations`, each on the node that writes its partition. Results are in input
     /// order; the outer error is this node's own log failing.
     async fn route(

@@ -15,7 +15,6 @@ use tidemark_core::event::{EventType, ObjectState};
 use tidemark_core::ingest::RequestContext;
 
 use crate::server::AppState;
-use crate::server::buckets::access_events;
 
 /// Record a read of `bucket/key` when the bucket asks for it. The event is appended in the
 /// background: a read does not wait for an fsync, and a failed append is logged, not
@@ -28,7 +27,7 @@ pub fn read(
     ctx: RequestContext,
     seen: &ObjectState,
 ) {
-    if !access_events(app, bucket) {
+    if !app.node.access_events(bucket) {
         return;
     }
     let (app, bucket, key, seen) = (
@@ -105,7 +104,7 @@ pub async fn denied(app: &AppState, target: Target) {
     if app
         .node
         .catalog
-        .get(crate::server::buckets::KIND, &target.bucket)
+        .get(crate::node::buckets::KIND, &target.bucket)
         .is_none()
     {
         return;

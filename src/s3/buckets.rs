@@ -10,11 +10,11 @@ use tidemark_core::blocking::blocking;
 use tidemark_core::catalog::Action;
 use tidemark_core::event::EventType;
 
-use super::errors::{check_bucket, from_api, from_core};
+use super::errors::{check_bucket, from_core};
+use crate::node::objects::Consistency;
 use crate::server::AppState;
-use crate::server::objects::{Consistency, catch_up};
 
-use crate::server::buckets::KIND;
+use crate::node::buckets::KIND;
 
 /// `NoSuchBucket` unless `bucket` exists.
 pub fn require(app: &AppState, bucket: &str) -> S3Result<()> {
@@ -101,7 +101,10 @@ pub async fn delete(
 ) -> S3Result<S3Response<DeleteBucketOutput>> {
     let bucket = req.input.bucket.clone();
     require(app, &bucket)?;
-    catch_up(app, Consistency::Strong).await.map_err(from_api)?;
+    app.node
+        .catch_up(Consistency::Strong)
+        .await
+        .map_err(from_core)?;
     let index = app.node.index.clone();
     let b = bucket.clone();
     let any = blocking(move || index.list(Some(&b), "", None, 1))

@@ -3,8 +3,6 @@
 use s3s::{S3Error, S3ErrorCode, s3_error};
 use tidemark_core::Error;
 
-use crate::server::error::ApiError;
-
 /// An error of the node (index, log, blob store) as an S3 error.
 pub fn from_core(e: Error) -> S3Error {
     match e {
@@ -17,19 +15,6 @@ pub fn from_core(e: Error) -> S3Error {
         Error::BadInput(m) => S3Error::with_message(S3ErrorCode::InvalidArgument, m),
         e => S3Error::with_message(S3ErrorCode::InternalError, e.to_string()),
     }
-}
-
-/// An error of the shared HTTP-API pieces (content store, append, catch-up) as an S3 error.
-pub fn from_api(e: ApiError) -> S3Error {
-    let code = match e.code {
-        "not_found" => S3ErrorCode::NoSuchKey,
-        "conflict" => S3ErrorCode::PreconditionFailed,
-        "unavailable" => S3ErrorCode::ServiceUnavailable,
-        "payload_too_large" => S3ErrorCode::EntityTooLarge,
-        "bad_request" | "invalid_field" => S3ErrorCode::InvalidArgument,
-        _ => S3ErrorCode::InternalError,
-    };
-    S3Error::with_message(code, e.message)
 }
 
 /// A bucket name S3 would refuse.

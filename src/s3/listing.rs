@@ -9,10 +9,10 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use tidemark_core::blocking::blocking;
 
 use super::buckets::require;
-use super::errors::{from_api, from_core};
+use super::errors::from_core;
 use super::objects::timestamp;
+use crate::node::objects::Consistency;
 use crate::server::AppState;
-use crate::server::objects::{Consistency, catch_up};
 
 const MAX_KEYS: i32 = 1000;
 /// Rows read from the index per step while rolling keys into common prefixes.
@@ -39,7 +39,10 @@ async fn page(
         return Err(s3_error!(InvalidArgument, "max-keys must not be negative"));
     }
     let max = max_keys.min(MAX_KEYS) as usize;
-    catch_up(app, Consistency::Strong).await.map_err(from_api)?;
+    app.node
+        .catch_up(Consistency::Strong)
+        .await
+        .map_err(from_core)?;
     let delimiter = delimiter.filter(|d| !d.is_empty());
     let mut out = Page {
         objects: Vec::new(),

@@ -34,7 +34,6 @@ use super::buckets::require;
 use super::errors::{check_key, from_core};
 use super::objects::{checked_put, timestamp};
 use crate::server::AppState;
-use crate::server::content::append;
 
 /// The smallest part but the last that a completion accepts: S3's 5 MiB.
 pub const MIN_PART_BYTES: u64 = 5 << 20;
@@ -571,7 +570,7 @@ pub async fn complete(
     mutation.version_id = Some(version.clone());
     mutation.event_type = Some(EventType::ObjectCreatedCompleteMultipartUpload);
     // Durable before the parts go: a crash in between leaves an upload the client can abort.
-    append(app, mutation, &ctx).await.map_err(from_core)?;
+    app.writer.append(mutation, &ctx).await.map_err(from_core)?;
     run("remove the parts", move || remove_upload(&dir)).await?;
     let versioned = super::versioning::status(app, &input.bucket).versioned();
     Ok(S3Response::new(CompleteMultipartUploadOutput {

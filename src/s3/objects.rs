@@ -12,10 +12,10 @@ use tidemark_core::ingest::{BatchLimits, Mutation, Op, RequestContext, parse_bat
 
 use super::buckets::require;
 use super::conditions::{Conditions, check};
-use super::errors::{check_key, from_api, from_core};
+use super::errors::{check_key, from_core};
+use crate::node::objects::Consistency;
+use crate::node::objects::parse_tagging;
 use crate::server::AppState;
-use crate::server::content::{append, current_state, parse_tagging};
-use crate::server::objects::{Consistency, catch_up};
 
 /// An event time (µs) as an S3 timestamp.
 pub fn timestamp(us: i64) -> Timestamp {
@@ -48,8 +48,8 @@ pub(super) fn checked_put(
         m["metadata"] = serde_json::json!(sorted);
     }
     if let Some(t) = tagging {
-        let tags = parse_tagging(t)
-            .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidTag, e.message))?;
+        let tags =
+            parse_tagging(t).map_err(|m| S3Error::with_message(S3ErrorCode::InvalidTag, m))?;
         m["tags"] = serde_json::json!(tags);
     }
     let body = serde_json::json!({ "mutations": [m] }).to_string();
@@ -75,10 +75,14 @@ pub fn simple(op: Op, bucket: &str, key: &str) -> Mutation {
 pub async fn existing(app: &AppState, bucket: &str, key: &str) -> S3Result<ObjectState> {
     require(app, bucket)?;
     check_key(key)?;
-    catch_up(app, Consistency::Strong).await.map_err(from_api)?;
-    current_state(app, bucket, key)
+    app.node
+        .catch_up(Consistency::Strong)
         .await
-        .map_err(from_api)?
+        .map_err(from_core)?;
+    app.node
+        .current_state(bucket, key)
+        .await
+        .map_err(from_core)?
         .ok_or_else(|| s3_error!(NoSuchKey, "object {bucket}/{key} does not exist"))
 }
 
@@ -120,7 +124,7 @@ pub async fn put(
     let version = tidemark_core::blobs::new_version_id();
     mutation.version_id = Some(version.clone());
     // If the event cannot be appended, the blob stays unreferenced and GC takes it later.
-    append(app, mutation, &ctx).await.map_err(from_core)?;
+    app.writer.append(mutation, &ctx).await.map_err(from_core)?;
     Ok(S3Response::new(PutObjectOutput {
         e_tag: Some(ETag::Strong(stored.md5)),
         version_id: super::versioning::status(app, &input.bucket)
@@ -264,7 +268,11 @@ async fn delete_one(
     check_key(key)?;
     // Whether the object exists is decided with the write, under the ingest lock: one that
     // is missing (or that a concurrent delete removed first) is deleted already.
-    match append(app, simple(Op::Delete, bucket, key), ctx).await {
+    match app
+        .writer
+        .append(simple(Op::Delete, bucket, key), ctx)
+        .await
+    {
         Ok(_) | Err(tidemark_core::Error::NotFound(_)) => Ok(None),
         Err(e) => Err(from_core(e)),
     }
@@ -396,7 +404,7 @@ pub async fn copy(
     let version = tidemark_core::blobs::new_version_id();
     mutation.version_id = Some(version.clone());
     mutation.event_type = Some(EventType::ObjectCreatedCopy);
-    append(app, mutation, &ctx).await.map_err(from_core)?;
+    app.writer.append(mutation, &ctx).await.map_err(from_core)?;
     let versioned = |bucket: &str| super::versioning::status(app, bucket).versioned();
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {

@@ -9,7 +9,6 @@ use tidemark_core::ingest::{MAX_TAGS, Op};
 use super::errors::from_core;
 use super::objects::{existing, simple};
 use crate::server::AppState;
-use crate::server::content::append;
 
 pub async fn get(
     app: &Arc<AppState>,
@@ -56,7 +55,7 @@ pub async fn put(
     }
     let mut mutation = simple(Op::Tag, &input.bucket, &input.key);
     mutation.tags = Some(tags);
-    append(app, mutation, &ctx).await.map_err(from_core)?;
+    app.writer.append(mutation, &ctx).await.map_err(from_core)?;
     Ok(S3Response::new(PutObjectTaggingOutput::default()))
 }
 
@@ -67,6 +66,6 @@ pub async fn delete(
     let ctx = super::context(&req);
     existing(app, &req.input.bucket, &req.input.key).await?;
     let mutation = simple(Op::Untag, &req.input.bucket, &req.input.key);
-    append(app, mutation, &ctx).await.map_err(from_core)?;
+    app.writer.append(mutation, &ctx).await.map_err(from_core)?;
     Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
 }

@@ -21,12 +21,11 @@ use tidemark_core::index::HistoryEntry;
 use tidemark_core::ingest::{Op, RequestContext};
 
 use super::buckets::require;
-use super::errors::{check_key, from_api, from_core};
+use super::errors::{check_key, from_core};
 use super::objects::{existing, simple, timestamp};
+use crate::node::objects::Consistency;
+use crate::node::objects::Version as Read;
 use crate::server::AppState;
-use crate::server::buckets::{spec, update_spec};
-use crate::server::content::{append, version_state};
-use crate::server::objects::{Consistency, catch_up};
 
 /// The most entries one ListObjectVersions page holds, as on S3.
 const MAX_KEYS: usize = 1000;
@@ -49,7 +48,9 @@ impl Status {
 /// The status of `bucket` (`Unversioned` for a bucket that does not exist; callers check
 /// existence separately).
 pub fn status(app: &AppState, bucket: &str) -> Status {
-    match spec(app, bucket)
+    match app
+        .node
+        .bucket_spec(bucket)
         .as_ref()
         .and_then(|v| v["versioning"].as_str())
     {
@@ -91,16 +92,17 @@ pub async fn put_config(
             ));
         }
     };
-    update_spec(app, bucket, &super::context(&req), |spec| {
-        let changed = spec["versioning"].as_str() != Some(wanted);
-        spec["versioning"] = wanted.into();
-        changed
-    })
-    .await
-    .map_err(|e| match e {
-        tidemark_core::Error::NotFound(m) => s3_error!(NoSuchBucket, "{m}"),
-        e => from_core(e),
-    })?;
+    app.node
+        .update_bucket_spec(bucket, &super::context(&req), |spec| {
+            let changed = spec["versioning"].as_str() != Some(wanted);
+            spec["versioning"] = wanted.into();
+            changed
+        })
+        .await
+        .map_err(|e| match e {
+            tidemark_core::Error::NotFound(m) => s3_error!(NoSuchBucket, "{m}"),
+            e => from_core(e),
+        })?;
     Ok(S3Response::new(PutBucketVersioningOutput {}))
 }
 
@@ -136,7 +138,10 @@ pub async fn existing_version(
             "bucket '{bucket}' is not versioned; reading by versionId needs versioning enabled"
         ));
     }
-    catch_up(app, Consistency::Strong).await.map_err(from_api)?;
+    app.node
+        .catch_up(Consistency::Strong)
+        .await
+        .map_err(from_core)?;
     let history = history(app, bucket, key).await?;
     if history.iter().any(|e| {
         e.event_type == EventType::ObjectRemovedDeleteMarkerCreated && marker_id(e) == version_id
@@ -146,10 +151,22 @@ pub async fn existing_version(
             "version {version_id} of {bucket}/{key} is a delete marker"
         ));
     }
-    version_state(app, bucket, key, version_id)
+    match app
+        .node
+        .version_state(bucket, key, version_id)
         .await
-        .map_err(from_api)?
-        .ok_or_else(|| s3_error!(NoSuchVersion, "{bucket}/{key} has no version {version_id}"))
+        .map_err(from_core)?
+    {
+        Some(Read::State(state)) => Ok(state),
+        Some(Read::Expired) => Err(s3_error!(
+            NoSuchVersion,
+            "version {version_id} of {bucket}/{key} is older than the log's retention"
+        )),
+        None => Err(s3_error!(
+            NoSuchVersion,
+            "{bucket}/{key} has no version {version_id}"
+        )),
+    }
 }
 
 /// Put a delete marker on `bucket/key`; its version id, or `None` when the key does not exist
@@ -168,7 +185,7 @@ pub async fn delete_marker(
     }
     let mut m = simple(Op::Delete, bucket, key);
     m.event_type = Some(EventType::ObjectRemovedDeleteMarkerCreated);
-    let event_id = append(app, m, ctx).await.map_err(from_core)?;
+    let event_id = app.writer.append(m, ctx).await.map_err(from_core)?;
     let id = uuid::Uuid::parse_str(&event_id)
         .map(|u| u.simple().to_string())
         .unwrap_or(event_id);
@@ -248,7 +265,10 @@ pub async fn list(
     let max = input
         .max_keys
         .map_or(MAX_KEYS, |n| n.clamp(0, MAX_KEYS as i32) as usize);
-    catch_up(app, Consistency::Strong).await.map_err(from_api)?;
+    app.node
+        .catch_up(Consistency::Strong)
+        .await
+        .map_err(from_core)?;
     let prefix = input.prefix.clone().unwrap_or_default();
     let index = app.node.index.clone();
     let (b, p, after) = (bucket.clone(), prefix.clone(), input.key_marker.clone());

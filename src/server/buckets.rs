@@ -16,67 +16,14 @@ use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tidemark_core::Error;
-use tidemark_core::catalog::{Action, Entry};
-use tidemark_core::event::EventType;
-use tidemark_core::ingest::RequestContext;
+use tidemark_core::catalog::Entry;
 
 use super::AppState;
 use super::State;
 use super::error::{ApiError, parse_json};
 use super::mutations::request_context;
 
-pub const KIND: &str = "bucket";
-
-/// `bucket`'s spec, `None` when there is no such bucket.
-pub fn spec(app: &AppState, bucket: &str) -> Option<Value> {
-    let entry = app.node.catalog.get(KIND, bucket)?;
-    Some(serde_json::from_str(&entry.spec).unwrap_or_else(|_| json!({})))
-}
-
-/// Whether reads of `bucket` append `ObjectAccessed:*` events (off unless turned on).
-pub fn access_events(app: &AppState, bucket: &str) -> bool {
-    spec(app, bucket).is_some_and(|s| s["access_events"].as_bool() == Some(true))
-}
-
-/// Change `bucket`'s spec with `edit`, which says whether it changed anything; a change is
-/// saved on the catalog and announced as `BucketConfig:Changed`. Returns whether it changed.
-pub async fn update_spec(
-    app: &AppState,
-    bucket: &str,
-    ctx: &RequestContext,
-    edit: impl FnOnce(&mut Value) -> bool,
-) -> Result<bool, Error> {
-    let entry = app
-        .node
-        .catalog
-        .get(KIND, bucket)
-        .ok_or_else(|| Error::NotFound(format!("bucket '{bucket}' does not exist")))?;
-    // Keep whatever else the spec holds; only what `edit` touches changes.
-    let mut spec: Value = serde_json::from_str(&entry.spec).map_err(|e| {
-        Error::Corrupt(format!(
-            "bucket '{bucket}' has a spec that is not JSON: {e}"
-        ))
-    })?;
-    if !edit(&mut spec) {
-        return Ok(false);
-    }
-    app.node
-        .catalog
-        .change(
-            KIND,
-            bucket,
-            Action::Update,
-            Some(spec.to_string()),
-            ctx.requester.clone(),
-        )
-        .await?;
-    app.node
-        .ingestor
-        .append_bucket_event(bucket, EventType::BucketConfigChanged, ctx)
-        .await?;
-    Ok(true)
-}
+pub use crate::node::buckets::KIND;
 
 fn bucket_json(e: &Entry) -> Value {
     let spec: Value = serde_json::from_str(&e.spec).unwrap_or_else(|_| json!({}));
@@ -142,12 +89,13 @@ pub async fn patch(
         ctx.requester = Some(grant.id.clone());
     }
     if let Some(on) = settings.access_events {
-        update_spec(&app, &bucket, &ctx, |spec| {
-            let changed = spec["access_events"].as_bool().unwrap_or(false) != on;
-            spec["access_events"] = on.into();
-            changed
-        })
-        .await?;
+        app.node
+            .update_bucket_spec(&bucket, &ctx, |spec| {
+                let changed = spec["access_events"].as_bool().unwrap_or(false) != on;
+                spec["access_events"] = on.into();
+                changed
+            })
+            .await?;
     }
     Ok(Json(bucket_json(&find(&app, &bucket)?)))
 }

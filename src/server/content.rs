@@ -16,15 +16,14 @@ use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tidemark_core::blocking::blocking;
+use tidemark_core::Error;
 use tidemark_core::event::ObjectState;
 use tidemark_core::ingest::{BatchLimits, Mutation, parse_batch};
-use tidemark_core::{Error, OBJECTS_TOPIC};
 
+use super::State;
 use super::error::ApiError;
 use super::mutations::request_context;
-use super::objects::{Consistency, catch_up};
-use super::{AppState, State};
+use crate::node::objects::{Consistency, Version};
 
 /// User metadata travels in headers named like S3's `x-amz-meta-*`.
 const META_PREFIX: &str = "x-tidemark-meta-";
@@ -62,7 +61,10 @@ pub async fn put(
     mutation.version_id = Some(tidemark_core::blobs::new_version_id());
     let version_id = mutation.version_id.clone();
     // If the event cannot be appended, the blob stays unreferenced and GC takes it later.
-    let event_id = append(&app, mutation, &request_context(&headers, peer)).await?;
+    let event_id = app
+        .writer
+        .append(mutation, &request_context(&headers, peer))
+        .await?;
     Ok(Json(json!({
         "event_id": event_id,
         "version_id": version_id,
@@ -141,37 +143,9 @@ fn metadata_headers(
     Ok(out)
 }
 
-pub(crate) fn parse_tagging(
-    text: &str,
-) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
-    let mut tags = std::collections::BTreeMap::new();
-    for (k, v) in form_urlencoded::parse(text.as_bytes()) {
-        if tags.insert(k.to_string(), v.to_string()).is_some() {
-            return Err(ApiError::field(
-                StatusCode::BAD_REQUEST,
-                TAGGING,
-                format!("tag '{k}' is given more than once"),
-            ));
-        }
-    }
-    Ok(tags)
-}
-
-/// Write one mutation through the node's writer (on the node that writes its partition);
-/// its event id, or why it was refused (`NotFound`, `Conflict`, ...), typed.
-pub(crate) async fn append(
-    app: &AppState,
-    mutation: Mutation,
-    ctx: &tidemark_core::ingest::RequestContext,
-) -> tidemark_core::Result<String> {
-    use tidemark_core::ingest::Writer;
-    let result = app
-        .writer
-        .write(vec![mutation], ctx)
-        .await?
-        .pop()
-        .expect("one result per mutation");
-    Ok(result?.event_id.to_string())
+fn parse_tagging(text: &str) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+    crate::node::objects::parse_tagging(text)
+        .map_err(|m| ApiError::field(StatusCode::BAD_REQUEST, TAGGING, m))
 }
 
 #[derive(Deserialize)]
@@ -187,11 +161,24 @@ pub async fn get(
     query: Result<Query<GetQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query?;
-    catch_up(&app, Consistency::Strong).await?;
+    app.node.catch_up(Consistency::Strong).await?;
     let path = format!("{bucket}/{key}");
     let state = match &q.version_id {
-        None => current_state(&app, &bucket, &key).await?,
-        Some(v) => version_state(&app, &bucket, &key, v).await?,
+        None => app.node.current_state(&bucket, &key).await?,
+        Some(v) => match app.node.version_state(&bucket, &key, v).await? {
+            Some(Version::State(s)) => Some(s),
+            Some(Version::Expired) => {
+                return Err(ApiError::new(
+                    StatusCode::GONE,
+                    "content_unavailable",
+                    format!(
+                        "version {v} of {path} is older than the log's retention; its event \
+                         and content are gone"
+                    ),
+                ));
+            }
+            None => None,
+        },
     }
     .ok_or_else(|| {
         let what = match &q.version_id {
@@ -229,71 +216,6 @@ pub async fn get(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(blob.size));
     content_headers(h, &state, &sha256);
     Ok(resp)
-}
-
-/// The object as it is now, if it exists.
-pub(crate) async fn current_state(
-    app: &AppState,
-    bucket: &str,
-    key: &str,
-) -> Result<Option<ObjectState>, ApiError> {
-    let index = app.node.index.clone();
-    let (b, k) = (bucket.to_string(), key.to_string());
-    let head = blocking(move || index.get(&b, &k)).await?;
-    Ok(head.and_then(|h| h.state))
-}
-
-/// Version `version_id` as it last was (its newest event that left it existing), read back from
-/// the log.
-pub(crate) async fn version_state(
-    app: &AppState,
-    bucket: &str,
-    key: &str,
-    version_id: &str,
-) -> Result<Option<ObjectState>, ApiError> {
-    let index = app.node.index.clone();
-    let (b, k) = (bucket.to_string(), key.to_string());
-    let history = blocking(move || index.history_at(&b, &k)).await?;
-    let Some((at, _)) = history
-        .iter()
-        .rev()
-        .find(|(_, e)| e.version_id.as_deref() == Some(version_id) && e.size.is_some())
-    else {
-        return Ok(None);
-    };
-    let log = &app.node.log.log;
-    if log.offsets(OBJECTS_TOPIC, at.partition).await?.start > at.offset {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            "content_unavailable",
-            format!(
-                "version {version_id} of {bucket}/{key} is older than the log's retention; its \
-                 event and content are gone"
-            ),
-        ));
-    }
-    let records = log
-        .read(
-            OBJECTS_TOPIC,
-            at.partition,
-            at.offset,
-            1,
-            std::time::Duration::from_secs(2),
-        )
-        .await?;
-    let record = records
-        .into_iter()
-        .find(|r| r.offset == at.offset)
-        .ok_or_else(|| {
-            Error::Unavailable(format!(
-                "the event of version {version_id} could not be read from the log; retry"
-            ))
-        })?;
-    Ok(app
-        .node
-        .codec()
-        .decode_for_index(&record.value)?
-        .after_state())
 }
 
 /// ETag, content type, version, digests and user metadata of `state`, as response headers.

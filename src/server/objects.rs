@@ -1,8 +1,6 @@
 //! The object index over HTTP. Reads wait (briefly) until the index has applied everything the
 //! log had when the request arrived, so a client reads its own acknowledged writes.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query};
@@ -16,22 +14,10 @@ use tidemark_replay::state::{AsOf, Clock, index_at};
 
 use super::State;
 use super::error::ApiError;
-use crate::server::AppState;
+use crate::node::objects::Consistency;
 
 const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 10_000;
-/// Longest a read waits for the index to catch up before answering anyway.
-const CATCH_UP: Duration = Duration::from_secs(5);
-
-#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Consistency {
-    /// Wait until the index has applied every write acknowledged before this request.
-    #[default]
-    Strong,
-    /// Answer from the index as it is.
-    Eventual,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,18 +42,6 @@ pub struct GetQuery {
     history: bool,
     #[serde(default)]
     consistency: Consistency,
-}
-
-/// Wait for the index per `consistency`; returns how many records it still lags behind.
-pub(crate) async fn catch_up(app: &AppState, consistency: Consistency) -> Result<u64, ApiError> {
-    let m = &app.node.materializer;
-    if consistency == Consistency::Strong {
-        let targets = m.log_ends().await?;
-        if m.wait_for(&targets, CATCH_UP).await {
-            return Ok(0);
-        }
-    }
-    Ok(m.lag().await?)
 }
 
 fn with_lag(body: Value, lag: u64) -> Response {
@@ -147,7 +121,7 @@ pub async fn list(
         }
         None => (
             app.node.index.clone(),
-            catch_up(&app, q.consistency).await?,
+            app.node.catch_up(q.consistency).await?,
             None,
             None,
         ),
@@ -180,7 +154,7 @@ pub async fn get(
     query: Result<Query<GetQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query?;
-    let lag = catch_up(&app, q.consistency).await?;
+    let lag = app.node.catch_up(q.consistency).await?;
     let index = app.node.index.clone();
     let (b, k) = (bucket.clone(), key.clone());
     let (head, history) = blocking(move || {
