@@ -1,5 +1,6 @@
 //! The plugins crate's one error type: why a module was refused at upload, or why one
-//! evaluation failed. Evaluation errors have a kind a subscription's policy and metrics use.
+//! evaluation failed. [`Error::kind`] is how a caller reacts (as in the other crates);
+//! [`Error::label`] names an evaluation failure for a subscription's policy and metrics.
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -34,8 +35,9 @@ pub enum Error {
 }
 
 impl Error {
-    /// A short name for counting errors by kind.
-    pub fn kind(&self) -> &'static str {
+    /// A short name for counting errors by kind (`trap`, `fuel`, `timeout`, ...): the
+    /// `error_kind` of test results and metrics.
+    pub fn label(&self) -> &'static str {
         match self {
             Error::Invalid(_) => "invalid",
             Error::Trap(_) => "trap",
@@ -53,15 +55,15 @@ impl Error {
 }
 
 impl PartialEq for Error {
-    /// Same kind and message (tests compare verdicts; the catalog's errors are not `Eq`).
+    /// Same label and message (tests compare verdicts; the catalog's errors are not `Eq`).
     fn eq(&self, other: &Self) -> bool {
-        self.kind() == other.kind() && self.to_string() == other.to_string()
+        self.label() == other.label() && self.to_string() == other.to_string()
     }
 }
 
 impl Error {
-    /// How an API reports it.
-    pub fn error_kind(&self) -> tidemark_core::ErrorKind {
+    /// How a caller should react to it (the same accessor as the other crates' errors).
+    pub fn kind(&self) -> tidemark_core::ErrorKind {
         use tidemark_core::ErrorKind;
         match self {
             Error::Invalid(_) => ErrorKind::BadInput,

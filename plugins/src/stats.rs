@@ -77,7 +77,7 @@ impl FilterStats {
         match &e.verdict {
             Ok(Verdict::Keep) => self.kept.fetch_add(1, Ordering::Relaxed),
             Ok(Verdict::Drop) => self.dropped.fetch_add(1, Ordering::Relaxed),
-            Err(err) => self.error(err.kind()),
+            Err(err) => self.error(err.label()),
         };
         self.fuel.observe(&FUEL_BUCKETS, e.fuel as f64, e.fuel);
         let nanos = e.elapsed.as_nanos() as u64;

@@ -1,7 +1,8 @@
 //! Long-running jobs (re-deliveries, restores): each has an id, a state, progress
 //! (`done` of `total`), kind-specific counters and result, and can be cancelled. Jobs live on
 //! the node that runs them; finished ones are kept (the newest [`KEEP_FINISHED`]) so their
-//! outcome can be read after the fact.
+//! outcome can be read after the fact. A failed job keeps its typed error: its kind says
+//! whether running it again may help.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -9,8 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
+use tidemark_core::ErrorKind;
 use tidemark_core::time::{format_us, now_us};
 use tokio::sync::watch;
+
+use crate::Error;
 
 /// Finished jobs kept for `GET`, per node.
 pub const KEEP_FINISHED: usize = 200;
@@ -52,7 +56,7 @@ struct Inner {
     finished_at: Option<i64>,
     /// Kind-specific counters while running, and the result once finished.
     detail: Value,
-    error: Option<String>,
+    error: Option<Error>,
 }
 
 impl Job {
@@ -76,6 +80,11 @@ impl Job {
 
     pub fn state(&self) -> State {
         self.inner.lock().unwrap().state
+    }
+
+    /// Why a failed job failed, as a kind a caller can act on (retry or not).
+    pub fn failure_kind(&self) -> Option<ErrorKind> {
+        self.inner.lock().unwrap().error.as_ref().map(Error::kind)
     }
 
     /// Ask the job to stop; it stops at its next step and reports how far it got.
@@ -105,7 +114,7 @@ impl Job {
         self.inner.lock().unwrap().detail = detail;
     }
 
-    fn finish(&self, outcome: Result<Value, String>) {
+    fn finish(&self, outcome: Result<Value, Error>) {
         let mut inner = self.inner.lock().unwrap();
         inner.finished_at = Some(now_us());
         match outcome {
@@ -140,7 +149,7 @@ impl Job {
             "finished_at": inner.finished_at.map(format_us),
             "progress": {"done": done, "total": total},
             "result": inner.detail,
-            "error": inner.error,
+            "error": inner.error.as_ref().map(Error::to_string),
         })
     }
 }
@@ -153,11 +162,12 @@ pub struct Jobs {
 
 impl Jobs {
     /// Register a job and run `work` for it in its own task. `work` returns the job's result
-    /// (also when it stopped early because it was cancelled) or an error message.
-    pub fn start<F, Fut>(&self, kind: &'static str, spec: Value, work: F) -> Arc<Job>
+    /// (also when it stopped early because it was cancelled) or its error.
+    pub fn start<F, Fut, E>(&self, kind: &'static str, spec: Value, work: F) -> Arc<Job>
     where
         F: FnOnce(Arc<Job>) -> Fut,
-        Fut: Future<Output = Result<Value, String>> + Send + 'static,
+        Fut: Future<Output = Result<Value, E>> + Send + 'static,
+        E: Into<Error>,
     {
         let job = Jobs::prepare(kind, spec);
         let fut = work(job.clone());
@@ -170,9 +180,10 @@ impl Jobs {
     }
 
     /// Register `job` and run `fut` for it in its own task.
-    pub fn run<Fut>(&self, job: Arc<Job>, fut: Fut) -> Arc<Job>
+    pub fn run<Fut, E>(&self, job: Arc<Job>, fut: Fut) -> Arc<Job>
     where
-        Fut: Future<Output = Result<Value, String>> + Send + 'static,
+        Fut: Future<Output = Result<Value, E>> + Send + 'static,
+        E: Into<Error>,
     {
         {
             let mut jobs = self.jobs.lock().unwrap();
@@ -191,7 +202,7 @@ impl Jobs {
         }
         let me = job.clone();
         tokio::spawn(async move {
-            let outcome = fut.await;
+            let outcome = fut.await.map_err(Into::into);
             if let Err(e) = &outcome {
                 tracing::error!(job = me.id, "job failed: {e}");
             }
@@ -243,7 +254,7 @@ mod tests {
                     _ = cancelled.changed() => {}
                 }
             }
-            Ok(json!({"sent": job.done.load(Ordering::Relaxed)}))
+            Ok::<_, Error>(json!({"sent": job.done.load(Ordering::Relaxed)}))
         });
         assert!(job.id.starts_with("replay-"));
         assert_eq!(job.to_json()["state"], "running");

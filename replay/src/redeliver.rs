@@ -173,11 +173,12 @@ pub async fn start(
                 Ok(result)
             }
             Ok(Ok(_)) => Ok(result),
-            Ok(Err(e)) => Err(format!(
-                "{e} (after {} of {} records)",
-                progress.done, progress.total
-            )),
-            Err(e) => Err(format!("the replay task failed: {e}")),
+            Ok(Err(e)) => Err(Error::Stopped {
+                done: progress.done,
+                total: progress.total,
+                source: Box::new(e.into()),
+            }),
+            Err(e) => Err(Error::Internal(format!("the replay task failed: {e}"))),
         }
     };
     Ok(jobs.run(job, work))

@@ -1,24 +1,38 @@
-//! Subscriptions and their sinks: which events go where, and delivering them at least once.
+//! Subscriptions and their sinks: which events go where, and delivering them at least once
+//! (exactly once into the lake).
 //!
 //! # Layout
-//! - `subscription/`: the subscription JSON (`spec.rs`), its validation, and storing it in
-//!   the catalog (`_config`) with secrets moved out to references (`secrets.rs`).
-//! - `delivery/`: the engine: per-partition workers, retries, circuit breakers, dead letters,
-//!   redrive, status.
-//! - `sink.rs`: the `Sink` trait, the seam between the engine and destinations.
-//! - `webhook/`: payload formats, Standard Webhooks signatures, the HTTP webhook sink.
-//! - `function/`: function triggers over HTTP (CloudEvents) or as a local process.
-//! - `lake/`: the Parquet lake sink (Hive-partitioned files, exactly-once commits).
+//! Modules depend only on those listed before them.
+//! - `error.rs`: the crate's error, with the transient / configuration / data kinds of a
+//!   failed write.
 //! - `client.rs`, `guard.rs`: the node's outbound HTTP client and its address guard.
+//! - `secrets.rs`: secrets by reference, and how a spec holds them.
+//! - `stats.rs`: what a subscription's delivery counts (status, metrics).
+//! - `sink/`: the seam: [`sink::Delivery`], the two kinds of sink (request [`sink::Sink`],
+//!   stream [`sink::StreamSink`] with its [`sink::Feed`]), what a kind is built with.
+//! - `filtering/`: running a WASM filter over a narrow context, for subscriptions, replays
+//!   and live watchers.
+//! - `webhook/`: the webhook sink: its spec, payload formats, Standard Webhooks signatures.
+//! - `function/`: function triggers over HTTP (CloudEvents) or as a declared local process.
+//! - `lake/`: the Parquet lake sink (Hive-partitioned files, exactly-once commits).
+//! - `subscription/`: the subscription JSON (`spec.rs`), its validation, and storing it in
+//!   the catalog (`_config`) with secrets moved out to references.
+//! - `kinds.rs`: the closed set of sink kinds: building the sink a subscription names.
+//! - `delivery/`: the engine: reading each subscription's partitions (decode, rules, filter,
+//!   dead letters, positions) and feeding its sink; retries, circuit breakers, redrive,
+//!   replays, status.
 
 pub mod client;
 pub mod delivery;
 mod error;
+pub mod filtering;
 pub mod function;
 pub mod guard;
+pub mod kinds;
 pub mod lake;
 pub mod secrets;
 pub mod sink;
+pub mod stats;
 pub mod subscription;
 pub mod webhook;
 

@@ -6,9 +6,10 @@
 //! - `secret:ID` — a value stored by Tidemark;
 //! - `env:NAME` — an environment variable of the server process;
 //! - `file:PATH` — a file on the server (trailing newline trimmed).
+//!
+//! [`Secrets`] is how a sink spec holds one or a list of them (webhook and function sinks).
 
-use std::sync::Arc;
-
+use serde::{Deserialize, Serialize};
 use tidemark_core::catalog::{Action, Catalog};
 use uuid::Uuid;
 
@@ -90,6 +91,31 @@ pub fn resolve(catalog: &Catalog, reference: &str) -> Result<String> {
 }
 
 /// Resolve every reference of a list.
-pub fn resolve_all(catalog: &Arc<Catalog>, references: &[String]) -> Result<Vec<String>> {
+pub fn resolve_all(catalog: &Catalog, references: &[String]) -> Result<Vec<String>> {
     references.iter().map(|r| resolve(catalog, r)).collect()
+}
+
+/// One secret or a list of them, as a sink spec holds them (values before they are stored,
+/// references after).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Secrets {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Secrets {
+    pub fn is_empty(&self) -> bool {
+        self.list().is_empty()
+    }
+
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            Secrets::None => Vec::new(),
+            Secrets::One(s) => vec![s.clone()],
+            Secrets::Many(v) => v.clone(),
+        }
+    }
 }

@@ -141,6 +141,10 @@ impl From<tidemark_replay::Error> for ApiError {
             }
             tidemark_replay::Error::Core(core) => core.into(),
             tidemark_replay::Error::Sinks(sinks) => sinks.into(),
+            other => {
+                let (status, code) = status_of(other.kind());
+                ApiError::new(status, code, other.to_string())
+            }
         }
     }
 }

@@ -29,7 +29,7 @@ impl From<tidemark_plugins::Error> for ApiError {
             }
             tidemark_plugins::Error::Core(core) => core.into(),
             other => {
-                let (status, code) = super::error::status_of(other.error_kind());
+                let (status, code) = super::error::status_of(other.kind());
                 ApiError::new(status, code, other.to_string())
             }
         }
@@ -348,8 +348,8 @@ fn report(
             }
             Err(e) => {
                 errors += 1;
-                *by_kind.entry(e.kind()).or_default() += 1;
-                ("error", Some(e.kind()), Some(e.to_string()))
+                *by_kind.entry(e.label()).or_default() += 1;
+                ("error", Some(e.label()), Some(e.to_string()))
             }
         };
         fuel.push(eval.fuel);

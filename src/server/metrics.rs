@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use tidemark_sinks::delivery::stats::{LATENCY_BUCKETS, Stats};
+use tidemark_sinks::stats::{LATENCY_BUCKETS, Stats};
 
 use super::State;
 

@@ -31,6 +31,9 @@ use axum::response::sse::{Event, Sse};
 use serde::Deserialize;
 use tidemark_core::OBJECTS_TOPIC;
 use tidemark_core::rules::{Limits, Rule, RuleSpec};
+use tidemark_sinks::filtering::{
+    DEFAULT_QUARANTINE_AFTER, FilterContext, Filtering, OnFilterError,
+};
 
 use super::State;
 use super::error::ApiError;
@@ -80,7 +83,7 @@ pub(crate) async fn open(
     };
     let rule = rule_of(&query)?;
     let filter = match query.filter.as_deref().filter(|f| !f.is_empty()) {
-        Some(reference) => Some(state.node.engine.watch_filter(reference)?),
+        Some(reference) => Some(filter_of(state, reference)?),
         None => None,
     };
     let (field, since) = match last_event_id {
@@ -131,6 +134,26 @@ pub(crate) async fn open(
         heartbeat,
     };
     Ok(pump::start(hub.clone(), options, from, joined, rx))
+}
+
+/// The watcher's filter, run as a subscription's (same resolution, verdicts, quarantine) with
+/// nothing delivered anywhere: an event the filter fails on is skipped (a watcher is a
+/// notification stream; the failure shows in the filter's metrics). Refused, naming
+/// `filter`, when the reference does not resolve to an uploaded version.
+fn filter_of(state: &super::AppState, reference: &str) -> Result<Filtering, ApiError> {
+    let filters = state.node.filters.clone();
+    filters
+        .resolve(reference)
+        .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "filter", e.to_string()))?;
+    Ok(Filtering::new(Arc::new(FilterContext {
+        name: format!("watch:{reference}"),
+        reference: reference.to_string(),
+        params: None,
+        on_error: OnFilterError::Skip,
+        quarantine_after: DEFAULT_QUARANTINE_AFTER,
+        filters,
+        stats: Default::default(),
+    })))
 }
 
 /// The query's bucket, prefix, event types and rules as one rule; errors name the parameter.

@@ -1,81 +1,58 @@
 //! The delivery engine: runs every active subscription of the catalog, and answers for them
-//! (status, dead letters, redrive).
+//! (status, dead letters, redrive, replays). It reads each subscription's partitions and
+//! feeds its sink without knowing which sink it is: request sinks event by event, stream
+//! sinks a partition's stream at a time.
 //!
 //! # Layout
-//! - `partition.rs`: reading one partition and delivering it in per-key order; the commit
+//! - `context.rs`: what one run of a subscription shares (`RunCtx`), built from the
+//!   catalog's subscription and the sink [`Kinds`] builds.
+//! - `runner.rs`: one subscription: its consumer group membership and partition workers.
+//! - `reader.rs`: reading one partition: decode, rules, filter, dead letters for what cannot
+//!   be handed over.
+//! - `partition.rs`: delivering one partition to a request sink in per-key order; the commit
 //!   invariant lives there.
 //! - `retry.rs`: attempts, backoff with full jitter, `Retry-After`, giving up.
 //! - `circuit.rs`: a circuit breaker per endpoint.
-//! - `dead_letters.rs`: the persisted dead-letter queue.
-//! - `stats.rs`: counters behind status and metrics.
-//! - `runner.rs`: one subscription: its consumer group membership and partition workers.
+//! - `feed.rs`: feeding one partition to a stream sink (the engine's side of its feed).
+//! - `dead_letters.rs`: the persisted dead-letter queue; `redrive.rs` sends letters again.
 //! - `replay.rs`: re-delivering offset ranges beside the live delivery (replay jobs).
-//! - `watch_filter.rs`: a subscription's filter borrowed by a live watcher (`GET /v1/watch`).
 //!
 //! Each subscription runs in its own tasks with its own in-flight limit, and waits only on its
 //! own endpoint's circuit, so a slow or failing subscription never stalls another.
 
 mod circuit;
+mod context;
 pub mod dead_letters;
-mod filtering;
+mod feed;
 mod partition;
+mod reader;
 mod redrive;
 pub mod replay;
 mod retry;
 mod runner;
-pub mod stats;
-mod watch_filter;
+#[cfg(test)]
+mod tests;
 
 pub use circuit::Circuits;
 pub use dead_letters::{DEAD_LETTERS_TOPIC, DeadLetter, DeadLetters};
-pub(crate) use partition::{dead_letter_failures, read, start_offset};
 pub use replay::{DryRun, Replay, ReplayProgress};
-pub use watch_filter::WatchFilter;
 
-/// How lake workers hold the run's shared state.
-pub(crate) type RunCtxRef = Arc<RunCtx>;
-
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tidemark_core::OBJECTS_TOPIC;
 use tidemark_core::codec::EventCodec;
 use tidemark_core::log::Log;
-use tidemark_core::rules::Rule;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::Result;
 use crate::client::HttpClient;
-use crate::function::{FunctionSink, Invocations};
-use crate::sink::Sink;
-use crate::subscription::spec::{SinkSpec, SubscriptionSpec};
+use crate::kinds::Kinds;
+use crate::stats::{self, Stats};
 use crate::subscription::{Subscription, Subscriptions};
-use crate::webhook::sink::{WebhookSink, endpoint_of, parse_secrets};
-use crate::{Error, Result, secrets};
-use circuit::Circuit;
-use stats::Stats;
-
-/// Everything the workers of one running subscription share.
-pub(crate) struct RunCtx {
-    pub name: String,
-    pub consumer: String,
-    pub spec: SubscriptionSpec,
-    pub start_offsets: BTreeMap<u32, u64>,
-    pub rule: Rule,
-    pub sink: Arc<dyn Sink>,
-    pub circuit: Arc<Circuit>,
-    pub stats: Arc<Stats>,
-    pub dead_letters: Arc<DeadLetters>,
-    pub log: Arc<dyn Log>,
-    pub codec: Arc<EventCodec>,
-    pub filters: Arc<tidemark_plugins::Filters>,
-    /// A lake subscription's settings: its partitions are written by lake workers.
-    pub lake: Option<Arc<crate::lake::Lake>>,
-    /// Set when this run re-delivers a range for a replay job (its position is not kept).
-    pub replay: Option<Arc<replay::ReplayMark>>,
-}
 
 struct Running {
     /// The catalog change it runs (a new change restarts it).
@@ -90,13 +67,11 @@ pub struct Engine {
     codec: Arc<EventCodec>,
     pub dead_letters: Arc<DeadLetters>,
     circuits: Circuits,
-    client: HttpClient,
-    /// CloudEvents `source` base of this node's payloads.
-    source: String,
+    /// Builds each subscription's sink from its spec.
+    kinds: Kinds,
     running: tokio::sync::Mutex<HashMap<String, Running>>,
     /// By subscription name and generation, so a re-created subscription starts at zero.
     stats: Mutex<HashMap<(String, Uuid), Arc<Stats>>>,
-    invocations: Mutex<HashMap<String, Arc<Invocations>>>,
     /// Dead letters being redriven now (not offered to a second redrive).
     redriving: Mutex<HashSet<Uuid>>,
     /// Subscriptions this node does not run, and why: a process function it does not
@@ -117,23 +92,46 @@ impl Engine {
         source: String,
         client: HttpClient,
     ) -> Arc<Engine> {
-        let engine = Arc::new(Engine {
+        let engine = Arc::new(Engine::new(
+            subscriptions,
+            dead_letters,
+            log,
+            codec,
+            source,
+            client,
+        ));
+        tokio::spawn(engine.clone().follow());
+        engine
+    }
+
+    /// An engine that runs nothing until told to (`start` follows the catalog).
+    fn new(
+        subscriptions: Arc<Subscriptions>,
+        dead_letters: Arc<DeadLetters>,
+        log: Arc<dyn Log>,
+        codec: Arc<EventCodec>,
+        source: String,
+        client: HttpClient,
+    ) -> Engine {
+        let kinds = Kinds::new(
+            subscriptions.catalog().clone(),
+            subscriptions.functions().clone(),
+            client,
+            source,
+        );
+        Engine {
             subscriptions,
             log,
             codec,
             dead_letters,
             circuits: Circuits::default(),
-            client,
-            source,
+            kinds,
             running: Default::default(),
             stats: Default::default(),
-            invocations: Default::default(),
             redriving: Default::default(),
             paused: Default::default(),
             stopping: Default::default(),
-        });
-        tokio::spawn(engine.clone().follow());
-        engine
+        }
     }
 
     async fn follow(self: Arc<Self>) {
@@ -176,7 +174,7 @@ impl Engine {
         }
         let mut paused = HashMap::new();
         for (name, sub) in wanted {
-            if let Some(reason) = self.paused_reason(&sub) {
+            if let Some(reason) = self.kinds.paused_reason(&sub.stored.spec.sink) {
                 if !self.paused.lock().unwrap().contains_key(&name) {
                     tracing::warn!(subscription = name, "not delivering: {reason}");
                 }
@@ -186,7 +184,7 @@ impl Engine {
             if running.contains_key(&name) {
                 continue;
             }
-            match self.context(&sub) {
+            match self.context(&sub, None) {
                 Ok(ctx) => {
                     let (stop, stopped) = watch::channel(false);
                     let task = tokio::spawn(runner::run(self.clone(), Arc::new(ctx), stopped));
@@ -211,17 +209,6 @@ impl Engine {
             }
         }
         *self.paused.lock().unwrap() = paused;
-    }
-
-    /// Why this node cannot run `sub` at all (not a passing failure): its process function
-    /// is not declared here.
-    fn paused_reason(&self, sub: &Subscription) -> Option<String> {
-        match &sub.stored.spec.sink {
-            SinkSpec::Function(f) if f.mode == "process" => {
-                self.subscriptions.functions().resolve(f).err()
-            }
-            _ => None,
-        }
     }
 
     /// Stop every subscription on this node: each partition worker commits the position of
@@ -253,130 +240,6 @@ impl Engine {
             .entry((sub.name().to_string(), sub.entry.created_by))
             .or_default()
             .clone()
-    }
-
-    fn invocations_of(&self, name: &str) -> Arc<Invocations> {
-        self.invocations
-            .lock()
-            .unwrap()
-            .entry(name.to_string())
-            .or_default()
-            .clone()
-    }
-
-    fn context(&self, sub: &Subscription) -> Result<RunCtx> {
-        let lake = match &sub.stored.spec.sink {
-            SinkSpec::Parquet(p) => {
-                let secret = match p.s3.as_ref().and_then(|s| s.secret_access_key.as_ref()) {
-                    Some(r) => Some(secrets::resolve(self.subscriptions.catalog(), r)?),
-                    None => None,
-                };
-                Some(Arc::new(
-                    crate::lake::Lake::open(p, secret)
-                        .map_err(|(field, e)| Error::invalid(field, e))?,
-                ))
-            }
-            _ => None,
-        };
-        let sink = match &lake {
-            Some(l) => l.clone() as Arc<dyn Sink>,
-            None => self.sink(sub, None)?,
-        };
-        let stats = self.stats_of(sub);
-        // A (re)started run starts its filter afresh: replacing a subscription lifts a
-        // quarantine.
-        *stats.filter.lock().unwrap() = stats::FilterStatus {
-            reference: sub.stored.spec.filter.clone().unwrap_or_default(),
-            state: "starting",
-            ..Default::default()
-        };
-        Ok(RunCtx {
-            replay: None,
-            lake,
-            filters: self.subscriptions.filters().clone(),
-            name: sub.name().to_string(),
-            consumer: sub.consumer(),
-            spec: sub.stored.spec.clone(),
-            start_offsets: sub.stored.start_offsets.clone(),
-            rule: sub.rule.clone(),
-            circuit: self.circuits.get(sink.endpoint()),
-            sink,
-            stats,
-            dead_letters: self.dead_letters.clone(),
-            log: self.log.clone(),
-            codec: self.codec.clone(),
-        })
-    }
-
-    /// The sink of a subscription, secrets resolved; `replay` marks re-deliveries.
-    pub fn sink(&self, sub: &Subscription, replay: Option<String>) -> Result<Arc<dyn Sink>> {
-        let catalog = self.subscriptions.catalog();
-        let bad = |field: &str, e: String| Error::invalid(field, e);
-        Ok(match &sub.stored.spec.sink {
-            SinkSpec::Webhook(w) => {
-                let uri: http::Uri = w.url.parse().map_err(|e| bad("sink.url", format!("{e}")))?;
-                let values = secrets::resolve_all(catalog, &w.secret.list())?;
-                let bearer = match &w.bearer_token {
-                    Some(r) => Some(
-                        http::HeaderValue::from_str(&format!(
-                            "Bearer {}",
-                            secrets::resolve(catalog, r)?
-                        ))
-                        .map_err(|_| bad("sink.bearer_token", "not a valid header value".into()))?,
-                    ),
-                    None => None,
-                };
-                let mut headers = Vec::new();
-                for (k, v) in &w.headers {
-                    let name = http::HeaderName::from_bytes(k.as_bytes())
-                        .map_err(|e| bad("sink.headers", e.to_string()))?;
-                    let value = http::HeaderValue::from_str(v)
-                        .map_err(|e| bad("sink.headers", e.to_string()))?;
-                    headers.push((name, value));
-                }
-                Arc::new(WebhookSink {
-                    client: self.client.clone(),
-                    endpoint: endpoint_of(&uri),
-                    uri,
-                    format: w.format,
-                    secrets: parse_secrets(&values).map_err(|e| bad("sink.secret", e))?,
-                    bearer,
-                    headers,
-                    timeout: Duration::from_millis(w.timeout_ms),
-                    subscription: sub.name().to_string(),
-                    source: self.source.clone(),
-                    replay,
-                })
-            }
-            SinkSpec::Function(f) => {
-                let values = secrets::resolve_all(catalog, &f.secret.list())?;
-                let process = match f.mode.as_str() {
-                    "process" => Some(
-                        self.subscriptions
-                            .functions()
-                            .resolve(f)
-                            .map_err(|e| bad("sink.function", e))?,
-                    ),
-                    _ => None,
-                };
-                Arc::new(FunctionSink::new(
-                    f,
-                    process,
-                    self.client.clone(),
-                    parse_secrets(&values).map_err(|e| bad("sink.secret", e))?,
-                    sub.name().to_string(),
-                    self.source.clone(),
-                    replay,
-                    self.invocations_of(sub.name()),
-                )?)
-            }
-            SinkSpec::Parquet(_) => {
-                return Err(Error::invalid(
-                    "sink.type",
-                    "a lake is not re-delivered to; replay its range into the lake instead",
-                ));
-            }
-        })
     }
 
     /// Remove a subscription and its dead letters.
@@ -446,7 +309,7 @@ impl Engine {
             "attempts": get(&stats.attempts),
             "skipped": get(&stats.skipped),
             "in_flight": get(&stats.in_flight),
-            "lake_files": matches!(sub.stored.spec.sink, SinkSpec::Parquet(_)).then(|| get(&stats.lake_files)),
+            "lake_files": sub.stored.spec.sink.is_stream().then(|| get(&stats.lake_files)),
             "filtered_out": get(&stats.filtered_out),
             "filter_failed": get(&stats.filter_failed),
             "filter": sub.stored.spec.filter.as_ref().map(|_| stats.filter.lock().unwrap().clone()),
@@ -458,13 +321,7 @@ impl Engine {
     /// Recent invocations of a function subscription.
     pub fn invocations(&self, name: &str) -> Result<serde_json::Value> {
         let sub = self.subscriptions.get(name)?;
-        if !matches!(sub.stored.spec.sink, SinkSpec::Function(_)) {
-            return Err(Error::invalid(
-                "name",
-                format!("subscription '{name}' has no function sink"),
-            ));
-        }
-        Ok(self.invocations_of(name).to_json())
+        self.kinds.invocations(name, &sub.stored.spec.sink)
     }
 
     /// For `/metrics`: every subscription's numbers.
@@ -476,10 +333,7 @@ impl Engine {
                 name: sub.name().to_string(),
                 stats: self.stats_of(&sub),
                 dead_letters: self.dead_letters.count(sub.name()),
-                lake: matches!(
-                    sub.stored.spec.sink,
-                    crate::subscription::spec::SinkSpec::Parquet(_)
-                ),
+                lake: sub.stored.spec.sink.is_stream(),
                 circuit: status["circuit"].as_str().map(str::to_string),
                 lag: status["lag"].as_u64().unwrap_or(0),
             });
@@ -493,7 +347,7 @@ pub struct SubscriptionMetrics {
     pub name: String,
     pub stats: Arc<Stats>,
     pub dead_letters: usize,
-    /// A Parquet lake subscription (its files and rows are counted).
+    /// A stream sink's subscription, the lake (its files and rows are counted).
     pub lake: bool,
     /// `closed`, `open` or `half-open`.
     pub circuit: Option<String>,

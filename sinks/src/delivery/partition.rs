@@ -1,7 +1,7 @@
-//! One subscription's delivery of one log partition.
+//! One subscription's delivery of one log partition to a request sink.
 //!
-//! A reader task reads the partition from the committed position, decodes each record and
-//! matches it against the rules; the dispatcher delivers the matches. Unbatched, each key has
+//! A reader task (`reader.rs`) reads the partition from the committed position; the
+//! dispatcher here delivers the matches. Unbatched, each key has
 //! a lane: one event of a key in flight at a time, in log order, while different keys proceed
 //! in parallel up to `delivery.max_in_flight`. Batched, batches go out one at a time in log
 //! order. Either way per-key order holds.
@@ -22,168 +22,16 @@ use tidemark_core::OBJECTS_TOPIC;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::RunCtx;
-use super::dead_letters::DeadLetter;
-use super::filtering::{self, Decision, Filtering};
+use super::context::{Requests, RunCtx};
+use super::reader::{dead_letter_failures, read, start_offset_or_stop};
 use super::retry::{self, Outcome};
 use crate::sink::Delivery;
-
-/// What the reader hands over: the matches of a stretch of the log, and where it ends.
-pub(crate) struct Chunk {
-    pub deliveries: Vec<Arc<Delivery>>,
-    /// Records that could not be decoded: dead-lettered, never skipped silently.
-    pub undecodable: Vec<(u64, Bytes, String)>,
-    /// Events the filter failed on, for the dead-letter queue (`on_filter_error`).
-    pub filter_failed: Vec<(Arc<Delivery>, String)>,
-    pub next: u64,
-}
-
-/// Where delivery of `partition` starts: the committed position, or the subscription's
-/// start offset before anything was committed.
-pub(crate) async fn start_offset(ctx: &RunCtx, partition: u32) -> tidemark_core::Result<u64> {
-    let range = ctx.log.offsets(OBJECTS_TOPIC, partition).await?;
-    let from = match ctx
-        .log
-        .committed(&ctx.consumer, OBJECTS_TOPIC, partition)
-        .await?
-    {
-        Some(o) => o,
-        None => ctx
-            .start_offsets
-            .get(&partition)
-            .copied()
-            .unwrap_or(range.start),
-    };
-    if from < range.start {
-        tracing::error!(
-            subscription = ctx.name,
-            partition,
-            "events {from}..{} were removed by retention before they were delivered; continuing at {}",
-            range.start,
-            range.start
-        );
-        return Ok(range.start);
-    }
-    Ok(from)
-}
-
-/// Read `partition` from `next` and hand over what matches, up to `end` (exclusive; `None`:
-/// follow the log for ever). Returns, closing `out`, once `end` is reached.
-pub(crate) async fn read(
-    ctx: Arc<RunCtx>,
-    partition: u32,
-    mut next: u64,
-    end: Option<u64>,
-    out: mpsc::Sender<Chunk>,
-) {
-    let mut filtering = Filtering::new(&ctx);
-    loop {
-        if end.is_some_and(|end| next >= end) {
-            return;
-        }
-        if let Some(f) = &mut filtering
-            && f.prepare(&ctx).await.is_err()
-        {
-            // Paused: the filter is quarantined or unavailable; nothing is handed over.
-            tokio::time::sleep(filtering::RETRY).await;
-            continue;
-        }
-        let records = match ctx
-            .log
-            .read(
-                OBJECTS_TOPIC,
-                partition,
-                next,
-                end.map_or(512, |end| (end - next).min(512) as usize),
-                Duration::from_millis(500),
-            )
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(
-                    subscription = ctx.name,
-                    partition,
-                    "reading the log: {e}; retrying in 1s"
-                );
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let Some(last) = records.last().map(|r| r.offset) else {
-            continue;
-        };
-        let mut chunk = Chunk {
-            deliveries: Vec::new(),
-            undecodable: Vec::new(),
-            filter_failed: Vec::new(),
-            next: last + 1,
-        };
-        let mut skipped = 0;
-        for rec in records {
-            match ctx.codec.decode(&rec.value) {
-                Ok(event) if ctx.rule.matches(&event) => {
-                    chunk.deliveries.push(Arc::new(Delivery {
-                        partition,
-                        offset: rec.offset,
-                        key: rec.key,
-                        event: Arc::new(event),
-                        wire: rec.value,
-                    }))
-                }
-                Ok(_) => skipped += 1,
-                Err(e) => chunk
-                    .undecodable
-                    .push((rec.offset, rec.value, e.to_string())),
-            }
-        }
-        ctx.stats
-            .skipped
-            .fetch_add(skipped, std::sync::atomic::Ordering::Relaxed);
-        if let Some(f) = &mut filtering
-            && !chunk.deliveries.is_empty()
-        {
-            apply_filter(&ctx, f, &mut chunk).await;
-        }
-        next = chunk.next;
-        if out.send(chunk).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Keep what the filter keeps; failures go where `on_filter_error` says. When the filter is
-/// quarantined mid-chunk, the chunk ends at the event that did it.
-async fn apply_filter(ctx: &Arc<RunCtx>, f: &mut Filtering, chunk: &mut Chunk) {
-    let matched = std::mem::take(&mut chunk.deliveries);
-    let events = matched.iter().map(|d| d.event.clone()).collect();
-    let decisions = f.decide(ctx, events).await;
-    if decisions.len() < matched.len() {
-        chunk.next = match decisions.len() {
-            // Nothing decided (the filter thread failed): read these again.
-            0 => matched[0].offset,
-            n => matched[n - 1].offset + 1,
-        };
-        chunk.undecodable.retain(|(o, _, _)| *o < chunk.next);
-    }
-    for (d, decision) in matched.into_iter().zip(decisions) {
-        match decision {
-            Decision::Keep => chunk.deliveries.push(d),
-            Decision::Drop => {}
-            Decision::Failed(kind, message) => match ctx.spec.on_filter_error.as_str() {
-                "deliver" => chunk.deliveries.push(d),
-                "skip" => {}
-                _ => chunk
-                    .filter_failed
-                    .push((d, format!("the filter failed ({kind}): {message}"))),
-            },
-        }
-    }
-}
 
 /// Delivery state of the partition.
 struct Dispatch {
     ctx: Arc<RunCtx>,
+    /// The sink and its endpoint's circuit.
+    to: Requests,
     partition: u32,
     /// Offsets handed over and not done yet.
     pending: BTreeSet<u64>,
@@ -223,12 +71,12 @@ impl Dispatch {
     }
 
     fn spawn(&mut self, batch: Vec<Arc<Delivery>>) {
-        let ctx = self.ctx.clone();
+        let (ctx, to) = (self.ctx.clone(), self.to.clone());
         self.running.push(Box::pin(async move {
             if let Some(pace) = ctx.replay.as_ref().and_then(|r| r.pace.as_ref()) {
                 pace.wait(batch.len()).await;
             }
-            let outcome = retry::deliver(&ctx, &batch).await;
+            let outcome = retry::deliver(&ctx, &to, &batch).await;
             (batch, outcome)
         }));
     }
@@ -320,77 +168,23 @@ impl Dispatch {
     }
 }
 
-/// Put the records a chunk could not hand over (undecodable, or the filter failed on them)
-/// in the dead-letter queue, durably, before the position may move past them.
-pub(crate) async fn dead_letter_failures(ctx: &RunCtx, partition: u32, chunk: &mut Chunk) {
-    for (offset, wire, error) in std::mem::take(&mut chunk.undecodable) {
-        dead_letter_undecodable(ctx, partition, offset, wire, error).await;
-    }
-    for (delivery, error) in std::mem::take(&mut chunk.filter_failed) {
-        let letter = DeadLetter::new(&ctx.name, &delivery, 0, &error, None);
-        retry::store_dead_letter(ctx, &letter).await;
-        ctx.stats
-            .dead_lettered
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-async fn dead_letter_undecodable(
-    ctx: &RunCtx,
-    partition: u32,
-    offset: u64,
-    wire: Bytes,
-    error: String,
-) {
-    let mut letter = DeadLetter {
-        id: uuid::Uuid::now_v7(),
-        subscription: ctx.name.clone(),
-        partition,
-        offset,
-        event_id: None,
-        event_type: None,
-        bucket: None,
-        key: None,
-        attempts: 0,
-        error: format!("the record cannot be decoded: {error}"),
-        status: None,
-        dead_at: tidemark_core::time::format_us(tidemark_core::time::now_us()),
-        wire: String::new(),
-    };
-    letter.wire = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &wire);
-    retry::store_dead_letter(ctx, &letter).await;
-}
-
 /// Deliver `partition` until `stop` turns true or the endpoint is gone; commits the safe
 /// point before returning. Returns the 410 message when the endpoint is gone.
-pub async fn run(
+pub(crate) async fn run(
     ctx: Arc<RunCtx>,
+    to: Requests,
     partition: u32,
     mut stop: watch::Receiver<bool>,
 ) -> Option<String> {
-    let from = loop {
-        match start_offset(&ctx, partition).await {
-            Ok(o) => break o,
-            Err(e) => {
-                tracing::warn!(
-                    subscription = ctx.name,
-                    partition,
-                    "finding the start position: {e}; retrying in 1s"
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.changed() => return None,
-                }
-            }
-        }
-    };
-    deliver(ctx, partition, from, None, stop).await
+    let from = start_offset_or_stop(&ctx, partition, &mut stop).await?;
+    deliver(ctx, to, partition, from, None, stop).await
 }
 
 /// Deliver `partition` from `from` until `stop`, the endpoint is gone, or (with an `end`)
 /// everything before `end` is done. Returns the 410 message when the endpoint is gone.
 pub(crate) async fn deliver(
     ctx: Arc<RunCtx>,
+    to: Requests,
     partition: u32,
     from: u64,
     end: Option<u64>,
@@ -403,6 +197,7 @@ pub(crate) async fn deliver(
         .max(1024);
     let mut d = Dispatch {
         ctx: ctx.clone(),
+        to,
         partition,
         pending: BTreeSet::new(),
         read_next: from,

@@ -1,14 +1,18 @@
 //! Redrive: send dead letters again through the subscription's current sink and retry policy.
 //! A delivered letter leaves the queue; one that fails again stays, with its attempts and the
 //! new error. Letters go one at a time in queue order, which is log order per key.
+//!
+//! Only a request sink takes events one by one: a stream sink's dead letters are refused
+//! here (its range is replayed into it instead).
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::Engine;
+use super::context::{Requests, RunCtx, Target};
 use super::dead_letters::DeadLetter;
 use super::retry::{self, Outcome};
-use super::{Engine, RunCtx};
 use crate::sink::Delivery;
 use crate::{Error, Result};
 
@@ -33,22 +37,30 @@ impl Engine {
                 .map(|id| self.dead_letters.get(name, id))
                 .collect::<Result<Vec<_>>>()?,
         };
+        let ctx = Arc::new(self.context(&sub, None)?);
+        let Target::Request(to) = &ctx.target else {
+            return Err(Error::Conflict(format!(
+                "subscription '{name}' writes to {}, which takes no single events; replay the \
+                 range of these dead letters into it instead (POST /v1/replays)",
+                ctx.target.endpoint()
+            )));
+        };
+        let to = to.clone();
         let letters: Vec<DeadLetter> = {
             let mut busy = self.redriving.lock().unwrap();
             letters.into_iter().filter(|l| busy.insert(l.id)).collect()
         };
         let taken = letters.iter().map(|l| l.id).collect();
-        let ctx = Arc::new(self.context(&sub)?);
         let engine = self.clone();
         tokio::spawn(async move {
             for letter in letters {
-                engine.redrive_one(&ctx, letter).await;
+                engine.redrive_one(&ctx, &to, letter).await;
             }
         });
         Ok(taken)
     }
 
-    async fn redrive_one(&self, ctx: &RunCtx, mut letter: DeadLetter) {
+    async fn redrive_one(&self, ctx: &RunCtx, to: &Requests, mut letter: DeadLetter) {
         let wire = letter.wire();
         let delivery = match self.codec.decode(&wire) {
             Ok(event) => Arc::new(Delivery {
@@ -64,7 +76,7 @@ impl Engine {
                 return;
             }
         };
-        let outcome = retry::attempt(ctx, std::slice::from_ref(&delivery)).await;
+        let outcome = retry::attempt(ctx, to, std::slice::from_ref(&delivery)).await;
         match outcome {
             Outcome::Delivered => self.finish(ctx, letter, true).await,
             Outcome::Dead {

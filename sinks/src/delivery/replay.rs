@@ -7,8 +7,8 @@
 //! one subscription do not see each other. Events that exhaust their retries go to the
 //! subscription's dead letters, with the job named in the error.
 //!
-//! A lake subscription is not re-sent anything: its range is backfilled into the lake (see
-//! `lake::backfill`), which writes only files that are missing.
+//! A stream sink is not re-sent anything: it backfills the range itself
+//! ([`crate::sink::StreamSink::backfill`]; the lake writes only files that are missing).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -20,9 +20,9 @@ use serde::Serialize;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::time::Instant;
 
-use super::stats::Stats;
-use super::{Engine, RunCtx, partition};
-use crate::subscription::spec::SinkSpec;
+use super::context::{RunCtx, Target};
+use super::{Engine, feed, partition, reader};
+use crate::stats::Stats;
 use crate::{Error, Result};
 
 /// What marks a run as a replay.
@@ -71,7 +71,8 @@ pub struct ReplayProgress {
     pub filtered_out: u64,
     pub filter_failed: u64,
     pub failed_attempts: u64,
-    /// Lake backfills: files written now (files already in the lake are not written again).
+    /// Stream sinks' backfills: files written now (files already there are not written
+    /// again).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lake_files: Option<u64>,
 }
@@ -105,31 +106,21 @@ impl Engine {
         rate: Option<f64>,
     ) -> Result<Replay> {
         let sub = self.subscriptions.get(name)?;
-        let mut ctx = self.context(&sub)?;
-        if ctx.lake.is_none() {
-            ctx.sink = self.sink(&sub, Some(id.to_string()))?;
-        }
-        // Its own counters, so the subscription's status and metrics stay the live ones.
-        ctx.stats = Arc::new(Stats::default());
-        *ctx.stats.filter.lock().unwrap() = super::stats::FilterStatus {
-            reference: sub.stored.spec.filter.clone().unwrap_or_default(),
-            state: "starting",
-            ..Default::default()
-        };
-        ctx.replay = Some(Arc::new(ReplayMark {
+        let mark = Arc::new(ReplayMark {
             id: id.to_string(),
             pace: rate.map(Pace::new),
-        }));
-        Ok(Replay {
-            ctx: Arc::new(ctx),
-            ranges,
-        })
+        });
+        Ok(Replay::of(self.context(&sub, Some(mark))?, ranges))
     }
 }
 
 impl Replay {
-    pub fn is_lake(&self) -> bool {
-        matches!(self.ctx.spec.sink, SinkSpec::Parquet(_))
+    /// A replay of `ranges` by `ctx`, a run marked as this replay's.
+    pub(crate) fn of(ctx: RunCtx, ranges: BTreeMap<u32, Range<u64>>) -> Replay {
+        Replay {
+            ctx: Arc::new(ctx),
+            ranges,
+        }
     }
 
     pub fn progress(&self) -> ReplayProgress {
@@ -151,40 +142,32 @@ impl Replay {
             filtered_out: Stats::get(&s.filtered_out),
             filter_failed: Stats::get(&s.filter_failed),
             failed_attempts: Stats::get(&s.failed_attempts),
-            lake_files: self.is_lake().then(|| Stats::get(&s.lake_files)),
+            lake_files: matches!(self.ctx.target, Target::Stream(_))
+                .then(|| Stats::get(&s.lake_files)),
         }
     }
 
     /// Re-deliver every range; ends when all are done or `stop` turns true. An endpoint that
-    /// answers 410 Gone ends the replay with an error.
+    /// answers 410 Gone ends the replay with an error; so does a stream sink's failed
+    /// backfill (with its kind: transient, the sink's settings, or an event's data).
     pub async fn run(&self, stop: watch::Receiver<bool>) -> Result<()> {
         let mut workers = tokio::task::JoinSet::new();
         for (p, r) in &self.ranges {
             if r.is_empty() {
                 continue;
             }
-            let (ctx, p, r, stop) = (self.ctx.clone(), *p, r.clone(), stop.clone());
-            workers.spawn(async move {
-                match ctx.lake.clone() {
-                    Some(lake) => crate::lake::backfill(&ctx, &lake, p, r, stop).await,
-                    None => match partition::deliver(ctx, p, r.start, Some(r.end), stop).await {
-                        Some(gone) => Err(format!("the endpoint is gone (410): {gone}")),
-                        None => Ok(()),
-                    },
-                }
-            });
+            workers.spawn(run_range(self.ctx.clone(), *p, r.clone(), stop.clone()));
         }
         let mut failure = None;
         while let Some(done) = workers.join_next().await {
-            let outcome = done.unwrap_or_else(|e| Err(format!("a replay worker failed: {e}")));
+            let outcome = done.unwrap_or_else(|e| {
+                Err(Error::Unavailable(format!("a replay worker failed: {e}")))
+            });
             if let Err(e) = outcome {
                 failure.get_or_insert(e);
             }
         }
-        match failure {
-            Some(e) => Err(Error::Unavailable(e)),
-            None => Ok(()),
-        }
+        failure.map_or(Ok(()), Err)
     }
 
     /// Read the ranges through the rules and filter without sending anything: counts per
@@ -196,13 +179,7 @@ impl Replay {
                 continue;
             }
             let (tx, mut rx) = mpsc::channel(4);
-            let reader = tokio::spawn(partition::read(
-                self.ctx.clone(),
-                *p,
-                r.start,
-                Some(r.end),
-                tx,
-            ));
+            let reader = tokio::spawn(reader::read(self.ctx.clone(), *p, r.start, Some(r.end), tx));
             let live = self.ctx.stats.live_position(*p);
             loop {
                 tokio::select! {
@@ -231,5 +208,28 @@ impl Replay {
         out.skipped = Stats::get(&self.ctx.stats.skipped);
         out.filtered_out = Stats::get(&self.ctx.stats.filtered_out);
         out
+    }
+}
+
+/// Replay `range` of `partition` through the run's sink.
+async fn run_range(
+    ctx: Arc<RunCtx>,
+    partition: u32,
+    range: Range<u64>,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
+    match &ctx.target {
+        Target::Stream(sink) => {
+            feed::backfill(ctx.clone(), sink.clone(), partition, range, stop).await
+        }
+        Target::Request(to) => {
+            let to = to.clone();
+            match partition::deliver(ctx, to, partition, range.start, Some(range.end), stop).await {
+                Some(gone) => Err(Error::Unavailable(format!(
+                    "the endpoint is gone (410): {gone}"
+                ))),
+                None => Ok(()),
+            }
+        }
     }
 }

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::RunCtx;
+use super::context::{Requests, RunCtx};
 use super::dead_letters::DeadLetter;
-use super::stats::{LastError, Stats};
-use crate::sink::{Delivery, Failure};
+use crate::sink::{Delivery, Failure, SendError};
+use crate::stats::{LastError, Stats};
 
 /// How a delivery unit ended.
 #[derive(Debug)]
@@ -38,17 +38,17 @@ pub fn full_jitter(initial: Duration, max: Duration, attempt: u32) -> Duration {
     Duration::from_millis(fastrand::u64(0..=bound))
 }
 
-/// Try `batch` until it is delivered or given up on.
-pub async fn attempt(ctx: &RunCtx, batch: &[Arc<Delivery>]) -> Outcome {
+/// Try `batch` on `to` until it is delivered or given up on.
+pub(crate) async fn attempt(ctx: &RunCtx, to: &Requests, batch: &[Arc<Delivery>]) -> Outcome {
     let retry = ctx.spec.retry;
     let started = Instant::now();
     let mut attempts = 0u32;
     let n = batch.len() as u64;
     loop {
-        let permit = ctx.circuit.permit().await;
+        let permit = to.circuit.permit().await;
         attempts += 1;
         let sent_at = Instant::now();
-        let result = ctx.sink.send(batch, attempts).await;
+        let result = to.sink.send(batch, attempts).await;
         ctx.stats.observe_attempt(sent_at.elapsed());
         let e = match result {
             Ok(()) => {
@@ -60,7 +60,7 @@ pub async fn attempt(ctx: &RunCtx, batch: &[Arc<Delivery>]) -> Outcome {
             }
             Err(e) => e,
         };
-        record_failure(&ctx.stats, &ctx.name, ctx.sink.endpoint(), attempts, &e);
+        record_failure(&ctx.stats, &ctx.name, to.sink.endpoint(), attempts, &e);
         let retry_after = match e.failure {
             Failure::Gone => {
                 permit.success();
@@ -108,13 +108,7 @@ pub async fn attempt(ctx: &RunCtx, batch: &[Arc<Delivery>]) -> Outcome {
 
 /// Count and log a failed attempt once, naming the subscription, the endpoint's host, the
 /// status and the attempt; never the payload or secrets.
-fn record_failure(
-    stats: &Stats,
-    name: &str,
-    endpoint: &str,
-    attempt: u32,
-    e: &crate::sink::SendError,
-) {
+fn record_failure(stats: &Stats, name: &str, endpoint: &str, attempt: u32, e: &SendError) {
     // The message stops before the endpoint's answer: its body may echo the payload.
     let reason = match e.status {
         Some(status) => format!("endpoint answered {status}"),
@@ -154,11 +148,11 @@ pub(crate) fn host_of(endpoint: &str) -> String {
 
 /// Deliver a unit from the live stream: dead events are written to the dead-letter queue
 /// before this returns, so the caller may move the position past them.
-pub async fn deliver(ctx: &RunCtx, batch: &[Arc<Delivery>]) -> Outcome {
+pub(crate) async fn deliver(ctx: &RunCtx, to: &Requests, batch: &[Arc<Delivery>]) -> Outcome {
     ctx.stats
         .in_flight
         .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    let outcome = attempt(ctx, batch).await;
+    let outcome = attempt(ctx, to, batch).await;
     if let Outcome::Dead {
         attempts,
         error,
@@ -186,7 +180,7 @@ pub async fn deliver(ctx: &RunCtx, batch: &[Arc<Delivery>]) -> Outcome {
 
 /// Write a dead letter, retrying until the log takes it: the position must not move past an
 /// event that is neither delivered nor dead-lettered.
-pub async fn store_dead_letter(ctx: &RunCtx, letter: &DeadLetter) {
+pub(crate) async fn store_dead_letter(ctx: &RunCtx, letter: &DeadLetter) {
     loop {
         match ctx.dead_letters.add(letter).await {
             Ok(()) => return,

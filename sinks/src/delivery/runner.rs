@@ -1,7 +1,9 @@
 //! One running subscription: a member of the consumer group named after it, delivering the
 //! partitions the group assigns to this node (all of them with the embedded log; a share of
 //! them when several nodes run on Kafka). A partition is handed back only after its worker
-//! stopped and committed, so two nodes never deliver the same partition at once.
+//! stopped and committed, so two nodes never deliver the same partition at once. Each
+//! partition's worker feeds the run's sink as its kind wants: request by request
+//! (`partition.rs`), or as a stream (`feed.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +13,8 @@ use tidemark_core::OBJECTS_TOPIC;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{Engine, RunCtx, partition};
+use super::context::{RunCtx, Target};
+use super::{Engine, feed, partition};
 
 struct Worker {
     stop: watch::Sender<bool>,
@@ -59,14 +62,7 @@ pub(super) async fn run(engine: Arc<Engine>, ctx: Arc<RunCtx>, mut stop: watch::
                     continue;
                 }
                 let (wstop, wstopped) = watch::channel(false);
-                let (ctx, gone_tx) = (ctx.clone(), gone_tx.clone());
-                let task = tokio::spawn(async move {
-                    if let Some(lake) = ctx.lake.clone() {
-                        crate::lake::run(ctx, lake, p, wstopped).await;
-                    } else if let Some(message) = partition::run(ctx, p, wstopped).await {
-                        let _ = gone_tx.send(message);
-                    }
-                });
+                let task = spawn_worker(&ctx, p, wstopped, &gone_tx);
                 workers.insert(p, Worker { stop: wstop, task });
             }
             assignment_changed = false;
@@ -86,7 +82,7 @@ pub(super) async fn run(engine: Arc<Engine>, ctx: Arc<RunCtx>, mut stop: watch::
                 let reason = format!(
                     "the endpoint {} is gone ({message}); delivery stopped at the first undelivered event. \
                      Replace the subscription (PUT) to resume.",
-                    ctx.sink.endpoint()
+                    ctx.target.endpoint()
                 );
                 tracing::error!(subscription = ctx.name, "{reason}");
                 stop_workers(&mut workers, |_| true).await;
@@ -98,4 +94,25 @@ pub(super) async fn run(engine: Arc<Engine>, ctx: Arc<RunCtx>, mut stop: watch::
         }
     }
     stop_workers(&mut workers, |_| true).await;
+}
+
+/// The worker of `partition`; a request sink's endpoint that is gone (410) is reported on
+/// `gone`.
+fn spawn_worker(
+    ctx: &Arc<RunCtx>,
+    partition: u32,
+    stop: watch::Receiver<bool>,
+    gone: &mpsc::UnboundedSender<String>,
+) -> JoinHandle<()> {
+    match &ctx.target {
+        Target::Request(to) => {
+            let (ctx, to, gone) = (ctx.clone(), to.clone(), gone.clone());
+            tokio::spawn(async move {
+                if let Some(message) = partition::run(ctx, to, partition, stop).await {
+                    let _ = gone.send(message);
+                }
+            })
+        }
+        Target::Stream(sink) => tokio::spawn(feed::run(ctx.clone(), sink.clone(), partition, stop)),
+    }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::subscription::spec::FunctionSpec;
+use super::FunctionSpec;
 
 /// One declared function: a name and the program with its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,55 +16,43 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use tidemark_core::OBJECTS_TOPIC;
-use tokio::sync::{mpsc, watch};
-
+use super::Lake;
+use super::stream::write_segment;
 use super::writer::{self, Closed, Writer};
-use super::{Lake, failed};
-use crate::delivery::RunCtxRef;
+use crate::sink::Feed;
+use crate::{Error, Result};
 
-/// Backfill `range` (end exclusive) of `partition`; progress shows in the run's live
-/// position. Ends early, without error, when `stop` turns true.
-pub(crate) async fn backfill(
-    ctx: &RunCtxRef,
-    lake: &Arc<Lake>,
-    partition: u32,
-    range: Range<u64>,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
-    let committed = ctx
-        .log
-        .committed(&ctx.consumer, OBJECTS_TOPIC, partition)
+/// Backfill `range` (end exclusive) of the feed's partition; progress shows in the feed's
+/// position. Ends early, without error, when the feed is stopped.
+pub(super) async fn backfill(lake: Arc<Lake>, feed: &mut Feed, range: Range<u64>) -> Result<()> {
+    let partition = feed.partition();
+    let committed = feed
+        .position()
         .await
-        .map_err(|e| format!("reading the lake's position: {e}"))?
-        .or_else(|| ctx.start_offsets.get(&partition).copied())
+        .map_err(|e| e.context("reading the lake's position"))?
         .unwrap_or(0);
     let end = range.end.min(committed);
-    let live = ctx.stats.live_position(partition);
-    live.store(range.start, Ordering::Relaxed);
+    feed.show_position(range.start);
     if range.start >= end {
-        live.store(range.end, Ordering::Relaxed);
+        feed.show_position(range.end);
         return Ok(());
     }
     let lake2 = lake.clone();
     let mut known: Vec<(u64, u64)> = tokio::task::spawn_blocking(move || lake2.files.names())
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("listing the lake: {e}"))?
+        .map_err(|e| Error::Transient(e.to_string()))?
+        .map_err(|e| e.context("listing the lake"))?
         .iter()
         .filter_map(|n| writer::parse_file_name(partition, n))
         .collect();
     known.sort_unstable();
     known.dedup();
     let containing = |o: u64| known.iter().find(|(s, e)| *s <= o && o <= *e).copied();
-    let first_held = ctx
-        .log
-        .offsets(OBJECTS_TOPIC, partition)
+    let first_held = feed
+        .log_start()
         .await
-        .map_err(|e| format!("reading the log's offsets: {e}"))?
-        .start;
+        .map_err(|e| e.context("reading the log's offsets"))?;
     let from = match containing(range.start) {
         Some((s, _)) => s,
         // Where the live worker's segment boundaries can be followed from.
@@ -73,7 +61,7 @@ pub(crate) async fn backfill(
             .filter(|(_, e)| *e < range.start)
             .map(|(_, e)| e + 1)
             .max()
-            .or_else(|| ctx.start_offsets.get(&partition).copied())
+            .or_else(|| feed.subscription_start())
             .unwrap_or(0)
             .max(first_held),
     };
@@ -98,84 +86,59 @@ pub(crate) async fn backfill(
         };
         let stretch = at..stretch_end;
         let write = range.start..end;
-        if !produce(ctx, lake, partition, stretch, &write, forced, &mut stop).await? {
+        if !produce(&lake, feed, stretch, &write, forced).await? {
             return Ok(());
         }
         at = stretch_end;
-        live.store(at.max(range.start), Ordering::Relaxed);
+        feed.show_position(at.max(range.start));
     }
-    live.store(range.end, Ordering::Relaxed);
+    feed.show_position(range.end);
     Ok(())
 }
 
 /// Produce the segments of `stretch`, writing those that overlap `write`; false when
 /// stopped first.
 async fn produce(
-    ctx: &RunCtxRef,
     lake: &Arc<Lake>,
-    partition: u32,
+    feed: &mut Feed,
     stretch: Range<u64>,
     write: &Range<u64>,
     forced: Option<u64>,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<bool, String> {
-    let (tx, mut rx) = mpsc::channel(4);
-    let reader = tokio::spawn(crate::delivery::read(
-        ctx.clone(),
-        partition,
-        stretch.start,
-        Some(stretch.end),
-        tx,
-    ));
+) -> Result<bool> {
+    let partition = feed.partition();
+    feed.read(stretch.start, Some(stretch.end));
     let mut w = Writer::new(lake.clone(), stretch.start, forced);
-    loop {
-        tokio::select! {
-            chunk = rx.recv() => {
-                let Some(mut chunk) = chunk else { break };
-                crate::delivery::dead_letter_failures(ctx, partition, &mut chunk).await;
-                for d in &chunk.deliveries {
-                    if let Some(closed) = w.push(d.offset, &d.event, partition) {
-                        write_segment(ctx, lake, partition, closed, write).await?;
-                    }
-                }
-                if let (Some(closed), _) = w.advance(chunk.next) {
-                    write_segment(ctx, lake, partition, closed, write).await?;
-                }
-            }
-            _ = stop.changed() => {
-                reader.abort();
-                return Ok(false);
+    while let Some(batch) = feed.next().await {
+        for d in &batch.deliveries {
+            if let Some(closed) = w.push(d.offset, &d.event, partition) {
+                write_overlapping(lake, feed, closed, write).await?;
             }
         }
+        if let (Some(closed), _) = w.advance(batch.next) {
+            write_overlapping(lake, feed, closed, write).await?;
+        }
+    }
+    if feed.is_stopped() {
+        return Ok(false);
     }
     // The stretch ends where the next known segment starts: what is buffered closes here.
     if let Some(closed) = w.close_idle(stretch.end) {
-        write_segment(ctx, lake, partition, closed, write).await?;
+        write_overlapping(lake, feed, closed, write).await?;
     }
     Ok(true)
 }
 
 /// Write `closed` if it overlaps `write` (others are only followed for their boundaries).
-async fn write_segment(
-    ctx: &RunCtxRef,
+async fn write_overlapping(
     lake: &Arc<Lake>,
-    partition: u32,
+    feed: &Feed,
     closed: Closed,
     write: &Range<u64>,
-) -> Result<(), String> {
+) -> Result<()> {
     if closed.end < write.start || closed.start >= write.end {
         return Ok(());
     }
-    let rows = closed.rows() as u64;
-    let lake2 = lake.clone();
-    let files = tokio::task::spawn_blocking(move || writer::write(&lake2, partition, closed))
+    write_segment(lake, feed, closed)
         .await
-        .unwrap_or_else(|e| Err(format!("the writer thread failed: {e}")))
-        .map_err(|e| {
-            let message = format!("backfilling the lake: {e}");
-            failed(ctx, partition, message.clone());
-            message
-        })?;
-    ctx.stats.lake_written(files as u64, rows);
-    Ok(())
+        .map_err(|e| e.context("backfilling the lake"))
 }

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use arrow_array::RecordBatch;
 
+use crate::{Error, Result};
+
 /// Key-value metadata naming the column mapping, so a reader can tell our files (and their
 /// version) from other Parquet in the same lake.
 pub const SCHEMA_KEY: &str = "tidemark.schema";
@@ -74,45 +76,56 @@ struct RawOptions {
 }
 
 impl TryFrom<RawOptions> for ParquetOptions {
-    type Error = String;
+    type Error = Error;
 
-    fn try_from(r: RawOptions) -> Result<Self, String> {
+    fn try_from(r: RawOptions) -> Result<Self> {
         let codec = r.compression.as_deref().unwrap_or("zstd");
         let compression = match codec {
             "zstd" => {
                 let level = r.zstd_level.unwrap_or(DEFAULT_ZSTD_LEVEL);
                 if !ZSTD_LEVELS.contains(&level) {
-                    return Err(format!("zstd_level: {level} is not in 1..=22"));
+                    return Err(Error::invalid(
+                        "zstd_level",
+                        format!("{level} is not in 1..=22"),
+                    ));
                 }
                 Compression::Zstd(level)
             }
             "snappy" | "none" if r.zstd_level.is_some() => {
-                return Err(format!(
-                    "zstd_level: only applies to \"compression\": \"zstd\", not \"{codec}\""
+                return Err(Error::invalid(
+                    "zstd_level",
+                    format!("only applies to \"compression\": \"zstd\", not \"{codec}\""),
                 ));
             }
             "snappy" => Compression::Snappy,
             "none" => Compression::None,
             other => {
-                return Err(format!(
-                    "compression: unknown codec '{other}'; use zstd, snappy or none"
+                return Err(Error::invalid(
+                    "compression",
+                    format!("unknown codec '{other}'; use zstd, snappy or none"),
                 ));
             }
         };
         let row_group_rows = r.row_group_rows.unwrap_or(DEFAULT_ROW_GROUP_ROWS);
         if !ROW_GROUP_ROWS.contains(&row_group_rows) {
-            return Err(format!(
-                "row_group_rows: {row_group_rows} is not in {}..={}",
-                ROW_GROUP_ROWS.start(),
-                ROW_GROUP_ROWS.end()
+            return Err(Error::invalid(
+                "row_group_rows",
+                format!(
+                    "{row_group_rows} is not in {}..={}",
+                    ROW_GROUP_ROWS.start(),
+                    ROW_GROUP_ROWS.end()
+                ),
             ));
         }
         let page_bytes = r.page_bytes.unwrap_or(DEFAULT_PAGE_BYTES);
         if !PAGE_BYTES.contains(&page_bytes) {
-            return Err(format!(
-                "page_bytes: {page_bytes} is not in {}..={}",
-                PAGE_BYTES.start(),
-                PAGE_BYTES.end()
+            return Err(Error::invalid(
+                "page_bytes",
+                format!(
+                    "{page_bytes} is not in {}..={}",
+                    PAGE_BYTES.start(),
+                    PAGE_BYTES.end()
+                ),
             ));
         }
         Ok(ParquetOptions {
@@ -142,18 +155,19 @@ impl From<ParquetOptions> for RawOptions {
 impl ParquetOptions {
     /// The writer properties for these options; for callers that stream several batches
     /// into one [`ArrowWriter`] instead of calling [`encode`].
-    pub fn writer_properties(&self) -> Result<WriterProperties, String> {
+    pub fn writer_properties(&self) -> Result<WriterProperties> {
         let codec = match self.compression {
-            Compression::Zstd(level) => {
-                Codec::ZSTD(ZstdLevel::try_new(level).map_err(|e| format!("zstd_level: {e}"))?)
-            }
+            Compression::Zstd(level) => Codec::ZSTD(
+                ZstdLevel::try_new(level)
+                    .map_err(|e| Error::invalid("zstd_level", e.to_string()))?,
+            ),
             Compression::Snappy => Codec::SNAPPY,
             Compression::None => Codec::UNCOMPRESSED,
         };
         if !ROW_GROUP_ROWS.contains(&self.row_group_rows) {
-            return Err(format!(
-                "row_group_rows: {} is out of range",
-                self.row_group_rows
+            return Err(Error::invalid(
+                "row_group_rows",
+                format!("{} is out of range", self.row_group_rows),
             ));
         }
         // Parquet 1.0 data pages with plain fallback are what pyarrow writes by default, and
@@ -176,16 +190,18 @@ impl ParquetOptions {
 
 /// One complete Parquet file holding `batch`, in memory. The Arrow schema is embedded
 /// (`ARROW:schema`), so Arrow readers get back the timestamp zone and map field names.
-pub fn encode(batch: &RecordBatch, o: &ParquetOptions) -> Result<Vec<u8>, String> {
+/// Encoding failures are [`Error::Data`]: these rows cannot be written as they are.
+pub fn encode(batch: &RecordBatch, o: &ParquetOptions) -> Result<Vec<u8>> {
     let props = o.writer_properties()?;
     // Encoded files are usually a fraction of the in-memory batch; start there to skip the
     // first few doublings.
     let buf = Vec::with_capacity(batch.get_array_memory_size() / 4);
     let mut w = ArrowWriter::try_new(buf, batch.schema(), Some(props))
-        .map_err(|e| format!("parquet writer: {e}"))?;
+        .map_err(|e| Error::Data(format!("parquet writer: {e}")))?;
     w.write(batch)
-        .map_err(|e| format!("parquet encoding: {e}"))?;
-    w.into_inner().map_err(|e| format!("parquet footer: {e}"))
+        .map_err(|e| Error::Data(format!("parquet encoding: {e}")))?;
+    w.into_inner()
+        .map_err(|e| Error::Data(format!("parquet footer: {e}")))
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
 //! Lakes on an S3-compatible endpoint, through `object_store`. A file is committed with one
 //! PUT of the whole object, which S3 applies atomically: readers see all of it or nothing,
 //! so no temporary names are needed. A file whose key exists is already committed.
+//!
+//! The service refusing our credentials, or a bucket that does not exist, is the lake's
+//! settings ([`Error::Config`]); anything else may pass ([`Error::Transient`]).
 
 use std::sync::Arc;
 
@@ -9,6 +12,8 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
 
 /// How to reach the S3 service (`sink.s3`); without it, the AWS defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -47,13 +52,14 @@ pub struct S3Lake {
 
 impl S3Lake {
     /// `url` is `s3://bucket/prefix`; `secret` the resolved secret access key.
-    pub fn open(url: &str, spec: &S3Spec, secret: Option<String>) -> Result<S3Lake, String> {
+    pub fn open(url: &str, spec: &S3Spec, secret: Option<String>) -> Result<S3Lake> {
+        let bad = |message: String| Error::Config(message);
         let rest = url
             .strip_prefix("s3://")
-            .ok_or_else(|| format!("'{url}' is not an s3://bucket/prefix URL"))?;
+            .ok_or_else(|| bad(format!("'{url}' is not an s3://bucket/prefix URL")))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(format!("'{url}' names no bucket (s3://bucket/prefix)"));
+            return Err(bad(format!("'{url}' names no bucket (s3://bucket/prefix)")));
         }
         // A few quick retries: the lake worker retries a failed segment itself, and status
         // should show a broken endpoint in seconds, not after object_store's three minutes.
@@ -80,11 +86,11 @@ impl S3Lake {
         }
         let store = builder
             .build()
-            .map_err(|e| format!("cannot configure S3 for {url}: {e}"))?;
+            .map_err(|e| bad(format!("cannot configure S3 for {url}: {e}")))?;
         let prefix = Path::parse(prefix.trim_end_matches('/'))
-            .map_err(|e| format!("'{prefix}' is not a valid key prefix: {e}"))?;
+            .map_err(|e| bad(format!("'{prefix}' is not a valid key prefix: {e}")))?;
         let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| "S3 lakes need the server's runtime".to_string())?;
+            .map_err(|_| bad("S3 lakes need the server's runtime".to_string()))?;
         Ok(S3Lake {
             store: Arc::new(store),
             prefix,
@@ -107,36 +113,48 @@ impl S3Lake {
 
     /// Whether `dir/name` is committed. Blocking, as `put`: called from the writer's
     /// blocking thread.
-    pub fn exists(&self, dir: &str, name: &str) -> Result<bool, String> {
+    pub fn exists(&self, dir: &str, name: &str) -> Result<bool> {
         let key = self.key(dir, name);
         match self.runtime.block_on(self.store.head(&key)) {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(format!("cannot check {key}: {e}")),
+            Err(e) => Err(store_error(format!("cannot check {key}: {e}"), &e)),
         }
     }
 
     /// Commit `bytes` as `dir/name`: one PUT.
-    pub fn put(&self, dir: &str, name: &str, bytes: &[u8]) -> Result<(), String> {
+    pub fn put(&self, dir: &str, name: &str, bytes: &[u8]) -> Result<()> {
         let key = self.key(dir, name);
         self.runtime
             .block_on(self.store.put(&key, PutPayload::from(bytes.to_vec())))
             .map(|_| ())
-            .map_err(|e| format!("cannot write {key}: {e}"))
+            .map_err(|e| store_error(format!("cannot write {key}: {e}"), &e))
     }
 
     /// The names of committed files under the prefix.
-    pub fn names(&self) -> Result<Vec<String>, String> {
+    pub fn names(&self) -> Result<Vec<String>> {
         self.runtime.block_on(async {
             let mut names = Vec::new();
             let mut list = self.store.list(Some(&self.prefix));
             while let Some(meta) = list.next().await {
-                let meta = meta.map_err(|e| format!("cannot list {}: {e}", self.describe))?;
+                let meta = meta
+                    .map_err(|e| store_error(format!("cannot list {}: {e}", self.describe), &e))?;
                 if let Some(name) = meta.location.filename() {
                     names.push(name.to_string());
                 }
             }
             Ok(names)
         })
+    }
+}
+
+/// `message` about a failed request, of the kind its cause says. A missing object is not an
+/// error where one may be missing (`exists`); elsewhere a missing bucket is.
+fn store_error(message: String, e: &object_store::Error) -> Error {
+    match e {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. }
+        | object_store::Error::NotFound { .. } => Error::Config(message),
+        _ => Error::Transient(message),
     }
 }

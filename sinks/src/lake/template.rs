@@ -12,8 +12,15 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tidemark_core::event::ObjectEvent;
 
+use crate::{Error, Result};
+
 /// The template used when a subscription names none.
 pub const DEFAULT: &str = "bucket={bucket}/dt={yyyy-MM-dd}/hour={HH}";
+
+/// A template that cannot be used: the lake's settings are wrong.
+fn bad(message: impl Into<String>) -> Error {
+    Error::Config(message.into())
+}
 
 /// Hive's and Spark's name for a null or empty partition value; they read it back as NULL.
 const HIVE_DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -81,43 +88,43 @@ impl Default for Template {
 
 impl Template {
     /// Parse and check a template; the error says what is wrong and where.
-    pub fn parse(text: &str) -> Result<Template, String> {
+    pub fn parse(text: &str) -> Result<Template> {
         if text.is_empty() {
-            return Err("partition template is empty".into());
+            return Err(bad("partition template is empty"));
         }
         if text.starts_with('/') {
-            return Err(format!(
+            return Err(bad(format!(
                 "partition template '{text}' starts with '/'; it is relative to the lake's root"
-            ));
+            )));
         }
         if text.contains("..") {
-            return Err(format!("partition template '{text}' contains '..'"));
+            return Err(bad(format!("partition template '{text}' contains '..'")));
         }
         let mut segments: Vec<Segment> = Vec::new();
         for seg in text.split('/') {
             if seg.is_empty() {
-                return Err(format!(
+                return Err(bad(format!(
                     "partition template '{text}' has an empty path segment"
-                ));
+                )));
             }
             let Some((name, value)) = seg.split_once('=') else {
-                return Err(format!(
+                return Err(bad(format!(
                     "partition segment '{seg}' is not name=value (Hive style, e.g. dt={{yyyy-MM-dd}})"
-                ));
+                )));
             };
             if name.is_empty()
                 || !name
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
             {
-                return Err(format!(
+                return Err(bad(format!(
                     "partition name '{name}' in segment '{seg}' must be non-empty and use only a-z, 0-9 and _"
-                ));
+                )));
             }
             if segments.iter().any(|s| s.name == name) {
-                return Err(format!(
+                return Err(bad(format!(
                     "partition name '{name}' appears twice in partition template '{text}'"
-                ));
+                )));
             }
             let parts = parse_value(value, seg)?;
             check_shadowing(name, &parts)?;
@@ -189,9 +196,9 @@ impl Template {
     }
 }
 
-fn parse_value(value: &str, seg: &str) -> Result<Vec<Part>, String> {
+fn parse_value(value: &str, seg: &str) -> Result<Vec<Part>> {
     if value.is_empty() {
-        return Err(format!("partition segment '{seg}' has an empty value"));
+        return Err(bad(format!("partition segment '{seg}' has an empty value")));
     }
     let mut parts = Vec::new();
     let mut text = String::new();
@@ -200,13 +207,13 @@ fn parse_value(value: &str, seg: &str) -> Result<Vec<Part>, String> {
         match c {
             '{' => {
                 let Some(end) = rest.find('}') else {
-                    return Err(format!("unclosed '{{' in partition segment '{seg}'"));
+                    return Err(bad(format!("unclosed '{{' in partition segment '{seg}'")));
                 };
                 let name = &rest[1..end];
                 let Some(field) = Field::parse(name) else {
-                    return Err(format!(
+                    return Err(bad(format!(
                         "unknown field '{name}' in partition template; use {FIELD_NAMES}"
-                    ));
+                    )));
                 };
                 if !text.is_empty() {
                     parts.push(Part::Text(std::mem::take(&mut text)));
@@ -214,12 +221,12 @@ fn parse_value(value: &str, seg: &str) -> Result<Vec<Part>, String> {
                 parts.push(Part::Field(field));
                 rest = &rest[end + 1..];
             }
-            '}' => return Err(format!("unmatched '}}' in partition segment '{seg}'")),
+            '}' => return Err(bad(format!("unmatched '}}' in partition segment '{seg}'"))),
             c if c.is_control() => {
-                return Err(format!(
+                return Err(bad(format!(
                     "partition segment '{}' contains a control character",
                     seg.escape_debug()
-                ));
+                )));
             }
             c => {
                 push_escaped(c, &mut text);
@@ -235,7 +242,7 @@ fn parse_value(value: &str, seg: &str) -> Result<Vec<Part>, String> {
 
 /// A partition column named like a data column hides it in DuckDB and Spark (the path value
 /// wins), so it must render exactly that column's value: only `bucket={bucket}` does.
-fn check_shadowing(name: &str, parts: &[Part]) -> Result<(), String> {
+fn check_shadowing(name: &str, parts: &[Part]) -> Result<()> {
     if name == "bucket" && parts == [Part::Field(Field::Bucket)] {
         return Ok(());
     }
@@ -246,9 +253,9 @@ fn check_shadowing(name: &str, parts: &[Part]) -> Result<(), String> {
         } else {
             ""
         };
-        return Err(format!(
+        return Err(bad(format!(
             "partition name '{name}' is also a data column, and readers would show the path's value in place of the column's; use another name{hint}"
-        ));
+        )));
     }
     Ok(())
 }
@@ -359,9 +366,9 @@ impl fmt::Display for Template {
 }
 
 impl FromStr for Template {
-    type Err = String;
+    type Err = Error;
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
+    fn from_str(s: &str) -> Result<Self> {
         Template::parse(s)
     }
 }
@@ -506,7 +513,7 @@ mod tests {
 
     #[test]
     fn parse_errors_say_what_is_wrong() {
-        let err = |t: &str| Template::parse(t).unwrap_err();
+        let err = |t: &str| Template::parse(t).unwrap_err().to_string();
         assert_eq!(
             err("bucket={foo}"),
             "unknown field 'foo' in partition template; use bucket, event_type, yyyy, MM, dd, HH, yyyy-MM-dd, yyyy-MM-dd-HH"

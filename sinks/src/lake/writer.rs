@@ -22,6 +22,7 @@ use tidemark_core::event::ObjectEvent;
 use super::Lake;
 use super::columns::Rows;
 use super::encode::encode;
+use crate::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -181,7 +182,7 @@ impl Writer {
 
 /// Encode and commit every file of `closed`; returns how many files were written now
 /// (files committed by an earlier, interrupted run are left as they are).
-pub fn write(lake: &Lake, partition: u32, closed: Closed) -> Result<usize, String> {
+pub fn write(lake: &Lake, partition: u32, closed: Closed) -> Result<usize> {
     let name = file_name(partition, closed.start, closed.end);
     let mut written = 0;
     for (dir, rows) in closed.dirs {
@@ -272,7 +273,10 @@ mod tests {
         a.push(&event("a", 0), 1, 0);
         let bytes = encode(&a.finish(), &l.options).unwrap();
         l.files.put("bucket=a", &name, &bytes).unwrap();
-        assert_eq!(super::super::interrupted(&l, 1, 0).unwrap(), Some(9));
+        assert_eq!(
+            super::super::stream::interrupted(&l, 1, 0).unwrap(),
+            Some(9)
+        );
         // The restart forces the segment to end at 9, though more events follow.
         let mut w = Writer::new(l.clone(), 0, Some(9));
         w.push(0, &event("a", 0), 1);

@@ -1,12 +1,15 @@
 //! Subscriptions as users write them: the JSON `POST /v1/subscriptions` takes (see
-//! PRODUCT.md). Unknown fields are refused so a typo never silently changes delivery.
-
-use std::collections::BTreeMap;
+//! PRODUCT.md). Unknown fields are refused so a typo never silently changes delivery. Each
+//! sink kind's own settings live in its folder (`webhook/config.rs`, `function/config.rs`,
+//! `lake/`); [`SinkSpec`] is the closed set of them.
 
 use serde::{Deserialize, Serialize};
 use tidemark_core::rules::RuleSpec;
 
-use crate::webhook::format::Format;
+pub use crate::function::FunctionSpec;
+pub use crate::lake::ParquetSpec;
+pub use crate::secrets::Secrets;
+pub use crate::webhook::WebhookSpec;
 use crate::webhook::sink::endpoint_of;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,7 +52,7 @@ fn latest() -> String {
 }
 
 fn quarantine_after() -> u32 {
-    20
+    crate::filtering::DEFAULT_QUARANTINE_AFTER
 }
 
 fn dead_letter() -> String {
@@ -77,128 +80,17 @@ impl SinkSpec {
             SinkSpec::Parquet(p) => Some(format!("file://{}", p.path)),
         }
     }
+
+    /// A stream sink's: written by partition workers that commit positions themselves, and
+    /// counted in files (status `lake_files`).
+    pub fn is_stream(&self) -> bool {
+        matches!(self, SinkSpec::Parquet(_))
+    }
 }
 
 fn url_endpoint(url: &str) -> Option<String> {
     url.parse::<http::Uri>().ok().map(|u| endpoint_of(&u))
 }
-
-impl FunctionSpec {
-    /// See [`SinkSpec::endpoint`].
-    pub fn endpoint(&self) -> String {
-        match self.mode.as_str() {
-            "http" => self
-                .url
-                .as_deref()
-                .and_then(url_endpoint)
-                .unwrap_or_default(),
-            // The declared function's name; a subscription stored with an inline command
-            // (before declarations) shows only its program, never its arguments.
-            _ => match &self.function {
-                Some(name) => format!("process:{name}"),
-                None => format!(
-                    "process:{}",
-                    self.command.first().map(String::as_str).unwrap_or_default()
-                ),
-            },
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookSpec {
-    pub url: String,
-    #[serde(default = "s3_format")]
-    pub format: Format,
-    /// Standard Webhooks signing secrets: `whsec_…` values (stored apart, replaced by a
-    /// reference) or references (`env:NAME`, `file:PATH`). Two during a rotation.
-    #[serde(default, skip_serializing_if = "Secrets::is_empty")]
-    pub secret: Secrets,
-    /// Sent as `Authorization: Bearer …`; a value or a reference, as `secret`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bearer_token: Option<String>,
-    /// Extra request headers.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default = "request_timeout")]
-    pub timeout_ms: u64,
-}
-
-fn s3_format() -> Format {
-    Format::S3
-}
-
-fn request_timeout() -> u64 {
-    10_000
-}
-
-/// One secret or a list of them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Secrets {
-    #[default]
-    None,
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Secrets {
-    pub fn is_empty(&self) -> bool {
-        self.list().is_empty()
-    }
-
-    pub fn list(&self) -> Vec<String> {
-        match self {
-            Secrets::None => Vec::new(),
-            Secrets::One(s) => vec![s.clone()],
-            Secrets::Many(v) => v.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FunctionSpec {
-    /// `http` (CloudEvents to a function URL) or `process` (a command with the event on stdin).
-    pub mode: String,
-    /// `http`: the function URL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    /// `process`: the name of a function the operator declared in the server's
-    /// configuration (`serve --function NAME=PROGRAM ARGS...`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub function: Option<String>,
-    /// Only in subscriptions stored before commands had to be declared: their program and
-    /// arguments. Refused in requests; such a subscription runs only while the same command
-    /// is declared under some name.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub command: Vec<String>,
-    /// Wait for the function's result (`sync`, default) or only for it to start (`async`).
-    #[serde(default = "sync")]
-    pub invocation: String,
-    #[serde(default = "function_timeout")]
-    pub timeout_ms: u64,
-    /// Invocations running at once for this subscription.
-    #[serde(default = "function_concurrency")]
-    pub concurrency: usize,
-    #[serde(default, skip_serializing_if = "Secrets::is_empty")]
-    pub secret: Secrets,
-}
-
-fn sync() -> String {
-    "sync".into()
-}
-
-fn function_timeout() -> u64 {
-    30_000
-}
-
-fn function_concurrency() -> usize {
-    8
-}
-
-pub use crate::lake::ParquetSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -42,11 +42,11 @@ pub fn validate(
         SinkSpec::Webhook(w) => check_webhook(w, policy)?,
         SinkSpec::Function(f) => check_function(f, policy, functions)?,
         SinkSpec::Parquet(p) => {
-            crate::lake::Lake::check(p).map_err(|(field, e)| Error::invalid(field, e))?;
+            crate::lake::Lake::check(p)?;
             // A local directory is created and probed now: an unwritable path is refused
             // at create time. (An S3 lake is reached when it runs; status shows failures.)
             if !p.path.starts_with("s3://") {
-                crate::lake::Lake::open(p, None).map_err(|(field, e)| Error::invalid(field, e))?;
+                crate::lake::Lake::open(p, None)?;
             }
         }
     }

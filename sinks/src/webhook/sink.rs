@@ -33,6 +33,16 @@ pub struct WebhookSink {
     pub replay: Option<String>,
 }
 
+/// What the payload formats render of a delivery.
+fn item(d: &Delivery) -> Item<'_> {
+    Item {
+        event: &d.event,
+        wire: &d.wire,
+        partition: d.partition,
+        offset: d.offset,
+    }
+}
+
 /// `scheme://authority` of a URL.
 pub fn endpoint_of(uri: &http::Uri) -> String {
     format!(
@@ -57,7 +67,7 @@ pub fn message_id(batch: &[Arc<Delivery>]) -> String {
 
 impl WebhookSink {
     fn request(&self, batch: &[Arc<Delivery>]) -> Result<Request<Full<Bytes>>, SendError> {
-        let items: Vec<Item> = batch.iter().map(|d| d.item()).collect();
+        let items: Vec<Item> = batch.iter().map(|d| item(d)).collect();
         let ctx = Context {
             subscription: &self.subscription,
             source: &self.source,

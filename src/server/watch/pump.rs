@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tidemark_core::OBJECTS_TOPIC;
 use tidemark_core::rules::Rule;
-use tidemark_sinks::delivery::WatchFilter;
+use tidemark_sinks::filtering::Filtering;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
@@ -50,7 +50,7 @@ pub enum Frame {
 /// What a watcher is asked to show.
 pub struct Options {
     pub rule: Rule,
-    pub filter: Option<WatchFilter>,
+    pub filter: Option<Filtering>,
     /// Only key, type, bucket, version, sequence and time: "something changed, come and read".
     pub notify_only: bool,
     pub heartbeat: Duration,

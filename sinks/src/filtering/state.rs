@@ -1,28 +1,20 @@
-//! A subscription's WASM filter, as one partition's reader runs it: after the rules, each
-//! matching event goes through the module, and the verdict decides whether it is delivered.
+//! One filterer's WASM filter as it runs: after the rules, each matching event goes through
+//! the module, and the verdict decides whether it is kept.
 //!
 //! The reference (`NAME` or `NAME@VERSION`) is resolved again whenever the catalog changes,
 //! between chunks of the log: a new version takes over at a clean point (every event is
-//! decided by exactly one version, in log order), without a restart. A subscription whose
-//! filter keeps failing is quarantined: its readers stop handing events over (nothing is
-//! skipped) until another version is resolved or the subscription is replaced.
+//! decided by exactly one version, in log order), without a restart. A filterer whose filter
+//! keeps failing is quarantined: its readers stop handing events over (nothing is skipped)
+//! until another version is resolved or the subscription is replaced.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tidemark_core::event::ObjectEvent;
-use tidemark_plugins::{FilterInstance, FilterStats, Filters, Verdict, VersionRecord};
+use tidemark_plugins::{FilterInstance, FilterStats, Verdict, VersionRecord};
 
-use super::RunCtx;
-
-/// What the filter decided about one event.
-pub(crate) enum Decision {
-    Keep,
-    Drop,
-    /// The filter failed on it: the kind (`trap`, `timeout`, ...) and the message.
-    Failed(&'static str, String),
-}
+use super::{Decision, FilterContext, OnFilterError};
 
 struct Current {
     version: VersionRecord,
@@ -30,35 +22,59 @@ struct Current {
     stats: Arc<FilterStats>,
 }
 
-pub(crate) struct Filtering {
-    filters: Arc<Filters>,
-    reference: String,
-    params: Option<String>,
+/// A filter as one reader (or watcher) runs it.
+pub struct Filtering {
+    ctx: Arc<FilterContext>,
     current: Option<Current>,
     /// The catalog position the reference was last resolved at.
     resolved_at: Option<u64>,
 }
 
 impl Filtering {
-    pub fn new(ctx: &RunCtx) -> Option<Filtering> {
-        let reference = ctx.spec.filter.clone()?;
-        Some(Filtering {
-            filters: ctx.filters.clone(),
-            reference,
-            params: ctx.spec.filter_params.as_ref().map(|p| p.to_string()),
+    pub fn new(ctx: Arc<FilterContext>) -> Filtering {
+        Filtering {
+            ctx,
             current: None,
             resolved_at: None,
-        })
+        }
+    }
+
+    pub fn context(&self) -> &FilterContext {
+        &self.ctx
+    }
+
+    /// Decide on `events` in order, as a watcher uses a filter: `Ok(keep)` per event (an
+    /// event the filter fails on is kept or not as the error policy says), or `Err(reason)`
+    /// when the filter is unavailable or quarantined now (the caller waits and asks again,
+    /// skipping nothing).
+    pub async fn keep(&mut self, events: Vec<Arc<ObjectEvent>>) -> Result<Vec<bool>, String> {
+        self.prepare().await?;
+        let n = events.len();
+        let decisions = self.decide(events).await;
+        if decisions.len() < n {
+            return Err("the filter was quarantined".into());
+        }
+        let deliver_failed = self.ctx.on_error == OnFilterError::Deliver;
+        Ok(decisions
+            .into_iter()
+            .map(|d| match d {
+                Decision::Keep => true,
+                Decision::Drop => false,
+                Decision::Failed(..) => deliver_failed,
+            })
+            .collect())
     }
 
     /// Make sure the version the reference names now is instantiated. `Err` says why no
     /// event may be filtered now (the reader waits and asks again).
-    pub async fn prepare(&mut self, ctx: &RunCtx) -> Result<(), String> {
-        let at = self.filters.catalog_position();
+    pub async fn prepare(&mut self) -> Result<(), String> {
+        let ctx = self.ctx.clone();
+        let ctx = ctx.as_ref();
+        let at = ctx.filters.catalog_position();
         if self.resolved_at == Some(at) && self.current.is_some() {
             return self.check_quarantine(ctx);
         }
-        let version = match self.filters.resolve(&self.reference) {
+        let version = match ctx.filters.resolve(&ctx.reference) {
             Ok(v) => v,
             Err(e) => return Err(self.unavailable(ctx, e.to_string())),
         };
@@ -69,19 +85,19 @@ impl Filtering {
         if quarantined(ctx) == Some(version.version) {
             return Err("quarantined".into());
         }
-        let module = match self.filters.module(&version).await {
+        let module = match ctx.filters.module(&version).await {
             Ok(m) => m,
             Err(e) => {
                 self.current = None;
                 return Err(self.unavailable(ctx, format!("{}: {e}", version.reference())));
             }
         };
-        let params = self.params.clone();
+        let params = ctx.params.clone();
         let made =
             tokio::task::spawn_blocking(move || FilterInstance::new(module, params.as_deref()))
                 .await
                 .map_err(|e| e.to_string())?;
-        let stats = self.filters.stats(&version.name, version.version);
+        let stats = ctx.filters.stats(&version.name, version.version);
         match made {
             Ok(instance) => {
                 tracing::info!(
@@ -107,17 +123,17 @@ impl Filtering {
             }
             Err(e) => {
                 // Parameters the module refuses: no event could be filtered with it.
-                stats.error(e.kind());
+                stats.error(e.label());
                 self.current = None;
                 ctx.stats.filter.lock().unwrap().version = Some(version.version);
                 let reason = format!("{} cannot start: {e}", version.reference());
-                quarantine(ctx, version.version, e.kind(), reason.clone());
+                quarantine(ctx, version.version, e.label(), reason.clone());
                 Err(reason)
             }
         }
     }
 
-    fn check_quarantine(&self, ctx: &RunCtx) -> Result<(), String> {
+    fn check_quarantine(&self, ctx: &FilterContext) -> Result<(), String> {
         let version = self.current.as_ref().map(|c| c.version.version);
         match quarantined(ctx) {
             Some(q) if Some(q) == version => Err("quarantined".into()),
@@ -125,7 +141,7 @@ impl Filtering {
         }
     }
 
-    fn unavailable(&self, ctx: &RunCtx, reason: String) -> String {
+    fn unavailable(&self, ctx: &FilterContext, reason: String) -> String {
         let mut status = ctx.stats.filter.lock().unwrap();
         if status.reason.as_deref() != Some(reason.as_str()) {
             tracing::error!(
@@ -141,15 +157,11 @@ impl Filtering {
     /// Decide on `events` in order, on a blocking thread (a module may run up to its
     /// deadline). Stops after the event that quarantines the filter: the decisions returned
     /// may be fewer than the events.
-    pub async fn decide(
-        &mut self,
-        ctx: &Arc<RunCtx>,
-        events: Vec<Arc<ObjectEvent>>,
-    ) -> Vec<Decision> {
+    pub async fn decide(&mut self, events: Vec<Arc<ObjectEvent>>) -> Vec<Decision> {
         let Some(mut current) = self.current.take() else {
             return Vec::new();
         };
-        let ctx2 = ctx.clone();
+        let ctx2 = self.ctx.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let mut decisions = Vec::with_capacity(events.len());
             for event in events {
@@ -162,7 +174,7 @@ impl Filtering {
                 let (decision, failed) = match eval.verdict {
                     Ok(Verdict::Keep) => (Decision::Keep, false),
                     Ok(Verdict::Drop) => (Decision::Drop, false),
-                    Err(e) => (Decision::Failed(e.kind(), e.to_string()), true),
+                    Err(e) => (Decision::Failed(e.label(), e.to_string()), true),
                 };
                 let stop = record(&ctx2, &current.version, &decision, failed);
                 decisions.push(decision);
@@ -179,15 +191,15 @@ impl Filtering {
                 decisions
             }
             Err(e) => {
-                tracing::error!(subscription = ctx.name, "filter thread failed: {e}");
+                tracing::error!(subscription = self.ctx.name, "filter thread failed: {e}");
                 Vec::new()
             }
         }
     }
 }
 
-/// Count a decision in the subscription's status; true when it quarantines the filter.
-fn record(ctx: &RunCtx, version: &VersionRecord, decision: &Decision, failed: bool) -> bool {
+/// Count a decision in the filterer's status; true when it quarantines the filter.
+fn record(ctx: &FilterContext, version: &VersionRecord, decision: &Decision, failed: bool) -> bool {
     match decision {
         Decision::Drop => {
             ctx.stats.filtered_out.fetch_add(1, Ordering::Relaxed);
@@ -207,7 +219,7 @@ fn record(ctx: &RunCtx, version: &VersionRecord, decision: &Decision, failed: bo
     };
     *status.errors.entry(kind).or_default() += 1;
     status.consecutive_errors += 1;
-    let limit = ctx.spec.filter_quarantine_after;
+    let limit = ctx.quarantine_after;
     if status.consecutive_errors < limit {
         return false;
     }
@@ -225,11 +237,11 @@ fn record(ctx: &RunCtx, version: &VersionRecord, decision: &Decision, failed: bo
     true
 }
 
-fn quarantined(ctx: &RunCtx) -> Option<u32> {
+fn quarantined(ctx: &FilterContext) -> Option<u32> {
     ctx.stats.filter.lock().unwrap().quarantined
 }
 
-fn quarantine(ctx: &RunCtx, version: u32, kind: &'static str, reason: String) {
+fn quarantine(ctx: &FilterContext, version: u32, kind: &'static str, reason: String) {
     tracing::error!(
         subscription = ctx.name,
         kind,
@@ -245,4 +257,4 @@ fn quarantine(ctx: &RunCtx, version: u32, kind: &'static str, reason: String) {
 }
 
 /// How long a reader waits before asking a paused filter again.
-pub(crate) const RETRY: Duration = Duration::from_millis(250);
+pub const RETRY: Duration = Duration::from_millis(250);

@@ -1,5 +1,7 @@
 //! What a subscription's delivery has done on this node since it started: the counters of
-//! `GET /v1/subscriptions/NAME/status` and `/metrics`.
+//! `GET /v1/subscriptions/NAME/status` and `/metrics`. Kept apart from the engine because
+//! everything that runs for a subscription counts here: the filter, both kinds of sink, the
+//! engine.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,9 +59,9 @@ pub struct Stats {
     /// Events the WASM filter dropped, and events it failed on (handled by the policy).
     pub filtered_out: AtomicU64,
     pub filter_failed: AtomicU64,
-    /// Lake subscriptions: Parquet files committed (rows count as delivered).
+    /// Stream sinks (the lake): files committed (rows count as delivered).
     pub lake_files: AtomicU64,
-    /// Lake subscriptions: rows in the committed files.
+    /// Stream sinks: rows in the committed files.
     pub lake_rows: AtomicU64,
     /// The WASM filter as this node runs it.
     pub filter: Mutex<FilterStatus>,
@@ -89,8 +91,8 @@ impl Stats {
         *self.latency.lock().unwrap()
     }
 
-    /// A lake segment was committed: `files` written now, `rows` in it.
-    pub fn lake_written(&self, files: u64, rows: u64) {
+    /// A stream sink committed a segment: `files` written now, `rows` in it.
+    pub fn files_written(&self, files: u64, rows: u64) {
         self.lake_files.fetch_add(files, Ordering::Relaxed);
         self.lake_rows.fetch_add(rows, Ordering::Relaxed);
         self.delivered.fetch_add(rows, Ordering::Relaxed);

@@ -1,39 +1,13 @@
-//! The seam between the delivery engine and the places events go. A sink sends one request
-//! (one event, or a batch) and says how it went; retries, backoff, the circuit breaker and
-//! dead letters are the engine's, written once for every sink.
+//! Request sinks: a sink sends one request (one event, or a batch) and says how it went;
+//! retries, backoff, the circuit breaker and dead letters are the engine's, written once for
+//! every sink of this kind (webhook, function).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
-use tidemark_core::event::ObjectEvent;
 
-use crate::webhook::format::Item;
-
-/// One event on its way to a sink.
-#[derive(Debug)]
-pub struct Delivery {
-    pub partition: u32,
-    pub offset: u64,
-    /// The log key (`bucket/key`): deliveries of one key never overlap.
-    pub key: Bytes,
-    /// Shared with the WASM filter that looked at it.
-    pub event: Arc<ObjectEvent>,
-    /// The record as read from the log (Confluent wire format).
-    pub wire: Bytes,
-}
-
-impl Delivery {
-    pub fn item(&self) -> Item<'_> {
-        Item {
-            event: &self.event,
-            wire: &self.wire,
-            partition: self.partition,
-            offset: self.offset,
-        }
-    }
-}
+use super::Delivery;
 
 /// How a failed attempt should be treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +40,7 @@ impl SendError {
     }
 }
 
-/// Where a subscription's events go.
+/// Where a subscription's events go, one request at a time.
 pub trait Sink: Send + Sync {
     /// What the circuit breaker is keyed by (scheme://host:port, or the command).
     fn endpoint(&self) -> &str;
@@ -74,7 +48,7 @@ pub trait Sink: Send + Sync {
     /// Send `batch` (in log order) once. `attempt` counts from 1.
     fn send<'a>(
         &'a self,
-        batch: &'a [std::sync::Arc<Delivery>],
+        batch: &'a [Arc<Delivery>],
         attempt: u32,
     ) -> BoxFuture<'a, Result<(), SendError>>;
 }
