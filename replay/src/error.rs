@@ -26,9 +26,6 @@ pub enum Error {
     /// The task running a job failed (a bug: it panicked).
     #[error("{0}")]
     Internal(String),
-    /// A failure known only by its message, from work that reports text.
-    #[error("{0}")]
-    Message(String),
     #[error(transparent)]
     Core(#[from] tidemark_core::Error),
     #[error(transparent)]
@@ -48,16 +45,9 @@ impl Error {
             Error::Invalid { .. } => ErrorKind::BadInput,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Stopped { source, .. } => source.kind(),
-            Error::Internal(_) | Error::Message(_) => ErrorKind::Internal,
+            Error::Internal(_) => ErrorKind::Internal,
             Error::Core(e) => e.kind(),
             Error::Sinks(e) => e.kind(),
         }
-    }
-}
-
-/// Work that still reports its failure as text (its kind is not known).
-impl From<String> for Error {
-    fn from(message: String) -> Error {
-        Error::Message(message)
     }
 }

@@ -55,12 +55,8 @@ pub async fn create(
     let me = job.clone();
     let work = async move {
         me.set_detail(json!({"phase": "planning"}));
-        let plan = restore::prepare(&sources, &restore)
-            .await
-            .map_err(|e| e.to_string())?;
-        restore::apply(&plan, &ingestor, writer.as_ref(), &me)
-            .await
-            .map_err(|e| e.to_string())
+        let plan = restore::prepare(&sources, &restore).await?;
+        restore::apply(&plan, &ingestor, writer.as_ref(), &me).await
     };
     let job = node.jobs.run(job, work);
     Ok((StatusCode::ACCEPTED, Json(job.to_json())))

@@ -197,7 +197,6 @@ pub async fn create(
         )
         .await
         .map(|o| o.to_json())
-        .map_err(|e| e.to_string())
     };
     let job = node.jobs.run(job, work);
     Ok((StatusCode::ACCEPTED, Json(job.to_json())))
