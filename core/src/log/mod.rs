@@ -11,6 +11,7 @@
 
 pub mod embedded;
 mod group;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 mod partitioner;
 

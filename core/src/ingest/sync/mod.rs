@@ -4,18 +4,42 @@
 //! so a second sync of an unchanged store appends nothing.
 //!
 //! - `local_dir.rs`: a directory as a store (keys are relative paths with `/`).
-//! - `s3.rs`: an S3 bucket as a store (keys are the store's keys), through `object_store`.
+//! - `s3_source.rs`: an S3 bucket as a store: its URL and connection.
+//! - `s3_list.rs`: listing it (keys are the store's keys), through `object_store`; only with
+//!   the `s3-source` feature, so crates that do not sync need no AWS client.
 //! - `run.rs`: the whole reconciliation, with progress and cancellation.
 //!
 //! A listing source only has to produce sorted [`Entry`]s; [`diff`] and the run do the rest.
 
 mod local_dir;
 mod run;
-mod s3;
+#[cfg(feature = "s3-source")]
+mod s3_list;
+mod s3_source;
 
 pub use local_dir::list_dir;
 pub use run::{Progress, Source, SyncOutcome, SyncSpec, run};
-pub use s3::{S3Connection, S3Source, list_s3};
+#[cfg(feature = "s3-source")]
+pub use s3_list::list_s3;
+pub use s3_source::{S3Connection, S3Source};
+
+/// Without the `s3-source` feature an S3 source is refused when a sync runs.
+#[cfg(not(feature = "s3-source"))]
+pub async fn list_s3(
+    source: &S3Source,
+    _prefix: &str,
+    _on_total: &(dyn Fn(u64) + Sync),
+    _on_entry: &(dyn Fn() + Sync),
+    _cancelled: &(dyn Fn() -> bool + Sync),
+) -> crate::Result<(Vec<Entry>, Skipped)> {
+    Err(crate::Error::invalid(
+        "source",
+        format!(
+            "{}: this build has no S3 source (tidemark-core's `s3-source` feature)",
+            source.url()
+        ),
+    ))
+}
 
 use std::cmp::Ordering;
 

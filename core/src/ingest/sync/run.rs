@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::s3::{S3Source, list_s3};
 use super::{Change, Entry, Skipped, diff, list_dir};
+use super::{S3Source, list_s3};
 use crate::blocking::blocking;
 use crate::event::ObjectState;
 use crate::index::{Materializer, ObjectIndex};

@@ -7,7 +7,6 @@
 //! content, but it is still the store's identity of that content, so it is compared as an
 //! ETag like any other; no SHA-256 is known.
 
-use std::fmt;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -16,96 +15,18 @@ use object_store::client::{HttpError, HttpErrorKind};
 use object_store::path::Path;
 use object_store::{Attribute, GetOptions, ObjectMeta, ObjectStore, RetryConfig};
 
+#[cfg(test)]
+use super::s3_source::S3Connection;
+use super::s3_source::S3Source;
 use super::{Entry, Skipped};
 use crate::event::StringMap;
-use crate::ingest::{validate_bucket, validate_key};
+use crate::ingest::validate_key;
 use crate::{Error, Result};
 
 /// HEAD requests in flight at once: enough to hide a round trip, few enough for any service.
 const HEADS: usize = 16;
 
-/// How to reach the S3 service. The secret is the resolved value: whoever builds this has
-/// looked up `env:` / `file:` references already, and `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct S3Connection {
-    /// The service's URL for S3-compatible services; `None`: AWS itself.
-    pub endpoint: Option<String>,
-    pub region: String,
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
-    /// `endpoint/bucket` addressing (most S3-compatible services) rather than
-    /// `bucket.endpoint`.
-    pub path_style: bool,
-}
-
-impl Default for S3Connection {
-    fn default() -> Self {
-        S3Connection {
-            endpoint: None,
-            region: "us-east-1".into(),
-            access_key_id: None,
-            secret_access_key: None,
-            path_style: true,
-        }
-    }
-}
-
-impl fmt::Debug for S3Connection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("S3Connection")
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .field("access_key_id", &self.access_key_id)
-            .field(
-                "secret_access_key",
-                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
-            )
-            .field("path_style", &self.path_style)
-            .finish()
-    }
-}
-
-/// `s3://BUCKET[/PREFIX]` and how to reach it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Source {
-    pub bucket: String,
-    /// The URL's prefix (possibly empty); the sync's prefix starts with it.
-    pub prefix: String,
-    pub connection: S3Connection,
-}
-
 impl S3Source {
-    /// `s3://BUCKET[/PREFIX]`, reached with the default connection (AWS, us-east-1); the
-    /// error names the `source` field.
-    pub fn parse(url: &str) -> Result<S3Source> {
-        let rest = url.strip_prefix("s3://").ok_or_else(|| {
-            Error::invalid("source", format!("'{url}' is not s3://BUCKET[/PREFIX]"))
-        })?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(Error::invalid(
-                "source",
-                format!("'{url}' names no bucket: s3://BUCKET[/PREFIX]"),
-            ));
-        }
-        validate_bucket(bucket).map_err(|m| {
-            Error::invalid("source", format!("'{bucket}' is not a bucket name: {m}"))
-        })?;
-        Ok(S3Source {
-            bucket: bucket.into(),
-            prefix: prefix.into(),
-            connection: S3Connection::default(),
-        })
-    }
-
-    /// `s3://bucket/prefix`, as the user wrote it.
-    pub fn url(&self) -> String {
-        match self.prefix.as_str() {
-            "" => format!("s3://{}", self.bucket),
-            p => format!("s3://{}/{p}", self.bucket),
-        }
-    }
-
     /// The URL and, for S3-compatible services, where it is.
     fn describe(&self) -> String {
         match &self.connection.endpoint {
