@@ -36,6 +36,17 @@ if [ ! -x "$tansu" ]; then
     --target-dir "${TANSU_BUILD_DIR:-$HOME/.cache/tidemark/tansu-build}" --root "$HOME/.cargo"
 fi
 
+# The same broker with sqlite storage, for the SASL/SCRAM tests: Tansu's in-memory storage
+# keeps no SCRAM credentials (docs/KAFKA.md#security). Shares the build directory above, so
+# most of it is built already.
+tansu_libsql="${TANSU_LIBSQL_BIN:-$HOME/.cache/tidemark/tansu-libsql/bin/tansu}"
+if [ ! -x "$tansu_libsql" ]; then
+  echo "building the Tansu broker with sqlite storage (once)"
+  cargo install tansu@0.6.0 --locked --features dynostore,libsql \
+    --target-dir "${TANSU_BUILD_DIR:-$HOME/.cache/tidemark/tansu-build}" \
+    --root "$HOME/.cache/tidemark/tansu-libsql"
+fi
+
 # The Rust target the filter SDK and the Rust filter examples are built for.
 if command -v rustup >/dev/null 2>&1 \
   && ! rustup target list --installed | grep -x wasm32-unknown-unknown >/dev/null; then

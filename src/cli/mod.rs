@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tidemark_core::log::embedded::{FsyncPolicy, LogConfig};
-use tidemark_core::log::kafka::KafkaConfig;
+use tidemark_core::log::kafka::{KafkaConfig, SaslMechanism, Secret, Security, SecurityProtocol};
 
 use crate::node::LogChoice;
 
@@ -149,7 +149,34 @@ pub struct LogArgs {
     /// node takes its partitions back at once instead of after its old session times out.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub kafka_static_membership: bool,
-    /// An extra librdkafka property, `key=value` (repeatable), e.g. `security.protocol=SSL`.
+    /// `PLAINTEXT` (the default), `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
+    #[arg(long, value_name = "PROTOCOL")]
+    pub kafka_security_protocol: Option<SecurityProtocol>,
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER` (with a SASL protocol).
+    #[arg(long, value_name = "MECHANISM")]
+    pub kafka_sasl_mechanism: Option<SaslMechanism>,
+    /// The SASL user (PLAIN, SCRAM).
+    #[arg(long, value_name = "NAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// The SASL password: a value, `env:NAME` or `file:PATH` (read at start; prefer these, a
+    /// value on the command line is visible to other local users).
+    #[arg(long, value_name = "SECRET")]
+    pub kafka_sasl_password: Option<Secret>,
+    /// PEM file (or directory) of the CA certificates that signed the brokers' certificates;
+    /// the system's CAs when not set (SSL, SASL_SSL).
+    #[arg(long, value_name = "FILE")]
+    pub kafka_ssl_ca_file: Option<PathBuf>,
+    /// This client's certificate (PEM), for brokers that require one (SSL, SASL_SSL).
+    #[arg(long, value_name = "FILE")]
+    pub kafka_ssl_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --kafka-ssl-cert-file.
+    #[arg(long, value_name = "FILE")]
+    pub kafka_ssl_key_file: Option<PathBuf>,
+    /// The password of an encrypted --kafka-ssl-key-file: a value, `env:NAME` or `file:PATH`.
+    #[arg(long, value_name = "SECRET")]
+    pub kafka_ssl_key_password: Option<Secret>,
+    /// An extra librdkafka property, `key=value` (repeatable), e.g. `compression.type=lz4`;
+    /// it wins over the flags above.
     #[arg(long = "kafka-property", value_parser = parse_property)]
     pub kafka_properties: Vec<(String, String)>,
     /// Embedded log: when to fsync. `always`: an acknowledged mutation survives power loss;
@@ -215,8 +242,23 @@ impl LogArgs {
                 request_timeout_ms: self.kafka_request_timeout_ms,
                 session_timeout_ms: self.kafka_session_timeout_ms,
                 instance_id: None,
+                security: self.kafka_security(),
                 properties: self.kafka_properties.iter().cloned().collect(),
             }),
+        }
+    }
+
+    /// The named TLS and SASL settings (checked, and secrets resolved, when the log connects).
+    fn kafka_security(&self) -> Security {
+        Security {
+            protocol: self.kafka_security_protocol,
+            sasl_mechanism: self.kafka_sasl_mechanism,
+            sasl_username: self.kafka_sasl_username.clone(),
+            sasl_password: self.kafka_sasl_password.clone(),
+            ssl_ca_file: self.kafka_ssl_ca_file.clone(),
+            ssl_cert_file: self.kafka_ssl_cert_file.clone(),
+            ssl_key_file: self.kafka_ssl_key_file.clone(),
+            ssl_key_password: self.kafka_ssl_key_password.clone(),
         }
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod kafka_tls;
 pub mod moto;
 pub mod receiver;
 

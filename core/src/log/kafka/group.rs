@@ -8,11 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rdkafka::ClientContext;
-use rdkafka::TopicPartitionList;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
+use super::broker_errors::Context;
+use super::client::Clients;
 use super::{KafkaConfig, kafka_err};
 use crate::Result;
 use crate::log::{Membership, REVOKE_TIMEOUT, Revocation};
@@ -20,6 +23,8 @@ use crate::log::{Membership, REVOKE_TIMEOUT, Revocation};
 pub(super) struct GroupContext {
     assigned: watch::Sender<BTreeSet<u32>>,
     revoked: mpsc::UnboundedSender<Revocation>,
+    /// The log's context: the group's connection failures are the log's too.
+    log: Context,
 }
 
 fn partitions(tpl: &TopicPartitionList) -> BTreeSet<u32> {
@@ -29,7 +34,15 @@ fn partitions(tpl: &TopicPartitionList) -> BTreeSet<u32> {
         .collect()
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.log.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(error, reason);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -83,6 +96,7 @@ impl Drop for Guard {
 pub(super) type Member = Arc<BaseConsumer<GroupContext>>;
 
 pub(super) fn join(
+    clients: &Clients,
     config: &KafkaConfig,
     group: &str,
     topic: &str,
@@ -92,27 +106,29 @@ pub(super) fn join(
     let context = GroupContext {
         assigned: assigned_tx,
         revoked: revoked_tx,
+        log: Context {
+            errors: clients.errors().clone(),
+        },
     };
-    let consumer: BaseConsumer<GroupContext> = config
-        .client_with(|c| {
-            c.set("group.id", group)
-                .set("enable.auto.commit", "false")
-                .set("session.timeout.ms", config.session_timeout_ms.to_string())
-                .set(
-                    "heartbeat.interval.ms",
-                    (config.session_timeout_ms / 4).max(100).to_string(),
-                )
-                // Eager assignors: every partition is revoked before any is reassigned.
-                .set("partition.assignment.strategy", "range")
-                // A JoinGroup legitimately waits out a whole rebalance; a short request
-                // timeout would cut it off and rejoin forever.
-                .set("socket.timeout.ms", "60000");
-            if let Some(id) = &config.instance_id {
-                c.set("group.instance.id", format!("{id}-{group}"));
-            }
-        })
-        .create_with_context(context)
-        .map_err(kafka_err("create group consumer"))?;
+    let settings = clients.config(|c| {
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (config.session_timeout_ms / 4).max(100).to_string(),
+            )
+            // Eager assignors: every partition is revoked before any is reassigned.
+            .set("partition.assignment.strategy", "range")
+            // A JoinGroup legitimately waits out a whole rebalance; a short request
+            // timeout would cut it off and rejoin forever.
+            .set("socket.timeout.ms", "60000");
+        if let Some(id) = &config.instance_id {
+            c.set("group.instance.id", format!("{id}-{group}"));
+        }
+    });
+    let consumer: BaseConsumer<GroupContext> =
+        clients.create_with("group consumer", &settings, context)?;
     let consumer: Member = Arc::new(consumer);
     let member = Arc::downgrade(&consumer);
     consumer

@@ -2,7 +2,13 @@
 //!
 //! # Layout
 //! - `config.rs`: brokers, replication, producer batching, extra librdkafka properties.
+//! - `security.rs`: TLS and SASL settings, checked before connecting.
+//! - `secret.rs`: passwords given as values or `env:` / `file:` references, never printed.
+//! - `client.rs`: every librdkafka client is made there, with the same settings and context.
+//! - `broker_errors.rs`: the brokers' most recent refusal (TLS, SASL, ...), which the log's
+//!   errors name, since librdkafka's API calls only say "transport failure" or time out.
 //! - `reader.rs`: reading one partition from a given offset.
+//! - `group.rs`: group membership (which node writes which partition).
 //!
 //! Appends go through one idempotent producer (`enable.idempotence=true`, `acks=all`), so
 //! records of one partition land in the order they were enqueued and never twice; an append
@@ -11,26 +17,33 @@
 //! partition on both backends. Committed offsets are Kafka consumer-group offsets (group id =
 //! consumer name), so Kafka tools show them.
 
+mod broker_errors;
+mod client;
 mod config;
 mod group;
 mod reader;
+mod secret;
+mod security;
 
 pub use config::KafkaConfig;
+pub use secret::Secret;
+pub use security::{SaslMechanism, Security, SecurityProtocol, is_secret_property};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 
+use self::broker_errors::Context;
+use self::client::{Clients, Consumer, Producer, drain_events, wait_for_cluster};
 use self::reader::PartitionReader;
 use crate::log::{
     AppendFuture, Log, NewRecord, OffsetRange, Position, Record, TopicSpec, partition_for,
@@ -39,10 +52,7 @@ use crate::log::{
 use crate::{Error, Result};
 
 /// The producer an append used, and each record's partition and delivery report.
-type Queued = (
-    Arc<FutureProducer>,
-    Vec<(u32, rdkafka::producer::DeliveryFuture)>,
-);
+type Queued = (Arc<Producer>, Vec<(u32, rdkafka::producer::DeliveryFuture)>);
 
 /// A partition reader shared by calls for the same topic and partition.
 type SharedReader = Arc<Mutex<PartitionReader>>;
@@ -52,16 +62,18 @@ const READERS_PER_PARTITION: usize = 8;
 
 pub struct KafkaLog {
     config: KafkaConfig,
+    /// Makes the clients; holds what the brokers last refused us with.
+    clients: Clients,
     producer: Arc<ProducerSlot>,
-    admin: AdminClient<DefaultClientContext>,
+    admin: AdminClient<Context>,
     /// For metadata, watermarks and offsets-for-times.
-    meta: Arc<BaseConsumer>,
+    meta: Arc<Consumer>,
     /// Per partition, a few readers: the materializer, every subscription and the tools read
     /// one partition at different positions, and each should find a consumer already
     /// positioned where it reads next instead of seeking one shared consumer back and forth.
     readers: Mutex<HashMap<(String, u32), Vec<SharedReader>>>,
     /// One group consumer per named consumer, for its committed offsets.
-    groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    groups: Mutex<HashMap<String, Arc<Consumer>>>,
     /// Live members of the groups this process joined, by group: commits go through them.
     members: Mutex<HashMap<String, std::sync::Weak<BaseConsumer<group::GroupContext>>>>,
     partitions: RwLock<HashMap<String, u32>>,
@@ -71,23 +83,24 @@ pub struct KafkaLog {
 /// once the cluster has fenced it. A new producer (a new producer id) can.
 struct ProducerSlot {
     config: KafkaConfig,
-    current: RwLock<Arc<FutureProducer>>,
+    clients: Clients,
+    current: RwLock<Arc<Producer>>,
 }
 
 impl ProducerSlot {
-    fn get(&self) -> Arc<FutureProducer> {
+    fn get(&self) -> Arc<Producer> {
         self.current.read().unwrap().clone()
     }
 
     /// If `used` failed fatally, start a new producer (once).
-    fn renew_if_fatal(&self, used: &Arc<FutureProducer>) {
+    fn renew_if_fatal(&self, used: &Arc<Producer>) {
         if let Some((code, reason)) = used.client().fatal_error() {
             self.renew(used, &format!("{code:?}: {reason}"));
         }
     }
 
     /// After `error` on `used`: replace it if it cannot produce again.
-    fn renew_after(&self, used: &Arc<FutureProducer>, error: &KafkaError) {
+    fn renew_after(&self, used: &Arc<Producer>, error: &KafkaError) {
         if matches!(
             error,
             KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced)
@@ -98,34 +111,32 @@ impl ProducerSlot {
         }
     }
 
-    fn renew(&self, used: &Arc<FutureProducer>, why: &str) {
+    fn renew(&self, used: &Arc<Producer>, why: &str) {
         let mut current = self.current.write().unwrap();
         if !Arc::ptr_eq(&current, used) {
             return; // already renewed
         }
         tracing::warn!("kafka producer cannot produce again ({why}); starting a new one");
-        match create_producer(&self.config) {
+        match create_producer(&self.clients, &self.config) {
             Ok(p) => *current = Arc::new(p),
             Err(e) => tracing::error!("cannot start a new kafka producer: {e}"),
         }
     }
 }
 
-fn create_producer(config: &KafkaConfig) -> Result<FutureProducer> {
-    config
-        .client_with(|c| {
-            c.set("enable.idempotence", "true")
-                .set("acks", "all")
-                .set("linger.ms", config.linger_ms.to_string())
-                .set("batch.size", config.batch_size.to_string())
-                .set("message.timeout.ms", config.delivery_timeout_ms.to_string())
-                .set("queue.buffering.max.messages", "1000000")
-                .set("queue.buffering.max.kbytes", "1048576")
-                // Partitions are always set explicitly; this only matters to other tools.
-                .set("partitioner", "murmur2_random");
-        })
-        .create()
-        .map_err(kafka_err("create producer"))
+fn create_producer(clients: &Clients, config: &KafkaConfig) -> Result<Producer> {
+    let settings = clients.config(|c| {
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", config.linger_ms.to_string())
+            .set("batch.size", config.batch_size.to_string())
+            .set("message.timeout.ms", config.delivery_timeout_ms.to_string())
+            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.kbytes", "1048576")
+            // Partitions are always set explicitly; this only matters to other tools.
+            .set("partitioner", "murmur2_random");
+    });
+    clients.create("producer", &settings)
 }
 
 /// Map a librdkafka error to ours, naming what we were doing.
@@ -134,29 +145,27 @@ fn kafka_err(what: &'static str) -> impl Fn(KafkaError) -> Error {
 }
 
 impl KafkaLog {
-    /// Connect to the cluster. Fails if no broker answers a metadata request within the
-    /// request timeout, naming the brokers tried.
+    /// Connect to the cluster. Checks the settings first (errors name the flag), then waits
+    /// until a broker answers a metadata request, at most the request timeout; a refusal (a
+    /// TLS handshake or SASL login that failed) ends the wait at once, and the error says what
+    /// the brokers answered and which setting to check.
     pub fn connect(config: KafkaConfig) -> Result<KafkaLog> {
+        let start = Instant::now();
+        let clients = Clients::new(&config)?;
         let producer = Arc::new(ProducerSlot {
-            current: RwLock::new(Arc::new(create_producer(&config)?)),
+            current: RwLock::new(Arc::new(create_producer(&clients, &config)?)),
             config: config.clone(),
+            clients: clients.clone(),
         });
-        let admin = config
-            .client()
-            .create()
-            .map_err(kafka_err("create admin client"))?;
-        let meta: BaseConsumer = Self::consumer_config(&config, "tidemark-meta")
-            .create()
-            .map_err(kafka_err("create consumer"))?;
-        meta.fetch_metadata(None, config.request_timeout()).map_err(|e| {
-            Error::Unavailable(format!(
-                "cannot reach the Kafka brokers at {} ({e}); check --kafka-brokers and that the \
-                 cluster is up",
-                config.brokers
-            ))
-        })?;
+        let admin = clients.create("admin client", &clients.config(|_| {}))?;
+        let meta: Consumer = clients.create(
+            "consumer",
+            &Self::consumer_config(&clients, "tidemark-meta"),
+        )?;
+        wait_for_cluster(&clients, &meta, &config, start)?;
         Ok(KafkaLog {
             config,
+            clients,
             producer,
             admin,
             meta: Arc::new(meta),
@@ -167,8 +176,32 @@ impl KafkaLog {
         })
     }
 
-    fn consumer_config(config: &KafkaConfig, group: &str) -> rdkafka::ClientConfig {
-        config.client_with(|c| {
+    /// What the brokers refuse us with now, if anything: their last refusal (a failed TLS
+    /// handshake or SASL login, a lost connection), when no broker has answered a request
+    /// since. `N s ago: <librdkafka's report>; check <flag>`. For readiness checks, which
+    /// should not wait out a request timeout to learn it.
+    pub fn broker_problem(&self) -> Option<String> {
+        drain_events(&self.meta);
+        self.clients.errors().current().map(|e| e.describe())
+    }
+
+    /// An error of the log, with the brokers' recent refusal added when there is one.
+    fn explain(&self, error: Error) -> Error {
+        // The metadata consumer is never polled for messages: serve its queued reports now.
+        drain_events(&self.meta);
+        self.clients.errors().explain(error)
+    }
+
+    /// `body`, its error explained.
+    fn explained<'a, T: Send + 'a>(
+        &'a self,
+        body: impl Future<Output = Result<T>> + Send + 'a,
+    ) -> BoxFuture<'a, Result<T>> {
+        async move { body.await.map_err(|e| self.explain(e)) }.boxed()
+    }
+
+    fn consumer_config(clients: &Clients, group: &str) -> rdkafka::ClientConfig {
+        clients.config(|c| {
             c.set("group.id", group)
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
@@ -191,9 +224,10 @@ impl KafkaLog {
             return Ok(r.clone());
         }
         if pool.len() < READERS_PER_PARTITION {
-            let consumer: BaseConsumer = Self::consumer_config(&self.config, "tidemark-reader")
-                .create()
-                .map_err(kafka_err("create consumer"))?;
+            let consumer: Consumer = self.clients.create(
+                "consumer",
+                &Self::consumer_config(&self.clients, "tidemark-reader"),
+            )?;
             let r = Arc::new(Mutex::new(PartitionReader::new(consumer, topic, partition)));
             pool.push(r.clone());
             return Ok(r);
@@ -205,14 +239,14 @@ impl KafkaLog {
         Ok(free.clone())
     }
 
-    fn group(&self, consumer: &str) -> Result<Arc<BaseConsumer>> {
+    fn group(&self, consumer: &str) -> Result<Arc<Consumer>> {
         let mut groups = self.groups.lock().unwrap();
         if let Some(c) = groups.get(consumer) {
             return Ok(c.clone());
         }
-        let c: BaseConsumer = Self::consumer_config(&self.config, consumer)
-            .create()
-            .map_err(kafka_err("create consumer"))?;
+        let c: Consumer = self
+            .clients
+            .create("consumer", &Self::consumer_config(&self.clients, consumer))?;
         let c = Arc::new(c);
         groups.insert(consumer.to_string(), c.clone());
         Ok(c)
@@ -263,13 +297,18 @@ impl KafkaLog {
             topic.to_string(),
             self.config.request_timeout(),
         );
-        crate::blocking::blocking(move || {
+        let range = crate::blocking::blocking(move || {
             let (lo, hi) = meta
                 .fetch_watermarks(&topic, partition as i32, timeout)
                 .map_err(kafka_err("fetch watermarks"))?;
             Ok((lo.max(0) as u64, hi.max(0) as u64))
         })
-        .await
+        .await?;
+        // A round trip to the partition's leader: the brokers take us. (Reports queued before
+        // it are served first, so they do not count as newer than this answer.)
+        drain_events(&self.meta);
+        self.clients.errors().answered();
+        Ok(range)
     }
 
     fn enqueue(&self, topic: &str, records: Vec<NewRecord>) -> Result<Queued> {
@@ -319,7 +358,7 @@ impl Log for KafkaLog {
         topic: &'a str,
         spec: &'a TopicSpec,
     ) -> BoxFuture<'a, Result<u32>> {
-        async move {
+        self.explained(async move {
             validate_name("topic", topic)?;
             let retention_ms = spec
                 .retention_ms
@@ -363,29 +402,32 @@ impl Log for KafkaLog {
                 }
             }
             self.partition_count(topic)
-        }
-        .boxed()
+        })
     }
 
     fn partitions(&self, topic: &str) -> Result<u32> {
-        self.partition_count(topic)
+        self.partition_count(topic).map_err(|e| self.explain(e))
     }
 
     fn append(&self, topic: &str, records: Vec<NewRecord>) -> AppendFuture {
-        let queued = self.enqueue(topic, records);
+        let queued = self.enqueue(topic, records).map_err(|e| self.explain(e));
         let slot = self.producer.clone();
+        let errors = self.clients.errors().clone();
         async move {
             let (producer, deliveries) = queued?;
             let mut positions = Vec::new();
             for (partition, delivery) in deliveries {
                 match delivery.await {
-                    Ok(Ok(d)) => positions.push(Position {
-                        partition,
-                        offset: d.offset as u64,
-                    }),
+                    Ok(Ok(d)) => {
+                        errors.answered();
+                        positions.push(Position {
+                            partition,
+                            offset: d.offset as u64,
+                        })
+                    }
                     Ok(Err((e, _))) => {
                         slot.renew_after(&producer, &e);
-                        return Err(kafka_err("delivery")(e));
+                        return Err(errors.explain(kafka_err("delivery")(e)));
                     }
                     Err(_) => {
                         return Err(Error::Unavailable(
@@ -407,7 +449,7 @@ impl Log for KafkaLog {
         max: usize,
         wait: Duration,
     ) -> BoxFuture<'a, Result<Vec<Record>>> {
-        async move {
+        self.explained(async move {
             let (start, end) = self.watermarks(topic, partition).await?;
             OffsetRange { start, end }.check(partition, from)?;
             // Records that exist are a fetch round trip away, even when the caller will not wait.
@@ -418,16 +460,14 @@ impl Log for KafkaLog {
             };
             let reader = self.reader(topic, partition, from)?;
             crate::blocking::blocking(move || reader.lock().unwrap().read(from, max, wait)).await
-        }
-        .boxed()
+        })
     }
 
     fn offsets<'a>(&'a self, topic: &'a str, partition: u32) -> BoxFuture<'a, Result<OffsetRange>> {
-        async move {
+        self.explained(async move {
             let (start, end) = self.watermarks(topic, partition).await?;
             Ok(OffsetRange { start, end })
-        }
-        .boxed()
+        })
     }
 
     fn offset_for_time<'a>(
@@ -436,7 +476,7 @@ impl Log for KafkaLog {
         partition: u32,
         ts_us: i64,
     ) -> BoxFuture<'a, Result<u64>> {
-        async move {
+        self.explained(async move {
             let (_, end) = self.watermarks(topic, partition).await?;
             // Kafka timestamps are milliseconds: the first record at or after ts_us is the first
             // at or after the next whole millisecond.
@@ -454,8 +494,7 @@ impl Log for KafkaLog {
                 Some(Offset::Offset(o)) if o >= 0 => o as u64,
                 _ => end,
             })
-        }
-        .boxed()
+        })
     }
 
     fn commit<'a>(
@@ -465,7 +504,7 @@ impl Log for KafkaLog {
         partition: u32,
         next_offset: u64,
     ) -> BoxFuture<'a, Result<()>> {
-        async move {
+        self.explained(async move {
             validate_name("consumer", consumer)?;
             self.check_partition(topic, partition)?;
             let mut tpl = TopicPartitionList::new();
@@ -492,8 +531,7 @@ impl Log for KafkaLog {
                     .map_err(kafka_err("commit offsets"))
             })
             .await
-        }
-        .boxed()
+        })
     }
 
     fn join_group<'a>(
@@ -501,17 +539,16 @@ impl Log for KafkaLog {
         group: &'a str,
         topic: &'a str,
     ) -> BoxFuture<'a, Result<crate::log::Membership>> {
-        async move {
+        self.explained(async move {
             validate_name("group", group)?;
             self.partition_count(topic)?;
-            let (membership, member) = group::join(&self.config, group, topic)?;
+            let (membership, member) = group::join(&self.clients, &self.config, group, topic)?;
             self.members
                 .lock()
                 .unwrap()
                 .insert(group.to_string(), member);
             Ok(membership)
-        }
-        .boxed()
+        })
     }
 
     fn committed<'a>(
@@ -520,7 +557,7 @@ impl Log for KafkaLog {
         topic: &'a str,
         partition: u32,
     ) -> BoxFuture<'a, Result<Option<u64>>> {
-        async move {
+        self.explained(async move {
             validate_name("consumer", consumer)?;
             self.check_partition(topic, partition)?;
             let group = self.group(consumer)?;
@@ -537,8 +574,7 @@ impl Log for KafkaLog {
                 Some(Offset::Offset(o)) if o >= 0 => Some(o as u64),
                 _ => None,
             })
-        }
-        .boxed()
+        })
     }
 }
 
@@ -551,6 +587,10 @@ impl Drop for KafkaLog {
 
 #[cfg(any(test, feature = "test-broker"))]
 pub mod test_broker;
+#[cfg(any(test, feature = "test-broker"))]
+pub mod test_tls;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

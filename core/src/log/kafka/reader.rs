@@ -6,16 +6,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer as _;
 use rdkafka::message::Headers;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::client::Consumer;
 use super::kafka_err;
 use crate::Result;
 use crate::log::{Header, Record};
 
 pub(super) struct PartitionReader {
-    consumer: BaseConsumer,
+    consumer: Consumer,
     topic: String,
     partition: u32,
     /// Offset the consumer will return next, if positioned.
@@ -23,7 +24,7 @@ pub(super) struct PartitionReader {
 }
 
 impl PartitionReader {
-    pub fn new(consumer: BaseConsumer, topic: &str, partition: u32) -> Self {
+    pub fn new(consumer: Consumer, topic: &str, partition: u32) -> Self {
         PartitionReader {
             consumer,
             topic: topic.to_string(),

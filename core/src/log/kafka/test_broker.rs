@@ -1,15 +1,66 @@
 //! A real Kafka-protocol broker for tests: Tansu (`cargo install tansu --locked --features
 //! dynostore`) on a free loopback port, in-memory storage, killed when dropped.
+//!
+//! [`TestBroker::start_with`] adds what the security tests need: an advertised port other than
+//! the listening one (a TLS terminator's, see `test_tls.rs`), `--authentication` (SASL), and
+//! SCRAM users. Tansu 0.6 keeps SCRAM credentials only in its sqlite storage (its dynostore
+//! answers "no such user" to every login), so a broker with users runs on a sqlite file in a
+//! scratch directory, with a Tansu built with the `libsql` feature.
 
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct TestBroker {
     child: Child,
-    /// `127.0.0.1:PORT`, for `bootstrap.servers`.
+    /// `127.0.0.1:PORT` the broker listens on, for `bootstrap.servers` (unless it advertises
+    /// another port: then clients must come through that one).
     pub addr: String,
+    /// The sqlite storage's directory, removed on drop.
+    scratch: Option<PathBuf>,
+}
+
+/// How to start a broker, beyond the defaults (plaintext, no login, in-memory storage).
+#[derive(Debug, Clone, Default)]
+pub struct BrokerOptions {
+    /// The port clients are told to connect to (in metadata), instead of the listening one:
+    /// a TLS terminator's in front of the broker.
+    pub advertised_port: Option<u16>,
+    /// `--authentication`: every client must log in with SASL. Tansu 0.6 offers SCRAM-SHA-256,
+    /// SCRAM-SHA-512 and OAUTHBEARER (which refuses every token); PLAIN is not built in.
+    pub authentication: bool,
+    /// SCRAM users `(name, password)`, created with both SCRAM mechanisms before the broker
+    /// starts (needs the sqlite storage: see the module header).
+    pub scram_users: Vec<(String, String)>,
+}
+
+/// A `tansu` with the sqlite storage (`--features dynostore,libsql`): `$TANSU_BIN` if it has
+/// it, else `$TANSU_LIBSQL_BIN`, else `~/.cache/tidemark/tansu-libsql/bin/tansu`.
+pub fn tansu_libsql_binary() -> PathBuf {
+    let has_libsql = |bin: &Path| {
+        Command::new(bin)
+            .arg("--help")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libsql"))
+    };
+    let default = tansu_binary();
+    if has_libsql(&default) {
+        return default;
+    }
+    let home = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".cache/tidemark/tansu-libsql/bin/tansu"));
+    std::env::var_os("TANSU_LIBSQL_BIN")
+        .map(PathBuf::from)
+        .or(home)
+        .filter(|p| has_libsql(p))
+        .unwrap_or_else(|| {
+            panic!(
+                "the SASL tests need a Tansu with sqlite storage (SCRAM users): `cargo install \
+                 tansu@0.6.0 --locked --features dynostore,libsql` (into TANSU_BIN, or set \
+                 TANSU_LIBSQL_BIN)"
+            )
+        })
 }
 
 /// The `tansu` binary: `$TANSU_BIN`, else `tansu` on `PATH`, else `~/.cargo/bin/tansu`.
@@ -32,26 +83,64 @@ pub fn tansu_binary() -> PathBuf {
 }
 
 impl TestBroker {
-    /// Start a broker on a free port. The port is picked by binding `:0` and letting go, so
-    /// another test's broker can take it first; then ours fails to bind and a connect would
-    /// reach the other one. So the broker counts as up only once *its own* process holds the
-    /// listening socket, and a broker that lost the race is started again on another port.
+    /// Start a broker on a free port.
     pub fn start() -> TestBroker {
+        TestBroker::start_with(&BrokerOptions::default())
+    }
+
+    /// Start a broker on a free port, with `options`.
+    pub fn start_with(options: &BrokerOptions) -> TestBroker {
+        if options.scram_users.is_empty() {
+            let storage = ["--storage-engine", "memory://tansu/"];
+            return Self::spawn_listening(&tansu_binary(), None, &storage, options);
+        }
+        let scratch = scratch_dir();
+        let binary = tansu_libsql_binary();
+        create_users(&binary, &scratch, &options.scram_users);
+        let storage = ["--storage-engine", "sqlite://tansu.db"];
+        let mut broker = Self::spawn_listening(&binary, Some(&scratch), &storage, options);
+        broker.scratch = Some(scratch);
+        broker
+    }
+
+    /// The port is picked by binding `:0` and letting go, so another test's broker can take
+    /// it first; then ours fails to bind and a connect would reach the other one. So the
+    /// broker counts as up only once *its own* process holds the listening socket, and a
+    /// broker that lost the race is started again on another port.
+    fn spawn_listening(
+        binary: &Path,
+        cwd: Option<&Path>,
+        storage: &[&str],
+        options: &BrokerOptions,
+    ) -> TestBroker {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
+            let port = free_port();
             let addr = format!("127.0.0.1:{port}");
             let url = format!("tcp://{addr}");
-            let mut child = Command::new(tansu_binary())
-                .args(["broker", "--storage-engine", "memory://tansu/"])
-                .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            let advertised = options
+                .advertised_port
+                .map_or(url.clone(), |p| format!("tcp://127.0.0.1:{p}"));
+            let mut command = Command::new(binary);
+            command
+                .args(["broker"])
+                .args(storage)
+                .args([
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &advertised,
+                ])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start tansu broker");
+                .stderr(Stdio::null());
+            if options.authentication {
+                command.arg("--authentication");
+            }
+            if let Some(dir) = cwd {
+                // Tansu opens `sqlite://NAME` relative to its working directory.
+                command.current_dir(dir);
+            }
+            let mut child = command.spawn().expect("start tansu broker");
             loop {
                 assert!(
                     Instant::now() < deadline,
@@ -61,11 +150,23 @@ impl TestBroker {
                     break; // lost the port: try another
                 }
                 if listens(child.id(), port) && TcpStream::connect(&addr).is_ok() {
-                    return TestBroker { child, addr };
+                    return TestBroker {
+                        child,
+                        addr,
+                        scratch: None,
+                    };
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+
+    /// The port the broker listens on.
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("addr has a port")
     }
 
     pub fn pid(&self) -> u32 {
@@ -88,9 +189,62 @@ impl TestBroker {
     }
 }
 
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A fresh directory under the system's temporary directory (removed by its owner's drop).
+pub fn scratch_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("tidemark-kafka-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch directory");
+    dir
+}
+
+/// Create SCRAM users in the sqlite storage under `scratch`: a broker without
+/// `--authentication` on it takes `tansu user create` (an authenticating one would refuse the
+/// request before any user exists), then stops; the users stay in the file.
+fn create_users(binary: &Path, scratch: &Path, users: &[(String, String)]) {
+    let setup = TestBroker::spawn_listening(
+        binary,
+        Some(scratch),
+        &["--storage-engine", "sqlite://tansu.db"],
+        &BrokerOptions::default(),
+    );
+    let broker = format!("tcp://{}", setup.addr);
+    for (name, password) in users {
+        for mechanism in ["scram256", "scram512"] {
+            let out = Command::new(binary)
+                .args([
+                    "user",
+                    "create",
+                    "--broker",
+                    &broker,
+                    "--mechanism",
+                    mechanism,
+                ])
+                .args([name, password])
+                .output()
+                .expect("run tansu user create");
+            assert!(
+                out.status.success(),
+                "tansu user create {name} ({mechanism}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    drop(setup); // stops it; the directory stays
+}
+
 /// Does process `pid` hold a socket listening on loopback `port`? (`/proc/net/tcp` names the
 /// socket's inode; the process's fds link to `socket:[inode]`.)
-fn listens(pid: u32, port: u16) -> bool {
+pub fn listens(pid: u32, port: u16) -> bool {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     let local = format!("0100007F:{port:04X}");
     let inodes: Vec<String> = table
@@ -113,5 +267,8 @@ impl Drop for TestBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
