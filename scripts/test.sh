@@ -9,6 +9,8 @@ export TANSU_BIN="${TANSU_BIN:-$HOME/.cargo/bin/tansu}"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# `tidemark bench` runs the tidemark-bench binary from beside `tidemark` (tests/cli.rs).
+cargo build --locked -p tidemark-benches --bin tidemark-bench
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --profile ci
 else

@@ -1,17 +1,11 @@
-//! `tidemark`: the CLI and the server.
+//! `tidemark`: the command line. The server is the `tidemark-server` library (`server/`);
+//! the measurements of docs/PERFORMANCE.md are the `tidemark-bench` binary (`benches/`).
 //!
 //! # Layout
-//! - `cli/`: argument definitions and the offline commands (`log tail`, `state ls|rebuild`).
-//! - `node.rs`: opening a data directory: log, registry, codec, index, materializer, ingest.
-//! - `server/`: the HTTP API of `tidemark serve` (ingest, objects, schema registry, health).
-//! - `bench/`: `tidemark bench`, the measurements quoted in docs/PERFORMANCE.md.
+//! - `cli/`: argument definitions, the config-file layering, the offline commands (`log
+//!   tail`, `state ls|rebuild|snapshot`) and the commands that call a running server.
 
-mod bench;
 mod cli;
-mod net;
-mod node;
-mod s3;
-mod server;
 
 // glibc's allocator spent a third of the ingest path's time in malloc/free under two threads.
 #[global_allocator]

@@ -12,7 +12,7 @@ use tidemark_core::log::Record;
 use tidemark_core::time::{format_us, parse_rfc3339_us};
 
 use super::{DataDir, LogArgs};
-use crate::node::{OfflineLog, open_offline};
+use tidemark_server::node::{OfflineLog, open_offline};
 
 #[derive(Args)]
 pub struct TailArgs {

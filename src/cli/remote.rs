@@ -26,8 +26,8 @@ pub struct ServerArg {
 impl ServerArg {
     /// The client for --server: http://, or https:// verified against the web PKI and
     /// --ca-file.
-    pub fn client(&self) -> anyhow::Result<crate::server::HttpClient> {
-        crate::server::client_trusting(self.ca_file.as_deref(), "--ca-file")
+    pub fn client(&self) -> anyhow::Result<tidemark_server::http::HttpClient> {
+        tidemark_server::http::client_trusting(self.ca_file.as_deref(), "--ca-file")
     }
 
     /// The `Authorization` header value to send, when a token is given.

@@ -9,7 +9,7 @@ use tidemark_core::time::format_us;
 use tidemark_replay::snapshot;
 
 use super::{DataDir, LogArgs};
-use crate::node::{OpenLog, index_path};
+use tidemark_server::node::{OpenLog, index_path};
 
 #[derive(Args)]
 pub struct SnapshotArgs {

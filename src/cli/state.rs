@@ -12,7 +12,7 @@ use tidemark_replay::snapshot;
 use tidemark_replay::state::{AsOf, AsOfReport, Clock};
 
 use super::{DataDir, LogArgs};
-use crate::node::{OpenLog, index_path, open_offline, rebuild_in_place};
+use tidemark_server::node::{OpenLog, index_path, open_offline, rebuild_in_place};
 
 #[derive(Args)]
 pub struct LsArgs {
@@ -136,7 +136,7 @@ fn print(index: &ObjectIndex, args: &LsArgs) -> anyhow::Result<()> {
         )?;
         for o in &page {
             let line = if args.json {
-                let mut v = crate::server::object_json(o);
+                let mut v = tidemark_server::http::object_json(o);
                 if args.history {
                     let history = index.history(&o.bucket, &o.key)?;
                     v["history"] = history

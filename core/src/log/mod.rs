@@ -1,6 +1,7 @@
 //! The log: the source of truth. The [`Log`] trait is the seam between Tidemark and its log
-//! backends (the embedded segment log here, Kafka next); everything above it (ingest,
-//! materializer, registry, subscriptions) is written against the trait.
+//! backends (the embedded segment log, `embedded/`; Kafka, `kafka/`, behind the `kafka`
+//! feature); everything above it (ingest, materializer, registry, subscriptions) is written
+//! against the trait.
 //!
 //! Contract every backend keeps:
 //! - `append` takes its place in the log when it is *called* (records of one call, and calls

@@ -93,7 +93,7 @@ type Body = hyper::body::Incoming;
 
 /// Open a watch stream; returns its body once the headers arrived.
 async fn open(url: &str, query: &str) -> anyhow::Result<Body> {
-    let client = crate::server::http_client();
+    let client = tidemark_server::http::http_client();
     let req = hyper::Request::get(format!("{url}/v1/watch?{query}")).body(Full::default())?;
     let resp = client.request(req).await?;
     if !resp.status().is_success() {
@@ -148,7 +148,7 @@ async fn latency(url: &str, args: &WatchArgs) -> anyhow::Result<()> {
     // Batches every 10 ms; every key carries its send time.
     let per_tick = (args.rate / 100).max(1);
     let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let client = crate::server::http_client();
+    let client = tidemark_server::http::http_client();
     let mut sent = 0u64;
     let end = Instant::now() + Duration::from_secs(args.seconds);
     while Instant::now() < end {

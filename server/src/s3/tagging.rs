@@ -8,7 +8,7 @@ use tidemark_core::ingest::{MAX_TAGS, Op};
 
 use super::errors::from_core;
 use super::objects::{existing, simple};
-use crate::server::AppState;
+use crate::http::AppState;
 
 pub async fn get(
     app: &Arc<AppState>,

@@ -60,7 +60,7 @@ fn generic(schema: &Schema, events: &[ObjectEvent], n: usize) -> f64 {
 fn fastavro(n: usize) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let script = dir.path().join("bench_fastavro.py");
-    std::fs::write(&script, include_str!("../../scripts/bench_fastavro.py"))?;
+    std::fs::write(&script, include_str!("../../../scripts/bench_fastavro.py"))?;
     let schema = dir.path().join("object_event.avsc");
     std::fs::write(&schema, tidemark_schemas::object_event_latest().text)?;
     let out = std::process::Command::new("python3")

@@ -11,8 +11,8 @@ use tidemark_core::catalog::Action;
 use tidemark_core::event::EventType;
 
 use super::errors::{check_bucket, from_core};
+use crate::http::AppState;
 use crate::node::objects::Consistency;
-use crate::server::AppState;
 
 use crate::node::buckets::KIND;
 

@@ -10,7 +10,7 @@ use tidemark_core::log::Log;
 use tidemark_core::log::embedded::EmbeddedLog;
 
 use super::median;
-use crate::node::{LogChoice, Node, NodeConfig};
+use tidemark_server::node::{LogChoice, Node, NodeConfig};
 
 #[derive(Args)]
 pub struct RebuildArgs {

@@ -24,7 +24,8 @@ use object_store::{ClientOptions, ObjectStoreExt, PutPayload, RetryConfig};
 
 use super::delivery::call;
 use super::{median, quantile};
-use crate::cli::{Fsync, ServeArgs};
+use tidemark_server::args::Fsync;
+use tidemark_server::serve::ServeArgs;
 
 #[derive(Args)]
 pub struct S3Args {
@@ -211,7 +212,7 @@ async fn start_tidemark(dir: &std::path::Path) -> anyhow::Result<String> {
     serve.s3_listen = Some(s3_addr);
     serve.s3_access_key = Some(ACCESS_KEY.into());
     serve.s3_secret_key = Some(SECRET_KEY.into());
-    tokio::spawn(crate::cli::serve::run_on(serve, listener));
+    tokio::spawn(tidemark_server::serve::run_on(serve, listener));
     let api = format!("http://{addr}");
     let endpoint = format!("http://{s3_addr}");
     for _ in 0..200 {
@@ -230,11 +231,11 @@ async fn start_tidemark(dir: &std::path::Path) -> anyhow::Result<String> {
 
 /// CreateBucket, signed with object_store's SigV4 signer (its client has no such call).
 async fn create_bucket(endpoint: &str) -> anyhow::Result<()> {
-    create_bucket_with(&crate::server::http_client(), endpoint).await
+    create_bucket_with(&tidemark_server::http::http_client(), endpoint).await
 }
 
 pub(super) async fn create_bucket_with(
-    client: &crate::server::HttpClient,
+    client: &tidemark_server::http::HttpClient,
     endpoint: &str,
 ) -> anyhow::Result<()> {
     let credential = AwsCredential {

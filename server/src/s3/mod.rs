@@ -39,7 +39,7 @@ use s3s::service::S3ServiceBuilder;
 use s3s::{S3, S3Request, S3Response, S3Result};
 use tidemark_core::ingest::RequestContext;
 
-use crate::server::AppState;
+use crate::http::AppState;
 
 /// The one key pair S3 clients sign with.
 pub struct Keys {

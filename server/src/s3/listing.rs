@@ -11,8 +11,8 @@ use tidemark_core::blocking::blocking;
 use super::buckets::require;
 use super::errors::from_core;
 use super::objects::timestamp;
+use crate::http::AppState;
 use crate::node::objects::Consistency;
-use crate::server::AppState;
 
 const MAX_KEYS: i32 = 1000;
 /// Rows read from the index per step while rolling keys into common prefixes.

@@ -33,7 +33,7 @@ use tidemark_core::event::EventType;
 use super::buckets::require;
 use super::errors::{check_key, from_core};
 use super::objects::{checked_put, timestamp};
-use crate::server::AppState;
+use crate::http::AppState;
 
 /// The smallest part but the last that a completion accepts: S3's 5 MiB.
 pub const MIN_PART_BYTES: u64 = 5 << 20;

@@ -21,7 +21,7 @@ use tidemark_core::rules::{Limits, Rule, RuleSpec};
 use tidemark_sinks::subscription::spec::{SinkSpec, SubscriptionSpec, WebhookSpec};
 
 use super::buckets::require;
-use crate::server::AppState;
+use crate::http::AppState;
 
 /// Prefix of the subscriptions a notification configuration owns.
 const PREFIX: &str = "s3n.";

@@ -22,8 +22,8 @@ pub struct FilterArgs {
     runs: usize,
 }
 
-const KEEP_ALL: &str = include_str!("../../plugins/examples/keep_all.wat");
-const RAW_CAMERA_LARGE: &str = include_str!("../../plugins/examples/raw_camera_large.wat");
+const KEEP_ALL: &str = include_str!("../../../plugins/examples/keep_all.wat");
+const RAW_CAMERA_LARGE: &str = include_str!("../../../plugins/examples/raw_camera_large.wat");
 
 /// The same decision as `raw_camera_large.wat`.
 fn native(e: &ObjectEvent) -> bool {

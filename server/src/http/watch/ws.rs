@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::pump::{Feed, Frame};
 use super::{WatchQuery, open};
-use crate::server::State;
-use crate::server::error::ApiError;
+use crate::http::State;
+use crate::http::error::ApiError;
 
 pub async fn watch_ws(
     state: State,

@@ -12,8 +12,8 @@ use clap::Args;
 use http_body_util::{BodyExt, Full};
 
 use super::quantile;
-use crate::cli::Fsync;
-use crate::cli::ServeArgs;
+use tidemark_server::args::Fsync;
+use tidemark_server::serve::ServeArgs;
 
 #[derive(Args)]
 pub struct IngestArgs {
@@ -52,7 +52,7 @@ pub enum FsyncChoice {
 }
 
 /// http:// or https:// (`bench tls`).
-type HttpClient = crate::server::HttpClient;
+type HttpClient = tidemark_server::http::HttpClient;
 
 /// A request body of `batch` puts, cycling through `keys` keys from mutation `start` on.
 pub(super) fn body(start: usize, batch: usize, keys: usize) -> Bytes {
@@ -128,12 +128,12 @@ async fn run_one(args: &IngestArgs, policy: Option<Fsync>) -> anyhow::Result<f64
             let addr: SocketAddr = listener.local_addr()?;
             let mut serve = ServeArgs::new(dir.path().to_path_buf(), addr);
             serve.log.fsync = policy.unwrap_or(Fsync::Always);
-            let handle = tokio::spawn(crate::cli::serve::run_on(serve, listener));
+            let handle = tokio::spawn(tidemark_server::serve::run_on(serve, listener));
             (Some(dir), Some(handle), format!("http://{addr}"))
         }
     };
     let endpoint = format!("{url}/v1/mutations");
-    let client: HttpClient = crate::server::http_client();
+    let client: HttpClient = tidemark_server::http::http_client();
     wait_ready(&client, &url).await?;
     let requests = args.mutations.div_ceil(args.batch);
     let bodies: Arc<Vec<Bytes>> = Arc::new(

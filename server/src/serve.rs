@@ -1,4 +1,5 @@
-//! `tidemark serve`.
+//! `tidemark serve`: its settings, and running a node with its fronts (the HTTP API, the S3
+//! API) until SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,9 +10,9 @@ use tidemark_sinks::guard::DestinationPolicy;
 
 use tidemark_plugins::Limits as FilterLimits;
 
-use super::{DataDir, LogArgs};
+use crate::args::{DataDir, LogArgs};
+use crate::http::{self as server, Limits};
 use crate::node::{Node, NodeConfig};
-use crate::server::{self, Limits};
 
 #[derive(Args, Clone)]
 pub struct ServeArgs {

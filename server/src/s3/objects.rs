@@ -13,9 +13,9 @@ use tidemark_core::ingest::{BatchLimits, Mutation, Op, RequestContext, parse_bat
 use super::buckets::require;
 use super::conditions::{Conditions, check};
 use super::errors::{check_key, from_core};
+use crate::http::AppState;
 use crate::node::objects::Consistency;
 use crate::node::objects::parse_tagging;
-use crate::server::AppState;
 
 /// An event time (µs) as an S3 timestamp.
 pub fn timestamp(us: i64) -> Timestamp {

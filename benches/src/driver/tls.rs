@@ -15,7 +15,8 @@ use clap::Args;
 
 use super::s3::{Op, Sample, create_bucket_with, describe, drive, summary};
 use super::{ingest, median};
-use crate::cli::{Fsync, ServeArgs};
+use tidemark_server::args::Fsync;
+use tidemark_server::serve::ServeArgs;
 
 #[derive(Args)]
 pub struct TlsArgs {
@@ -44,7 +45,7 @@ struct Target {
     name: &'static str,
     api: String,
     s3: String,
-    client: crate::server::HttpClient,
+    client: tidemark_server::http::HttpClient,
 }
 
 pub async fn run(args: TlsArgs) -> anyhow::Result<()> {
@@ -238,9 +239,9 @@ async fn start(dir: &Path, name: &'static str, tls: bool, fsync: Fsync) -> anyho
         serve.tls_cert = Some(dir.join("server.pem"));
         serve.tls_key = Some(dir.join("server.key"));
     }
-    tokio::spawn(crate::cli::serve::run_on(serve, listener));
+    tokio::spawn(tidemark_server::serve::run_on(serve, listener));
     let scheme = if tls { "https" } else { "http" };
-    let client = crate::server::client_trusting(Some(&dir.join("ca.pem")), "ca.pem")?;
+    let client = tidemark_server::http::client_trusting(Some(&dir.join("ca.pem")), "ca.pem")?;
     let target = Target {
         name,
         api: format!("{scheme}://{addr}"),

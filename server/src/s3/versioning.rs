@@ -23,9 +23,9 @@ use tidemark_core::ingest::{Op, RequestContext};
 use super::buckets::require;
 use super::errors::{check_key, from_core};
 use super::objects::{existing, simple, timestamp};
+use crate::http::AppState;
 use crate::node::objects::Consistency;
 use crate::node::objects::Version as Read;
-use crate::server::AppState;
 
 /// The most entries one ListObjectVersions page holds, as on S3.
 const MAX_KEYS: usize = 1000;

@@ -14,7 +14,7 @@ use s3s::host::{S3Host, VirtualHost};
 use tidemark_core::event::{EventType, ObjectState};
 use tidemark_core::ingest::RequestContext;
 
-use crate::server::AppState;
+use crate::http::AppState;
 
 /// Record a read of `bucket/key` when the bucket asks for it. The event is appended in the
 /// background: a read does not wait for an fsync, and a failed append is logged, not

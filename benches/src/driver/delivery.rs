@@ -19,7 +19,7 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use super::{median, quantile};
-use crate::cli::ServeArgs;
+use tidemark_server::serve::ServeArgs;
 
 #[derive(Args)]
 pub struct DeliveryArgs {
@@ -102,8 +102,9 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// A JSON request on one shared keep-alive client; an error unless the answer is 2xx.
 pub(super) async fn call(url: &str, method: Method, body: Option<Value>) -> anyhow::Result<Value> {
-    static CLIENT: std::sync::OnceLock<crate::server::HttpClient> = std::sync::OnceLock::new();
-    let client = CLIENT.get_or_init(crate::server::http_client);
+    static CLIENT: std::sync::OnceLock<tidemark_server::http::HttpClient> =
+        std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(tidemark_server::http::http_client);
     let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
     let req = hyper::Request::builder()
         .method(method)
@@ -157,7 +158,7 @@ async fn load_generator(
     headers.remove("host");
     headers.remove("content-length");
     headers.insert("webhook-id", "peer".parse()?);
-    let client = crate::server::http_client();
+    let client = tidemark_server::http::http_client();
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -229,7 +230,7 @@ pub(super) async fn start_server(
     let addr = listener.local_addr()?;
     let mut serve = ServeArgs::new(dir.to_path_buf(), addr);
     serve.allow_destinations = vec!["loopback".into()];
-    let server = tokio::spawn(crate::cli::serve::run_on(serve, listener));
+    let server = tokio::spawn(tidemark_server::serve::run_on(serve, listener));
     let api = format!("http://{addr}");
     for _ in 0..200 {
         if call(&format!("{api}/healthz"), Method::GET, None)

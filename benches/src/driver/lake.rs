@@ -346,7 +346,10 @@ impl Peer {
     fn start(file: &[u8], rows: usize, args: &LakeArgs) -> anyhow::Result<Peer> {
         let dir = tempfile::tempdir()?;
         let script = dir.path().join("pyarrow_write.py");
-        std::fs::write(&script, include_str!("../../benches/py/pyarrow_write.py"))?;
+        std::fs::write(
+            &script,
+            include_str!("../../../benches/py/pyarrow_write.py"),
+        )?;
         let input = dir.path().join("rows.parquet");
         std::fs::write(&input, file)?;
         let mut child = Command::new("python3")

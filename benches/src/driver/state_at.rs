@@ -26,7 +26,9 @@ use tidemark_replay::snapshot;
 use tidemark_replay::state::{AsOf, Clock, index_at};
 
 use super::median;
-use crate::node::{LogChoice, OpenLog, Registry, index_path, open_offline, register_schemas};
+use tidemark_server::node::{
+    LogChoice, OpenLog, Registry, index_path, open_offline, register_schemas,
+};
 
 /// How the state is built in each measurement, and what the figures call it.
 const MODES: [(&str, &str); 3] = [
