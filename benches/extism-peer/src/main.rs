@@ -10,7 +10,7 @@
 //!   case, the host doing no work per event beyond the call.
 //!
 //! Each measurement is `--events` evaluations over the 1024-event mix of
-//! `src/bench/filter.rs`; the figure is the median of `--runs` measurements.
+//! `benches/src/driver/filter.rs`; the figure is the median of `--runs` measurements.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -52,7 +52,7 @@ fn size(e: &ObjectEvent) -> i64 {
     e.size.or(e.previous.as_ref().map(|p| p.size)).unwrap_or(-1)
 }
 
-/// The mix of `src/bench/filter.rs`: half under `raw/`, half of those with a camera, sizes
+/// The mix of `benches/src/driver/filter.rs`: half under `raw/`, half of those with a camera, sizes
 /// `(i * 40961) % 20 MiB` (about half over the 10 MiB threshold).
 fn mix() -> Vec<Arc<ObjectEvent>> {
     (0..1024u64)

@@ -9,6 +9,13 @@
 //! <data-dir>/multipart/             S3 multipart uploads in progress (parts, upload.json)
 //! <data-dir>/ingest/s3-events.redb  source identities of ingested S3 notification records
 //! ```
+//!
+//! # Layout
+//! - `mod.rs`: opening a node (log, registry, codec, index, materializer, ingest, delivery).
+//! - `writer.rs`: the node writer, the one write path of every front (routed to the node that
+//!   writes a key's partition).
+//! - `objects.rs`: reads the fronts share (catch-up, current and version state).
+//! - `buckets.rs`: bucket settings on the catalog.
 
 pub mod buckets;
 pub mod objects;
