@@ -12,6 +12,14 @@ mod cli;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // A child `serve` started to compile one WASM filter under limits: not a command, so it
+    // is answered before anything else starts (plugins/src/compile.rs).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == tidemark_plugins::compile::CHILD_ARG)
+    {
+        return tidemark_plugins::compile::child_main();
+    }
     let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -46,6 +54,9 @@ fn init_tracing(verbose: u8, format: cli::LogFormat) {
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log on a full disk must not take the server down: reporting a failed write
+        // would go through `eprintln!`, which panics when stderr cannot be written.
+        .log_internal_errors(false)
         .with_target(false);
     match format {
         cli::LogFormat::Text => fmt.init(),

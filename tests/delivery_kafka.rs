@@ -91,18 +91,24 @@ fn webhook_delivery_and_dead_letters_on_kafka_survive_a_restart() {
     wait_dead_letters(&server2, "kafka-dead", ids.len(), WAIT);
 }
 
-/// A filter uploaded on one node is on every node (the module's bytes travel in chunks on
-/// `_config`): the other node lists it, compiles it from those bytes, and filters a
-/// subscription with it.
+/// A filter uploaded on one node is on every node (its record on `_config`, its bytes in the
+/// content store the nodes share): the other node lists it, compiles it from those bytes, and
+/// filters a subscription with it.
 #[test]
 fn filters_uploaded_on_one_node_work_on_another() {
     let backend = Backend::kafka();
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(dir.path(), "hooks", &[]);
-    let args = &["--allow-destinations", "loopback"];
+    let shared = dir.path().join("content");
+    let args = &[
+        "--allow-destinations",
+        "loopback",
+        "--content-store",
+        shared.to_str().unwrap(),
+    ];
     let a = Server::start_on(&backend, &dir.path().join("a"), args);
     let b = Server::start_on(&backend, &dir.path().join("b"), args);
-    // Keeps keys under `raw/`; 600 KB of data makes the module span three chunks.
+    // Keeps keys under `raw/`, with 600 KB of data.
     let padding = "x".repeat(600 << 10);
     let wasm = wat::parse_str(format!(
         r#"(module

@@ -6,6 +6,19 @@
 //! rebuilds it. Conflicts are decided by the log, not by a lock: a `created` event for a name
 //! that exists already, or an `updated`/`deleted` event for one that does not, is ignored when
 //! applied, and [`Catalog::change`] reports whether its own event won.
+//!
+//! `_config` is compacted (Kafka's `cleanup.policy=compact`; the embedded log does the same):
+//! only the newest record per `kind/name` survives in old segments. So the newest record of
+//! an entity must say everything about it:
+//! - an `updated` record carries the entity's generation in headers ([`CREATED_BY`],
+//!   [`CREATED_AT`]) and applies as an upsert, so it stands alone once the `created` before
+//!   it is gone;
+//! - a delete is followed by a tombstone (an empty value), which removes the key from the
+//!   compacted topic after the tombstone retention;
+//! - a `created` that lost to an existing entity is followed by the winner's state again
+//!   (an `updated` record), so the loser's record is never the newest.
+//!
+//! The audit trail (`history`) shows what compaction has kept.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -15,9 +28,14 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::codec::config::{ConfigCodec, ConfigEvent};
-use crate::log::{Log, NewRecord};
+use crate::log::{Header, Log, NewRecord, Record};
 use crate::time::now_us;
 use crate::{CONFIG_TOPIC, Error, Result};
+
+/// Header of an `updated` record: the id of the event that created the entity.
+pub const CREATED_BY: &str = "tm-created-by";
+/// Header of an `updated` record: when the entity was created (µs, decimal).
+pub const CREATED_AT: &str = "tm-created-at";
 
 /// Names users give catalog entities (subscriptions, filters): 1-100 characters from
 /// `[A-Za-z0-9._-]`, not starting with `.`. Returns what is wrong, naming `what`.
@@ -151,8 +169,12 @@ impl Catalog {
         };
         let mut state = self.state.write().unwrap();
         for rec in &records {
+            if rec.value.is_empty() {
+                forget(&mut state.entries, &rec.key);
+                continue;
+            }
             match self.codec.decode(&rec.value) {
-                Ok(e) => apply(&mut state.entries, e),
+                Ok(e) => apply(&mut state.entries, e, generation(rec)),
                 Err(e) => tracing::warn!(
                     offset = rec.offset,
                     "skipping undecodable config event: {e}"
@@ -213,6 +235,61 @@ impl Catalog {
             .range((kind.to_string(), prefix.to_string())..)
             .take_while(|((k, name), _)| k == kind && name.starts_with(prefix))
             .count()
+    }
+
+    /// Every entity of `kind` by name, with the id of its latest change (no specs copied):
+    /// enough to tell which changed since last looked at.
+    pub fn versions(&self, kind: &str) -> Vec<(String, Uuid)> {
+        let state = self.state.read().unwrap();
+        state
+            .entries
+            .range((kind.to_string(), String::new())..)
+            .take_while(|((k, _), _)| k == kind)
+            .map(|((_, name), e)| (name.clone(), e.changed_by))
+            .collect()
+    }
+
+    /// Wait until this node has applied everything appended to the topic before the call:
+    /// a decision taken on the catalog afterwards sees every change made before it.
+    pub async fn caught_up(&self) -> Result<()> {
+        let end = self.log.offsets(self.topic, 0).await?.end;
+        let mut applied = self.applied.subscribe();
+        applied
+            .wait_for(|next| *next >= end)
+            .await
+            .map_err(|_| Error::Shutdown)?;
+        Ok(())
+    }
+
+    async fn wait_applied(&self, offset: u64) -> Result<()> {
+        let mut applied = self.applied.subscribe();
+        applied
+            .wait_for(|next| *next > offset)
+            .await
+            .map_err(|_| Error::Shutdown)?;
+        Ok(())
+    }
+
+    /// Append `entry`'s current state again as an `updated` record.
+    async fn reassert(&self, entry: &Entry) -> Result<()> {
+        let event = ConfigEvent {
+            event_id: Uuid::now_v7(),
+            event_time: now_us(),
+            kind: entry.kind.clone(),
+            name: entry.name.clone(),
+            action: Action::Update.as_str().into(),
+            spec: Some(entry.spec.clone()),
+            actor: entry.actor.clone(),
+            node: self.node.clone(),
+        };
+        let mut record = NewRecord::new(
+            format!("{}/{}", entry.kind, entry.name),
+            self.codec.encode(&event)?,
+        );
+        record.headers = generation_headers(entry);
+        let positions = self.log.append(self.topic, vec![record]).await?;
+        self.wait_applied(positions.last().map(|p| p.offset).unwrap_or_default())
+            .await
     }
 
     /// The next offset to apply: changes exactly when the catalog may have changed.
@@ -282,23 +359,30 @@ impl Catalog {
             actor,
             node: self.node.clone(),
         };
-        let value = self.codec.encode(&event)?;
         let key = format!("{kind}/{name}");
-        let positions = self
-            .log
-            .append(self.topic, vec![NewRecord::new(key, value)])
-            .await?;
-        let offset = positions.first().map(|p| p.offset).unwrap_or_default();
-        let mut applied = self.applied.subscribe();
-        applied
-            .wait_for(|next| *next > offset)
-            .await
-            .map_err(|_| Error::Shutdown)?;
+        let mut records = vec![NewRecord::new(key.clone(), self.codec.encode(&event)?)];
+        match action {
+            Action::Update => {
+                if let Some(current) = self.get(kind, name) {
+                    records[0].headers = generation_headers(&current);
+                }
+            }
+            Action::Delete => records.push(NewRecord::new(key.clone(), Vec::new())),
+            Action::Create => {}
+        }
+        let positions = self.log.append(self.topic, records).await?;
+        let offset = positions.last().map(|p| p.offset).unwrap_or_default();
+        self.wait_applied(offset).await?;
         let now = self.get(kind, name);
         let won = match action {
             Action::Delete => now.is_none(),
             _ => now.as_ref().is_some_and(|e| e.changed_by == event.event_id),
         };
+        if let (Action::Create, false, Some(winner)) = (action, won, &now) {
+            // Our `created` is now the newest record of the key: state the winner again so
+            // compaction keeps the winner.
+            self.reassert(winner).await?;
+        }
         if !won {
             return Err(match action {
                 Action::Create => Error::Conflict(format!("{kind} '{name}' exists already")),
@@ -309,7 +393,48 @@ impl Catalog {
     }
 }
 
-fn apply(entries: &mut BTreeMap<(String, String), Entry>, e: ConfigEvent) {
+/// The generation an `updated` record carries in its headers.
+fn generation(rec: &Record) -> Option<(Uuid, i64)> {
+    let header = |name: &str| {
+        rec.headers
+            .iter()
+            .find(|h| h.name == name)
+            .and_then(|h| std::str::from_utf8(&h.value).ok())
+    };
+    let by = header(CREATED_BY)?.parse().ok()?;
+    let at = header(CREATED_AT)?.parse().ok()?;
+    Some((by, at))
+}
+
+fn generation_headers(entry: &Entry) -> Vec<Header> {
+    vec![
+        Header {
+            name: CREATED_BY.into(),
+            value: entry.created_by.to_string().into_bytes().into(),
+        },
+        Header {
+            name: CREATED_AT.into(),
+            value: entry.created_at.to_string().into_bytes().into(),
+        },
+    ]
+}
+
+/// A tombstone: the entity named by the record key (`kind/name`) is gone.
+fn forget(entries: &mut BTreeMap<(String, String), Entry>, key: &[u8]) {
+    let Some((kind, name)) = std::str::from_utf8(key)
+        .ok()
+        .and_then(|k| k.split_once('/'))
+    else {
+        return;
+    };
+    entries.remove(&(kind.to_string(), name.to_string()));
+}
+
+fn apply(
+    entries: &mut BTreeMap<(String, String), Entry>,
+    e: ConfigEvent,
+    generation: Option<(Uuid, i64)>,
+) {
     let id = (e.kind.clone(), e.name.clone());
     match (e.action.as_str(), entries.get_mut(&id), e.spec) {
         ("created", None, Some(spec)) => {
@@ -333,11 +458,130 @@ fn apply(entries: &mut BTreeMap<(String, String), Entry>, e: ConfigEvent) {
             entry.changed_at = e.event_time;
             entry.actor = e.actor;
         }
+        // Compaction removed what came before (or a delete raced this update): the record
+        // stands alone.
+        ("updated", None, Some(spec)) => {
+            if let Some((created_by, created_at)) = generation {
+                entries.insert(
+                    id,
+                    Entry {
+                        kind: e.kind,
+                        name: e.name,
+                        spec,
+                        created_by,
+                        created_at,
+                        changed_by: e.event_id,
+                        changed_at: e.event_time,
+                        actor: e.actor,
+                    },
+                );
+            }
+        }
         ("deleted", Some(_), _) => {
             entries.remove(&id);
         }
         // A conflicting change lost the race in log order; other kinds (ownership
         // announcements) are followed elsewhere.
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::SchemaSource;
+    use crate::log::TopicSpec;
+    use crate::log::embedded::{EmbeddedLog, LogConfig};
+    use crate::registry::SchemaRegistry;
+
+    async fn open(log: &Arc<EmbeddedLog>) -> Arc<Catalog> {
+        let log: Arc<dyn Log> = log.clone();
+        let compacted = TopicSpec {
+            compacted: true,
+            ..TopicSpec::new(1)
+        };
+        log.ensure_topic(CONFIG_TOPIC, &compacted).await.unwrap();
+        let registry = Arc::new(SchemaRegistry::open(log.clone()).await.unwrap());
+        let schema = tidemark_schemas::config_event_latest();
+        let id = registry
+            .register(schema.subject, schema.text)
+            .await
+            .unwrap();
+        let source: Arc<dyn SchemaSource> = registry;
+        let codec = Arc::new(ConfigCodec::new(id, source).unwrap());
+        Catalog::open(log, codec, None).await.unwrap()
+    }
+
+    fn everything(c: &Catalog) -> Vec<Entry> {
+        ["sub", "filter"].iter().flat_map(|k| c.list(k)).collect()
+    }
+
+    /// Creates, many updates, deletes, re-creates and a lost create race, then compaction:
+    /// a catalog loaded from the compacted topic equals the one that followed every change,
+    /// generations included.
+    #[tokio::test]
+    async fn a_catalog_loaded_after_compaction_equals_the_one_that_saw_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 2048,
+            tombstone_retention: Duration::ZERO,
+            ..LogConfig::default()
+        };
+        let log = Arc::new(EmbeddedLog::open(dir.path(), config).unwrap());
+        let live = open(&log).await;
+        for i in 0..6 {
+            let name = format!("s{i}");
+            live.change("sub", &name, Action::Create, Some("{}".into()), None)
+                .await
+                .unwrap();
+        }
+        for round in 0..20 {
+            for i in 0..6 {
+                let spec = format!("{{\"round\":{round}}}");
+                live.change("sub", &format!("s{i}"), Action::Update, Some(spec), None)
+                    .await
+                    .unwrap();
+            }
+        }
+        live.change("sub", "s1", Action::Delete, None, None)
+            .await
+            .unwrap();
+        live.change("sub", "s2", Action::Delete, None, None)
+            .await
+            .unwrap();
+        live.change(
+            "sub",
+            "s2",
+            Action::Create,
+            Some("{\"again\":1}".into()),
+            None,
+        )
+        .await
+        .unwrap();
+        let lost = live
+            .change(
+                "sub",
+                "s3",
+                Action::Create,
+                Some("{\"loser\":1}".into()),
+                None,
+            )
+            .await;
+        assert!(matches!(lost, Err(Error::Conflict(_))), "{lost:?}");
+        live.change("filter", "f", Action::Create, Some("{}".into()), None)
+            .await
+            .unwrap();
+        let expected = everything(&live);
+        assert_eq!(expected.len(), 6);
+        assert_eq!(live.get("sub", "s3").unwrap().spec, "{\"round\":19}");
+
+        let before = log.offsets(CONFIG_TOPIC, 0).await.unwrap();
+        let done = log.compact_now().unwrap();
+        assert!(done.records_removed > 100, "{done:?}");
+        let fresh = open(&log).await;
+        assert_eq!(everything(&fresh), expected);
+        // Offsets are kept, so positions taken before compaction stay valid.
+        assert_eq!(log.offsets(CONFIG_TOPIC, 0).await.unwrap(), before);
+        drop((live, fresh));
     }
 }

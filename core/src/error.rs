@@ -31,6 +31,10 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// No space left on a disk Tidemark writes (the log's, the index's): writes are refused
+    /// until space is free again; reads go on. The message names the directory.
+    #[error("{0}")]
+    StorageFull(String),
     /// Another node writes this partition of `objects` now.
     #[error("partition {0} is written by another node")]
     NotOwner(u32),
@@ -66,7 +70,10 @@ impl Error {
             Error::BadInput(_) | Error::Invalid { .. } => ErrorKind::BadInput,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Conflict(_) => ErrorKind::Conflict,
-            Error::Unavailable(_) | Error::Shutdown | Error::NotOwner(_) => ErrorKind::Unavailable,
+            Error::Unavailable(_)
+            | Error::Shutdown
+            | Error::NotOwner(_)
+            | Error::StorageFull(_) => ErrorKind::Unavailable,
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::Registry { code, .. } => match code / 100 {
                 404 => ErrorKind::NotFound,
@@ -84,6 +91,7 @@ impl Error {
         match self {
             Error::Invalid { .. } => "invalid_field",
             Error::NotOwner(_) => "not_owner",
+            Error::StorageFull(_) => "storage_full",
             e => match e.kind() {
                 ErrorKind::BadInput => "bad_request",
                 ErrorKind::NotFound => "not_found",
@@ -103,6 +111,7 @@ impl Error {
             "not_found" => Error::NotFound(message),
             "conflict" => Error::Conflict(message),
             "unavailable" => Error::Unavailable(message),
+            "storage_full" => Error::StorageFull(message),
             "not_owner" => {
                 let partition = message
                     .split_whitespace()
@@ -114,8 +123,18 @@ impl Error {
         }
     }
 
-    /// An I/O error on a path, with what we were doing.
+    /// An I/O error on a path, with what we were doing. A full disk is [`Error::StorageFull`],
+    /// naming the path.
     pub fn io(what: &str, path: &std::path::Path, source: std::io::Error) -> Self {
+        if matches!(
+            source.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ) {
+            return Error::StorageFull(format!(
+                "no space left on the disk: cannot {what} {} ({source})",
+                path.display()
+            ));
+        }
         Error::Io {
             context: format!("{what} {}", path.display()),
             source,

@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`blobs`]: the content store: object bytes named by their SHA-256, and their collection.
+//! - [`multipart`]: parts of S3 multipart uploads waiting for their completion.
+//! - [`content_store`]: `--content-store DIR|s3://…`: opening the blobs and parts of one place.
 //! - [`catalog`]: configuration entities (subscriptions, secrets) event-sourced on `_config`.
 //! - [`event`]: the object event (`ObjectEvent`), its types and the object state it carries.
 //! - [`codec`]: Avro encoding in the Confluent wire format, with a direct encoder/decoder on the
@@ -19,11 +21,13 @@ pub mod blobs;
 pub mod blocking;
 pub mod catalog;
 pub mod codec;
+pub mod content_store;
 pub mod error;
 pub mod event;
 pub mod index;
 pub mod ingest;
 pub mod log;
+pub mod multipart;
 pub mod rebuild;
 pub mod registry;
 pub mod rules;

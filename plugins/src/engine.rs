@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
 
+use crate::budget::MemoryBudget;
 use crate::host::{self, HostState};
 use crate::limits::Limits;
 use crate::{Error, Result};
@@ -23,6 +24,8 @@ pub struct FilterEngine {
     pub maxima: Limits,
     /// Fuel and deadlines are enforced (always, except in the benchmark that measures them).
     pub metered: bool,
+    /// Linear memory every instance of this engine together may reserve.
+    pub budget: Arc<MemoryBudget>,
     ticking: Arc<AtomicBool>,
 }
 
@@ -43,11 +46,7 @@ impl FilterEngine {
     }
 
     fn build(maxima: Limits, slots: u32, metered: bool) -> Result<Arc<FilterEngine>> {
-        let mut config = Config::new();
-        config
-            .consume_fuel(metered)
-            .epoch_interruption(metered)
-            .max_wasm_stack(512 << 10);
+        let mut config = code_config(metered);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_core_instances(slots)
             .total_memories(slots)
@@ -82,9 +81,22 @@ impl FilterEngine {
             linker,
             maxima,
             metered,
+            budget: MemoryBudget::unlimited(),
             ticking,
         }))
     }
+}
+
+/// Every setting that shapes the machine code, and nothing else: the compile child
+/// (`compile.rs`) builds its engine from this alone, so its artifacts load into the server's
+/// engine (the pooling allocator only decides where instances live, not the code).
+pub(crate) fn code_config(metered: bool) -> Config {
+    let mut config = Config::new();
+    config
+        .consume_fuel(metered)
+        .epoch_interruption(metered)
+        .max_wasm_stack(512 << 10);
+    config
 }
 
 impl Drop for FilterEngine {

@@ -29,6 +29,10 @@ pub enum Error {
     /// The change conflicts with the current state (a version in use).
     #[error("{0}")]
     Conflict(String),
+    /// The server has no room for it now (the filter memory budget, instance slots): not the
+    /// filter's fault; whoever asked waits and tries again.
+    #[error("{0}")]
+    Capacity(String),
     /// The catalog or the artifact directory failed.
     #[error(transparent)]
     Core(#[from] tidemark_core::Error),
@@ -49,6 +53,7 @@ impl Error {
             Error::Init(_) => "init",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
+            Error::Capacity(_) => "capacity",
             Error::Core(_) => "internal",
         }
     }
@@ -69,6 +74,7 @@ impl Error {
             Error::Invalid(_) => ErrorKind::BadInput,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Conflict(_) => ErrorKind::Conflict,
+            Error::Capacity(_) => ErrorKind::Unavailable,
             Error::Core(e) => e.kind(),
             _ => ErrorKind::Internal,
         }

@@ -1,6 +1,9 @@
 //! A module instantiated for one subscription and reused for every event it filters (never
 //! one instance per event). Each evaluation gets a fresh fuel budget and epoch deadline; a
-//! trap leaves the instance's state unknown, so the next event gets a fresh instance.
+//! trap leaves the instance's state unknown, so the next event gets a fresh instance. An
+//! instance holds its share of the server's filter memory budget (`budget.rs`) while it
+//! exists; without room (or a free slot of the pooling allocator) it is not made, and the
+//! error is `Capacity`, not the filter's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,6 +11,7 @@ use std::time::{Duration, Instant};
 use tidemark_core::event::ObjectEvent;
 use wasmtime::{Store, Trap, TypedFunc};
 
+use crate::budget::Reservation;
 use crate::engine::TICK;
 use crate::host::HostState;
 use crate::limits::Limits;
@@ -58,17 +62,21 @@ pub struct FilterInstance {
     store: Store<HostState>,
     filter: TypedFunc<(), i32>,
     params: Option<String>,
+    /// Its linear memory's share of the server's budget, given back when it drops.
+    _memory: Reservation,
 }
 
 impl FilterInstance {
     /// Instantiate and run `init` with `params` (JSON) when the module has one.
     pub fn new(module: Arc<FilterModule>, params: Option<&str>) -> Result<FilterInstance> {
+        let memory = module.engine.budget.reserve(module.limits.memory_bytes)?;
         let (store, filter) = instantiate(&module, params)?;
         Ok(FilterInstance {
             module,
             store,
             filter,
             params: params.map(str::to_string),
+            _memory: memory,
         })
     }
 
@@ -123,10 +131,14 @@ fn instantiate(
     params: Option<&str>,
 ) -> Result<(Store<HostState>, TypedFunc<(), i32>)> {
     let mut store = new_store(module);
-    let instance = module
-        .pre
-        .instantiate(&mut store)
-        .map_err(|e| Error::Trap(format!("cannot instantiate the filter: {e:#}")))?;
+    // A start section runs under the same limits as an event.
+    arm(&mut store, module);
+    let instance = module.pre.instantiate(&mut store).map_err(|e| {
+        match classify(&e, store.data().memory_denied, &module.limits) {
+            capacity @ Error::Capacity(_) => capacity,
+            why => Error::Trap(format!("cannot instantiate the filter: {why}")),
+        }
+    })?;
     let memory = instance.get_memory(&mut store, "memory");
     store.data_mut().memory = memory;
     let filter = instance
@@ -164,8 +176,14 @@ fn instantiate(
     Ok((store, filter))
 }
 
-/// A wasmtime error as one of the ABI's error kinds.
-fn classify(e: &wasmtime::Error, memory_denied: bool, limits: &Limits) -> Error {
+/// A wasmtime error as one of the ABI's error kinds (or as no room on the server).
+pub(crate) fn classify(e: &wasmtime::Error, memory_denied: bool, limits: &Limits) -> Error {
+    if let Some(full) = e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return Error::Capacity(format!(
+            "every filter instance slot is in use ({full}; --filter-instances); it starts \
+             when others stop"
+        ));
+    }
     if memory_denied {
         return Error::MemoryLimit(limits.memory_bytes);
     }

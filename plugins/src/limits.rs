@@ -49,3 +49,35 @@ impl Limits {
         }
     }
 }
+
+/// What all filters together may use on one server, and how it compiles modules
+/// (`tidemark serve --filter-memory-budget-bytes`, `--filter-max-versions`,
+/// `--filter-compile-memory-bytes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Linear memory every instance together may reserve (each reserves its version's
+    /// `memory_bytes`): subscriptions are admitted against it, and an instance past it waits.
+    pub memory_budget_bytes: usize,
+    /// Live versions kept per filter: an upload past it collects the oldest nobody uses.
+    pub max_versions: u32,
+    /// Where modules are compiled.
+    pub compiler: crate::compile::Compiler,
+}
+
+impl ServerLimits {
+    /// 1 GiB: 64 instances at the default 16 MiB (16 filtered subscriptions on 4 partitions),
+    /// a small part of an ordinary 8-24 GiB node.
+    pub const DEFAULT_MEMORY_BUDGET: usize = 1 << 30;
+    /// Enough to roll back a few uploads; bounds what a filter's versions hold.
+    pub const DEFAULT_MAX_VERSIONS: u32 = 10;
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            memory_budget_bytes: Self::DEFAULT_MEMORY_BUDGET,
+            max_versions: Self::DEFAULT_MAX_VERSIONS,
+            compiler: crate::compile::Compiler::InProcess,
+        }
+    }
+}

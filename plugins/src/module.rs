@@ -144,13 +144,7 @@ impl FilterModule {
         bytes: &[u8],
         limits: Limits,
     ) -> Result<FilterModule> {
-        check_limits(engine, &limits, bytes.len())?;
-        if !bytes.starts_with(b"\0asm") {
-            return Err(Error::Invalid(
-                "not a WebAssembly binary (it does not start with \\0asm); upload the .wasm file"
-                    .into(),
-            ));
-        }
+        Self::precheck(engine, bytes, &limits)?;
         let started = Instant::now();
         let module = Module::new(&engine.engine, bytes)
             .map_err(|e| Error::Invalid(format!("not a valid WebAssembly module: {e:#}")))?;
@@ -163,6 +157,19 @@ impl FilterModule {
             )));
         }
         Self::link(engine, module, limits, bytes.len())
+    }
+
+    /// What is checked before compiling, wherever that happens: the limits asked for, the
+    /// module's size, and that it is a WebAssembly binary at all.
+    pub(crate) fn precheck(engine: &FilterEngine, bytes: &[u8], limits: &Limits) -> Result<()> {
+        check_limits(engine, limits, bytes.len())?;
+        if !bytes.starts_with(b"\0asm") {
+            return Err(Error::Invalid(
+                "not a WebAssembly binary (it does not start with \\0asm); upload the .wasm file"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// A module compiled earlier, from the artifact [`FilterModule::artifact`] made. The
@@ -231,10 +238,16 @@ impl FilterModule {
 
     fn read_abi_version(&self) -> Result<i32> {
         let mut store = crate::instance::new_store(self);
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| Error::Invalid(format!("cannot instantiate the module: {e:#}")))?;
+        // A start section runs now, under the per-event fuel, deadline and memory limit: one
+        // that finishes within them is accepted (the ABI does not forbid them).
+        crate::instance::arm(&mut store, self);
+        let instance =
+            self.pre.instantiate(&mut store).map_err(|e| {
+                match crate::instance::classify(&e, store.data().memory_denied, &self.limits) {
+                    capacity @ Error::Capacity(_) => capacity,
+                    why => Error::Invalid(format!("cannot instantiate the module: {why}")),
+                }
+            })?;
         let f = instance
             .get_typed_func::<(), i32>(&mut store, "tidemark_abi_version")
             .map_err(|e| Error::Invalid(format!("{e:#}")))?;

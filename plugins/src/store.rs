@@ -4,12 +4,17 @@
 //! - `filter_version`, named `NAME@0000000003`: one uploaded version (hash, size, limits, who
 //!   and when). Created once; a deletion marks it deleted instead of removing it, so a
 //!   version number is never given to other code.
-//! - `filter_module`, named by the module's SHA-256, and `filter_module_chunk` (`SHA/0000`):
-//!   the module's bytes, in chunks a Kafka message can hold, stored once however many
-//!   versions share them. Every node reads modules from here, so uploads reach all nodes.
+//! - `filter_module`, named by the module's SHA-256: its size. The bytes are a blob of the
+//!   content store (`--content-store`), stored once however many versions share them; every
+//!   node sharing that store compiles from there, and blob GC keeps the modules of live
+//!   versions ([`Filters::live_modules`]). Catalogs written before kept the bytes in
+//!   `filter_module_chunk` entries (`SHA/0000`, base64); those are still read.
 //!
 //! Compiled code is cached in memory by module hash and on disk as precompiled artifacts
-//! (`artifact.rs`), so a restart loads machine code instead of compiling again.
+//! (`artifact.rs`), so a restart loads machine code instead of compiling again. Compiling
+//! happens where the server's [`crate::Compiler`] says (a child process on a server), one
+//! module at a time. A filter keeps at most `max_versions` live versions
+//! (`version_cap.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -20,16 +25,18 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tidemark_core::blobs::BlobStore;
 use tidemark_core::catalog::{Action, Catalog, Entry};
 
+use crate::compile::Compiler;
 use crate::stats::FilterStats;
-use crate::{Error, FilterEngine, FilterModule, Limits, Result};
+pub use crate::version_cap::Users;
+use crate::{Error, FilterEngine, FilterModule, Limits, Result, ServerLimits};
 
 pub const VERSION_KIND: &str = "filter_version";
 pub const MODULE_KIND: &str = "filter_module";
+/// Module bytes as catalogs before the content store kept them (read, never written).
 pub const CHUNK_KIND: &str = "filter_module_chunk";
-/// Raw bytes per chunk: well under Kafka's default 1 MB message limit once base64-encoded.
-const CHUNK_BYTES: usize = 256 << 10;
 
 /// A version's limits as stored and shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,7 +146,13 @@ fn now() -> String {
 #[derive(Serialize, Deserialize)]
 struct ModuleManifest {
     size: usize,
+    /// Chunks in the catalog (older catalogs); 0: the bytes are a blob of the content store.
+    #[serde(default, skip_serializing_if = "is_zero")]
     chunks: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize)]
@@ -152,10 +165,14 @@ pub struct Uploaded {
     pub record: VersionRecord,
     /// False when the latest version already had these bytes and limits (nothing stored).
     pub created: bool,
+    /// Older versions deleted to stay within the version cap.
+    pub collected: Vec<u32>,
 }
 
 pub struct Filters {
     catalog: Arc<Catalog>,
+    /// Where module bytes are (the content store every node sharing it reads).
+    blobs: Arc<dyn BlobStore>,
     pub engine: Arc<FilterEngine>,
     /// Where precompiled artifacts are kept; `None` keeps them in memory only.
     artifacts: Option<PathBuf>,
@@ -168,17 +185,23 @@ pub struct Filters {
     stats: Mutex<BTreeMap<(String, u32), Arc<FilterStats>>>,
     /// One upload at a time on this node (version numbers are still decided by the log).
     uploading: tokio::sync::Mutex<()>,
+    /// Where modules are compiled, and how many versions a filter keeps.
+    server: ServerLimits,
+    /// One compilation at a time: each may take a compile's whole memory limit.
+    compiling: tokio::sync::Semaphore,
 }
 
 impl Filters {
     pub fn new(
         catalog: Arc<Catalog>,
+        blobs: Arc<dyn BlobStore>,
         engine: Arc<FilterEngine>,
         artifacts: Option<PathBuf>,
         defaults: Limits,
     ) -> Filters {
         Filters {
             catalog,
+            blobs,
             engine,
             artifacts,
             defaults,
@@ -187,7 +210,68 @@ impl Filters {
             artifact_loads: AtomicU64::new(0),
             stats: Default::default(),
             uploading: Default::default(),
+            server: ServerLimits::default(),
+            compiling: tokio::sync::Semaphore::new(1),
         }
+        .with_server_limits(ServerLimits::default())
+    }
+
+    /// What all filters together may use on this server, and where modules compile.
+    pub fn with_server_limits(mut self, server: ServerLimits) -> Filters {
+        self.engine.budget.set_limit(server.memory_budget_bytes);
+        self.server = server;
+        self
+    }
+
+    pub fn server_limits(&self) -> &ServerLimits {
+        &self.server
+    }
+
+    /// Check and compile `bytes` under `limits` where this server compiles: in a child
+    /// process, bounded in time and memory, or on a blocking thread. Returns the module and,
+    /// from a child, the artifact it made (saved as it is).
+    async fn compile(
+        &self,
+        bytes: &[u8],
+        limits: Limits,
+    ) -> Result<(Arc<FilterModule>, Option<Vec<u8>>)> {
+        let engine = self.engine.clone();
+        let joined = |e: tokio::task::JoinError| Error::Invalid(format!("compiling failed: {e}"));
+        let _one = self.compiling.acquire().await.expect("never closed");
+        let (module, artifact) = match &self.server.compiler {
+            Compiler::InProcess => {
+                let bytes = bytes.to_vec();
+                let m = tokio::task::spawn_blocking(move || {
+                    FilterModule::compile(&engine, &bytes, limits)
+                })
+                .await
+                .map_err(joined)??;
+                (m, None)
+            }
+            Compiler::Child {
+                program,
+                memory_bytes,
+            } => {
+                FilterModule::precheck(&engine, bytes, &limits)?;
+                let artifact = crate::compile::in_child(
+                    program,
+                    *memory_bytes,
+                    engine.metered,
+                    bytes,
+                    limits.compile,
+                )
+                .await?;
+                let size = bytes.len();
+                tokio::task::spawn_blocking(move || {
+                    FilterModule::from_artifact(&engine, &artifact, limits, size)
+                        .map(|m| (m, Some(artifact)))
+                })
+                .await
+                .map_err(joined)??
+            }
+        };
+        self.compilations.fetch_add(1, Ordering::Relaxed);
+        Ok((Arc::new(module), artifact))
     }
 
     fn limits(&self, req: LimitsRequest) -> Limits {
@@ -204,13 +288,16 @@ impl Filters {
         l
     }
 
-    /// Check, compile and store `bytes` as the next version of `name`.
+    /// Check, compile and store `bytes` as the next version of `name`. `users` says who needs
+    /// which version of `name` now: past the version cap, the oldest versions nobody uses are
+    /// deleted once the new one is stored, and the upload is refused when too few can go.
     pub async fn upload(
         &self,
         name: &str,
         bytes: Vec<u8>,
         req: LimitsRequest,
         actor: Option<String>,
+        users: &(dyn Fn(&str) -> Users + Send + Sync),
     ) -> Result<Uploaded> {
         check_name(name)?;
         let limits = self.limits(req);
@@ -232,17 +319,16 @@ impl Filters {
             return Ok(Uploaded {
                 record: latest.clone(),
                 created: false,
+                collected: Vec::new(),
             });
         }
-        let engine = self.engine.clone();
-        let (module, bytes) = tokio::task::spawn_blocking(move || {
-            FilterModule::compile(&engine, &bytes, limits).map(|m| (m, bytes))
-        })
-        .await
-        .map_err(|e| Error::Invalid(format!("compiling the module failed: {e}")))??;
-        self.compilations.fetch_add(1, Ordering::Relaxed);
-        let module = Arc::new(module);
-        self.save_artifact(&sha, &module).await;
+        let (module, artifact) = self.compile(&bytes, limits).await?;
+        // Decided after compiling, under the upload lock: who uses what is as fresh as it gets.
+        let live: Vec<&VersionRecord> =
+            versions.iter().filter(|v| v.deleted_at.is_none()).collect();
+        let collect =
+            crate::version_cap::to_collect(name, &live, &users(name), self.server.max_versions)?;
+        self.save_artifact(&sha, &module, artifact).await;
         self.compiled
             .lock()
             .unwrap()
@@ -277,9 +363,20 @@ impl Filters {
                 .await
             {
                 Ok(_) => {
+                    if !collect.is_empty() {
+                        self.mark_deleted(name, &collect, actor.clone()).await?;
+                        self.collect_garbage(actor).await?;
+                        tracing::info!(
+                            filter = name,
+                            versions = ?collect,
+                            "deleted unused versions past --filter-max-versions {}",
+                            self.server.max_versions
+                        );
+                    }
                     return Ok(Uploaded {
                         record,
                         created: true,
+                        collected: collect,
                     });
                 }
                 Err(tidemark_core::Error::Conflict(_)) => next += 1,
@@ -291,38 +388,57 @@ impl Filters {
         )))
     }
 
+    /// The bytes go to the content store, also when they are there already (that refreshes
+    /// the blob for a GC running meanwhile); then the catalog records the module.
     async fn store_module(&self, sha: &str, bytes: &[u8], actor: Option<String>) -> Result<()> {
+        let body = futures::stream::iter([Ok(bytes::Bytes::copy_from_slice(bytes))]);
+        let stored = self.blobs.put(Box::pin(body), bytes.len() as u64).await?;
+        debug_assert_eq!(stored.sha256, sha);
         if self.catalog.get(MODULE_KIND, sha).is_some() {
             return Ok(());
         }
-        let chunks: Vec<&[u8]> = bytes.chunks(CHUNK_BYTES).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
-            let spec = serde_json::to_string(&Chunk {
-                data: base64::engine::general_purpose::STANDARD.encode(chunk),
-            })
-            .expect("serializable");
-            create_once(
-                &self.catalog,
-                CHUNK_KIND,
-                &format!("{sha}/{i:04}"),
-                spec,
-                actor.clone(),
-            )
-            .await?;
-        }
         let manifest = serde_json::to_string(&ModuleManifest {
             size: bytes.len(),
-            chunks: chunks.len(),
+            chunks: 0,
         })
         .expect("serializable");
         create_once(&self.catalog, MODULE_KIND, sha, manifest, actor).await
     }
 
-    /// The module's bytes from the catalog, checked against their hash.
-    fn module_bytes(&self, sha: &str) -> Result<Vec<u8>> {
+    /// The module's bytes from the content store (or an older catalog's chunks), checked
+    /// against their hash.
+    async fn module_bytes(&self, sha: &str) -> Result<Vec<u8>> {
         let missing = || Error::NotFound(format!("the module {sha} is not in the catalog"));
         let manifest: ModuleManifest =
             parse(&self.catalog.get(MODULE_KIND, sha).ok_or_else(missing)?)?;
+        let bytes = match self.blobs.read(sha, None).await? {
+            Some(blob) => {
+                use futures::TryStreamExt;
+                let chunks: Vec<bytes::Bytes> = blob.body.try_collect().await.map_err(|e| {
+                    Error::Core(tidemark_core::Error::Unavailable(format!(
+                        "reading module {sha} from the content store: {e}"
+                    )))
+                })?;
+                chunks.concat()
+            }
+            None if manifest.chunks > 0 => self.chunked_bytes(sha, &manifest)?,
+            None => {
+                return Err(Error::NotFound(format!(
+                    "the bytes of filter module {sha} are not in this node's content store:                      the module was uploaded through a node with another content store; give                      every node of a cluster the same --content-store (s3://bucket/prefix or                      a directory they share), then upload the filter again"
+                )));
+            }
+        };
+        if sha256_hex(&bytes) != sha {
+            return Err(corrupt(format!(
+                "module {sha}: the stored bytes do not match their hash"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// The module's bytes from an older catalog, which kept them in chunks.
+    fn chunked_bytes(&self, sha: &str, manifest: &ModuleManifest) -> Result<Vec<u8>> {
+        let missing = || Error::NotFound(format!("the module {sha} is not in the catalog"));
         let mut bytes = Vec::with_capacity(manifest.size);
         for i in 0..manifest.chunks {
             let chunk: Chunk = parse(
@@ -335,11 +451,6 @@ impl Filters {
                 .decode(chunk.data)
                 .map_err(|e| corrupt(format!("module {sha} chunk {i}: {e}")))?;
             bytes.extend_from_slice(&data);
-        }
-        if sha256_hex(&bytes) != sha {
-            return Err(corrupt(format!(
-                "module {sha}: the stored bytes do not match their hash"
-            )));
         }
         Ok(bytes)
     }
@@ -452,15 +563,9 @@ impl Filters {
                 Err(e) => tracing::warn!(filter = v.reference(), "recompiling: {e}"),
             }
         }
-        let bytes = self.module_bytes(&v.sha256)?;
-        let engine = self.engine.clone();
-        let module = Arc::new(
-            tokio::task::spawn_blocking(move || FilterModule::compile(&engine, &bytes, limits))
-                .await
-                .map_err(|e| Error::Invalid(e.to_string()))??,
-        );
-        self.compilations.fetch_add(1, Ordering::Relaxed);
-        self.save_artifact(&v.sha256, &module).await;
+        let bytes = self.module_bytes(&v.sha256).await?;
+        let (module, artifact) = self.compile(&bytes, limits).await?;
+        self.save_artifact(&v.sha256, &module, artifact).await;
         Ok(module)
     }
 
@@ -470,8 +575,14 @@ impl Filters {
     }
 
     /// Keep the machine code for the next start: the artifact's SHA-256 (hex), then the
-    /// artifact, written atomically. A failure only costs a compile later.
-    async fn save_artifact(&self, sha: &str, module: &Arc<FilterModule>) {
+    /// artifact (`artifact`, or the module's serialized), written atomically. A failure only
+    /// costs a compile later.
+    async fn save_artifact(
+        &self,
+        sha: &str,
+        module: &Arc<FilterModule>,
+        artifact: Option<Vec<u8>>,
+    ) {
         let Some(path) = self.artifact_path(sha) else {
             return;
         };
@@ -480,7 +591,10 @@ impl Filters {
         }
         let module = module.clone();
         let saved = tokio::task::spawn_blocking(move || -> std::result::Result<(), String> {
-            let artifact = module.artifact().map_err(|e| e.to_string())?;
+            let artifact = match artifact {
+                Some(a) => a,
+                None => module.artifact().map_err(|e| e.to_string())?,
+            };
             let dir = path.parent().expect("artifact path has a directory");
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
             let mut file = sha256_hex(&artifact).into_bytes();
@@ -517,8 +631,18 @@ impl Filters {
                 Some(n) => Error::NotFound(format!("filter '{name}' has no live version {n}")),
             });
         }
-        let mut deleted = Vec::new();
-        for v in doomed {
+        let deleted: Vec<u32> = doomed.iter().map(|v| v.version).collect();
+        self.mark_deleted(name, &deleted, actor.clone()).await?;
+        self.collect_garbage(actor).await?;
+        Ok(deleted)
+    }
+
+    /// Mark these live versions of `name` deleted (their numbers are never given again).
+    async fn mark_deleted(&self, name: &str, doomed: &[u32], actor: Option<String>) -> Result<()> {
+        for v in self.versions(name) {
+            if v.deleted_at.is_some() || !doomed.contains(&v.version) {
+                continue;
+            }
             let mut record = v.clone();
             record.deleted_at = Some(now());
             let spec = serde_json::to_string(&record).expect("serializable");
@@ -531,22 +655,26 @@ impl Filters {
                     actor.clone(),
                 )
                 .await?;
-            deleted.push(v.version);
         }
-        self.collect_garbage(actor).await?;
-        Ok(deleted)
+        Ok(())
     }
 
-    /// Remove stored modules that no live version references.
-    async fn collect_garbage(&self, actor: Option<String>) -> Result<()> {
-        let live: std::collections::HashSet<String> = self
-            .catalog
+    /// The modules live versions use: blob GC keeps them (the catalog, not the log, refers
+    /// to them).
+    pub fn live_modules(&self) -> std::collections::HashSet<String> {
+        self.catalog
             .list(VERSION_KIND)
             .iter()
             .filter_map(|e| parse::<VersionRecord>(e).ok())
             .filter(|v| v.deleted_at.is_none())
             .map(|v| v.sha256)
-            .collect();
+            .collect()
+    }
+
+    /// Remove the records of modules no live version references (their blobs go with the
+    /// next blob GC).
+    async fn collect_garbage(&self, actor: Option<String>) -> Result<()> {
+        let live = self.live_modules();
         for module in self.catalog.list(MODULE_KIND) {
             if live.contains(&module.name) {
                 continue;

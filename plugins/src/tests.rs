@@ -317,3 +317,56 @@ fn init_receives_parameters_and_a_failing_init_is_reported() {
         Ok(_) => panic!("a failing init was accepted"),
     }
 }
+
+#[test]
+fn a_start_section_that_finishes_within_the_limits_is_accepted() {
+    // The ABI does not forbid start sections: one that sets up state runs at instantiation,
+    // under the same fuel, deadline and memory limit as an event.
+    let setup = module(
+        r#"(global $ready (mut i32) (i32.const 0))
+           (func $setup (global.set $ready (i32.const 1)))
+           (start $setup)"#,
+        "global.get $ready",
+    );
+    let mut f = instance(&setup);
+    assert_eq!(f.evaluate(event("a", 1, false)).verdict, Ok(Verdict::Keep));
+    // One that never finishes is stopped and the module refused, saying why.
+    let endless = module(r#"(func $spin (loop $l (br $l))) (start $spin)"#, KEEP_ALL);
+    refused(&endless, "cannot instantiate the module");
+    match compile(&endless) {
+        Err(Error::Invalid(m)) => assert!(m.contains("fuel") || m.contains("deadline"), "{m}"),
+        other => panic!("{:?}", other.err()),
+    }
+}
+
+#[test]
+fn instances_without_room_are_capacity_not_filter_errors() {
+    let e = FilterEngine::new(Limits::maxima(), 2).unwrap();
+    let m = Arc::new(compile_with(&e, &module("", KEEP_ALL), Limits::default()).unwrap());
+    // The memory budget: two 16 MiB instances fit in 40 MiB, a third waits for one to go.
+    e.budget.set_limit(40 << 20);
+    let a = FilterInstance::new(m.clone(), None).unwrap();
+    let _b = FilterInstance::new(m.clone(), None).unwrap();
+    match FilterInstance::new(m.clone(), None) {
+        Err(Error::Capacity(msg)) => {
+            assert!(msg.contains("budget of 40 MiB"), "{msg}");
+            assert!(msg.contains("needs 16 MiB"), "{msg}");
+        }
+        other => panic!("expected capacity, got {:?}", other.err()),
+    }
+    assert_eq!(e.budget.reserved(), 32 << 20);
+    drop(a);
+    let _c = FilterInstance::new(m.clone(), None).unwrap();
+    // The pooling allocator's slots (`--filter-instances`): both are taken.
+    e.budget.set_limit(usize::MAX);
+    match FilterInstance::new(m, None) {
+        Err(err @ Error::Capacity(_)) => {
+            assert!(err.to_string().contains("--filter-instances"), "{err}");
+            assert_eq!(err.label(), "capacity");
+            assert_eq!(err.kind(), tidemark_core::ErrorKind::Unavailable);
+        }
+        other => panic!("expected capacity, got {:?}", other.err()),
+    }
+    // A failed instantiation gave its reservation back.
+    assert_eq!(e.budget.reserved(), 32 << 20);
+}

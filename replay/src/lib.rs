@@ -2,7 +2,8 @@
 //! replay), re-delivery of a time range through a subscription, restore of a bucket.
 //!
 //! # Layout
-//! - `jobs.rs`: long-running jobs (re-deliveries, restores) with id, progress and cancel.
+//! - `jobs/`: long-running jobs (re-deliveries, restores, syncs) with id, progress and cancel,
+//!   recorded in `_config` and resumed after a restart or by another node.
 //! - `redeliver.rs`: `tidemark replay` / `POST /v1/replays`: a time range re-sent through a
 //!   subscription's current rules, filter and sink, beside its live delivery.
 //! - `snapshot/`: periodic index snapshots, each tagged with the log offsets it covers

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tidemark_core::OBJECTS_TOPIC;
 use tidemark_core::log::Log;
 use tidemark_core::time::{format_us, now_us, parse_past_us};
-use tidemark_sinks::delivery::Engine;
+use tidemark_sinks::delivery::{Engine, Replay};
 
 use crate::jobs::{Job, Jobs};
 use crate::{Error, Result};
@@ -123,7 +123,7 @@ pub async fn plan(engine: &Engine, log: &dyn Log, req: &ReplayRequest) -> Result
     Ok(Plan { from, to, ranges })
 }
 
-/// Check `req` and start its job; the job is returned at once.
+/// Check `req` and start its job (recorded in `_config` first); the job is returned at once.
 pub async fn start(
     engine: &Arc<Engine>,
     log: &dyn Log,
@@ -139,52 +139,183 @@ pub async fn start(
         "dry_run": req.dry_run,
         "ranges": plan.ranges_json(),
     });
-    let job = Jobs::prepare("replay", spec);
-    let replay = engine.replay(&req.subscription, &job.id, plan.ranges, req.rate)?;
-    let total = replay.progress().total;
-    job.set_total(total);
-    let stop = job.cancelled();
-    let me = job.clone();
-    let work = async move {
-        let replay = Arc::new(replay);
-        let r = replay.clone();
-        let mut task = if req.dry_run {
-            let first = req.first.unwrap_or(DRY_RUN_FIRST);
-            tokio::spawn(async move {
-                let dry = r.dry_run(stop, first).await;
-                Ok(serde_json::to_value(dry).unwrap_or_default())
-            })
-        } else {
-            tokio::spawn(async move { r.run(stop).await.map(|()| Value::Null) })
-        };
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        let outcome = loop {
-            tokio::select! {
-                done = &mut task => break done,
-                _ = tick.tick() => show(&me, &replay.progress()),
-            }
-        };
-        let progress = replay.progress();
-        show(&me, &progress);
-        let mut result = serde_json::to_value(&progress).unwrap_or_default();
-        match outcome {
-            Ok(Ok(Value::Object(dry))) => {
-                result.as_object_mut().expect("an object").extend(dry);
-                Ok(result)
-            }
-            Ok(Ok(_)) => Ok(result),
-            Ok(Err(e)) => Err(Error::Stopped {
-                done: progress.done,
-                total: progress.total,
-                source: Box::new(e.into()),
-            }),
-            Err(e) => Err(Error::Internal(format!("the replay task failed: {e}"))),
-        }
-    };
-    Ok(jobs.run(job, work))
+    let job = jobs.prepare(KIND, spec, json!({"first": req.first}));
+    job.set_total(plan.ranges.values().map(|r| r.end - r.start).sum());
+    let work = run(engine.clone(), job.clone());
+    jobs.start(job, work).await
 }
 
-fn show(job: &Job, p: &tidemark_sinks::delivery::ReplayProgress) {
-    job.done.store(p.done, std::sync::atomic::Ordering::Relaxed);
-    job.set_detail(serde_json::to_value(p).unwrap_or_default());
+/// The work of replay `job`, from its spec and its checkpoint: a first run, or the rest of
+/// one another process began (each partition from the position it had recorded: what was
+/// in flight then is sent again, so receivers see every event at least once). A dry run
+/// starts over.
+pub async fn run(engine: Arc<Engine>, job: Arc<Job>) -> Result<Value> {
+    let spec = Resumable::of(&job)?;
+    let base = match (spec.dry_run, job.checkpoint()) {
+        (false, Some(c)) => Checkpoint::parse(&c),
+        _ => Checkpoint::default(),
+    };
+    let ranges: BTreeMap<u32, Range<u64>> = spec
+        .ranges
+        .iter()
+        .map(|(p, r)| {
+            let from = base
+                .positions
+                .get(p)
+                .map_or(r.start, |at| (*at).clamp(r.start, r.end));
+            (*p, from..r.end)
+        })
+        .collect();
+    let replay = Arc::new(engine.replay(&spec.subscription, &job.id, ranges, spec.rate)?);
+    job.set_total(spec.total());
+    let r = replay.clone();
+    let stop = job.cancelled();
+    let mut task = if spec.dry_run {
+        let first = spec.first.unwrap_or(DRY_RUN_FIRST);
+        tokio::spawn(async move {
+            let dry = r.dry_run(stop, first).await;
+            Ok(serde_json::to_value(dry).unwrap_or_default())
+        })
+    } else {
+        tokio::spawn(async move { r.run(stop).await.map(|()| Value::Null) })
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let outcome = loop {
+        tokio::select! {
+            done = &mut task => break done,
+            _ = tick.tick() => {
+                show(&job, &spec, &replay, &base);
+            }
+        }
+    };
+    let mut result = show(&job, &spec, &replay, &base);
+    let done = result["done"].as_u64().unwrap_or(0);
+    match outcome {
+        Ok(Ok(Value::Object(dry))) => {
+            result.as_object_mut().expect("an object").extend(dry);
+            Ok(result)
+        }
+        Ok(Ok(_)) => Ok(result),
+        Ok(Err(e)) => Err(Error::Stopped {
+            done,
+            total: spec.total(),
+            source: Box::new(e.into()),
+        }),
+        Err(e) => Err(Error::Internal(format!("the replay task failed: {e}"))),
+    }
+}
+
+const KIND: &str = "replay";
+/// The counters of [`tidemark_sinks::delivery::ReplayProgress`] that add up across runs.
+const COUNTERS: [&str; 7] = [
+    "delivered",
+    "dead_lettered",
+    "skipped",
+    "filtered_out",
+    "filter_failed",
+    "failed_attempts",
+    "lake_files",
+];
+
+/// What a replay job needs to run, read back from its record.
+struct Resumable {
+    subscription: String,
+    rate: Option<f64>,
+    dry_run: bool,
+    first: Option<usize>,
+    ranges: BTreeMap<u32, Range<u64>>,
+}
+
+impl Resumable {
+    fn of(job: &Job) -> Result<Resumable> {
+        let s = &job.spec;
+        let bad = || Error::Internal(format!("replay {} has a damaged spec: {s}", job.id));
+        let ranges = s["ranges"]
+            .as_object()
+            .ok_or_else(bad)?
+            .iter()
+            .map(|(p, r)| {
+                let p = p.parse::<u32>().ok()?;
+                Some((p, r[0].as_u64()?..r[1].as_u64()?))
+            })
+            .collect::<Option<BTreeMap<_, _>>>()
+            .ok_or_else(bad)?;
+        Ok(Resumable {
+            subscription: s["subscription"].as_str().ok_or_else(bad)?.to_string(),
+            rate: s["rate"].as_f64(),
+            dry_run: s["dry_run"].as_bool().unwrap_or(false),
+            first: job.private["first"].as_u64().map(|n| n as usize),
+            ranges,
+        })
+    }
+
+    fn total(&self) -> u64 {
+        self.ranges.values().map(|r| r.end - r.start).sum()
+    }
+}
+
+/// Where a replay resumes: per partition, the offset before which everything is done; and
+/// the counters of the runs before.
+#[derive(Default)]
+struct Checkpoint {
+    positions: BTreeMap<u32, u64>,
+    counts: serde_json::Map<String, Value>,
+}
+
+impl Checkpoint {
+    fn parse(v: &Value) -> Checkpoint {
+        let positions = v["positions"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(p, at)| Some((p.parse().ok()?, at.as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Checkpoint {
+            positions,
+            counts: v["counts"].as_object().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// Show where `replay` is (counting the runs before it), and report it as the job's
+/// checkpoint; returns the counters shown.
+fn show(job: &Job, spec: &Resumable, replay: &Replay, base: &Checkpoint) -> Value {
+    let mut detail = serde_json::to_value(replay.progress()).unwrap_or_default();
+    let mut positions = base.positions.clone();
+    positions.extend(replay.positions());
+    let mut counts = serde_json::Map::new();
+    for name in COUNTERS {
+        let before = base.counts.get(name).and_then(Value::as_u64);
+        let now = detail[name].as_u64();
+        if before.is_some() || now.is_some() {
+            let sum = before.unwrap_or(0) + now.unwrap_or(0);
+            detail[name] = sum.into();
+            counts.insert(name.into(), sum.into());
+        }
+    }
+    // Records gone through: up to each partition's position before this run, plus this run's.
+    let earlier: u64 = spec
+        .ranges
+        .iter()
+        .map(|(p, r)| {
+            base.positions
+                .get(p)
+                .map_or(0, |at| at.clamp(&r.start, &r.end) - r.start)
+        })
+        .sum();
+    let done = earlier + detail["done"].as_u64().unwrap_or(0);
+    detail["done"] = done.into();
+    detail["total"] = spec.total().into();
+    job.done.store(done, std::sync::atomic::Ordering::Relaxed);
+    job.set_detail(detail.clone());
+    if !spec.dry_run {
+        let positions: serde_json::Map<String, Value> = positions
+            .iter()
+            .map(|(p, at)| (p.to_string(), json!(at)))
+            .collect();
+        job.set_checkpoint(json!({"positions": positions, "counts": counts}));
+    }
+    detail
 }

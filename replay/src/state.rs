@@ -192,11 +192,11 @@ pub async fn index_at(
         };
         if !from_snapshot {
             // Heads only: each key written once, in order, and no history to write.
-            let heads = replay_heads(log, codec, replay, progress).await?;
+            let mut heads = replay_heads(log, codec, replay, progress).await?;
             report.replayed = heads.stats.records;
             let target = into.to_path_buf();
             tidemark_core::blocking::blocking(move || {
-                let rows = heads.rows.into_iter().map(Ok);
+                let rows = heads.rows()?;
                 create_scratch(&target)?.load_head_rows(&heads.applied, rows)
             })
             .await?;
@@ -240,14 +240,20 @@ async fn from_snapshot(
             ranges: after.clone(),
             event_time_until: None,
         };
-        let newer = replay_heads(log.clone(), codec.clone(), replay, &mut progress).await?;
+        let mut newer = replay_heads(log.clone(), codec.clone(), replay, &mut progress).await?;
         let mut applied = candidate.applied.clone();
         applied.extend(&newer.applied);
+        let replayed = newer.stats.records;
         let loading = Instant::now();
         let (snap, target) = (candidate.clone(), into.to_path_buf());
         let loaded = tidemark_core::blocking::blocking(move || {
             let index = create_scratch(&target)?;
-            Ok(snapshot::load_merged(&snap, newer.rows, &applied, &index))
+            Ok(snapshot::load_merged(
+                &snap,
+                newer.rows()?,
+                &applied,
+                &index,
+            ))
         })
         .await?;
         report.loading += loading.elapsed();
@@ -255,7 +261,7 @@ async fn from_snapshot(
             Ok(_) => {
                 report.snapshot = Some(candidate);
                 report.replayed_ranges = after.into_iter().collect();
-                report.replayed = newer.stats.records;
+                report.replayed = replayed;
                 return Ok(true);
             }
             Err(e) => {

@@ -100,6 +100,14 @@ pub struct LogArgs {
     /// Embedded log: how often segments past the retention (--retention-ms) are deleted.
     #[arg(long, default_value_t = 60_000)]
     pub retention_check_ms: u64,
+    /// Embedded log: how often the compacted topics (`_config`, dead letters) drop records a
+    /// newer one for the same key replaced, reclaiming their disk space.
+    #[arg(long, default_value_t = 600_000)]
+    pub compaction_check_ms: u64,
+    /// Embedded log: how long a deleted catalog entity's tombstone stays in `_config`, so a
+    /// node that was behind still sees the delete (Kafka's `delete.retention.ms`).
+    #[arg(long, default_value_t = 86_400_000)]
+    pub tombstone_retention_ms: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -133,6 +141,8 @@ impl LogArgs {
                 },
                 segment_bytes: self.segment_bytes,
                 retention_check: Duration::from_millis(self.retention_check_ms.max(1)),
+                compaction_check: Duration::from_millis(self.compaction_check_ms.max(1)),
+                tombstone_retention: Duration::from_millis(self.tombstone_retention_ms),
                 ..LogConfig::default()
             }),
             Backend::Kafka => LogChoice::Kafka(KafkaConfig {

@@ -35,6 +35,11 @@ pub struct ServeArgs {
     /// Keep at most this many bytes of object events per partition (oldest segments go first).
     #[arg(long, value_name = "BYTES")]
     pub retention_bytes: Option<u64>,
+    /// Memory for caches, in bytes: three quarters for the object index's pages, a quarter
+    /// for ingest's per-key heads (and as much again for heads the index has not applied yet,
+    /// past which writes wait for it). Memory does not grow with the number of objects.
+    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES", value_parser = clap::value_parser!(u64).range((4 << 20)..))]
+    pub cache_bytes: u64,
     /// Largest request body accepted.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_body_bytes: usize,
@@ -117,6 +122,14 @@ pub struct ServeArgs {
     /// Unreferenced blobs younger than this are kept: their event may still be on its way.
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
     pub blob_gc_grace_secs: u64,
+    /// Where object content, multipart parts and filter modules are kept: a directory
+    /// (default: --data-dir, as `<dir>/blobs` and `<dir>/multipart`), or s3://bucket/prefix,
+    /// which every node of a Kafka cluster should share so any node serves any object. An
+    /// s3:// store takes its endpoint and credentials from the AWS environment
+    /// (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_ALLOW_HTTP=true for http://) and is checked writable at start.
+    #[arg(long, value_name = "DIR|s3://bucket/prefix")]
+    pub content_store: Option<String>,
     /// Seconds an ingested S3 notification record is remembered, so its redelivery appends
     /// nothing.
     #[arg(long, default_value_t = 7 * 24 * 3600, value_name = "SECS")]
@@ -201,6 +214,25 @@ pub struct ServeArgs {
     /// TLS) at once.
     #[arg(long, default_value_t = 4096, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// Linear memory all WASM filter instances together may reserve (each reserves its
+    /// version's memory limit): a filtered subscription whose instances (one per partition)
+    /// would not fit next to the others' is refused at create and PUT, and an instance that
+    /// finds no room at run time waits as `capacity`.
+    #[arg(long, default_value_t = tidemark_plugins::ServerLimits::DEFAULT_MEMORY_BUDGET as u64, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(65536..))]
+    pub filter_memory_budget_bytes: u64,
+    /// Live versions kept per filter: an upload past it deletes the oldest versions no
+    /// subscription uses (pinned or following), or is refused naming who holds them.
+    #[arg(long, default_value_t = tidemark_plugins::ServerLimits::DEFAULT_MAX_VERSIONS, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=10_000))]
+    pub filter_max_versions: u32,
+    /// Address space a filter compile may use: modules compile in a child process limited to
+    /// this and to --filter-compile-ms of CPU, and killed at that deadline.
+    #[arg(long, default_value_t = 1 << 30, value_name = "BYTES", value_parser = clap::value_parser!(u64).range((256 << 20)..))]
+    pub filter_compile_memory_bytes: u64,
+    /// Set by the `tidemark` binary, whose `main` answers the compile child's argument:
+    /// compile in children of this executable. Off (compiling in process) where serve runs
+    /// inside another program (the benchmark driver).
+    #[arg(skip)]
+    pub filter_compile_in_child: bool,
 }
 
 impl ServeArgs {
@@ -216,6 +248,17 @@ impl ServeArgs {
         args.data.data_dir = data_dir;
         args.listen = listen;
         args
+    }
+
+    /// `--content-store`, or the data directory.
+    fn content_store(&self) -> anyhow::Result<tidemark_core::content_store::Location> {
+        use tidemark_core::content_store::{ContentStore, Location};
+        match &self.content_store {
+            Some(value) => {
+                Location::parse(value).map_err(|e| anyhow::anyhow!("--content-store: {e}"))
+            }
+            None => Ok(ContentStore::default_dir(&self.data.data_dir)),
+        }
     }
 
     fn node_config(&self, listening: SocketAddr, tls: bool) -> anyhow::Result<NodeConfig> {
@@ -234,11 +277,21 @@ impl ServeArgs {
         Ok(NodeConfig {
             destinations,
             webhook_ca_file: self.webhook_ca_file.clone(),
+            cache_bytes: self.cache_bytes as usize,
             functions: tidemark_sinks::function::Functions::new(self.functions.clone())
                 .map_err(|e| anyhow::anyhow!("--function: {e}"))?,
             filter_instances: self.filter_instances,
             filter_defaults,
             filter_maxima,
+            filter_server: tidemark_plugins::ServerLimits {
+                memory_budget_bytes: self.filter_memory_budget_bytes as usize,
+                max_versions: self.filter_max_versions,
+                compiler: if self.filter_compile_in_child {
+                    tidemark_plugins::Compiler::this_executable(self.filter_compile_memory_bytes)?
+                } else {
+                    tidemark_plugins::Compiler::InProcess
+                },
+            },
             static_membership: self.log.kafka_static_membership,
             advertise_url,
             data_dir: self.data.data_dir.clone(),
@@ -467,7 +520,11 @@ pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyho
         1 + u64::from(args.s3_listen.is_some()),
     );
     let http = crate::net::Listener::new(listener, args.listener_options("http", http_tls));
-    let node = Node::open(args.node_config(addr, http.options.tls.is_some())?).await?;
+    let node = Node::open_with_content_store(
+        args.node_config(addr, http.options.tls.is_some())?,
+        args.content_store()?,
+    )
+    .await?;
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         max_batch: args.max_batch,

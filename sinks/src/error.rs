@@ -16,6 +16,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A named field asks for more than the server has room for (the filter memory budget).
+    #[error("{field}: {message}")]
+    OverBudget { field: String, message: String },
     /// The subscription refuses work in its current state (disabled, stopping).
     #[error("{0}")]
     Unavailable(String),
@@ -48,7 +51,7 @@ impl Error {
         match self {
             Error::Invalid { .. } | Error::Config(_) => ErrorKind::BadInput,
             Error::NotFound(_) => ErrorKind::NotFound,
-            Error::Conflict(_) => ErrorKind::Conflict,
+            Error::Conflict(_) | Error::OverBudget { .. } => ErrorKind::Conflict,
             Error::Unavailable(_) | Error::Transient(_) => ErrorKind::Unavailable,
             // Like damaged data, it does not pass by itself: someone has to look.
             Error::Data(_) => ErrorKind::Corrupt,

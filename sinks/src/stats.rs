@@ -30,7 +30,9 @@ pub struct FilterStatus {
     /// The version events are filtered with now.
     pub version: Option<u32>,
     /// `active`, `quarantined` (too many consecutive errors; waits for another version),
-    /// or `unavailable` (the reference does not resolve, or the module cannot be loaded).
+    /// `unavailable` (the reference does not resolve, or the module cannot be loaded), or
+    /// `capacity` (the server has no room for an instance now: the filter memory budget or
+    /// the instance slots; it starts by itself when there is).
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -40,6 +42,9 @@ pub struct FilterStatus {
     /// The version that was quarantined: a different version resumes delivery.
     #[serde(skip)]
     pub quarantined: Option<u32>,
+    /// Partitions waiting for room for their instance now (state `capacity` while any).
+    #[serde(skip)]
+    pub waiting_for_capacity: u32,
 }
 
 #[derive(Default)]

@@ -86,9 +86,16 @@ pub struct TestArgs {
     /// Per-event lines printed (the totals cover every event).
     #[arg(long, default_value_t = 50)]
     show: usize,
+    /// The whole test stops after this long and prints what it did (server default 10 s,
+    /// at most 60 s).
+    #[arg(long, value_name = "MS")]
+    deadline_ms: Option<u64>,
     #[arg(long)]
     json: bool,
 }
+
+/// Events one test evaluates at most (the server's cap): lines past it are not read.
+const MAX_TEST_EVENTS: usize = 100_000;
 
 pub async fn run(cmd: FilterCommand) -> anyhow::Result<()> {
     match cmd {
@@ -157,6 +164,14 @@ async fn upload(args: UploadArgs) -> anyhow::Result<()> {
         text(&v["size"]),
         text(&v["sha256"])
     );
+    let collected = list_text(&v["collected_versions"]);
+    if collected != "-" {
+        println!(
+            "deleted unused versions {collected} of {} (the server keeps at most \
+             --filter-max-versions live versions)",
+            args.name
+        );
+    }
     Ok(())
 }
 
@@ -209,14 +224,24 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sample events from a JSON-lines file; every bad line is named by its number.
-fn read_events(path: &PathBuf) -> anyhow::Result<Vec<Value>> {
-    let bytes = read_input(path)?;
+/// Sample events from a JSON-lines file, read as far as the cap; every bad line is named by
+/// its number. True when the file holds more than the cap.
+fn read_events(path: &PathBuf) -> anyhow::Result<(Vec<Value>, bool)> {
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Box::new(std::io::BufReader::new(file))
+    };
     let mut events = Vec::new();
-    for (i, line) in bytes.lines().enumerate() {
-        let line = line?;
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("{}:{}", path.display(), i + 1))?;
         if line.trim().is_empty() {
             continue;
+        }
+        if events.len() == MAX_TEST_EVENTS {
+            return Ok((events, true));
         }
         let v: Value = serde_json::from_str(&line)
             .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
@@ -228,13 +253,28 @@ fn read_events(path: &PathBuf) -> anyhow::Result<Vec<Value>> {
             path.display()
         );
     }
-    Ok(events)
+    Ok((events, false))
 }
 
 async fn test(args: TestArgs) -> anyhow::Result<()> {
     let mut body = json!({ "max_results": args.show });
+    if let Some(ms) = args.deadline_ms {
+        body["deadline_ms"] = ms.into();
+    }
+    // Said after the results: the file was longer than one test evaluates.
+    let mut capped = None;
     match (&args.events, &args.since) {
-        (Some(file), _) => body["events"] = read_events(file)?.into(),
+        (Some(file), _) => {
+            let (events, more) = read_events(file)?;
+            if more {
+                capped = Some(format!(
+                    "stopped at the cap of {MAX_TEST_EVENTS} events per test: {} holds more, \
+                     and only the first {MAX_TEST_EVENTS} were tested",
+                    file.display()
+                ));
+            }
+            body["events"] = events.into();
+        }
         (None, Some(since)) => {
             body["since"] = since.clone().into();
             body["limit"] = args.limit.into();
@@ -248,6 +288,9 @@ async fn test(args: TestArgs) -> anyhow::Result<()> {
     let path = format!("/v1/filters/{}/test", args.reference);
     let v = args.server.call(Method::POST, &path, Some(&body)).await?;
     if args.json {
+        if let Some(message) = &capped {
+            eprintln!("incomplete: {message}");
+        }
         return print_json(&v);
     }
     for r in v["results"].as_array().into_iter().flatten() {
@@ -288,6 +331,13 @@ async fn test(args: TestArgs) -> anyhow::Result<()> {
             text(&t["p99"]),
             text(&v["fuel"]["median"])
         );
+    }
+    for message in v["stopped"]["message"]
+        .as_str()
+        .into_iter()
+        .chain(capped.as_deref())
+    {
+        println!("incomplete: {message}");
     }
     Ok(())
 }

@@ -113,7 +113,12 @@ pub fn parse() -> anyhow::Result<Cli> {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(*args).await,
+        Command::Serve(mut args) => {
+            // `main` answers the compile child's argument: filters compile in children of
+            // this executable, bounded in time and memory.
+            args.filter_compile_in_child = true;
+            serve::run(*args).await
+        }
         Command::Log(LogCommand::Tail(args)) => log_tail::run(args).await,
         Command::State(StateCommand::Ls(args)) => state::ls(args).await,
         Command::State(StateCommand::Rebuild(args)) => state::rebuild(args).await,

@@ -52,7 +52,7 @@ pub enum FsyncChoice {
 }
 
 /// http:// or https:// (`bench tls`).
-type HttpClient = tidemark_server::http::HttpClient;
+pub(super) type HttpClient = tidemark_server::http::HttpClient;
 
 /// A request body of `batch` puts, cycling through `keys` keys from mutation `start` on.
 pub(super) fn body(start: usize, batch: usize, keys: usize) -> Bytes {

@@ -10,6 +10,7 @@ mod lake;
 mod rebuild;
 mod replay;
 mod s3;
+mod scale;
 mod state_at;
 mod tls;
 mod watch;
@@ -43,6 +44,9 @@ pub enum BenchCommand {
     S3(s3::S3Args),
     /// TLS on both listeners vs none, same load, same run: HTTP ingest and S3 GET of 1 MiB.
     Tls(tls::TlsArgs),
+    /// Ingest as distinct keys grow (100,000 to 20,000,000): mutations/s, resident memory, and
+    /// restart to ready.
+    Scale(scale::ScaleArgs),
     /// Live watch: change-to-watcher latency with many SSE watchers, memory per idle
     /// watcher, idle watchers one server holds.
     Watch(watch::WatchArgs),
@@ -61,6 +65,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::StateAt(args) => state_at::run(args).await,
         BenchCommand::S3(args) => s3::run(args).await,
         BenchCommand::Tls(args) => tls::run(args).await,
+        BenchCommand::Scale(args) => scale::run(args).await,
         BenchCommand::Watch(args) => watch::run(args).await,
     }
 }

@@ -184,7 +184,7 @@ fn measure_in_child(
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe);
     child
-        .args(["bench", "state-at", "--measure", mode])
+        .args(["state-at", "--measure", mode])
         .arg("--at")
         .arg(at.to_string())
         .arg("--dir")

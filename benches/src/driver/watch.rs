@@ -42,7 +42,9 @@ struct Child {
 impl Child {
     async fn start() -> anyhow::Result<Child> {
         let dir = tempfile::tempdir()?;
-        let mut process = std::process::Command::new(std::env::current_exe()?)
+        // `tidemark` is built beside this binary (cargo build --release -p tidemark).
+        let tidemark = std::env::current_exe()?.with_file_name("tidemark");
+        let mut process = std::process::Command::new(tidemark)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .stdout(Stdio::piped())

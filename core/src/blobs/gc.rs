@@ -1,6 +1,7 @@
 //! Garbage collection of blobs: the content that events still in the `objects` topic refer to
 //! is kept (it is what a restore to any instant within retention needs); the rest goes once it
-//! is older than the grace period.
+//! is older than the grace period. Content referenced from outside the log (filter modules,
+//! named by the catalog) is pinned by the caller.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -55,15 +56,21 @@ pub async fn referenced(log: &dyn Log, codec: &EventCodec) -> Result<HashSet<Str
     Ok(shas)
 }
 
-/// Scan the log for references, then remove the blobs nothing refers to that are older than
-/// `grace`.
+/// The blobs referenced from outside the log, read at each collection (the modules of live
+/// filter versions).
+pub type Pinned = Arc<dyn Fn() -> HashSet<String> + Send + Sync>;
+
+/// Scan the log for references, add `pinned`, then remove the blobs nothing refers to that are
+/// older than `grace`.
 pub async fn collect_garbage(
     log: &dyn Log,
     codec: &EventCodec,
     store: Arc<dyn BlobStore>,
+    pinned: HashSet<String>,
     grace: Duration,
 ) -> Result<GcStats> {
-    let referenced = referenced(log, codec).await?;
+    let mut referenced = referenced(log, codec).await?;
+    referenced.extend(pinned);
     crate::blocking::blocking(move || store.gc(&referenced, grace)).await
 }
 
@@ -72,6 +79,7 @@ pub async fn collect_periodically(
     log: Arc<dyn Log>,
     codec: Arc<EventCodec>,
     store: Arc<dyn BlobStore>,
+    pinned: Pinned,
     every: Duration,
     grace: Duration,
 ) {
@@ -80,7 +88,7 @@ pub async fn collect_periodically(
     ticks.tick().await; // the first tick is immediate; the first collection waits a period
     loop {
         ticks.tick().await;
-        match collect_garbage(log.as_ref(), &codec, store.clone(), grace).await {
+        match collect_garbage(log.as_ref(), &codec, store.clone(), pinned(), grace).await {
             Ok(s) => tracing::info!(
                 kept = s.kept,
                 removed = s.removed,

@@ -3,24 +3,57 @@
 //! holds the bytes.
 //!
 //! Invariants:
-//! - a blob is complete and durable before its name exists: it is written to a temporary file,
-//!   fsynced, then renamed into place; a reader never sees a partial blob;
+//! - a blob is complete and durable before its name exists: it is written to a temporary file
+//!   (or object), then moved (or copied) into place; a reader never sees a partial blob;
 //! - uploads stream through constant memory, whatever their size;
-//! - garbage collection removes a blob only when no event still in the log refers to it and it
-//!   is older than a grace period, so content whose event is being appended is kept.
+//! - garbage collection removes a blob only when no event still in the log refers to it, no
+//!   live filter version uses it, and it is older than a grace period, so content whose event
+//!   is being appended is kept.
+//!
+//! # Garbage collection across nodes
+//!
+//! Several nodes may share one store (`--content-store s3://…` or a shared directory), and any
+//! of them may collect while the others upload. The protocol:
+//! 1. every upload, also of content the store holds already, leaves the blob's last-modified
+//!    time fresh (a file's time is touched; an object is copied over with the same bytes), and
+//!    only then does the node append the event (or catalog record) that refers to it;
+//! 2. a collection reads every reference first: the whole retained `objects` log and the live
+//!    filter versions of the catalog;
+//! 3. it removes a blob only when it is unreferenced and older than the grace period
+//!    (`--blob-gc-grace-secs`) by the store's own clock (a shared store's is read by writing
+//!    an object, so node clocks do not matter), and checks that time again right before the
+//!    delete (a HEAD, or a stat under a lock for the disk store); on a shared object store it
+//!    deletes only if that check was answered within 250 ms;
+//! 4. an upload to a shared object store that refreshed a blob old enough to be collected
+//!    (last written about a grace period ago or earlier) looks again 500 ms later, when any
+//!    delete decided before its refresh has landed, and puts the blob back if it went; only
+//!    then is the upload done and its event appended. Uploads of content written recently
+//!    (the common case of duplicates) do not wait.
+//!
+//! What remains: a reference appended more than the grace period after its upload finished
+//! (a node stalled between storing the bytes and appending the event) can find its blob
+//! collected; on a shared object store, a DELETE that reaches the store more than 250 ms
+//! after it was sent (a stalled connection, a retried request) can remove a blob an upload
+//! just refreshed; nodes sharing a store must use the same grace period (an uploader with a
+//! longer one skips step 4 for blobs a collector with a shorter one may take); with several
+//! processes sharing one directory (the lock is per process), an upload that touches a blob
+//! between another process's stat and unlink of it (microseconds) loses it.
 //!
 //! # Layout
-//! - `disk.rs`: [`DiskBlobs`], blobs as files under `<data-dir>/blobs/`.
+//! - `disk.rs`: [`DiskBlobs`], blobs as files under `<data-dir>/blobs/` (the default).
+//! - `objects.rs`: [`ObjectStoreBlobs`], blobs as objects in an `object_store` (S3).
 //! - `gc.rs`: the SHA-256 the retained log refers to, and collecting the rest.
 //! - `tests.rs`: the contract every [`BlobStore`] keeps, run against each implementation.
 
 mod disk;
 mod gc;
+pub(crate) mod objects;
 #[cfg(test)]
 mod tests;
 
 pub use disk::DiskBlobs;
-pub use gc::{collect_garbage, collect_periodically, referenced};
+pub use gc::{Pinned, collect_garbage, collect_periodically, referenced};
+pub use objects::ObjectStoreBlobs;
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -63,8 +96,8 @@ pub struct GcStats {
     pub bytes_freed: u64,
 }
 
-/// Where object content is kept. The seam for other backends (an object store); each one runs
-/// the contract suite in `tests.rs`.
+/// Where object content is kept: local files or an object store; each one runs the contract
+/// suite in `tests.rs`.
 pub trait BlobStore: Send + Sync + 'static {
     /// Store `body`, computing its SHA-256 and MD5 as it streams. More than `max_bytes` is
     /// refused with [`Error::Invalid`] on field `body`, and nothing is kept.
@@ -78,7 +111,8 @@ pub trait BlobStore: Send + Sync + 'static {
         range: Option<Range<u64>>,
     ) -> BoxFuture<'a, Result<Option<Blob>>>;
 
-    /// Whether the blob is held. Blocking (one file lookup).
+    /// Whether the blob is held. Blocking (one file lookup, or one request): call it from a
+    /// blocking thread.
     fn exists(&self, sha256: &str) -> Result<bool>;
 
     /// Remove every blob not in `referenced` that is older than `grace`. Blocking: run it off

@@ -1,5 +1,6 @@
 //! The contract of a [`BlobStore`], run against every implementation, and what the disk store
-//! adds (one file per content, no leftovers).
+//! adds (one file per content, no leftovers). The blocking methods run in `block_in_place`, as
+//! callers run them on blocking threads.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -32,6 +33,10 @@ async fn read_all(store: &dyn BlobStore, sha: &str, range: Option<Range<u64>>) -
 
 /// What every store must do.
 async fn contract(store: &dyn BlobStore) {
+    let exists = |sha: &str| tokio::task::block_in_place(|| store.exists(sha)).unwrap();
+    let gc = |keep: &HashSet<String>, grace| {
+        tokio::task::block_in_place(|| store.gc(keep, grace)).unwrap()
+    };
     // Streams in many chunks; names the content by its SHA-256; MD5 as S3's ETag.
     let (bytes, body) = pattern(3 << 20, 64 << 10);
     let stored = store.put(body, 1 << 30).await.unwrap();
@@ -43,7 +48,7 @@ async fn contract(store: &dyn BlobStore) {
         read_all(store, &stored.sha256, Some(1000..300_000)).await,
         &bytes[1000..300_000]
     );
-    assert!(store.exists(&stored.sha256).unwrap());
+    assert!(exists(&stored.sha256));
 
     let hello = store.put(once(b"hello"), 5).await.unwrap();
     assert_eq!(hello.md5, "5d41402abc4b2a76b9719d911017c592");
@@ -63,7 +68,7 @@ async fn contract(store: &dyn BlobStore) {
     // Refusals name the problem and keep nothing.
     let absent = hex(&Sha256::digest(b"never stored"));
     assert!(store.read(&absent, None).await.unwrap().is_none());
-    assert!(!store.exists(&absent).unwrap());
+    assert!(!exists(&absent));
     let e = store.read("../../etc/passwd", None).await.err().unwrap();
     assert!(e.to_string().contains("not a SHA-256"), "{e}");
     let e = store.read(&hello.sha256, Some(2..9)).await.err().unwrap();
@@ -86,16 +91,16 @@ async fn contract(store: &dyn BlobStore) {
     .boxed();
     let e = store.put(broken, 100).await.unwrap_err();
     assert!(e.to_string().contains("broke off after 7 bytes"), "{e}");
-    assert!(!store.exists(&hex(&Sha256::digest(b"partial"))).unwrap());
+    assert!(!exists(&hex(&Sha256::digest(b"partial"))));
 
     // GC keeps what is referenced and what is young; removes the rest.
     let keep: HashSet<String> = [stored.sha256.clone()].into();
-    let young = store.gc(&keep, Duration::from_secs(3600)).unwrap();
+    let young = gc(&keep, Duration::from_secs(3600));
     assert_eq!((young.kept, young.removed), (3, 0));
-    let swept = store.gc(&keep, Duration::ZERO).unwrap();
+    let swept = gc(&keep, Duration::ZERO);
     assert_eq!((swept.kept, swept.removed, swept.bytes_freed), (1, 2, 5));
-    assert!(store.exists(&stored.sha256).unwrap());
-    assert!(!store.exists(&hello.sha256).unwrap());
+    assert!(exists(&stored.sha256));
+    assert!(!exists(&hello.sha256));
 }
 
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -111,7 +116,7 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_store_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let store = DiskBlobs::open(dir.path()).unwrap();
@@ -166,4 +171,46 @@ async fn a_reupload_refreshes_a_blob_gc_was_about_to_take() {
         .gc(&HashSet::new(), Duration::from_secs(3600))
         .unwrap();
     assert_eq!((stats.kept, stats.removed), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_store_keeps_the_contract() {
+    let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
+    let prefix = object_store::path::Path::from("shared/content");
+    let store = ObjectStoreBlobs::new(memory.clone(), &prefix, "memory://shared");
+    contract(&store).await;
+    // What is left: the referenced blob and GC's clock; the temporary objects are gone.
+    use object_store::ObjectStore as _;
+    let mut left: Vec<String> = memory
+        .list(None)
+        .map(|m| m.unwrap().location.to_string())
+        .collect()
+        .await;
+    left.sort();
+    let kept = hex(&Sha256::digest(pattern(3 << 20, 1 << 20).0));
+    assert_eq!(
+        left,
+        vec![
+            "shared/content/blobs/clock".to_string(),
+            format!("shared/content/blobs/{}/{kept}", &kept[..2]),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_store_uploads_in_parts_and_reuploads_refresh_a_blob() {
+    let store = ObjectStoreBlobs::in_memory();
+    // Larger than a part: a multipart upload, in order.
+    let (bytes, body) = pattern(objects::PART_BYTES * 2 + 12_345, 100_000);
+    let big = store.put(body, 1 << 30).await.unwrap();
+    assert_eq!(read_all(&store, &big.sha256, None).await, bytes);
+    // Old and unreferenced, but uploaded again: a collection with a grace period keeps it.
+    let a = store.put(once(b"old content"), 100).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let gc = |grace| tokio::task::block_in_place(|| store.gc(&HashSet::new(), grace)).unwrap();
+    store.put(once(b"old content"), 100).await.unwrap();
+    // (The re-upload waited half a second to see that no collection took it meanwhile.)
+    let stats = gc(Duration::from_secs(1));
+    assert_eq!((stats.kept, stats.removed), (1, 1), "the big blob goes");
+    assert!(tokio::task::block_in_place(|| store.exists(&a.sha256)).unwrap());
 }

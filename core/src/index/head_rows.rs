@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{Durability, ReadTransaction, ReadableTable};
+use redb::{ReadTransaction, ReadableTable};
 
 use super::{APPLIED, OBJECTS, ObjectIndex, insert_applied, read_applied, rows};
 use crate::event::Head;
@@ -74,7 +74,7 @@ impl ObjectIndex {
         let mut loaded = 0u64;
         let mut first = true;
         loop {
-            let mut txn = self.begin_write()?;
+            let txn = self.begin_write()?;
             {
                 let mut objects = txn
                     .open_table(OBJECTS)
@@ -96,10 +96,8 @@ impl ObjectIndex {
             }
             first = false;
             let done = rows.peek().is_none();
-            if !done {
-                txn.set_durability(Durability::None)
-                    .map_err(|e| Error::index("load heads", e))?;
-            }
+            // Every chunk is committed durably: redb keeps the pages of non-durable commits in
+            // memory until a durable one, which would hold the whole load.
             txn.commit().map_err(|e| Error::index("commit", e))?;
             if done {
                 return Ok(loaded);

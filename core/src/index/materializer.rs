@@ -58,6 +58,17 @@ impl Materializer {
                     Err(Error::Shutdown) => return,
                     Err(e) => {
                         tracing::error!("materializer failed: {e}; retrying in 1s");
+                        // After a failed commit redb refuses everything until it is opened
+                        // again (a full disk): reopen, so reads work meanwhile and commits
+                        // resume once there is space.
+                        if matches!(e, Error::Index { .. } | Error::StorageFull(_)) {
+                            let index = me.index.clone();
+                            let reopened =
+                                tokio::task::spawn_blocking(move || index.reopen()).await;
+                            if let Ok(Err(e)) = reopened {
+                                tracing::error!("cannot reopen the index: {e}");
+                            }
+                        }
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                     Ok(()) => return,

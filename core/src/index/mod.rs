@@ -149,13 +149,22 @@ fn read_applied(txn: &ReadTransaction) -> Result<BTreeMap<u32, u64>> {
 enum Db {
     Write(Database),
     Read(ReadOnlyDatabase),
+    /// Being reopened after a failed commit.
+    Closed,
 }
 
 pub struct ObjectIndex {
-    db: Db,
+    /// Swapped for a fresh handle by [`ObjectIndex::reopen`]: after a failed commit (a full
+    /// disk), redb refuses everything until the database is closed and opened again.
+    db: std::sync::RwLock<Db>,
+    path: std::path::PathBuf,
+    cache_bytes: usize,
+    mode: ConcurrencyMode,
     /// A private index being rebuilt: nobody reads it until it is complete, and a crash
     /// discards it, so its commits skip redb's quick-repair bookkeeping.
     scratch: bool,
+    /// Why the last commit failed, until one succeeds (`/readyz` shows it).
+    failure: std::sync::Mutex<Option<String>>,
 }
 
 /// One object in a listing.
@@ -166,25 +175,73 @@ pub struct Listed {
     pub state: ObjectState,
 }
 
+/// Whether `e` has a full disk (or quota) somewhere in its causes.
+fn is_storage_full(e: &Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    // redb reports some I/O failures as text only.
+    let text = e.to_string();
+    text.contains("No space left on device") || text.contains("os error 28")
+}
+
+/// redb's page cache unless told otherwise (its own default is 1 GiB).
+const DEFAULT_CACHE: usize = 256 << 20;
+/// Page cache of a scratch index (a rebuild's, a state at an instant).
+const SCRATCH_CACHE: usize = 32 << 20;
+
 fn split_log_key(k: &str) -> (&str, &str) {
     k.split_once('/').unwrap_or((k, ""))
 }
 
 impl ObjectIndex {
-    /// Open or create the index for writing.
+    /// Open or create the index for writing (redb's default page cache).
     pub fn open(path: &Path) -> Result<ObjectIndex> {
-        Self::open_mode(path, ConcurrencyMode::SingleWriter, false)
+        Self::open_mode(path, ConcurrencyMode::SingleWriter, false, DEFAULT_CACHE)
+    }
+
+    /// Open or create the index for writing, caching at most `cache_bytes` of its pages.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<ObjectIndex> {
+        Self::open_mode(path, ConcurrencyMode::SingleWriter, false, cache_bytes)
     }
 
     /// Create a private index to rebuild into (see `scratch`); it is complete once
     /// [`Self::put_heads`] returns.
     pub fn create_scratch(path: &Path) -> Result<ObjectIndex> {
-        Self::open_mode(path, ConcurrencyMode::ExclusiveWriter, true)
+        // Written once in key order and read by one job: a small cache does.
+        Self::open_mode(path, ConcurrencyMode::ExclusiveWriter, true, SCRATCH_CACHE)
     }
 
-    fn open_mode(path: &Path, mode: ConcurrencyMode, scratch: bool) -> Result<ObjectIndex> {
+    fn open_mode(
+        path: &Path,
+        mode: ConcurrencyMode,
+        scratch: bool,
+        cache_bytes: usize,
+    ) -> Result<ObjectIndex> {
+        let db = Self::open_db(path, mode, cache_bytes)?;
+        Ok(ObjectIndex {
+            db: std::sync::RwLock::new(Db::Write(db)),
+            path: path.to_path_buf(),
+            cache_bytes,
+            mode,
+            scratch,
+            failure: Default::default(),
+        })
+    }
+
+    fn open_db(path: &Path, mode: ConcurrencyMode, cache_bytes: usize) -> Result<Database> {
         let db = redb::Builder::new()
             .set_concurrency_mode(mode)
+            .set_cache_size(cache_bytes)
             .create(path)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => Error::Unavailable(format!(
@@ -201,10 +258,38 @@ impl ObjectIndex {
         txn.open_table(APPLIED)
             .map_err(|e| Error::index("create table", e))?;
         txn.commit().map_err(|e| Error::index("create tables", e))?;
-        Ok(ObjectIndex {
-            db: Db::Write(db),
-            scratch,
-        })
+        Ok(db)
+    }
+
+    /// Close the database and open it again (redb then recovers the last commit), for after a
+    /// failed commit. Readers in progress keep the old handle until they finish, so this
+    /// retries for a few seconds while the file is still held.
+    pub fn reopen(&self) -> Result<()> {
+        let mut db = self.db.write().unwrap();
+        if !matches!(*db, Db::Write(_)) && !matches!(*db, Db::Closed) {
+            return Ok(()); // read-only handles are never reopened
+        }
+        *db = Db::Closed;
+        let mut tries = 0;
+        loop {
+            match Self::open_db(&self.path, self.mode, self.cache_bytes) {
+                Ok(fresh) => {
+                    *db = Db::Write(fresh);
+                    tracing::info!("reopened the index {}", self.path.display());
+                    return Ok(());
+                }
+                Err(Error::Unavailable(_)) if tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Why the last commit failed (no space, an I/O error), until one succeeds.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap().clone()
     }
 
     /// Open an existing index for reading, even while a server writes it.
@@ -217,24 +302,53 @@ impl ObjectIndex {
         }
         let db = redb::Builder::new()
             .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .set_cache_size(DEFAULT_CACHE)
             .open_read_only(path)
             .map_err(|e| Error::index("open read-only", e))?;
         Ok(ObjectIndex {
-            db: Db::Read(db),
+            db: std::sync::RwLock::new(Db::Read(db)),
+            path: path.to_path_buf(),
+            cache_bytes: DEFAULT_CACHE,
+            mode: ConcurrencyMode::SingleWriter,
             scratch: false,
+            failure: Default::default(),
         })
     }
 
     fn read(&self) -> Result<ReadTransaction> {
-        match &self.db {
+        match &*self.db.read().unwrap() {
             Db::Write(db) => db.begin_read(),
             Db::Read(db) => db.begin_read(),
+            Db::Closed => return Err(Error::Unavailable("the index is being reopened".into())),
         }
         .map_err(|e| Error::index("begin read", e))
     }
 
-    /// Commit a batch: rows and applied offsets in one durable transaction.
+    /// Commit a batch: rows and applied offsets in one durable transaction. A failure for lack
+    /// of space is [`Error::StorageFull`], naming the index's file; [`ObjectIndex::failure`]
+    /// says why until a commit succeeds.
     pub fn commit(&self, batch: Batch) -> Result<()> {
+        match self.commit_batch(batch) {
+            Ok(()) => {
+                self.failure.lock().unwrap().take();
+                Ok(())
+            }
+            Err(e) => {
+                let e = match is_storage_full(&e) {
+                    true => Error::StorageFull(format!(
+                        "no space left on the disk of the index ({}): {e}; free space there \
+                         and it catches up on its own",
+                        self.path.display()
+                    )),
+                    false => e,
+                };
+                *self.failure.lock().unwrap() = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn commit_batch(&self, batch: Batch) -> Result<()> {
         let txn = self.begin_write()?;
         {
             let mut objects = txn
@@ -306,8 +420,11 @@ impl ObjectIndex {
     }
 
     fn begin_write(&self) -> Result<redb::WriteTransaction> {
-        let Db::Write(db) = &self.db else {
-            return Err(Error::BadInput("the index is open read-only".into()));
+        let db = self.db.read().unwrap();
+        let Db::Write(db) = &*db else {
+            return Err(Error::BadInput(
+                "the index is open read-only (or being reopened)".into(),
+            ));
         };
         let mut txn = db
             .begin_write()
@@ -334,6 +451,25 @@ impl ObjectIndex {
         read_heads(&self.read()?, |k| {
             crate::log::partition_for(k.as_bytes(), partitions) == partition
         })
+    }
+
+    /// The heads of `keys` (log keys, `bucket/key`), read in one transaction.
+    pub fn heads_of(&self, keys: &[String]) -> Result<Vec<Option<Head>>> {
+        let txn = self.read()?;
+        let table = txn
+            .open_table(OBJECTS)
+            .map_err(|e| Error::index("open objects", e))?;
+        keys.iter()
+            .map(|k| {
+                match table
+                    .get(k.as_str())
+                    .map_err(|e| Error::index("read object", e))?
+                {
+                    Some(v) => Ok(Some(rows::decode_head(v.value())?.0)),
+                    None => Ok(None),
+                }
+            })
+            .collect()
     }
 
     pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Head>> {

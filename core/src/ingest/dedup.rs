@@ -38,7 +38,11 @@ impl SeenRecords {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
         }
-        let db = Database::create(path).map_err(|e| Error::index("open dedup store", e))?;
+        // A small page cache: redb's default is 1 GiB, and lookups here are few and recent.
+        let db = redb::Builder::new()
+            .set_cache_size(16 << 20)
+            .create(path)
+            .map_err(|e| Error::index("open dedup store", e))?;
         let txn = db.begin_write().map_err(|e| Error::index("dedup", e))?;
         txn.open_table(SEEN).map_err(|e| Error::index("dedup", e))?;
         txn.open_table(BY_TIME)

@@ -3,14 +3,17 @@
 //! sequence and the previous state, encoded, and queued to the log in order; the caller is
 //! answered only once the log says the events are durable.
 //!
-//! The heads live in memory: the index's heads plus the log records the index has not applied
-//! yet, so sequences continue correctly after a restart even when the index lags.
+//! Heads come from `heads.rs`: the ones the index has not applied yet, a bounded cache, and the
+//! index itself, so memory is set by configuration, not by the number of keys. After a start
+//! (or a failed append) ingest first waits until the index has applied the whole log, so the
+//! index is the truth for every key it has no pending head for; nothing is read up front.
 //!
 //! A node writes only the partitions it owns (all of them on the embedded log; a share of
 //! them when several nodes use one Kafka cluster, see `ownership.rs`), so every key has one
 //! writer and its sequence one source.
 
 pub mod dedup;
+mod heads;
 mod mutation;
 pub mod ownership;
 pub mod s3_events;
@@ -24,7 +27,7 @@ pub use mutation::{
 pub use stats::{IngestStats, Interface};
 pub use writer::{Writer, Written};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -63,6 +66,11 @@ pub struct Accepted {
     pub position: Position,
 }
 
+/// Longest a write waits for the index (catching up after a start, or backpressure).
+const CATCH_UP: Duration = Duration::from_secs(30);
+/// Pending heads past which each batch first drops the ones the index applied.
+const PRUNE_AT: usize = 4096;
+
 pub struct Ingestor {
     log: Arc<dyn Log>,
     codec: Arc<EventCodec>,
@@ -72,7 +80,13 @@ pub struct Ingestor {
     partitions: u32,
     /// Partitions this node writes now.
     owned: RwLock<BTreeSet<u32>>,
-    heads: Mutex<HeadMap<Head>>,
+    heads: Mutex<heads::Heads>,
+    /// Bytes of pending heads (events the index has not applied) past which writes wait for
+    /// the index.
+    pending_budget: usize,
+    /// Log ends the index must reach before the next write (after a start or a failed
+    /// append): until then the index may not know a key's newest event.
+    catch_up: Mutex<Option<BTreeMap<u32, u64>>>,
     /// Set when an append failed: its events may or may not be in the log, so the heads may
     /// disagree with it until they are rebuilt from the index and the log.
     stale: AtomicBool,
@@ -84,16 +98,17 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Heads from the index, then every record the index has not applied yet. The node starts
-    /// out writing `owned` partitions.
+    /// Open ingest over `index`; writes wait until it has applied the log's current end.
+    /// `cache_bytes`: the budget of cached heads (pending heads get as much again).
     pub async fn recover(
         log: Arc<dyn Log>,
         codec: Arc<EventCodec>,
         index: Arc<ObjectIndex>,
         origin: Origin,
         owned: BTreeSet<u32>,
+        cache_bytes: usize,
     ) -> Result<Ingestor> {
-        let heads = load_heads(log.as_ref(), &codec, &index).await?;
+        let ends = log_ends(log.as_ref()).await?;
         Ok(Ingestor {
             partitions: log.partitions(OBJECTS_TOPIC)?,
             owned: RwLock::new(owned),
@@ -101,7 +116,9 @@ impl Ingestor {
             codec,
             index,
             origin,
-            heads: Mutex::new(heads),
+            heads: Mutex::new(heads::Heads::new(cache_bytes)),
+            pending_budget: cache_bytes.max(1 << 20),
+            catch_up: Mutex::new(Some(ends)),
             stale: AtomicBool::new(false),
             appends: tokio::sync::RwLock::new(()),
             stats: IngestStats::default(),
@@ -133,13 +150,18 @@ impl Ingestor {
         if self.stale.load(Ordering::Acquire) {
             self.resync().await?;
         }
+        self.wait_for_index().await?;
+        self.limit_pending().await?;
         let _outstanding = self.appends.read().await;
         let now = now_us();
         let mut outcomes = Vec::with_capacity(mutations.len());
         let mut records = Vec::with_capacity(mutations.len());
+        // Per record: its key and sequence, to mark its pending head landed.
+        let mut written: Vec<(String, i64)> = Vec::with_capacity(mutations.len());
         let append = {
             let owned = self.owned.read().unwrap();
             let mut heads = self.heads.lock().unwrap();
+            let read = self.look_up(&mut heads, &mutations)?;
             for m in mutations {
                 let key = log_key(&m.bucket, &m.key);
                 let partition = partition_for(key.as_bytes(), self.partitions);
@@ -147,15 +169,19 @@ impl Ingestor {
                     outcomes.push(Err(Error::NotOwner(partition)));
                     continue;
                 }
-                match self.event_for(m, heads.get(&key), ctx, now) {
+                let head = match heads.find(&key) {
+                    heads::Found::Known(h) => h,
+                    heads::Found::Unknown => read.get(&key).cloned().flatten(),
+                };
+                match self.event_for(m, head.as_ref(), ctx, now) {
                     Ok(mut event) => {
-                        // The replaced head's state becomes `previous`: moved, not copied.
-                        event.previous = heads
-                            .insert(key.clone(), event.head())
-                            .and_then(|h| h.state);
+                        // The replaced head's state becomes `previous`.
+                        event.previous = head.and_then(|h| h.state);
+                        heads.written(key.clone(), partition, event.head());
                         let mut value = Vec::with_capacity(256);
                         self.codec.encode(&event, &mut value);
                         outcomes.push(Ok((event.event_id, records.len())));
+                        written.push((key.clone(), event.sequence));
                         let mut record = NewRecord::new(Bytes::from(key), value);
                         record.partition = Some(partition);
                         records.push(record);
@@ -171,6 +197,10 @@ impl Ingestor {
             Some(fut) => match fut.await {
                 Ok(p) => {
                     self.stats.observe_append(started.elapsed());
+                    let mut heads = self.heads.lock().unwrap();
+                    for ((key, sequence), at) in written.iter().zip(&p) {
+                        heads.landed(key, *sequence, at.offset);
+                    }
                     p
                 }
                 Err(e) => {
@@ -194,22 +224,107 @@ impl Ingestor {
             .collect())
     }
 
-    /// Rebuild the heads from the index and the log after a failed append. Waits until no
-    /// append is outstanding; fails (and stays stale) while the log cannot be read.
+    /// After a failed append (its events may or may not be in the log): forget every head
+    /// and let the index apply the whole log before the next write. Waits until no append
+    /// is outstanding; fails (and stays stale) while the log cannot be read.
     async fn resync(&self) -> Result<()> {
         let _exclusive = self.appends.write().await;
         if !self.stale.load(Ordering::Acquire) {
             return Ok(()); // another request resynced while this one waited
         }
-        let heads = load_heads(self.log.as_ref(), &self.codec, &self.index)
-            .await
-            .map_err(|e| {
-                Error::Unavailable(format!("the log is unavailable ({e}); retry later"))
-            })?;
-        *self.heads.lock().unwrap() = heads;
+        let ends = log_ends(self.log.as_ref()).await.map_err(|e| {
+            Error::Unavailable(format!("the log is unavailable ({e}); retry later"))
+        })?;
+        self.heads.lock().unwrap().clear();
+        *self.catch_up.lock().unwrap() = Some(ends);
         self.stale.store(false, Ordering::Release);
-        tracing::info!("ingest state resynced from the index and the log");
+        tracing::info!("ingest resyncs: the index applies the log before the next write");
         Ok(())
+    }
+
+    /// Wait (up to [`CATCH_UP`]) until the index has applied the log ends recorded at the
+    /// start or the last resync.
+    async fn wait_for_index(&self) -> Result<()> {
+        let Some(ends) = self.catch_up.lock().unwrap().clone() else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        loop {
+            let applied = self.index.applied()?;
+            let behind: u64 = ends
+                .iter()
+                .map(|(p, end)| end.saturating_sub(applied.get(p).copied().unwrap_or(0)))
+                .sum();
+            if behind == 0 {
+                *self.catch_up.lock().unwrap() = None;
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "the index is catching up with the log ({behind} records behind) before \
+                     writes resume; retry"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Backpressure: while the heads of events the index has not applied take more than their
+    /// budget, wait for the index (up to [`CATCH_UP`]).
+    async fn limit_pending(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        loop {
+            if self.heads.lock().unwrap().pending_bytes() <= self.pending_budget {
+                return Ok(());
+            }
+            let applied = self.index.applied()?;
+            let within = {
+                let mut heads = self.heads.lock().unwrap();
+                heads.prune(&applied);
+                heads.pending_bytes() <= self.pending_budget
+            };
+            if within {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Unavailable(
+                    "the index is far behind the log; writes wait for it (retry)".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// The heads of the keys of `mutations` that are neither pending nor cached, read from the
+    /// index in one transaction (and cached, as far as the cache's budget goes; the batch
+    /// uses what this returns). Also drops pending heads the index has applied, when there
+    /// are many.
+    fn look_up(
+        &self,
+        heads: &mut heads::Heads,
+        mutations: &[Mutation],
+    ) -> Result<HeadMap<Option<Head>>> {
+        if heads.pending_len() > PRUNE_AT {
+            heads.prune(&self.index.applied()?);
+        }
+        let missing: Vec<String> = mutations
+            .iter()
+            .map(|m| log_key(&m.bucket, &m.key))
+            .filter(|k| !heads.knows(k))
+            .collect();
+        let mut read = HeadMap::default();
+        if missing.is_empty() {
+            return Ok(read);
+        }
+        // The read blocks this thread for the batch's index lookups; let the runtime move
+        // other tasks off it meanwhile.
+        let found = tokio::task::block_in_place(|| self.index.heads_of(&missing))?;
+        for (key, head) in missing.into_iter().zip(found) {
+            let partition = partition_for(key.as_bytes(), self.partitions);
+            heads.remember(key.clone(), partition, head.clone());
+            read.insert(key, head);
+        }
+        Ok(read)
     }
 
     fn event_for(
@@ -364,10 +479,14 @@ impl Ingestor {
         self.owned.read().unwrap().clone()
     }
 
-    /// Start writing `partition`, with `heads` for its keys: the caller made sure the index has
-    /// applied the partition to its end, and that no other node writes it any more.
-    pub fn acquire(&self, partition: u32, heads: HeadMap<Head>) {
-        self.heads.lock().unwrap().extend(heads);
+    /// Start writing `partition`: the caller made sure the index has applied the partition to
+    /// its end, and that no other node writes it any more. Heads this node kept of its keys
+    /// from an earlier time it wrote them are stale: the index has them right.
+    pub fn acquire(&self, partition: u32) {
+        self.heads
+            .lock()
+            .unwrap()
+            .forget_partitions(&BTreeSet::from([partition]));
         self.owned.write().unwrap().insert(partition);
     }
 
@@ -378,6 +497,7 @@ impl Ingestor {
             .unwrap()
             .retain(|p| !partitions.contains(p));
         drop(self.appends.write().await);
+        self.heads.lock().unwrap().forget_partitions(partitions);
     }
 
     /// Whether a failed append left the heads to be resynced before the next mutation.
@@ -385,9 +505,14 @@ impl Ingestor {
         self.stale.load(Ordering::Acquire)
     }
 
-    /// Number of keys with a head (including deleted keys).
-    pub fn key_count(&self) -> usize {
-        self.heads.lock().unwrap().len()
+    /// Heads held now: (pending for the index, cached), and the bytes they take.
+    pub fn heads_held(&self) -> (usize, usize, usize) {
+        let h = self.heads.lock().unwrap();
+        (
+            h.pending_len(),
+            h.cached_len(),
+            h.pending_bytes() + h.cache_bytes(),
+        )
     }
 
     /// A key's current state as this node knows it: ingest's own head for a partition it
@@ -395,50 +520,28 @@ impl Ingestor {
     /// write). `None` when the object does not exist.
     pub fn known_state(&self, bucket: &str, key: &str) -> Result<Option<ObjectState>> {
         if self.owns(self.partition_of(bucket, key)) {
-            return Ok(self.head(bucket, key).and_then(|h| h.state));
+            return Ok(self.head(bucket, key)?.and_then(|h| h.state));
         }
         Ok(self.index.get(bucket, key)?.and_then(|h| h.state))
     }
 
     /// A key's head as ingest knows it this moment (ahead of the index, which may lag);
     /// `None` for a key never written.
-    pub fn head(&self, bucket: &str, key: &str) -> Option<Head> {
-        self.heads
-            .lock()
-            .unwrap()
-            .get(&log_key(bucket, key))
-            .cloned()
+    pub fn head(&self, bucket: &str, key: &str) -> Result<Option<Head>> {
+        let key = log_key(bucket, key);
+        if let heads::Found::Known(h) = self.heads.lock().unwrap().find(&key) {
+            return Ok(h);
+        }
+        let (b, k) = key.split_once('/').unwrap_or((&key, ""));
+        self.index.get(b, k)
     }
 }
 
-/// Every key's head: the index's (heads and applied offsets read in one transaction), then
-/// every record the index has not applied yet.
-async fn load_heads(
-    log: &dyn Log,
-    codec: &EventCodec,
-    index: &ObjectIndex,
-) -> Result<HeadMap<Head>> {
-    let (mut heads, applied) = index.heads_and_applied()?;
+/// Every partition's end (the next offset).
+async fn log_ends(log: &dyn Log) -> Result<BTreeMap<u32, u64>> {
+    let mut ends = BTreeMap::new();
     for p in 0..log.partitions(OBJECTS_TOPIC)? {
-        let range = log.offsets(OBJECTS_TOPIC, p).await?;
-        let mut next = applied
-            .get(&p)
-            .copied()
-            .unwrap_or(range.start)
-            .max(range.start);
-        while next < range.end {
-            let records = log
-                .read(OBJECTS_TOPIC, p, next, 50_000, Duration::ZERO)
-                .await?;
-            let Some(last) = records.last() else { break };
-            next = last.offset + 1;
-            for rec in records {
-                let event = codec.decode_for_index(&rec.value)?;
-                if event.event_type.mutates_object() {
-                    heads.insert(event.log_key(), event.into_head());
-                }
-            }
-        }
+        ends.insert(p, log.offsets(OBJECTS_TOPIC, p).await?.end);
     }
-    Ok(heads)
+    Ok(ends)
 }

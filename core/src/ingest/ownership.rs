@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::Ingestor;
 use crate::codec::config::{ConfigCodec, ConfigEvent};
-use crate::index::{Materializer, ObjectIndex};
+use crate::index::Materializer;
 use crate::log::{Log, Membership, NewRecord};
 use crate::time::now_us;
 use crate::{CONFIG_TOPIC, OBJECTS_TOPIC, Result};
@@ -108,6 +108,11 @@ impl Routes {
                 .read(CONFIG_TOPIC, 0, from, 1000, Duration::from_secs(1))
                 .await?;
             for rec in &records {
+                from = rec.offset + 1;
+                *next = Some(from);
+                if rec.value.is_empty() {
+                    continue; // a tombstone of a catalog entity
+                }
                 match self.codec.decode(&rec.value) {
                     Ok(e) if e.kind == OWNER_KIND => self.apply(&e),
                     Ok(_) => {}
@@ -116,8 +121,6 @@ impl Routes {
                         "skipping undecodable config event: {e}"
                     ),
                 }
-                from = rec.offset + 1;
-                *next = Some(from);
             }
         }
     }
@@ -138,16 +141,14 @@ impl Routes {
 /// assigns, release those it revokes.
 pub async fn own_partitions(
     ingestor: Arc<Ingestor>,
-    index: Arc<ObjectIndex>,
     materializer: Arc<Materializer>,
     log: Arc<dyn Log>,
     routes: Arc<Routes>,
     mut membership: Membership,
 ) {
     let acquire = |p: u32| {
-        let (ingestor, index, materializer, log, routes) = (
+        let (ingestor, materializer, log, routes) = (
             ingestor.clone(),
-            index.clone(),
             materializer.clone(),
             log.clone(),
             routes.clone(),
@@ -164,9 +165,7 @@ pub async fn own_partitions(
                     "waiting for the index to reach offset {end} before writing the partition"
                 );
             }
-            let n = log.partitions(OBJECTS_TOPIC)?;
-            let heads = crate::blocking::blocking(move || index.heads_of_partition(p, n)).await?;
-            ingestor.acquire(p, heads);
+            ingestor.acquire(p);
             // Until the announcement is out, other nodes cannot send this partition's mutations.
             while let Err(e) = routes.announce(p).await {
                 tracing::warn!(partition = p, "announcing ownership: {e}; retrying in 1s");

@@ -7,17 +7,25 @@
 //! Content comes from the blob store; an object whose content then is no longer held is
 //! reported per key and left alone.
 //!
+//! A restore runs as a durable job (`resume.rs`): restarted or taken over by another node, it
+//! finishes what is left and writes no compensating event twice.
+//!
 //! # Layout
 //! - `plan.rs`: the difference between now and then, as actions per key.
-//! - `apply.rs`: the compensating mutations, in batches, with progress and cancel.
+//! - `apply.rs`: the compensating mutations, in batches, with progress, checkpoints and
+//!   cancel.
+//! - `resume.rs`: the job: plan, record the checkpoint, apply; on resume, re-plan what is left
+//!   from the log's record of what the job wrote.
 
 mod apply;
 mod plan;
+mod resume;
 #[cfg(test)]
 mod tests;
 
-pub use apply::{REQUESTER, apply};
-pub use plan::{Action, Plan, Step, Unavailable, looks_the_same, plan};
+pub use apply::{REQUESTER, Tally};
+pub use plan::{Action, Plan, Step, Unavailable, actions_for, looks_the_same, plan};
+pub use resume::{Checkpoint, resume_plan, run};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,7 +39,7 @@ use tidemark_core::codec::EventCodec;
 use tidemark_core::event::ObjectState;
 use tidemark_core::index::{Materializer, ObjectIndex};
 use tidemark_core::log::Log;
-use tidemark_core::time::{format_us, parse_past_us};
+use tidemark_core::time::{format_us, parse_past_us, parse_rfc3339_us};
 use tidemark_core::{Error as CoreError, OBJECTS_TOPIC};
 
 use crate::{Error, Result};
@@ -51,16 +59,21 @@ pub struct RestoreRequest {
     prefix: String,
     #[serde(default)]
     dry_run: bool,
+    /// At most this many objects per second.
+    #[serde(default)]
+    rate: Option<f64>,
 }
 
 /// A restore request, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Restore {
     pub bucket: String,
     pub prefix: String,
     /// The instant, µs (log append time).
     pub at: i64,
     pub dry_run: bool,
+    /// At most this many objects per second (`None`: as fast as the log takes them).
+    pub rate: Option<f64>,
 }
 
 impl RestoreRequest {
@@ -81,11 +94,20 @@ impl RestoreRequest {
             tidemark_core::ingest::validate_key(&self.prefix)
                 .map_err(|m| Error::invalid("prefix", m))?;
         }
+        if let Some(rate) = self.rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(Error::invalid(
+                "rate",
+                format!("{rate} is not a positive number of objects per second"),
+            ));
+        }
         Ok(Restore {
             bucket,
             prefix: self.prefix,
             at,
             dry_run: self.dry_run,
+            rate: self.rate,
         })
     }
 }
@@ -93,7 +115,25 @@ impl RestoreRequest {
 impl Restore {
     /// The job's spec: the request with its instant resolved (`-2h` means then, not later).
     pub fn to_json(&self) -> Value {
-        json!({"bucket": self.bucket, "prefix": self.prefix, "at": format_us(self.at)})
+        json!({
+            "bucket": self.bucket,
+            "prefix": self.prefix,
+            "at": format_us(self.at),
+            "rate": self.rate,
+        })
+    }
+
+    /// The restore a job's spec ([`Restore::to_json`]) describes.
+    pub fn of_job(spec: &Value) -> Result<Restore> {
+        let bad = || Error::Internal(format!("a restore job has a damaged spec: {spec}"));
+        let at = spec["at"].as_str().ok_or_else(bad)?;
+        Ok(Restore {
+            bucket: spec["bucket"].as_str().ok_or_else(bad)?.to_string(),
+            prefix: spec["prefix"].as_str().unwrap_or_default().to_string(),
+            at: parse_rfc3339_us(at).map_err(|_| bad())?,
+            dry_run: false,
+            rate: spec["rate"].as_f64(),
+        })
     }
 }
 
@@ -185,14 +225,15 @@ pub async fn index_at(
     })
 }
 
-/// The existing objects of `bucket` under `prefix`, by key. Blocking.
+/// The existing objects of `bucket` under `prefix` after key `after`, by key. Blocking.
 pub fn objects_in(
     index: &ObjectIndex,
     bucket: &str,
     prefix: &str,
+    after: Option<&str>,
 ) -> tidemark_core::Result<BTreeMap<String, ObjectState>> {
     let mut out = BTreeMap::new();
-    let mut after: Option<String> = None;
+    let mut after: Option<String> = after.map(str::to_string);
     loop {
         let page = index.list(Some(bucket), prefix, after.as_deref(), PAGE)?;
         let full = page.len() == PAGE;
@@ -204,8 +245,8 @@ pub fn objects_in(
     }
 }
 
-/// Plan `restore` against the index once it has applied everything in the log now.
-pub async fn prepare(sources: &Sources, restore: &Restore) -> Result<Plan> {
+/// Wait until the index has applied everything in the log now.
+async fn catch_up(sources: &Sources) -> Result<()> {
     let m = &sources.materializer;
     if !m.wait_for(&m.log_ends().await?, CATCH_UP).await {
         return Err(CoreError::Unavailable(format!(
@@ -214,6 +255,12 @@ pub async fn prepare(sources: &Sources, restore: &Restore) -> Result<Plan> {
         ))
         .into());
     }
+    Ok(())
+}
+
+/// Plan `restore` against the index once it has applied everything in the log now.
+pub async fn prepare(sources: &Sources, restore: &Restore) -> Result<Plan> {
+    catch_up(sources).await?;
     let then = index_at(
         sources.log.clone(),
         sources.codec.clone(),
@@ -227,8 +274,8 @@ pub async fn prepare(sources: &Sources, restore: &Restore) -> Result<Plan> {
         restore.clone(),
     );
     blocking(move || {
-        let now = objects_in(&index, &r.bucket, &r.prefix)?;
-        let old = objects_in(&then.index, &r.bucket, &r.prefix)?;
+        let now = objects_in(&index, &r.bucket, &r.prefix, None)?;
+        let old = objects_in(&then.index, &r.bucket, &r.prefix, None)?;
         plan(&r.bucket, &now, &old, blobs.as_ref())
     })
     .await

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tidemark_core::blobs::{BlobStore, new_version_id};
 use tidemark_core::event::ObjectState;
@@ -18,7 +19,8 @@ pub const SAMPLES: usize = 10;
 pub const LISTED: usize = 1000;
 
 /// One kind of compensating change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Deleted since the instant: put back with its content and attributes then.
     Recreate,
@@ -63,6 +65,9 @@ pub struct Step {
     pub now: Option<ObjectState>,
     /// The object at the instant.
     pub then: Option<ObjectState>,
+    /// Actions this restore job carried out already, before a restart or another node took
+    /// it over: counted as done with `actions`, which holds what is left (possibly nothing).
+    pub done_before: Vec<Action>,
 }
 
 /// A key whose content at the instant is no longer held, so it is left as it is.
@@ -98,12 +103,7 @@ pub fn plan(
     keys.dedup();
     for key in keys {
         let (cur, old) = (now.get(key), then.get(key));
-        let actions = match (cur, old) {
-            (None, None) => unreachable!("a key of one of the maps"),
-            (Some(_), None) => vec![Action::Delete],
-            (None, Some(_)) => vec![Action::Recreate],
-            (Some(c), Some(o)) => attribute_actions(c, o),
-        };
+        let actions = actions_for(cur, old);
         if actions.is_empty() {
             continue;
         }
@@ -127,9 +127,20 @@ pub fn plan(
             actions,
             now: cur.cloned(),
             then: old.cloned(),
+            done_before: Vec::new(),
         });
     }
     Ok(plan)
+}
+
+/// What turns `now` back into `then` (nothing when a user would see the same object).
+pub fn actions_for(now: Option<&ObjectState>, then: Option<&ObjectState>) -> Vec<Action> {
+    match (now, then) {
+        (None, None) => Vec::new(),
+        (Some(_), None) => vec![Action::Delete],
+        (None, Some(_)) => vec![Action::Recreate],
+        (Some(c), Some(o)) => attribute_actions(c, o),
+    }
 }
 
 /// Whether the content is the same bytes: by SHA-256, ETag and size.

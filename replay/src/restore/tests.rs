@@ -212,9 +212,73 @@ fn requests_are_checked_field_by_field() {
             "dry_run",
             "invalid type",
         ),
+        (
+            r#"{"bucket":"photos","at":"-1h","rate":0}"#,
+            "rate",
+            "not a positive number",
+        ),
     ] {
         let (f, m) = parse(body).unwrap_err();
         assert_eq!(f, field, "{body}: {m}");
         assert!(m.contains(needle), "{body}: '{m}' lacks '{needle}'");
     }
+}
+
+#[test]
+fn a_job_spec_reads_back_as_the_restore() {
+    let body = r#"{"bucket":"photos","at":"2026-01-01T00:00:00Z","prefix":"a/","rate":50}"#;
+    let req: RestoreRequest = serde_json::from_str(body).unwrap();
+    let restore = req.validate().unwrap();
+    assert_eq!(Restore::of_job(&restore.to_json()).unwrap(), restore);
+}
+
+/// A restore killed part way: the keys it wrote are found by their state before its first
+/// event on them; those fully done are left alone (counted as done), a key half done gets
+/// only what is left, and keys it never reached are planned as the first run planned them.
+#[tokio::test]
+async fn a_resumed_plan_skips_what_the_job_wrote_and_counts_it_as_the_first_run_would() {
+    let (_dir, blobs, shas) = store_with(&[b"old", b"new"]).await;
+    let (old, new) = (Some(shas[0].as_str()), Some(shas[1].as_str()));
+    let mut then = BTreeMap::new();
+    let mut now = BTreeMap::new();
+    let mut before = BTreeMap::new();
+    // Deleted since T; the job recreated it already.
+    then.insert("recreated".to_string(), state("v1", old));
+    now.insert("recreated".to_string(), state("v8", old));
+    before.insert("recreated".to_string(), None);
+    // Created since T (so absent then); the job deleted it already.
+    before.insert("deleted".to_string(), Some(state("v3", new)));
+    // Metadata and tags changed since T; the job set the metadata back, not yet the tags.
+    let mut both = state("v1", old);
+    then.insert("half".to_string(), both.clone());
+    both.metadata.clear();
+    both.tags.insert("a".into(), "b".into());
+    before.insert("half".to_string(), Some(both.clone()));
+    let mut half_done = both.clone();
+    half_done.metadata = state("v1", old).metadata;
+    half_done.version_id = Some("v9".into());
+    now.insert("half".to_string(), half_done);
+    // Overwritten since T, not reached by the job.
+    then.insert("untouched".to_string(), state("v1", old));
+    now.insert("untouched".to_string(), state("v2", new));
+
+    let plan = resume_plan("photos", &now, &then, &before, &blobs).unwrap();
+    let steps: Vec<(&str, Vec<Action>, Vec<Action>)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.key.as_str(), s.done_before.clone(), s.actions.clone()))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("deleted", vec![Action::Delete], vec![]),
+            ("half", vec![Action::Metadata], vec![Action::Tags]),
+            ("recreated", vec![Action::Recreate], vec![]),
+            ("untouched", vec![], vec![Action::Revert]),
+        ]
+    );
+    // What is left is checked against the object as it is now.
+    let half = &plan.steps[1];
+    assert_eq!(half.now.as_ref().unwrap().version_id.as_deref(), Some("v9"));
+    assert!(plan.steps[0].mutations("photos").is_empty());
 }

@@ -167,20 +167,20 @@ pub fn list(dir: &Path) -> Result<(Vec<Snapshot>, Vec<String>)> {
 /// Load `snapshot`'s heads and offsets into `into`, a new scratch index, checking the whole
 /// file as it goes: if it turns out damaged this fails, and `into` must be thrown away.
 pub fn load(snapshot: &Snapshot, into: &ObjectIndex) -> Result<u64> {
-    load_merged(snapshot, Vec::new(), &snapshot.applied, into)
+    load_merged(snapshot, std::iter::empty(), &snapshot.applied, into)
 }
 
-/// [`load`], with `newer` head rows (sorted by key: what the events after the snapshot left)
-/// in place of the snapshot's for the same keys, and `applied` the offsets the result is
-/// complete up to. Each key is written once, in order.
+/// [`load`], with `newer` head rows (what the events after the snapshot left) in place of
+/// the snapshot's for the same keys, and `applied` the offsets the result is complete up to.
+/// Each key is written once, in order; both sides stream.
 pub fn load_merged(
     snapshot: &Snapshot,
-    newer: Vec<(String, Vec<u8>)>,
+    newer: impl Iterator<Item = tidemark_core::Result<tidemark_core::rebuild::Row>>,
     applied: &BTreeMap<u32, u64>,
     into: &ObjectIndex,
 ) -> Result<u64> {
     let rows = RowReader::open(&snapshot.path, &snapshot.header())?;
-    Ok(into.load_head_rows(applied, merge::Merge::new(rows, newer.into_iter()))?)
+    Ok(into.load_head_rows(applied, merge::Merge::new(rows, newer))?)
 }
 
 /// Why `snapshot` does not describe the log whose partitions hold `log` (offsets present

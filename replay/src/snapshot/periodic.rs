@@ -1,5 +1,9 @@
 //! The server's snapshot task: a snapshot every so many events the materializer applied, so the
 //! state at any recent instant is one snapshot load plus a bounded replay.
+//!
+//! A snapshot writes every key, so the interval is at least the number of keys in the newest
+//! one: taking snapshots costs at most about one row written per event applied, however many
+//! objects there are, and the replay after a snapshot stays of the order of loading it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,7 +21,8 @@ use crate::Result;
 /// When the server takes snapshots and how many it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
-    /// A snapshot each time the index applied this many more records; 0: never.
+    /// A snapshot each time the index applied this many more records (or as many as the newest
+    /// snapshot has keys, if more); 0: never.
     pub every_events: u64,
     /// Snapshots kept (the newest); older ones are deleted.
     pub keep: usize,
@@ -46,13 +51,13 @@ pub async fn take_periodically(
         return;
     }
     // Counting from the newest snapshot, so a restart does not take another one at once.
-    let mut last = {
+    let (mut last, mut keys) = {
         let listing = dir.clone();
         match blocking(move || Ok(list(&listing).map(|(found, _)| found))).await {
-            Ok(Ok(found)) => found.first().map_or(0, |s| s.covered()),
+            Ok(Ok(found)) => found.first().map_or((0, 0), |s| (s.covered(), s.keys)),
             Ok(Err(e)) => {
                 tracing::warn!("index snapshots: cannot list {}: {e}", dir.display());
-                0
+                (0, 0)
             }
             Err(_) => return,
         }
@@ -65,7 +70,7 @@ pub async fn take_periodically(
             return;
         }
         let now: u64 = applied.borrow_and_update().values().sum();
-        if now.saturating_sub(last) < policy.every_events {
+        if now.saturating_sub(last) < policy.every_events.max(keys) {
             continue;
         }
         last = now;
@@ -73,6 +78,7 @@ pub async fn take_periodically(
         match blocking(move || Ok(take(&index, &into))).await {
             Ok(Ok(s)) => {
                 last = s.covered();
+                keys = s.keys;
                 tracing::info!(
                     keys = s.keys,
                     offsets = ?s.applied,

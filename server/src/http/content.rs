@@ -275,6 +275,7 @@ pub async fn gc(axum::extract::State(app): State) -> Result<Json<Value>, ApiErro
         node.log.log.as_ref(),
         &node.codec(),
         node.blobs.clone(),
+        node.filters.live_modules(),
         node.blob_gc.grace,
     )
     .await?;

@@ -59,6 +59,13 @@ impl From<&Error> for ApiError {
         if let Error::NotOwner(_) = e {
             return ApiError::new(StatusCode::MISDIRECTED_REQUEST, "not_owner", e.to_string());
         }
+        if let Error::StorageFull(_) = e {
+            return ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage_full",
+                e.to_string(),
+            );
+        }
         let (status, code) = status_of(e.kind());
         ApiError::new(status, code, e.to_string())
     }

@@ -1,8 +1,9 @@
 //! `/v1/filters`: upload WASM filter versions, list and show them, delete them (refused
-//! while a subscription needs them), and test them on sample events or on the log.
+//! while a subscription needs them), and test them on sample events or on the log (within a
+//! deadline and an event cap).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -28,6 +29,9 @@ impl From<tidemark_plugins::Error> for ApiError {
                 ApiError::field(StatusCode::BAD_REQUEST, "module", message)
             }
             tidemark_plugins::Error::Core(core) => core.into(),
+            tidemark_plugins::Error::Capacity(message) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "capacity", message)
+            }
             other => {
                 let (status, code) = super::error::status_of(other.kind());
                 ApiError::new(status, code, other.to_string())
@@ -84,13 +88,17 @@ pub async fn upload(
             "the body is empty; send the .wasm file as the raw request body",
         ));
     }
+    let subscriptions = state.node.engine.subscriptions.clone();
+    let users = move |name: &str| subscriptions.version_users(name);
     let up = state
         .node
         .filters
-        .upload(&name, body.to_vec(), limits, Some(caller.actor()))
+        .upload(&name, body.to_vec(), limits, Some(caller.actor()), &users)
         .await?;
     let mut j = version_json(&up.record, Vec::new());
     j["created"] = up.created.into();
+    // Older versions deleted to stay within --filter-max-versions.
+    j["collected_versions"] = up.collected.into();
     let status = if up.created {
         StatusCode::CREATED
     } else {
@@ -204,20 +212,49 @@ pub struct TestRequest {
     /// Per-event results returned (default 100; the totals always cover every event).
     #[serde(default)]
     max_results: Option<usize>,
+    /// The whole test stops after this long, answering what it did (default 10 s).
+    #[serde(default)]
+    deadline_ms: Option<u64>,
 }
 
+/// Events one test evaluates at most; the rest of a longer sample list is not looked at.
 const MAX_TEST_EVENTS: usize = 100_000;
+const DEFAULT_TEST_DEADLINE: Duration = Duration::from_secs(10);
+const MAX_TEST_DEADLINE_MS: u64 = 60_000;
+
+/// Why a test ended before every event was evaluated.
+#[derive(Clone, Copy)]
+enum Stop {
+    /// At the overall deadline (`deadline_ms`).
+    Deadline,
+    /// At the event cap ([`MAX_TEST_EVENTS`]).
+    EventCap,
+}
 
 /// `POST /v1/filters/NAME[@VERSION]/test`: run the filter on sample events or on events of
-/// the log, without delivering anything.
+/// the log, without delivering anything. Bounded: at most [`MAX_TEST_EVENTS`] events and the
+/// deadline; a test stopped by either answers what it did so far and says where it stopped.
 pub async fn test(
     state: State,
     Path(reference): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let started = Instant::now();
     let req: TestRequest = parse_json(&body?)?;
+    let deadline_ms = match req.deadline_ms {
+        None => DEFAULT_TEST_DEADLINE.as_millis() as u64,
+        Some(ms @ 1..=MAX_TEST_DEADLINE_MS) => ms,
+        Some(_) => {
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "deadline_ms",
+                format!("must be 1 to {MAX_TEST_DEADLINE_MS}"),
+            ));
+        }
+    };
+    let deadline = started + Duration::from_millis(deadline_ms);
     let version = state.node.filters.resolve(&reference)?;
-    let (events, source) = match (&req.events, &req.since) {
+    let (events, source, given, mut stop) = match (&req.events, &req.since) {
         (Some(_), Some(_)) | (None, None) => {
             return Err(ApiError::field(
                 StatusCode::BAD_REQUEST,
@@ -226,21 +263,16 @@ pub async fn test(
             ));
         }
         (Some(list), None) => {
-            if list.len() > MAX_TEST_EVENTS {
-                return Err(ApiError::field(
-                    StatusCode::BAD_REQUEST,
-                    "events",
-                    format!("at most {MAX_TEST_EVENTS} events per test"),
-                ));
-            }
-            let mut events = Vec::with_capacity(list.len());
-            for (i, v) in list.iter().enumerate() {
+            let taken = list.len().min(MAX_TEST_EVENTS);
+            let mut events = Vec::with_capacity(taken);
+            for (i, v) in list.iter().take(taken).enumerate() {
                 events.push(Arc::new(ObjectEvent::from_json(
                     v,
                     &format!("events[{i}]"),
                 )?));
             }
-            (events, json!("sample"))
+            let stop = (list.len() > taken).then_some(Stop::EventCap);
+            (events, json!("sample"), list.len(), stop)
         }
         (None, Some(since)) => {
             let limit = req.limit.unwrap_or(1000);
@@ -253,51 +285,91 @@ pub async fn test(
             }
             let at = tidemark_core::time::parse_rfc3339_us(since)
                 .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "since", e))?;
+            let (events, cut) = from_log(&state, at, limit, deadline).await?;
+            let n = events.len();
             (
-                from_log(&state, at, limit).await?,
+                events,
                 json!({"log_since": since}),
+                n,
+                cut.then_some(Stop::Deadline),
             )
         }
     };
     let module = state.node.filters.module(&version).await?;
     let params = req.params.as_ref().map(|p| p.to_string());
-    let evals = tokio::task::spawn_blocking(move || -> tidemark_plugins::Result<_> {
+    let max_results = req.max_results.unwrap_or(100);
+    let tally = tokio::task::spawn_blocking(move || -> tidemark_plugins::Result<Tally> {
         let mut instance = FilterInstance::new(module, params.as_deref())?;
-        Ok(events
-            .into_iter()
-            .map(|e| {
-                let eval = instance.evaluate(e.clone());
-                (e, eval)
-            })
-            .collect::<Vec<_>>())
+        let mut tally = Tally::new(max_results);
+        for event in events {
+            // Each event is bounded by the version's own deadline; the test by its own.
+            if Instant::now() >= deadline {
+                break;
+            }
+            let eval = instance.evaluate(event.clone());
+            tally.add(&event, eval);
+        }
+        Ok(tally)
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(|e| {
-        ApiError::field(
+    .map_err(|e| match e {
+        tidemark_plugins::Error::Capacity(_) => e.into(),
+        e => ApiError::field(
             StatusCode::BAD_REQUEST,
             "params",
             format!("{} cannot start: {e}", version.reference()),
-        )
+        ),
     })?;
-    Ok(Json(report(
-        &version,
-        source,
-        &evals,
-        req.max_results.unwrap_or(100),
-    )))
+    let evaluated = tally.fuel.len();
+    if evaluated < given.min(MAX_TEST_EVENTS) {
+        stop = Some(Stop::Deadline);
+    }
+    let mut answer = tally.report(&version, source);
+    answer["given"] = given.into();
+    answer["complete"] = stop.is_none().into();
+    answer["stopped"] = match stop {
+        None => Value::Null,
+        Some(Stop::Deadline) => json!({
+            "reason": "deadline",
+            "message": format!(
+                "stopped at the test's deadline of {deadline_ms} ms after evaluating \
+                 {evaluated} of {given} events; the totals cover those (ask for a longer \
+                 deadline_ms, at most {MAX_TEST_DEADLINE_MS}, or fewer events)"
+            ),
+        }),
+        Some(Stop::EventCap) => json!({
+            "reason": "event_cap",
+            "message": format!(
+                "stopped at the cap of {MAX_TEST_EVENTS} events per test after evaluating \
+                 {evaluated} of {given}; the totals cover those"
+            ),
+        }),
+    };
+    Ok(Json(answer))
 }
 
-/// Up to `limit` events appended at or after `at`, oldest first across partitions.
-async fn from_log(state: &State, at: i64, limit: usize) -> Result<Vec<Arc<ObjectEvent>>, ApiError> {
+/// Up to `limit` events appended at or after `at`, oldest first across partitions; true
+/// when reading stopped at `deadline`.
+async fn from_log(
+    state: &State,
+    at: i64,
+    limit: usize,
+    deadline: Instant,
+) -> Result<(Vec<Arc<ObjectEvent>>, bool), ApiError> {
     let log = &state.node.log.log;
     let codec = state.node.codec();
     let mut all = Vec::new();
-    for p in 0..log.partitions(OBJECTS_TOPIC)? {
+    let mut cut = false;
+    'partitions: for p in 0..log.partitions(OBJECTS_TOPIC)? {
         let end = log.offsets(OBJECTS_TOPIC, p).await?.end;
         let mut next = log.offset_for_time(OBJECTS_TOPIC, p, at).await?;
         let mut taken = 0;
         while next < end && taken < limit {
+            if Instant::now() >= deadline {
+                cut = true;
+                break 'partitions;
+            }
             let records = log
                 .read(
                     OBJECTS_TOPIC,
@@ -321,41 +393,63 @@ async fn from_log(state: &State, at: i64, limit: usize) -> Result<Vec<Arc<Object
         }
     }
     all.sort_by_key(|(t, p, o, _)| (*t, *p, *o));
-    Ok(all.into_iter().take(limit).map(|(.., e)| e).collect())
+    Ok((all.into_iter().take(limit).map(|(.., e)| e).collect(), cut))
 }
 
-fn report(
-    version: &VersionRecord,
-    source: Value,
-    evals: &[(Arc<ObjectEvent>, Evaluation)],
+/// A test's results as they come: the first `max_results` in full, counts for all, and each
+/// event's fuel and time for the percentiles (16 bytes an event: no event's logs are kept
+/// past the shown results).
+struct Tally {
     max_results: usize,
-) -> Value {
-    let (mut kept, mut dropped, mut errors) = (0u64, 0u64, 0u64);
-    let mut by_kind = std::collections::BTreeMap::<&str, u64>::new();
-    let mut fuel: Vec<u64> = Vec::with_capacity(evals.len());
-    let mut micros: Vec<f64> = Vec::with_capacity(evals.len());
-    let mut results = Vec::new();
-    let round = |x: f64| (x * 10.0).round() / 10.0;
-    for (i, (event, eval)) in evals.iter().enumerate() {
+    kept: u64,
+    dropped: u64,
+    errors: u64,
+    by_kind: std::collections::BTreeMap<&'static str, u64>,
+    fuel: Vec<u64>,
+    micros: Vec<f64>,
+    results: Vec<Value>,
+}
+
+fn round(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+impl Tally {
+    fn new(max_results: usize) -> Tally {
+        Tally {
+            max_results,
+            kept: 0,
+            dropped: 0,
+            errors: 0,
+            by_kind: Default::default(),
+            fuel: Vec::new(),
+            micros: Vec::new(),
+            results: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, event: &ObjectEvent, eval: Evaluation) {
+        let i = self.fuel.len();
         let (verdict, kind, message) = match &eval.verdict {
             Ok(Verdict::Keep) => {
-                kept += 1;
+                self.kept += 1;
                 ("keep", None, None)
             }
             Ok(Verdict::Drop) => {
-                dropped += 1;
+                self.dropped += 1;
                 ("drop", None, None)
             }
             Err(e) => {
-                errors += 1;
-                *by_kind.entry(e.label()).or_default() += 1;
+                self.errors += 1;
+                *self.by_kind.entry(e.label()).or_default() += 1;
                 ("error", Some(e.label()), Some(e.to_string()))
             }
         };
-        fuel.push(eval.fuel);
-        micros.push(eval.elapsed.as_secs_f64() * 1e6);
-        if results.len() < max_results {
-            results.push(json!({
+        let us = eval.elapsed.as_secs_f64() * 1e6;
+        self.fuel.push(eval.fuel);
+        self.micros.push(us);
+        if self.results.len() < self.max_results {
+            self.results.push(json!({
                 "index": i,
                 "event_id": event.event_id.to_string(),
                 "event_type": event.event_type.as_str(),
@@ -365,35 +459,40 @@ fn report(
                 "error_kind": kind,
                 "error": message,
                 "fuel": eval.fuel,
-                "time_us": round(eval.elapsed.as_secs_f64() * 1e6),
+                "time_us": round(us),
                 "logs": eval.logs,
                 "logs_dropped": eval.logs_dropped,
             }));
         }
     }
-    fuel.sort_unstable();
-    micros.sort_by(f64::total_cmp);
-    let n = evals.len();
-    let pick = |q: f64| ((n as f64 - 1.0) * q).round() as usize;
-    let time = (n > 0).then(|| {
-        json!({"median": round(micros[pick(0.5)]), "p99": round(micros[pick(0.99)]),
-               "max": round(micros[n - 1])})
-    });
-    let fuel_stat = (n > 0)
-        .then(|| json!({"median": fuel[pick(0.5)], "p99": fuel[pick(0.99)], "max": fuel[n - 1]}));
-    json!({
-        "filter": version.name,
-        "version": version.version,
-        "source": source,
-        "evaluated": n,
-        "kept": kept,
-        "dropped": dropped,
-        "errors": errors,
-        "errors_by_kind": by_kind,
-        "match_rate": if n == 0 { 0.0 } else { kept as f64 / n as f64 },
-        "fuel": fuel_stat,
-        "time_us": time,
-        "results": results,
-        "results_truncated": n > results.len(),
-    })
+
+    fn report(mut self, version: &VersionRecord, source: Value) -> Value {
+        self.fuel.sort_unstable();
+        self.micros.sort_by(f64::total_cmp);
+        let n = self.fuel.len();
+        let pick = |q: f64| ((n as f64 - 1.0) * q).round() as usize;
+        let time = (n > 0).then(|| {
+            json!({"median": round(self.micros[pick(0.5)]), "p99": round(self.micros[pick(0.99)]),
+                   "max": round(self.micros[n - 1])})
+        });
+        let fuel = (n > 0).then(|| {
+            json!({"median": self.fuel[pick(0.5)], "p99": self.fuel[pick(0.99)],
+                   "max": self.fuel[n - 1]})
+        });
+        json!({
+            "filter": version.name,
+            "version": version.version,
+            "source": source,
+            "evaluated": n,
+            "kept": self.kept,
+            "dropped": self.dropped,
+            "errors": self.errors,
+            "errors_by_kind": self.by_kind,
+            "match_rate": if n == 0 { 0.0 } else { self.kept as f64 / n as f64 },
+            "fuel": fuel,
+            "time_us": time,
+            "results_truncated": n > self.results.len(),
+            "results": self.results,
+        })
+    }
 }

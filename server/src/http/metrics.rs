@@ -127,6 +127,27 @@ fn filter_metrics(out: &mut String, filters: &tidemark_plugins::Filters) {
         "tidemark_filter_module_loads_total{{source=\"artifact\"}} {}",
         filters.artifact_loads.load(Relaxed)
     );
+    let budget = &filters.engine.budget;
+    for (name, help, value) in [
+        (
+            "tidemark_filter_memory_budget_bytes",
+            "Linear memory all filter instances together may reserve (--filter-memory-budget-bytes).",
+            budget.limit(),
+        ),
+        (
+            "tidemark_filter_memory_reserved_bytes",
+            "Linear memory reserved by the filter instances on this node now.",
+            budget.reserved(),
+        ),
+        (
+            "tidemark_filter_instances",
+            "Filter instances on this node now (subscriptions, replays, watchers, tests).",
+            budget.instances(),
+        ),
+    ] {
+        header(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 /// Parquet lake subscriptions: files committed and the rows in them.
@@ -482,6 +503,21 @@ pub async fn metrics(state: State) -> impl IntoResponse {
             "tidemark_subscription_filter_quarantined{{subscription=\"{}\"}} {}",
             label(&m.name),
             u8::from(quarantined)
+        );
+    }
+    header(
+        &mut out,
+        "tidemark_subscription_filter_capacity",
+        "gauge",
+        "1 while the subscription's filter waits for room on the server (the filter memory budget or the instance slots); not a filter error.",
+    );
+    for m in &subs {
+        let waiting = m.stats.filter.lock().unwrap().state == "capacity";
+        let _ = writeln!(
+            out,
+            "tidemark_subscription_filter_capacity{{subscription=\"{}\"}} {}",
+            label(&m.name),
+            u8::from(waiting)
         );
     }
     lake_metrics(&mut out, &subs);

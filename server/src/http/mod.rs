@@ -178,14 +178,17 @@ pub fn app_state(
         node.codec(),
         limits.watch_max_lag_events,
     );
-    Arc::new(AppState {
+    let state = Arc::new(AppState {
         node,
         limits,
         writer,
         auth,
         watch,
         listeners,
-    })
+    });
+    // Jobs whose node is gone are resumed here; cancels reach the jobs this node runs.
+    jobs::supervise(&state);
+    state
 }
 
 /// Serve the HTTP API on `listener` until `stop` turns true; live watchers are closed then,

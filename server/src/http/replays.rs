@@ -1,4 +1,4 @@
-//! `/v1/replays`: re-delivery jobs (start, list, show, cancel).
+//! `/v1/replays`: re-delivery jobs (start, list, show, cancel), recorded in `_config`.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -26,12 +26,12 @@ pub async fn list(state: State) -> Json<Value> {
 }
 
 pub async fn get(state: State, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(super::jobs::find(&state, "replay", &id)?.to_json()))
+    super::jobs::find(&state, "replay", &id)
 }
 
 pub async fn cancel(
     state: State,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    super::jobs::cancel(&state, "replay", &id)
+    super::jobs::cancel(&state, "replay", &id).await
 }

@@ -1,17 +1,19 @@
-//! `/v1/restores`: restore a bucket to an instant (plan as a dry run, or run as a job; list,
-//! show, cancel).
+//! `/v1/restores`: restore a bucket to an instant (plan as a dry run, or run as a durable job;
+//! list, show, cancel).
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::Path;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
-use serde_json::{Value, json};
-use tidemark_replay::jobs::Jobs;
+use serde_json::Value;
+use tidemark_replay::jobs::Job;
 use tidemark_replay::restore::{self, RestoreRequest, Sources};
 
-use super::State;
 use super::error::{ApiError, parse_json};
+use super::{AppState, State};
 use crate::node::Node;
 
 const KIND: &str = "restore";
@@ -50,16 +52,22 @@ pub async fn create(
         }
         return Ok((StatusCode::OK, Json(body)));
     }
-    let job = Jobs::prepare(KIND, restore.to_json());
-    let (ingestor, writer) = (node.ingestor.clone(), state.writer.clone());
-    let me = job.clone();
-    let work = async move {
-        me.set_detail(json!({"phase": "planning"}));
-        let plan = restore::prepare(&sources, &restore).await?;
-        restore::apply(&plan, &ingestor, writer.as_ref(), &me).await
-    };
-    let job = node.jobs.run(job, work);
+    let job = node.jobs.prepare(KIND, restore.to_json(), Value::Null);
+    let job = node.jobs.start(job.clone(), work(&state, job)).await?;
     Ok((StatusCode::ACCEPTED, Json(job.to_json())))
+}
+
+/// The work of restore `job` on this node: all of it, or what is left after a takeover.
+pub fn work(
+    state: &AppState,
+    job: Arc<Job>,
+) -> impl Future<Output = tidemark_replay::Result<Value>> + Send + 'static {
+    restore::run(
+        sources(&state.node),
+        state.node.ingestor.clone(),
+        state.writer.clone(),
+        job,
+    )
 }
 
 pub async fn list(state: State) -> Json<Value> {
@@ -67,12 +75,12 @@ pub async fn list(state: State) -> Json<Value> {
 }
 
 pub async fn get(state: State, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(super::jobs::find(&state, KIND, &id)?.to_json()))
+    super::jobs::find(&state, KIND, &id)
 }
 
 pub async fn cancel(
     state: State,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    super::jobs::cancel(&state, KIND, &id)
+    super::jobs::cancel(&state, KIND, &id).await
 }

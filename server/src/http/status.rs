@@ -20,7 +20,7 @@ pub async fn healthz(axum::extract::State(app): State) -> Response {
             "log": "ok",
             "ingest": if stale { "resync pending after a failed append" } else { "ok" },
             "index_lag": lag,
-            "keys": app.node.ingestor.key_count(),
+            "heads": heads_json(&app.node.ingestor),
             "writes_partitions": app.node.ingestor.owned(),
         }))
         .into_response(),
@@ -30,6 +30,12 @@ pub async fn healthz(axum::extract::State(app): State) -> Response {
         )
             .into_response(),
     }
+}
+
+/// Ingest's per-key heads in memory: pending (the index has not applied them), cached.
+fn heads_json(ingestor: &tidemark_core::ingest::Ingestor) -> Value {
+    let (pending, cached, bytes) = ingestor.heads_held();
+    json!({"pending": pending, "cached": cached, "bytes": bytes})
 }
 
 /// `GET /readyz`: whether this node should get traffic. 200 `{"ready":true,...}`, or 503
@@ -46,8 +52,19 @@ pub async fn readyz(axum::extract::State(app): State) -> Response {
             None
         }
     };
-    if app.node.ingestor.is_stale() {
+    if let Some(failure) = app
+        .node
+        .log
+        .embedded
+        .as_ref()
+        .and_then(|l| l.write_failure())
+    {
+        reasons.push(format!("log: not writable: {}", failure.message));
+    } else if app.node.ingestor.is_stale() {
         reasons.push("log: the last append failed; ingest resyncs before the next one".into());
+    }
+    if let Some(why) = app.node.index.failure() {
+        reasons.push(format!("index: the last commit failed: {why}"));
     }
     if app.node.ingestor.owned().is_empty() {
         reasons.push("ingest: this node writes no partition yet (joining the ingest group)".into());

@@ -21,6 +21,13 @@ impl From<tidemark_sinks::Error> for ApiError {
             tidemark_sinks::Error::Invalid { field, message } => {
                 ApiError::field(StatusCode::BAD_REQUEST, &field, message)
             }
+            // More than the server has room for: a conflict with what is there, field named.
+            tidemark_sinks::Error::OverBudget { field, message } => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "over_budget",
+                message,
+                field: Some(field),
+            },
             tidemark_sinks::Error::Core(core) => core.into(),
             other => {
                 let (status, code) = super::error::status_of(other.kind());

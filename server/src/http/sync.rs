@@ -1,7 +1,10 @@
 //! `/v1/sync`: reconcile an external store (a directory on the server's machine, or an S3
-//! bucket) into a bucket as a job (list, show, cancel); a dry run answers the counts and
-//! sample keys at once. An S3 request carries its connection (`s3`, as a lake's); the secret
-//! is resolved here, kept in the running job only, and never shown.
+//! bucket) into a bucket as a durable job (list, show, cancel); a dry run answers the counts
+//! and sample keys at once. An S3 request carries its connection (`s3`, as a lake's); the
+//! secret is never shown: a reference (`env:`, `file:`) is kept as given, a value is stored
+//! apart as a catalog secret for as long as the job runs, so that the node that resumes the
+//! job after a restart (or takes it over) can reach the store. A resumed sync re-diffs: what
+//! the first run appended already is found in agreement and not appended again.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,16 +20,18 @@ use tidemark_core::Error;
 use tidemark_core::catalog::Catalog;
 use tidemark_core::ingest::RequestContext;
 use tidemark_core::ingest::sync::{self, Progress, S3Connection, Source, SyncSpec};
-use tidemark_replay::jobs::{Job, Jobs};
+use tidemark_replay::jobs::Job;
 use tidemark_sinks::lake::S3Spec;
 use tidemark_sinks::{self as sinks, secrets};
 
-use super::State;
 use super::error::{ApiError, parse_json};
+use super::{AppState, State};
 
 const KIND: &str = "sync";
 /// The requester every sync event names.
 const REQUESTER: &str = "tidemark-sync";
+/// Owner of the secret values sync jobs store for as long as they run.
+const SECRET_OWNER: &str = "sync-job";
 
 /// `POST /v1/sync`, as sent.
 #[derive(Deserialize)]
@@ -45,12 +50,19 @@ struct SyncRequest {
 
 impl SyncRequest {
     /// Checked, including that the directory is there and that a secret reference resolves,
-    /// so a bad request starts no job. The store itself is first asked by the job.
-    fn validate(self, catalog: &Catalog) -> Result<SyncSpec, Error> {
-        let source = self
+    /// so a bad request starts no job. The store itself is first asked by the job. Also
+    /// returns what the job needs to run again ([`Resumable`], the secret as given).
+    fn validate(self, catalog: &Catalog) -> Result<(SyncSpec, Resumable), Error> {
+        let text = self
             .source
             .ok_or_else(|| Error::invalid("source", "is required: DIR or s3://BUCKET[/PREFIX]"))?;
-        let mut source = Source::parse(&source)?;
+        let resumable = Resumable {
+            source: text.clone(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            s3: self.s3.clone(),
+        };
+        let mut source = Source::parse(&text)?;
         match &mut source {
             Source::Dir(dir) => {
                 if self.s3.is_some() {
@@ -72,19 +84,46 @@ impl SyncRequest {
             }
             Source::S3(s3) => {
                 if let Some(spec) = self.s3 {
-                    s3.connection = connection(spec, catalog)?;
+                    s3.connection = connection(spec, catalog, false)?;
                 }
             }
         }
-        SyncSpec::new(self.bucket, source, self.prefix, self.dry_run)
+        let spec = SyncSpec::new(self.bucket, source, self.prefix, self.dry_run)?;
+        Ok((spec, resumable))
+    }
+}
+
+/// What a sync job needs to run again, kept in its record (never shown): the request as
+/// given, its S3 secret a reference.
+#[derive(serde::Serialize, Deserialize)]
+struct Resumable {
+    source: String,
+    bucket: Option<String>,
+    prefix: String,
+    s3: Option<S3Spec>,
+}
+
+impl Resumable {
+    /// The spec again, its secret reference resolved (`secret:` included: the job's own).
+    fn spec(self, catalog: &Catalog) -> Result<SyncSpec, Error> {
+        let mut source = Source::parse(&self.source)?;
+        if let (Source::S3(s3), Some(spec)) = (&mut source, self.s3) {
+            s3.connection = connection(spec, catalog, true)?;
+        }
+        SyncSpec::new(self.bucket, source, self.prefix, false)
     }
 }
 
 /// The connection an `s3` object describes, with its secret resolved: a value as given, or
-/// an `env:NAME` / `file:PATH` reference looked up on the server as the lakes do.
-fn connection(spec: S3Spec, catalog: &Catalog) -> Result<S3Connection, Error> {
+/// an `env:NAME` / `file:PATH` reference looked up on the server as the lakes do (and, with
+/// `stored`, a `secret:ID` a job stored).
+fn connection(spec: S3Spec, catalog: &Catalog, stored: bool) -> Result<S3Connection, Error> {
     let secret = match spec.secret_access_key {
-        Some(r) if r.starts_with("env:") || r.starts_with("file:") => {
+        Some(r)
+            if r.starts_with("env:")
+                || r.starts_with("file:")
+                || (stored && r.starts_with("secret:")) =>
+        {
             Some(secrets::resolve(catalog, &r).map_err(|e| {
                 let message = match e {
                     sinks::Error::Invalid { message, .. } => message,
@@ -153,9 +192,36 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: SyncRequest = parse_json(&body?)?;
-    let spec = req.validate(&state.node.catalog)?;
+    let catalog = &state.node.catalog;
+    let (spec, mut resumable) = req.validate(catalog)?;
     caller.check_bucket(&spec.bucket)?;
-    let job = Jobs::prepare(KIND, spec_json(&spec));
+    let jobs = &state.node.jobs;
+    if spec.dry_run {
+        let job = jobs.prepare(KIND, spec_json(&spec), Value::Null);
+        let outcome = run(&state, &spec, &job).await?;
+        let mut body = outcome;
+        body["spec"] = spec_json(&spec);
+        body["progress"] = json!({"done": job.done.load(Ordering::Relaxed)});
+        return Ok((StatusCode::OK, Json(body)));
+    }
+    // A secret value is stored apart; the record keeps only its reference.
+    if let Some(s3) = &mut resumable.s3
+        && let Some(value) = s3.secret_access_key.take()
+    {
+        s3.secret_access_key = Some(if secrets::is_reference(&value) {
+            value
+        } else {
+            secrets::store(catalog, SECRET_OWNER, &value).await?
+        });
+    }
+    let private = serde_json::to_value(&resumable).expect("a sync request serializes");
+    let job = jobs.prepare(KIND, spec_json(&spec), private);
+    let job = jobs.start(job.clone(), work(&state, job)).await?;
+    Ok((StatusCode::ACCEPTED, Json(job.to_json())))
+}
+
+/// Run `spec` for `job` on this node (events name the job as their request id).
+async fn run(state: &AppState, spec: &SyncSpec, job: &Arc<Job>) -> Result<Value, Error> {
     let ctx = RequestContext {
         requester: Some(REQUESTER.into()),
         source_ip: None,
@@ -163,43 +229,48 @@ pub async fn create(
         interface: tidemark_core::ingest::Interface::Sync,
     };
     let node = &state.node;
-    let (writer, index, materializer) = (
-        state.writer.clone(),
-        node.index.clone(),
-        node.materializer.clone(),
-    );
-    if spec.dry_run {
-        let progress = Arc::new(JobProgress(job.clone()));
-        let outcome = sync::run(
-            &spec,
-            writer.as_ref(),
-            &index,
-            &materializer,
-            &ctx,
-            progress,
-        )
-        .await?;
-        let mut body = outcome.to_json();
-        body["spec"] = spec_json(&spec);
-        body["progress"] = json!({"done": job.done.load(Ordering::Relaxed)});
-        return Ok((StatusCode::OK, Json(body)));
+    let outcome = sync::run(
+        spec,
+        state.writer.as_ref(),
+        &node.index,
+        &node.materializer,
+        &ctx,
+        Arc::new(JobProgress(job.clone())),
+    )
+    .await?;
+    Ok(outcome.to_json())
+}
+
+/// The work of sync `job` on this node, from its record: the first run, or a run again after
+/// a takeover (a new diff). Once it ends here, the secret it stored is removed.
+pub fn work(
+    state: &Arc<AppState>,
+    job: Arc<Job>,
+) -> impl Future<Output = tidemark_replay::Result<Value>> + Send + 'static {
+    let state = state.clone();
+    async move {
+        let resumable: Resumable = serde_json::from_value(job.private.clone()).map_err(|e| {
+            tidemark_replay::Error::Internal(format!("sync {} has a damaged record: {e}", job.id))
+        })?;
+        let stored: Vec<String> = resumable
+            .s3
+            .as_ref()
+            .and_then(|s3| s3.secret_access_key.clone())
+            .filter(|r| r.starts_with("secret:"))
+            .into_iter()
+            .collect();
+        // A run after a takeover compares everything again.
+        job.done.store(0, Ordering::Relaxed);
+        let outcome = match resumable.spec(&state.node.catalog) {
+            Ok(spec) => run(&state, &spec, &job).await,
+            Err(e) => Err(e),
+        };
+        // Another node runs the job now: the secret is its too.
+        if !job.is_lost() {
+            secrets::forget(&state.node.catalog, &stored).await;
+        }
+        Ok(outcome?)
     }
-    let me = job.clone();
-    let work = async move {
-        let progress = Arc::new(JobProgress(me));
-        sync::run(
-            &spec,
-            writer.as_ref(),
-            &index,
-            &materializer,
-            &ctx,
-            progress,
-        )
-        .await
-        .map(|o| o.to_json())
-    };
-    let job = node.jobs.run(job, work);
-    Ok((StatusCode::ACCEPTED, Json(job.to_json())))
 }
 
 pub async fn list(state: State) -> Json<Value> {
@@ -207,12 +278,12 @@ pub async fn list(state: State) -> Json<Value> {
 }
 
 pub async fn get(state: State, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(super::jobs::find(&state, KIND, &id)?.to_json()))
+    super::jobs::find(&state, KIND, &id)
 }
 
 pub async fn cancel(
     state: State,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    super::jobs::cancel(&state, KIND, &id)
+    super::jobs::cancel(&state, KIND, &id).await
 }

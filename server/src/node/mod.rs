@@ -3,12 +3,15 @@
 //! ```text
 //! <data-dir>/log/...               the embedded log (source of truth), unless the log is Kafka
 //! <data-dir>/index/objects.redb    the materialized object index (always local)
-//! <data-dir>/filters/compiled/      precompiled WASM filters (a cache; the modules are on _config)
+//! <data-dir>/filters/compiled/      precompiled WASM filters (a cache of the modules' code)
 //! <data-dir>/snapshots/             index snapshots: the state at an instant starts from them
-//! <data-dir>/blobs/                 object content by SHA-256 (local to this node, also on Kafka)
-//! <data-dir>/multipart/             S3 multipart uploads in progress (parts, upload.json)
 //! <data-dir>/ingest/s3-events.redb  source identities of ingested S3 notification records
+//! <content-store>/blobs/            object content and filter modules by SHA-256
+//! <content-store>/multipart/        S3 multipart uploads in progress (parts, upload.json)
 //! ```
+//!
+//! The content store is `--content-store` (default: the data directory): a directory, or
+//! `s3://bucket/prefix` shared by every node of a Kafka cluster.
 //!
 //! # Layout
 //! - `mod.rs`: opening a node (log, registry, codec, index, materializer, ingest, delivery).
@@ -25,17 +28,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use tidemark_core::blobs::{self, BlobStore, DiskBlobs};
+use tidemark_core::blobs::{self, BlobStore};
 use tidemark_core::catalog::Catalog;
 use tidemark_core::codec::EventCodec;
 use tidemark_core::codec::SchemaSource;
 use tidemark_core::codec::config::ConfigCodec;
+use tidemark_core::content_store::{ContentStore, Location};
 use tidemark_core::index::{Materializer, ObjectIndex};
 use tidemark_core::ingest::ownership::{INGEST_GROUP, Routes, own_partitions};
 use tidemark_core::ingest::{Ingestor, Origin};
 use tidemark_core::log::embedded::{EmbeddedLog, LogConfig};
 use tidemark_core::log::kafka::{KafkaConfig, KafkaLog};
 use tidemark_core::log::{Log, TopicSpec};
+use tidemark_core::multipart::PartStore;
 use tidemark_core::registry::SchemaRegistry;
 use tidemark_core::registry::external::ExternalRegistry;
 use tidemark_core::{CONFIG_TOPIC, OBJECTS_TOPIC, rebuild};
@@ -162,6 +167,8 @@ pub struct NodeConfig {
     pub destinations: DestinationPolicy,
     /// CA certificates (PEM) trusted for webhook and function URLs besides the web PKI.
     pub webhook_ca_file: Option<PathBuf>,
+    /// Memory for caches (`serve --cache-bytes`): the index's pages and ingest's heads.
+    pub cache_bytes: usize,
     /// The process functions subscriptions may name (`serve --function`).
     pub functions: tidemark_sinks::function::Functions,
     /// WASM filter instances that may exist at once (one per filtered subscription and
@@ -170,6 +177,8 @@ pub struct NodeConfig {
     /// Limits a filter version gets unless its upload asks otherwise, and the most it may ask.
     pub filter_defaults: FilterLimits,
     pub filter_maxima: FilterLimits,
+    /// What all filters together may use (memory budget, versions kept), where they compile.
+    pub filter_server: tidemark_plugins::ServerLimits,
     /// When index snapshots are taken, and how many are kept.
     pub snapshots: tidemark_replay::snapshot::Policy,
     /// When unreferenced content blobs are collected.
@@ -210,16 +219,16 @@ pub struct Node {
     pub engine: Arc<Engine>,
     /// WASM filter versions and their compiled code.
     pub filters: Arc<Filters>,
-    /// Replays and restores running on (or finished by) this node.
+    /// Replays, restores and syncs of every node, recorded in `_config`.
     pub jobs: Arc<tidemark_replay::jobs::Jobs>,
     /// Where this node's index snapshots are (`?at=` queries start from them).
     pub snapshot_dir: PathBuf,
     /// Configuration entities on `_config` (S3 buckets, subscriptions, filters).
     pub catalog: Arc<Catalog>,
-    /// Object content, by SHA-256.
+    /// Object content and filter modules, by SHA-256 (`--content-store`).
     pub blobs: Arc<dyn BlobStore>,
-    /// S3 multipart uploads in progress (`<data-dir>/multipart/`).
-    pub multipart_dir: PathBuf,
+    /// S3 multipart uploads in progress, in the same content store.
+    pub parts: Arc<dyn PartStore>,
     pub blob_gc: BlobGc,
     /// Notification records already ingested (`POST /v1/ingest/s3-events`).
     pub s3_seen: Arc<tidemark_core::ingest::dedup::SeenRecords>,
@@ -240,7 +249,18 @@ fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
 }
 
 impl Node {
-    pub async fn open(mut cfg: NodeConfig) -> anyhow::Result<Node> {
+    /// A node with its content store in its data directory.
+    pub async fn open(cfg: NodeConfig) -> anyhow::Result<Node> {
+        let content = ContentStore::default_dir(&cfg.data_dir);
+        Node::open_with_content_store(cfg, content).await
+    }
+
+    /// A node with its content blobs, multipart parts and filter modules at `content`
+    /// (`--content-store`).
+    pub async fn open_with_content_store(
+        mut cfg: NodeConfig,
+        content: Location,
+    ) -> anyhow::Result<Node> {
         if let LogChoice::Kafka(k) = &mut cfg.log
             && cfg.static_membership
         {
@@ -285,7 +305,11 @@ impl Node {
         if index_ahead_of_log(&path, log.as_ref()).await? {
             rebuild_in_place(log.clone(), codec.clone(), &path, |_, _| {}).await?;
         }
-        let index = Arc::new(ObjectIndex::open(&path)?);
+        // Three quarters of the cache budget for the index's pages, a quarter for ingest's heads.
+        let index = Arc::new(ObjectIndex::open_with_cache(
+            &path,
+            cfg.cache_bytes / 4 * 3,
+        )?);
         // The embedded log has one writer: this node. On Kafka the ingest group decides.
         let partitions = log.partitions(OBJECTS_TOPIC)?;
         let owned = match open.embedded {
@@ -299,6 +323,7 @@ impl Node {
                 index.clone(),
                 cfg.origin.clone(),
                 owned,
+                cfg.cache_bytes / 4,
             )
             .await?,
         );
@@ -312,16 +337,17 @@ impl Node {
             snapshot_dir.clone(),
             cfg.snapshots,
         ));
-        let blobs: Arc<dyn BlobStore> = Arc::new(DiskBlobs::open(&cfg.data_dir.join("blobs"))?);
-        if let Some(every) = cfg.blob_gc.every {
-            tasks.spawn(blobs::collect_periodically(
-                log.clone(),
-                codec.clone(),
-                blobs.clone(),
-                every,
-                cfg.blob_gc.grace,
-            ));
+        let content = ContentStore::open(content, cfg.blob_gc.grace).await?;
+        if open.embedded.is_none() && !content.location.is_remote() {
+            tracing::warn!(
+                "--log kafka with the content store in the directory {}: other nodes see \
+                 content, multipart parts and filter modules stored through this one only if \
+                 they share that directory; give every node the same --content-store \
+                 (s3://bucket/prefix, or a directory they share)",
+                content.location.describe()
+            );
         }
+        let blobs = content.blobs;
         let routes = match open.embedded {
             Some(_) => None,
             None => {
@@ -335,7 +361,6 @@ impl Node {
                 let membership = log.join_group(INGEST_GROUP, OBJECTS_TOPIC).await?;
                 tasks.spawn(own_partitions(
                     ingestor.clone(),
-                    index.clone(),
                     materializer.clone(),
                     log.clone(),
                     routes.clone(),
@@ -361,12 +386,27 @@ impl Node {
                 .or(node_name)
                 .unwrap_or_else(|| "local".into())
         );
-        let filters = Arc::new(Filters::new(
-            catalog.clone(),
-            FilterEngine::new(cfg.filter_maxima, cfg.filter_instances)?,
-            Some(cfg.data_dir.join("filters").join("compiled")),
-            cfg.filter_defaults,
-        ));
+        let filters = Arc::new(
+            Filters::new(
+                catalog.clone(),
+                blobs.clone(),
+                FilterEngine::new(cfg.filter_maxima, cfg.filter_instances)?,
+                Some(cfg.data_dir.join("filters").join("compiled")),
+                cfg.filter_defaults,
+            )
+            .with_server_limits(cfg.filter_server),
+        );
+        if let Some(every) = cfg.blob_gc.every {
+            let live = filters.clone();
+            tasks.spawn(blobs::collect_periodically(
+                log.clone(),
+                codec.clone(),
+                blobs.clone(),
+                Arc::new(move || live.live_modules()),
+                every,
+                cfg.blob_gc.grace,
+            ));
+        }
         let engine = Engine::start(
             Arc::new(Subscriptions::new(
                 catalog.clone(),
@@ -381,14 +421,20 @@ impl Node {
             source,
             tidemark_sinks::client::http_client(cfg.destinations, cfg.webhook_ca_file.as_deref())?,
         );
+        // Jobs live in `_config`; on the embedded log no other process shares it.
+        let jobs = Arc::new(tidemark_replay::jobs::Jobs::durable(
+            catalog.clone(),
+            cfg.origin.node.clone(),
+            open.embedded.is_some(),
+        ));
         Ok(Node {
             catalog,
             engine,
             filters,
-            jobs: Default::default(),
+            jobs,
             snapshot_dir,
             blobs,
-            multipart_dir: cfg.data_dir.join("multipart"),
+            parts: content.parts,
             blob_gc: cfg.blob_gc,
             s3_seen: Arc::new(tidemark_core::ingest::dedup::SeenRecords::open(
                 &cfg.data_dir.join("ingest").join("s3-events.redb"),
@@ -434,7 +480,8 @@ async fn index_ahead_of_log(path: &Path, log: &dyn Log) -> anyhow::Result<bool> 
     if !path.exists() {
         return Ok(false);
     }
-    let applied = ObjectIndex::open(path)?.applied()?;
+    // A small page cache: this handle only reads the applied offsets.
+    let applied = ObjectIndex::open_with_cache(path, 4 << 20)?.applied()?;
     for (p, next) in applied {
         let end = log.offsets(OBJECTS_TOPIC, p).await?.end;
         if next > end {
@@ -460,7 +507,7 @@ pub async fn rebuild_in_place(
 ) -> anyhow::Result<rebuild::RebuildStats> {
     if path.exists() {
         drop(
-            ObjectIndex::open(path)
+            ObjectIndex::open_with_cache(path, 4 << 20)
                 .context("rebuilding in place needs the server stopped (or use --into DIR)")?,
         );
     }

@@ -8,7 +8,9 @@ pub fn from_core(e: Error) -> S3Error {
     match e {
         Error::NotFound(m) => S3Error::with_message(S3ErrorCode::NoSuchKey, m),
         Error::Conflict(m) => S3Error::with_message(S3ErrorCode::PreconditionFailed, m),
-        Error::Unavailable(m) => S3Error::with_message(S3ErrorCode::ServiceUnavailable, m),
+        Error::Unavailable(m) | Error::StorageFull(m) => {
+            S3Error::with_message(S3ErrorCode::ServiceUnavailable, m)
+        }
         Error::Invalid { field, message } => {
             S3Error::with_message(S3ErrorCode::InvalidArgument, format!("{field} {message}"))
         }

@@ -1,34 +1,28 @@
-//! Multipart uploads. Parts stream to files of their own, in constant memory; completion
-//! checks the listed parts, concatenates them (streaming) into the content store and appends
-//! one `ObjectCreated:CompleteMultipartUpload` event; the parts are removed only after that
-//! event is durable.
-//!
-//! ```text
-//! <data-dir>/multipart/<upload-id>/upload.json           bucket, key and what the object gets
-//! <data-dir>/multipart/<upload-id>/<nnnnn>.<md5>.part   a part: number and MD5 in its name
-//! <data-dir>/multipart/<upload-id>/<uuid>.tmp           a part being received
-//! ```
+//! Multipart uploads. Parts stream into the content store's part store
+//! (`tidemark_core::multipart`: files under `<content-store>/multipart/`, or objects under
+//! `s3://…/multipart/` that every node shares), in constant memory; completion checks the
+//! listed parts, concatenates them (streaming) into the content store and appends one
+//! `ObjectCreated:CompleteMultipartUpload` event; the parts are removed only after that event
+//! is durable. With a shared content store, parts may go to any node and any node completes.
 //!
 //! Invariants:
-//! - a part file exists under its final name only once all of its bytes are fsynced (written
-//!   to a `.tmp`, then renamed), so its name's MD5 is always the MD5 of its content;
-//! - uploads in progress are state on disk only, so they survive a restart;
+//! - a part is visible under its name only once all of its bytes are stored, so its name's MD5
+//!   is always the MD5 of its content;
+//! - uploads in progress are state in the content store only, so they survive a restart;
 //! - a refused completion changes nothing: the checks run before any byte moves, and the parts
 //!   stay until the upload is completed or aborted.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use serde::{Deserialize, Serialize};
 use tidemark_core::blobs::hex;
 use tidemark_core::event::EventType;
+use tidemark_core::multipart::{PartInfo, check_upload_id};
 
 use super::buckets::require;
 use super::errors::{check_key, from_core};
@@ -39,8 +33,6 @@ use crate::http::AppState;
 pub const MIN_PART_BYTES: u64 = 5 << 20;
 /// Part numbers S3 accepts.
 const PART_NUMBERS: std::ops::RangeInclusive<i32> = 1..=10_000;
-/// Bytes gathered before each write or read: one blocking call per MiB.
-const CHUNK: usize = 1 << 20;
 /// Entries in a listing page unless the client asks for fewer.
 const MAX_LISTED: usize = 1000;
 
@@ -55,16 +47,6 @@ struct Upload {
     tagging: Option<String>,
     /// When the upload was created (µs since the epoch).
     initiated: i64,
-}
-
-/// A received part, as its file name records it.
-struct StoredPart {
-    number: i32,
-    /// Lower-case hex MD5 of the part: its ETag.
-    md5: String,
-    size: u64,
-    modified: std::time::SystemTime,
-    path: PathBuf,
 }
 
 /// Uploads being completed or aborted on this node: a second request for one of them (a
@@ -95,19 +77,6 @@ impl Drop for Finishing {
     }
 }
 
-fn root(app: &AppState) -> PathBuf {
-    app.node.multipart_dir.clone()
-}
-
-/// An upload's directory; the id must be ours (32 hex characters), so it names no other path.
-fn upload_dir(app: &AppState, upload_id: &str) -> S3Result<PathBuf> {
-    let ours = upload_id.len() == 32 && upload_id.bytes().all(|b| b.is_ascii_hexdigit());
-    if !ours {
-        return Err(no_such_upload(upload_id));
-    }
-    Ok(root(app).join(upload_id))
-}
-
 fn no_such_upload(upload_id: &str) -> S3Error {
     s3_error!(
         NoSuchUpload,
@@ -119,70 +88,21 @@ fn internal(what: &str, e: impl std::fmt::Display) -> S3Error {
     S3Error::with_message(S3ErrorCode::InternalError, format!("{what}: {e}"))
 }
 
-async fn run<T: Send + 'static>(
-    what: &'static str,
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> S3Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| internal(what, e))?
-        .map_err(|e| internal(what, e))
-}
-
 /// The upload `upload_id` of `bucket/key`, or `NoSuchUpload`.
-async fn load(app: &AppState, bucket: &str, key: &str, upload_id: &str) -> S3Result<PathBuf> {
-    let dir = upload_dir(app, upload_id)?;
-    let path = dir.join("upload.json");
-    let text = match tokio::fs::read(&path).await {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(no_such_upload(upload_id));
-        }
-        Err(e) => return Err(internal("read upload state", e)),
-    };
+async fn load(app: &AppState, bucket: &str, key: &str, upload_id: &str) -> S3Result<Upload> {
+    check_upload_id(upload_id).map_err(|_| no_such_upload(upload_id))?;
+    let text = app
+        .node
+        .parts
+        .description(upload_id)
+        .await
+        .map_err(|e| internal("read upload state", e))?
+        .ok_or_else(|| no_such_upload(upload_id))?;
     let upload: Upload = serde_json::from_slice(&text).map_err(|e| internal("upload.json", e))?;
     if upload.bucket != bucket || upload.key != key {
         return Err(no_such_upload(upload_id));
     }
-    Ok(dir)
-}
-
-fn read_upload(dir: &Path) -> std::io::Result<Upload> {
-    let text = std::fs::read(dir.join("upload.json"))?;
-    serde_json::from_slice(&text).map_err(std::io::Error::other)
-}
-
-/// The parts received, by number (the newest file when one number was sent twice).
-fn parts_of(dir: &Path) -> std::io::Result<BTreeMap<i32, StoredPart>> {
-    let mut parts = BTreeMap::<i32, StoredPart>::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".part")) else {
-            continue;
-        };
-        let Some((number, md5)) = stem.split_once('.') else {
-            continue;
-        };
-        let Ok(number) = number.parse::<i32>() else {
-            continue;
-        };
-        let meta = entry.metadata()?;
-        let part = StoredPart {
-            number,
-            md5: md5.to_string(),
-            size: meta.len(),
-            modified: meta.modified()?,
-            path: entry.path(),
-        };
-        match parts.get(&number) {
-            Some(p) if p.modified > part.modified => {}
-            _ => {
-                parts.insert(number, part);
-            }
-        }
-    }
-    Ok(parts)
+    Ok(upload)
 }
 
 pub async fn create(
@@ -209,14 +129,12 @@ pub async fn create(
         tagging: input.tagging,
         initiated: tidemark_core::time::now_us(),
     };
-    let dir = root(app).join(&upload_id);
     let json = serde_json::to_vec(&upload).map_err(|e| internal("upload.json", e))?;
-    run("create the upload", move || {
-        std::fs::create_dir_all(&dir)?;
-        tidemark_core::log::embedded::write_atomically(&dir, "upload.json", &json)
-            .map_err(std::io::Error::other)
-    })
-    .await?;
+    app.node
+        .parts
+        .create(&upload_id, json)
+        .await
+        .map_err(|e| internal("create the upload", e))?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
@@ -225,25 +143,12 @@ pub async fn create(
     }))
 }
 
-/// A part file being written, with its MD5 so far.
-struct PartFile {
-    file: std::fs::File,
-    md5: Md5,
-}
-
-impl PartFile {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.md5.update(bytes);
-        self.file.write_all(bytes)
-    }
-}
-
 pub async fn upload_part(
     app: &Arc<AppState>,
     req: S3Request<UploadPartInput>,
 ) -> S3Result<S3Response<UploadPartOutput>> {
     let input = req.input;
-    let dir = load(app, &input.bucket, &input.key, &input.upload_id).await?;
+    load(app, &input.bucket, &input.key, &input.upload_id).await?;
     let number = input.part_number;
     if !PART_NUMBERS.contains(&number) {
         return Err(s3_error!(
@@ -251,62 +156,27 @@ pub async fn upload_part(
             "part number {number} is outside 1..=10000"
         ));
     }
-    let max = app.limits.max_object_bytes;
-    let mut body = input
+    let body = input
         .body
-        .ok_or_else(|| s3_error!(MissingRequestBodyError))?;
-    let tmp = dir.join(format!("{}.tmp", uuid::Uuid::now_v7().simple()));
-    let t = tmp.clone();
-    let mut sink = run("create the part", move || {
-        Ok(PartFile {
-            file: std::fs::File::create(&t)?,
-            md5: Md5::new(),
-        })
-    })
-    .await?;
-    let written = async {
-        let (mut buf, mut size) = (Vec::with_capacity(CHUNK), 0u64);
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                s3_error!(IncompleteBody, "the part broke off after {size} bytes: {e}")
-            })?;
-            size += chunk.len() as u64;
-            if size > max {
-                return Err(s3_error!(
-                    EntityTooLarge,
-                    "the part is larger than {max} bytes (--max-object-bytes)"
-                ));
-            }
-            buf.extend_from_slice(&chunk);
-            if buf.len() >= CHUNK {
-                (sink, buf) = run("write the part", move || {
-                    sink.write(&buf)?;
-                    buf.clear();
-                    Ok((sink, buf))
-                })
-                .await?;
-            }
-        }
-        let (tmp, dir) = (tmp.clone(), dir.clone());
-        run("store the part", move || {
-            sink.write(&buf)?;
-            sink.file.sync_all()?;
-            let md5 = hex(&sink.md5.finalize());
-            // Replace an earlier part of the same number.
-            for old in parts_of(&dir)?.into_values().filter(|p| p.number == number) {
-                std::fs::remove_file(&old.path)?;
-            }
-            std::fs::rename(&tmp, dir.join(format!("{number:05}.{md5}.part")))?;
-            Ok(md5)
-        })
+        .ok_or_else(|| s3_error!(MissingRequestBodyError))?
+        .map(|chunk| chunk.map_err(std::io::Error::other))
+        .boxed();
+    let md5 = app
+        .node
+        .parts
+        .put_part(&input.upload_id, number, body, app.limits.max_object_bytes)
         .await
-    }
-    .await;
-    if written.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
+        .map_err(|e| match e {
+            tidemark_core::Error::Invalid { message, .. } => {
+                S3Error::with_message(S3ErrorCode::EntityTooLarge, message)
+            }
+            tidemark_core::Error::BadInput(message) => {
+                S3Error::with_message(S3ErrorCode::IncompleteBody, message)
+            }
+            e => internal("store the part", e),
+        })?;
     Ok(S3Response::new(UploadPartOutput {
-        e_tag: Some(ETag::Strong(written?)),
+        e_tag: Some(ETag::Strong(md5)),
         ..Default::default()
     }))
 }
@@ -316,8 +186,13 @@ pub async fn list_parts(
     req: S3Request<ListPartsInput>,
 ) -> S3Result<S3Response<ListPartsOutput>> {
     let input = req.input;
-    let dir = load(app, &input.bucket, &input.key, &input.upload_id).await?;
-    let parts = run("list the parts", move || parts_of(&dir)).await?;
+    load(app, &input.bucket, &input.key, &input.upload_id).await?;
+    let parts = app
+        .node
+        .parts
+        .parts(&input.upload_id)
+        .await
+        .map_err(|e| internal("list the parts", e))?;
     let marker = input.part_number_marker.unwrap_or(0);
     let max = input
         .max_parts
@@ -354,27 +229,18 @@ pub async fn list_uploads(
 ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
     let input = req.input;
     require(app, &input.bucket)?;
-    let root = root(app);
-    let mut uploads = run("list the uploads", move || {
-        let mut found = Vec::new();
-        let entries = match std::fs::read_dir(&root) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let entry = entry?;
-            let id = entry.file_name().to_string_lossy().into_owned();
-            match read_upload(&entry.path()) {
-                Ok(u) => found.push((id, u)),
-                // Being created or removed right now.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(found)
-    })
-    .await?;
+    let mut uploads = Vec::new();
+    for open in app
+        .node
+        .parts
+        .uploads()
+        .await
+        .map_err(|e| internal("list the uploads", e))?
+    {
+        let upload: Upload =
+            serde_json::from_slice(&open.description).map_err(|e| internal("upload.json", e))?;
+        uploads.push((open.id, upload));
+    }
     let prefix = input.prefix.clone().unwrap_or_default();
     uploads.retain(|(_, u)| u.bucket == input.bucket && u.key.starts_with(&prefix));
     uploads.sort_by(|(a_id, a), (b_id, b)| (&a.key, a_id).cmp(&(&b.key, b_id)));
@@ -424,22 +290,20 @@ pub async fn abort(
 ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
     let input = req.input;
     let _claim = Finishing::claim(&input.upload_id)?;
-    let dir = load(app, &input.bucket, &input.key, &input.upload_id).await?;
-    run("remove the upload", move || remove_upload(&dir)).await?;
+    load(app, &input.bucket, &input.key, &input.upload_id).await?;
+    app.node
+        .parts
+        .remove(&input.upload_id)
+        .await
+        .map_err(|e| internal("remove the upload", e))?;
     Ok(S3Response::new(AbortMultipartUploadOutput::default()))
-}
-
-/// Remove `upload.json` first, so a crash halfway leaves no upload that looks alive.
-fn remove_upload(dir: &Path) -> std::io::Result<()> {
-    std::fs::remove_file(dir.join("upload.json"))?;
-    std::fs::remove_dir_all(dir)
 }
 
 /// The parts `listed` names, in order, once each is checked against what was received.
 fn check_parts(
     listed: &[CompletedPart],
-    mut stored: BTreeMap<i32, StoredPart>,
-) -> S3Result<Vec<StoredPart>> {
+    mut stored: BTreeMap<i32, PartInfo>,
+) -> S3Result<Vec<PartInfo>> {
     if listed.is_empty() {
         return Err(s3_error!(
             MalformedXML,
@@ -486,7 +350,7 @@ fn check_parts(
 }
 
 /// S3's ETag of a multipart object: the MD5 of the parts' MD5s, then `-<parts>`.
-fn multipart_etag(parts: &[StoredPart]) -> S3Result<String> {
+fn multipart_etag(parts: &[PartInfo]) -> S3Result<String> {
     let mut md5 = Md5::new();
     for p in parts {
         let bytes = (0..p.md5.len())
@@ -499,28 +363,6 @@ fn multipart_etag(parts: &[StoredPart]) -> S3Result<String> {
     Ok(format!("{}-{}", hex(&md5.finalize()), parts.len()))
 }
 
-/// The parts' bytes one after another, read a MiB at a time.
-fn concatenated(paths: Vec<PathBuf>) -> tidemark_core::blobs::ByteStream<'static> {
-    futures::stream::iter(paths)
-        .then(|path| async move {
-            let file = tokio::task::spawn_blocking(move || std::fs::File::open(path))
-                .await
-                .map_err(std::io::Error::other)??;
-            Ok::<_, std::io::Error>(futures::stream::try_unfold(file, |mut file| async move {
-                let (file, chunk) = tokio::task::spawn_blocking(move || {
-                    let mut chunk = Vec::with_capacity(CHUNK);
-                    (&mut file).take(CHUNK as u64).read_to_end(&mut chunk)?;
-                    Ok::<_, std::io::Error>((file, chunk))
-                })
-                .await
-                .map_err(std::io::Error::other)??;
-                Ok((!chunk.is_empty()).then(|| (Bytes::from(chunk), file)))
-            }))
-        })
-        .try_flatten()
-        .boxed()
-}
-
 pub async fn complete(
     app: &Arc<AppState>,
     req: S3Request<CompleteMultipartUploadInput>,
@@ -528,12 +370,13 @@ pub async fn complete(
     let ctx = super::context(&req);
     let input = req.input;
     let _claim = Finishing::claim(&input.upload_id)?;
-    let dir = load(app, &input.bucket, &input.key, &input.upload_id).await?;
-    let d = dir.clone();
-    let (upload, stored) = run("read the upload", move || {
-        Ok((read_upload(&d)?, parts_of(&d)?))
-    })
-    .await?;
+    let upload = load(app, &input.bucket, &input.key, &input.upload_id).await?;
+    let stored = app
+        .node
+        .parts
+        .parts(&input.upload_id)
+        .await
+        .map_err(|e| internal("read the upload", e))?;
     let listed = input
         .multipart_upload
         .and_then(|m| m.parts)
@@ -556,13 +399,8 @@ pub async fn complete(
         upload.tagging.as_deref(),
     )?;
     let etag = multipart_etag(&parts)?;
-    let paths = parts.iter().map(|p| p.path.clone()).collect();
-    let stored = app
-        .node
-        .blobs
-        .put(concatenated(paths), max)
-        .await
-        .map_err(from_core)?;
+    let body = app.node.parts.concatenated(&input.upload_id, parts);
+    let stored = app.node.blobs.put(body, max).await.map_err(from_core)?;
     mutation.size = Some(stored.size as i64);
     mutation.etag = Some(etag.clone());
     mutation.sha256 = Some(stored.sha256);
@@ -571,7 +409,11 @@ pub async fn complete(
     mutation.event_type = Some(EventType::ObjectCreatedCompleteMultipartUpload);
     // Durable before the parts go: a crash in between leaves an upload the client can abort.
     app.writer.append(mutation, &ctx).await.map_err(from_core)?;
-    run("remove the parts", move || remove_upload(&dir)).await?;
+    app.node
+        .parts
+        .remove(&input.upload_id)
+        .await
+        .map_err(|e| internal("remove the parts", e))?;
     let versioned = super::versioning::status(app, &input.bucket).versioned();
     Ok(S3Response::new(CompleteMultipartUploadOutput {
         version_id: versioned.then_some(version),

@@ -147,6 +147,23 @@ impl Replay {
         }
     }
 
+    /// Per partition delivered to a request sink, the offset before which every event of its
+    /// range is done (delivered or dead-lettered): where a resumed replay may start without
+    /// skipping anything. Partitions not started yet are left out, and so is a stream sink's
+    /// backfill, which is redone whole (it writes only the files that are missing).
+    pub fn positions(&self) -> BTreeMap<u32, u64> {
+        if matches!(self.ctx.target, Target::Stream(_)) {
+            return BTreeMap::new();
+        }
+        self.ranges
+            .iter()
+            .filter_map(|(p, r)| {
+                let at = self.ctx.stats.position(*p)?;
+                Some((*p, at.clamp(r.start, r.end)))
+            })
+            .collect()
+    }
+
     /// Re-deliver every range; ends when all are done or `stop` turns true. An endpoint that
     /// answers 410 Gone ends the replay with an error; so does a stream sink's failed
     /// backfill (with its kind: transient, the sink's settings, or an event's data).

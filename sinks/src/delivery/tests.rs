@@ -127,6 +127,7 @@ async fn node() -> Node {
     let limits = tidemark_plugins::Limits::default();
     let filters = Arc::new(tidemark_plugins::Filters::new(
         catalog.clone(),
+        Arc::new(tidemark_core::blobs::ObjectStoreBlobs::in_memory()),
         tidemark_plugins::FilterEngine::new(limits, 1).unwrap(),
         None,
         limits,

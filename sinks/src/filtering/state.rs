@@ -5,7 +5,10 @@
 //! between chunks of the log: a new version takes over at a clean point (every event is
 //! decided by exactly one version, in log order), without a restart. A filterer whose filter
 //! keeps failing is quarantined: its readers stop handing events over (nothing is skipped)
-//! until another version is resolved or the subscription is replaced.
+//! until another version is resolved or the subscription is replaced. A filterer whose
+//! instance finds no room on the server (the filter memory budget, the instance slots)
+//! waits as `capacity` and tries again: the filter did nothing wrong, so nothing is counted
+//! against it and it is never quarantined for that.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,6 +31,8 @@ pub struct Filtering {
     current: Option<Current>,
     /// The catalog position the reference was last resolved at.
     resolved_at: Option<u64>,
+    /// Counted in the status's `waiting_for_capacity` now.
+    waiting_for_capacity: bool,
 }
 
 impl Filtering {
@@ -36,6 +41,7 @@ impl Filtering {
             ctx,
             current: None,
             resolved_at: None,
+            waiting_for_capacity: false,
         }
     }
 
@@ -92,6 +98,8 @@ impl Filtering {
                 return Err(self.unavailable(ctx, format!("{}: {e}", version.reference())));
             }
         };
+        // The old version's instance goes first: its memory counts against the budget.
+        self.current = None;
         let params = ctx.params.clone();
         let made =
             tokio::task::spawn_blocking(move || FilterInstance::new(module, params.as_deref()))
@@ -105,13 +113,17 @@ impl Filtering {
                     filter = version.reference(),
                     "filtering with this version"
                 );
+                self.set_waiting_for_capacity(false);
                 let mut status = ctx.stats.filter.lock().unwrap();
                 status.version = Some(version.version);
                 if status.quarantined != Some(version.version) {
-                    status.state = "active";
-                    status.reason = None;
                     status.quarantined = None;
                     status.consecutive_errors = 0;
+                    // While another partition waits for room, the state says so.
+                    if status.waiting_for_capacity == 0 {
+                        status.state = "active";
+                        status.reason = None;
+                    }
                 }
                 drop(status);
                 self.current = Some(Current {
@@ -120,6 +132,10 @@ impl Filtering {
                     stats,
                 });
                 self.check_quarantine(ctx)
+            }
+            Err(e @ tidemark_plugins::Error::Capacity(_)) => {
+                self.current = None;
+                Err(self.no_room(ctx, &version, e.to_string()))
             }
             Err(e) => {
                 // Parameters the module refuses: no event could be filtered with it.
@@ -138,6 +154,38 @@ impl Filtering {
         match quarantined(ctx) {
             Some(q) if Some(q) == version => Err("quarantined".into()),
             _ => Ok(()),
+        }
+    }
+
+    /// No room for an instance now: wait as `capacity`, counting nothing against the filter.
+    fn no_room(&mut self, ctx: &FilterContext, version: &VersionRecord, why: String) -> String {
+        self.set_waiting_for_capacity(true);
+        let reason = format!(
+            "{} waits for room on the server: {why}",
+            version.reference()
+        );
+        let mut status = ctx.stats.filter.lock().unwrap();
+        status.version = Some(version.version);
+        if status.state != "capacity" {
+            tracing::warn!(subscription = ctx.name, "{reason}; delivery waits");
+        }
+        if status.quarantined != Some(version.version) {
+            status.state = "capacity";
+            status.reason = Some(reason.clone());
+        }
+        reason
+    }
+
+    fn set_waiting_for_capacity(&mut self, waiting: bool) {
+        if self.waiting_for_capacity == waiting {
+            return;
+        }
+        self.waiting_for_capacity = waiting;
+        let mut status = self.ctx.stats.filter.lock().unwrap();
+        if waiting {
+            status.waiting_for_capacity += 1;
+        } else {
+            status.waiting_for_capacity = status.waiting_for_capacity.saturating_sub(1);
         }
     }
 
@@ -195,6 +243,12 @@ impl Filtering {
                 Vec::new()
             }
         }
+    }
+}
+
+impl Drop for Filtering {
+    fn drop(&mut self) {
+        self.set_waiting_for_capacity(false);
     }
 }
 

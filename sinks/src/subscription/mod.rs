@@ -7,6 +7,7 @@
 //! (the id of the creating event) keeps a re-created subscription from inheriting the
 //! position of a deleted one with the same name.
 
+mod budget;
 pub mod spec;
 mod validate;
 
@@ -18,7 +19,7 @@ use tidemark_core::OBJECTS_TOPIC;
 use tidemark_core::catalog::{Action, Catalog, Entry};
 use tidemark_core::log::Log;
 use tidemark_core::rules::Rule;
-use tidemark_plugins::{FilterInstance, Filters};
+use tidemark_plugins::{FilterInstance, Filters, Users};
 
 use crate::function::Functions;
 use crate::guard::DestinationPolicy;
@@ -132,7 +133,8 @@ impl Subscriptions {
         &self.filters
     }
 
-    /// The filter a spec names exists, loads, and accepts the spec's parameters.
+    /// The filter a spec names exists, fits in the filter memory budget, loads, and accepts
+    /// the spec's parameters.
     async fn check_filter(&self, spec: &SubscriptionSpec) -> Result<()> {
         let Some(reference) = &spec.filter else {
             return Ok(());
@@ -141,6 +143,7 @@ impl Subscriptions {
             .filters
             .resolve(reference)
             .map_err(|e| Error::invalid("filter", e.to_string()))?;
+        budget::admit(self, spec, &version)?;
         let module = self
             .filters
             .module(&version)
@@ -154,12 +157,44 @@ impl Subscriptions {
             tokio::task::spawn_blocking(move || FilterInstance::new(module, params.as_deref()))
                 .await
                 .map_err(|e| Error::Unavailable(e.to_string()))?;
-        started.map(|_| ()).map_err(|e| {
-            Error::invalid(
+        started.map(|_| ()).map_err(|e| match e {
+            tidemark_plugins::Error::Capacity(_) => {
+                Error::Unavailable(format!("filter_params cannot be checked now: {e}"))
+            }
+            e => Error::invalid(
                 "filter_params",
                 format!("{} refused these parameters: {e}", version.reference()),
-            )
+            ),
         })
+    }
+
+    /// Who needs which version of filter `name` now (for the version cap at upload):
+    /// subscriptions pinned to a version, and those following its latest.
+    pub fn version_users(&self, name: &str) -> Users {
+        let mut users = Users::default();
+        for s in self.list() {
+            let Some(Ok((n, pinned))) = s
+                .stored
+                .spec
+                .filter
+                .as_deref()
+                .map(tidemark_plugins::parse_reference)
+            else {
+                continue;
+            };
+            if n != name {
+                continue;
+            }
+            match pinned {
+                Some(v) => users
+                    .pinned
+                    .entry(v)
+                    .or_default()
+                    .push(s.name().to_string()),
+                None => users.following.push(s.name().to_string()),
+            }
+        }
+        users
     }
 
     /// Subscriptions that would lose their filter if `name` (or its version `version`) were

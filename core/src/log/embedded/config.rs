@@ -25,6 +25,11 @@ pub struct LogConfig {
     pub index_interval_bytes: u64,
     /// How often the writer applies retention.
     pub retention_check: Duration,
+    /// How often compacted topics are compacted.
+    pub compaction_check: Duration,
+    /// How long a tombstone (an empty value) stays in a compacted topic, so a reader that was
+    /// behind still sees its key go (Kafka's `delete.retention.ms`).
+    pub tombstone_retention: Duration,
 }
 
 /// Largest segment: index positions are 32-bit.
@@ -38,6 +43,8 @@ impl Default for LogConfig {
             segment_ms: Some(7 * 24 * 3600 * 1000),
             index_interval_bytes: 4096,
             retention_check: Duration::from_secs(60),
+            compaction_check: Duration::from_secs(600),
+            tombstone_retention: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - `writer.rs`: the group-commit thread that owns every append.
 //! - `offsets.rs`: durable committed offsets per named consumer.
 //! - `config.rs`: fsync policy, segment size, index interval.
+//! - `compaction.rs`: newest record per key in sealed segments of compacted topics.
 //!
 //! On disk, under the log directory:
 //! ```text
@@ -18,12 +19,16 @@
 //! _consumers/<consumer>.json            committed offsets
 //! ```
 
+mod compaction;
 mod config;
 mod frame;
 mod offsets;
 mod partition;
 mod segment;
 mod writer;
+
+pub use compaction::Compacted;
+pub use writer::Failure;
 
 pub use config::{FsyncPolicy, LogConfig, MAX_SEGMENT_BYTES};
 pub use offsets::write_atomically;
@@ -109,6 +114,7 @@ impl EmbeddedLog {
             config: config.clone(),
             topics: topics.clone(),
             failed: failed.clone(),
+            root: root.to_path_buf(),
         };
         let thread = std::thread::Builder::new()
             .name("tidemark-log-writer".into())
@@ -124,6 +130,23 @@ impl EmbeddedLog {
             failed,
             _lock: Some(lock),
         })
+    }
+
+    /// Why appends are refused now (a full disk, an I/O error), until the log recovers.
+    pub fn write_failure(&self) -> Option<writer::Failure> {
+        self.failed.lock().unwrap().clone()
+    }
+
+    /// Compact the compacted topics now (the writer also does it every
+    /// `compaction_check`). Blocking: it reads and may rewrite sealed segments.
+    pub fn compact_now(&self) -> Result<Compacted> {
+        if self.writer.is_none() {
+            return Err(Error::BadInput(
+                "the log is open read-only; compaction is done by the server".into(),
+            ));
+        }
+        let topics: Vec<Arc<Topic>> = self.topics.read().unwrap().values().cloned().collect();
+        Ok(compaction::compact_topics(&topics, &self.config))
     }
 
     /// Open a log directory for reading only, alongside a server that may be writing it:
@@ -377,9 +400,7 @@ impl Log for EmbeddedLog {
             let Some(tx) = &self.writer else {
                 return Err(Error::BadInput("the log is open read-only".into()));
             };
-            if let Some(msg) = self.failed.lock().unwrap().clone() {
-                return Err(Error::Unavailable(msg));
-            }
+            // A failed log still takes the request: the writer tries to recover first.
             let t = self.topic(topic)?;
             let n = t.partitions.len() as u32;
             let records = records

@@ -18,9 +18,9 @@ use crate::{Error, Result};
 
 pub struct Partition {
     pub id: u32,
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     /// Oldest first; the last one is the active segment.
-    segments: RwLock<Vec<Arc<Segment>>>,
+    pub(super) segments: RwLock<Vec<Arc<Segment>>>,
     /// Next offset readers may see: everything below it is durable (or written, under the
     /// `interval` fsync policy).
     high_watermark: AtomicU64,
@@ -52,8 +52,13 @@ impl Partition {
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(&dir).ctx("list partition directory", &dir)? {
             let entry = entry.ctx("list partition directory", &dir)?;
-            if let Some(base) = entry.file_name().to_str().and_then(segment::parse_log_name) {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(base) = segment::parse_log_name(name) {
                 bases.push(base);
+            } else if repair && super::compaction::is_leftover(name) {
+                let path = entry.path();
+                std::fs::remove_file(&path).ctx("remove unfinished compaction", &path)?;
             }
         }
         bases.sort_unstable();
@@ -128,6 +133,41 @@ impl Partition {
             file,
             segment: active,
         });
+        Ok(())
+    }
+
+    /// After a failed write (a full disk, an I/O error): forget what was staged, take in the
+    /// whole records the write did put in the active segment (a torn last one is cut), make
+    /// them durable and visible, and get ready to append again. A read-only partition has
+    /// nothing to recover.
+    pub(super) fn recover_writer(&self, config: &LogConfig) -> Result<()> {
+        {
+            let mut guard = self.writer.lock().unwrap();
+            if guard.is_none() {
+                return Ok(());
+            }
+            *guard = None;
+        }
+        let active = self
+            .segments
+            .read()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a writable partition has a segment");
+        let known = active.size();
+        active.forget_index_from(known);
+        let end = active.scan_and_index(known, config.index_interval_bytes, self.id)?;
+        if let Some(reason) = end.torn {
+            truncate_tail(&active.path, end.valid_len, &reason)?;
+        }
+        File::open(&active.path)
+            .and_then(|f| f.sync_all())
+            .ctx("fsync segment", &active.path)?;
+        self.start_writer()?;
+        self.high_watermark
+            .store(active.next_offset(), Ordering::Release);
+        self.appended.notify_waiters();
         Ok(())
     }
 
@@ -211,16 +251,19 @@ impl Partition {
     }
 
     /// Frame `rec` into the active segment's pending buffer (rolling first if it is full).
+    /// Frame one record into the pending bytes, rolling first when the active segment would
+    /// exceed `segment_bytes` or is older than the configured age.
     pub(super) fn stage(
         &self,
         w: &mut ActiveWriter,
         rec: &NewRecord,
         config: &LogConfig,
+        segment_bytes: u64,
         now: i64,
     ) -> Result<u64> {
         let len = frame::encoded_len(rec) as u64;
         let seg_len = w.written + w.pending.len() as u64;
-        let too_big = seg_len > 0 && seg_len + len > config.segment_bytes;
+        let too_big = seg_len > 0 && seg_len + len > segment_bytes;
         let too_old = seg_len > 0
             && config.segment_ms.is_some_and(|ms| {
                 w.segment

@@ -3,8 +3,12 @@
 //! then publishes the new records to readers and acknowledges the requests. Under load one
 //! fsync covers many requests; idle, a single request pays one fsync.
 //!
-//! If a write or fsync fails, the log stops accepting appends (the file may hold records in an
-//! unknown state); a restart recovers from what is on disk.
+//! If a write or fsync fails (a full disk, an I/O error), the group is refused and the log
+//! stops accepting appends: the files may hold part of it. The next append (at most once a
+//! second) first recovers every partition from what is on disk (whole records the failed
+//! write left are kept, a torn one is cut; see `Partition::recover_writer`), and appends
+//! resume on their own once that works, e.g. when space is free again. A failure for lack of
+//! space is [`Error::StorageFull`].
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -13,6 +17,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::Topic;
+use super::compaction::compact_topics;
 use super::config::{FsyncPolicy, LogConfig};
 use super::partition::Partition;
 use crate::log::{NewRecord, Position};
@@ -34,22 +39,54 @@ pub(super) enum Command {
     Shutdown,
 }
 
-/// Set once an append failed; every later append gets this message.
-pub(super) type Failed = Arc<Mutex<Option<String>>>;
+/// Why the log refuses appends until it has recovered.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub message: String,
+    /// No space left on the disk (or over a quota): freeing some lets it recover.
+    pub storage_full: bool,
+}
+
+impl Failure {
+    fn error(&self) -> Error {
+        match self.storage_full {
+            true => Error::StorageFull(self.message.clone()),
+            false => Error::Unavailable(self.message.clone()),
+        }
+    }
+}
+
+/// Set once an append failed, cleared once the log recovered.
+pub(super) type Failed = Arc<Mutex<Option<Failure>>>;
+
+/// Segments of compacted topics roll at this size at most, so what compaction can reclaim
+/// (only sealed segments are compacted) is never far behind.
+const COMPACTED_SEGMENT_BYTES: u64 = 16 << 20;
+
+/// How often a failed log tries to recover (on an append).
+const RECOVER_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(super) struct Writer {
     pub config: LogConfig,
     pub topics: Arc<std::sync::RwLock<std::collections::HashMap<String, Arc<Topic>>>>,
     pub failed: Failed,
+    /// The log's directory, named in failures.
+    pub root: std::path::PathBuf,
 }
 
 impl Writer {
     pub fn run(self, rx: Receiver<Command>) {
+        let housekeeping = self
+            .config
+            .retention_check
+            .min(self.config.compaction_check);
         let tick = match self.config.fsync {
-            FsyncPolicy::Always => self.config.retention_check,
-            FsyncPolicy::Interval(d) => d.min(self.config.retention_check),
+            FsyncPolicy::Always => housekeeping,
+            FsyncPolicy::Interval(d) => d.min(housekeeping),
         };
         let mut last_retention = Instant::now();
+        let mut last_compaction = Instant::now();
+        let mut last_recovery: Option<Instant> = None;
         let mut last_sync = Instant::now();
         let mut unsynced: Vec<Arc<Partition>> = Vec::new();
         let mut shutdown = false;
@@ -72,6 +109,7 @@ impl Writer {
                 }
             }
             if !jobs.is_empty() {
+                self.recover_if_failed(&mut last_recovery, &mut unsynced);
                 self.commit_group(jobs, &mut unsynced);
             }
             if let FsyncPolicy::Interval(d) = self.config.fsync
@@ -84,14 +122,64 @@ impl Writer {
                 self.apply_retention();
                 last_retention = Instant::now();
             }
+            if last_compaction.elapsed() >= self.config.compaction_check {
+                let topics: Vec<Arc<Topic>> =
+                    self.topics.read().unwrap().values().cloned().collect();
+                compact_topics(&topics, &self.config);
+                last_compaction = Instant::now();
+            }
         }
         self.sync_all(&mut unsynced);
     }
 
+    /// If appends are refused, try (at most every [`RECOVER_EVERY`]) to recover every
+    /// partition from disk; on success they are accepted again.
+    fn recover_if_failed(&self, last: &mut Option<Instant>, unsynced: &mut Vec<Arc<Partition>>) {
+        if self.failed.lock().unwrap().is_none()
+            || last.is_some_and(|t| t.elapsed() < RECOVER_EVERY)
+        {
+            return;
+        }
+        *last = Some(Instant::now());
+        let topics: Vec<Arc<Topic>> = self.topics.read().unwrap().values().cloned().collect();
+        for topic in &topics {
+            for part in &topic.partitions {
+                if let Err(e) = part.recover_writer(&self.config) {
+                    tracing::debug!("the log is not writable yet: {e}");
+                    return;
+                }
+            }
+        }
+        unsynced.clear();
+        *self.failed.lock().unwrap() = None;
+        tracing::info!("the log accepts writes again");
+    }
+
+    /// The failure an I/O error means, naming the log's directory.
+    fn failure(&self, doing: &str, e: &Error) -> Failure {
+        let storage_full = is_storage_full(e);
+        let message = if storage_full {
+            format!(
+                "no space left on the disk of the log ({}): {e}; free space there and writes \
+                 resume on their own",
+                self.root.display()
+            )
+        } else {
+            format!(
+                "the log stopped accepting writes after an I/O error {doing} ({e}); it retries \
+                 on the next write, and a restart recovers from what is on disk"
+            )
+        };
+        Failure {
+            message,
+            storage_full,
+        }
+    }
+
     fn commit_group(&self, jobs: Vec<Job>, unsynced: &mut Vec<Arc<Partition>>) {
-        if let Some(msg) = self.failed.lock().unwrap().clone() {
+        if let Some(failure) = self.failed.lock().unwrap().clone() {
             for job in jobs {
-                let _ = job.done.send(Err(Error::Unavailable(msg.clone())));
+                let _ = job.done.send(Err(failure.error()));
             }
             return;
         }
@@ -109,16 +197,11 @@ impl Writer {
                 }
             }
             Err(e) => {
-                let msg = format!(
-                    "the log stopped accepting writes after an I/O error ({e}); restart the server to recover"
-                );
-                tracing::error!("{msg}");
-                *self.failed.lock().unwrap() = Some(msg);
-                let text = e.to_string();
+                let failure = self.failure("appending", &e);
+                tracing::error!("{}", failure.message);
+                *self.failed.lock().unwrap() = Some(failure.clone());
                 for job in jobs {
-                    let _ = job
-                        .done
-                        .send(Err(Error::Unavailable(format!("append failed: {text}"))));
+                    let _ = job.done.send(Err(failure.error()));
                 }
             }
         }
@@ -136,7 +219,12 @@ impl Writer {
                 let part = &job.topic.partitions[*p as usize];
                 let mut guard = part.writer.lock().unwrap();
                 let w = guard.as_mut().expect("writable partition");
-                let offset = part.stage(w, rec, &self.config, now)?;
+                let segment_bytes = if job.topic.spec.compacted {
+                    self.config.segment_bytes.min(COMPACTED_SEGMENT_BYTES)
+                } else {
+                    self.config.segment_bytes
+                };
+                let offset = part.stage(w, rec, &self.config, segment_bytes, now)?;
                 out.push(Position {
                     partition: *p,
                     offset,
@@ -165,11 +253,9 @@ impl Writer {
             if let Some(w) = guard.as_mut()
                 && let Err(e) = part.flush(w, true)
             {
-                let msg = format!(
-                    "the log stopped accepting writes after an fsync error ({e}); restart the server to recover"
-                );
-                tracing::error!("{msg}");
-                *self.failed.lock().unwrap() = Some(msg);
+                let failure = self.failure("syncing", &e);
+                tracing::error!("{}", failure.message);
+                *self.failed.lock().unwrap() = Some(failure);
             }
         }
     }
@@ -184,5 +270,17 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+/// Whether `e` is the disk (or a quota) being full.
+fn is_storage_full(e: &Error) -> bool {
+    match e {
+        Error::Io { source, .. } => matches!(
+            source.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ),
+        Error::StorageFull(_) => true,
+        _ => false,
     }
 }

@@ -332,11 +332,14 @@ impl KafkaLog {
                     value: Some(&h.value[..]),
                 });
             }
-            let record = FutureRecord::to(topic)
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic)
                 .partition(p as i32)
                 .key(&rec.key[..])
-                .payload(&rec.value[..])
                 .headers(headers);
+            // An empty value is a tombstone: a null payload, which compaction understands.
+            if !rec.value.is_empty() {
+                record = record.payload(&rec.value[..]);
+            }
             match producer.send_result(record) {
                 Ok(delivery) => futures.push((p, delivery)),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

@@ -12,7 +12,11 @@
 //!
 //! [`replay_heads`] is the same scan over the events after an index snapshot, keeping only the
 //! newest head of each key it sees: merged over the snapshot's heads (a key it did not see keeps
-//! the snapshot's), they equal the heads of a replay from the start.
+//! the snapshot's), they equal the heads of a replay from the start. Its memory is bounded: a
+//! worker hands its newest events over whenever they fill [`HEADS_BUDGET`], and they are kept
+//! as sorted runs (`runs.rs`) that spill to files past their own budget. The runs hold the
+//! events as framed in the log; only the one that wins the merge for a key is decoded, so a
+//! key is decoded once however many runs it is in.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,8 +32,14 @@ use crate::index::{HistoryBlocks, ObjectIndex};
 use crate::log::{Log, OffsetRange, Position};
 use crate::{Error, OBJECTS_TOPIC, Result};
 
+mod runs;
+
+pub use runs::{Merged, Row, Runs};
+
 /// Records per read, and per batch of history blocks handed to the writer.
 const CHUNK: usize = 100_000;
+/// Bytes of newest events a worker of [`replay_heads`] holds before it hands them over.
+const HEADS_BUDGET: usize = 16 << 20;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RebuildStats {
@@ -46,6 +56,9 @@ enum Write {
     History(u64, Vec<(Position, Vec<u8>)>),
     /// The final heads of every key of a scanned partition.
     Heads(Vec<(String, (Head, Position))>),
+    /// Heads only: the newest events of keys, as framed in the log (a newer one of the same
+    /// key may come later).
+    Newest(Vec<(String, (Bytes, Position))>),
 }
 
 /// What one worker found in its partitions.
@@ -159,6 +172,11 @@ pub async fn replay_into(
             Write::Heads(heads) => {
                 crate::blocking::blocking(move || index.put_heads(heads, &BTreeMap::new())).await?
             }
+            Write::Newest(_) => {
+                return Err(Error::Unavailable(
+                    "a rebuild was handed undecoded heads".into(),
+                ));
+            }
         }
     }
     let scanned = join_scans(scans).await?;
@@ -173,10 +191,11 @@ pub async fn replay_into(
     })
 }
 
-/// The heads a replay leaves behind for the keys it sees, as index rows.
+/// The heads a replay leaves behind for the keys it sees.
 pub struct ReplayedHeads {
-    /// (`bucket/key`, head row), sorted by key.
-    pub rows: Vec<(String, Vec<u8>)>,
+    /// (`bucket/key`, position and framed event): [`ReplayedHeads::rows`] decodes the newest.
+    runs: Runs,
+    codec: Arc<EventCodec>,
     /// Next offset per partition read.
     pub applied: BTreeMap<u32, u64>,
     pub stats: RebuildStats,
@@ -193,8 +212,8 @@ pub async fn replay_heads(
 ) -> Result<ReplayedHeads> {
     let started = Instant::now();
     let total = total_of(&replay.ranges);
-    let (scans, mut rx) = spawn_scans(log, codec, replay, false);
-    let mut rows = Vec::new();
+    let (scans, mut rx) = spawn_scans(log, codec.clone(), replay, false);
+    let mut runs = Runs::new();
     let mut done = 0u64;
     while let Some(write) = rx.recv().await {
         match write {
@@ -202,27 +221,29 @@ pub async fn replay_heads(
                 done += records;
                 progress(done, total);
             }
-            Write::Heads(heads) => {
-                let encoded = crate::blocking::blocking(move || {
-                    Ok(heads
+            Write::Newest(newest) => {
+                runs = crate::blocking::blocking(move || {
+                    let rows = newest
                         .into_iter()
-                        .map(|(key, (head, at))| (key, crate::index::head_row(&head, at)))
-                        .collect::<Vec<_>>())
+                        .map(|(key, (framed, at))| (key, pack(at, &framed)))
+                        .collect::<Vec<_>>();
+                    runs.push(rows)?;
+                    Ok(runs)
                 })
                 .await?;
-                rows.extend(encoded);
+            }
+            Write::Heads(_) => {
+                return Err(Error::Unavailable(
+                    "a heads-only replay was handed decoded heads".into(),
+                ));
             }
         }
     }
     let scanned = join_scans(scans).await?;
-    let rows = crate::blocking::blocking(move || {
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(rows)
-    })
-    .await?;
     progress(scanned.records, total);
     Ok(ReplayedHeads {
-        rows,
+        runs,
+        codec,
         applied: scanned.applied,
         stats: RebuildStats {
             records: scanned.records,
@@ -230,6 +251,38 @@ pub async fn replay_heads(
             elapsed: started.elapsed(),
         },
     })
+}
+
+impl ReplayedHeads {
+    /// Each key's head as an index row, in key order (once: later calls give nothing).
+    pub fn rows(&mut self) -> Result<impl Iterator<Item = Result<Row>> + Send + use<>> {
+        let codec = self.codec.clone();
+        let merged = std::mem::take(&mut self.runs).merged()?;
+        Ok(merged.map(move |row| {
+            let (key, packed) = row?;
+            let (at, framed) = unpack(&packed)?;
+            let head = codec.decode_for_index(framed)?.into_head();
+            Ok((key, crate::index::head_row(&head, at)))
+        }))
+    }
+}
+
+/// A newest event in a run: its position, then the event as framed in the log.
+fn pack(at: Position, framed: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + framed.len());
+    out.extend_from_slice(&at.partition.to_le_bytes());
+    out.extend_from_slice(&at.offset.to_le_bytes());
+    out.extend_from_slice(framed);
+    out
+}
+
+fn unpack(packed: &[u8]) -> Result<(Position, &[u8])> {
+    if packed.len() < 12 {
+        return Err(Error::Corrupt("a head run holds a truncated row".into()));
+    }
+    let partition = u32::from_le_bytes(packed[..4].try_into().expect("4 bytes"));
+    let offset = u64::from_le_bytes(packed[4..12].try_into().expect("8 bytes"));
+    Ok((Position { partition, offset }, &packed[12..]))
 }
 
 fn total_of(ranges: &[(u32, OffsetRange)]) -> u64 {
@@ -305,6 +358,8 @@ async fn scan(
     let mut key = String::new();
     for (p, range) in ranges {
         let mut newest: HeadMap<(Bytes, Position)> = HeadMap::default();
+        // Bytes `newest` holds (heads only: the history needs every key's previous offset).
+        let mut held = 0usize;
         let mut next = range.start;
         while next < range.end {
             let max = CHUNK.min((range.end - next) as usize);
@@ -349,9 +404,14 @@ async fn scan(
                 key.push('/');
                 key.push_str(summary.key);
                 let raw = Bytes::copy_from_slice(&rec.value);
+                // What the map holds: a newer event of a key replaces the older one.
                 let prev = match newest.get_mut(key.as_str()) {
-                    Some(slot) => Some(std::mem::replace(slot, (raw, at)).1.offset),
+                    Some(slot) => {
+                        held = held + raw.len() - slot.0.len();
+                        Some(std::mem::replace(slot, (raw, at)).1.offset)
+                    }
                     None => {
+                        held += raw.len() + key.len() + 64;
                         newest.insert(log_key(summary.bucket, summary.key), (raw, at));
                         None
                     }
@@ -362,19 +422,37 @@ async fn scan(
             }
             records_total += records.len() as u64;
             send(tx, Write::History(records.len() as u64, blocks.finish())).await?;
+            if !keep.history && held > HEADS_BUDGET {
+                // Heads only: hand these over now; a newer head of the same key comes later.
+                let newest = std::mem::take(&mut newest).into_iter().collect();
+                send(tx, Write::Newest(newest)).await?;
+                held = 0;
+            }
         }
         // This partition's heads are final: write them while the next partition is scanned.
-        let heads = newest
-            .into_iter()
-            .map(|(key, (raw, at))| Ok((key, (codec.decode_for_index(&raw)?.into_head(), at))))
-            .collect::<Result<Vec<_>>>()?;
-        send(tx, Write::Heads(heads)).await?;
+        let last = if keep.history {
+            Write::Heads(decode_heads(codec, newest)?)
+        } else {
+            Write::Newest(newest.into_iter().collect())
+        };
+        send(tx, last).await?;
     }
     Ok(Scanned {
         applied,
         records: records_total,
         undecodable,
     })
+}
+
+/// Each key's newest event, decoded into its head.
+fn decode_heads(
+    codec: &EventCodec,
+    newest: HeadMap<(Bytes, Position)>,
+) -> Result<Vec<(String, (Head, Position))>> {
+    newest
+        .into_iter()
+        .map(|(key, (raw, at))| Ok((key, (codec.decode_for_index(&raw)?.into_head(), at))))
+        .collect()
 }
 
 async fn send(tx: &mpsc::Sender<Write>, write: Write) -> Result<()> {
