@@ -2,17 +2,17 @@
 //! by the number of keys.
 //!
 //! A key's head comes from, in order:
-//! 1. `pending`: the heads of keys whose newest event is written (or being written) to the log
-//!    but may not be applied by the index yet. Bounded: an entry leaves once the index has
-//!    applied its offset, and ingest waits (backpressure) while the entries take more than
-//!    their budget.
-//! 2. `cache`: recently used heads, up to a byte budget. Writes update it, so what it holds is
-//!    never older than the index; when over budget, entries are dropped in hash order, which
-//!    for keys that come round in cycles does better than least-recently-used.
-//! 3. the index, in one read transaction for all the keys of a batch that were in neither.
+//! 1. this map: each entry is either *pinned* — the key's newest event is written (or being
+//!    written) to the log but may not be applied by the index yet — or *cached*, a recently
+//!    used head. A pinned entry is unpinned once the index has applied its offset, and ingest
+//!    waits (backpressure) while pinned entries take more than their budget. Cached entries
+//!    are kept up to a byte budget; writes update them, so what the map holds is never older
+//!    than the index; when over budget, cached entries are dropped in hash order, which for
+//!    keys that come round in cycles does better than least-recently-used.
+//! 2. the index, in one read transaction for all the keys of a batch that were not here.
 //!
-//! Invariant: whenever a key has an event the index has not applied, its head is in `pending`;
-//! so a head read from the index is the newest one whenever `pending` has none.
+//! Invariant: whenever a key has an event the index has not applied, its head is here, pinned;
+//! so a head read from the index is the newest one whenever the map has none.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -21,31 +21,36 @@ use crate::event::{Head, HeadMap, ObjectState};
 /// Bytes counted per entry besides its key and state (map slots, allocation headers).
 const ENTRY_OVERHEAD: usize = 160;
 
-/// A head the index may not have applied yet.
-struct Pending {
-    head: Head,
-    partition: u32,
-    /// The event's offset once its append resolved; `None` while it is in flight.
-    offset: Option<u64>,
-    bytes: usize,
+/// Why an entry stays until the index applied it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pin {
+    /// Cached only: may be evicted.
+    None,
+    /// Its event is being appended.
+    InFlight,
+    /// Its event is at this offset; unpinned once the index applied it.
+    Landed(u64),
 }
 
-struct Cached {
+struct Entry {
     head: Head,
     partition: u32,
     bytes: usize,
+    pin: Pin,
 }
 
 pub(super) struct Heads {
-    pending: HeadMap<Pending>,
+    entries: HeadMap<Entry>,
+    /// Bytes and count of pinned entries.
     pending_bytes: usize,
-    /// Per partition, the pending heads that landed, in the order they landed (offset, key,
-    /// sequence): pruning pops what the index has applied instead of scanning `pending`.
-    landed: HashMap<u32, VecDeque<(u64, String, i64)>>,
-    cache: HeadMap<Cached>,
+    pending_len: usize,
+    /// Bytes of cached (unpinned) entries.
     cache_bytes: usize,
-    /// Most bytes the cache holds.
+    /// Most bytes cached entries take.
     cache_budget: usize,
+    /// Per partition, the pinned entries that landed, in the order they landed (offset, key,
+    /// sequence): pruning pops what the index has applied instead of scanning the map.
+    landed: HashMap<u32, VecDeque<(u64, String, i64)>>,
 }
 
 /// Roughly what a head takes in memory.
@@ -73,97 +78,113 @@ fn state_bytes(s: &ObjectState) -> usize {
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Found {
     Known(Option<Head>),
-    /// In neither `pending` nor the cache: ask the index.
+    /// Not here: ask the index.
     Unknown,
 }
 
 impl Heads {
     pub fn new(cache_budget: usize) -> Heads {
         Heads {
-            pending: HeadMap::default(),
+            entries: HeadMap::default(),
             pending_bytes: 0,
-            landed: HashMap::new(),
-            cache: HeadMap::default(),
+            pending_len: 0,
             cache_bytes: 0,
             cache_budget,
+            landed: HashMap::new(),
         }
     }
 
     pub fn find(&self, key: &str) -> Found {
-        if let Some(p) = self.pending.get(key) {
-            return Found::Known(Some(p.head.clone()));
-        }
-        match self.cache.get(key) {
-            Some(c) => Found::Known(Some(c.head.clone())),
+        match self.entries.get(key) {
+            Some(e) => Found::Known(Some(e.head.clone())),
             None => Found::Unknown,
         }
     }
 
-    /// Whether the head of `key` is known here (pending or cached).
+    /// Whether the head of `key` is known here.
     pub fn knows(&self, key: &str) -> bool {
-        self.pending.contains_key(key) || self.cache.contains_key(key)
+        self.entries.contains_key(key)
     }
 
     /// Keep a head read from the index (`None`: the key was never written; nothing to keep).
     pub fn remember(&mut self, key: String, partition: u32, head: Option<Head>) {
-        if let Some(head) = head {
-            self.cache_insert(key, partition, head);
+        let Some(head) = head else { return };
+        if self.cache_budget == 0 || self.entries.contains_key(&key) {
+            return;
         }
+        let bytes = head_bytes(&key, &head);
+        self.entries.insert(
+            key,
+            Entry {
+                head,
+                partition,
+                bytes,
+                pin: Pin::None,
+            },
+        );
+        self.cache_bytes += bytes;
+        self.evict_if_over();
     }
 
-    /// A new event for `key` was queued to the log: its head is the newest.
+    /// A new event for `key` was queued to the log: its head is the newest, pinned.
     pub fn written(&mut self, key: String, partition: u32, head: Head) {
         let bytes = head_bytes(&key, &head);
-        self.cache_insert(key.clone(), partition, head.clone());
-        let entry = Pending {
+        let entry = Entry {
             head,
             partition,
-            offset: None,
             bytes,
+            pin: Pin::InFlight,
         };
-        self.pending_bytes += bytes;
-        if let Some(old) = self.pending.insert(key, entry) {
-            self.pending_bytes -= old.bytes;
+        if let Some(old) = self.entries.insert(key, entry) {
+            self.forget_accounting(&old);
         }
+        self.pending_bytes += bytes;
+        self.pending_len += 1;
     }
 
     /// The append of `key`'s event resolved at `offset` (the entry may have been replaced by a
     /// newer event meanwhile: then that one's offset is still to come).
-    pub fn landed(&mut self, key: &str, sequence: i64, offset: u64) {
-        if let Some(p) = self.pending.get_mut(key)
-            && p.head.sequence == sequence
+    pub fn landed(&mut self, key: String, sequence: i64, offset: u64) {
+        if let Some(e) = self.entries.get_mut(&key)
+            && e.head.sequence == sequence
+            && e.pin == Pin::InFlight
         {
-            p.offset = Some(offset);
-            self.landed.entry(p.partition).or_default().push_back((
-                offset,
-                key.to_string(),
-                sequence,
-            ));
+            e.pin = Pin::Landed(offset);
+            self.landed
+                .entry(e.partition)
+                .or_default()
+                .push_back((offset, key, sequence));
         }
     }
 
-    /// Drop the pending heads the index has applied (`applied`: partition -> next offset).
+    /// Unpin the heads the index has applied (`applied`: partition -> next offset).
     pub fn prune(&mut self, applied: &BTreeMap<u32, u64>) {
         for (partition, queue) in &mut self.landed {
             let Some(&applied) = applied.get(partition) else {
                 continue;
             };
-            while let Some((offset, _, _)) = queue.front() {
-                if *offset >= applied {
-                    break;
-                }
-                let (_, key, sequence) = queue.pop_front().expect("front exists");
-                // A newer event for the key replaced this one: that one stays pending.
-                if self
-                    .pending
-                    .get(&key)
-                    .is_some_and(|p| p.head.sequence == sequence)
-                    && let Some(p) = self.pending.remove(&key)
+            while queue
+                .front()
+                .is_some_and(|(offset, _, _)| *offset < applied)
+            {
+                let (offset, key, sequence) = queue.pop_front().expect("front exists");
+                // A newer event for the key replaced this one: that one stays pinned.
+                if let Some(e) = self.entries.get_mut(&key)
+                    && e.head.sequence == sequence
+                    && e.pin == Pin::Landed(offset)
                 {
-                    self.pending_bytes -= p.bytes;
+                    e.pin = Pin::None;
+                    self.pending_bytes -= e.bytes;
+                    self.pending_len -= 1;
+                    if self.cache_budget == 0 {
+                        self.entries.remove(&key);
+                    } else {
+                        self.cache_bytes += e.bytes;
+                    }
                 }
             }
         }
+        self.evict_if_over();
     }
 
     pub fn pending_bytes(&self) -> usize {
@@ -171,11 +192,11 @@ impl Heads {
     }
 
     pub fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.pending_len
     }
 
     pub fn cached_len(&self) -> usize {
-        self.cache.len()
+        self.entries.len() - self.pending_len
     }
 
     pub fn cache_bytes(&self) -> usize {
@@ -190,68 +211,51 @@ impl Heads {
     /// Forget the heads of `partitions` (this node stopped or starts writing them: another
     /// node may write, or have written, their keys).
     pub fn forget_partitions(&mut self, partitions: &std::collections::BTreeSet<u32>) {
-        let (mut pending_freed, mut cache_freed) = (0, 0);
-        self.pending.retain(|_, p| {
-            let drop = partitions.contains(&p.partition);
+        let mut gone = Vec::new();
+        self.entries.retain(|_, e| {
+            let drop = partitions.contains(&e.partition);
             if drop {
-                pending_freed += p.bytes;
+                gone.push((e.pin, e.bytes));
             }
             !drop
         });
-        self.cache.retain(|_, c| {
-            let drop = partitions.contains(&c.partition);
-            if drop {
-                cache_freed += c.bytes;
+        for (pin, bytes) in gone {
+            if pin == Pin::None {
+                self.cache_bytes -= bytes;
+            } else {
+                self.pending_bytes -= bytes;
+                self.pending_len -= 1;
             }
-            !drop
-        });
-        self.pending_bytes -= pending_freed;
-        self.cache_bytes -= cache_freed;
+        }
         self.landed.retain(|p, _| !partitions.contains(p));
     }
 
-    fn cache_insert(&mut self, key: String, partition: u32, head: Head) {
-        if self.cache_budget == 0 {
-            return;
-        }
-        let bytes = head_bytes(&key, &head);
-        self.cache_bytes += bytes;
-        if let Some(old) = self.cache.insert(
-            key,
-            Cached {
-                head,
-                partition,
-                bytes,
-            },
-        ) {
+    /// Take a replaced entry out of the counts.
+    fn forget_accounting(&mut self, old: &Entry) {
+        if old.pin == Pin::None {
             self.cache_bytes -= old.bytes;
-        }
-        if self.cache_bytes > self.cache_budget {
-            self.evict();
+        } else {
+            self.pending_bytes -= old.bytes;
+            self.pending_len -= 1;
         }
     }
 
-    /// Drop entries (in hash order: effectively at random) until the cache is at 7/8 of its
-    /// budget, so evictions come in batches rather than one per insert.
-    fn evict(&mut self) {
-        let target = self.cache_budget / 8 * 7;
-        let mut freed = 0;
-        let excess = self.cache_bytes.saturating_sub(target);
-        let victims: Vec<String> = self
-            .cache
-            .iter()
-            .take_while(|(_, c)| {
-                let take = freed < excess;
-                freed += c.bytes;
-                take
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in victims {
-            if let Some(c) = self.cache.remove(&k) {
-                self.cache_bytes -= c.bytes;
-            }
+    /// Drop cached entries (in hash order: effectively at random) until they are at 7/8 of
+    /// their budget, so evictions come in batches rather than one per insert.
+    fn evict_if_over(&mut self) {
+        if self.cache_bytes <= self.cache_budget {
+            return;
         }
+        let excess = self.cache_bytes - self.cache_budget / 8 * 7;
+        let mut freed = 0;
+        self.entries.retain(|_, e| {
+            if freed >= excess || e.pin != Pin::None {
+                return true;
+            }
+            freed += e.bytes;
+            false
+        });
+        self.cache_bytes -= freed;
     }
 }
 
@@ -280,7 +284,7 @@ mod tests {
         // Not landed yet: never pruned, whatever the index says.
         h.prune(&BTreeMap::from([(0, 100)]));
         assert_eq!(h.pending_len(), 1);
-        h.landed("b/k", 2, 7);
+        h.landed("b/k".into(), 2, 7);
         h.prune(&BTreeMap::from([(0, 7)]));
         assert_eq!(
             h.pending_len(),

@@ -198,8 +198,8 @@ impl Ingestor {
                 Ok(p) => {
                     self.stats.observe_append(started.elapsed());
                     let mut heads = self.heads.lock().unwrap();
-                    for ((key, sequence), at) in written.iter().zip(&p) {
-                        heads.landed(key, *sequence, at.offset);
+                    for ((key, sequence), at) in written.into_iter().zip(&p) {
+                        heads.landed(key, sequence, at.offset);
                     }
                     p
                 }
@@ -307,11 +307,18 @@ impl Ingestor {
         if heads.pending_len() > PRUNE_AT {
             heads.prune(&self.index.applied()?);
         }
-        let missing: Vec<String> = mutations
-            .iter()
-            .map(|m| log_key(&m.bucket, &m.key))
-            .filter(|k| !heads.knows(k))
-            .collect();
+        // One buffer for the look-ups: most keys are known, and need no string of their own.
+        let mut key = String::new();
+        let mut missing: Vec<String> = Vec::new();
+        for m in mutations {
+            key.clear();
+            key.push_str(&m.bucket);
+            key.push('/');
+            key.push_str(&m.key);
+            if !heads.knows(&key) {
+                missing.push(key.clone());
+            }
+        }
         let mut read = HeadMap::default();
         if missing.is_empty() {
             return Ok(read);

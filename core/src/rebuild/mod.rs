@@ -362,7 +362,9 @@ async fn scan(
         let mut held = 0usize;
         let mut next = range.start;
         while next < range.end {
-            let max = CHUNK.min((range.end - next) as usize);
+            // Heads only: smaller reads, as memory is what such a replay is bounded by.
+            let chunk = if keep.history { CHUNK } else { CHUNK / 4 };
+            let max = chunk.min((range.end - next) as usize);
             let records = log
                 .read(OBJECTS_TOPIC, p, next, max, Duration::ZERO)
                 .await?;

@@ -8,6 +8,7 @@
 //! same key the one handed over later is newer: the merge keeps that one.
 
 use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
@@ -101,15 +102,15 @@ impl Runs {
                 }
             });
         }
-        let mut heads = Vec::with_capacity(sources.len());
-        for s in &mut sources {
-            heads.push(s.next().transpose()?);
-        }
-        Ok(Merged {
+        let mut merged = Merged {
+            heap: BinaryHeap::with_capacity(sources.len()),
             sources,
-            heads,
             _dir: self.dir,
-        })
+        };
+        for run in 0..merged.sources.len() {
+            merged.advance(run)?;
+        }
+        Ok(merged)
     }
 }
 
@@ -157,41 +158,64 @@ fn read_row(r: &mut impl Read) -> std::io::Result<Option<Row>> {
     Ok(Some((key, row)))
 }
 
-/// The k-way merge of [`Runs::merged`]. Few runs, so the smallest head is found by a scan.
+/// The k-way merge of [`Runs::merged`]: a heap of each run's next row, smallest key first and,
+/// for one key, the latest run first.
 pub struct Merged {
     sources: Vec<Source>,
-    heads: Vec<Option<Row>>,
+    heap: BinaryHeap<Next>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// A run's next row, ordered for a max-heap so that the top is the smallest key, and for equal
+/// keys the latest run (the newest head).
+struct Next {
+    row: Row,
+    run: usize,
+}
+
+impl Ord for Next {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.row.0.cmp(&self.row.0).then(self.run.cmp(&other.run))
+    }
+}
+
+impl PartialOrd for Next {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Next {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Next {}
+
+impl Merged {
+    /// Put run `run`'s next row on the heap.
+    fn advance(&mut self, run: usize) -> Result<()> {
+        if let Some(row) = self.sources[run].next().transpose()? {
+            self.heap.push(Next { row, run });
+        }
+        Ok(())
+    }
 }
 
 impl Iterator for Merged {
     type Item = Result<Row>;
 
     fn next(&mut self) -> Option<Result<Row>> {
-        // The smallest key; on a tie the latest run (the newest head) wins.
-        let mut best: Option<usize> = None;
-        for (i, head) in self.heads.iter().enumerate() {
-            let Some((key, _)) = head else { continue };
-            best = match best {
-                None => Some(i),
-                Some(b) => {
-                    let bk = &self.heads[b].as_ref().expect("some").0;
-                    match key.cmp(bk) {
-                        Ordering::Less | Ordering::Equal => Some(i),
-                        Ordering::Greater => Some(b),
-                    }
-                }
-            };
+        let Next { row, run } = self.heap.pop()?;
+        if let Err(e) = self.advance(run) {
+            return Some(Err(e));
         }
-        let b = best?;
-        let row = self.heads[b].take().expect("some");
-        // Advance every run that had the same key (older heads of it).
-        for i in 0..self.sources.len() {
-            if i == b || self.heads[i].as_ref().is_some_and(|(k, _)| *k == row.0) {
-                match self.sources[i].next().transpose() {
-                    Ok(next) => self.heads[i] = next,
-                    Err(e) => return Some(Err(e)),
-                }
+        // Older heads of the same key, in earlier runs: skipped.
+        while self.heap.peek().is_some_and(|n| n.row.0 == row.0) {
+            let older = self.heap.pop().expect("peeked").run;
+            if let Err(e) = self.advance(older) {
+                return Some(Err(e));
             }
         }
         Some(Ok(row))
