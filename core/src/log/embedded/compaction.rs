@@ -101,6 +101,7 @@ impl Partition {
         tombstone_retention_us: i64,
         index_interval: u64,
     ) -> Result<Compacted> {
+        let _one_at_a_time = self.compaction.lock().unwrap();
         let segments: Vec<Arc<Segment>> = self.segments.read().unwrap().clone();
         let mut done = Compacted::default();
         if segments.len() < 2 {

@@ -26,6 +26,8 @@ pub struct Partition {
     high_watermark: AtomicU64,
     /// Wakes readers waiting at the end of the partition.
     appended: Notify,
+    /// Held while the partition is compacted (the periodic pass and `compact_now` may meet).
+    pub(super) compaction: Mutex<()>,
     /// Append-side state; only the writer thread (or recovery) locks it.
     pub(super) writer: Mutex<Option<ActiveWriter>>,
 }
@@ -101,6 +103,7 @@ impl Partition {
             dir,
             segments: RwLock::new(segments),
             appended: Notify::new(),
+            compaction: Mutex::new(()),
             writer: Mutex::new(None),
         };
         if repair {

@@ -86,6 +86,9 @@ impl Writer {
         };
         let mut last_retention = Instant::now();
         let mut last_compaction = Instant::now();
+        // Compaction reads and rewrites sealed segments: on a thread of its own, so appends
+        // never wait for it; one pass at a time.
+        let compacting = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut last_recovery: Option<Instant> = None;
         let mut last_sync = Instant::now();
         let mut unsynced: Vec<Arc<Partition>> = Vec::new();
@@ -122,10 +125,22 @@ impl Writer {
                 self.apply_retention();
                 last_retention = Instant::now();
             }
-            if last_compaction.elapsed() >= self.config.compaction_check {
+            if last_compaction.elapsed() >= self.config.compaction_check
+                && !compacting.swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
                 let topics: Vec<Arc<Topic>> =
                     self.topics.read().unwrap().values().cloned().collect();
-                compact_topics(&topics, &self.config);
+                let (config, done) = (self.config.clone(), compacting.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("tidemark-log-compaction".into())
+                    .spawn(move || {
+                        compact_topics(&topics, &config);
+                        done.store(false, std::sync::atomic::Ordering::Release);
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("cannot start log compaction: {e}; retrying next period");
+                    compacting.store(false, std::sync::atomic::Ordering::Release);
+                }
                 last_compaction = Instant::now();
             }
         }
