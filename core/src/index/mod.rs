@@ -360,28 +360,40 @@ impl ObjectIndex {
             let mut applied = txn
                 .open_table(APPLIED)
                 .map_err(|e| Error::index("open applied", e))?;
+            // Write the heads first, in key order: each insert hands back the row it replaced,
+            // whose position is the key's newest event before this batch, so every key is
+            // looked up once, in page order.
+            let mut heads: Vec<_> = batch.heads.into_iter().collect();
+            heads.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut before: HashMap<&str, u64, foldhash::fast::RandomState> =
+                HashMap::with_capacity_and_hasher(heads.len(), Default::default());
+            let mut row = Vec::with_capacity(256);
+            for (key, (head, last)) in &heads {
+                row.clear();
+                rows::encode_head(head, *last, &mut row);
+                let old = objects
+                    .insert(key.as_str(), row.as_slice())
+                    .map_err(|e| Error::index("write object", e))?;
+                if let Some(old) = old {
+                    before.insert(key.as_str(), rows::decode_position(old.value())?.offset);
+                }
+            }
             // Link each event to its key's previous one: earlier in this batch, or the newest
-            // event already in the index.
-            let mut newest: HashMap<&str, u64> = HashMap::with_capacity(batch.heads.len());
+            // event before it.
+            let mut newest: HashMap<&str, u64, foldhash::fast::RandomState> =
+                HashMap::with_capacity_and_hasher(heads.len(), Default::default());
             let mut events: Vec<_> = batch.events.iter().collect();
             events.sort_by_key(|(at, _, _)| (at.partition, at.offset));
             let mut blocks = HistoryBlocks::default();
             for (at, key, body) in events {
-                let prev = match newest.get(key.as_str()) {
-                    Some(prev) => Some(*prev),
-                    None => match objects
-                        .get(key.as_str())
-                        .map_err(|e| Error::index("read object", e))?
-                    {
-                        Some(v) => Some(rows::decode_head(v.value())?.1.offset),
-                        None => None,
-                    },
-                };
+                let prev = newest
+                    .get(key.as_str())
+                    .or_else(|| before.get(key.as_str()))
+                    .copied();
                 blocks.push_encoded(*at, prev, body);
                 newest.insert(key.as_str(), at.offset);
             }
             insert_blocks(&mut history, blocks.finish())?;
-            insert_heads(&mut objects, batch.heads.into_iter().collect())?;
             insert_applied(&mut applied, &batch.applied)?;
         }
         txn.commit().map_err(|e| Error::index("commit", e))

@@ -48,6 +48,17 @@ pub fn encode_head(head: &Head, last: Position, buf: &mut Vec<u8>) {
     }
 }
 
+/// Only where an object row's newest event is (no state decoded).
+pub fn decode_position(bytes: &[u8]) -> Result<Position> {
+    check_format(bytes, "object")?;
+    uuid_raw(bytes, 1)?;
+    let mut r = Reader::new(&bytes[17..]);
+    Ok(Position {
+        partition: r.long()? as u32,
+        offset: r.long()? as u64,
+    })
+}
+
 pub fn decode_head(bytes: &[u8]) -> Result<(Head, Position)> {
     check_format(bytes, "object")?;
     let event_id = uuid_raw(bytes, 1)?;

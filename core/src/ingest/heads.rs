@@ -74,14 +74,6 @@ fn state_bytes(s: &ObjectState) -> usize {
         + opt(&s.storage_class)
 }
 
-/// Where a head was found. (Matched at once where it is returned: its size does not matter.)
-#[allow(clippy::large_enum_variant)]
-pub(super) enum Found {
-    Known(Option<Head>),
-    /// Not here: ask the index.
-    Unknown,
-}
-
 impl Heads {
     pub fn new(cache_budget: usize) -> Heads {
         Heads {
@@ -94,11 +86,9 @@ impl Heads {
         }
     }
 
-    pub fn find(&self, key: &str) -> Found {
-        match self.entries.get(key) {
-            Some(e) => Found::Known(Some(e.head.clone())),
-            None => Found::Unknown,
-        }
+    /// The head of `key`, if this map has it (else ask the index).
+    pub fn get(&self, key: &str) -> Option<&Head> {
+        self.entries.get(key).map(|e| &e.head)
     }
 
     /// Whether the head of `key` is known here.
@@ -106,28 +96,9 @@ impl Heads {
         self.entries.contains_key(key)
     }
 
-    /// Keep a head read from the index (`None`: the key was never written; nothing to keep).
-    pub fn remember(&mut self, key: String, partition: u32, head: Option<Head>) {
-        let Some(head) = head else { return };
-        if self.cache_budget == 0 || self.entries.contains_key(&key) {
-            return;
-        }
-        let bytes = head_bytes(&key, &head);
-        self.entries.insert(
-            key,
-            Entry {
-                head,
-                partition,
-                bytes,
-                pin: Pin::None,
-            },
-        );
-        self.cache_bytes += bytes;
-        self.evict_if_over();
-    }
-
-    /// A new event for `key` was queued to the log: its head is the newest, pinned.
-    pub fn written(&mut self, key: String, partition: u32, head: Head) {
+    /// A new event for `key` was queued to the log: its head is the newest, pinned. Returns the
+    /// head it replaced, if this map had one (moved out: the event's `previous`).
+    pub fn written(&mut self, key: String, partition: u32, head: Head) -> Option<Head> {
         let bytes = head_bytes(&key, &head);
         let entry = Entry {
             head,
@@ -135,11 +106,13 @@ impl Heads {
             bytes,
             pin: Pin::InFlight,
         };
-        if let Some(old) = self.entries.insert(key, entry) {
-            self.forget_accounting(&old);
+        let old = self.entries.insert(key, entry);
+        if let Some(old) = &old {
+            self.forget_accounting(old);
         }
         self.pending_bytes += bytes;
         self.pending_len += 1;
+        old.map(|e| e.head)
     }
 
     /// The append of `key`'s event resolved at `offset` (the entry may have been replaced by a
@@ -241,20 +214,20 @@ impl Heads {
     }
 
     /// Drop cached entries (in hash order: effectively at random) until they are at 7/8 of
-    /// their budget, so evictions come in batches rather than one per insert.
+    /// their budget, so evictions come in batches rather than one per insert; the walk stops
+    /// as soon as enough is freed.
     fn evict_if_over(&mut self) {
         if self.cache_bytes <= self.cache_budget {
             return;
         }
         let excess = self.cache_bytes - self.cache_budget / 8 * 7;
         let mut freed = 0;
-        self.entries.retain(|_, e| {
-            if freed >= excess || e.pin != Pin::None {
-                return true;
-            }
+        for (_, e) in self.entries.extract_if(|_, e| e.pin == Pin::None) {
             freed += e.bytes;
-            false
-        });
+            if freed >= excess {
+                break;
+            }
+        }
         self.cache_bytes -= freed;
     }
 }
@@ -275,12 +248,10 @@ mod tests {
     #[test]
     fn pending_heads_win_until_the_index_applied_them() {
         let mut h = Heads::new(1 << 20);
-        h.remember("b/k".into(), 0, Some(head(1)));
-        h.written("b/k".into(), 0, head(2));
-        let Found::Known(Some(found)) = h.find("b/k") else {
-            panic!("known")
-        };
-        assert_eq!(found.sequence, 2);
+        assert!(h.written("b/k".into(), 0, head(1)).is_none());
+        let old = h.written("b/k".into(), 0, head(2)).expect("replaced");
+        assert_eq!(old.sequence, 1);
+        assert_eq!(h.get("b/k").expect("known").sequence, 2);
         // Not landed yet: never pruned, whatever the index says.
         h.prune(&BTreeMap::from([(0, 100)]));
         assert_eq!(h.pending_len(), 1);
@@ -295,18 +266,18 @@ mod tests {
         assert_eq!(h.pending_len(), 0);
         assert_eq!(h.pending_bytes(), 0);
         // The cache still has the newest head.
-        let Found::Known(Some(found)) = h.find("b/k") else {
-            panic!("cached")
-        };
-        assert_eq!(found.sequence, 2);
+        assert_eq!(h.get("b/k").expect("cached").sequence, 2);
     }
 
     #[test]
     fn the_cache_stays_within_its_budget() {
         let budget = 100 * (ENTRY_OVERHEAD + 16);
         let mut h = Heads::new(budget);
-        for i in 0..10_000 {
-            h.remember(format!("bucket/key-{i:06}"), 0, Some(head(1)));
+        for i in 0..10_000u64 {
+            let key = format!("bucket/key-{i:06}");
+            h.written(key.clone(), 0, head(1));
+            h.landed(key, 1, i);
+            h.prune(&BTreeMap::from([(0, i + 1)]));
             assert!(h.cache_bytes() <= budget, "{} > {budget}", h.cache_bytes());
         }
         assert!(h.cached_len() > 50, "{}", h.cached_len());

@@ -161,7 +161,7 @@ impl Ingestor {
         let append = {
             let owned = self.owned.read().unwrap();
             let mut heads = self.heads.lock().unwrap();
-            let read = self.look_up(&mut heads, &mutations)?;
+            let mut read = self.look_up(&mut heads, &mutations)?;
             for m in mutations {
                 let key = log_key(&m.bucket, &m.key);
                 let partition = partition_for(key.as_bytes(), self.partitions);
@@ -169,15 +169,17 @@ impl Ingestor {
                     outcomes.push(Err(Error::NotOwner(partition)));
                     continue;
                 }
-                let head = match heads.find(&key) {
-                    heads::Found::Known(h) => h,
-                    heads::Found::Unknown => read.get(&key).cloned().flatten(),
-                };
-                match self.event_for(m, head.as_ref(), ctx, now) {
+                let head = heads
+                    .get(&key)
+                    .or_else(|| read.get(&key).and_then(Option::as_ref));
+                match self.event_for(m, head, ctx, now) {
                     Ok(mut event) => {
-                        // The replaced head's state becomes `previous`.
-                        event.previous = head.and_then(|h| h.state);
-                        heads.written(key.clone(), partition, event.head());
+                        // The replaced head (moved, not cloned) gives `previous`; a key read
+                        // from the index is in the map from its first write of the batch on.
+                        let old = heads
+                            .written(key.clone(), partition, event.head())
+                            .or_else(|| read.remove(&key).flatten());
+                        event.previous = old.and_then(|h| h.state);
                         let mut value = Vec::with_capacity(256);
                         self.codec.encode(&event, &mut value);
                         outcomes.push(Ok((event.event_id, records.len())));
@@ -296,9 +298,9 @@ impl Ingestor {
     }
 
     /// The heads of the keys of `mutations` that are neither pending nor cached, read from the
-    /// index in one transaction (and cached, as far as the cache's budget goes; the batch
-    /// uses what this returns). Also drops pending heads the index has applied, when there
-    /// are many.
+    /// index in one transaction. They are not cached here: a put replaces its key's head at
+    /// once, so caching the old one would only cost an insert and an eviction. Also drops
+    /// pending heads the index has applied, when there are many.
     fn look_up(
         &self,
         heads: &mut heads::Heads,
@@ -319,19 +321,16 @@ impl Ingestor {
                 missing.push(key.clone());
             }
         }
-        let mut read = HeadMap::default();
         if missing.is_empty() {
-            return Ok(read);
+            return Ok(HeadMap::default());
         }
+        // In key order, the look-ups walk the index's pages in order.
+        missing.sort_unstable();
+        missing.dedup();
         // The read blocks this thread for the batch's index lookups; let the runtime move
         // other tasks off it meanwhile.
         let found = tokio::task::block_in_place(|| self.index.heads_of(&missing))?;
-        for (key, head) in missing.into_iter().zip(found) {
-            let partition = partition_for(key.as_bytes(), self.partitions);
-            heads.remember(key.clone(), partition, head.clone());
-            read.insert(key, head);
-        }
-        Ok(read)
+        Ok(missing.into_iter().zip(found).collect())
     }
 
     fn event_for(
@@ -536,8 +535,8 @@ impl Ingestor {
     /// `None` for a key never written.
     pub fn head(&self, bucket: &str, key: &str) -> Result<Option<Head>> {
         let key = log_key(bucket, key);
-        if let heads::Found::Known(h) = self.heads.lock().unwrap().find(&key) {
-            return Ok(h);
+        if let Some(h) = self.heads.lock().unwrap().get(&key) {
+            return Ok(Some(h.clone()));
         }
         let (b, k) = key.split_once('/').unwrap_or((&key, ""));
         self.index.get(b, k)
