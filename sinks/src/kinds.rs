@@ -11,7 +11,7 @@ use crate::client::HttpClient;
 use crate::function::{self, Functions, Invocations};
 use crate::sink::{BuildCtx, SinkKind};
 use crate::subscription::spec::SinkSpec;
-use crate::{Error, Result, lake, webhook};
+use crate::{Error, Result, iceberg, lake, webhook};
 
 /// Builds sinks from specs.
 pub struct Kinds {
@@ -65,6 +65,7 @@ impl Kinds {
                 function::build(f, &ctx, &self.functions, invocations)
             }
             SinkSpec::Parquet(p) => lake::build(p, &ctx),
+            SinkSpec::Iceberg(i) => iceberg::build(i, &ctx),
         }
     }
 

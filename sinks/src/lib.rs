@@ -28,6 +28,7 @@ mod error;
 pub mod filtering;
 pub mod function;
 pub mod guard;
+pub mod iceberg;
 pub mod kinds;
 pub mod lake;
 pub mod secrets;

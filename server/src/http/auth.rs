@@ -386,6 +386,8 @@ fn need(method: &Method, path: &str) -> Option<Need> {
     match segments.as_slice() {
         ["healthz"] | ["readyz"] => None,
         ["metrics"] => needs(&[Read], NotObjects),
+        // Tables of every bucket's events, like `/v1/log`.
+        ["iceberg", ..] if reads => needs(&[Read], NotObjects),
         // Consumers decode with the registry; lookups and compatibility checks change nothing.
         ["subjects", ..] | ["schemas", ..] | ["config"] if reads => None,
         ["subjects", _] | ["compatibility", ..] if method == Method::POST => None,
@@ -509,6 +511,11 @@ mod tests {
         assert_eq!(scope(Method::PATCH, "/v1/buckets/b"), Some(Admin));
         assert_eq!(scope(Method::GET, "/v1/tokens"), Some(Admin));
         assert_eq!(scope(Method::GET, "/v1/nothing-here"), Some(Admin));
+        assert_eq!(
+            scope(Method::GET, "/iceberg/v1/namespaces/tidemark/tables"),
+            Some(Read)
+        );
+        assert_eq!(scope(Method::POST, "/iceberg/v1/namespaces"), Some(Admin));
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //! - `auth.rs`: bearer tokens, scopes and rate limits in front of every route.
 //! - `tokens.rs`: `/v1/tokens/...` (create, list, revoke API tokens).
 //! - `audit.rs`: `GET /v1/config/events` (who changed which configuration, when).
+//! - `iceberg.rs`: `/iceberg/v1/...`, a read-only Iceberg REST catalog of the Iceberg sinks'
+//!   tables.
 
 mod audit;
 pub mod auth;
@@ -28,6 +30,7 @@ pub(crate) mod buckets;
 pub(crate) mod content;
 pub(crate) mod error;
 mod filters;
+mod iceberg;
 mod ingest_s3;
 mod jobs;
 mod metrics;
@@ -156,6 +159,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/config/events", get(audit::events))
         .merge(registry::routes())
         .merge(buckets::routes())
+        .merge(iceberg::routes())
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .with_state(state)

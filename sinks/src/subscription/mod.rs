@@ -372,6 +372,7 @@ impl Subscriptions {
                 }
                 return Ok(created);
             }
+            SinkSpec::Iceberg(_) => return Ok(created),
         };
         let mut refs = Vec::new();
         for value in secret.list() {
@@ -419,6 +420,7 @@ pub fn sink_secrets(sink: &SinkSpec) -> Vec<String> {
                 .into_iter()
                 .collect()
         }
+        SinkSpec::Iceberg(_) => Vec::new(),
     }
 }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tidemark_core::rules::RuleSpec;
 
 pub use crate::function::FunctionSpec;
+pub use crate::iceberg::IcebergSpec;
 pub use crate::lake::ParquetSpec;
 pub use crate::secrets::Secrets;
 pub use crate::webhook::WebhookSpec;
@@ -66,6 +67,8 @@ pub enum SinkSpec {
     Function(FunctionSpec),
     /// Hive-partitioned Parquet files in a directory (the lake).
     Parquet(ParquetSpec),
+    /// Apache Iceberg tables (the journal of every event).
+    Iceberg(IcebergSpec),
 }
 
 impl SinkSpec {
@@ -78,13 +81,14 @@ impl SinkSpec {
             SinkSpec::Function(f) => Some(f.endpoint()),
             SinkSpec::Parquet(p) if p.path.starts_with("s3://") => Some(p.path.clone()),
             SinkSpec::Parquet(p) => Some(format!("file://{}", p.path)),
+            SinkSpec::Iceberg(i) => Some(format!("file://{}", i.warehouse)),
         }
     }
 
     /// A stream sink's: written by partition workers that commit positions themselves, and
     /// counted in files (status `lake_files`).
     pub fn is_stream(&self) -> bool {
-        matches!(self, SinkSpec::Parquet(_))
+        matches!(self, SinkSpec::Parquet(_) | SinkSpec::Iceberg(_))
     }
 }
 

@@ -49,6 +49,12 @@ pub fn validate(
                 crate::lake::Lake::open(p, None)?;
             }
         }
+        SinkSpec::Iceberg(i) => {
+            // The warehouse and the catalog file are created and opened now: an unwritable
+            // place is refused at create time.
+            crate::iceberg::check(i)?;
+            crate::iceberg::probe(i)?;
+        }
     }
     let r = &spec.retry;
     range("retry.max_attempts", r.max_attempts as u64, 1, 1000)?;

@@ -1,0 +1,195 @@
+//! A data file: rows encoded by our own Parquet writer (zstd, statistics per column chunk),
+//! and the Iceberg `DataFile` entry that describes it, built from the file's footer. Only
+//! file metadata reaches the `iceberg` crate, so no Arrow type crosses between its Arrow
+//! version and ours (docs/lake.md, "Iceberg").
+
+use std::collections::HashMap;
+
+use arrow_array::RecordBatch;
+use iceberg::spec::{
+    DataContentType, DataFile, DataFileBuilder, DataFileFormat, Datum, PrimitiveType, Schema,
+    Struct, Type,
+};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::statistics::Statistics;
+
+use crate::{Error, Result};
+
+/// Rows per row group: readers skip by statistics and read groups in parallel.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// Encode `batch` as one Parquet file.
+pub(super) fn encode(batch: &RecordBatch) -> Result<(Vec<u8>, ParquetMetaData)> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        // Iceberg bounds must be exact or truncated the right way; untruncated is simplest.
+        .set_statistics_truncate_length(None)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
+    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 4);
+    let encode_err = |e: parquet::errors::ParquetError| {
+        Error::Transient(format!("encoding an Iceberg data file: {e}"))
+    };
+    let mut writer =
+        ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).map_err(encode_err)?;
+    writer.write(batch).map_err(encode_err)?;
+    let meta = writer.close().map_err(encode_err)?;
+    Ok((out, meta))
+}
+
+/// The manifest entry of a Parquet file at `path` of `size` bytes whose footer is `meta`,
+/// written with `schema`'s field ids, in partition `partition`.
+pub(super) fn data_file(
+    path: String,
+    size: u64,
+    meta: &ParquetMetaData,
+    schema: &Schema,
+    partition: Struct,
+    spec_id: i32,
+) -> Result<DataFile> {
+    let mut column_sizes: HashMap<i32, u64> = HashMap::new();
+    let mut value_counts: HashMap<i32, u64> = HashMap::new();
+    let mut null_counts: HashMap<i32, u64> = HashMap::new();
+    let mut lower: HashMap<i32, Datum> = HashMap::new();
+    let mut upper: HashMap<i32, Datum> = HashMap::new();
+    let mut no_nulls_known: Vec<i32> = Vec::new();
+    let mut records = 0u64;
+    for group in meta.row_groups() {
+        records += group.num_rows() as u64;
+        for chunk in group.columns() {
+            let info = chunk.column_descr().self_type().get_basic_info();
+            if !info.has_id() {
+                continue;
+            }
+            let id = info.id();
+            *column_sizes.entry(id).or_default() += chunk.compressed_size() as u64;
+            *value_counts.entry(id).or_default() += chunk.num_values() as u64;
+            let Some(stats) = chunk.statistics() else {
+                no_nulls_known.push(id);
+                continue;
+            };
+            match stats.null_count_opt() {
+                Some(n) => *null_counts.entry(id).or_default() += n,
+                None => no_nulls_known.push(id),
+            }
+            let Some(Type::Primitive(t)) = schema.field_by_id(id).map(|f| f.field_type.as_ref())
+            else {
+                continue;
+            };
+            if let Some((lo, hi)) = bounds(stats, t) {
+                merge(&mut lower, id, lo, |new, old| new < old);
+                merge(&mut upper, id, hi, |new, old| new > old);
+            }
+        }
+    }
+    // A count unknown in any group is unknown for the file.
+    for id in no_nulls_known {
+        null_counts.remove(&id);
+    }
+    DataFileBuilder::default()
+        .content(DataContentType::Data)
+        .file_path(path)
+        .file_format(DataFileFormat::Parquet)
+        .partition(partition)
+        .partition_spec_id(spec_id)
+        .record_count(records)
+        .file_size_in_bytes(size)
+        .column_sizes(column_sizes)
+        .value_counts(value_counts)
+        .null_value_counts(null_counts)
+        .lower_bounds(lower)
+        .upper_bounds(upper)
+        .build()
+        .map_err(|e| Error::Transient(format!("describing an Iceberg data file: {e}")))
+}
+
+fn merge(
+    bounds: &mut HashMap<i32, Datum>,
+    id: i32,
+    value: Datum,
+    better: impl Fn(&Datum, &Datum) -> bool,
+) {
+    match bounds.get(&id) {
+        Some(old) if !better(&value, old) => {}
+        _ => {
+            bounds.insert(id, value);
+        }
+    }
+}
+
+/// Exact minimum and maximum of a column chunk as Iceberg values of type `t`.
+fn bounds(stats: &Statistics, t: &PrimitiveType) -> Option<(Datum, Datum)> {
+    if !stats.min_is_exact() || !stats.max_is_exact() {
+        return None;
+    }
+    match (stats, t) {
+        (Statistics::Boolean(s), PrimitiveType::Boolean) => {
+            Some((Datum::bool(*s.min_opt()?), Datum::bool(*s.max_opt()?)))
+        }
+        (Statistics::Int32(s), PrimitiveType::Int) => {
+            Some((Datum::int(*s.min_opt()?), Datum::int(*s.max_opt()?)))
+        }
+        (Statistics::Int64(s), PrimitiveType::Long) => {
+            Some((Datum::long(*s.min_opt()?), Datum::long(*s.max_opt()?)))
+        }
+        (Statistics::Int64(s), PrimitiveType::Timestamptz) => Some((
+            Datum::timestamptz_micros(*s.min_opt()?),
+            Datum::timestamptz_micros(*s.max_opt()?),
+        )),
+        (Statistics::ByteArray(s), PrimitiveType::String) => Some((
+            Datum::string(s.min_opt()?.as_utf8().ok()?),
+            Datum::string(s.max_opt()?.as_utf8().ok()?),
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iceberg::rows::{Row, journal_batch};
+    use crate::iceberg::schema::journal_schema;
+    use crate::lake::columns::tests::varied_events;
+
+    #[test]
+    fn the_footer_gives_counts_and_bounds_by_field_id() {
+        let events = varied_events();
+        let rows: Vec<Row> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Row {
+                event: e,
+                partition: 3,
+                offset: 10 + i as u64,
+            })
+            .collect();
+        let batch = journal_batch(&rows).unwrap();
+        let (bytes, meta) = encode(&batch).unwrap();
+        let schema = journal_schema().unwrap();
+        let f = data_file(
+            "/x.parquet".into(),
+            bytes.len() as u64,
+            &meta,
+            &schema,
+            Struct::empty(),
+            0,
+        )
+        .unwrap();
+        assert_eq!(f.record_count(), events.len() as u64);
+        assert_eq!(f.file_size_in_bytes(), bytes.len() as u64);
+        // log_offset (25): 10 ..= 10 + n - 1.
+        assert_eq!(f.lower_bounds()[&25], Datum::long(10));
+        assert_eq!(
+            f.upper_bounds()[&25],
+            Datum::long(10 + events.len() as i64 - 1)
+        );
+        assert_eq!(f.null_value_counts()[&1], 0);
+        assert!(f.column_sizes().contains_key(&26), "map keys have sizes");
+    }
+}

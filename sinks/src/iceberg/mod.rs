@@ -1,0 +1,317 @@
+//! The Iceberg sink: a subscription's events as an Apache Iceberg table, `<namespace>.<name>_journal`
+//! (one row per event, columns a superset of the AWS S3 Metadata journal table's), committed
+//! exactly once, within `commit_interval_ms` of arriving.
+//!
+//! Table metadata, manifests and commits are the `iceberg` crate's; data files are written by
+//! our own Parquet writer and handed to the crate as file metadata only (docs/lake.md,
+//! "Iceberg", says why).
+//!
+//! # Layout
+//! - `schema.rs`: the journal's columns, as an Iceberg and an Arrow schema with field ids.
+//! - `rows.rs`: events to journal rows (an Arrow batch).
+//! - `datafile.rs`: a Parquet data file and its Iceberg `DataFile` from the footer.
+//! - `catalog.rs`: the embedded SQL catalog (SQLite, pyiceberg's `SqlCatalog` layout).
+//! - `commit.rs`: one committer per table; the exactly-once argument is there.
+//! - `rest.rs`: what Tidemark's read-only REST catalog serves (namespaces, tables).
+//! - `stream.rs`: the sink as a stream sink: a partition's feed into rows, flushed into data
+//!   files on the interval, committed, and only then the subscription's position.
+
+mod catalog;
+mod commit;
+mod datafile;
+pub mod rest;
+mod rows;
+mod schema;
+mod stream;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use iceberg::io::FileIO;
+use iceberg::spec::Schema;
+use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+use crate::sink::{BuildCtx, SinkKind};
+use crate::{Error, Result};
+pub use catalog::SqlCatalog;
+use commit::Committer;
+
+pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 30_000;
+pub const DEFAULT_COMMIT_MAX_ROWS: usize = 500_000;
+
+/// The `iceberg` sink of a subscription.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IcebergSpec {
+    /// The directory tables are created under (`<warehouse>/<namespace>.db/<table>`).
+    pub warehouse: String,
+    #[serde(default)]
+    pub catalog: CatalogSpec,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Prefix of the table names (`<table>_journal`); the subscription's name by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// Commit at least this often while events arrive (and sooner on size).
+    #[serde(default = "default_interval")]
+    pub commit_interval_ms: u64,
+    /// Rows a partition buffers before it commits without waiting for the interval.
+    #[serde(default = "default_max_rows")]
+    pub commit_max_rows: usize,
+}
+
+/// Where the tables are registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum CatalogSpec {
+    /// A SQLite file in the JDBC catalog layout (pyiceberg's `SqlCatalog`).
+    Sql {
+        /// The catalog file; `<warehouse>/catalog.db` by default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        /// The catalog's name (pyiceberg's `SqlCatalog(name, ...)`).
+        #[serde(default = "default_catalog_name")]
+        name: String,
+    },
+}
+
+impl Default for CatalogSpec {
+    fn default() -> Self {
+        CatalogSpec::Sql {
+            path: None,
+            name: default_catalog_name(),
+        }
+    }
+}
+
+fn default_namespace() -> String {
+    "tidemark".into()
+}
+
+fn default_catalog_name() -> String {
+    "tidemark".into()
+}
+
+fn default_interval() -> u64 {
+    DEFAULT_COMMIT_INTERVAL_MS
+}
+
+fn default_max_rows() -> usize {
+    DEFAULT_COMMIT_MAX_ROWS
+}
+
+impl IcebergSpec {
+    fn catalog_path(&self) -> PathBuf {
+        match &self.catalog {
+            CatalogSpec::Sql { path: Some(p), .. } => PathBuf::from(p),
+            CatalogSpec::Sql { path: None, .. } => Path::new(&self.warehouse).join("catalog.db"),
+        }
+    }
+
+    fn catalog_name(&self) -> &str {
+        match &self.catalog {
+            CatalogSpec::Sql { name, .. } => name,
+        }
+    }
+
+    /// What status shows for the destination.
+    pub fn endpoint(&self, subscription: &str) -> String {
+        format!(
+            "iceberg:{}#{}.{}_journal",
+            self.catalog_path().display(),
+            self.namespace,
+            self.table.as_deref().unwrap_or(subscription)
+        )
+    }
+}
+
+/// An Iceberg sink, shared by the subscription's partition workers.
+pub struct Iceberg {
+    describe: String,
+    spec: IcebergSpec,
+    catalog: Arc<SqlCatalog>,
+    journal: TableIdent,
+    committer: Committer,
+    /// The journal table, created on first use.
+    ready: OnceCell<Journal>,
+}
+
+/// What writing data files for the journal needs to know of it.
+#[derive(Clone)]
+pub(crate) struct Journal {
+    schema: Schema,
+    /// The table's root; data files go under `<location>/data/`.
+    location: String,
+    spec_id: i32,
+}
+
+/// Refuse settings that can never work, naming the field.
+pub fn check(spec: &IcebergSpec) -> Result<()> {
+    if spec.warehouse.starts_with("s3://") || spec.warehouse.contains("://") {
+        return Err(Error::invalid(
+            "sink.warehouse",
+            "an Iceberg warehouse is a local directory in this version",
+        ));
+    }
+    if !Path::new(&spec.warehouse).is_absolute() {
+        return Err(Error::invalid(
+            "sink.warehouse",
+            format!("'{}' must be an absolute path", spec.warehouse),
+        ));
+    }
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    if !name_ok(&spec.namespace) {
+        return Err(Error::invalid(
+            "sink.namespace",
+            format!("'{}': letters, digits, '_' and '-' only", spec.namespace),
+        ));
+    }
+    if let Some(t) = &spec.table
+        && !name_ok(t)
+    {
+        return Err(Error::invalid(
+            "sink.table",
+            format!("'{t}': letters, digits, '_' and '-' only"),
+        ));
+    }
+    if !(1_000..=86_400_000).contains(&spec.commit_interval_ms) {
+        return Err(Error::invalid(
+            "sink.commit_interval_ms",
+            format!("{} is outside 1000..=86400000", spec.commit_interval_ms),
+        ));
+    }
+    if !(1..=10_000_000).contains(&spec.commit_max_rows) {
+        return Err(Error::invalid(
+            "sink.commit_max_rows",
+            format!("{} is outside 1..=10000000", spec.commit_max_rows),
+        ));
+    }
+    Ok(())
+}
+
+/// Open the catalog now, so an unwritable warehouse or catalog file is refused at create time.
+pub fn probe(spec: &IcebergSpec) -> Result<()> {
+    std::fs::create_dir_all(&spec.warehouse).map_err(|e| {
+        Error::invalid(
+            "sink.warehouse",
+            format!("cannot create {}: {e}", spec.warehouse),
+        )
+    })?;
+    SqlCatalog::open(
+        &spec.catalog_path(),
+        spec.catalog_name(),
+        &spec.warehouse,
+        FileIO::new_with_fs(),
+    )
+    .map(|_| ())
+    .map_err(|e| {
+        Error::invalid(
+            "sink.catalog",
+            format!("cannot open {}: {e}", spec.catalog_path().display()),
+        )
+    })
+}
+
+/// The sink `spec` describes.
+pub fn build(spec: &IcebergSpec, ctx: &BuildCtx<'_>) -> Result<SinkKind> {
+    check(spec)?;
+    let catalog = SqlCatalog::open(
+        &spec.catalog_path(),
+        spec.catalog_name(),
+        &spec.warehouse,
+        FileIO::new_with_fs(),
+    )
+    .map_err(|e| Error::Transient(format!("opening the Iceberg catalog: {e}")))?;
+    let prefix = spec.table.as_deref().unwrap_or(ctx.subscription);
+    let journal = TableIdent::new(
+        NamespaceIdent::new(spec.namespace.clone()),
+        format!("{prefix}_journal"),
+    );
+    Ok(SinkKind::Stream(Arc::new(Iceberg {
+        describe: spec.endpoint(ctx.subscription),
+        spec: spec.clone(),
+        catalog: Arc::new(catalog),
+        committer: Committer::new(journal.clone()),
+        journal,
+        ready: OnceCell::new(),
+    })))
+}
+
+impl Iceberg {
+    /// The journal table, creating the namespace and the table when missing.
+    async fn journal(&self) -> Result<Journal> {
+        self.ready
+            .get_or_try_init(|| async {
+                let ns = self.journal.namespace.clone();
+                let failed = |what: &str, e: iceberg::Error| {
+                    Error::Transient(format!("{what} {}: {e}", self.journal))
+                };
+                if !self
+                    .catalog
+                    .namespace_exists(&ns)
+                    .await
+                    .map_err(|e| failed("finding the namespace of", e))?
+                {
+                    self.catalog
+                        .create_namespace(&ns, HashMap::new())
+                        .await
+                        .map_err(|e| failed("creating the namespace of", e))?;
+                }
+                let table = match self.catalog.load_table(&self.journal).await {
+                    Ok(t) => t,
+                    Err(e) if e.kind() == iceberg::ErrorKind::TableNotFound => {
+                        let creation = TableCreation::builder()
+                            .name(self.journal.name.clone())
+                            .schema(schema::journal_schema()?)
+                            .partition_spec(schema::journal_partitioning()?)
+                            .properties([
+                                ("write.format.default".into(), "parquet".into()),
+                                ("write.parquet.compression-codec".into(), "zstd".into()),
+                            ])
+                            .build();
+                        match self.catalog.create_table(&ns, creation).await {
+                            Ok(t) => t,
+                            // Another node created it meanwhile.
+                            Err(e) if e.kind() == iceberg::ErrorKind::TableAlreadyExists => self
+                                .catalog
+                                .load_table(&self.journal)
+                                .await
+                                .map_err(|e| failed("loading", e))?,
+                            Err(e) => return Err(failed("creating", e)),
+                        }
+                    }
+                    Err(e) => return Err(failed("loading", e)),
+                };
+                let m = table.metadata();
+                schema::check_ids(m.current_schema())?;
+                Ok(Journal {
+                    schema: m.current_schema().as_ref().clone(),
+                    location: m.location().trim_end_matches('/').to_string(),
+                    spec_id: m.default_partition_spec_id(),
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    /// The offset after the last event of `partition` the journal holds (0: none).
+    async fn covered(&self, partition: u32) -> Result<u64> {
+        let table = self
+            .catalog
+            .load_table(&self.journal)
+            .await
+            .map_err(|e| Error::Transient(format!("loading {}: {e}", self.journal)))?;
+        Ok(commit::covered(table.metadata())
+            .get(&partition)
+            .copied()
+            .unwrap_or(0))
+    }
+}

@@ -1,0 +1,275 @@
+//! Journal rows: one per event, built column by column into an Arrow batch of the journal's
+//! schema (`schema.rs` says what each column holds).
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BooleanBuilder, Int32Builder, Int64Builder, MapBuilder, MapFieldNames, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch, StructArray};
+use arrow_buffer::NullBuffer;
+use tidemark_core::event::{EventType, ObjectEvent, ObjectState, StringMap};
+
+use super::schema::{self, JOURNAL, Kind, PREVIOUS};
+use crate::{Error, Result};
+
+type StringMapBuilder = MapBuilder<StringBuilder, StringBuilder>;
+
+fn map_builder(key_id: i32, value_id: i32) -> StringMapBuilder {
+    let names = MapFieldNames {
+        entry: "key_value".into(),
+        key: "key".into(),
+        value: "value".into(),
+    };
+    let (key, value) = schema::map_fields(key_id, value_id);
+    MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
+        .with_keys_field(key)
+        .with_values_field(value)
+}
+
+fn map_ids(columns: &[schema::Column], name: &str) -> (i32, i32) {
+    match columns.iter().find(|c| c.name == name).map(|c| c.kind) {
+        Some(Kind::Map(k, v)) => (k, v),
+        _ => unreachable!("{name} is a map column"),
+    }
+}
+
+fn push_map(b: &mut StringMapBuilder, m: &StringMap) {
+    for (k, v) in m {
+        b.keys().append_value(k);
+        b.values().append_value(v);
+    }
+    b.append(true).expect("keys and values are pushed in pairs");
+}
+
+/// S3 Metadata's record type of an event.
+pub(super) fn record_type(t: EventType) -> &'static str {
+    let name = t.as_str();
+    if name.starts_with("ObjectCreated:") {
+        "CREATE"
+    } else if name.starts_with("ObjectRemoved:") || name.starts_with("LifecycleExpiration:") {
+        "DELETE"
+    } else {
+        "UPDATE_METADATA"
+    }
+}
+
+/// An event of the journal, with its place in the log.
+pub(super) struct Row<'a> {
+    pub event: &'a ObjectEvent,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// The journal batch of `rows`.
+pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
+    let n = rows.len();
+    let mut strings: Vec<StringBuilder> = (0..12).map(|_| StringBuilder::new()).collect();
+    let mut ts = [
+        TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
+        TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
+    ];
+    let mut bools = [
+        BooleanBuilder::with_capacity(n),
+        BooleanBuilder::with_capacity(n),
+    ];
+    let mut size = Int64Builder::with_capacity(n);
+    let mut offset = Int64Builder::with_capacity(n);
+    let mut partition = Int32Builder::with_capacity(n);
+    let (tk, tv) = map_ids(JOURNAL, "object_tags");
+    let (mk, mv) = map_ids(JOURNAL, "user_metadata");
+    let mut tags = map_builder(tk, tv);
+    let mut metadata = map_builder(mk, mv);
+    let mut prev = Previous::new();
+    for r in rows {
+        let e = r.event;
+        let gone = e.size.is_none();
+        // The string columns, in the order `finish` takes them.
+        let values: [Option<&str>; 12] = [
+            Some(&e.bucket),
+            Some(&e.key),
+            Some(record_type(e.event_type)),
+            e.version_id.as_deref(),
+            e.etag.as_deref(),
+            e.storage_class.as_deref(),
+            e.sha256.as_ref().map(|_| "SHA256"),
+            e.requester.as_deref(),
+            e.source_ip.as_deref(),
+            e.request_id.as_deref(),
+            e.content_type.as_deref(),
+            e.sha256.as_deref(),
+        ];
+        for (b, v) in strings.iter_mut().zip(values) {
+            b.append_option(v);
+        }
+        ts[0].append_value(e.event_time);
+        ts[1].append_option((!gone).then_some(e.event_time));
+        bools[0].append_value(e.event_type == EventType::ObjectRemovedDeleteMarkerCreated);
+        bools[1].append_value(
+            e.event_type == EventType::ObjectCreatedCompleteMultipartUpload
+                || e.etag.as_deref().is_some_and(|t| t.contains('-')),
+        );
+        size.append_option(e.size);
+        push_map(&mut tags, &e.tags);
+        push_map(&mut metadata, &e.metadata);
+        prev.push(e.previous.as_ref());
+        partition.append_value(i32::try_from(r.partition).unwrap_or(i32::MAX));
+        offset.append_value(i64::try_from(r.offset).unwrap_or(i64::MAX));
+    }
+    let mut sequence = StringBuilder::with_capacity(n, n * 20);
+    let mut event_id = StringBuilder::with_capacity(n, n * 36);
+    let mut event_type = StringBuilder::with_capacity(n, n * 20);
+    for r in rows {
+        sequence.append_value(format!("{:020}", r.event.sequence));
+        event_id.append_value(r.event.event_id.to_string());
+        event_type.append_value(r.event.event_type.as_str());
+    }
+    let mut s = strings
+        .into_iter()
+        .map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut next = || s.next().expect("12 string columns");
+    let [
+        bucket,
+        key,
+        record,
+        version,
+        etag,
+        class,
+        checksum,
+        requester,
+        ip,
+        request,
+    ] = std::array::from_fn(|_| next());
+    let (content_type, sha256) = (next(), next());
+    let [record_ts, modified] = ts.map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let [delete_marker, multipart] = bools.map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let columns: Vec<ArrayRef> = vec![
+        bucket,
+        key,
+        Arc::new(sequence.finish()),
+        record,
+        record_ts,
+        version,
+        delete_marker,
+        Arc::new(size.finish()),
+        modified,
+        etag,
+        class,
+        multipart,
+        checksum,
+        Arc::new(tags.finish()),
+        Arc::new(metadata.finish()),
+        requester,
+        ip,
+        request,
+        Arc::new(event_id.finish()),
+        Arc::new(event_type.finish()),
+        content_type,
+        sha256,
+        prev.finish()?,
+        Arc::new(partition.finish()),
+        Arc::new(offset.finish()),
+    ];
+    RecordBatch::try_new(schema::journal_arrow(), columns)
+        .map_err(|e| Error::Transient(format!("building journal rows: {e}")))
+}
+
+/// Builders of the `previous` struct.
+struct Previous {
+    strings: [StringBuilder; 5],
+    size: Int64Builder,
+    modified: TimestampMicrosecondBuilder,
+    metadata: StringMapBuilder,
+    tags: StringMapBuilder,
+    valid: Vec<bool>,
+}
+
+impl Previous {
+    fn new() -> Previous {
+        let (mk, mv) = map_ids(PREVIOUS, "user_metadata");
+        let (tk, tv) = map_ids(PREVIOUS, "object_tags");
+        Previous {
+            strings: std::array::from_fn(|_| StringBuilder::new()),
+            size: Int64Builder::new(),
+            modified: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            metadata: map_builder(mk, mv),
+            tags: map_builder(tk, tv),
+            valid: Vec::new(),
+        }
+    }
+
+    /// A null struct still needs a (default) value in each child column.
+    fn push(&mut self, s: Option<&ObjectState>) {
+        static EMPTY: std::sync::LazyLock<StringMap> = std::sync::LazyLock::new(StringMap::new);
+        let values: [Option<&str>; 5] = match s {
+            Some(s) => [
+                s.version_id.as_deref(),
+                s.etag.as_deref(),
+                s.content_type.as_deref(),
+                s.sha256.as_deref(),
+                s.storage_class.as_deref(),
+            ],
+            None => [None; 5],
+        };
+        for (b, v) in self.strings.iter_mut().zip(values) {
+            b.append_option(v);
+        }
+        self.size.append_value(s.map_or(0, |s| s.size));
+        self.modified.append_value(s.map_or(0, |s| s.last_modified));
+        push_map(&mut self.metadata, s.map_or(&EMPTY, |s| &s.metadata));
+        push_map(&mut self.tags, s.map_or(&EMPTY, |s| &s.tags));
+        self.valid.push(s.is_some());
+    }
+
+    fn finish(mut self) -> Result<ArrayRef> {
+        let [version, etag, content_type, sha256, class] =
+            self.strings.map(|mut b| Arc::new(b.finish()) as ArrayRef);
+        // In the order of `PREVIOUS`.
+        let children: Vec<ArrayRef> = vec![
+            version,
+            Arc::new(self.size.finish()),
+            etag,
+            content_type,
+            sha256,
+            Arc::new(self.modified.finish()),
+            class,
+            Arc::new(self.metadata.finish()),
+            Arc::new(self.tags.finish()),
+        ];
+        let nulls = NullBuffer::from(self.valid);
+        StructArray::try_new(schema::previous_fields(), children, Some(nulls))
+            .map(|a| Arc::new(a) as ArrayRef)
+            .map_err(|e| Error::Transient(format!("building journal rows (previous): {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lake::columns::tests::varied_events;
+
+    #[test]
+    fn every_shape_of_event_makes_a_row() {
+        let events = varied_events();
+        let rows: Vec<Row> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Row {
+                event: e,
+                partition: 1,
+                offset: i as u64,
+            })
+            .collect();
+        let batch = journal_batch(&rows).unwrap();
+        assert_eq!(batch.num_rows(), events.len());
+        assert_eq!(batch.num_columns(), JOURNAL.len());
+    }
+
+    #[test]
+    fn record_types_follow_s3_metadata() {
+        assert_eq!(record_type(EventType::ObjectCreatedCopy), "CREATE");
+        assert_eq!(record_type(EventType::ObjectRemovedDelete), "DELETE");
+        assert_eq!(record_type(EventType::ObjectTaggingPut), "UPDATE_METADATA");
+    }
+}

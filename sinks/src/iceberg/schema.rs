@@ -1,0 +1,310 @@
+//! The journal table's columns, declared once and turned into both the Iceberg schema (for
+//! the table's metadata) and the Arrow schema our Parquet writer uses, every field carrying
+//! its Iceberg field id (`PARQUET:field_id`), so readers resolve columns by id.
+//!
+//! The first columns are the AWS S3 Metadata journal table's, under its names, so queries
+//! written for it run unchanged; Tidemark's own follow.
+//!
+//! | id | column | Iceberg type | null when |
+//! | ---: | --- | --- | --- |
+//! | 1 | `bucket` | string | never |
+//! | 2 | `key` | string | never |
+//! | 3 | `sequence_number` | string (the key's sequence, 20 digits: sorts as a number) | never |
+//! | 4 | `record_type` | string: `CREATE`, `UPDATE_METADATA`, `DELETE` | never |
+//! | 5 | `record_timestamp` | timestamptz (the event time) | never |
+//! | 6 | `version_id` | string | unversioned |
+//! | 7 | `is_delete_marker` | boolean | never |
+//! | 8 | `size` | long | the object no longer exists |
+//! | 9 | `last_modified_date` | timestamptz | the object no longer exists |
+//! | 10 | `e_tag` | string | unknown |
+//! | 11 | `storage_class` | string | unknown |
+//! | 12 | `is_multipart` | boolean | never |
+//! | 13 | `checksum_algorithm` | string (`SHA256` when a SHA-256 is known) | none known |
+//! | 14 | `object_tags` | map<string, string> | never (empty) |
+//! | 15 | `user_metadata` | map<string, string> | never (empty) |
+//! | 16 | `requester` | string | unknown |
+//! | 17 | `source_ip_address` | string | unknown |
+//! | 18 | `request_id` | string | unknown |
+//! | 19 | `event_id` | string (UUID) | never |
+//! | 20 | `event_type` | string (`ObjectCreated:Put`) | never |
+//! | 21 | `content_type` | string | unknown |
+//! | 22 | `sha256` | string | unknown |
+//! | 23 | `previous` | struct (the object before the change) | no previous object |
+//! | 24 | `log_partition` | int | never |
+//! | 25 | `log_offset` | long | never |
+//!
+//! The maps' keys and values are 26..=29; `previous` holds `version_id`, `size`, `e_tag`,
+//! `content_type`, `sha256`, `last_modified_date`, `storage_class`, `user_metadata`,
+//! `object_tags` (30..=38, their maps 39..=42). These are the ids Iceberg's fresh-id
+//! assignment gives when the table is created (a level's fields, then what they nest), so
+//! the table keeps them; [`check_ids`] refuses a table whose ids differ. Ids are never
+//! reused: a later schema version only adds columns with new ids.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use arrow_schema::{DataType, Field, Fields, Schema as ArrowSchema, SchemaRef, TimeUnit};
+use iceberg::spec::{
+    MapType, NestedField, NestedFieldRef, PrimitiveType, Schema, StructType, Transform, Type,
+    UnboundPartitionSpec,
+};
+
+use crate::{Error, Result};
+
+/// A column's kind, enough to derive both schemas.
+#[derive(Clone, Copy)]
+pub(super) enum Kind {
+    Str,
+    Long,
+    Int,
+    Bool,
+    /// Microseconds since the epoch, UTC.
+    Ts,
+    /// map<string, string>: ids of the key and the value.
+    Map(i32, i32),
+    /// The `previous` struct.
+    Previous,
+}
+
+pub(super) struct Column {
+    pub id: i32,
+    pub name: &'static str,
+    pub kind: Kind,
+    pub required: bool,
+}
+
+const fn col(id: i32, name: &'static str, kind: Kind, required: bool) -> Column {
+    Column {
+        id,
+        name,
+        kind,
+        required,
+    }
+}
+
+pub(super) const JOURNAL: &[Column] = &[
+    col(1, "bucket", Kind::Str, true),
+    col(2, "key", Kind::Str, true),
+    col(3, "sequence_number", Kind::Str, true),
+    col(4, "record_type", Kind::Str, true),
+    col(5, "record_timestamp", Kind::Ts, true),
+    col(6, "version_id", Kind::Str, false),
+    col(7, "is_delete_marker", Kind::Bool, true),
+    col(8, "size", Kind::Long, false),
+    col(9, "last_modified_date", Kind::Ts, false),
+    col(10, "e_tag", Kind::Str, false),
+    col(11, "storage_class", Kind::Str, false),
+    col(12, "is_multipart", Kind::Bool, true),
+    col(13, "checksum_algorithm", Kind::Str, false),
+    col(14, "object_tags", Kind::Map(26, 27), true),
+    col(15, "user_metadata", Kind::Map(28, 29), true),
+    col(16, "requester", Kind::Str, false),
+    col(17, "source_ip_address", Kind::Str, false),
+    col(18, "request_id", Kind::Str, false),
+    col(19, "event_id", Kind::Str, true),
+    col(20, "event_type", Kind::Str, true),
+    col(21, "content_type", Kind::Str, false),
+    col(22, "sha256", Kind::Str, false),
+    col(23, "previous", Kind::Previous, false),
+    col(24, "log_partition", Kind::Int, true),
+    col(25, "log_offset", Kind::Long, true),
+];
+
+/// The fields of `previous`.
+pub(super) const PREVIOUS: &[Column] = &[
+    col(30, "version_id", Kind::Str, false),
+    col(31, "size", Kind::Long, true),
+    col(32, "e_tag", Kind::Str, false),
+    col(33, "content_type", Kind::Str, false),
+    col(34, "sha256", Kind::Str, false),
+    col(35, "last_modified_date", Kind::Ts, true),
+    col(36, "storage_class", Kind::Str, false),
+    col(37, "user_metadata", Kind::Map(39, 40), true),
+    col(38, "object_tags", Kind::Map(41, 42), true),
+];
+
+fn iceberg_type(kind: Kind) -> Type {
+    let p = |t| Type::Primitive(t);
+    match kind {
+        Kind::Str => p(PrimitiveType::String),
+        Kind::Long => p(PrimitiveType::Long),
+        Kind::Int => p(PrimitiveType::Int),
+        Kind::Bool => p(PrimitiveType::Boolean),
+        Kind::Ts => p(PrimitiveType::Timestamptz),
+        Kind::Map(k, v) => Type::Map(MapType::optional(
+            k,
+            p(PrimitiveType::String),
+            v,
+            p(PrimitiveType::String),
+        )),
+        Kind::Previous => Type::Struct(StructType::new(nested(PREVIOUS))),
+    }
+}
+
+fn nested(columns: &[Column]) -> Vec<NestedFieldRef> {
+    columns
+        .iter()
+        .map(|c| {
+            let t = iceberg_type(c.kind);
+            Arc::new(match c.required {
+                true => NestedField::required(c.id, c.name, t),
+                false => NestedField::optional(c.id, c.name, t),
+            })
+        })
+        .collect()
+}
+
+/// The journal's Iceberg schema.
+pub(super) fn journal_schema() -> Result<Schema> {
+    Schema::builder()
+        .with_schema_id(0)
+        .with_fields(nested(JOURNAL))
+        .build()
+        .map_err(|e| Error::Transient(format!("building the journal schema: {e}")))
+}
+
+/// Partitioned by day of the event and by bucket.
+pub(super) fn journal_partitioning() -> Result<UnboundPartitionSpec> {
+    UnboundPartitionSpec::builder()
+        .add_partition_field(5, "record_timestamp_day", Transform::Day)
+        .and_then(|b| b.add_partition_field(1, "bucket", Transform::Identity))
+        .map(|b| b.build())
+        .map_err(|e| Error::Transient(format!("building the journal partitioning: {e}")))
+}
+
+/// Refuse a journal table whose columns do not have our field ids (data files carry ours).
+pub(super) fn check_ids(table: &Schema) -> Result<()> {
+    let mut wanted: Vec<(String, i32)> = Vec::new();
+    let mut add = |prefix: &str, columns: &[Column]| {
+        for c in columns {
+            let name = format!("{prefix}{}", c.name);
+            if let Kind::Map(k, v) = c.kind {
+                wanted.push((format!("{name}.key"), k));
+                wanted.push((format!("{name}.value"), v));
+            }
+            wanted.push((name, c.id));
+        }
+    };
+    add("", JOURNAL);
+    add("previous.", PREVIOUS);
+    for (name, id) in wanted {
+        match table.field_by_name(&name) {
+            Some(f) if f.id == id => {}
+            Some(f) => {
+                return Err(Error::Transient(format!(
+                    "the journal table's column {name} has field id {}, Tidemark writes {id}",
+                    f.id
+                )));
+            }
+            None => {
+                return Err(Error::Transient(format!(
+                    "the journal table has no column {name}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn with_id(field: Field, id: i32) -> Field {
+    field.with_metadata(HashMap::from([(
+        "PARQUET:field_id".to_string(),
+        id.to_string(),
+    )]))
+}
+
+pub(super) fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The map's key and value fields (Parquet's canonical `key_value`/`key`/`value` names).
+pub(super) fn map_fields(key_id: i32, value_id: i32) -> (Arc<Field>, Arc<Field>) {
+    (
+        Arc::new(with_id(Field::new("key", DataType::Utf8, false), key_id)),
+        Arc::new(with_id(Field::new("value", DataType::Utf8, true), value_id)),
+    )
+}
+
+fn arrow_type(kind: Kind) -> DataType {
+    match kind {
+        Kind::Str => DataType::Utf8,
+        Kind::Long => DataType::Int64,
+        Kind::Int => DataType::Int32,
+        Kind::Bool => DataType::Boolean,
+        Kind::Ts => timestamp(),
+        Kind::Map(k, v) => {
+            let (key, value) = map_fields(k, v);
+            DataType::Map(
+                Arc::new(Field::new(
+                    "key_value",
+                    DataType::Struct(Fields::from(vec![key, value])),
+                    false,
+                )),
+                false,
+            )
+        }
+        Kind::Previous => DataType::Struct(previous_fields()),
+    }
+}
+
+fn arrow_fields(columns: &[Column]) -> Vec<Field> {
+    columns
+        .iter()
+        .map(|c| with_id(Field::new(c.name, arrow_type(c.kind), !c.required), c.id))
+        .collect()
+}
+
+pub(super) fn previous_fields() -> Fields {
+    Fields::from(arrow_fields(PREVIOUS))
+}
+
+static ARROW: LazyLock<SchemaRef> =
+    LazyLock::new(|| Arc::new(ArrowSchema::new(arrow_fields(JOURNAL))));
+
+/// The journal's Arrow schema, field ids in each field's metadata.
+pub(super) fn journal_arrow() -> SchemaRef {
+    ARROW.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_schemas_have_the_same_ids() {
+        let iceberg = journal_schema().unwrap();
+        let arrow = journal_arrow();
+        for f in arrow.fields() {
+            let id: i32 = f.metadata()["PARQUET:field_id"].parse().unwrap();
+            assert_eq!(iceberg.field_by_id(id).unwrap().name, *f.name());
+        }
+        // Ids are unique across nesting levels.
+        let mut ids: Vec<i32> = JOURNAL.iter().chain(PREVIOUS).map(|c| c.id).collect();
+        for c in JOURNAL.iter().chain(PREVIOUS) {
+            if let Kind::Map(k, v) = c.kind {
+                ids.extend([k, v]);
+            }
+        }
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n);
+        journal_partitioning().unwrap();
+    }
+
+    #[test]
+    fn a_created_table_keeps_our_field_ids() {
+        let creation = iceberg::TableCreation::builder()
+            .name("t".into())
+            .location("/tmp/t".into())
+            .schema(journal_schema().unwrap())
+            .partition_spec(journal_partitioning().unwrap())
+            .build();
+        let metadata = iceberg::spec::TableMetadataBuilder::from_table_creation(creation)
+            .unwrap()
+            .build()
+            .unwrap()
+            .metadata;
+        check_ids(metadata.current_schema()).unwrap();
+    }
+}

@@ -1,0 +1,68 @@
+"""Read a Tidemark Iceberg table with pyiceberg (and polars and DuckDB through pyiceberg's
+scan), independently of Tidemark; print what the tests compare as JSON.
+
+usage: iceberg_read.py CATALOG TABLE [--rows]
+  CATALOG     the SQLite catalog file (pyiceberg's SqlCatalog), or rest:URI for a REST
+              catalog (Tidemark's own: rest:http://127.0.0.1:7700/iceberg)
+  TABLE       namespace.table, e.g. tidemark.chg_journal
+  --rows      also print every row's event id, bucket, key, sequence and record type
+"""
+
+import json
+import sys
+
+from pyiceberg.catalog.sql import SqlCatalog
+
+
+def main():
+    where, name = sys.argv[1], sys.argv[2]
+    if where.startswith("rest:"):
+        from pyiceberg.catalog.rest import RestCatalog
+
+        catalog = RestCatalog("tidemark", uri=where[len("rest:"):])
+    else:
+        catalog = SqlCatalog("tidemark", uri=f"sqlite:///{where}")
+    table = catalog.load_table(name)
+    arrow = table.scan().to_arrow()
+    ids = arrow.column("event_id").to_pylist()
+    out = {
+        "rows": arrow.num_rows,
+        "distinct_event_ids": len(set(ids)),
+        "columns": arrow.schema.names,
+        "snapshots": [
+            {
+                "id": s.snapshot_id,
+                "summary": dict(s.summary.additional_properties) if s.summary else {},
+            }
+            for s in table.snapshots()
+        ],
+        "partition_fields": [f.name for f in table.spec().fields],
+        "format_version": table.format_version,
+    }
+    # Every snapshot pyiceberg lists can be read.
+    out["snapshot_rows"] = [
+        table.scan(snapshot_id=s.snapshot_id).to_arrow().num_rows for s in table.snapshots()
+    ]
+    try:
+        import polars  # noqa: F401
+
+        out["polars_rows"] = table.scan().to_polars().height
+    except ImportError:
+        out["polars_rows"] = None
+    con = table.scan().to_duckdb(table_name="journal")
+    out["duckdb_rows"] = con.execute("SELECT count(*) FROM journal").fetchone()[0]
+    out["duckdb_distinct"] = con.execute(
+        "SELECT count(DISTINCT event_id) FROM journal"
+    ).fetchone()[0]
+    if "--rows" in sys.argv:
+        cols = ["event_id", "bucket", "key", "sequence_number", "record_type", "log_partition",
+                "log_offset", "size", "e_tag"]
+        data = {c: arrow.column(c).to_pylist() for c in cols}
+        out["row_list"] = [
+            {c: data[c][i] for c in cols} for i in range(arrow.num_rows)
+        ]
+    json.dump(out, sys.stdout, default=str)
+
+
+if __name__ == "__main__":
+    main()
