@@ -56,8 +56,9 @@ fi
 
 # Independent readers from PyPI: fastavro, confluent-kafka with its registry client, and the
 # standardwebhooks and cloudevents packages the webhook receiver verifies deliveries with, and
-# DuckDB and pyarrow, which read the Parquet lake, moto's S3 server, boto3 and requests.
-if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro, standardwebhooks, cloudevents.core, cryptography, duckdb, pyarrow, moto.server, boto3, requests, prometheus_client' 2>/dev/null; then
+# DuckDB and pyarrow, which read the Parquet lake, pyiceberg and polars, which read the Iceberg
+# tables, moto's S3 server, boto3 and requests.
+if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro, standardwebhooks, cloudevents.core, cryptography, duckdb, pyarrow, pyiceberg.catalog.sql, polars, moto.server, boto3, requests, prometheus_client' 2>/dev/null; then
   echo "installing tests/py/requirements.txt"
   python3 -m pip install --quiet --user -r tests/py/requirements.txt
 fi
