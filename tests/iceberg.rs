@@ -40,6 +40,37 @@ fn iceberg_spec(name: &str, warehouse: &Path, interval_ms: Option<u64>) -> Value
     json!({"name": name, "start": "earliest", "sink": sink})
 }
 
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+/// An inventory's objects of `bucket` as `index_objects` gives them: key -> (sequence, size,
+/// etag).
+fn inventory_objects(
+    table: &Value,
+    bucket: &str,
+) -> std::collections::BTreeMap<String, (i64, i64, Value)> {
+    table["row_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["bucket"] == bucket)
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_string(),
+                (
+                    r["sequence_number"].as_str().unwrap().parse().unwrap(),
+                    r["size"].as_i64().unwrap(),
+                    r["e_tag"].clone(),
+                ),
+            )
+        })
+        .collect()
+}
+
 fn wait_committed(server: &Server, name: &str, timeout: Duration) -> Value {
     wait_status(server, name, "the journal caught up", timeout, |s| {
         s["lag"] == 0 && s["state"] == "running"
@@ -55,6 +86,7 @@ fn pyiceberg_polars_and_duckdb_read_every_acknowledged_event_once() {
     let buckets = ["photos", "videos", "docs"];
     let mut acked: HashSet<String> = HashSet::new();
     let (mut round, mut created) = (0, false);
+    let mut instants: Vec<i64> = Vec::new();
     // 100,000 acknowledged mutations over 3 × 2,000 keys; the subscription starts (from
     // `earliest`) on the way, so it backfills history and then follows live writes.
     while acked.len() < 100_000 {
@@ -72,6 +104,12 @@ fn pyiceberg_polars_and_duckdb_read_every_acknowledged_event_once() {
         if !created && acked.len() >= 60_000 {
             create_subscription(&server, &iceberg_spec("chg", &warehouse, Some(1000)));
             created = true;
+        } else if created && instants.len() < 5 {
+            // An instant to travel back to: every write before it is committed.
+            wait_committed(&server, "chg", Duration::from_secs(300));
+            std::thread::sleep(Duration::from_millis(20));
+            instants.push(now_us());
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
     let status = wait_committed(&server, "chg", Duration::from_secs(300));
@@ -141,6 +179,45 @@ fn pyiceberg_polars_and_duckdb_read_every_acknowledged_event_once() {
         seen["snapshot_rows"].as_array().unwrap().len(),
         snapshots.len()
     );
+    // The inventory is the index: every live object once, with its current state.
+    let catalog = warehouse.join("catalog.db");
+    let inventory = read_table(&catalog, "tidemark.chg_inventory", true);
+    assert_eq!(
+        inventory["partition_fields"],
+        json!(["bucket", "key_bucket"])
+    );
+    for bucket in buckets {
+        assert_eq!(
+            inventory_objects(&inventory, bucket),
+            index_objects(&server, bucket, None),
+            "inventory of {bucket} vs the index"
+        );
+    }
+    // Time travel: the inventory as of each instant is the state at that instant.
+    assert_eq!(instants.len(), 5);
+    for at in &instants {
+        let then = Command::new("python3")
+            .arg(READER)
+            .arg(&catalog)
+            .arg("tidemark.chg_inventory")
+            .args(["--as-of", &(at / 1000).to_string()])
+            .output()
+            .expect("run python3");
+        assert!(
+            then.status.success(),
+            "{}",
+            String::from_utf8_lossy(&then.stderr)
+        );
+        let then: Value = serde_json::from_slice(&then.stdout).unwrap();
+        let at = tidemark_core::time::format_us(*at);
+        for bucket in buckets {
+            assert_eq!(
+                inventory_objects(&then, bucket),
+                index_objects(&server, bucket, Some(&at)),
+                "inventory of {bucket} as of {at} vs the state then"
+            );
+        }
+    }
     // Rows carry their log position and per-key order: for each key, sequences ascend with
     // offsets.
     let mut last: std::collections::HashMap<(String, String), (u64, String)> = Default::default();
@@ -220,11 +297,7 @@ fn sigkill_during_backfill_and_live_commits_leaves_no_duplicate_and_no_gap() {
         .iter()
         .map(|e| e["event_id"].as_str().unwrap().to_string())
         .collect();
-    let seen = read_table(
-        warehouse.join("catalog.db"),
-        "tidemark.crash_journal",
-        true,
-    );
+    let seen = read_table(warehouse.join("catalog.db"), "tidemark.crash_journal", true);
     let ids: Vec<String> = seen["row_list"]
         .as_array()
         .unwrap()
@@ -234,6 +307,21 @@ fn sigkill_during_backfill_and_live_commits_leaves_no_duplicate_and_no_gap() {
     let distinct: HashSet<String> = ids.iter().cloned().collect();
     assert_eq!(ids.len(), distinct.len(), "no duplicate event id");
     assert_eq!(distinct, in_log, "every event of the log, and nothing else");
+    let inventory = read_table(
+        warehouse.join("catalog.db"),
+        "tidemark.crash_inventory",
+        true,
+    );
+    assert_eq!(
+        inventory_objects(&inventory, "crash"),
+        index_objects(&server, "crash", None),
+        "the inventory is the index"
+    );
+    assert_eq!(
+        inventory["snapshot_rows"].as_array().unwrap().len(),
+        inventory["snapshots"].as_array().unwrap().len(),
+        "every inventory snapshot can be read"
+    );
     assert_eq!(
         seen["snapshot_rows"].as_array().unwrap().len(),
         seen["snapshots"].as_array().unwrap().len(),
@@ -355,7 +443,10 @@ fn the_rest_catalog_answers_in_the_spec_shapes() {
     let (_, v) = server.get("/iceberg/v1/namespaces/tidemark/tables");
     assert_eq!(
         v,
-        json!({"identifiers": [{"namespace": ["tidemark"], "name": "rest_journal"}]})
+        json!({"identifiers": [
+            {"namespace": ["tidemark"], "name": "rest_inventory"},
+            {"namespace": ["tidemark"], "name": "rest_journal"},
+        ]})
     );
     let (status, v) = server.get("/iceberg/v1/namespaces/tidemark/tables/rest_journal");
     assert_eq!(status, 200, "{v}");

@@ -553,3 +553,50 @@ pub fn free_port() -> u16 {
     let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     socket.local_addr().unwrap().port()
 }
+
+/// Objects of `bucket` from the index, now or `at` an instant (RFC 3339): key -> (sequence,
+/// size, etag).
+pub fn index_objects(
+    server: &Server,
+    bucket: &str,
+    at: Option<&str>,
+) -> std::collections::BTreeMap<String, (i64, i64, Value)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/objects?bucket={bucket}&limit=1000");
+        if let Some(at) = at {
+            path.push_str(&format!("&at={}", urlencode(at)));
+        }
+        if let Some(a) = &after {
+            path.push_str(&format!("&after={}", urlencode(a)));
+        }
+        let (status, v) = server.get(&path);
+        assert_eq!(status, 200, "{v}");
+        for o in v["objects"].as_array().unwrap() {
+            out.insert(
+                o["key"].as_str().unwrap().to_string(),
+                (
+                    o["sequence"].as_i64().unwrap(),
+                    o["size"].as_i64().unwrap(),
+                    o["etag"].clone(),
+                ),
+            );
+        }
+        match v["next_after"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => return out,
+        }
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

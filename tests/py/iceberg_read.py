@@ -6,6 +6,7 @@ usage: iceberg_read.py CATALOG TABLE [--rows]
               catalog (Tidemark's own: rest:http://127.0.0.1:7700/iceberg)
   TABLE       namespace.table, e.g. tidemark.chg_journal
   --rows      also print every row's event id, bucket, key, sequence and record type
+  --as-of MS  read the snapshot that was current at MS (milliseconds since the epoch)
 """
 
 import json
@@ -16,6 +17,8 @@ from pyiceberg.catalog.sql import SqlCatalog
 
 def main():
     where, name = sys.argv[1], sys.argv[2]
+    if "--as-of" in sys.argv and "--rows" not in sys.argv:
+        sys.argv.append("--rows")
     if where.startswith("rest:"):
         from pyiceberg.catalog.rest import RestCatalog
 
@@ -23,8 +26,16 @@ def main():
     else:
         catalog = SqlCatalog("tidemark", uri=f"sqlite:///{where}")
     table = catalog.load_table(name)
-    arrow = table.scan().to_arrow()
-    ids = arrow.column("event_id").to_pylist()
+    scan = table.scan()
+    if "--as-of" in sys.argv:
+        at = int(sys.argv[sys.argv.index("--as-of") + 1])
+        snap = table.snapshot_as_of_timestamp(at)
+        if snap is None:
+            raise SystemExit(f"no snapshot at {at}")
+        scan = table.scan(snapshot_id=snap.snapshot_id)
+    arrow = scan.to_arrow()
+    names = arrow.schema.names
+    ids = arrow.column("event_id").to_pylist() if "event_id" in names else []
     out = {
         "rows": arrow.num_rows,
         "distinct_event_ids": len(set(ids)),
@@ -51,12 +62,15 @@ def main():
         out["polars_rows"] = None
     con = table.scan().to_duckdb(table_name="journal")
     out["duckdb_rows"] = con.execute("SELECT count(*) FROM journal").fetchone()[0]
-    out["duckdb_distinct"] = con.execute(
-        "SELECT count(DISTINCT event_id) FROM journal"
-    ).fetchone()[0]
+    if ids:
+        out["duckdb_distinct"] = con.execute(
+            "SELECT count(DISTINCT event_id) FROM journal"
+        ).fetchone()[0]
     if "--rows" in sys.argv:
-        cols = ["event_id", "bucket", "key", "sequence_number", "record_type", "log_partition",
-                "log_offset", "size", "e_tag"]
+        cols = [c for c in ["event_id", "bucket", "key", "sequence_number", "record_type",
+                            "log_partition", "log_offset", "size", "e_tag", "version_id",
+                            "content_type", "sha256", "storage_class", "user_metadata",
+                            "object_tags"] if c in names]
         data = {c: arrow.column(c).to_pylist() for c in cols}
         out["row_list"] = [
             {c: data[c][i] for c in cols} for i in range(arrow.num_rows)

@@ -362,6 +362,30 @@ impl Catalog for SqlCatalog {
             .metadata()
             .write_to(staged.file_io(), &MetadataLocation::from_str(&after)?)
             .await?;
+        self.move_pointer(&ident, &before, &after).await?;
+        Ok(staged)
+    }
+}
+
+impl SqlCatalog {
+    /// Commit `metadata` as the table's next version, if the table is still at `before`
+    /// (our own commit path, for what the crate has no action for).
+    pub(super) async fn swap(
+        &self,
+        ident: &TableIdent,
+        before: &str,
+        metadata: TableMetadata,
+    ) -> IResult<Table> {
+        let after = MetadataLocation::from_str(before)?
+            .with_next_version()
+            .with_new_metadata(&metadata);
+        metadata.write_to(&self.file_io, &after).await?;
+        self.move_pointer(ident, before, &after.to_string()).await?;
+        self.table(ident, after.to_string(), metadata)
+    }
+
+    /// Compare-and-swap the table's metadata location from `before` to `after`.
+    async fn move_pointer(&self, ident: &TableIdent, before: &str, after: &str) -> IResult<()> {
         let moved =
             {
                 let conn = self.conn.lock().unwrap();
@@ -375,7 +399,7 @@ impl Catalog for SqlCatalog {
             };
         if moved == 0 {
             // Another committer moved the pointer first: our metadata file is an orphan.
-            let _ = self.file_io.delete(&after).await;
+            let _ = self.file_io.delete(after).await;
             return Err(IcebergError::new(
                 ErrorKind::CatalogCommitConflicts,
                 format!(
@@ -385,6 +409,6 @@ impl Catalog for SqlCatalog {
                 ),
             ));
         }
-        Ok(staged)
+        Ok(())
     }
 }

@@ -1,17 +1,21 @@
-//! The Iceberg sink: a subscription's events as an Apache Iceberg table, `<namespace>.<name>_journal`
-//! (one row per event, columns a superset of the AWS S3 Metadata journal table's), committed
-//! exactly once, within `commit_interval_ms` of arriving.
+//! The Iceberg sink: a subscription's events as two Apache Iceberg tables,
+//! `<namespace>.<name>_journal` (one row per event, columns a superset of the AWS S3 Metadata
+//! journal table's) and `<namespace>.<name>_inventory` (one row per live object, its current
+//! state), committed exactly once, within `commit_interval_ms` of arriving.
 //!
-//! Table metadata, manifests and commits are the `iceberg` crate's; data files are written by
+//! Table metadata, manifests and the journal's appends are the `iceberg` crate's; the
+//! inventory's overwrites are our own commit path (`overwrite.rs`); data files are written by
 //! our own Parquet writer and handed to the crate as file metadata only (docs/lake.md,
 //! "Iceberg", says why).
 //!
 //! # Layout
-//! - `schema.rs`: the journal's columns, as an Iceberg and an Arrow schema with field ids.
+//! - `schema.rs`: the tables' columns, as Iceberg and Arrow schemas with field ids.
 //! - `rows.rs`: events to journal rows (an Arrow batch).
 //! - `datafile.rs`: a Parquet data file and its Iceberg `DataFile` from the footer.
 //! - `catalog.rs`: the embedded SQL catalog (SQLite, pyiceberg's `SqlCatalog` layout).
+//! - `inventory.rs`: events to inventory rows (the current state of live objects), and back.
 //! - `commit.rs`: one committer per table; the exactly-once argument is there.
+//! - `overwrite.rs`: the inventory's commits, which replace the partitions whose keys changed.
 //! - `rest.rs`: what Tidemark's read-only REST catalog serves (namespaces, tables).
 //! - `stream.rs`: the sink as a stream sink: a partition's feed into rows, flushed into data
 //!   files on the interval, committed, and only then the subscription's position.
@@ -19,6 +23,8 @@
 mod catalog;
 mod commit;
 mod datafile;
+mod inventory;
+mod overwrite;
 pub mod rest;
 mod rows;
 mod schema;
@@ -133,15 +139,15 @@ pub struct Iceberg {
     describe: String,
     spec: IcebergSpec,
     catalog: Arc<SqlCatalog>,
-    journal: TableIdent,
-    committer: Committer,
-    /// The journal table, created on first use.
-    ready: OnceCell<Journal>,
+    journal: Managed,
+    inventory: Managed,
+    journal_commits: Committer<Vec<iceberg::spec::DataFile>>,
+    inventory_commits: Committer<Vec<overwrite::Change>>,
 }
 
-/// What writing data files for the journal needs to know of it.
+/// What writing data files for a table needs to know of it.
 #[derive(Clone)]
-pub(crate) struct Journal {
+pub(crate) struct TableInfo {
     schema: Schema,
     /// The table's root; data files go under `<location>/data/`.
     location: String,
@@ -231,84 +237,122 @@ pub fn build(spec: &IcebergSpec, ctx: &BuildCtx<'_>) -> Result<SinkKind> {
     )
     .map_err(|e| Error::Transient(format!("opening the Iceberg catalog: {e}")))?;
     let prefix = spec.table.as_deref().unwrap_or(ctx.subscription);
-    let journal = TableIdent::new(
-        NamespaceIdent::new(spec.namespace.clone()),
-        format!("{prefix}_journal"),
-    );
+    let ident = |suffix: &str| {
+        TableIdent::new(
+            NamespaceIdent::new(spec.namespace.clone()),
+            format!("{prefix}_{suffix}"),
+        )
+    };
+    let catalog = Arc::new(catalog);
     Ok(SinkKind::Stream(Arc::new(Iceberg {
         describe: spec.endpoint(ctx.subscription),
         spec: spec.clone(),
-        catalog: Arc::new(catalog),
-        committer: Committer::new(journal.clone()),
-        journal,
-        ready: OnceCell::new(),
+        journal: Managed::new(catalog.clone(), ident("journal"), Kind::Journal),
+        inventory: Managed::new(catalog.clone(), ident("inventory"), Kind::Inventory),
+        journal_commits: Committer::new(),
+        inventory_commits: Committer::new(),
+        catalog,
     })))
 }
 
-impl Iceberg {
-    /// The journal table, creating the namespace and the table when missing.
-    async fn journal(&self) -> Result<Journal> {
-        self.ready
-            .get_or_try_init(|| async {
-                let ns = self.journal.namespace.clone();
-                let failed = |what: &str, e: iceberg::Error| {
-                    Error::Transient(format!("{what} {}: {e}", self.journal))
-                };
-                if !self
-                    .catalog
-                    .namespace_exists(&ns)
-                    .await
-                    .map_err(|e| failed("finding the namespace of", e))?
-                {
-                    self.catalog
-                        .create_namespace(&ns, HashMap::new())
-                        .await
-                        .map_err(|e| failed("creating the namespace of", e))?;
-                }
-                let table = match self.catalog.load_table(&self.journal).await {
-                    Ok(t) => t,
-                    Err(e) if e.kind() == iceberg::ErrorKind::TableNotFound => {
-                        let creation = TableCreation::builder()
-                            .name(self.journal.name.clone())
-                            .schema(schema::journal_schema()?)
-                            .partition_spec(schema::journal_partitioning()?)
-                            .properties([
-                                ("write.format.default".into(), "parquet".into()),
-                                ("write.parquet.compression-codec".into(), "zstd".into()),
-                            ])
-                            .build();
-                        match self.catalog.create_table(&ns, creation).await {
-                            Ok(t) => t,
-                            // Another node created it meanwhile.
-                            Err(e) if e.kind() == iceberg::ErrorKind::TableAlreadyExists => self
-                                .catalog
-                                .load_table(&self.journal)
-                                .await
-                                .map_err(|e| failed("loading", e))?,
-                            Err(e) => return Err(failed("creating", e)),
-                        }
-                    }
-                    Err(e) => return Err(failed("loading", e)),
-                };
-                let m = table.metadata();
-                schema::check_ids(m.current_schema())?;
-                Ok(Journal {
-                    schema: m.current_schema().as_ref().clone(),
-                    location: m.location().trim_end_matches('/').to_string(),
-                    spec_id: m.default_partition_spec_id(),
-                })
-            })
-            .await
-            .cloned()
+/// Which of the sink's tables.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Journal,
+    Inventory,
+}
+
+/// One of the sink's tables: created on first use.
+struct Managed {
+    catalog: Arc<SqlCatalog>,
+    ident: TableIdent,
+    kind: Kind,
+    ready: OnceCell<TableInfo>,
+}
+
+impl Managed {
+    fn new(catalog: Arc<SqlCatalog>, ident: TableIdent, kind: Kind) -> Managed {
+        Managed {
+            catalog,
+            ident,
+            kind,
+            ready: OnceCell::new(),
+        }
     }
 
-    /// The offset after the last event of `partition` the journal holds (0: none).
+    /// The table, creating the namespace and the table when missing.
+    async fn info(&self) -> Result<TableInfo> {
+        self.ready.get_or_try_init(|| self.open()).await.cloned()
+    }
+
+    async fn open(&self) -> Result<TableInfo> {
+        let ns = self.ident.namespace.clone();
+        let failed =
+            |what: &str, e: iceberg::Error| Error::Transient(format!("{what} {}: {e}", self.ident));
+        if !self
+            .catalog
+            .namespace_exists(&ns)
+            .await
+            .map_err(|e| failed("finding the namespace of", e))?
+        {
+            self.catalog
+                .create_namespace(&ns, HashMap::new())
+                .await
+                .map_err(|e| failed("creating the namespace of", e))?;
+        }
+        let (table_schema, partitioning, columns) = match self.kind {
+            Kind::Journal => (
+                schema::journal_schema()?,
+                schema::journal_partitioning()?,
+                schema::JOURNAL,
+            ),
+            Kind::Inventory => (
+                schema::inventory_schema()?,
+                schema::inventory_partitioning()?,
+                schema::INVENTORY,
+            ),
+        };
+        let table = match self.catalog.load_table(&self.ident).await {
+            Ok(t) => t,
+            Err(e) if e.kind() == iceberg::ErrorKind::TableNotFound => {
+                let creation = TableCreation::builder()
+                    .name(self.ident.name.clone())
+                    .schema(table_schema)
+                    .partition_spec(partitioning)
+                    .properties([
+                        ("write.format.default".into(), "parquet".into()),
+                        ("write.parquet.compression-codec".into(), "zstd".into()),
+                    ])
+                    .build();
+                match self.catalog.create_table(&ns, creation).await {
+                    Ok(t) => t,
+                    // Another node created it meanwhile.
+                    Err(e) if e.kind() == iceberg::ErrorKind::TableAlreadyExists => self
+                        .catalog
+                        .load_table(&self.ident)
+                        .await
+                        .map_err(|e| failed("loading", e))?,
+                    Err(e) => return Err(failed("creating", e)),
+                }
+            }
+            Err(e) => return Err(failed("loading", e)),
+        };
+        let m = table.metadata();
+        schema::check_ids(m.current_schema(), columns)?;
+        Ok(TableInfo {
+            schema: m.current_schema().as_ref().clone(),
+            location: m.location().trim_end_matches('/').to_string(),
+            spec_id: m.default_partition_spec_id(),
+        })
+    }
+
+    /// The offset after the last event of `partition` the table reflects (0: none).
     async fn covered(&self, partition: u32) -> Result<u64> {
         let table = self
             .catalog
-            .load_table(&self.journal)
+            .load_table(&self.ident)
             .await
-            .map_err(|e| Error::Transient(format!("loading {}: {e}", self.journal)))?;
+            .map_err(|e| Error::Transient(format!("loading {}: {e}", self.ident)))?;
         Ok(commit::covered(table.metadata())
             .get(&partition)
             .copied()

@@ -123,6 +123,32 @@ pub(super) const PREVIOUS: &[Column] = &[
     col(38, "object_tags", Kind::Map(41, 42), true),
 ];
 
+/// The inventory table: one row per live object, its current state (S3 Metadata's inventory
+/// columns that apply, then Tidemark's). Maps' keys and values are 18..=21.
+pub(super) const INVENTORY: &[Column] = &[
+    col(1, "bucket", Kind::Str, true),
+    col(2, "key", Kind::Str, true),
+    col(3, "sequence_number", Kind::Str, true),
+    col(4, "version_id", Kind::Str, false),
+    col(5, "is_delete_marker", Kind::Bool, true),
+    col(6, "size", Kind::Long, true),
+    col(7, "last_modified_date", Kind::Ts, true),
+    col(8, "e_tag", Kind::Str, false),
+    col(9, "storage_class", Kind::Str, false),
+    col(10, "is_multipart", Kind::Bool, true),
+    col(11, "checksum_algorithm", Kind::Str, false),
+    col(12, "object_tags", Kind::Map(18, 19), true),
+    col(13, "user_metadata", Kind::Map(20, 21), true),
+    col(14, "content_type", Kind::Str, false),
+    col(15, "sha256", Kind::Str, false),
+    col(16, "log_partition", Kind::Int, true),
+    col(17, "log_offset", Kind::Long, true),
+];
+
+/// Hash buckets of the inventory's keys per bucket: a commit rewrites only the (bucket, hash
+/// bucket) partitions whose keys changed.
+pub(super) const KEY_BUCKETS: u32 = 16;
+
 fn iceberg_type(kind: Kind) -> Type {
     let p = |t| Type::Primitive(t);
     match kind {
@@ -156,11 +182,36 @@ fn nested(columns: &[Column]) -> Vec<NestedFieldRef> {
 
 /// The journal's Iceberg schema.
 pub(super) fn journal_schema() -> Result<Schema> {
+    iceberg_schema(JOURNAL)
+}
+
+/// The inventory's Iceberg schema.
+pub(super) fn inventory_schema() -> Result<Schema> {
+    iceberg_schema(INVENTORY)
+}
+
+fn iceberg_schema(columns: &[Column]) -> Result<Schema> {
     Schema::builder()
         .with_schema_id(0)
-        .with_fields(nested(JOURNAL))
+        .with_fields(nested(columns))
         .build()
-        .map_err(|e| Error::Transient(format!("building the journal schema: {e}")))
+        .map_err(|e| Error::Transient(format!("building a table schema: {e}")))
+}
+
+/// Partitioned by bucket and a hash bucket of the key (Iceberg's `bucket[16]`).
+pub(super) fn inventory_partitioning() -> Result<UnboundPartitionSpec> {
+    UnboundPartitionSpec::builder()
+        .add_partition_field(1, "bucket", Transform::Identity)
+        .and_then(|b| b.add_partition_field(2, "key_bucket", Transform::Bucket(KEY_BUCKETS)))
+        .map(|b| b.build())
+        .map_err(|e| Error::Transient(format!("building the inventory partitioning: {e}")))
+}
+
+/// Iceberg's `bucket[N]` of a string: 32-bit murmur3 of its UTF-8 bytes, sign bit cleared.
+pub(super) fn key_bucket(key: &str) -> i32 {
+    let hash = murmur3::murmur3_32(&mut std::io::Cursor::new(key.as_bytes()), 0)
+        .expect("hashing memory cannot fail");
+    ((hash as i32 & i32::MAX) % KEY_BUCKETS as i32) as i32
 }
 
 /// Partitioned by day of the event and by bucket.
@@ -172,8 +223,9 @@ pub(super) fn journal_partitioning() -> Result<UnboundPartitionSpec> {
         .map_err(|e| Error::Transient(format!("building the journal partitioning: {e}")))
 }
 
-/// Refuse a journal table whose columns do not have our field ids (data files carry ours).
-pub(super) fn check_ids(table: &Schema) -> Result<()> {
+/// Refuse a table whose columns do not have our field ids (data files carry ours):
+/// `columns` are the table's (the journal's or the inventory's).
+pub(super) fn check_ids(table: &Schema, columns: &[Column]) -> Result<()> {
     let mut wanted: Vec<(String, i32)> = Vec::new();
     let mut add = |prefix: &str, columns: &[Column]| {
         for c in columns {
@@ -185,21 +237,21 @@ pub(super) fn check_ids(table: &Schema) -> Result<()> {
             wanted.push((name, c.id));
         }
     };
-    add("", JOURNAL);
-    add("previous.", PREVIOUS);
+    add("", columns);
+    if columns.iter().any(|c| matches!(c.kind, Kind::Previous)) {
+        add("previous.", PREVIOUS);
+    }
     for (name, id) in wanted {
         match table.field_by_name(&name) {
             Some(f) if f.id == id => {}
             Some(f) => {
                 return Err(Error::Transient(format!(
-                    "the journal table's column {name} has field id {}, Tidemark writes {id}",
+                    "the table's column {name} has field id {}, Tidemark writes {id}",
                     f.id
                 )));
             }
             None => {
-                return Err(Error::Transient(format!(
-                    "the journal table has no column {name}"
-                )));
+                return Err(Error::Transient(format!("the table has no column {name}")));
             }
         }
     }
@@ -260,10 +312,17 @@ pub(super) fn previous_fields() -> Fields {
 
 static ARROW: LazyLock<SchemaRef> =
     LazyLock::new(|| Arc::new(ArrowSchema::new(arrow_fields(JOURNAL))));
+static INVENTORY_ARROW: LazyLock<SchemaRef> =
+    LazyLock::new(|| Arc::new(ArrowSchema::new(arrow_fields(INVENTORY))));
 
 /// The journal's Arrow schema, field ids in each field's metadata.
 pub(super) fn journal_arrow() -> SchemaRef {
     ARROW.clone()
+}
+
+/// The inventory's Arrow schema, field ids in each field's metadata.
+pub(super) fn inventory_arrow() -> SchemaRef {
+    INVENTORY_ARROW.clone()
 }
 
 #[cfg(test)]
@@ -305,6 +364,24 @@ mod tests {
             .build()
             .unwrap()
             .metadata;
-        check_ids(metadata.current_schema()).unwrap();
+        check_ids(metadata.current_schema(), JOURNAL).unwrap();
+        let creation = iceberg::TableCreation::builder()
+            .name("i".into())
+            .location("/tmp/i".into())
+            .schema(inventory_schema().unwrap())
+            .partition_spec(inventory_partitioning().unwrap())
+            .build();
+        let metadata = iceberg::spec::TableMetadataBuilder::from_table_creation(creation)
+            .unwrap()
+            .build()
+            .unwrap()
+            .metadata;
+        check_ids(metadata.current_schema(), INVENTORY).unwrap();
+    }
+
+    #[test]
+    fn key_buckets_follow_the_iceberg_spec() {
+        // The spec's example: bucket hash of "iceberg" is 1210000089.
+        assert_eq!(1210000089 % KEY_BUCKETS as i32, key_bucket("iceberg"));
     }
 }

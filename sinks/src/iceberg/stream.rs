@@ -1,8 +1,9 @@
-//! The Iceberg sink as a stream sink: one log partition's matching events are buffered as
-//! journal rows; every `commit_interval_ms` after the first buffered event (or sooner at
-//! `commit_max_rows`) they are written as data files, one per table partition, committed
-//! with the log position they reach, and only then is the subscription's position moved.
-//! Events buffered when the worker stops are read again by the next one.
+//! The Iceberg sink as a stream sink: one log partition's matching events are buffered; every
+//! `commit_interval_ms` after the first buffered event (or sooner at `commit_max_rows`) they
+//! are written as journal data files (one per table partition) and as inventory changes,
+//! committed to each table with the log position they reach, and only then is the
+//! subscription's position moved. Events buffered when the worker stops are read again by
+//! the next one.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -14,8 +15,11 @@ use futures::future::BoxFuture;
 use iceberg::spec::{DataFile, Literal, Struct};
 use tokio::time::Instant;
 
+use super::commit::Appender;
+use super::inventory::InvRow;
+use super::overwrite::{Change, Overwriter};
 use super::rows::{Row, journal_batch};
-use super::{Iceberg, Journal, datafile};
+use super::{Iceberg, TableInfo, datafile};
 use crate::sink::{Delivery, Feed, StreamSink};
 use crate::{Error, Result};
 
@@ -46,21 +50,30 @@ impl StreamSink for Iceberg {
 
 /// Write a live feed from its committed position until it is stopped.
 async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
-    let journal = sink.journal().await?;
+    let journal = sink.journal.info().await?;
+    let inventory = sink.inventory.info().await?;
     let partition = feed.partition();
-    // A crash may have come between a commit and the position it allowed: skip what the
-    // table holds already.
-    let covered = sink.covered(partition).await?;
-    if covered > feed.from() {
+    // A crash may have come between a table's commit and the position it allowed: each table
+    // skips what it reflects already, and the read resumes where the one behind is.
+    let mut covered = [
+        sink.journal.covered(partition).await?,
+        sink.inventory.covered(partition).await?,
+    ];
+    let resume = covered[0].min(covered[1]);
+    if resume > feed.from() {
         tracing::info!(
             subscription = feed.subscription(),
             partition,
-            "the journal already holds offsets {}..{covered}; resuming after them",
+            "the tables already reflect offsets {}..{resume}; resuming after them",
             feed.from()
         );
-        feed.commit(covered).await?;
-        feed.read(covered, None);
+        feed.commit(resume).await?;
+        feed.read(resume, None);
     }
+    let tables = Tables {
+        journal: &journal,
+        inventory: &inventory,
+    };
     let interval = Duration::from_millis(sink.spec.commit_interval_ms);
     let mut buffered: Vec<Arc<Delivery>> = Vec::new();
     let mut next = feed.from();
@@ -73,7 +86,7 @@ async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
             batch = feed.next() => {
                 let Some(batch) = batch else {
                     if !feed.is_stopped() && !buffered.is_empty() {
-                        flush(&sink, &journal, feed, &mut buffered, next).await?;
+                        flush(&sink, &tables, feed, &mut buffered, &mut covered, next).await?;
                     }
                     return Ok(());
                 };
@@ -83,16 +96,16 @@ async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
                 buffered.extend(batch.deliveries);
                 next = batch.next;
                 if buffered.len() >= sink.spec.commit_max_rows {
-                    flush(&sink, &journal, feed, &mut buffered, next).await?;
+                    flush(&sink, &tables, feed, &mut buffered, &mut covered, next).await?;
                     committed = next;
                     due = None;
                 } else if buffered.is_empty() && next > committed && feed.commit(next).await.is_ok() {
-                    // Nothing of this stretch was for the table: the position moves on.
+                    // Nothing of this stretch was for the tables: the position moves on.
                     committed = next;
                 }
             }
             _ = tokio::time::sleep_until(due.unwrap_or(far)), if due.is_some() => {
-                flush(&sink, &journal, feed, &mut buffered, next).await?;
+                flush(&sink, &tables, feed, &mut buffered, &mut covered, next).await?;
                 committed = next;
                 due = None;
             }
@@ -100,23 +113,49 @@ async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
     }
 }
 
-/// Write `buffered` as data files, commit them as covering the partition up to `next`, then
-/// move the subscription's position there.
+struct Tables<'a> {
+    journal: &'a TableInfo,
+    inventory: &'a TableInfo,
+}
+
+/// Write `buffered` to both tables (the journal's rows, the inventory's changes), each only
+/// from the offset it already reflects (`covered`), commit them as covering the partition up
+/// to `next`, then move the subscription's position there.
 async fn flush(
     sink: &Arc<Iceberg>,
-    journal: &Journal,
+    tables: &Tables<'_>,
     feed: &Feed,
     buffered: &mut Vec<Arc<Delivery>>,
+    covered: &mut [u64; 2],
     next: u64,
 ) -> Result<()> {
     let deliveries = std::mem::take(buffered);
     let partition = feed.partition();
+    let journal_from = covered[0];
+    let changes: Vec<Change> = deliveries
+        .iter()
+        .filter(|d| d.offset >= covered[1] && d.event.event_type.mutates_object())
+        .map(|d| {
+            let e = &d.event;
+            (
+                e.bucket.clone(),
+                e.key.clone(),
+                InvRow::after(e, partition, d.offset),
+            )
+        })
+        .collect();
     let rows = deliveries.len() as u64;
     let encoded = {
-        let journal = journal.clone();
-        tokio::task::spawn_blocking(move || encode(&journal, partition, &deliveries))
-            .await
-            .unwrap_or_else(|e| Err(Error::Transient(format!("the encoder thread failed: {e}"))))?
+        let journal = tables.journal.clone();
+        tokio::task::spawn_blocking(move || {
+            let fresh: Vec<Arc<Delivery>> = deliveries
+                .into_iter()
+                .filter(|d| d.offset >= journal_from)
+                .collect();
+            encode(&journal, partition, &fresh)
+        })
+        .await
+        .unwrap_or_else(|e| Err(Error::Transient(format!("the encoder thread failed: {e}"))))?
     };
     let mut files = Vec::with_capacity(encoded.len());
     for (path, bytes, file) in encoded {
@@ -130,26 +169,43 @@ async fn flush(
         files.push(file);
     }
     let count = files.len() as u64;
-    sink.committer
-        .commit(&sink.catalog, partition, next, files)
-        .await?;
+    if !files.is_empty() {
+        let appender = Appender {
+            catalog: sink.catalog.clone(),
+            ident: sink.journal.ident.clone(),
+        };
+        sink.journal_commits
+            .commit(&appender, partition, next, files)
+            .await?;
+    }
+    covered[0] = covered[0].max(next);
+    if !changes.is_empty() {
+        let overwriter = Overwriter {
+            catalog: sink.catalog.clone(),
+            ident: sink.inventory.ident.clone(),
+            info: tables.inventory.clone(),
+        };
+        sink.inventory_commits
+            .commit(&overwriter, partition, next, changes)
+            .await?;
+    }
+    covered[1] = covered[1].max(next);
     feed.written(count, rows);
-    // The table holds the rows now; if the position cannot move, a restart skips them by the
-    // offsets the table records.
+    // The tables hold the rows now; if the position cannot move, a restart skips them by the
+    // offsets the tables record.
     if let Err(e) = feed.commit(next).await {
         tracing::warn!(
             subscription = feed.subscription(),
             partition,
-            "committing position {next} after the journal commit: {e}"
+            "committing position {next} after the tables' commits: {e}"
         );
     }
     Ok(())
 }
-
 /// Rows of `deliveries` encoded as one Parquet file per table partition (day, bucket), with
 /// each file's path and manifest entry.
 fn encode(
-    journal: &Journal,
+    journal: &TableInfo,
     partition: u32,
     deliveries: &[Arc<Delivery>],
 ) -> Result<Vec<(String, Bytes, DataFile)>> {
