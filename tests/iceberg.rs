@@ -49,10 +49,7 @@ fn now_us() -> i64 {
 
 /// An inventory's objects of `bucket` as `index_objects` gives them: key -> (sequence, size,
 /// etag).
-fn inventory_objects(
-    table: &Value,
-    bucket: &str,
-) -> std::collections::BTreeMap<String, (i64, i64, Value)> {
+fn inventory_objects(table: &Value, bucket: &str) -> Objects {
     table["row_list"]
         .as_array()
         .unwrap()
@@ -69,6 +66,39 @@ fn inventory_objects(
             )
         })
         .collect()
+}
+
+type Objects = std::collections::BTreeMap<String, (i64, i64, Value)>;
+
+/// Every bucket's objects at instant `at`, by bucket (each page of a listing at an instant
+/// rebuilds the state, so pages are as large as the API allows).
+fn objects_at(server: &Server, at: &str) -> std::collections::BTreeMap<String, Objects> {
+    let mut out: std::collections::BTreeMap<String, Objects> = Default::default();
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/objects?limit=10000&at={}", urlencode(at));
+        if let Some(a) = &after {
+            path.push_str(&format!("&after={}", urlencode(a)));
+        }
+        let (status, v) = server.get(&path);
+        assert_eq!(status, 200, "{v}");
+        for o in v["objects"].as_array().unwrap() {
+            out.entry(o["bucket"].as_str().unwrap().to_string())
+                .or_default()
+                .insert(
+                    o["key"].as_str().unwrap().to_string(),
+                    (
+                        o["sequence"].as_i64().unwrap(),
+                        o["size"].as_i64().unwrap(),
+                        o["etag"].clone(),
+                    ),
+                );
+        }
+        match v["next_after"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => return out,
+        }
+    }
 }
 
 fn wait_committed(server: &Server, name: &str, timeout: Duration) -> Value {
@@ -210,10 +240,11 @@ fn pyiceberg_polars_and_duckdb_read_every_acknowledged_event_once() {
         );
         let then: Value = serde_json::from_slice(&then.stdout).unwrap();
         let at = tidemark_core::time::format_us(*at);
+        let state = objects_at(&server, &at);
         for bucket in buckets {
             assert_eq!(
                 inventory_objects(&then, bucket),
-                index_objects(&server, bucket, Some(&at)),
+                state.get(bucket).cloned().unwrap_or_default(),
                 "inventory of {bucket} as of {at} vs the state then"
             );
         }
@@ -478,4 +509,82 @@ fn the_rest_catalog_answers_in_the_spec_shapes() {
     );
     assert_eq!(status, 406, "{v}");
     assert_eq!(v["error"]["type"], "UnsupportedOperationException");
+}
+
+#[test]
+fn old_snapshots_expire_and_the_files_only_they_used_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    // A day of commits at the default interval, in miniature: a commit a second, snapshots
+    // kept for 3 s.
+    let mut spec = iceberg_spec("aging", &warehouse, Some(1000));
+    spec["sink"]["snapshot_retention_ms"] = json!(3000);
+    create_subscription(&server, &spec);
+    let mut rng = fastrand::Rng::with_seed(29);
+    let mut acked: HashSet<String> = HashSet::new();
+    for _ in 0..12 {
+        let mutations: Vec<Value> = (0..300)
+            .map(|_| random_mutation(&mut rng, "aging", 200))
+            .collect();
+        let (status, v) = server.post(
+            "/v1/mutations",
+            json!({ "mutations": mutations }).to_string(),
+        );
+        assert_eq!(status, 200);
+        acked.extend(acked_ids(&v));
+        wait_committed(&server, "aging", Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // One more commit after the retention, so maintenance runs once more.
+    std::thread::sleep(Duration::from_millis(3500));
+    let (status, v) = server.post(
+        "/v1/mutations",
+        json!({"mutations": [{"op": "put", "bucket": "aging", "key": "last", "size": 1}]})
+            .to_string(),
+    );
+    assert_eq!(status, 200);
+    acked.extend(acked_ids(&v));
+    wait_committed(&server, "aging", Duration::from_secs(60));
+    let catalog = warehouse.join("catalog.db");
+    let journal = read_table(&catalog, "tidemark.aging_journal", false);
+    assert_eq!(journal["rows"], acked.len(), "expiry never loses rows");
+    let snapshots = journal["snapshots"].as_array().unwrap().len();
+    assert!(snapshots <= 6, "{snapshots} journal snapshots after expiry");
+    let inventory = read_table(&catalog, "tidemark.aging_inventory", true);
+    assert_eq!(
+        inventory_objects(&inventory, "aging"),
+        index_objects(&server, "aging", None)
+    );
+    assert!(inventory["snapshots"].as_array().unwrap().len() <= 6);
+    // The inventory's replaced files are gone from disk: what is there is what the table uses.
+    let table_dir = warehouse.join("tidemark.db/aging_inventory/data");
+    let mut on_disk: Vec<String> = Vec::new();
+    let mut dirs = vec![table_dir];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                on_disk.push(e.path().to_string_lossy().into_owned());
+            }
+        }
+    }
+    on_disk.sort();
+    let live: Vec<String> = inventory["live_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    // Files the retained snapshots still reference may remain; nothing else does.
+    assert!(
+        on_disk.len() <= live.len() * 6,
+        "{} files on disk for {} live ones",
+        on_disk.len(),
+        live.len()
+    );
+    for f in &live {
+        assert!(on_disk.contains(f), "live file {f} is on disk");
+    }
 }

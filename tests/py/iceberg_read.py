@@ -48,6 +48,7 @@ def main():
             for s in table.snapshots()
         ],
         "partition_fields": [f.name for f in table.spec().fields],
+        "live_files": sorted(table.inspect.files().column("file_path").to_pylist()),
         "format_version": table.format_version,
     }
     # Every snapshot pyiceberg lists can be read.

@@ -108,6 +108,12 @@ impl<P: Send> Committer<P> {
         }
     }
 
+    /// Run `work` while no round commits to this table (maintenance).
+    pub async fn exclusive<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        let _one_at_a_time = self.lock.lock().await;
+        work.await
+    }
+
     /// Commit `payload` of `partition`, covering its events before `next`, with `round`.
     /// Returns once it is in the table (possibly committed by another partition's worker,
     /// with its own).

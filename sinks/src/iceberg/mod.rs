@@ -16,6 +16,7 @@
 //! - `inventory.rs`: events to inventory rows (the current state of live objects), and back.
 //! - `commit.rs`: one committer per table; the exactly-once argument is there.
 //! - `overwrite.rs`: the inventory's commits, which replace the partitions whose keys changed.
+//! - `maintenance.rs`: expiring old snapshots and deleting the files only they used.
 //! - `rest.rs`: what Tidemark's read-only REST catalog serves (namespaces, tables).
 //! - `stream.rs`: the sink as a stream sink: a partition's feed into rows, flushed into data
 //!   files on the interval, committed, and only then the subscription's position.
@@ -24,6 +25,7 @@ mod catalog;
 mod commit;
 mod datafile;
 mod inventory;
+mod maintenance;
 mod overwrite;
 pub mod rest;
 mod rows;
@@ -47,6 +49,8 @@ use commit::Committer;
 
 pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 30_000;
 pub const DEFAULT_COMMIT_MAX_ROWS: usize = 500_000;
+/// Seven days.
+pub const DEFAULT_SNAPSHOT_RETENTION_MS: u64 = 7 * 86_400_000;
 
 /// The `iceberg` sink of a subscription.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +71,9 @@ pub struct IcebergSpec {
     /// Rows a partition buffers before it commits without waiting for the interval.
     #[serde(default = "default_max_rows")]
     pub commit_max_rows: usize,
+    /// Snapshots older than this are expired, and the files only they used deleted.
+    #[serde(default = "default_retention")]
+    pub snapshot_retention_ms: u64,
 }
 
 /// Where the tables are registered.
@@ -109,6 +116,10 @@ fn default_max_rows() -> usize {
     DEFAULT_COMMIT_MAX_ROWS
 }
 
+fn default_retention() -> u64 {
+    DEFAULT_SNAPSHOT_RETENTION_MS
+}
+
 impl IcebergSpec {
     fn catalog_path(&self) -> PathBuf {
         match &self.catalog {
@@ -143,6 +154,8 @@ pub struct Iceberg {
     inventory: Managed,
     journal_commits: Committer<Vec<iceberg::spec::DataFile>>,
     inventory_commits: Committer<Vec<overwrite::Change>>,
+    /// When maintenance last ran.
+    maintained: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// What writing data files for a table needs to know of it.
@@ -192,6 +205,15 @@ pub fn check(spec: &IcebergSpec) -> Result<()> {
         return Err(Error::invalid(
             "sink.commit_interval_ms",
             format!("{} is outside 1000..=86400000", spec.commit_interval_ms),
+        ));
+    }
+    if !(1_000..=365 * 86_400_000).contains(&spec.snapshot_retention_ms) {
+        return Err(Error::invalid(
+            "sink.snapshot_retention_ms",
+            format!(
+                "{} is outside 1000..=31536000000",
+                spec.snapshot_retention_ms
+            ),
         ));
     }
     if !(1..=10_000_000).contains(&spec.commit_max_rows) {
@@ -251,8 +273,55 @@ pub fn build(spec: &IcebergSpec, ctx: &BuildCtx<'_>) -> Result<SinkKind> {
         inventory: Managed::new(catalog.clone(), ident("inventory"), Kind::Inventory),
         journal_commits: Committer::new(),
         inventory_commits: Committer::new(),
+        maintained: Default::default(),
         catalog,
     })))
+}
+
+impl Iceberg {
+    /// Expire both tables' old snapshots, at most once a minute (or once per retention when
+    /// that is shorter). Failures are logged: the next run tries again.
+    async fn maintain(&self) {
+        let every = std::time::Duration::from_millis(self.spec.snapshot_retention_ms.min(60_000));
+        {
+            let mut last = self.maintained.lock().unwrap();
+            if last.is_some_and(|t| t.elapsed() < every) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let retention = self.spec.snapshot_retention_ms;
+        let journal = self
+            .journal_commits
+            .exclusive(maintenance::expire(
+                &self.catalog,
+                &self.journal.ident,
+                retention,
+            ))
+            .await;
+        let inventory = self
+            .inventory_commits
+            .exclusive(maintenance::expire(
+                &self.catalog,
+                &self.inventory.ident,
+                retention,
+            ))
+            .await;
+        for (ident, outcome) in [
+            (&self.journal.ident, journal),
+            (&self.inventory.ident, inventory),
+        ] {
+            match outcome {
+                Ok(e) if e.snapshots > 0 => tracing::info!(
+                    "{ident}: expired {} snapshots, deleted {} files",
+                    e.snapshots,
+                    e.files
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+    }
 }
 
 /// Which of the sink's tables.

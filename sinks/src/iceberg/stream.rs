@@ -191,6 +191,7 @@ async fn flush(
     }
     covered[1] = covered[1].max(next);
     feed.written(count, rows);
+    sink.maintain().await;
     // The tables hold the rows now; if the position cannot move, a restart skips them by the
     // offsets the tables record.
     if let Err(e) = feed.commit(next).await {

@@ -1,0 +1,195 @@
+//! Keeping a table's growth bounded: snapshots older than the retention are expired (the
+//! crate's `expire_snapshots`, which rewrites metadata only), then the files only expired
+//! snapshots referenced (manifest lists, manifests, data files the inventory replaced) and
+//! metadata files the table's metadata log no longer lists are deleted.
+//!
+//! Never expired: the current snapshot, which carries the offsets Tidemark resumes from. When
+//! another tool committed last (its snapshot carries no offsets), nothing is expired, so the
+//! newest Tidemark snapshot stays reachable. Runs under the table's commit lock, so it never
+//! races this node's commits; a race with another node's commit is a conflict that leaves
+//! everything as it was (the next run tries again). A metadata file is deleted only when its
+//! version is below the current one, so a commit another node is writing is never touched.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+
+use iceberg::io::FileIO;
+use iceberg::spec::{FormatVersion, ManifestList, SnapshotRef, TableMetadata};
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::{Catalog, ErrorKind, TableIdent};
+
+use super::catalog::SqlCatalog;
+use super::commit::COMMIT_ID;
+use crate::{Error, Result};
+
+/// What a run did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Expired {
+    pub snapshots: usize,
+    pub files: usize,
+}
+
+fn failed(ident: &TableIdent, e: impl std::fmt::Display) -> Error {
+    Error::Transient(format!("maintaining {ident}: {e}"))
+}
+
+/// Expire `ident`'s snapshots older than `retention_ms` and delete what only they used.
+pub(super) async fn expire(
+    catalog: &SqlCatalog,
+    ident: &TableIdent,
+    retention_ms: u64,
+) -> Result<Expired> {
+    let table = catalog
+        .load_table(ident)
+        .await
+        .map_err(|e| failed(ident, e))?;
+    let meta = table.metadata();
+    let Some(current) = meta.current_snapshot() else {
+        return Ok(Expired::default());
+    };
+    if !current
+        .summary()
+        .additional_properties
+        .contains_key(COMMIT_ID)
+    {
+        tracing::info!(
+            "{ident}: another tool committed last; nothing is expired until Tidemark commits again"
+        );
+        return Ok(Expired::default());
+    }
+    let cutoff = chrono::Utc::now().timestamp_millis() - retention_ms.min(i64::MAX as u64) as i64;
+    let before: Vec<SnapshotRef> = meta.snapshots().cloned().collect();
+    if !before
+        .iter()
+        .any(|s| s.timestamp_ms() < cutoff && s.snapshot_id() != current.snapshot_id())
+    {
+        return Ok(Expired::default());
+    }
+    let tx = Transaction::new(&table);
+    let tx = tx
+        .expire_snapshots()
+        .expire_older_than_ms(cutoff)
+        .retain_last(1)
+        .apply(tx)
+        .map_err(|e| failed(ident, e))?;
+    let after = match tx.commit(catalog as &dyn Catalog).await {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {
+            return Ok(Expired::default()); // another commit came first; next time
+        }
+        Err(e) => return Err(failed(ident, e)),
+    };
+    let kept: HashSet<i64> = after
+        .metadata()
+        .snapshots()
+        .map(|s| s.snapshot_id())
+        .collect();
+    let expired: Vec<SnapshotRef> = before
+        .into_iter()
+        .filter(|s| !kept.contains(&s.snapshot_id()))
+        .collect();
+    let io = catalog.file_io();
+    let live = reachable(io, after.metadata().snapshots())
+        .await
+        .map_err(|e| failed(ident, e))?;
+    let gone = reachable(io, expired.iter())
+        .await
+        .map_err(|e| failed(ident, e))?;
+    let mut files = 0;
+    for path in gone.difference(&live) {
+        match io.delete(path).await {
+            Ok(()) => files += 1,
+            Err(e) => tracing::warn!("{ident}: deleting {path}: {e}"),
+        }
+    }
+    files += old_metadata_files(
+        io,
+        after.metadata(),
+        after.metadata_location().unwrap_or_default(),
+    )
+    .await;
+    Ok(Expired {
+        snapshots: expired.len(),
+        files,
+    })
+}
+
+/// Manifest lists, manifests and data files `snapshots` reference.
+async fn reachable(
+    io: &FileIO,
+    snapshots: impl Iterator<Item = &SnapshotRef>,
+) -> iceberg::Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    let mut manifests_seen = HashSet::new();
+    for s in snapshots {
+        out.insert(s.manifest_list().to_string());
+        let bytes = io.new_input(s.manifest_list())?.read().await?;
+        let files = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?
+            .entries()
+            .to_vec();
+        for mf in files {
+            if !manifests_seen.insert(mf.manifest_path.clone()) {
+                continue;
+            }
+            out.insert(mf.manifest_path.clone());
+            for e in mf.load_manifest(io).await?.entries() {
+                out.insert(e.data_file().file_path().to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Delete the table's metadata files older than the current version that its metadata log no
+/// longer lists; returns how many.
+async fn old_metadata_files(io: &FileIO, meta: &TableMetadata, current: &str) -> usize {
+    let dir = std::path::Path::new(meta.location()).join("metadata");
+    let listed: HashSet<&str> = meta
+        .metadata_log()
+        .iter()
+        .map(|l| l.metadata_file.as_str())
+        .collect();
+    let Some(current_version) = version_of(current) else {
+        return 0;
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let mut deleted = 0;
+    for entry in entries.flatten() {
+        let path = entry.path().to_string_lossy().into_owned();
+        let older = version_of(&path).is_some_and(|v| v < current_version);
+        if older
+            && path != current
+            && !listed.contains(path.as_str())
+            && io.delete(&path).await.is_ok()
+        {
+            deleted += 1;
+        }
+    }
+    deleted
+}
+
+/// The version of a metadata file's name (`00012-<uuid>.metadata.json`).
+fn version_of(path: &str) -> Option<i64> {
+    let name = path.rsplit('/').next()?;
+    if !name.ends_with(".metadata.json") {
+        return None;
+    }
+    let _ = iceberg::MetadataLocation::from_str(path).ok()?;
+    name.split('-').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_versions_come_from_file_names() {
+        assert_eq!(
+            version_of("/w/t/metadata/00012-0b9a7f6e-1c1d-4c5a-9d53-6a3f0f4b1e2a.metadata.json"),
+            Some(12)
+        );
+        assert_eq!(version_of("/w/t/metadata/snap-1-1-x.avro"), None);
+    }
+}
