@@ -4,6 +4,7 @@
 mod codec;
 mod delivery;
 mod filter;
+mod iceberg;
 mod ingest;
 mod kafka;
 mod lake;
@@ -34,6 +35,9 @@ pub enum BenchCommand {
     Filter(filter::FilterArgs),
     /// Producing to Kafka through Tidemark's log vs librdkafka directly.
     Kafka(kafka::KafkaArgs),
+    /// Iceberg tables: rows/s from the log to committed journal and inventory vs pyiceberg's
+    /// `Table.append` of the same rows.
+    Iceberg(iceberg::IcebergArgs),
     /// Parquet lake: encoding rows from Arrow arrays and end to end from Avro records vs
     /// pyarrow's write_table.
     Lake(lake::LakeArgs),
@@ -62,6 +66,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Replay(args) => replay::run(args).await,
         BenchCommand::Filter(args) => filter::run(args),
         BenchCommand::Lake(args) => lake::run(args),
+        BenchCommand::Iceberg(args) => iceberg::run(args).await,
         BenchCommand::StateAt(args) => state_at::run(args).await,
         BenchCommand::S3(args) => s3::run(args).await,
         BenchCommand::Tls(args) => tls::run(args).await,

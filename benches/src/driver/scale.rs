@@ -39,13 +39,13 @@ pub struct ScaleArgs {
 }
 
 /// A `tidemark serve` child on a data directory.
-struct Serve {
+pub(super) struct Serve {
     child: Child,
-    url: String,
+    pub(super) url: String,
 }
 
 impl Serve {
-    fn start(data: &Path, port: u16, extra: &[String]) -> anyhow::Result<Serve> {
+    pub(super) fn start(data: &Path, port: u16, extra: &[String]) -> anyhow::Result<Serve> {
         let me = std::env::current_exe()?;
         let tidemark = me.with_file_name("tidemark");
         if !tidemark.is_file() {
@@ -86,7 +86,7 @@ impl Serve {
     }
 
     /// SIGTERM and wait.
-    fn stop(mut self) -> anyhow::Result<()> {
+    pub(super) fn stop(mut self) -> anyhow::Result<()> {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;
@@ -95,7 +95,10 @@ impl Serve {
     }
 }
 
-async fn wait_ready(client: &crate::driver::ingest::HttpClient, url: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_ready(
+    client: &crate::driver::ingest::HttpClient,
+    url: &str,
+) -> anyhow::Result<()> {
     use http_body_util::Full;
     for _ in 0..60_000 {
         let req = hyper::Request::get(format!("{url}/readyz")).body(Full::new(Bytes::new()))?;
@@ -198,7 +201,7 @@ async fn wait_caught_up(
     bail!("the index did not catch up within 20 minutes")
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

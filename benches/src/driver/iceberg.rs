@@ -1,0 +1,133 @@
+//! The Iceberg sink end to end: rows/s from the log to committed Iceberg tables, against
+//! pyiceberg's `Table.append` of the same rows.
+//!
+//! - Tidemark: a fresh `tidemark serve` (the binary beside this one) takes `--events`
+//!   metadata-bearing puts over `--keys` keys; then an `iceberg` subscription starting at
+//!   `earliest` is created, and the time until it has committed everything (lag 0) is
+//!   measured. That is both tables: every event into the journal and every changed object
+//!   into the inventory, each commit's data files written, manifests and the catalog commit.
+//! - The peer: `benches/py/iceberg_append.py` reads the journal back into an Arrow table
+//!   (untimed) and times `Table.append` of it into a new table with the same schema,
+//!   partitioning and codec (zstd), through pyiceberg's own SQL catalog: the journal's work
+//!   alone, with the rows already in Arrow.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::{BodyExt, Full};
+
+use super::ingest;
+use super::scale::{Serve, free_port, wait_ready};
+
+#[derive(Args)]
+pub struct IcebergArgs {
+    /// Events in the log before the subscription starts.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Distinct keys they cycle through.
+    #[arg(long, default_value_t = 50_000)]
+    keys: usize,
+    /// Mutations per ingest request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// The sink's `commit_interval_ms`.
+    #[arg(long, default_value_t = 1000)]
+    commit_interval_ms: u64,
+    /// Runs of the peer (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    peer_runs: usize,
+    /// Where the data directory and the warehouses go.
+    #[arg(long, default_value = "/tmp/tidemark-iceberg-bench")]
+    dir: PathBuf,
+}
+
+pub async fn run(args: IcebergArgs) -> anyhow::Result<()> {
+    let _ = std::fs::remove_dir_all(&args.dir);
+    std::fs::create_dir_all(&args.dir)?;
+    let client = tidemark_server::http::http_client();
+    let port = free_port()?;
+    let serve = Serve::start(&args.dir.join("data"), port, &[])?;
+    let url = serve.url.clone();
+    wait_ready(&client, &url).await?;
+    let endpoint = format!("{url}/v1/mutations");
+    let requests = args.events.div_ceil(args.batch);
+    let bodies: std::sync::Arc<Vec<Bytes>> = std::sync::Arc::new(
+        (0..requests)
+            .map(|r| ingest::body(r * args.batch, args.batch, args.keys))
+            .collect(),
+    );
+    ingest::closed_loop(&client, &endpoint, bodies, requests, 8, args.batch).await?;
+    let events = requests * args.batch;
+
+    let warehouse = args.dir.join("warehouse");
+    let spec = serde_json::json!({
+        "name": "bench",
+        "start": "earliest",
+        "sink": {"type": "iceberg", "warehouse": warehouse,
+                 "commit_interval_ms": args.commit_interval_ms,
+                 "commit_max_rows": 10_000_000},
+    });
+    let started = Instant::now();
+    let req = hyper::Request::post(format!("{url}/v1/subscriptions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(spec.to_string())))?;
+    let resp = client.request(req).await?;
+    if !resp.status().is_success() {
+        bail!("creating the subscription: {}", resp.status());
+    }
+    loop {
+        let req = hyper::Request::get(format!("{url}/v1/subscriptions/bench/status"))
+            .body(Full::new(Bytes::new()))?;
+        let resp = client.request(req).await?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?;
+        if v["lag"] == 0 && v["delivered"].as_u64() == Some(events as u64) {
+            break;
+        }
+        if !v["last_error"].is_null() {
+            bail!("the sink failed: {}", v["last_error"]);
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            bail!("not committed within 30 minutes: {v}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ours = started.elapsed().as_secs_f64();
+    serve.stop()?;
+
+    let script = args.dir.join("iceberg_append.py");
+    std::fs::write(
+        &script,
+        include_str!("../../../benches/py/iceberg_append.py"),
+    )?;
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(warehouse.join("catalog.db"))
+        .arg("tidemark.bench_journal")
+        .arg(args.dir.join("peer"))
+        .arg(args.peer_runs.to_string())
+        .output()
+        .context("run python3 (pip install pyiceberg[sql-sqlite,pyarrow])")?;
+    if !out.status.success() {
+        bail!("the peer failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let peer: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let peer_secs = peer["median"].as_f64().context("peer median")?;
+    let ours_rate = events as f64 / ours;
+    let peer_rate = peer["rows"].as_f64().unwrap_or(0.0) / peer_secs;
+    println!(
+        "tidemark: {events} events from the log to committed journal and inventory in {ours:.2} s \
+         ({ours_rate:.0} rows/s)"
+    );
+    println!(
+        "pyiceberg Table.append of the same {} rows (Arrow, zstd): median {peer_secs:.2} s \
+         ({peer_rate:.0} rows/s), runs {}",
+        peer["rows"], peer["seconds"]
+    );
+    println!("ratio tidemark / pyiceberg: {:.2}", ours_rate / peer_rate);
+    Ok(())
+}
