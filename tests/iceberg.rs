@@ -512,7 +512,7 @@ fn the_rest_catalog_answers_in_the_spec_shapes() {
 }
 
 #[test]
-fn old_snapshots_expire_and_the_files_only_they_used_are_deleted() {
+fn old_snapshots_expire_manifests_merge_and_the_files_only_they_used_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     let server = Server::start(&dir.path().join("data"), &[]);
@@ -551,6 +551,9 @@ fn old_snapshots_expire_and_the_files_only_they_used_are_deleted() {
     assert_eq!(journal["rows"], acked.len(), "expiry never loses rows");
     let snapshots = journal["snapshots"].as_array().unwrap().len();
     assert!(snapshots <= 6, "{snapshots} journal snapshots after expiry");
+    // One manifest per append, merged once there are more than 8.
+    let manifests = journal["manifests"].as_u64().unwrap();
+    assert!(manifests <= 9, "{manifests} journal manifests");
     let inventory = read_table(&catalog, "tidemark.aging_inventory", true);
     assert_eq!(
         inventory_objects(&inventory, "aging"),

@@ -49,6 +49,7 @@ def main():
         ],
         "partition_fields": [f.name for f in table.spec().fields],
         "live_files": sorted(table.inspect.files().column("file_path").to_pylist()),
+        "manifests": len(table.current_snapshot().manifests(table.io)) if table.current_snapshot() else 0,
         "format_version": table.format_version,
     }
     # Every snapshot pyiceberg lists can be read.

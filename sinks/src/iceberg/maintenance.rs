@@ -1,7 +1,10 @@
 //! Keeping a table's growth bounded: snapshots older than the retention are expired (the
 //! crate's `expire_snapshots`, which rewrites metadata only), then the files only expired
 //! snapshots referenced (manifest lists, manifests, data files the inventory replaced) and
-//! metadata files the table's metadata log no longer lists are deleted.
+//! metadata files the table's metadata log no longer lists are deleted. A table whose
+//! current snapshot has more than [`MAX_MANIFESTS`] manifests (the journal gains one per
+//! append) gets them merged into one, by a `replace` snapshot of our own commit path (the
+//! crate has no manifest rewrite): the same live files, so readers plan one manifest read.
 //!
 //! Never expired: the current snapshot, which carries the offsets Tidemark resumes from. When
 //! another tool committed last (its snapshot carries no offsets), nothing is expired, so the
@@ -14,12 +17,15 @@ use std::collections::HashSet;
 use std::str::FromStr;
 
 use iceberg::io::FileIO;
-use iceberg::spec::{FormatVersion, ManifestList, SnapshotRef, TableMetadata};
+use iceberg::spec::{
+    FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestList, ManifestListWriter,
+    ManifestWriterBuilder, Operation, Snapshot, SnapshotRef, Summary, TableMetadata,
+};
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, ErrorKind, TableIdent};
 
 use super::catalog::SqlCatalog;
-use super::commit::COMMIT_ID;
+use super::commit::{self, COMMIT_ID};
 use crate::{Error, Result};
 
 /// What a run did.
@@ -112,6 +118,114 @@ pub(super) async fn expire(
         snapshots: expired.len(),
         files,
     })
+}
+
+/// More manifests than this in the current snapshot are merged into one.
+pub(super) const MAX_MANIFESTS: usize = 8;
+
+/// Merge the current snapshot's manifests into one when there are more than
+/// [`MAX_MANIFESTS`]; returns how many were merged (0: nothing done).
+pub(super) async fn merge_manifests(catalog: &SqlCatalog, ident: &TableIdent) -> Result<usize> {
+    let table = catalog
+        .load_table(ident)
+        .await
+        .map_err(|e| failed(ident, e))?;
+    let meta = table.metadata();
+    let Some(current) = meta.current_snapshot() else {
+        return Ok(0);
+    };
+    if !current
+        .summary()
+        .additional_properties
+        .contains_key(COMMIT_ID)
+    {
+        return Ok(0);
+    }
+    let io = catalog.file_io();
+    let run = async {
+        let bytes = io.new_input(current.manifest_list())?.read().await?;
+        let manifests = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?
+            .entries()
+            .to_vec();
+        let spec_id = meta.default_partition_spec_id();
+        // Only data manifests of the current spec are ours to merge.
+        if manifests.len() <= MAX_MANIFESTS
+            || manifests
+                .iter()
+                .any(|m| m.content != ManifestContentType::Data || m.partition_spec_id != spec_id)
+        {
+            return Ok(0);
+        }
+        let snapshot_id = (uuid::Uuid::now_v7().as_u128() as i64) & i64::MAX;
+        let sequence = meta.last_sequence_number() + 1;
+        let location = meta.location().trim_end_matches('/');
+        let out = io.new_output(format!(
+            "{location}/metadata/{}-m0.avro",
+            uuid::Uuid::now_v7()
+        ))?;
+        let mut w = ManifestWriterBuilder::new(
+            out,
+            Some(snapshot_id),
+            meta.current_schema().clone(),
+            meta.default_partition_spec().as_ref().clone(),
+        )
+        .build_v2_data();
+        for mf in &manifests {
+            for e in mf.load_manifest(io).await?.entries() {
+                if !e.is_alive() {
+                    continue;
+                }
+                w.add_existing_file(
+                    e.data_file().clone(),
+                    e.snapshot_id().unwrap_or(current.snapshot_id()),
+                    e.sequence_number().unwrap_or(0),
+                    e.file_sequence_number,
+                )?;
+            }
+        }
+        let merged = w.write_manifest_file().await?;
+        let list_path = format!(
+            "{location}/metadata/snap-{snapshot_id}-1-{}.avro",
+            uuid::Uuid::now_v7()
+        );
+        let mut lw = ManifestListWriter::v2(
+            io.new_output(&list_path)?.writer().await?,
+            snapshot_id,
+            Some(current.snapshot_id()),
+            sequence,
+        );
+        lw.add_manifests(std::iter::once(merged))?;
+        lw.close().await?;
+        // The same offsets: a merge reflects no new event.
+        let mut props = commit::summary(&commit::covered(meta));
+        props.insert("manifests-replaced".into(), manifests.len().to_string());
+        let snapshot = Snapshot::builder()
+            .with_snapshot_id(snapshot_id)
+            .with_parent_snapshot_id(Some(current.snapshot_id()))
+            .with_sequence_number(sequence)
+            .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
+            .with_manifest_list(list_path)
+            .with_summary(Summary {
+                operation: Operation::Replace,
+                additional_properties: props,
+            })
+            .with_schema_id(meta.current_schema().schema_id())
+            .build();
+        let before = table.metadata_location_result()?.to_string();
+        let next = meta
+            .clone()
+            .into_builder(Some(before.clone()))
+            .set_branch_snapshot(snapshot, MAIN_BRANCH)?
+            .build()?
+            .metadata;
+        catalog.swap(ident, &before, next).await?;
+        Ok::<usize, iceberg::Error>(manifests.len())
+    };
+    match run.await {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => Ok(0),
+        Err(e) => Err(failed(ident, e)),
+    }
 }
 
 /// Manifest lists, manifests and data files `snapshots` reference.

@@ -291,6 +291,20 @@ impl Iceberg {
             *last = Some(std::time::Instant::now());
         }
         let retention = self.spec.snapshot_retention_ms;
+        let merged = self
+            .journal_commits
+            .exclusive(maintenance::merge_manifests(
+                &self.catalog,
+                &self.journal.ident,
+            ))
+            .await;
+        match merged {
+            Ok(n) if n > 0 => {
+                tracing::info!("{}: merged {n} manifests into one", self.journal.ident)
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("{e}"),
+        }
         let journal = self
             .journal_commits
             .exclusive(maintenance::expire(
