@@ -591,3 +591,57 @@ fn old_snapshots_expire_manifests_merge_and_the_files_only_they_used_are_deleted
         assert!(on_disk.contains(f), "live file {f} is on disk");
     }
 }
+
+#[test]
+fn orphan_files_a_crash_left_are_removed_and_fresh_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let warehouse = dir.path().join("warehouse");
+    let server = Server::start(&data, &[]);
+    create_subscription(&server, &iceberg_spec("orphans", &warehouse, Some(1000)));
+    let put = |server: &Server, key: &str| {
+        let (status, v) = server.post(
+            "/v1/mutations",
+            json!({"mutations": [{"op": "put", "bucket": "orphans", "key": key, "size": 1}]})
+                .to_string(),
+        );
+        assert_eq!(status, 200, "{v}");
+    };
+    put(&server, "a");
+    wait_committed(&server, "orphans", Duration::from_secs(60));
+    server.stop();
+    // What a crash between writing files and committing them leaves: a data file and a
+    // manifest no snapshot references, two hours old; and one just written (a commit that
+    // may still be in flight), which must stay.
+    let table = warehouse.join("tidemark.db/orphans_journal");
+    let old_data =
+        table.join("data/record_timestamp_day=2026-01-01/bucket=orphans/p0-0-0-x.parquet");
+    let old_manifest = table.join("metadata/00000000-0000-7000-8000-000000000000-m0.avro");
+    let fresh = table.join("data/record_timestamp_day=2026-01-01/bucket=orphans/p0-1-1-y.parquet");
+    std::fs::create_dir_all(old_data.parent().unwrap()).unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for (path, aged) in [(&old_data, true), (&old_manifest, true), (&fresh, false)] {
+        let f = std::fs::File::create(path).unwrap();
+        if aged {
+            f.set_modified(two_hours_ago).unwrap();
+        }
+    }
+    let server = Server::start(&data, &[]);
+    put(&server, "b");
+    wait_committed(&server, "orphans", Duration::from_secs(60));
+    let started = Instant::now();
+    while old_data.exists() || old_manifest.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "orphans still there after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(fresh.exists(), "a file younger than the orphan age stays");
+    let journal = read_table(
+        warehouse.join("catalog.db"),
+        "tidemark.orphans_journal",
+        false,
+    );
+    assert_eq!(journal["rows"], 2, "{journal}");
+}

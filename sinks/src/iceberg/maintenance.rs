@@ -120,6 +120,56 @@ pub(super) async fn expire(
     })
 }
 
+/// A file no snapshot references is an orphan (a crash came between writing it and the
+/// commit) once it is this old: younger ones may belong to a commit in flight.
+pub(super) const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Delete data files and manifests under the table's `data/` and `metadata/` that no
+/// snapshot references and that are older than [`ORPHAN_AGE`]; returns how many. Metadata
+/// JSON files are left to [`expire`] (by version, never the current or a newer one).
+pub(super) async fn remove_orphans(catalog: &SqlCatalog, ident: &TableIdent) -> Result<usize> {
+    let table = catalog
+        .load_table(ident)
+        .await
+        .map_err(|e| failed(ident, e))?;
+    let meta = table.metadata();
+    let io = catalog.file_io();
+    let live = reachable(io, meta.snapshots())
+        .await
+        .map_err(|e| failed(ident, e))?;
+    let root = std::path::Path::new(meta.location());
+    let cutoff = std::time::SystemTime::now() - ORPHAN_AGE;
+    let mut dirs = vec![root.join("data"), root.join("metadata")];
+    let mut removed = 0;
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                dirs.push(entry.path());
+                continue;
+            }
+            let path = entry.path().to_string_lossy().into_owned();
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            if old
+                && !path.ends_with(".metadata.json")
+                && !live.contains(&path)
+                && io.delete(&path).await.is_ok()
+            {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// More manifests than this in the current snapshot are merged into one.
 pub(super) const MAX_MANIFESTS: usize = 8;
 

@@ -154,8 +154,9 @@ pub struct Iceberg {
     inventory: Managed,
     journal_commits: Committer<Vec<iceberg::spec::DataFile>>,
     inventory_commits: Committer<Vec<overwrite::Change>>,
-    /// When maintenance last ran.
+    /// When maintenance last ran, and when it last looked for orphan files.
     maintained: std::sync::Mutex<Option<std::time::Instant>>,
+    orphans_checked: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// What writing data files for a table needs to know of it.
@@ -274,6 +275,7 @@ pub fn build(spec: &IcebergSpec, ctx: &BuildCtx<'_>) -> Result<SinkKind> {
         journal_commits: Committer::new(),
         inventory_commits: Committer::new(),
         maintained: Default::default(),
+        orphans_checked: Default::default(),
         catalog,
     })))
 }
@@ -291,6 +293,44 @@ impl Iceberg {
             *last = Some(std::time::Instant::now());
         }
         let retention = self.spec.snapshot_retention_ms;
+        // Orphans: on the first run after start (a crash leaves them), then every quarter of
+        // their minimum age.
+        let orphans_due = {
+            let mut last = self.orphans_checked.lock().unwrap();
+            let due = last.is_none_or(|t| t.elapsed() >= maintenance::ORPHAN_AGE / 4);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if orphans_due {
+            for (ident, removed) in [
+                (
+                    &self.journal.ident,
+                    self.journal_commits
+                        .exclusive(maintenance::remove_orphans(
+                            &self.catalog,
+                            &self.journal.ident,
+                        ))
+                        .await,
+                ),
+                (
+                    &self.inventory.ident,
+                    self.inventory_commits
+                        .exclusive(maintenance::remove_orphans(
+                            &self.catalog,
+                            &self.inventory.ident,
+                        ))
+                        .await,
+                ),
+            ] {
+                match removed {
+                    Ok(n) if n > 0 => tracing::info!("{ident}: removed {n} orphan files"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            }
+        }
         let merged = self
             .journal_commits
             .exclusive(maintenance::merge_manifests(
