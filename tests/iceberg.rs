@@ -417,6 +417,17 @@ fn bad_iceberg_settings_are_refused_by_name() {
             "cannot create",
         ),
         (
+            json!({"type": "iceberg", "warehouse": warehouse,
+                   "catalog": {"type": "sql", "path": "rel/catalog.db"}}),
+            "sink.catalog.path",
+            "absolute",
+        ),
+        (
+            json!({"type": "iceberg", "warehouse": "s3://bucket/wh"}),
+            "sink.warehouse",
+            "local directory",
+        ),
+        (
             json!({"type": "iceberg", "warehouse": warehouse, "namespace": "a.b"}),
             "sink.namespace",
             "a.b",

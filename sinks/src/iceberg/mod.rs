@@ -182,6 +182,14 @@ pub fn check(spec: &IcebergSpec) -> Result<()> {
             format!("'{}' must be an absolute path", spec.warehouse),
         ));
     }
+    if let CatalogSpec::Sql { path: Some(p), .. } = &spec.catalog
+        && !Path::new(p).is_absolute()
+    {
+        return Err(Error::invalid(
+            "sink.catalog.path",
+            format!("'{p}' must be an absolute path"),
+        ));
+    }
     let name_ok = |s: &str| {
         !s.is_empty()
             && s.len() <= 128
