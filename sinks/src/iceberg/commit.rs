@@ -18,7 +18,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use iceberg::spec::{DataFile, TableMetadata};
+use iceberg::spec::{
+    DataFile, MAIN_BRANCH, ManifestFile, ManifestListWriter, Operation, Snapshot, Summary,
+    TableMetadata,
+};
+use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, ErrorKind, TableIdent};
 use tokio::sync::oneshot;
@@ -207,4 +211,61 @@ impl Appender {
             }
         }
     }
+}
+
+/// A snapshot id for our own commit path (positive, as Iceberg's are).
+pub(super) fn new_snapshot_id() -> i64 {
+    (Uuid::now_v7().as_u128() as i64) & i64::MAX
+}
+
+/// The last step of our own commit path (the inventory's overwrites, manifest merges): write
+/// the manifest list of `manifests`, make a snapshot of `operation` with summary `props` the
+/// table's current one on `main`, and move the catalog's pointer to it (a commit conflict if
+/// the table moved since `table` was loaded).
+pub(super) async fn commit_snapshot(
+    catalog: &SqlCatalog,
+    table: &Table,
+    snapshot_id: i64,
+    manifests: Vec<ManifestFile>,
+    operation: Operation,
+    props: HashMap<String, String>,
+) -> iceberg::Result<()> {
+    let meta = table.metadata();
+    let io = catalog.file_io();
+    let parent = meta.current_snapshot().map(|s| s.snapshot_id());
+    let sequence = meta.last_sequence_number() + 1;
+    let list_path = format!(
+        "{}/metadata/snap-{snapshot_id}-1-{}.avro",
+        meta.location().trim_end_matches('/'),
+        Uuid::now_v7()
+    );
+    let mut list = ManifestListWriter::v2(
+        io.new_output(&list_path)?.writer().await?,
+        snapshot_id,
+        parent,
+        sequence,
+    );
+    list.add_manifests(manifests.into_iter())?;
+    list.close().await?;
+    let snapshot = Snapshot::builder()
+        .with_snapshot_id(snapshot_id)
+        .with_parent_snapshot_id(parent)
+        .with_sequence_number(sequence)
+        .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
+        .with_manifest_list(list_path)
+        .with_summary(Summary {
+            operation,
+            additional_properties: props,
+        })
+        .with_schema_id(meta.current_schema().schema_id())
+        .build();
+    let before = table.metadata_location_result()?.to_string();
+    let next = meta
+        .clone()
+        .into_builder(Some(before.clone()))
+        .set_branch_snapshot(snapshot, MAIN_BRANCH)?
+        .build()?
+        .metadata;
+    catalog.swap(table.identifier(), &before, next).await?;
+    Ok(())
 }

@@ -18,8 +18,8 @@ use std::str::FromStr;
 
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestList, ManifestListWriter,
-    ManifestWriterBuilder, Operation, Snapshot, SnapshotRef, Summary, TableMetadata,
+    FormatVersion, ManifestContentType, ManifestList, ManifestWriterBuilder, Operation,
+    SnapshotRef, TableMetadata,
 };
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, ErrorKind, TableIdent};
@@ -206,8 +206,7 @@ pub(super) async fn merge_manifests(catalog: &SqlCatalog, ident: &TableIdent) ->
         {
             return Ok(0);
         }
-        let snapshot_id = (uuid::Uuid::now_v7().as_u128() as i64) & i64::MAX;
-        let sequence = meta.last_sequence_number() + 1;
+        let snapshot_id = commit::new_snapshot_id();
         let location = meta.location().trim_end_matches('/');
         let out = io.new_output(format!(
             "{location}/metadata/{}-m0.avro",
@@ -234,41 +233,18 @@ pub(super) async fn merge_manifests(catalog: &SqlCatalog, ident: &TableIdent) ->
             }
         }
         let merged = w.write_manifest_file().await?;
-        let list_path = format!(
-            "{location}/metadata/snap-{snapshot_id}-1-{}.avro",
-            uuid::Uuid::now_v7()
-        );
-        let mut lw = ManifestListWriter::v2(
-            io.new_output(&list_path)?.writer().await?,
-            snapshot_id,
-            Some(current.snapshot_id()),
-            sequence,
-        );
-        lw.add_manifests(std::iter::once(merged))?;
-        lw.close().await?;
         // The same offsets: a merge reflects no new event.
         let mut props = commit::summary(&commit::covered(meta));
         props.insert("manifests-replaced".into(), manifests.len().to_string());
-        let snapshot = Snapshot::builder()
-            .with_snapshot_id(snapshot_id)
-            .with_parent_snapshot_id(Some(current.snapshot_id()))
-            .with_sequence_number(sequence)
-            .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
-            .with_manifest_list(list_path)
-            .with_summary(Summary {
-                operation: Operation::Replace,
-                additional_properties: props,
-            })
-            .with_schema_id(meta.current_schema().schema_id())
-            .build();
-        let before = table.metadata_location_result()?.to_string();
-        let next = meta
-            .clone()
-            .into_builder(Some(before.clone()))
-            .set_branch_snapshot(snapshot, MAIN_BRANCH)?
-            .build()?
-            .metadata;
-        catalog.swap(ident, &before, next).await?;
+        commit::commit_snapshot(
+            catalog,
+            &table,
+            snapshot_id,
+            vec![merged],
+            Operation::Replace,
+            props,
+        )
+        .await?;
         Ok::<usize, iceberg::Error>(manifests.len())
     };
     match run.await {

@@ -20,9 +20,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use iceberg::spec::{
-    DataFile, FormatVersion, Literal, MAIN_BRANCH, Manifest, ManifestFile, ManifestList,
-    ManifestListWriter, ManifestWriterBuilder, Operation, PrimitiveLiteral, Snapshot, Struct,
-    Summary,
+    DataFile, FormatVersion, Literal, Manifest, ManifestFile, ManifestList, ManifestWriterBuilder,
+    Operation, PrimitiveLiteral, Struct,
 };
 use iceberg::table::Table;
 use iceberg::{Catalog, ErrorKind, TableIdent};
@@ -120,7 +119,6 @@ impl Overwriter {
         // The current snapshot's manifests, and the live files of the changed partitions.
         let mut manifests: Vec<(ManifestFile, Manifest)> = Vec::new();
         let mut old: HashMap<Part, Vec<DataFile>> = HashMap::new();
-        let parent = meta.current_snapshot().map(|s| s.snapshot_id());
         if let Some(s) = meta.current_snapshot() {
             let bytes = io.new_input(s.manifest_list())?.read().await?;
             let files: Vec<ManifestFile> =
@@ -140,7 +138,7 @@ impl Overwriter {
                 manifests.push((mf, m));
             }
         }
-        let snapshot_id = (Uuid::now_v7().as_u128() as i64) & i64::MAX;
+        let snapshot_id = commit::new_snapshot_id();
         let sequence = meta.last_sequence_number() + 1;
         // The new state of each changed partition.
         let mut added: Vec<DataFile> = Vec::new();
@@ -221,44 +219,21 @@ impl Overwriter {
             }
             list.push(w.write_manifest_file().await?);
         }
-        let list_path = format!(
-            "{location}/metadata/snap-{snapshot_id}-1-{}.avro",
-            Uuid::now_v7()
-        );
-        let mut lw = ManifestListWriter::v2(
-            io.new_output(&list_path)?.writer().await?,
-            snapshot_id,
-            parent,
-            sequence,
-        );
-        lw.add_manifests(list.into_iter())?;
-        lw.close().await?;
         let mut props = commit::summary(offsets);
         props.insert("added-data-files".into(), added_files.to_string());
         props.insert("deleted-data-files".into(), deleted_files.to_string());
         props.insert("added-records".into(), added_rows.to_string());
         props.insert("deleted-records".into(), deleted_rows.to_string());
         props.insert("changed-partition-count".into(), changed.len().to_string());
-        let snapshot = Snapshot::builder()
-            .with_snapshot_id(snapshot_id)
-            .with_parent_snapshot_id(parent)
-            .with_sequence_number(sequence)
-            .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
-            .with_manifest_list(list_path)
-            .with_summary(Summary {
-                operation: Operation::Overwrite,
-                additional_properties: props,
-            })
-            .with_schema_id(schema.schema_id())
-            .build();
-        let before = table.metadata_location_result()?.to_string();
-        let next = meta
-            .clone()
-            .into_builder(Some(before.clone()))
-            .set_branch_snapshot(snapshot, MAIN_BRANCH)?
-            .build()?
-            .metadata;
-        self.catalog.swap(&self.ident, &before, next).await?;
+        commit::commit_snapshot(
+            &self.catalog,
+            table,
+            snapshot_id,
+            list,
+            Operation::Overwrite,
+            props,
+        )
+        .await?;
         Ok(())
     }
 }
