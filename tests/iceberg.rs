@@ -433,6 +433,11 @@ fn bad_iceberg_settings_are_refused_by_name() {
             "a.b",
         ),
         (
+            json!({"type": "iceberg", "warehouse": warehouse, "commit_max_rows": 2_000_000}),
+            "sink.commit_max_rows",
+            "2000000",
+        ),
+        (
             json!({"type": "iceberg", "warehouse": warehouse, "commit_interval_ms": 5}),
             "sink.commit_interval_ms",
             "5",
@@ -631,7 +636,14 @@ fn orphan_files_a_crash_left_are_removed_and_fresh_ones_kept() {
     let fresh = table.join("data/record_timestamp_day=2026-01-01/bucket=orphans/p0-1-1-y.parquet");
     std::fs::create_dir_all(old_data.parent().unwrap()).unwrap();
     let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
-    for (path, aged) in [(&old_data, true), (&old_manifest, true), (&fresh, false)] {
+    // Not a kind of file Tidemark writes: never removed, however old.
+    let foreign = table.join("data/notes.txt");
+    for (path, aged) in [
+        (&old_data, true),
+        (&old_manifest, true),
+        (&fresh, false),
+        (&foreign, true),
+    ] {
         let f = std::fs::File::create(path).unwrap();
         if aged {
             f.set_modified(two_hours_ago).unwrap();
@@ -649,6 +661,7 @@ fn orphan_files_a_crash_left_are_removed_and_fresh_ones_kept() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(fresh.exists(), "a file younger than the orphan age stays");
+    assert!(foreign.exists(), "a file Tidemark does not write stays");
     let journal = read_table(
         warehouse.join("catalog.db"),
         "tidemark.orphans_journal",

@@ -69,7 +69,7 @@ pub async fn run(args: IcebergArgs) -> anyhow::Result<()> {
         "start": "earliest",
         "sink": {"type": "iceberg", "warehouse": warehouse,
                  "commit_interval_ms": args.commit_interval_ms,
-                 "commit_max_rows": 10_000_000},
+                 "commit_max_rows": 1_000_000},
     });
     let started = Instant::now();
     let req = hyper::Request::post(format!("{url}/v1/subscriptions"))

@@ -21,9 +21,11 @@ use iceberg::spec::{
     FormatVersion, ManifestContentType, ManifestList, ManifestWriterBuilder, Operation,
     SnapshotRef, TableMetadata,
 };
+use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, ErrorKind, TableIdent};
 
+use super::MANAGED;
 use super::catalog::SqlCatalog;
 use super::commit::{self, COMMIT_ID};
 use crate::{Error, Result};
@@ -39,16 +41,31 @@ fn failed(ident: &TableIdent, e: impl std::fmt::Display) -> Error {
     Error::Transient(format!("maintaining {ident}: {e}"))
 }
 
+/// The table, if Tidemark created it (its `tidemark.managed` property): files are only ever
+/// deleted from tables Tidemark made, never from one a spec's catalog merely names.
+async fn load_managed(catalog: &SqlCatalog, ident: &TableIdent) -> Result<Option<Table>> {
+    let table = catalog
+        .load_table(ident)
+        .await
+        .map_err(|e| failed(ident, e))?;
+    let managed = table
+        .metadata()
+        .properties()
+        .get(MANAGED)
+        .map(String::as_str)
+        == Some("true");
+    Ok(managed.then_some(table))
+}
+
 /// Expire `ident`'s snapshots older than `retention_ms` and delete what only they used.
 pub(super) async fn expire(
     catalog: &SqlCatalog,
     ident: &TableIdent,
     retention_ms: u64,
 ) -> Result<Expired> {
-    let table = catalog
-        .load_table(ident)
-        .await
-        .map_err(|e| failed(ident, e))?;
+    let Some(table) = load_managed(catalog, ident).await? else {
+        return Ok(Default::default());
+    };
     let meta = table.metadata();
     let Some(current) = meta.current_snapshot() else {
         return Ok(Expired::default());
@@ -124,14 +141,14 @@ pub(super) async fn expire(
 /// commit) once it is this old: younger ones may belong to a commit in flight.
 pub(super) const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Delete data files and manifests under the table's `data/` and `metadata/` that no
-/// snapshot references and that are older than [`ORPHAN_AGE`]; returns how many. Metadata
-/// JSON files are left to [`expire`] (by version, never the current or a newer one).
+/// Delete data files (`.parquet`) and manifests (`.avro`) under the table's `data/` and
+/// `metadata/` that no snapshot references and that are older than [`ORPHAN_AGE`]; returns
+/// how many. Metadata JSON files are left to [`expire`] (by version, never the current or a
+/// newer one); any other file is never touched.
 pub(super) async fn remove_orphans(catalog: &SqlCatalog, ident: &TableIdent) -> Result<usize> {
-    let table = catalog
-        .load_table(ident)
-        .await
-        .map_err(|e| failed(ident, e))?;
+    let Some(table) = load_managed(catalog, ident).await? else {
+        return Ok(Default::default());
+    };
     let meta = table.metadata();
     let io = catalog.file_io();
     let live = reachable(io, meta.snapshots())
@@ -158,11 +175,9 @@ pub(super) async fn remove_orphans(catalog: &SqlCatalog, ident: &TableIdent) -> 
                 .metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t < cutoff);
-            if old
-                && !path.ends_with(".metadata.json")
-                && !live.contains(&path)
-                && io.delete(&path).await.is_ok()
-            {
+            // Only the kinds of files Tidemark writes there: data files and manifests.
+            let ours = path.ends_with(".parquet") || path.ends_with(".avro");
+            if old && ours && !live.contains(&path) && io.delete(&path).await.is_ok() {
                 removed += 1;
             }
         }
@@ -176,10 +191,9 @@ pub(super) const MAX_MANIFESTS: usize = 8;
 /// Merge the current snapshot's manifests into one when there are more than
 /// [`MAX_MANIFESTS`]; returns how many were merged (0: nothing done).
 pub(super) async fn merge_manifests(catalog: &SqlCatalog, ident: &TableIdent) -> Result<usize> {
-    let table = catalog
-        .load_table(ident)
-        .await
-        .map_err(|e| failed(ident, e))?;
+    let Some(table) = load_managed(catalog, ident).await? else {
+        return Ok(Default::default());
+    };
     let meta = table.metadata();
     let Some(current) = meta.current_snapshot() else {
         return Ok(0);

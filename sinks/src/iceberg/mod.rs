@@ -48,7 +48,12 @@ pub use catalog::SqlCatalog;
 use commit::Committer;
 
 pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 30_000;
-pub const DEFAULT_COMMIT_MAX_ROWS: usize = 500_000;
+pub const DEFAULT_COMMIT_MAX_ROWS: usize = 100_000;
+/// A partition also commits once its buffered records take this many bytes (as read from the
+/// log; decoded events take a few times more), so memory stays bounded whatever the rows.
+pub const COMMIT_MAX_BYTES: usize = 32 << 20;
+/// Table property marking a table Tidemark created: only those are ever cleaned.
+pub const MANAGED: &str = "tidemark.managed";
 /// Seven days.
 pub const DEFAULT_SNAPSHOT_RETENTION_MS: u64 = 7 * 86_400_000;
 
@@ -225,10 +230,10 @@ pub fn check(spec: &IcebergSpec) -> Result<()> {
             ),
         ));
     }
-    if !(1..=10_000_000).contains(&spec.commit_max_rows) {
+    if !(1..=1_000_000).contains(&spec.commit_max_rows) {
         return Err(Error::invalid(
             "sink.commit_max_rows",
-            format!("{} is outside 1..=10000000", spec.commit_max_rows),
+            format!("{} is outside 1..=1000000", spec.commit_max_rows),
         ));
     }
     Ok(())
@@ -453,6 +458,7 @@ impl Managed {
                     .properties([
                         ("write.format.default".into(), "parquet".into()),
                         ("write.parquet.compression-codec".into(), "zstd".into()),
+                        (MANAGED.into(), "true".into()),
                     ])
                     .build();
                 match self.catalog.create_table(&ns, creation).await {

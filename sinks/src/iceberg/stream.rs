@@ -1,5 +1,6 @@
 //! The Iceberg sink as a stream sink: one log partition's matching events are buffered; every
-//! `commit_interval_ms` after the first buffered event (or sooner at `commit_max_rows`) they
+//! `commit_interval_ms` after the first buffered event (or sooner at `commit_max_rows` or 32 MiB
+//! of records) they
 //! are written as journal data files (one per table partition) and as inventory changes,
 //! committed to each table with the log position they reach, and only then is the
 //! subscription's position moved. Events buffered when the worker stops are read again by
@@ -19,7 +20,7 @@ use super::commit::Appender;
 use super::inventory::InvRow;
 use super::overwrite::{Change, Overwriter};
 use super::rows::{Row, journal_batch};
-use super::{Iceberg, TableInfo, datafile};
+use super::{COMMIT_MAX_BYTES, Iceberg, TableInfo, datafile};
 use crate::sink::{Delivery, Feed, StreamSink};
 use crate::{Error, Result};
 
@@ -76,6 +77,7 @@ async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
     };
     let interval = Duration::from_millis(sink.spec.commit_interval_ms);
     let mut buffered: Vec<Arc<Delivery>> = Vec::new();
+    let mut buffered_bytes = 0usize;
     let mut next = feed.from();
     let mut committed = next;
     let mut due: Option<Instant> = None;
@@ -93,9 +95,11 @@ async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
                 if !batch.deliveries.is_empty() && due.is_none() {
                     due = Some(Instant::now() + interval);
                 }
+                buffered_bytes += batch.deliveries.iter().map(|d| d.wire.len()).sum::<usize>();
                 buffered.extend(batch.deliveries);
                 next = batch.next;
-                if buffered.len() >= sink.spec.commit_max_rows {
+                if buffered.len() >= sink.spec.commit_max_rows || buffered_bytes >= COMMIT_MAX_BYTES {
+                    buffered_bytes = 0;
                     flush(&sink, &tables, feed, &mut buffered, &mut covered, next).await?;
                     committed = next;
                     due = None;
@@ -105,6 +109,7 @@ async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
                 }
             }
             _ = tokio::time::sleep_until(due.unwrap_or(far)), if due.is_some() => {
+                buffered_bytes = 0;
                 flush(&sink, &tables, feed, &mut buffered, &mut covered, next).await?;
                 committed = next;
                 due = None;
