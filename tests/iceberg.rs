@@ -18,8 +18,18 @@ const READER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/iceberg_read
 
 /// `catalog`: the SQLite catalog file, or `rest:<uri>` (a REST catalog).
 fn read_table(catalog: impl AsRef<std::ffi::OsStr>, table: &str, rows: bool) -> Value {
+    read_table_with(catalog, table, rows, &[])
+}
+
+/// As [`read_table`], with more of the reader's options (`--s3 URL`).
+fn read_table_with(
+    catalog: impl AsRef<std::ffi::OsStr>,
+    table: &str,
+    rows: bool,
+    options: &[&str],
+) -> Value {
     let mut cmd = Command::new("python3");
-    cmd.arg(READER).arg(catalog).arg(table);
+    cmd.arg(READER).arg(catalog).arg(table).args(options);
     if rows {
         cmd.arg("--rows");
     }
@@ -424,8 +434,18 @@ fn bad_iceberg_settings_are_refused_by_name() {
         ),
         (
             json!({"type": "iceberg", "warehouse": "s3://bucket/wh"}),
+            "sink.catalog.path",
+            "local SQLite file",
+        ),
+        (
+            json!({"type": "iceberg", "warehouse": "gs://bucket/wh"}),
             "sink.warehouse",
-            "local directory",
+            "s3://bucket/prefix",
+        ),
+        (
+            json!({"type": "iceberg", "warehouse": warehouse, "s3": {"region": "eu-west-1"}}),
+            "sink.s3",
+            "only for s3://",
         ),
         (
             json!({"type": "iceberg", "warehouse": warehouse, "namespace": "a.b"}),
@@ -461,6 +481,77 @@ fn bad_iceberg_settings_are_refused_by_name() {
     let (status, v) = server.get("/v1/subscriptions/bad");
     assert_eq!(status, 404, "{v}");
     create_subscription(&server, &iceberg_spec("good", &warehouse, None));
+}
+
+#[test]
+fn tables_on_an_s3_warehouse_are_read_back_by_pyiceberg_through_both_catalogs() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = common::moto::Moto::start();
+    moto.script("s3_lake.py", "mkbucket", &["lake"]);
+    let catalog = dir.path().join("catalog.db");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let spec = json!({"name": "s3chg", "start": "earliest", "sink": {
+        "type": "iceberg",
+        "warehouse": "s3://lake/warehouse",
+        "s3": {"endpoint": moto.endpoint, "access_key_id": "test", "secret_access_key": "test"},
+        "catalog": {"type": "sql", "path": catalog},
+        "commit_interval_ms": 1000,
+    }});
+    create_subscription(&server, &spec);
+    // The secret went to the secret store: the subscription shows a reference.
+    let (_, shown) = server.get("/v1/subscriptions/s3chg");
+    let key = shown["sink"]["s3"]["secret_access_key"].as_str().unwrap();
+    assert!(key.starts_with("secret:"), "{shown}");
+    let mut rng = fastrand::Rng::with_seed(23);
+    let buckets = ["photos", "videos", "docs"];
+    let mut acked: HashSet<String> = HashSet::new();
+    for round in 0..6 {
+        let bucket = buckets[round % 3];
+        let mutations: Vec<Value> = (0..500)
+            .map(|_| random_mutation(&mut rng, bucket, 200))
+            .collect();
+        let (status, v) = server.post(
+            "/v1/mutations",
+            json!({ "mutations": mutations }).to_string(),
+        );
+        assert_eq!(status, 200, "{v}");
+        acked.extend(acked_ids(&v));
+    }
+    let status = wait_committed(&server, "s3chg", Duration::from_secs(120));
+    assert_eq!(status["delivered"], acked.len(), "{status}");
+    let s3 = ["--s3", moto.endpoint.as_str()];
+    let journal = read_table_with(&catalog, "tidemark.s3chg_journal", true, &s3);
+    assert_eq!(journal["rows"], acked.len(), "{}", journal["snapshots"]);
+    assert_eq!(journal["distinct_event_ids"], acked.len());
+    assert_eq!(journal["duckdb_rows"], acked.len());
+    for f in journal["live_files"].as_array().unwrap() {
+        assert!(
+            f.as_str()
+                .unwrap()
+                .starts_with("s3://lake/warehouse/tidemark.db/s3chg_journal/data/"),
+            "{f}"
+        );
+    }
+    let inventory = read_table_with(&catalog, "tidemark.s3chg_inventory", true, &s3);
+    for bucket in buckets {
+        assert_eq!(
+            inventory_objects(&inventory, bucket),
+            index_objects(&server, bucket, None),
+            "inventory of {bucket} vs the index"
+        );
+    }
+    // Tidemark's REST catalog serves the same tables; the reader brings its own S3 settings.
+    let rest = read_table_with(
+        format!("rest:{}/iceberg", server.url),
+        "tidemark.s3chg_journal",
+        false,
+        &s3,
+    );
+    assert_eq!(rest["rows"], acked.len());
+    // Nothing of the warehouse is on the local disk: only the catalog file.
+    let (_, v) = server.get("/iceberg/v1/namespaces/tidemark/tables/s3chg_inventory");
+    let location = v["metadata-location"].as_str().unwrap();
+    assert!(location.starts_with("s3://lake/warehouse/"), "{v}");
 }
 
 #[test]

@@ -7,6 +7,7 @@ usage: iceberg_read.py CATALOG TABLE [--rows]
   TABLE       namespace.table, e.g. tidemark.chg_journal
   --rows      also print every row's event id, bucket, key, sequence and record type
   --as-of MS  read the snapshot that was current at MS (milliseconds since the epoch)
+  --s3 URL    the warehouse is on this S3 endpoint (moto's: any key, region us-east-1)
 """
 
 import json
@@ -19,12 +20,20 @@ def main():
     where, name = sys.argv[1], sys.argv[2]
     if "--as-of" in sys.argv and "--rows" not in sys.argv:
         sys.argv.append("--rows")
+    props = {}
+    if "--s3" in sys.argv:
+        props = {
+            "s3.endpoint": sys.argv[sys.argv.index("--s3") + 1],
+            "s3.access-key-id": "test",
+            "s3.secret-access-key": "test",
+            "s3.region": "us-east-1",
+        }
     if where.startswith("rest:"):
         from pyiceberg.catalog.rest import RestCatalog
 
-        catalog = RestCatalog("tidemark", uri=where[len("rest:"):])
+        catalog = RestCatalog("tidemark", uri=where[len("rest:"):], **props)
     else:
-        catalog = SqlCatalog("tidemark", uri=f"sqlite:///{where}")
+        catalog = SqlCatalog("tidemark", uri=f"sqlite:///{where}", **props)
     table = catalog.load_table(name)
     scan = table.scan()
     if "--as-of" in sys.argv:

@@ -97,7 +97,7 @@ async fn config() -> Json<serde_json::Value> {
 }
 
 async fn namespaces(state: State) -> Response {
-    match rest::namespaces(&specs(&state)).await {
+    match rest::namespaces(&specs(&state), &state.node.catalog).await {
         Ok(names) => {
             let list: Vec<Vec<String>> = names.into_iter().map(|n| vec![n]).collect();
             Json(json!({ "namespaces": list })).into_response()
@@ -107,7 +107,7 @@ async fn namespaces(state: State) -> Response {
 }
 
 async fn namespace(state: State, Path(ns): Path<String>) -> Response {
-    match rest::tables(&specs(&state), &ns).await {
+    match rest::tables(&specs(&state), &state.node.catalog, &ns).await {
         Ok(Some(_)) => Json(json!({"namespace": [ns], "properties": {}})).into_response(),
         Ok(None) => no_namespace(&ns),
         Err(e) => failed(e),
@@ -115,7 +115,7 @@ async fn namespace(state: State, Path(ns): Path<String>) -> Response {
 }
 
 async fn namespace_exists(state: State, Path(ns): Path<String>) -> StatusCode {
-    match rest::tables(&specs(&state), &ns).await {
+    match rest::tables(&specs(&state), &state.node.catalog, &ns).await {
         Ok(Some(_)) => StatusCode::NO_CONTENT,
         Ok(None) => StatusCode::NOT_FOUND,
         Err(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -123,7 +123,7 @@ async fn namespace_exists(state: State, Path(ns): Path<String>) -> StatusCode {
 }
 
 async fn tables(state: State, Path(ns): Path<String>) -> Response {
-    match rest::tables(&specs(&state), &ns).await {
+    match rest::tables(&specs(&state), &state.node.catalog, &ns).await {
         Ok(Some(names)) => {
             let ids: Vec<_> = names
                 .into_iter()
@@ -137,7 +137,7 @@ async fn tables(state: State, Path(ns): Path<String>) -> Response {
 }
 
 async fn load(state: State, Path((ns, table)): Path<(String, String)>) -> Response {
-    match rest::load(&specs(&state), &ns, &table).await {
+    match rest::load(&specs(&state), &state.node.catalog, &ns, &table).await {
         Ok(Some(t)) => Json(json!({
             "metadata-location": t.metadata_location,
             "metadata": t.metadata,
@@ -154,7 +154,7 @@ async fn load(state: State, Path((ns, table)): Path<(String, String)>) -> Respon
 }
 
 async fn table_exists(state: State, Path((ns, table)): Path<(String, String)>) -> StatusCode {
-    match rest::load(&specs(&state), &ns, &table).await {
+    match rest::load(&specs(&state), &state.node.catalog, &ns, &table).await {
         Ok(Some(_)) => StatusCode::NO_CONTENT,
         Ok(None) => StatusCode::NOT_FOUND,
         Err(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -22,6 +22,8 @@ use iceberg::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::storage::Files;
+
 type IResult<T> = iceberg::Result<T>;
 
 fn sql_err(e: rusqlite::Error) -> IcebergError {
@@ -33,13 +35,19 @@ pub struct SqlCatalog {
     name: String,
     warehouse: String,
     conn: Mutex<Connection>,
+    files: Files,
     file_io: FileIO,
 }
 
 impl SqlCatalog {
     /// Open (creating it and its tables if needed) the catalog file at `path`; tables are
-    /// created under `warehouse` (a directory).
-    pub fn open(path: &Path, name: &str, warehouse: &str, file_io: FileIO) -> IResult<SqlCatalog> {
+    /// created under `warehouse`, whose files `files` reaches.
+    pub(crate) fn open(
+        path: &Path,
+        name: &str,
+        warehouse: &str,
+        files: Files,
+    ) -> IResult<SqlCatalog> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| {
                 IcebergError::new(
@@ -74,12 +82,18 @@ impl SqlCatalog {
             name: name.to_string(),
             warehouse: warehouse.trim_end_matches('/').to_string(),
             conn: Mutex::new(conn),
-            file_io,
+            file_io: files.file_io(),
+            files,
         })
     }
 
     pub fn file_io(&self) -> &FileIO {
         &self.file_io
+    }
+
+    /// The warehouse's files, for listing.
+    pub(crate) fn files(&self) -> &Files {
+        &self.files
     }
 
     fn metadata_location(&self, t: &TableIdent) -> IResult<Option<String>> {

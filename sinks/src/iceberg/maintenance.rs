@@ -126,7 +126,7 @@ pub(super) async fn expire(
         }
     }
     files += old_metadata_files(
-        io,
+        catalog,
         after.metadata(),
         after.metadata_location().unwrap_or_default(),
     )
@@ -154,30 +154,20 @@ pub(super) async fn remove_orphans(catalog: &SqlCatalog, ident: &TableIdent) -> 
     let live = reachable(io, meta.snapshots())
         .await
         .map_err(|e| failed(ident, e))?;
-    let root = std::path::Path::new(meta.location());
+    let root = meta.location().trim_end_matches('/');
     let cutoff = std::time::SystemTime::now() - ORPHAN_AGE;
-    let mut dirs = vec![root.join("data"), root.join("metadata")];
     let mut removed = 0;
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                dirs.push(entry.path());
-                continue;
-            }
-            let path = entry.path().to_string_lossy().into_owned();
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t < cutoff);
+    for dir in [format!("{root}/data"), format!("{root}/metadata")] {
+        let files = catalog
+            .files()
+            .list(&dir)
+            .await
+            .map_err(|e| failed(ident, e))?;
+        for (path, modified) in files {
             // Only the kinds of files Tidemark writes there: data files and manifests.
             let ours = path.ends_with(".parquet") || path.ends_with(".avro");
-            if old && ours && !live.contains(&path) && io.delete(&path).await.is_ok() {
+            if modified < cutoff && ours && !live.contains(&path) && io.delete(&path).await.is_ok()
+            {
                 removed += 1;
             }
         }
@@ -296,8 +286,8 @@ async fn reachable(
 
 /// Delete the table's metadata files older than the current version that its metadata log no
 /// longer lists; returns how many.
-async fn old_metadata_files(io: &FileIO, meta: &TableMetadata, current: &str) -> usize {
-    let dir = std::path::Path::new(meta.location()).join("metadata");
+async fn old_metadata_files(catalog: &SqlCatalog, meta: &TableMetadata, current: &str) -> usize {
+    let dir = format!("{}/metadata", meta.location().trim_end_matches('/'));
     let listed: HashSet<&str> = meta
         .metadata_log()
         .iter()
@@ -306,17 +296,16 @@ async fn old_metadata_files(io: &FileIO, meta: &TableMetadata, current: &str) ->
     let Some(current_version) = version_of(current) else {
         return 0;
     };
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    let Ok(files) = catalog.files().list(&dir).await else {
         return 0;
     };
     let mut deleted = 0;
-    for entry in entries.flatten() {
-        let path = entry.path().to_string_lossy().into_owned();
+    for (path, _) in files {
         let older = version_of(&path).is_some_and(|v| v < current_version);
         if older
             && path != current
             && !listed.contains(path.as_str())
-            && io.delete(&path).await.is_ok()
+            && catalog.file_io().delete(&path).await.is_ok()
         {
             deleted += 1;
         }

@@ -17,6 +17,8 @@
 //! - `commit.rs`: one committer per table; the exactly-once argument is there.
 //! - `overwrite.rs`: the inventory's commits, which replace the partitions whose keys changed.
 //! - `maintenance.rs`: expiring old snapshots and deleting the files only they used.
+//! - `storage.rs`: where a warehouse's files are: a directory, or an S3 bucket through our
+//!   `object_store` client given to the crate as its storage.
 //! - `rest.rs`: what Tidemark's read-only REST catalog serves (namespaces, tables).
 //! - `stream.rs`: the sink as a stream sink: a partition's feed into rows, flushed into data
 //!   files on the interval, committed, and only then the subscription's position.
@@ -30,13 +32,13 @@ mod overwrite;
 pub mod rest;
 mod rows;
 mod schema;
+mod storage;
 mod stream;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use iceberg::io::FileIO;
 use iceberg::spec::Schema;
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 use serde::{Deserialize, Serialize};
@@ -61,8 +63,12 @@ pub const DEFAULT_SNAPSHOT_RETENTION_MS: u64 = 7 * 86_400_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IcebergSpec {
-    /// The directory tables are created under (`<warehouse>/<namespace>.db/<table>`).
+    /// Where tables are created (`<warehouse>/<namespace>.db/<table>`): an absolute directory,
+    /// or `s3://bucket/prefix`.
     pub warehouse: String,
+    /// For `s3://` warehouses: the endpoint, region and credentials (as the parquet sink's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<crate::lake::S3Spec>,
     #[serde(default)]
     pub catalog: CatalogSpec,
     #[serde(default = "default_namespace")]
@@ -87,7 +93,8 @@ pub struct IcebergSpec {
 pub enum CatalogSpec {
     /// A SQLite file in the JDBC catalog layout (pyiceberg's `SqlCatalog`).
     Sql {
-        /// The catalog file; `<warehouse>/catalog.db` by default.
+        /// The catalog file; `<warehouse>/catalog.db` by default (required for an `s3://`
+        /// warehouse: the catalog is a local file).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         path: Option<String>,
         /// The catalog's name (pyiceberg's `SqlCatalog(name, ...)`).
@@ -126,6 +133,26 @@ fn default_retention() -> u64 {
 }
 
 impl IcebergSpec {
+    fn is_s3(&self) -> bool {
+        self.warehouse.starts_with("s3://")
+    }
+
+    /// The warehouse's files; `secret` is the resolved S3 secret access key.
+    fn files(&self, secret: Option<String>) -> Result<storage::Files> {
+        if !self.is_s3() {
+            return Ok(storage::Files::Local);
+        }
+        let (store, bucket, _) = crate::lake::connect_s3(
+            &self.warehouse,
+            &self.s3.clone().unwrap_or_default(),
+            secret,
+        )
+        .map_err(|e| Error::invalid("sink.warehouse", e.to_string()))?;
+        Ok(storage::Files::S3(storage::ObjectStorage::new(
+            store, bucket,
+        )))
+    }
+
     fn catalog_path(&self) -> PathBuf {
         match &self.catalog {
             CatalogSpec::Sql { path: Some(p), .. } => PathBuf::from(p),
@@ -175,13 +202,32 @@ pub(crate) struct TableInfo {
 
 /// Refuse settings that can never work, naming the field.
 pub fn check(spec: &IcebergSpec) -> Result<()> {
-    if spec.warehouse.starts_with("s3://") || spec.warehouse.contains("://") {
+    if spec.is_s3() {
+        let bucket = spec.warehouse["s3://".len()..].split('/').next();
+        if bucket.is_none_or(str::is_empty) {
+            return Err(Error::invalid(
+                "sink.warehouse",
+                format!("'{}' names no bucket (s3://bucket/prefix)", spec.warehouse),
+            ));
+        }
+        if !matches!(&spec.catalog, CatalogSpec::Sql { path: Some(_), .. }) {
+            return Err(Error::invalid(
+                "sink.catalog.path",
+                "an s3:// warehouse needs catalog.path: the SQL catalog is a local SQLite file \
+                 (an absolute path)",
+            ));
+        }
+    } else if spec.warehouse.contains("://") {
         return Err(Error::invalid(
             "sink.warehouse",
-            "an Iceberg warehouse is a local directory in this version",
+            format!(
+                "'{}': a warehouse is an absolute directory or s3://bucket/prefix",
+                spec.warehouse
+            ),
         ));
-    }
-    if !Path::new(&spec.warehouse).is_absolute() {
+    } else if spec.s3.is_some() {
+        return Err(Error::invalid("sink.s3", "only for s3:// warehouses"));
+    } else if !Path::new(&spec.warehouse).is_absolute() {
         return Err(Error::invalid(
             "sink.warehouse",
             format!("'{}' must be an absolute path", spec.warehouse),
@@ -240,18 +286,21 @@ pub fn check(spec: &IcebergSpec) -> Result<()> {
 }
 
 /// Open the catalog now, so an unwritable warehouse or catalog file is refused at create time.
+/// (An S3 warehouse is reached when the sink runs, with its secret; status shows failures.)
 pub fn probe(spec: &IcebergSpec) -> Result<()> {
-    std::fs::create_dir_all(&spec.warehouse).map_err(|e| {
-        Error::invalid(
-            "sink.warehouse",
-            format!("cannot create {}: {e}", spec.warehouse),
-        )
-    })?;
+    if !spec.is_s3() {
+        std::fs::create_dir_all(&spec.warehouse).map_err(|e| {
+            Error::invalid(
+                "sink.warehouse",
+                format!("cannot create {}: {e}", spec.warehouse),
+            )
+        })?;
+    }
     SqlCatalog::open(
         &spec.catalog_path(),
         spec.catalog_name(),
         &spec.warehouse,
-        FileIO::new_with_fs(),
+        storage::Files::Local,
     )
     .map(|_| ())
     .map_err(|e| {
@@ -265,11 +314,15 @@ pub fn probe(spec: &IcebergSpec) -> Result<()> {
 /// The sink `spec` describes.
 pub fn build(spec: &IcebergSpec, ctx: &BuildCtx<'_>) -> Result<SinkKind> {
     check(spec)?;
+    let secret = match spec.s3.as_ref().and_then(|s| s.secret_access_key.as_ref()) {
+        Some(r) => Some(crate::secrets::resolve(ctx.catalog, r)?),
+        None => None,
+    };
     let catalog = SqlCatalog::open(
         &spec.catalog_path(),
         spec.catalog_name(),
         &spec.warehouse,
-        FileIO::new_with_fs(),
+        spec.files(secret)?,
     )
     .map_err(|e| Error::Transient(format!("opening the Iceberg catalog: {e}")))?;
     let prefix = spec.table.as_deref().unwrap_or(ctx.subscription);

@@ -5,8 +5,8 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 
-use iceberg::io::FileIO;
-use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableIdent};
+use iceberg::{Catalog as _, ErrorKind, NamespaceIdent, TableIdent};
+use tidemark_core::catalog::Catalog;
 
 use super::{IcebergSpec, SqlCatalog};
 use crate::{Error, Result};
@@ -20,7 +20,7 @@ pub struct Served {
 
 /// The catalogs `specs` name, each once; one that cannot be opened is skipped (its
 /// subscription's status shows why).
-fn catalogs(specs: &[IcebergSpec]) -> Vec<SqlCatalog> {
+fn catalogs(specs: &[IcebergSpec], config: &Catalog) -> Vec<SqlCatalog> {
     let mut seen: HashSet<(PathBuf, String)> = HashSet::new();
     let mut out = Vec::new();
     for spec in specs {
@@ -28,7 +28,23 @@ fn catalogs(specs: &[IcebergSpec]) -> Vec<SqlCatalog> {
         if !path.exists() || !seen.insert((path.clone(), name.clone())) {
             continue;
         }
-        match SqlCatalog::open(&path, &name, &spec.warehouse, FileIO::new_with_fs()) {
+        // An S3 warehouse is read with its sink's credentials.
+        let secret = spec
+            .s3
+            .as_ref()
+            .and_then(|s| s.secret_access_key.as_deref())
+            .and_then(|r| crate::secrets::resolve(config, r).ok());
+        let files = match spec.files(secret) {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::warn!(
+                    "the Iceberg warehouse {} cannot be reached: {e}",
+                    spec.warehouse
+                );
+                continue;
+            }
+        };
+        match SqlCatalog::open(&path, &name, &spec.warehouse, files) {
             Ok(c) => out.push(c),
             Err(e) => tracing::warn!(
                 "the Iceberg catalog {} cannot be opened: {e}",
@@ -44,9 +60,9 @@ fn failed(what: &str, e: iceberg::Error) -> Error {
 }
 
 /// Every namespace, in order.
-pub async fn namespaces(specs: &[IcebergSpec]) -> Result<Vec<String>> {
+pub async fn namespaces(specs: &[IcebergSpec], config: &Catalog) -> Result<Vec<String>> {
     let mut out = BTreeSet::new();
-    for c in catalogs(specs) {
+    for c in catalogs(specs, config) {
         for ns in c
             .list_namespaces(None)
             .await
@@ -59,10 +75,14 @@ pub async fn namespaces(specs: &[IcebergSpec]) -> Result<Vec<String>> {
 }
 
 /// The tables of `namespace`, in order; `None` when no catalog has the namespace.
-pub async fn tables(specs: &[IcebergSpec], namespace: &str) -> Result<Option<Vec<String>>> {
+pub async fn tables(
+    specs: &[IcebergSpec],
+    config: &Catalog,
+    namespace: &str,
+) -> Result<Option<Vec<String>>> {
     let ns = NamespaceIdent::new(namespace.to_string());
     let (mut found, mut out) = (false, BTreeSet::new());
-    for c in catalogs(specs) {
+    for c in catalogs(specs, config) {
         if !c
             .namespace_exists(&ns)
             .await
@@ -83,9 +103,14 @@ pub async fn tables(specs: &[IcebergSpec], namespace: &str) -> Result<Option<Vec
 }
 
 /// Table `name` of `namespace`, from the first catalog that has it.
-pub async fn load(specs: &[IcebergSpec], namespace: &str, name: &str) -> Result<Option<Served>> {
+pub async fn load(
+    specs: &[IcebergSpec],
+    config: &Catalog,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Served>> {
     let ident = TableIdent::new(NamespaceIdent::new(namespace.to_string()), name.to_string());
-    for c in catalogs(specs) {
+    for c in catalogs(specs, config) {
         match c.load_table(&ident).await {
             Ok(t) => {
                 let metadata = serde_json::to_value(t.metadata())

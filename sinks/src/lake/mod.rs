@@ -35,6 +35,7 @@ pub use encode::ParquetOptions;
 use files::LocalLake;
 use s3::S3Lake;
 pub use s3::S3Spec;
+pub(crate) use s3::connect as connect_s3;
 use template::Template;
 pub use writer::RollSpec;
 

@@ -53,46 +53,11 @@ pub struct S3Lake {
 impl S3Lake {
     /// `url` is `s3://bucket/prefix`; `secret` the resolved secret access key.
     pub fn open(url: &str, spec: &S3Spec, secret: Option<String>) -> Result<S3Lake> {
-        let bad = |message: String| Error::Config(message);
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| bad(format!("'{url}' is not an s3://bucket/prefix URL")))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(bad(format!("'{url}' names no bucket (s3://bucket/prefix)")));
-        }
-        // A few quick retries: the lake worker retries a failed segment itself, and status
-        // should show a broken endpoint in seconds, not after object_store's three minutes.
-        let retry = object_store::RetryConfig {
-            max_retries: 3,
-            retry_timeout: std::time::Duration::from_secs(15),
-            ..Default::default()
-        };
-        let mut builder = AmazonS3Builder::new()
-            .with_retry(retry)
-            .with_bucket_name(bucket)
-            .with_region(&spec.region)
-            .with_virtual_hosted_style_request(!spec.path_style);
-        if let Some(endpoint) = &spec.endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"));
-        }
-        if let Some(key) = &spec.access_key_id {
-            builder = builder.with_access_key_id(key);
-        }
-        if let Some(secret) = secret {
-            builder = builder.with_secret_access_key(secret);
-        }
-        let store = builder
-            .build()
-            .map_err(|e| bad(format!("cannot configure S3 for {url}: {e}")))?;
-        let prefix = Path::parse(prefix.trim_end_matches('/'))
-            .map_err(|e| bad(format!("'{prefix}' is not a valid key prefix: {e}")))?;
+        let (store, _bucket, prefix) = connect(url, spec, secret)?;
         let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| bad("S3 lakes need the server's runtime".to_string()))?;
+            .map_err(|_| Error::Config("S3 lakes need the server's runtime".to_string()))?;
         Ok(S3Lake {
-            store: Arc::new(store),
+            store,
             prefix,
             describe: url.to_string(),
             runtime,
@@ -146,6 +111,52 @@ impl S3Lake {
             Ok(names)
         })
     }
+}
+
+/// A client for the bucket of `url` (`s3://bucket/prefix`), the bucket's name and the prefix;
+/// `secret` is the resolved secret access key.
+pub(crate) fn connect(
+    url: &str,
+    spec: &S3Spec,
+    secret: Option<String>,
+) -> Result<(Arc<dyn ObjectStore>, String, Path)> {
+    let bad = |message: String| Error::Config(message);
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| bad(format!("'{url}' is not an s3://bucket/prefix URL")))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(bad(format!("'{url}' names no bucket (s3://bucket/prefix)")));
+    }
+    // A few quick retries: writers retry a failed file themselves, and status should show a
+    // broken endpoint in seconds, not after object_store's three minutes.
+    let retry = object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(15),
+        ..Default::default()
+    };
+    let mut builder = AmazonS3Builder::new()
+        .with_retry(retry)
+        .with_bucket_name(bucket)
+        .with_region(&spec.region)
+        .with_virtual_hosted_style_request(!spec.path_style);
+    if let Some(endpoint) = &spec.endpoint {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(endpoint.starts_with("http://"));
+    }
+    if let Some(key) = &spec.access_key_id {
+        builder = builder.with_access_key_id(key);
+    }
+    if let Some(secret) = secret {
+        builder = builder.with_secret_access_key(secret);
+    }
+    let store = builder
+        .build()
+        .map_err(|e| bad(format!("cannot configure S3 for {url}: {e}")))?;
+    let prefix = Path::parse(prefix.trim_end_matches('/'))
+        .map_err(|e| bad(format!("'{prefix}' is not a valid key prefix: {e}")))?;
+    Ok((Arc::new(store), bucket.to_string(), prefix))
 }
 
 /// `message` about a failed request, of the kind its cause says. A missing object is not an

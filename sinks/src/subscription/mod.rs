@@ -372,7 +372,12 @@ impl Subscriptions {
                 }
                 return Ok(created);
             }
-            SinkSpec::Iceberg(_) => return Ok(created),
+            SinkSpec::Iceberg(i) => {
+                if let Some(key) = i.s3.as_mut().and_then(|s| s.secret_access_key.as_mut()) {
+                    *key = self.reference(&owner, key, &mut created).await?;
+                }
+                return Ok(created);
+            }
         };
         let mut refs = Vec::new();
         for value in secret.list() {
@@ -420,7 +425,12 @@ pub fn sink_secrets(sink: &SinkSpec) -> Vec<String> {
                 .into_iter()
                 .collect()
         }
-        SinkSpec::Iceberg(_) => Vec::new(),
+        SinkSpec::Iceberg(i) => {
+            i.s3.as_ref()
+                .and_then(|s| s.secret_access_key.clone())
+                .into_iter()
+                .collect()
+        }
     }
 }
 

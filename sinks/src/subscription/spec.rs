@@ -81,6 +81,7 @@ impl SinkSpec {
             SinkSpec::Function(f) => Some(f.endpoint()),
             SinkSpec::Parquet(p) if p.path.starts_with("s3://") => Some(p.path.clone()),
             SinkSpec::Parquet(p) => Some(format!("file://{}", p.path)),
+            SinkSpec::Iceberg(i) if i.warehouse.starts_with("s3://") => Some(i.warehouse.clone()),
             SinkSpec::Iceberg(i) => Some(format!("file://{}", i.warehouse)),
         }
     }
