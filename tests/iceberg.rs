@@ -555,6 +555,109 @@ fn tables_on_an_s3_warehouse_are_read_back_by_pyiceberg_through_both_catalogs() 
 }
 
 #[test]
+fn a_subscription_starting_at_latest_backfills_the_inventory_from_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut rng = fastrand::Rng::with_seed(29);
+    let buckets = ["photos", "videos", "docs"];
+    let mut write = |rounds: usize| -> HashSet<String> {
+        let mut acked = HashSet::new();
+        for round in 0..rounds {
+            let bucket = buckets[round % 3];
+            let mutations: Vec<Value> = (0..2000)
+                .map(|_| random_mutation(&mut rng, bucket, 1500))
+                .collect();
+            let (status, v) = server.post(
+                "/v1/mutations",
+                json!({ "mutations": mutations }).to_string(),
+            );
+            assert_eq!(status, 200, "{v}");
+            acked.extend(acked_ids(&v));
+        }
+        acked
+    };
+    write(9);
+    // Started at `latest`, with rules: the inventory starts with every live object the rules
+    // keep, the journal with nothing before the start.
+    let mut spec = iceberg_spec("late", &warehouse, Some(1000));
+    spec["start"] = json!("latest");
+    spec["rules"] = json!({"buckets": ["photos", "docs"], "prefix": ["dir1/", "dir2/"]});
+    create_subscription(&server, &spec);
+    let catalog = warehouse.join("catalog.db");
+    let kept = |bucket: &str| -> Objects {
+        index_objects(&server, bucket, None)
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("dir1/") || k.starts_with("dir2/"))
+            .collect()
+    };
+    // Nothing is written meanwhile, so only the backfill (one commit per log partition) can
+    // fill it.
+    let want: Vec<Objects> = ["photos", "docs"].iter().map(|b| kept(b)).collect();
+    assert!(
+        want.iter().all(|w| w.len() > 300),
+        "too few objects to show anything"
+    );
+    let first = wait_for("the inventory backfilled", Duration::from_secs(60), || {
+        let found = Command::new("python3")
+            .arg(READER)
+            .arg(&catalog)
+            .arg("tidemark.late_inventory")
+            .arg("--rows")
+            .output()
+            .unwrap();
+        if !found.status.success() {
+            return Err("no table yet".to_string());
+        }
+        let t: Value = serde_json::from_slice(&found.stdout).unwrap();
+        let got = [
+            inventory_objects(&t, "photos"),
+            inventory_objects(&t, "docs"),
+        ];
+        match got.iter().zip(&want).all(|(g, w)| g == w) {
+            true => Ok(t),
+            false => Err(format!(
+                "{} of {} objects",
+                got[0].len() + got[1].len(),
+                want[0].len() + want[1].len()
+            )),
+        }
+    });
+    assert!(inventory_objects(&first, "videos").is_empty());
+    // Live changes after the start keep it current.
+    let after = write(6);
+    wait_committed(&server, "late", Duration::from_secs(120));
+    let inventory = read_table(&catalog, "tidemark.late_inventory", true);
+    for bucket in ["photos", "docs"] {
+        assert_eq!(
+            inventory_objects(&inventory, bucket),
+            kept(bucket),
+            "inventory of {bucket} after live changes"
+        );
+    }
+    let journal = read_table(&catalog, "tidemark.late_journal", true);
+    let ids: HashSet<String> = journal["row_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        ids.is_subset(&after),
+        "the journal holds only events after the start"
+    );
+    assert!(!ids.is_empty());
+    // Every inventory snapshot names the offsets it reflects.
+    for s in inventory["snapshots"].as_array().unwrap() {
+        let summary = s["summary"].as_object().unwrap();
+        assert!(
+            summary.keys().any(|k| k.starts_with("tidemark.offsets.")),
+            "{s}"
+        );
+    }
+}
+
+#[test]
 fn the_rest_catalog_answers_in_the_spec_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");

@@ -465,6 +465,44 @@ impl ObjectIndex {
         })
     }
 
+    /// Every live object whose log key falls in `partition` (of `partitions`), in key order,
+    /// from one consistent view of the index, handed to `each` in chunks of at most `chunk`
+    /// (`each` returns false to stop). Returns the next offset of `partition` that view has
+    /// not applied: the objects are the state just before it.
+    pub fn scan_live(
+        &self,
+        partition: u32,
+        partitions: u32,
+        chunk: usize,
+        mut each: impl FnMut(Vec<(String, Head, Position)>) -> bool,
+    ) -> Result<u64> {
+        let txn = self.read()?;
+        let applied = read_applied(&txn)?.get(&partition).copied().unwrap_or(0);
+        let table = txn
+            .open_table(OBJECTS)
+            .map_err(|e| Error::index("open objects", e))?;
+        let mut out = Vec::with_capacity(chunk.min(4096));
+        for row in table.iter().map_err(|e| Error::index("scan objects", e))? {
+            let (k, v) = row.map_err(|e| Error::index("scan objects", e))?;
+            let k = k.value();
+            if crate::log::partition_for(k.as_bytes(), partitions) != partition {
+                continue;
+            }
+            let (head, at) = rows::decode_head(v.value())?;
+            if head.state.is_none() {
+                continue;
+            }
+            out.push((k.to_string(), head, at));
+            if out.len() >= chunk && !each(std::mem::take(&mut out)) {
+                return Ok(applied);
+            }
+        }
+        if !out.is_empty() {
+            each(out);
+        }
+        Ok(applied)
+    }
+
     /// The heads of `keys` (log keys, `bucket/key`), read in one transaction.
     pub fn heads_of(&self, keys: &[String]) -> Result<Vec<Option<Head>>> {
         let txn = self.read()?;

@@ -19,8 +19,10 @@
 //!   writes a key's partition).
 //! - `objects.rs`: reads the fronts share (catch-up, current and version state).
 //! - `buckets.rs`: bucket settings on the catalog.
+//! - `live_objects.rs`: the index's live objects, for sinks that start a state table there.
 
 pub mod buckets;
+mod live_objects;
 pub mod objects;
 pub mod writer;
 
@@ -420,6 +422,11 @@ impl Node {
             codec.clone(),
             source,
             tidemark_sinks::client::http_client(cfg.destinations, cfg.webhook_ca_file.as_deref())?,
+            Some(Arc::new(live_objects::IndexObjects {
+                index: index.clone(),
+                materializer: materializer.clone(),
+                partitions,
+            })),
         );
         // Jobs live in `_config`; on the embedded log no other process shares it.
         let jobs = Arc::new(tidemark_replay::jobs::Jobs::durable(

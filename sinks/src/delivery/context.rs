@@ -14,7 +14,7 @@ use super::dead_letters::DeadLetters;
 use super::replay::ReplayMark;
 use crate::Result;
 use crate::filtering::{FilterContext, OnFilterError};
-use crate::sink::{Sink, SinkKind, StreamSink};
+use crate::sink::{LiveObjects, Sink, SinkKind, StreamSink};
 use crate::stats::{FilterStatus, Stats};
 use crate::subscription::Subscription;
 use crate::subscription::spec::SubscriptionSpec;
@@ -37,6 +37,8 @@ pub(crate) struct RunCtx {
     pub codec: Arc<EventCodec>,
     /// Set when this run re-delivers a range for a replay job (its position is not kept).
     pub replay: Option<Arc<ReplayMark>>,
+    /// This node's index, for stream sinks that start a state table from it.
+    pub objects: Option<Arc<dyn LiveObjects>>,
 }
 
 /// The sink of a run, as the engine drives it.
@@ -128,6 +130,7 @@ impl Engine {
             log: self.log.clone(),
             codec: self.codec.clone(),
             replay,
+            objects: self.objects.clone(),
         }
     }
 }

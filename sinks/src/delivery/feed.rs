@@ -12,12 +12,15 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tidemark_core::OBJECTS_TOPIC;
+use tidemark_core::event::{EventType, ObjectEvent};
+use tidemark_core::log::Position;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::context::RunCtx;
 use super::reader::{self, Chunk};
-use crate::sink::{Batch, Feed, Source, StreamSink};
+use crate::filtering::{Decision, Filtering, OnFilterError};
+use crate::sink::{Batch, Feed, LiveObject, LiveScan, Source, StreamSink};
 use crate::stats::LastError;
 use crate::{Error, Result};
 
@@ -111,6 +114,92 @@ impl Source for PartitionSource {
     fn subscription_start(&self) -> Option<u64> {
         self.ctx.start_offsets.get(&self.partition).copied()
     }
+
+    fn live_objects(&self, at_least: u64) -> Option<LiveScan> {
+        let index = self.ctx.objects.clone()?;
+        let (raw, objects) = (mpsc::channel(2), mpsc::channel(2));
+        let (raw_tx, raw_rx) = raw;
+        let (tx, rx) = objects;
+        let scan = {
+            let partition = self.partition;
+            async move { index.scan(partition, at_least, raw_tx).await }
+        };
+        let kept = keep_live(self.ctx.clone(), raw_rx, tx);
+        let applied = tokio::spawn(async move {
+            let (applied, kept) = tokio::join!(scan, kept);
+            kept?;
+            applied
+        });
+        Some(LiveScan {
+            objects: rx,
+            applied,
+        })
+    }
+}
+
+/// The live objects the subscription's rules and filter keep, each as the creation event of
+/// its state. A filter that fails on one follows `on_filter_error`, except that nothing is
+/// dead-lettered (there is no record to keep): such an object is left out, and logged.
+async fn keep_live(
+    ctx: Arc<RunCtx>,
+    mut raw: mpsc::Receiver<Vec<LiveObject>>,
+    out: mpsc::Sender<Vec<(Arc<ObjectEvent>, Position)>>,
+) -> Result<()> {
+    let mut filtering = ctx.filter.clone().map(Filtering::new);
+    while let Some(chunk) = raw.recv().await {
+        let mut kept: Vec<(Arc<ObjectEvent>, Position)> = Vec::with_capacity(chunk.len());
+        for (log_key, head, at) in chunk {
+            let Some(state) = head.state else { continue };
+            let (bucket, key) = log_key.split_once('/').unwrap_or((&log_key, ""));
+            let event = ObjectEvent::new(
+                head.event_id,
+                EventType::ObjectCreatedPut,
+                state.last_modified,
+                bucket.to_string(),
+                key.to_string(),
+                head.sequence,
+                Some(state),
+            );
+            if ctx.rule.matches(&event) {
+                kept.push((Arc::new(event), at));
+            }
+        }
+        if let Some(f) = &mut filtering
+            && !kept.is_empty()
+        {
+            f.prepare()
+                .await
+                .map_err(|e| Error::Transient(format!("the filter is not available: {e}")))?;
+            let decisions = f.decide(kept.iter().map(|k| k.0.clone()).collect()).await;
+            if decisions.len() < kept.len() {
+                return Err(Error::Transient(
+                    "the filter stopped while reading the live objects".into(),
+                ));
+            }
+            let on_error = f.context().on_error;
+            let all = std::mem::take(&mut kept);
+            for (object, decision) in all.into_iter().zip(decisions) {
+                match decision {
+                    Decision::Keep => kept.push(object),
+                    Decision::Drop => {}
+                    Decision::Failed(kind, message) => match on_error {
+                        OnFilterError::Deliver => kept.push(object),
+                        _ => tracing::warn!(
+                            subscription = ctx.name,
+                            "the filter failed ({kind}) on live object {}/{}: {message}; \
+                             left out",
+                            object.0.bucket,
+                            object.0.key
+                        ),
+                    },
+                }
+            }
+        }
+        if out.send(kept).await.is_err() {
+            return Err(Error::Transient("the live objects' reader stopped".into()));
+        }
+    }
+    Ok(())
 }
 
 fn feed(ctx: &Arc<RunCtx>, partition: u32, stop: watch::Receiver<bool>) -> Feed {

@@ -51,6 +51,7 @@ use uuid::Uuid;
 use crate::Result;
 use crate::client::HttpClient;
 use crate::kinds::Kinds;
+use crate::sink::LiveObjects;
 use crate::stats::{self, Stats};
 use crate::subscription::{Subscription, Subscriptions};
 
@@ -80,6 +81,8 @@ pub struct Engine {
     paused: Mutex<HashMap<String, String>>,
     /// Set by [`Engine::shutdown`]: nothing starts any more.
     stopping: std::sync::atomic::AtomicBool,
+    /// This node's index, for stream sinks that start a state table from it.
+    objects: Option<Arc<dyn LiveObjects>>,
 }
 
 impl Engine {
@@ -91,6 +94,7 @@ impl Engine {
         codec: Arc<EventCodec>,
         source: String,
         client: HttpClient,
+        objects: Option<Arc<dyn LiveObjects>>,
     ) -> Arc<Engine> {
         let engine = Arc::new(Engine::new(
             subscriptions,
@@ -99,6 +103,7 @@ impl Engine {
             codec,
             source,
             client,
+            objects,
         ));
         tokio::spawn(engine.clone().follow());
         engine
@@ -112,6 +117,7 @@ impl Engine {
         codec: Arc<EventCodec>,
         source: String,
         client: HttpClient,
+        objects: Option<Arc<dyn LiveObjects>>,
     ) -> Engine {
         let kinds = Kinds::new(
             subscriptions.catalog().clone(),
@@ -131,6 +137,7 @@ impl Engine {
             redriving: Default::default(),
             paused: Default::default(),
             stopping: Default::default(),
+            objects,
         }
     }
 

@@ -150,6 +150,7 @@ async fn node() -> Node {
         codec.clone(),
         "/tidemark/test".into(),
         crate::client::http_client(policy, None).unwrap(),
+        None,
     ));
     Node {
         _dir: dir,

@@ -15,6 +15,7 @@
 //! - `catalog.rs`: the embedded SQL catalog (SQLite, pyiceberg's `SqlCatalog` layout).
 //! - `inventory.rs`: events to inventory rows (the current state of live objects), and back.
 //! - `commit.rs`: one committer per table; the exactly-once argument is there.
+//! - `backfill.rs`: a new inventory's first commit, from the index's live objects.
 //! - `overwrite.rs`: the inventory's commits, which replace the partitions whose keys changed.
 //! - `maintenance.rs`: expiring old snapshots and deleting the files only they used.
 //! - `storage.rs`: where a warehouse's files are: a directory, or an S3 bucket through our
@@ -23,6 +24,7 @@
 //! - `stream.rs`: the sink as a stream sink: a partition's feed into rows, flushed into data
 //!   files on the interval, committed, and only then the subscription's position.
 
+mod backfill;
 mod catalog;
 mod commit;
 mod datafile;
@@ -185,7 +187,7 @@ pub struct Iceberg {
     journal: Managed,
     inventory: Managed,
     journal_commits: Committer<Vec<iceberg::spec::DataFile>>,
-    inventory_commits: Committer<Vec<overwrite::Change>>,
+    inventory_commits: Committer<overwrite::Changes>,
     /// When maintenance last ran, and when it last looked for orphan files.
     maintained: std::sync::Mutex<Option<std::time::Instant>>,
     orphans_checked: std::sync::Mutex<Option<std::time::Instant>>,
@@ -538,14 +540,17 @@ impl Managed {
 
     /// The offset after the last event of `partition` the table reflects (0: none).
     async fn covered(&self, partition: u32) -> Result<u64> {
+        Ok(self.covers(partition).await?.unwrap_or(0))
+    }
+
+    /// The offset after the last event of `partition` the table reflects; `None` when no
+    /// commit has covered the partition yet.
+    async fn covers(&self, partition: u32) -> Result<Option<u64>> {
         let table = self
             .catalog
             .load_table(&self.ident)
             .await
             .map_err(|e| Error::Transient(format!("loading {}: {e}", self.ident)))?;
-        Ok(commit::covered(table.metadata())
-            .get(&partition)
-            .copied()
-            .unwrap_or(0))
+        Ok(commit::covered(table.metadata()).get(&partition).copied())
     }
 }

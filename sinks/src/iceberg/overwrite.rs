@@ -37,6 +37,15 @@ use crate::{Error, Result};
 /// A change of one object: its bucket, key, and state after (`None`: removed).
 pub(super) type Change = (String, String, Option<InvRow>);
 
+/// What a log partition queues for a round: its changes, and data files written already
+/// (a backfill's, holding keys of that log partition only, which the table has no row of
+/// yet), added as they are.
+#[derive(Default)]
+pub(super) struct Changes {
+    pub changes: Vec<Change>,
+    pub files: Vec<DataFile>,
+}
+
 /// A table partition: bucket and key bucket.
 type Part = (String, i32);
 
@@ -46,8 +55,8 @@ pub(super) struct Overwriter {
     pub info: TableInfo,
 }
 
-impl Round<Vec<Change>> for Overwriter {
-    fn round<'a>(&'a self, batch: &'a [Queued<Vec<Change>>]) -> BoxFuture<'a, Result<()>> {
+impl Round<Changes> for Overwriter {
+    fn round<'a>(&'a self, batch: &'a [Queued<Changes>]) -> BoxFuture<'a, Result<()>> {
         Box::pin(self.overwrite_all(batch))
     }
 }
@@ -70,7 +79,7 @@ fn failed(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl Overwriter {
-    async fn overwrite_all(&self, batch: &[Queued<Vec<Change>>]) -> Result<()> {
+    async fn overwrite_all(&self, batch: &[Queued<Changes>]) -> Result<()> {
         let mut tries = 0;
         loop {
             tries += 1;
@@ -87,15 +96,19 @@ impl Overwriter {
             // Per partition, in log order per key (a key's changes all come from one log
             // partition's queued entry, in order).
             let mut changed: BTreeMap<Part, Vec<&Change>> = BTreeMap::new();
+            let written: Vec<DataFile> = todo
+                .iter()
+                .flat_map(|q| q.payload.files.iter().cloned())
+                .collect();
             for q in &todo {
-                for c in &q.payload {
+                for c in &q.payload.changes {
                     changed
                         .entry((c.0.clone(), key_bucket(&c.1)))
                         .or_default()
                         .push(c);
                 }
             }
-            match self.overwrite(&table, &changed, &offsets).await {
+            match self.overwrite(&table, &changed, written, &offsets).await {
                 Ok(()) => return Ok(()),
                 Err(e)
                     if e.kind() == ErrorKind::CatalogCommitConflicts && tries < CONFLICT_TRIES =>
@@ -111,6 +124,7 @@ impl Overwriter {
         &self,
         table: &Table,
         changed: &BTreeMap<Part, Vec<&Change>>,
+        written: Vec<DataFile>,
         offsets: &BTreeMap<u32, u64>,
     ) -> iceberg::Result<()> {
         let meta = table.metadata();
@@ -140,9 +154,12 @@ impl Overwriter {
         }
         let snapshot_id = commit::new_snapshot_id();
         let sequence = meta.last_sequence_number() + 1;
-        // The new state of each changed partition.
-        let mut added: Vec<DataFile> = Vec::new();
-        let (mut added_rows, mut deleted_rows) = (0u64, 0u64);
+        // The new state of each changed partition, and the files written already.
+        let (mut added_rows, mut deleted_rows) = (
+            written.iter().map(DataFile::record_count).sum::<u64>(),
+            0u64,
+        );
+        let mut added: Vec<DataFile> = written;
         for (part, changes) in changed {
             let mut rows: BTreeMap<String, InvRow> = BTreeMap::new();
             for f in old.get(part).into_iter().flatten() {
@@ -239,7 +256,7 @@ impl Overwriter {
 }
 
 /// One partition's rows as a data file: its bytes and manifest entry.
-fn encode_partition(
+pub(super) fn encode_partition(
     info: &TableInfo,
     bucket: &str,
     hash: i32,

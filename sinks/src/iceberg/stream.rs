@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::commit::Appender;
 use super::inventory::InvRow;
-use super::overwrite::{Change, Overwriter};
+use super::overwrite::{Change, Changes, Overwriter};
 use super::rows::{Row, journal_batch};
 use super::{COMMIT_MAX_BYTES, Iceberg, TableInfo, datafile};
 use crate::sink::{Delivery, Feed, StreamSink};
@@ -56,10 +56,12 @@ async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
     let partition = feed.partition();
     // A crash may have come between a table's commit and the position it allowed: each table
     // skips what it reflects already, and the read resumes where the one behind is.
-    let mut covered = [
-        sink.journal.covered(partition).await?,
-        sink.inventory.covered(partition).await?,
-    ];
+    let inventory_covers = match sink.inventory.covers(partition).await? {
+        Some(at) => at,
+        // Never committed: the inventory starts from the index's live objects.
+        None => super::backfill::inventory(&sink, &inventory, feed).await?,
+    };
+    let mut covered = [sink.journal.covered(partition).await?, inventory_covers];
     let resume = covered[0].min(covered[1]);
     if resume > feed.from() {
         tracing::info!(
@@ -189,6 +191,10 @@ async fn flush(
             catalog: sink.catalog.clone(),
             ident: sink.inventory.ident.clone(),
             info: tables.inventory.clone(),
+        };
+        let changes = Changes {
+            changes,
+            files: Vec::new(),
         };
         sink.inventory_commits
             .commit(&overwriter, partition, next, changes)

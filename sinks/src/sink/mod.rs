@@ -12,16 +12,20 @@
 //! # Layout
 //! - `request.rs`: [`Sink`], [`SendError`], [`Failure`].
 //! - `stream.rs`: [`StreamSink`] and the [`Feed`] it reads a partition from.
+//! - `live.rs`: [`LiveObjects`], the index's live objects, for a state table's start.
 //!
 //! This module names nothing above it (kinds, subscriptions, the engine): the engine's side of
 //! a feed is behind a trait it implements.
 
+mod live;
 mod request;
 mod stream;
 
+pub use live::{LiveObject, LiveObjects};
+
 pub use request::{Failure, SendError, Sink};
 pub(crate) use stream::Source;
-pub use stream::{Batch, Feed, StreamSink};
+pub use stream::{Batch, Feed, LiveScan, StreamSink};
 
 use std::sync::Arc;
 

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::future::BoxFuture;
-use tokio::sync::watch;
+use tidemark_core::event::ObjectEvent;
+use tidemark_core::log::Position;
+use tokio::sync::{mpsc, watch};
 
 use super::Delivery;
 use crate::Result;
@@ -79,6 +81,20 @@ pub(crate) trait Source: Send + Sync {
 
     /// The subscription's start offset of this partition (resolved when it was created).
     fn subscription_start(&self) -> Option<u64>;
+
+    /// The partition's live objects as of at least `at_least`, past the subscription's rules
+    /// and filter, as creation events; `None` when this node has no index to read.
+    fn live_objects(&self, at_least: u64) -> Option<LiveScan>;
+}
+
+/// A partition's live objects being read from the index ([`Feed::live_objects`]).
+pub struct LiveScan {
+    /// Each live object as the event that made its state (`ObjectCreated:Put`, its position),
+    /// in key order, in chunks; only those the subscription's rules and filter keep.
+    pub objects: mpsc::Receiver<Vec<(Arc<ObjectEvent>, Position)>>,
+    /// Resolves, once `objects` is drained, to the next offset the scan had not applied: the
+    /// objects are the state just before it.
+    pub applied: tokio::task::JoinHandle<Result<u64>>,
 }
 
 /// One partition as a stream sink reads it.
@@ -177,6 +193,12 @@ impl Feed {
     /// The subscription's start offset of this partition.
     pub fn subscription_start(&self) -> Option<u64> {
         self.source.subscription_start()
+    }
+
+    /// The partition's live objects from this node's index, as of at least `at_least`, past
+    /// the subscription's rules and filter (`None`: no index here).
+    pub fn live_objects(&self, at_least: u64) -> Option<LiveScan> {
+        self.source.live_objects(at_least)
     }
 
     /// The first offset the log still holds (retention removes older ones).
