@@ -45,6 +45,33 @@ pub struct IcebergArgs {
     dir: PathBuf,
 }
 
+/// Wait until subscription `name` has delivered `events` and has no lag.
+pub(super) async fn wait_delivered(
+    client: &super::ingest::HttpClient,
+    url: &str,
+    name: &str,
+    events: u64,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let req = hyper::Request::get(format!("{url}/v1/subscriptions/{name}/status"))
+            .body(Full::new(Bytes::new()))?;
+        let resp = client.request(req).await?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?;
+        if v["lag"] == 0 && v["delivered"].as_u64() >= Some(events) {
+            return Ok(());
+        }
+        if !v["last_error"].is_null() {
+            bail!("the sink failed: {}", v["last_error"]);
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            bail!("not committed within 30 minutes: {v}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn run(args: IcebergArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&args.dir);
     std::fs::create_dir_all(&args.dir)?;
@@ -79,23 +106,7 @@ pub async fn run(args: IcebergArgs) -> anyhow::Result<()> {
     if !resp.status().is_success() {
         bail!("creating the subscription: {}", resp.status());
     }
-    loop {
-        let req = hyper::Request::get(format!("{url}/v1/subscriptions/bench/status"))
-            .body(Full::new(Bytes::new()))?;
-        let resp = client.request(req).await?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?;
-        if v["lag"] == 0 && v["delivered"].as_u64() == Some(events as u64) {
-            break;
-        }
-        if !v["last_error"].is_null() {
-            bail!("the sink failed: {}", v["last_error"]);
-        }
-        if started.elapsed() > Duration::from_secs(1800) {
-            bail!("not committed within 30 minutes: {v}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_delivered(&client, &url, "bench", events as u64).await?;
     let ours = started.elapsed().as_secs_f64();
     serve.stop()?;
 

@@ -5,6 +5,7 @@ mod codec;
 mod delivery;
 mod filter;
 mod iceberg;
+mod iceberg_live;
 mod ingest;
 mod kafka;
 mod lake;
@@ -38,6 +39,11 @@ pub enum BenchCommand {
     /// Iceberg tables: rows/s from the log to committed journal and inventory vs pyiceberg's
     /// `Table.append` of the same rows.
     Iceberg(iceberg::IcebergArgs),
+    /// The Iceberg inventory's sustained upserts over many live keys, and its read cost vs a
+    /// table pyiceberg appended the same rows to.
+    IcebergInventory(iceberg_live::InventoryArgs),
+    /// Acknowledgement to visible in the Iceberg tables under a fixed offered load.
+    IcebergFreshness(iceberg_live::FreshnessArgs),
     /// Parquet lake: encoding rows from Arrow arrays and end to end from Avro records vs
     /// pyarrow's write_table.
     Lake(lake::LakeArgs),
@@ -67,6 +73,8 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Filter(args) => filter::run(args),
         BenchCommand::Lake(args) => lake::run(args),
         BenchCommand::Iceberg(args) => iceberg::run(args).await,
+        BenchCommand::IcebergInventory(args) => iceberg_live::inventory(args).await,
+        BenchCommand::IcebergFreshness(args) => iceberg_live::freshness(args).await,
         BenchCommand::StateAt(args) => state_at::run(args).await,
         BenchCommand::S3(args) => s3::run(args).await,
         BenchCommand::Tls(args) => tls::run(args).await,
