@@ -658,6 +658,84 @@ fn a_subscription_starting_at_latest_backfills_the_inventory_from_the_index() {
 }
 
 #[test]
+fn a_journal_from_before_user_agent_gains_the_column_and_reads_old_rows_as_null() {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let catalog = warehouse.join("catalog.db");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let post = |n: usize, agent: &str| -> HashSet<String> {
+        let mutations: Vec<Value> = (0..n)
+            .map(|i| json!({"op": "put", "bucket": "evo", "key": format!("k{i}"), "size": i}))
+            .collect();
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/mutations", server.url))
+            .header("content-type", "application/json")
+            .header("user-agent", agent)
+            .body(json!({ "mutations": mutations }).to_string())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        acked_ids(&resp.json().unwrap()).into_iter().collect()
+    };
+    // A current journal, then a copy of it as an older Tidemark left it: no `user_agent`
+    // column, its rows written before the column existed.
+    create_subscription(&server, &iceberg_spec("src", &warehouse, Some(1000)));
+    let before = post(300, "old-client/1");
+    wait_committed(&server, "src", Duration::from_secs(60));
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/iceberg_evolve.py"
+        ))
+        .arg(&catalog)
+        .args(["tidemark.src_journal", "tidemark.old_journal"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(made["rows"], before.len());
+    assert_eq!(
+        made["last_column_id"], 42,
+        "the version-1 columns have ids 1..=42"
+    );
+    // A subscription writing into that table adds the column (a schema update) and fills it.
+    let mut spec = iceberg_spec("old", &warehouse, Some(1000));
+    spec["start"] = json!("latest");
+    create_subscription(&server, &spec);
+    let after = post(200, "new-client/2");
+    wait_committed(&server, "old", Duration::from_secs(60));
+    let table = read_table(&catalog, "tidemark.old_journal", true);
+    assert_eq!(
+        table["field_ids"]["user_agent"], 43,
+        "{}",
+        table["field_ids"]
+    );
+    assert_eq!(table["rows"], before.len() + after.len());
+    for r in table["row_list"].as_array().unwrap() {
+        let id = r["event_id"].as_str().unwrap();
+        let want = match (before.contains(id), after.contains(id)) {
+            (true, false) => Value::Null,
+            (false, true) => json!("new-client/2"),
+            _ => panic!("{id} is in neither write"),
+        };
+        assert_eq!(r["user_agent"], want, "{r}");
+    }
+    // The table written from the start carries every event's User-Agent.
+    let src = read_table(&catalog, "tidemark.src_journal", true);
+    assert!(
+        src["row_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["user_agent"] == "old-client/1" || r["user_agent"] == "new-client/2"),
+    );
+}
+
+#[test]
 fn the_rest_catalog_answers_in_the_spec_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");

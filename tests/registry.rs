@@ -44,12 +44,17 @@ fn confluent_paths_shapes_and_error_codes() {
     let (status, subjects) = server.get("/subjects");
     assert_eq!(status, 200);
     assert_eq!(subjects, json!(["_config-value", "objects-value"]));
-    assert_eq!(server.get("/subjects/objects-value/versions").1, json!([1]));
+    // Every version of the event schema is registered; the latest is what events are written
+    // with.
+    assert_eq!(
+        server.get("/subjects/objects-value/versions").1,
+        json!([1, 2])
+    );
     let (status, latest) = server.get("/subjects/objects-value/versions/latest");
     assert_eq!(status, 200);
     assert_eq!(
         (latest["subject"].as_str(), latest["version"].as_i64()),
-        (Some("objects-value"), Some(1))
+        (Some("objects-value"), Some(2))
     );
     let id = latest["id"].as_i64().unwrap();
     let schema: Value = serde_json::from_str(latest["schema"].as_str().unwrap()).unwrap();
@@ -58,10 +63,10 @@ fn confluent_paths_shapes_and_error_codes() {
         server.get(&format!("/schemas/ids/{id}")).1["schema"],
         latest["schema"]
     );
-    assert_eq!(server.get("/subjects/objects-value/versions/1").1, latest);
+    assert_eq!(server.get("/subjects/objects-value/versions/2").1, latest);
     assert_eq!(
         server.get(&format!("/schemas/ids/{id}/versions")).1,
-        json!([{"subject": "objects-value", "version": 1}])
+        json!([{"subject": "objects-value", "version": 2}])
     );
     assert_eq!(
         server.get("/config").1,

@@ -21,11 +21,19 @@ pub struct SchemaFile {
 }
 
 /// Every version of the object event schema, oldest first.
-pub const OBJECT_EVENT: &[SchemaFile] = &[SchemaFile {
-    subject: "objects-value",
-    version: 1,
-    text: include_str!("../object_event.v1.avsc"),
-}];
+pub const OBJECT_EVENT: &[SchemaFile] = &[
+    SchemaFile {
+        subject: "objects-value",
+        version: 1,
+        text: include_str!("../object_event.v1.avsc"),
+    },
+    // Adds `user_agent`.
+    SchemaFile {
+        subject: "objects-value",
+        version: 2,
+        text: include_str!("../object_event.v2.avsc"),
+    },
+];
 
 /// Every version of the config event schema, oldest first.
 pub const CONFIG_EVENT: &[SchemaFile] = &[SchemaFile {

@@ -60,6 +60,7 @@ def main():
         "live_files": sorted(table.inspect.files().column("file_path").to_pylist()),
         "manifests": len(table.current_snapshot().manifests(table.io)) if table.current_snapshot() else 0,
         "format_version": table.format_version,
+        "field_ids": {f.name: f.field_id for f in table.schema().fields},
     }
     # Every snapshot pyiceberg lists can be read.
     out["snapshot_rows"] = [
@@ -81,7 +82,7 @@ def main():
         cols = [c for c in ["event_id", "bucket", "key", "sequence_number", "record_type",
                             "log_partition", "log_offset", "size", "e_tag", "version_id",
                             "content_type", "sha256", "storage_class", "user_metadata",
-                            "object_tags"] if c in names]
+                            "object_tags", "user_agent"] if c in names]
         data = {c: arrow.column(c).to_pylist() for c in cols}
         out["row_list"] = [
             {c: data[c][i] for c in cols} for i in range(arrow.num_rows)

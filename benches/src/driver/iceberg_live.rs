@@ -91,7 +91,12 @@ async fn server_with_sink(
         "start": start,
         "sink": {"type": "iceberg", "warehouse": warehouse, "commit_interval_ms": interval_ms},
     });
-    post(&client, &format!("{}/v1/subscriptions", serve.url), spec.to_string()).await?;
+    post(
+        &client,
+        &format!("{}/v1/subscriptions", serve.url),
+        spec.to_string(),
+    )
+    .await?;
     Ok((serve, client, warehouse.join("catalog.db")))
 }
 
@@ -117,7 +122,10 @@ fn script(dir: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
         .output()
         .context("run python3 (pip install pyiceberg[sql-sqlite,pyarrow])")?;
     if !out.status.success() {
-        bail!("iceberg_live.py failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "iceberg_live.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(serde_json::from_slice(&out.stdout)?)
 }
@@ -136,8 +144,15 @@ async fn puts(
             .map(|r| ingest::body(from + r * batch, batch, keys))
             .collect(),
     );
-    ingest::closed_loop(client, &format!("{url}/v1/mutations"), bodies, requests, 8, batch)
-        .await?;
+    ingest::closed_loop(
+        client,
+        &format!("{url}/v1/mutations"),
+        bodies,
+        requests,
+        8,
+        batch,
+    )
+    .await?;
     Ok(())
 }
 
@@ -217,9 +232,7 @@ pub async fn freshness(args: FreshnessArgs) -> anyhow::Result<()> {
                 .as_array()
                 .context("results")?
                 .iter()
-                .filter_map(|r| {
-                    Some((r["partition"].as_u64()? as u32, r["offset"].as_u64()?, at))
-                })
+                .filter_map(|r| Some((r["partition"].as_u64()? as u32, r["offset"].as_u64()?, at)))
                 .collect();
             anyhow::Ok(acks)
         });

@@ -7,7 +7,7 @@ use crate::event::{EventSummary, EventType, ObjectEvent, ObjectState};
 use crate::{Error, Result};
 
 /// The object event schema version this file encodes and decodes.
-pub const DIRECT_VERSION: u32 = 1;
+pub const DIRECT_VERSION: u32 = 2;
 
 pub fn encode(e: &ObjectEvent, buf: &mut Vec<u8>) {
     put_uuid(buf, &e.event_id);
@@ -36,6 +36,7 @@ pub fn encode(e: &ObjectEvent, buf: &mut Vec<u8>) {
             encode_state(p, buf);
         }
     }
+    put_opt_str(buf, e.user_agent.as_deref());
 }
 
 pub fn encode_state(s: &ObjectState, buf: &mut Vec<u8>) {
@@ -130,6 +131,7 @@ fn decode_with(bytes: &[u8], fields: Fields) -> Result<ObjectEvent> {
                 None
             }
         },
+        user_agent: ctx(&mut r)?,
     };
     if !r.is_empty() {
         return Err(Error::BadInput(format!(

@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use uuid::Uuid;
 
@@ -58,6 +59,7 @@ pub fn random_event(rng: &mut fastrand::Rng) -> ObjectEvent {
         region: opt(rng, "eu-west-1"),
         node: opt(rng, "node"),
         previous,
+        user_agent: opt(rng, "aws-cli/2"),
     }
 }
 
@@ -188,4 +190,42 @@ fn codec_frames_and_resolves_older_writer_schemas() {
             .to_string()
             .contains("schema id 77")
     );
+}
+
+#[test]
+fn events_written_with_version_1_decode_with_no_user_agent() {
+    let v1 = tidemark_schemas::OBJECT_EVENT
+        .iter()
+        .find(|f| f.version == 1)
+        .unwrap();
+    let v1 = Arc::new(Schema::parse_str(v1.text).unwrap());
+    let source = Arc::new(Fixed(HashMap::from([
+        (1, v1.clone()),
+        (2, Arc::new(current_schema())),
+    ])));
+    let codec = EventCodec::new(2, source).unwrap();
+    let mut rng = fastrand::Rng::with_seed(11);
+    for _ in 0..200 {
+        let mut event = random_event(&mut rng);
+        // As an older Tidemark wrote it: version 1 has every field but `user_agent`.
+        let Value::Record(mut fields) = value::to_value(&event) else {
+            unreachable!()
+        };
+        fields.retain(|(name, _)| name != "user_agent");
+        let mut framed = Vec::new();
+        wire::write_header(&mut framed, 1);
+        framed.extend(
+            GenericDatumWriter::builder(&v1)
+                .build()
+                .unwrap()
+                .write_value_to_vec(Value::Record(fields))
+                .unwrap(),
+        );
+        event.user_agent = None;
+        assert_eq!(codec.decode(&framed).unwrap(), event);
+        assert_eq!(
+            codec.decode_for_index(&framed).unwrap().sequence,
+            event.sequence
+        );
+    }
 }

@@ -81,6 +81,7 @@ pub fn to_value(e: &ObjectEvent) -> Value {
         ("region".into(), opt_str(&e.region)),
         ("node".into(), opt_str(&e.node)),
         ("previous".into(), previous),
+        ("user_agent".into(), opt_str(&e.user_agent)),
     ])
 }
 
@@ -213,6 +214,7 @@ pub fn from_value(v: Value) -> Result<ObjectEvent> {
             Value::Null => None,
             v => Some(state_from_value(v)?),
         },
+        user_agent: f.opt_string("user_agent")?,
     })
 }
 

@@ -116,6 +116,7 @@ impl ObjectEvent {
                 Value::Null => None,
                 p => Some(state(p, &format!("{at}.previous"))?),
             },
+            user_agent: string(v, "user_agent", at)?,
         })
     }
 }

@@ -41,6 +41,8 @@ pub struct ObjectEvent {
     pub region: Option<String>,
     pub node: Option<String>,
     pub previous: Option<ObjectState>,
+    /// The User-Agent of the request that made the change, when known (schema version 2).
+    pub user_agent: Option<String>,
 }
 
 impl ObjectEvent {
@@ -76,6 +78,7 @@ impl ObjectEvent {
             region: None,
             node: None,
             previous: None,
+            user_agent: None,
         };
         if let Some(a) = after {
             e.version_id = a.version_id;
@@ -165,6 +168,7 @@ impl ObjectEvent {
             "region": self.region,
             "node": self.node,
             "previous": self.previous.as_ref().map(ObjectState::to_json),
+            "user_agent": self.user_agent,
         })
     }
 }

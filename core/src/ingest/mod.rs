@@ -48,6 +48,8 @@ pub struct RequestContext {
     pub requester: Option<String>,
     pub source_ip: Option<String>,
     pub request_id: Option<String>,
+    /// The client's User-Agent.
+    pub user_agent: Option<String>,
     /// Which interface the request came through (a label of the ingest metrics).
     pub interface: Interface,
 }
@@ -406,6 +408,7 @@ impl Ingestor {
         event.requester = ctx.requester.clone();
         event.source_ip = ctx.source_ip.clone();
         event.request_id = ctx.request_id.clone();
+        event.user_agent = ctx.user_agent.clone();
         event.region = self.origin.region.clone();
         event.node = self.origin.node.clone();
         Ok(event)
@@ -459,6 +462,7 @@ impl Ingestor {
         event.requester = ctx.requester.clone();
         event.source_ip = ctx.source_ip.clone();
         event.request_id = ctx.request_id.clone();
+        event.user_agent = ctx.user_agent.clone();
         event.region = self.origin.region.clone();
         event.node = self.origin.node.clone();
         let mut value = Vec::with_capacity(128);

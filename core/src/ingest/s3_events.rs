@@ -161,6 +161,8 @@ fn parse_record(r: &Value, at: &str) -> Result<Record> {
             &field("responseElements"),
         )?
         .map(str::to_string),
+        // The notification does not carry the original request's User-Agent.
+        user_agent: None,
         interface: super::Interface::S3Events,
     };
     let origin = match (&sequencer, &etag, &version_id) {

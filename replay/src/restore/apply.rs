@@ -108,6 +108,7 @@ pub async fn apply(
         requester: Some(REQUESTER.into()),
         source_ip: None,
         request_id: Some(job.id.clone()),
+        user_agent: None,
         interface: tidemark_core::ingest::Interface::Restore,
     };
     job.set_total(at.total);

@@ -86,6 +86,7 @@ pub fn request_context(headers: &HeaderMap, peer: std::net::SocketAddr) -> Reque
             .and_then(|v| v.split(',').next().map(|s| s.trim().to_string()))
             .or_else(|| Some(peer.ip().to_string())),
         request_id: header("x-request-id"),
+        user_agent: header("user-agent"),
         interface: tidemark_core::ingest::Interface::Http,
     }
 }

@@ -226,6 +226,7 @@ async fn run(state: &AppState, spec: &SyncSpec, job: &Arc<Job>) -> Result<Value,
         requester: Some(REQUESTER.into()),
         source_ip: None,
         request_id: Some(job.id.clone()),
+        user_agent: None,
         interface: tidemark_core::ingest::Interface::Sync,
     };
     let node = &state.node;

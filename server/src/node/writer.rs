@@ -230,6 +230,7 @@ async fn send(
         ("x-tidemark-requester", &ctx.requester),
         ("x-forwarded-for", &ctx.source_ip),
         ("x-request-id", &ctx.request_id),
+        ("user-agent", &ctx.user_agent),
     ] {
         if let Some(v) = value {
             req = req.header(name, v);

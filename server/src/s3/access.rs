@@ -91,6 +91,11 @@ impl Target {
                 requester: claimed_access_key(req),
                 source_ip: Some(peer.ip().to_string()),
                 request_id: super::invocation_id(&req.headers),
+                user_agent: req
+                    .headers
+                    .get(hyper::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
                 interface: tidemark_core::ingest::Interface::S3,
             },
         })

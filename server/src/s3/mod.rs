@@ -138,6 +138,11 @@ fn context<T>(req: &S3Request<T>) -> RequestContext {
         requester: req.credentials.as_ref().map(|c| c.access_key.clone()),
         source_ip: req.extensions.get::<Peer>().map(|p| p.0.ip().to_string()),
         request_id: invocation_id(&req.headers),
+        user_agent: req
+            .headers
+            .get(hyper::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         interface: tidemark_core::ingest::Interface::S3,
     }
 }

@@ -491,16 +491,18 @@ impl Managed {
                 .await
                 .map_err(|e| failed("creating the namespace of", e))?;
         }
-        let (table_schema, partitioning, columns) = match self.kind {
+        let (table_schema, partitioning, columns, added) = match self.kind {
             Kind::Journal => (
                 schema::journal_schema()?,
                 schema::journal_partitioning()?,
                 schema::JOURNAL,
+                schema::JOURNAL_ADDED,
             ),
             Kind::Inventory => (
                 schema::inventory_schema()?,
                 schema::inventory_partitioning()?,
                 schema::INVENTORY,
+                &[][..],
             ),
         };
         let table = match self.catalog.load_table(&self.ident).await {
@@ -529,13 +531,64 @@ impl Managed {
             }
             Err(e) => return Err(failed("loading", e)),
         };
+        let table = self.add_columns(table, added).await?;
         let m = table.metadata();
         schema::check_ids(m.current_schema(), columns)?;
+        schema::check_ids(m.current_schema(), added)?;
         Ok(TableInfo {
             schema: m.current_schema().as_ref().clone(),
             location: m.location().trim_end_matches('/').to_string(),
             spec_id: m.default_partition_spec_id(),
         })
+    }
+
+    /// Add the columns of later event schema versions the table lacks, in order, by a schema
+    /// update (Iceberg gives each the next field id); rows written before read them as null.
+    async fn add_columns(
+        &self,
+        mut table: iceberg::table::Table,
+        added: &[schema::Column],
+    ) -> Result<iceberg::table::Table> {
+        use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
+        let failed =
+            |e: iceberg::Error| Error::Transient(format!("adding columns to {}: {e}", self.ident));
+        for _ in 0..commit::CONFLICT_TRIES {
+            let missing: Vec<&schema::Column> = added
+                .iter()
+                .filter(|c| {
+                    table
+                        .metadata()
+                        .current_schema()
+                        .field_by_name(c.name)
+                        .is_none()
+                })
+                .collect();
+            if missing.is_empty() {
+                return Ok(table);
+            }
+            let tx = Transaction::new(&table);
+            let mut update = tx.update_schema();
+            for c in &missing {
+                update = update.add_column(AddColumn::optional(c.name, schema::column_type(c)));
+            }
+            let tx = update.apply(tx).map_err(failed)?;
+            match tx.commit(&*self.catalog as &dyn Catalog).await {
+                Ok(t) => {
+                    let names: Vec<&str> = missing.iter().map(|c| c.name).collect();
+                    tracing::info!("{}: added columns {names:?}", self.ident);
+                    return Ok(t);
+                }
+                // Another node's commit came first (maybe adding them): look again.
+                Err(e) if e.kind() == iceberg::ErrorKind::CatalogCommitConflicts => {
+                    table = self.catalog.load_table(&self.ident).await.map_err(failed)?;
+                }
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        Err(Error::Transient(format!(
+            "adding columns to {}: too many conflicting commits",
+            self.ident
+        )))
     }
 
     /// The offset after the last event of `partition` the table reflects (0: none).

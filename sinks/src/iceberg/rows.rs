@@ -117,6 +117,10 @@ pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
         partition.append_value(i32::try_from(r.partition).unwrap_or(i32::MAX));
         offset.append_value(i64::try_from(r.offset).unwrap_or(i64::MAX));
     }
+    let mut user_agent = StringBuilder::new();
+    for r in rows {
+        user_agent.append_option(r.event.user_agent.as_deref());
+    }
     let mut sequence = StringBuilder::with_capacity(n, n * 20);
     let mut event_id = StringBuilder::with_capacity(n, n * 36);
     let mut event_type = StringBuilder::with_capacity(n, n * 20);
@@ -170,6 +174,8 @@ pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
         prev.finish()?,
         Arc::new(partition.finish()),
         Arc::new(offset.finish()),
+        // Added in event schema version 2.
+        Arc::new(user_agent.finish()),
     ];
     RecordBatch::try_new(schema::journal_arrow(), columns)
         .map_err(|e| Error::Transient(format!("building journal rows: {e}")))
@@ -263,7 +269,10 @@ mod tests {
             .collect();
         let batch = journal_batch(&rows).unwrap();
         assert_eq!(batch.num_rows(), events.len());
-        assert_eq!(batch.num_columns(), JOURNAL.len());
+        assert_eq!(
+            batch.num_columns(),
+            JOURNAL.len() + schema::JOURNAL_ADDED.len()
+        );
     }
 
     #[test]

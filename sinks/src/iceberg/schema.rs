@@ -39,6 +39,15 @@
 //! assignment gives when the table is created (a level's fields, then what they nest), so
 //! the table keeps them; [`check_ids`] refuses a table whose ids differ. Ids are never
 //! reused: a later schema version only adds columns with new ids.
+//!
+//! Columns of later event schema versions ([`JOURNAL_ADDED`]) are never part of a table's
+//! creation: they are added afterwards by a schema update, in order, and Iceberg gives each
+//! the table's next id (the last column id + 1), so a table created before them and one
+//! created now end up with the same ids:
+//!
+//! | id | column | since | |
+//! | ---: | --- | --- | --- |
+//! | 43 | `user_agent` | event schema v2 | the request's User-Agent; null in rows of older events |
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -110,6 +119,10 @@ pub(super) const JOURNAL: &[Column] = &[
     col(25, "log_offset", Kind::Long, true),
 ];
 
+/// Journal columns added after the first version, in the order (and so with the ids) a
+/// schema update adds them.
+pub(super) const JOURNAL_ADDED: &[Column] = &[col(43, "user_agent", Kind::Str, false)];
+
 /// The fields of `previous`.
 pub(super) const PREVIOUS: &[Column] = &[
     col(30, "version_id", Kind::Str, false),
@@ -180,9 +193,15 @@ fn nested(columns: &[Column]) -> Vec<NestedFieldRef> {
         .collect()
 }
 
-/// The journal's Iceberg schema.
+/// The journal's Iceberg schema as a table is created with it (the added columns come by
+/// schema updates, [`JOURNAL_ADDED`]).
 pub(super) fn journal_schema() -> Result<Schema> {
     iceberg_schema(JOURNAL)
+}
+
+/// The Iceberg type of an added column.
+pub(super) fn column_type(c: &Column) -> Type {
+    iceberg_type(c.kind)
 }
 
 /// The inventory's Iceberg schema.
@@ -310,8 +329,11 @@ pub(super) fn previous_fields() -> Fields {
     Fields::from(arrow_fields(PREVIOUS))
 }
 
-static ARROW: LazyLock<SchemaRef> =
-    LazyLock::new(|| Arc::new(ArrowSchema::new(arrow_fields(JOURNAL))));
+static ARROW: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields = arrow_fields(JOURNAL);
+    fields.extend(arrow_fields(JOURNAL_ADDED));
+    Arc::new(ArrowSchema::new(fields))
+});
 static INVENTORY_ARROW: LazyLock<SchemaRef> =
     LazyLock::new(|| Arc::new(ArrowSchema::new(arrow_fields(INVENTORY))));
 
@@ -331,15 +353,19 @@ mod tests {
 
     #[test]
     fn both_schemas_have_the_same_ids() {
-        let iceberg = journal_schema().unwrap();
+        let mut fields: Vec<NestedFieldRef> =
+            journal_schema().unwrap().as_struct().fields().to_vec();
+        fields.extend(nested(JOURNAL_ADDED));
+        let iceberg = Schema::builder().with_fields(fields).build().unwrap();
         let arrow = journal_arrow();
         for f in arrow.fields() {
             let id: i32 = f.metadata()["PARQUET:field_id"].parse().unwrap();
             assert_eq!(iceberg.field_by_id(id).unwrap().name, *f.name());
         }
         // Ids are unique across nesting levels.
-        let mut ids: Vec<i32> = JOURNAL.iter().chain(PREVIOUS).map(|c| c.id).collect();
-        for c in JOURNAL.iter().chain(PREVIOUS) {
+        let all = || JOURNAL.iter().chain(PREVIOUS).chain(JOURNAL_ADDED);
+        let mut ids: Vec<i32> = all().map(|c| c.id).collect();
+        for c in all() {
             if let Kind::Map(k, v) = c.kind {
                 ids.extend([k, v]);
             }

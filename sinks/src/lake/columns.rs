@@ -17,6 +17,7 @@
 //! | `previous_version_id` … `previous_last_modified` | as above | no previous object |
 //! | `log_partition` | Int32 | never |
 //! | `log_offset` | Int64 | never |
+//! | `user_agent` | Utf8 (event schema version 2) | unknown, or written before version 2 |
 //!
 //! Maps use the Parquet spec's `key_value`/`key`/`value` names so every reader sees the
 //! canonical MAP layout.
@@ -92,6 +93,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("previous_last_modified", timestamp(), true),
         Field::new("log_partition", DataType::Int32, false),
         int64("log_offset", false),
+        utf8("user_agent", true),
     ]))
 });
 
@@ -157,6 +159,7 @@ pub struct Rows {
     previous_last_modified: TimestampMicrosecondBuilder,
     log_partition: Int32Builder,
     log_offset: Int64Builder,
+    user_agent: StringBuilder,
     rows: usize,
     bytes: usize,
 }
@@ -212,6 +215,7 @@ impl Rows {
             previous_last_modified: ts(),
             log_partition: Int32Builder::with_capacity(rows),
             log_offset: Int64Builder::with_capacity(rows),
+            user_agent: s(16),
             rows: 0,
             bytes: 0,
         }
@@ -238,6 +242,7 @@ impl Rows {
         bytes += opt(&mut self.etag, &e.etag);
         bytes += opt(&mut self.content_type, &e.content_type);
         bytes += opt(&mut self.sha256, &e.sha256);
+        bytes += opt(&mut self.user_agent, &e.user_agent);
         bytes += map(&mut self.metadata, Some(&e.metadata));
         bytes += map(&mut self.tags, Some(&e.tags));
         bytes += opt(&mut self.storage_class, &e.storage_class);
@@ -328,6 +333,7 @@ impl Rows {
             Arc::new(self.previous_last_modified.finish()),
             Arc::new(self.log_partition.finish()),
             Arc::new(self.log_offset.finish()),
+            Arc::new(self.user_agent.finish()),
         ];
         // Every builder gets exactly one value per push and its type is the schema's
         // (the unit tests check both), so this cannot fail.
@@ -516,6 +522,7 @@ pub(crate) mod tests {
                     region: s("region"),
                     node: s("node"),
                     previous,
+                    user_agent: s("user_agent"),
                 };
                 let partition = c("log_partition").as_primitive::<Int32Type>().value(i);
                 let offset = i64_at(c("log_offset"), i).unwrap();
@@ -570,6 +577,7 @@ pub(crate) mod tests {
                 "previous_last_modified",
                 "log_partition",
                 "log_offset",
+                "user_agent",
             ]
         );
         let required: Vec<&str> = s
@@ -624,7 +632,7 @@ pub(crate) mod tests {
         assert_eq!(rows.approx_bytes(), 0);
         let batch = rows.finish();
         assert_eq!(batch.num_rows(), 0);
-        assert_eq!(batch.num_columns(), 31);
+        assert_eq!(batch.num_columns(), 32);
     }
 
     #[test]
