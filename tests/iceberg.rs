@@ -839,9 +839,24 @@ fn old_snapshots_expire_manifests_merge_and_the_files_only_they_used_are_deleted
     assert_eq!(journal["rows"], acked.len(), "expiry never loses rows");
     let snapshots = journal["snapshots"].as_array().unwrap().len();
     assert!(snapshots <= 6, "{snapshots} journal snapshots after expiry");
+    assert_eq!(journal["distinct_event_ids"], acked.len());
     // One manifest per append, merged once there are more than 8.
     let manifests = journal["manifests"].as_u64().unwrap();
     assert!(manifests <= 9, "{manifests} journal manifests");
+    // One small data file per append into the one partition, compacted once there are more
+    // than 8.
+    let files: Vec<&str> = journal["live_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        files.len() <= 9,
+        "{} live journal files: {files:?}",
+        files.len()
+    );
+    assert!(files.iter().any(|f| f.contains("/compacted-")), "{files:?}");
     let inventory = read_table(&catalog, "tidemark.aging_inventory", true);
     assert_eq!(
         inventory_objects(&inventory, "aging"),

@@ -526,3 +526,43 @@ fn a_damaged_lake_is_backfilled_by_a_replay_and_a_second_backfill_writes_nothing
     let after = subscription_status(&server, "bf");
     assert_eq!(after["position"], status["position"], "{after}");
 }
+
+#[test]
+fn a_quiet_streams_events_land_within_the_default_idle_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    // Default roll settings: nothing but the path.
+    create_subscription(
+        &server,
+        &json!({"name": "quiet", "sink": {"type": "parquet", "path": lake}}),
+    );
+    let (status, v) = server.post(
+        "/v1/mutations",
+        json!({"mutations": [{"op": "put", "bucket": "quiet", "key": "only", "size": 1}]})
+            .to_string(),
+    );
+    assert_eq!(status, 200, "{v}");
+    let started = std::time::Instant::now();
+    // Nothing else arrives: the open segment is written once the stream has been idle for
+    // 30 s (the default), well within 2 × that.
+    wait_for(
+        "the quiet stream's file",
+        Duration::from_secs(60),
+        || match lake_files(&lake).is_empty() {
+            false => Ok(()),
+            true => Err("no file yet".to_string()),
+        },
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(25),
+        "closed for idleness, not at once ({:?})",
+        started.elapsed()
+    );
+    let seen = read_lake(&lake);
+    assert_eq!(
+        (&seen["duckdb_rows"], &seen["pyarrow_rows"]),
+        (&json!(1), &json!(1)),
+        "{seen}"
+    );
+}

@@ -43,7 +43,10 @@ fn failed(ident: &TableIdent, e: impl std::fmt::Display) -> Error {
 
 /// The table, if Tidemark created it (its `tidemark.managed` property): files are only ever
 /// deleted from tables Tidemark made, never from one a spec's catalog merely names.
-async fn load_managed(catalog: &SqlCatalog, ident: &TableIdent) -> Result<Option<Table>> {
+pub(super) async fn load_managed(
+    catalog: &SqlCatalog,
+    ident: &TableIdent,
+) -> Result<Option<Table>> {
     let table = catalog
         .load_table(ident)
         .await

@@ -17,6 +17,7 @@
 //! - `commit.rs`: one committer per table; the exactly-once argument is there.
 //! - `backfill.rs`: a new inventory's first commit, from the index's live objects.
 //! - `overwrite.rs`: the inventory's commits, which replace the partitions whose keys changed.
+//! - `compact.rs`: rewriting the journal's small data files into larger ones.
 //! - `maintenance.rs`: expiring old snapshots and deleting the files only they used.
 //! - `storage.rs`: where a warehouse's files are: a directory, or an S3 bucket through our
 //!   `object_store` client given to the crate as its storage.
@@ -27,6 +28,7 @@
 mod backfill;
 mod catalog;
 mod commit;
+mod compact;
 mod datafile;
 mod inventory;
 mod maintenance;
@@ -398,6 +400,26 @@ impl Iceberg {
                     Err(e) => tracing::warn!("{e}"),
                 }
             }
+        }
+        match self.journal.info().await {
+            Ok(info) => {
+                let compacted = self
+                    .journal_commits
+                    .exclusive(compact::compact_journal(
+                        &self.catalog,
+                        &self.journal.ident,
+                        &info,
+                    ))
+                    .await;
+                match compacted {
+                    Ok(n) if n > 0 => {
+                        tracing::info!("{}: compacted {n} small files", self.journal.ident)
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            }
+            Err(e) => tracing::warn!("{e}"),
         }
         let merged = self
             .journal_commits

@@ -7,9 +7,12 @@
 //! segments are produced with the subscription's roll settings, closed where the next known
 //! segment starts. A range that starts where no file is known is read from the last known
 //! segment end before it (or the subscription's start), segments before the range are only
-//! counted, not written: with roll decisions that depend on the data alone (`idle_ms` 0, the
-//! default) that reproduces the live worker's boundaries, so the files get the names they had.
-//! A second backfill of the same range finds every segment and writes nothing.
+//! counted, not written: with roll decisions that depend on the data alone (`idle_ms` 0) that
+//! reproduces the live worker's boundaries, so the files get the names they had. With idle
+//! closing (the default) a lost segment the live worker closed for idleness is produced again
+//! with the same offsets, exactly once (a stretch ends where the next known segment starts),
+//! but possibly cut into files at other boundaries. A second backfill of the same range finds
+//! every segment and writes nothing.
 //!
 //! The range never goes past the subscription's committed position: what the live worker has
 //! not committed it writes itself, and its segments must keep their boundaries.

@@ -33,11 +33,14 @@ pub struct RollSpec {
     pub max_bytes: usize,
     /// Event time from a segment's first event to the event that closes it.
     pub max_age_ms: u64,
-    /// Close an open segment after this long without new events (wall clock; 0, the
-    /// default: never). Safe for exactly-once (see above), but off unless asked for, so the
-    /// files a lake holds depend on the log alone.
+    /// Close an open segment after this long without new events (wall clock; 0: never, so
+    /// the files a lake holds depend on the log alone). Safe for exactly-once (see above).
+    /// On by default so a quiet stream's events land within [`DEFAULT_IDLE_MS`].
     pub idle_ms: u64,
 }
+
+/// A quiet stream's open segment is written this long after its last event.
+pub const DEFAULT_IDLE_MS: u64 = 30_000;
 
 impl Default for RollSpec {
     fn default() -> Self {
@@ -45,7 +48,7 @@ impl Default for RollSpec {
             max_rows: 250_000,
             max_bytes: 128 << 20,
             max_age_ms: 3_600_000,
-            idle_ms: 0,
+            idle_ms: DEFAULT_IDLE_MS,
         }
     }
 }
