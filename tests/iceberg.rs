@@ -448,6 +448,16 @@ fn bad_iceberg_settings_are_refused_by_name() {
             "only for s3://",
         ),
         (
+            json!({"type": "iceberg", "warehouse": warehouse, "partition": ["day", "week"]}),
+            "sink.partition",
+            "'week'",
+        ),
+        (
+            json!({"type": "iceberg", "warehouse": warehouse, "partition": ["day", "hour"]}),
+            "sink.partition",
+            "at most one",
+        ),
+        (
             json!({"type": "iceberg", "warehouse": warehouse, "namespace": "a.b"}),
             "sink.namespace",
             "a.b",
@@ -732,6 +742,62 @@ fn a_journal_from_before_user_agent_gains_the_column_and_reads_old_rows_as_null(
             .unwrap()
             .iter()
             .all(|r| r["user_agent"] == "old-client/1" || r["user_agent"] == "new-client/2"),
+    );
+}
+
+#[test]
+fn the_journal_partitioning_is_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut spec = iceberg_spec("hourly", &warehouse, Some(1000));
+    spec["sink"]["partition"] = json!(["bucket", "hour"]);
+    create_subscription(&server, &spec);
+    let mut acked: HashSet<String> = HashSet::new();
+    for (bucket, hour) in [("one", 1), ("one", 2), ("two", 1)] {
+        let mutations: Vec<Value> = (0..50)
+            .map(|i| {
+                json!({"op": "put", "bucket": bucket, "key": format!("k{i}"), "size": i,
+                       "event_time": format!("2026-12-01T0{hour}:{:02}:00Z", i % 60)})
+            })
+            .collect();
+        let (status, v) = server.post(
+            "/v1/mutations",
+            json!({ "mutations": mutations }).to_string(),
+        );
+        assert_eq!(status, 200, "{v}");
+        acked.extend(acked_ids(&v));
+    }
+    wait_committed(&server, "hourly", Duration::from_secs(60));
+    let table = read_table(
+        warehouse.join("catalog.db"),
+        "tidemark.hourly_journal",
+        false,
+    );
+    assert_eq!(
+        table["partition_fields"],
+        json!(["bucket", "record_timestamp_hour"])
+    );
+    assert_eq!(table["rows"], acked.len());
+    let dirs: std::collections::BTreeSet<String> = table["live_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let f = f.as_str().unwrap();
+            let data = f.split("/data/").nth(1).unwrap();
+            data.rsplit_once('/').unwrap().0.to_string()
+        })
+        .collect();
+    assert_eq!(
+        dirs,
+        [
+            "bucket=one/record_timestamp_hour=2026-12-01-01",
+            "bucket=one/record_timestamp_hour=2026-12-01-02",
+            "bucket=two/record_timestamp_hour=2026-12-01-01",
+        ]
+        .map(String::from)
+        .into()
     );
 }
 

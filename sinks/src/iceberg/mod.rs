@@ -16,6 +16,7 @@
 //! - `inventory.rs`: events to inventory rows (the current state of live objects), and back.
 //! - `commit.rs`: one committer per table; the exactly-once argument is there.
 //! - `backfill.rs`: a new inventory's first commit, from the index's live objects.
+//! - `partitioning.rs`: the journal's partition fields, from the settings and from a table.
 //! - `overwrite.rs`: the inventory's commits, which replace the partitions whose keys changed.
 //! - `compact.rs`: rewriting the journal's small data files into larger ones.
 //! - `maintenance.rs`: expiring old snapshots and deleting the files only they used.
@@ -33,6 +34,7 @@ mod datafile;
 mod inventory;
 mod maintenance;
 mod overwrite;
+mod partitioning;
 pub mod rest;
 mod rows;
 mod schema;
@@ -89,6 +91,10 @@ pub struct IcebergSpec {
     /// Snapshots older than this are expired, and the files only they used deleted.
     #[serde(default = "default_retention")]
     pub snapshot_retention_ms: u64,
+    /// The journal's partition fields, in order: one of `year`, `month`, `day`, `hour` (of
+    /// the event time) and/or `bucket`. Applies when the table is created.
+    #[serde(default = "default_partition")]
+    pub partition: Vec<String>,
 }
 
 /// Where the tables are registered.
@@ -130,6 +136,13 @@ fn default_interval() -> u64 {
 
 fn default_max_rows() -> usize {
     DEFAULT_COMMIT_MAX_ROWS
+}
+
+fn default_partition() -> Vec<String> {
+    partitioning::DEFAULT
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn default_retention() -> u64 {
@@ -199,6 +212,8 @@ pub struct Iceberg {
 #[derive(Clone)]
 pub(crate) struct TableInfo {
     schema: Schema,
+    /// The journal's partition fields, as the table's spec has them.
+    parts: Vec<partitioning::Part>,
     /// The table's root; data files go under `<location>/data/`.
     location: String,
     spec_id: i32,
@@ -280,6 +295,7 @@ pub fn check(spec: &IcebergSpec) -> Result<()> {
             ),
         ));
     }
+    partitioning::parse(&spec.partition)?;
     if !(1..=1_000_000).contains(&spec.commit_max_rows) {
         return Err(Error::invalid(
             "sink.commit_max_rows",
@@ -340,7 +356,11 @@ pub fn build(spec: &IcebergSpec, ctx: &BuildCtx<'_>) -> Result<SinkKind> {
     Ok(SinkKind::Stream(Arc::new(Iceberg {
         describe: spec.endpoint(ctx.subscription),
         spec: spec.clone(),
-        journal: Managed::new(catalog.clone(), ident("journal"), Kind::Journal),
+        journal: Managed::new(
+            catalog.clone(),
+            ident("journal"),
+            Kind::Journal(partitioning::parse(&spec.partition)?),
+        ),
         inventory: Managed::new(catalog.clone(), ident("inventory"), Kind::Inventory),
         journal_commits: Committer::new(),
         inventory_commits: Committer::new(),
@@ -469,9 +489,10 @@ impl Iceberg {
 }
 
 /// Which of the sink's tables.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Kind {
-    Journal,
+    /// With the partition fields a new journal is created with.
+    Journal(Vec<partitioning::Part>),
     Inventory,
 }
 
@@ -513,10 +534,10 @@ impl Managed {
                 .await
                 .map_err(|e| failed("creating the namespace of", e))?;
         }
-        let (table_schema, partitioning, columns, added) = match self.kind {
-            Kind::Journal => (
+        let (table_schema, partition_spec, columns, added) = match &self.kind {
+            Kind::Journal(parts) => (
                 schema::journal_schema()?,
-                schema::journal_partitioning()?,
+                partitioning::unbound(parts)?,
                 schema::JOURNAL,
                 schema::JOURNAL_ADDED,
             ),
@@ -533,7 +554,7 @@ impl Managed {
                 let creation = TableCreation::builder()
                     .name(self.ident.name.clone())
                     .schema(table_schema)
-                    .partition_spec(partitioning)
+                    .partition_spec(partition_spec)
                     .properties([
                         ("write.format.default".into(), "parquet".into()),
                         ("write.parquet.compression-codec".into(), "zstd".into()),
@@ -557,7 +578,12 @@ impl Managed {
         let m = table.metadata();
         schema::check_ids(m.current_schema(), columns)?;
         schema::check_ids(m.current_schema(), added)?;
+        let parts = match &self.kind {
+            Kind::Journal(_) => partitioning::of_table(m.default_partition_spec())?,
+            Kind::Inventory => Vec::new(),
+        };
         Ok(TableInfo {
+            parts,
             schema: m.current_schema().as_ref().clone(),
             location: m.location().trim_end_matches('/').to_string(),
             spec_id: m.default_partition_spec_id(),

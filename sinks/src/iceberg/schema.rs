@@ -233,15 +233,6 @@ pub(super) fn key_bucket(key: &str) -> i32 {
     ((hash as i32 & i32::MAX) % KEY_BUCKETS as i32) as i32
 }
 
-/// Partitioned by day of the event and by bucket.
-pub(super) fn journal_partitioning() -> Result<UnboundPartitionSpec> {
-    UnboundPartitionSpec::builder()
-        .add_partition_field(5, "record_timestamp_day", Transform::Day)
-        .and_then(|b| b.add_partition_field(1, "bucket", Transform::Identity))
-        .map(|b| b.build())
-        .map_err(|e| Error::Transient(format!("building the journal partitioning: {e}")))
-}
-
 /// Refuse a table whose columns do not have our field ids (data files carry ours):
 /// `columns` are the table's (the journal's or the inventory's).
 pub(super) fn check_ids(table: &Schema, columns: &[Column]) -> Result<()> {
@@ -351,6 +342,8 @@ pub(super) fn inventory_arrow() -> SchemaRef {
 mod tests {
     use super::*;
 
+    use super::super::partitioning::Part;
+
     #[test]
     fn both_schemas_have_the_same_ids() {
         let mut fields: Vec<NestedFieldRef> =
@@ -374,7 +367,7 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), n);
-        journal_partitioning().unwrap();
+        super::super::partitioning::unbound(&[Part::Day, Part::Bucket]).unwrap();
     }
 
     #[test]
@@ -383,7 +376,9 @@ mod tests {
             .name("t".into())
             .location("/tmp/t".into())
             .schema(journal_schema().unwrap())
-            .partition_spec(journal_partitioning().unwrap())
+            .partition_spec(
+                super::super::partitioning::unbound(&[Part::Day, Part::Bucket]).unwrap(),
+            )
             .build();
         let metadata = iceberg::spec::TableMetadataBuilder::from_table_creation(creation)
             .unwrap()

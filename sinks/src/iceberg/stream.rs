@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use iceberg::spec::{DataFile, Literal, Struct};
+use iceberg::spec::{DataFile, Struct};
 use tokio::time::Instant;
 
 use super::commit::Appender;
@@ -23,8 +23,6 @@ use super::rows::{Row, journal_batch};
 use super::{COMMIT_MAX_BYTES, Iceberg, TableInfo, datafile};
 use crate::sink::{Delivery, Feed, StreamSink};
 use crate::{Error, Result};
-
-const DAY_US: i64 = 86_400_000_000;
 
 impl StreamSink for Iceberg {
     fn endpoint(&self) -> &str {
@@ -221,32 +219,35 @@ fn encode(
     partition: u32,
     deliveries: &[Arc<Delivery>],
 ) -> Result<Vec<(String, Bytes, DataFile)>> {
-    let mut groups: BTreeMap<(i64, &str), Vec<Row<'_>>> = BTreeMap::new();
+    // Rows by table partition (its directory names it), each with its partition value.
+    let mut groups: BTreeMap<String, (Struct, Vec<Row<'_>>)> = BTreeMap::new();
     for d in deliveries {
-        let day = d.event.event_time.div_euclid(DAY_US);
-        groups.entry((day, &d.event.bucket)).or_default().push(Row {
-            event: &d.event,
-            partition,
-            offset: d.offset,
-        });
+        let (key, dir) =
+            super::partitioning::key(&journal.parts, d.event.event_time, &d.event.bucket)?;
+        groups
+            .entry(dir)
+            .or_insert_with(|| (key, Vec::new()))
+            .1
+            .push(Row {
+                event: &d.event,
+                partition,
+                offset: d.offset,
+            });
     }
     let mut out = Vec::with_capacity(groups.len());
-    for ((day, bucket), rows) in groups {
+    for (dir, (key, rows)) in groups {
         let batch = journal_batch(&rows)?;
         let (bytes, meta) = datafile::encode(&batch)?;
-        let date = chrono::DateTime::from_timestamp(day * 86_400, 0)
-            .map(|t| t.format("%Y-%m-%d").to_string())
-            .unwrap_or_else(|| day.to_string());
         let (first, last) = (rows[0].offset, rows[rows.len() - 1].offset);
+        let dir = match dir.is_empty() {
+            true => String::new(),
+            false => format!("{dir}/"),
+        };
         let path = format!(
-            "{}/data/record_timestamp_day={date}/bucket={bucket}/p{partition}-{first}-{last}-{}.parquet",
+            "{}/data/{dir}p{partition}-{first}-{last}-{}.parquet",
             journal.location,
             uuid::Uuid::now_v7()
         );
-        let day = i32::try_from(day).map_err(|_| {
-            Error::Transient(format!("event day {day} is outside Iceberg's date range"))
-        })?;
-        let key = Struct::from_iter([Some(Literal::date(day)), Some(Literal::string(bucket))]);
         let file = datafile::data_file(
             path.clone(),
             bytes.len() as u64,
