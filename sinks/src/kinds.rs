@@ -11,7 +11,7 @@ use crate::client::HttpClient;
 use crate::function::{self, Functions, Invocations};
 use crate::sink::{BuildCtx, SinkKind};
 use crate::subscription::spec::SinkSpec;
-use crate::{Error, Result, iceberg, lake, webhook};
+use crate::{Error, Result, iceberg, kafka, lake, webhook};
 
 /// Builds sinks from specs.
 pub struct Kinds {
@@ -66,6 +66,7 @@ impl Kinds {
             }
             SinkSpec::Parquet(p) => lake::build(p, &ctx),
             SinkSpec::Iceberg(i) => iceberg::build(i, &ctx),
+            SinkSpec::Kafka(k) => kafka::build(k, &ctx),
         }
     }
 

@@ -29,6 +29,7 @@ pub mod filtering;
 pub mod function;
 pub mod guard;
 pub mod iceberg;
+pub mod kafka;
 pub mod kinds;
 pub mod lake;
 pub mod secrets;

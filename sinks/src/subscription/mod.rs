@@ -378,6 +378,14 @@ impl Subscriptions {
                 }
                 return Ok(created);
             }
+            SinkSpec::Kafka(k) => {
+                for (name, value) in k.properties.iter_mut() {
+                    if crate::kafka::is_secret_property(name) {
+                        *value = self.reference(&owner, value, &mut created).await?;
+                    }
+                }
+                return Ok(created);
+            }
         };
         let mut refs = Vec::new();
         for value in secret.list() {
@@ -431,6 +439,12 @@ pub fn sink_secrets(sink: &SinkSpec) -> Vec<String> {
                 .into_iter()
                 .collect()
         }
+        SinkSpec::Kafka(k) => k
+            .properties
+            .iter()
+            .filter(|(name, _)| crate::kafka::is_secret_property(name))
+            .map(|(_, value)| value.clone())
+            .collect(),
     }
 }
 

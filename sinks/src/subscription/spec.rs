@@ -8,6 +8,7 @@ use tidemark_core::rules::RuleSpec;
 
 pub use crate::function::FunctionSpec;
 pub use crate::iceberg::IcebergSpec;
+pub use crate::kafka::KafkaSinkSpec;
 pub use crate::lake::ParquetSpec;
 pub use crate::secrets::Secrets;
 pub use crate::webhook::WebhookSpec;
@@ -69,6 +70,8 @@ pub enum SinkSpec {
     Parquet(ParquetSpec),
     /// Apache Iceberg tables (the journal of every event).
     Iceberg(IcebergSpec),
+    /// A topic of the user's own Kafka cluster.
+    Kafka(KafkaSinkSpec),
 }
 
 impl SinkSpec {
@@ -83,6 +86,7 @@ impl SinkSpec {
             SinkSpec::Parquet(p) => Some(format!("file://{}", p.path)),
             SinkSpec::Iceberg(i) if i.warehouse.starts_with("s3://") => Some(i.warehouse.clone()),
             SinkSpec::Iceberg(i) => Some(format!("file://{}", i.warehouse)),
+            SinkSpec::Kafka(k) => Some(k.endpoint()),
         }
     }
 

@@ -49,6 +49,7 @@ pub fn validate(
                 crate::lake::Lake::open(p, None)?;
             }
         }
+        SinkSpec::Kafka(k) => crate::kafka::check(k)?,
         SinkSpec::Iceberg(i) => {
             // The warehouse and the catalog file are created and opened now: an unwritable
             // place is refused at create time.
