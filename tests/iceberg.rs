@@ -438,6 +438,13 @@ fn bad_iceberg_settings_are_refused_by_name() {
             "local SQLite file",
         ),
         (
+            json!({"type": "iceberg", "warehouse": "s3://bucket/wh",
+                   "catalog": {"type": "sql", "path": warehouse.join("c.db")},
+                   "s3": {"endpoint": "http://169.254.169.254"}}),
+            "sink.s3.endpoint",
+            "link-local",
+        ),
+        (
             json!({"type": "iceberg", "warehouse": "gs://bucket/wh"}),
             "sink.warehouse",
             "s3://bucket/prefix",
@@ -499,7 +506,10 @@ fn tables_on_an_s3_warehouse_are_read_back_by_pyiceberg_through_both_catalogs() 
     let moto = common::moto::Moto::start();
     moto.script("s3_lake.py", "mkbucket", &["lake"]);
     let catalog = dir.path().join("catalog.db");
-    let server = Server::start(&dir.path().join("data"), &[]);
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--allow-destinations", "loopback"],
+    );
     let spec = json!({"name": "s3chg", "start": "earliest", "sink": {
         "type": "iceberg",
         "warehouse": "s3://lake/warehouse",

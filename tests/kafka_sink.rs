@@ -61,7 +61,10 @@ fn kafka_spec(name: &str, brokers: &str, topic: &str, format: &str) -> Value {
 fn events_reach_the_users_topic_once_in_key_order_as_json_and_avro() {
     let broker = TestBroker::start();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &[]);
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--allow-destinations", "loopback"],
+    );
     create_topic(&broker.addr, "changes", 3);
     create_topic(&broker.addr, "changes-avro", 2);
     let mut rng = fastrand::Rng::with_seed(41);
@@ -169,6 +172,31 @@ fn bad_kafka_settings_are_refused_by_name() {
             with("properties", json!({"enable.idempotence": "false"})),
             "sink.properties.enable.idempotence",
             "set by Tidemark",
+        ),
+        // Nothing that runs a program or reads a path on the server.
+        (
+            with(
+                "properties",
+                json!({"sasl.kerberos.kinit.cmd": "touch /tmp/owned"}),
+            ),
+            "sink.properties.sasl.kerberos.kinit.cmd",
+            "not a property a subscription may set",
+        ),
+        (
+            with("properties", json!({"ssl.ca.location": "/etc/shadow"})),
+            "sink.properties.ssl.ca.location",
+            "not a property a subscription may set",
+        ),
+        // Private and loopback brokers only where the operator allowed them.
+        (
+            with("brokers", json!("10.1.2.3:9092")),
+            "sink.brokers",
+            "private",
+        ),
+        (
+            with("brokers", json!("127.0.0.1:9092")),
+            "sink.brokers",
+            "loopback",
         ),
     ];
     for (sink, field, needle) in cases {

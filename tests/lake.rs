@@ -236,6 +236,11 @@ fn bad_lake_settings_are_refused_by_name() {
             "cannot create",
         ),
         (
+            json!({"type": "parquet", "path": "s3://b/p", "s3": {"endpoint": "http://10.0.0.5:9000"}}),
+            "sink.s3.endpoint",
+            "private",
+        ),
+        (
             json!({"type": "parquet", "path": lake, "roll": {"max_rows": 0}}),
             "sink.roll",
             "positive",
@@ -283,7 +288,10 @@ fn a_lake_on_an_s3_compatible_server_is_read_back_by_duckdb_and_pyarrow() {
     let moto = Moto::start();
     moto.script("s3_lake.py", "mkbucket", &["lakehouse"]);
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &[]);
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--allow-destinations", "loopback"],
+    );
     let spec = json!({
         "name": "s3-lake",
         "start": "earliest",
@@ -369,7 +377,10 @@ fn wrong_s3_credentials_show_in_status_and_nothing_else_stops() {
     let moto = Moto::start_checking_keys();
     let key: Value = serde_json::from_str(&moto.script("s3_lake.py", "auth", &["keyed"])).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &[]);
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--allow-destinations", "loopback"],
+    );
     create_subscription(
         &server,
         &json!({

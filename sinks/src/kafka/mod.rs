@@ -72,6 +72,28 @@ pub(crate) enum ValueFormat {
     Rendered(Format),
 }
 
+/// Producer properties a subscription may set: TLS and SASL with in-line PEM (never a path on
+/// the server, never a command such as `sasl.kerberos.kinit.cmd`), compression and batching
+/// within librdkafka's bounded defaults.
+const ALLOWED_PROPERTIES: &[&str] = &[
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.pem",
+    "ssl.certificate.pem",
+    "ssl.key.pem",
+    "ssl.key.password",
+    "ssl.endpoint.identification.algorithm",
+    "compression.type",
+    "compression.codec",
+    "linger.ms",
+    "batch.num.messages",
+    "batch.size",
+    "request.timeout.ms",
+];
+
 /// Properties Tidemark sets itself: the user cannot turn the guarantees off.
 const OWN_PROPERTIES: &[&str] = &[
     "bootstrap.servers",
@@ -144,16 +166,23 @@ pub fn check(spec: &KafkaSinkSpec) -> Result<()> {
     if spec.partition.is_some_and(|p| p < 0) {
         return Err(Error::invalid("sink.partition", "must be 0 or more"));
     }
-    if let Some(k) = spec
-        .properties
-        .keys()
-        .find(|k| OWN_PROPERTIES.contains(&k.as_str()))
-    {
-        return Err(Error::invalid(
-            format!("sink.properties.{k}"),
-            "is set by Tidemark (brokers, idempotence, acks, partitioner, timeouts have their \
-             own settings)",
-        ));
+    for k in spec.properties.keys() {
+        if OWN_PROPERTIES.contains(&k.as_str()) {
+            return Err(Error::invalid(
+                format!("sink.properties.{k}"),
+                "is set by Tidemark (brokers, idempotence, acks, partitioner, timeouts have \
+                 their own settings)",
+            ));
+        }
+        if !ALLOWED_PROPERTIES.contains(&k.as_str()) {
+            return Err(Error::invalid(
+                format!("sink.properties.{k}"),
+                format!(
+                    "is not a property a subscription may set; allowed: {}",
+                    ALLOWED_PROPERTIES.join(", ")
+                ),
+            ));
+        }
     }
     if !(1_000..=600_000).contains(&spec.timeout_ms) {
         return Err(Error::invalid(

@@ -43,14 +43,23 @@ pub fn validate(
         SinkSpec::Function(f) => check_function(f, policy, functions)?,
         SinkSpec::Parquet(p) => {
             crate::lake::Lake::check(p)?;
+            if let Some(endpoint) = p.s3.as_ref().and_then(|s| s.endpoint.as_deref()) {
+                check_url("sink.s3.endpoint", endpoint, policy)?;
+            }
             // A local directory is created and probed now: an unwritable path is refused
             // at create time. (An S3 lake is reached when it runs; status shows failures.)
             if !p.path.starts_with("s3://") {
                 crate::lake::Lake::open(p, None)?;
             }
         }
-        SinkSpec::Kafka(k) => crate::kafka::check(k)?,
+        SinkSpec::Kafka(k) => {
+            crate::kafka::check(k)?;
+            check_brokers(&k.brokers, policy)?;
+        }
         SinkSpec::Iceberg(i) => {
+            if let Some(endpoint) = i.s3.as_ref().and_then(|s| s.endpoint.as_deref()) {
+                check_url("sink.s3.endpoint", endpoint, policy)?;
+            }
             // The warehouse and the catalog file are created and opened now: an unwritable
             // place is refused at create time.
             crate::iceberg::check(i)?;
@@ -181,6 +190,23 @@ fn check_url(field: &str, url: &str, policy: DestinationPolicy) -> Result<http::
         policy.check(ip).map_err(|e| Error::invalid(field, e))?;
     }
     Ok(uri)
+}
+
+/// Kafka brokers (`host:port,...`): every address each one resolves to must be allowed (the
+/// producer connects on its own, past the HTTP client's guard, so names are resolved now).
+fn check_brokers(brokers: &str, policy: DestinationPolicy) -> Result<()> {
+    use std::net::ToSocketAddrs;
+    for broker in brokers.split(',').map(str::trim) {
+        let addrs = broker.to_socket_addrs().map_err(|e| {
+            Error::invalid("sink.brokers", format!("'{broker}' does not resolve: {e}"))
+        })?;
+        for a in addrs {
+            policy
+                .check(a.ip())
+                .map_err(|e| Error::invalid("sink.brokers", format!("'{broker}': {e}")))?;
+        }
+    }
+    Ok(())
 }
 
 fn check_secrets(field: &str, values: &[String]) -> Result<()> {
