@@ -12,15 +12,13 @@ use std::collections::BTreeMap;
 
 use arrow_array::{RecordBatch, new_null_array};
 use bytes::Bytes;
-use iceberg::spec::{
-    DataFile, FormatVersion, ManifestContentType, ManifestList, ManifestWriterBuilder, Operation,
-};
+use iceberg::spec::{DataFile, ManifestWriterBuilder, Operation};
 use iceberg::{ErrorKind, TableIdent};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::catalog::SqlCatalog;
-use super::commit::{self, COMMIT_ID};
-use super::maintenance::load_managed;
+use super::commit;
+use super::maintenance::{self, load_managed};
 use super::{TableInfo, datafile, schema};
 use crate::{Error, Result};
 
@@ -45,29 +43,14 @@ pub(super) async fn compact_journal(
         return Ok(0);
     };
     let meta = table.metadata();
-    let Some(current) = meta.current_snapshot() else {
-        return Ok(0);
-    };
-    if !current
-        .summary()
-        .additional_properties
-        .contains_key(COMMIT_ID)
-    {
+    let Some(current) = maintenance::ours(meta) else {
         return Ok(0); // another tool committed last: leave its files alone
-    }
+    };
     let io = catalog.file_io();
     let run = async {
-        let bytes = io.new_input(current.manifest_list())?.read().await?;
-        let manifests = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?
-            .entries()
-            .to_vec();
-        let spec_id = meta.default_partition_spec_id();
-        if manifests
-            .iter()
-            .any(|m| m.content != ManifestContentType::Data || m.partition_spec_id != spec_id)
-        {
+        let Some(manifests) = maintenance::data_manifests(io, meta, current).await? else {
             return Ok(0);
-        }
+        };
         // Every live file with where it came from, and the small ones by partition.
         let mut live = Vec::new();
         for mf in &manifests {

@@ -178,6 +178,30 @@ pub(super) async fn remove_orphans(catalog: &SqlCatalog, ident: &TableIdent) -> 
     Ok(removed)
 }
 
+/// The current snapshot, when Tidemark committed it (another tool's files are left alone).
+pub(super) fn ours(meta: &TableMetadata) -> Option<&SnapshotRef> {
+    meta.current_snapshot()
+        .filter(|s| s.summary().additional_properties.contains_key(COMMIT_ID))
+}
+
+/// `snapshot`'s manifests when all are data manifests of the table's current partition spec
+/// (what our rewrites handle); `None` otherwise.
+pub(super) async fn data_manifests(
+    io: &FileIO,
+    meta: &TableMetadata,
+    snapshot: &SnapshotRef,
+) -> iceberg::Result<Option<Vec<iceberg::spec::ManifestFile>>> {
+    let bytes = io.new_input(snapshot.manifest_list())?.read().await?;
+    let manifests = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?
+        .entries()
+        .to_vec();
+    let spec_id = meta.default_partition_spec_id();
+    let plain = manifests
+        .iter()
+        .all(|m| m.content == ManifestContentType::Data && m.partition_spec_id == spec_id);
+    Ok(plain.then_some(manifests))
+}
+
 /// More manifests than this in the current snapshot are merged into one.
 pub(super) const MAX_MANIFESTS: usize = 8;
 
@@ -188,29 +212,15 @@ pub(super) async fn merge_manifests(catalog: &SqlCatalog, ident: &TableIdent) ->
         return Ok(Default::default());
     };
     let meta = table.metadata();
-    let Some(current) = meta.current_snapshot() else {
+    let Some(current) = ours(meta) else {
         return Ok(0);
     };
-    if !current
-        .summary()
-        .additional_properties
-        .contains_key(COMMIT_ID)
-    {
-        return Ok(0);
-    }
     let io = catalog.file_io();
     let run = async {
-        let bytes = io.new_input(current.manifest_list())?.read().await?;
-        let manifests = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?
-            .entries()
-            .to_vec();
-        let spec_id = meta.default_partition_spec_id();
-        // Only data manifests of the current spec are ours to merge.
-        if manifests.len() <= MAX_MANIFESTS
-            || manifests
-                .iter()
-                .any(|m| m.content != ManifestContentType::Data || m.partition_spec_id != spec_id)
-        {
+        let Some(manifests) = data_manifests(io, meta, current).await? else {
+            return Ok(0);
+        };
+        if manifests.len() <= MAX_MANIFESTS {
             return Ok(0);
         }
         let snapshot_id = commit::new_snapshot_id();
