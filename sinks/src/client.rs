@@ -40,10 +40,33 @@ pub fn plain_client(extra_roots: Option<&Path>, flag: &str) -> Result<PlainClien
         .build(https))
 }
 
+/// What sinks reach their destinations with: the HTTP client, and for sinks that speak their
+/// own protocol over TCP (redis-stream), the address policy and the TLS configuration it uses.
+#[derive(Clone)]
+pub struct Outbound {
+    pub http: HttpClient,
+    pub policy: DestinationPolicy,
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+/// The node's [`Outbound`]; `extra_roots` as for [`http_client`].
+pub fn outbound(policy: DestinationPolicy, extra_roots: Option<&Path>) -> Result<Outbound> {
+    let tls = tls_config(extra_roots, "--webhook-ca-file")?;
+    Ok(Outbound {
+        http: guarded_client(policy, tls.clone()),
+        policy,
+        tls: Arc::new(tls),
+    })
+}
+
 /// `extra_roots`: a PEM file of CA certificates trusted besides the web PKI (endpoints inside
 /// a company network signed by its own CA).
 pub fn http_client(policy: DestinationPolicy, extra_roots: Option<&Path>) -> Result<HttpClient> {
     let tls = tls_config(extra_roots, "--webhook-ca-file")?;
+    Ok(guarded_client(policy, tls))
+}
+
+fn guarded_client(policy: DestinationPolicy, tls: rustls::ClientConfig) -> HttpClient {
     let mut http = HttpConnector::new_with_resolver(GuardedResolver { policy });
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -53,10 +76,10 @@ pub fn http_client(policy: DestinationPolicy, extra_roots: Option<&Path>) -> Res
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+    Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
-        .build(https))
+        .build(https)
 }
 
 /// Web PKI roots plus the CA certificates in `extra_roots`.

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use tidemark_core::catalog::Catalog;
 
-use crate::client::HttpClient;
+use crate::client::Outbound;
 use crate::function::{self, Functions, Invocations};
 use crate::sink::{BuildCtx, SinkKind};
 use crate::subscription::spec::SinkSpec;
-use crate::{Error, Result, iceberg, kafka, lake, webhook};
+use crate::{Error, Result, iceberg, kafka, lake, lambda, redis_stream, sqs, webhook};
 
 /// Builds sinks from specs.
 pub struct Kinds {
@@ -19,7 +19,7 @@ pub struct Kinds {
     catalog: Arc<Catalog>,
     /// The process functions the operator declared on this node.
     functions: Arc<Functions>,
-    client: HttpClient,
+    outbound: Outbound,
     /// CloudEvents `source` base of this node's payloads.
     source: String,
     /// Function sinks' recent invocations, by subscription: kept across restarts of a
@@ -31,13 +31,13 @@ impl Kinds {
     pub fn new(
         catalog: Arc<Catalog>,
         functions: Arc<Functions>,
-        client: HttpClient,
+        outbound: Outbound,
         source: String,
     ) -> Kinds {
         Kinds {
             catalog,
             functions,
-            client,
+            outbound,
             source,
             invocations: Default::default(),
         }
@@ -54,7 +54,8 @@ impl Kinds {
         let ctx = BuildCtx {
             subscription,
             catalog: &self.catalog,
-            client: &self.client,
+            client: &self.outbound.http,
+            outbound: &self.outbound,
             source: &self.source,
             replay,
         };
@@ -67,6 +68,9 @@ impl Kinds {
             SinkSpec::Parquet(p) => lake::build(p, &ctx),
             SinkSpec::Iceberg(i) => iceberg::build(i, &ctx),
             SinkSpec::Kafka(k) => kafka::build(k, &ctx),
+            SinkSpec::Sqs(q) => sqs::build(q, &ctx),
+            SinkSpec::Lambda(l) => lambda::build(l, &ctx),
+            SinkSpec::RedisStream(r) => redis_stream::build(r, &ctx),
         }
     }
 

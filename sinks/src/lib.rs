@@ -5,7 +5,8 @@
 //! Modules depend only on those listed before them.
 //! - `error.rs`: the crate's error, with the transient / configuration / data kinds of a
 //!   failed write.
-//! - `client.rs`, `guard.rs`: the node's outbound HTTP client and its address guard.
+//! - `client.rs`, `guard.rs`, `socket.rs`: the node's outbound HTTP client, its address
+//!   guard, and the guarded connections of sinks that speak their own protocol.
 //! - `secrets.rs`: secrets by reference, and how a spec holds them.
 //! - `stats.rs`: what a subscription's delivery counts (status, metrics).
 //! - `sink/`: the seam: [`sink::Delivery`], the two kinds of sink (request [`sink::Sink`],
@@ -15,6 +16,10 @@
 //! - `webhook/`: the webhook sink: its spec, payload formats, Standard Webhooks signatures.
 //! - `function/`: function triggers over HTTP (CloudEvents) or as a declared local process.
 //! - `lake/`: the Parquet lake sink (Hive-partitioned files, exactly-once commits).
+//! - `iceberg/`: the Iceberg sink (journal and inventory tables).
+//! - `message/`: what queue sinks share: an event as a message, templates of event fields.
+//! - `aws/`: credentials, Signature Version 4 and signed calls, for the AWS sinks.
+//! - `kafka/`, `sqs/`, `lambda/`, `redis_stream/`: queue and function sinks, one folder each.
 //! - `subscription/`: the subscription JSON (`spec.rs`), its validation, and storing it in
 //!   the catalog (`_config`) with secrets moved out to references.
 //! - `kinds.rs`: the closed set of sink kinds: building the sink a subscription names.
@@ -22,6 +27,7 @@
 //!   dead letters, positions) and feeding its sink; retries, circuit breakers, redrive,
 //!   replays, status.
 
+pub mod aws;
 pub mod client;
 pub mod delivery;
 mod error;
@@ -32,8 +38,13 @@ pub mod iceberg;
 pub mod kafka;
 pub mod kinds;
 pub mod lake;
+pub mod lambda;
+pub mod message;
+pub mod redis_stream;
 pub mod secrets;
 pub mod sink;
+pub mod socket;
+pub mod sqs;
 pub mod stats;
 pub mod subscription;
 pub mod webhook;

@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod kafka_tls;
 pub mod moto;
+pub mod queues;
 pub mod receiver;
 
 use std::io::{BufRead, BufReader};

@@ -24,8 +24,16 @@ impl Moto {
         Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")])
     }
 
+    /// On `port`, e.g. to bring a service that was down up.
+    pub fn start_on(port: u16) -> Moto {
+        Moto::spawn(port, &[])
+    }
+
     fn start_with_env(env: &[(&str, &str)]) -> Moto {
-        let port = free_port();
+        Moto::spawn(free_port(), env)
+    }
+
+    fn spawn(port: u16, env: &[(&str, &str)]) -> Moto {
         let child = Command::new("python3")
             .args([
                 "-m",

@@ -421,7 +421,7 @@ impl Node {
             log.clone(),
             codec.clone(),
             source,
-            tidemark_sinks::client::http_client(cfg.destinations, cfg.webhook_ca_file.as_deref())?,
+            tidemark_sinks::client::outbound(cfg.destinations, cfg.webhook_ca_file.as_deref())?,
             Some(Arc::new(live_objects::IndexObjects {
                 index: index.clone(),
                 materializer: materializer.clone(),

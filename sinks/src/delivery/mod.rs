@@ -49,7 +49,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::Result;
-use crate::client::HttpClient;
+use crate::client::Outbound;
 use crate::kinds::Kinds;
 use crate::sink::LiveObjects;
 use crate::stats::{self, Stats};
@@ -93,7 +93,7 @@ impl Engine {
         log: Arc<dyn Log>,
         codec: Arc<EventCodec>,
         source: String,
-        client: HttpClient,
+        outbound: Outbound,
         objects: Option<Arc<dyn LiveObjects>>,
     ) -> Arc<Engine> {
         let engine = Arc::new(Engine::new(
@@ -102,7 +102,7 @@ impl Engine {
             log,
             codec,
             source,
-            client,
+            outbound,
             objects,
         ));
         tokio::spawn(engine.clone().follow());
@@ -116,13 +116,13 @@ impl Engine {
         log: Arc<dyn Log>,
         codec: Arc<EventCodec>,
         source: String,
-        client: HttpClient,
+        outbound: Outbound,
         objects: Option<Arc<dyn LiveObjects>>,
     ) -> Engine {
         let kinds = Kinds::new(
             subscriptions.catalog().clone(),
             subscriptions.functions().clone(),
-            client,
+            outbound,
             source,
         );
         Engine {

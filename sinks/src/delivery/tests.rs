@@ -149,7 +149,7 @@ async fn node() -> Node {
         log.clone(),
         codec.clone(),
         "/tidemark/test".into(),
-        crate::client::http_client(policy, None).unwrap(),
+        crate::client::outbound(policy, None).unwrap(),
         None,
     ));
     Node {

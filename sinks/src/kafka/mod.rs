@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::message::{MessageFormat, Template};
 use crate::sink::{BuildCtx, SinkKind};
-use crate::webhook::format::Format;
 use crate::{Error, Result, secrets};
 
 /// The `kafka` sink of a subscription.
@@ -64,14 +64,6 @@ fn default_timeout() -> u64 {
     30_000
 }
 
-/// What a record's value is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ValueFormat {
-    Json,
-    /// One of the webhook's renderings.
-    Rendered(Format),
-}
-
 /// Producer properties a subscription may set: TLS and SASL with in-line PEM (never a path on
 /// the server, never a command such as `sasl.kerberos.kinit.cmd`), compression and batching
 /// within librdkafka's bounded defaults.
@@ -105,7 +97,14 @@ const OWN_PROPERTIES: &[&str] = &[
     "delivery.timeout.ms",
 ];
 
-const PLACEHOLDERS: &[&str] = &["bucket", "key", "event_type", "version_id"];
+/// The formats a record's value may be in.
+const FORMATS: &[&str] = &[
+    "json",
+    "avro",
+    "cloudevents-structured",
+    "cloudevents-binary",
+    "s3",
+];
 
 impl KafkaSinkSpec {
     /// What status and the circuit breaker name the destination by.
@@ -113,23 +112,8 @@ impl KafkaSinkSpec {
         format!("kafka://{}/{}", self.brokers, self.topic)
     }
 
-    fn value_format(&self) -> Result<ValueFormat> {
-        Ok(match self.format.as_str() {
-            "json" => ValueFormat::Json,
-            "avro" => ValueFormat::Rendered(Format::Avro),
-            "cloudevents-structured" => ValueFormat::Rendered(Format::CloudeventsStructured),
-            "cloudevents-binary" => ValueFormat::Rendered(Format::CloudeventsBinary),
-            "s3" => ValueFormat::Rendered(Format::S3),
-            other => {
-                return Err(Error::invalid(
-                    "sink.format",
-                    format!(
-                        "'{other}' is not a format; use json, avro, cloudevents-structured, \
-                         cloudevents-binary or s3"
-                    ),
-                ));
-            }
-        })
+    fn value_format(&self) -> Result<MessageFormat> {
+        MessageFormat::parse("sink.format", &self.format, FORMATS)
     }
 }
 
@@ -161,7 +145,7 @@ pub fn check(spec: &KafkaSinkSpec) -> Result<()> {
             ),
         ));
     }
-    sink::KeyTemplate::parse(&spec.key)?;
+    Template::parse("sink.key", &spec.key)?;
     spec.value_format()?;
     if spec.partition.is_some_and(|p| p < 0) {
         return Err(Error::invalid("sink.partition", "must be 0 or more"));

@@ -10,101 +10,27 @@ use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tidemark_core::event::ObjectEvent;
 
-use super::{KafkaSinkSpec, ValueFormat};
+use super::KafkaSinkSpec;
+use crate::message::{MessageFormat, Renderer, Template};
 use crate::sink::{BuildCtx, Delivery, Failure, SendError, Sink};
-use crate::webhook::format::{self, Context, Item};
 use crate::{Error, Result};
-
-/// A record key template: literal text and `{field}` placeholders.
-#[derive(Debug, Clone)]
-pub(super) struct KeyTemplate(Vec<Piece>);
-
-#[derive(Debug, Clone)]
-enum Piece {
-    Text(String),
-    Bucket,
-    Key,
-    EventType,
-    VersionId,
-}
-
-impl KeyTemplate {
-    pub fn parse(text: &str) -> Result<KeyTemplate> {
-        let bad = |m: String| Error::invalid("sink.key", m);
-        let mut pieces = Vec::new();
-        let mut rest = text;
-        while let Some(open) = rest.find('{') {
-            if open > 0 {
-                pieces.push(Piece::Text(rest[..open].to_string()));
-            }
-            let close = rest[open..]
-                .find('}')
-                .ok_or_else(|| bad(format!("'{text}': an unclosed '{{'")))?;
-            let name = &rest[open + 1..open + close];
-            pieces.push(match name {
-                "bucket" => Piece::Bucket,
-                "key" => Piece::Key,
-                "event_type" => Piece::EventType,
-                "version_id" => Piece::VersionId,
-                other => {
-                    return Err(bad(format!(
-                        "'{{{other}}}' is not a field; use {}",
-                        super::PLACEHOLDERS
-                            .iter()
-                            .map(|p| format!("{{{p}}}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )));
-                }
-            });
-            rest = &rest[open + close + 1..];
-        }
-        if !rest.is_empty() {
-            pieces.push(Piece::Text(rest.to_string()));
-        }
-        if pieces.is_empty() {
-            return Err(bad(
-                "is empty: records need a key for per-object order".into()
-            ));
-        }
-        Ok(KeyTemplate(pieces))
-    }
-
-    fn render(&self, e: &ObjectEvent) -> String {
-        let mut out = String::with_capacity(e.bucket.len() + e.key.len() + 8);
-        for p in &self.0 {
-            match p {
-                Piece::Text(t) => out.push_str(t),
-                Piece::Bucket => out.push_str(&e.bucket),
-                Piece::Key => out.push_str(&e.key),
-                Piece::EventType => out.push_str(e.event_type.as_str()),
-                Piece::VersionId => out.push_str(e.version_id.as_deref().unwrap_or("")),
-            }
-        }
-        out
-    }
-}
 
 pub(super) struct KafkaSink {
     producer: FutureProducer,
     topic: String,
-    key: KeyTemplate,
-    format: ValueFormat,
+    key: Template,
+    renderer: Renderer,
     partition: Option<i32>,
     endpoint: String,
     timeout: Duration,
-    subscription: String,
-    source: String,
-    replay: Option<String>,
 }
 
 impl KafkaSink {
     pub fn new(
         spec: &KafkaSinkSpec,
         properties: BTreeMap<String, String>,
-        format: ValueFormat,
+        format: MessageFormat,
         timeout: Duration,
         ctx: &BuildCtx<'_>,
     ) -> Result<KafkaSink> {
@@ -129,70 +55,34 @@ impl KafkaSink {
         Ok(KafkaSink {
             producer,
             topic: spec.topic.clone(),
-            key: KeyTemplate::parse(&spec.key)?,
-            format,
+            key: Template::parse("sink.key", &spec.key)?,
+            renderer: Renderer::new(format, ctx.subscription, ctx.source, ctx.replay),
             partition: spec.partition,
             endpoint: spec.endpoint(),
             timeout,
-            subscription: ctx.subscription.to_string(),
-            source: ctx.source.to_string(),
-            replay: ctx.replay.map(str::to_string),
         })
     }
 
-    /// A record's value and headers.
+    /// A record's value and headers: the message's attributes, CloudEvents ones named
+    /// `ce_<name>` as the CloudEvents Kafka binding has them.
     fn value(&self, d: &Delivery) -> std::result::Result<(Vec<u8>, OwnedHeaders), SendError> {
-        let mut headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "tidemark_event_id",
-                value: Some(d.event.event_id.to_string().as_bytes()),
-            })
-            .insert(Header {
-                key: "tidemark_event_type",
-                value: Some(d.event.event_type.as_str().as_bytes()),
-            });
-        if let Some(job) = &self.replay {
-            headers = headers.insert(Header {
-                key: "tidemark_replay",
-                value: Some(job.as_bytes()),
-            });
-        }
-        let format = match self.format {
-            ValueFormat::Json => {
-                let body = serde_json::to_vec(&d.event.to_json()).expect("JSON values serialize");
-                return Ok((body, headers));
-            }
-            ValueFormat::Rendered(f) => f,
-        };
-        let ctx = Context {
-            subscription: &self.subscription,
-            source: &self.source,
-            replay: self.replay.as_deref(),
-        };
-        let item = Item {
-            event: &d.event,
-            wire: &d.wire,
-            partition: d.partition,
-            offset: d.offset,
-        };
-        let payload = format::render(format, &ctx, &[item]).map_err(|e| SendError {
-            failure: Failure::Reject,
-            status: None,
-            message: e.to_string(),
-        })?;
-        headers = headers.insert(Header {
-            key: "content-type",
-            value: Some(payload.content_type.as_bytes()),
-        });
-        // CloudEvents' Kafka binding names attributes `ce_<name>`.
-        for (name, value) in &payload.headers {
-            let key = name.as_str().replacen("ce-", "ce_", 1);
+        let message = self.renderer.one(d)?;
+        let mut headers = OwnedHeaders::new_with_capacity(message.attributes.len() + 1);
+        for (name, value) in &message.attributes {
+            let key = match name.strip_prefix("ce-") {
+                Some(rest) => format!("ce_{rest}"),
+                None => name.clone(),
+            };
             headers = headers.insert(Header {
                 key: &key,
                 value: Some(value.as_bytes()),
             });
         }
-        Ok((payload.body.to_vec(), headers))
+        headers = headers.insert(Header {
+            key: "content-type",
+            value: Some(message.content_type.as_bytes()),
+        });
+        Ok((message.body.to_vec(), headers))
     }
 }
 
@@ -267,25 +157,5 @@ impl Sink for KafkaSink {
             }
             Ok(())
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_templates_render_the_event_fields() {
-        let mut e = tidemark_core::event::sample_event(3);
-        e.bucket = "photos".into();
-        e.key = "a/b.jpg".into();
-        e.version_id = None;
-        let t = KeyTemplate::parse("{bucket}/{key}").unwrap();
-        assert_eq!(t.render(&e), "photos/a/b.jpg");
-        let t = KeyTemplate::parse("x-{event_type}:{version_id}").unwrap();
-        assert_eq!(t.render(&e), format!("x-{}:", e.event_type.as_str()));
-        for bad in ["", "{bucket", "{size}"] {
-            assert!(KeyTemplate::parse(bad).is_err(), "{bad}");
-        }
     }
 }

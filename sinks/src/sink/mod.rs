@@ -33,7 +33,7 @@ use bytes::Bytes;
 use tidemark_core::catalog::Catalog;
 use tidemark_core::event::ObjectEvent;
 
-use crate::client::HttpClient;
+use crate::client::{HttpClient, Outbound};
 
 /// One event on its way to a sink.
 #[derive(Debug)]
@@ -73,6 +73,8 @@ pub struct BuildCtx<'a> {
     pub catalog: &'a Catalog,
     /// The node's outbound HTTP client, with its address guard.
     pub client: &'a HttpClient,
+    /// The same guard and TLS roots, for sinks that open their own connections.
+    pub outbound: &'a Outbound,
     /// CloudEvents `source` base of this node's payloads.
     pub source: &'a str,
     /// The replay job the sink re-delivers for, if any (receivers can tell re-deliveries).

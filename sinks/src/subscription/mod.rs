@@ -386,6 +386,19 @@ impl Subscriptions {
                 }
                 return Ok(created);
             }
+            SinkSpec::RedisStream(r) => {
+                if let Some(p) = r.password.as_mut() {
+                    *p = self.reference(&owner, p, &mut created).await?;
+                }
+                return Ok(created);
+            }
+            SinkSpec::Sqs(crate::sqs::SqsSinkSpec { credentials, .. })
+            | SinkSpec::Lambda(crate::lambda::LambdaSinkSpec { credentials, .. }) => {
+                for value in credentials.iter_mut().flat_map(|c| c.secrets_mut()) {
+                    *value = self.reference(&owner, value, &mut created).await?;
+                }
+                return Ok(created);
+            }
         };
         let mut refs = Vec::new();
         for value in secret.list() {
@@ -445,6 +458,9 @@ pub fn sink_secrets(sink: &SinkSpec) -> Vec<String> {
             .filter(|(name, _)| crate::kafka::is_secret_property(name))
             .map(|(_, value)| value.clone())
             .collect(),
+        SinkSpec::Sqs(q) => q.credentials.iter().flat_map(|c| c.secrets()).collect(),
+        SinkSpec::Lambda(l) => l.credentials.iter().flat_map(|c| c.secrets()).collect(),
+        SinkSpec::RedisStream(r) => r.password.iter().cloned().collect(),
     }
 }
 

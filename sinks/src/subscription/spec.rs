@@ -10,7 +10,10 @@ pub use crate::function::FunctionSpec;
 pub use crate::iceberg::IcebergSpec;
 pub use crate::kafka::KafkaSinkSpec;
 pub use crate::lake::ParquetSpec;
+pub use crate::lambda::LambdaSinkSpec;
+pub use crate::redis_stream::RedisStreamSinkSpec;
 pub use crate::secrets::Secrets;
+pub use crate::sqs::SqsSinkSpec;
 pub use crate::webhook::WebhookSpec;
 use crate::webhook::sink::endpoint_of;
 
@@ -72,6 +75,13 @@ pub enum SinkSpec {
     Iceberg(IcebergSpec),
     /// A topic of the user's own Kafka cluster.
     Kafka(KafkaSinkSpec),
+    /// An Amazon SQS queue (standard or FIFO).
+    Sqs(SqsSinkSpec),
+    /// An AWS Lambda function, invoked directly.
+    Lambda(LambdaSinkSpec),
+    /// Redis Streams (`XADD`).
+    #[serde(rename = "redis-stream")]
+    RedisStream(RedisStreamSinkSpec),
 }
 
 impl SinkSpec {
@@ -87,6 +97,9 @@ impl SinkSpec {
             SinkSpec::Iceberg(i) if i.warehouse.starts_with("s3://") => Some(i.warehouse.clone()),
             SinkSpec::Iceberg(i) => Some(format!("file://{}", i.warehouse)),
             SinkSpec::Kafka(k) => Some(k.endpoint()),
+            SinkSpec::Sqs(q) => Some(q.endpoint()),
+            SinkSpec::Lambda(l) => Some(l.endpoint()),
+            SinkSpec::RedisStream(r) => Some(r.endpoint()),
         }
     }
 

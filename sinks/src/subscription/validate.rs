@@ -56,6 +56,23 @@ pub fn validate(
             crate::kafka::check(k)?;
             check_brokers(&k.brokers, policy)?;
         }
+        SinkSpec::Sqs(q) => {
+            crate::sqs::check(q)?;
+            let field = match q.endpoint {
+                Some(_) => "sink.endpoint",
+                None => "sink.queue_url",
+            };
+            check_url(field, &q.service_url()?.to_string(), policy)?;
+        }
+        SinkSpec::RedisStream(r) => {
+            crate::redis_stream::check(r)?;
+            let a = r.address()?;
+            check_brokers_field("sink.url", &format!("{}:{}", a.host, a.port), policy)?;
+        }
+        SinkSpec::Lambda(l) => {
+            crate::lambda::check(l)?;
+            check_url("sink.endpoint", &l.invoke_url()?.to_string(), policy)?;
+        }
         SinkSpec::Iceberg(i) => {
             if let Some(endpoint) = i.s3.as_ref().and_then(|s| s.endpoint.as_deref()) {
                 check_url("sink.s3.endpoint", endpoint, policy)?;
@@ -195,15 +212,21 @@ fn check_url(field: &str, url: &str, policy: DestinationPolicy) -> Result<http::
 /// Kafka brokers (`host:port,...`): every address each one resolves to must be allowed (the
 /// producer connects on its own, past the HTTP client's guard, so names are resolved now).
 fn check_brokers(brokers: &str, policy: DestinationPolicy) -> Result<()> {
+    check_brokers_field("sink.brokers", brokers, policy)
+}
+
+/// `host:port,...` of `field`, every address it resolves to checked now (sinks that open
+/// their own connections check again at connect time).
+fn check_brokers_field(field: &str, brokers: &str, policy: DestinationPolicy) -> Result<()> {
     use std::net::ToSocketAddrs;
     for broker in brokers.split(',').map(str::trim) {
-        let addrs = broker.to_socket_addrs().map_err(|e| {
-            Error::invalid("sink.brokers", format!("'{broker}' does not resolve: {e}"))
-        })?;
+        let addrs = broker
+            .to_socket_addrs()
+            .map_err(|e| Error::invalid(field, format!("'{broker}' does not resolve: {e}")))?;
         for a in addrs {
             policy
                 .check(a.ip())
-                .map_err(|e| Error::invalid("sink.brokers", format!("'{broker}': {e}")))?;
+                .map_err(|e| Error::invalid(field, format!("'{broker}': {e}")))?;
         }
     }
     Ok(())

@@ -1,0 +1,98 @@
+//! Connections that sinks speaking their own protocol (redis-stream, nats) open themselves:
+//! every address a name resolves to is checked against the node's destination policy before
+//! connecting (as the HTTP client's guard does), and TLS uses the node's roots.
+
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::client::Outbound;
+
+/// A byte stream, plain or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+pub type Stream = Box<dyn Io>;
+
+/// Connect to `host:port` (with TLS when `tls`), within `timeout`. The error says why, for
+/// status pages.
+pub async fn connect(
+    out: &Outbound,
+    host: &str,
+    port: u16,
+    tls: bool,
+    timeout: Duration,
+) -> Result<Stream, String> {
+    let open = async {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let addrs = tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|e| format!("{host}:{port} does not resolve: {e}"))?;
+        let mut last = format!("{host}:{port} resolves to no address");
+        for addr in addrs {
+            if let Err(e) = out.policy.check(addr.ip()) {
+                last = format!("{host}:{port}: {e}");
+                continue;
+            }
+            match TcpStream::connect(addr).await {
+                Ok(tcp) => {
+                    let _ = tcp.set_nodelay(true);
+                    if !tls {
+                        return Ok(Box::new(tcp) as Stream);
+                    }
+                    let name = ServerName::try_from(bare.to_string())
+                        .map_err(|e| format!("'{host}' is not a TLS server name: {e}"))?;
+                    let stream = tokio_rustls::TlsConnector::from(out.tls.clone())
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| format!("TLS with {host}:{port}: {e}"))?;
+                    return Ok(Box::new(stream) as Stream);
+                }
+                Err(e) => last = format!("connecting to {addr}: {e}"),
+            }
+        }
+        Err(last)
+    };
+    tokio::time::timeout(timeout, open)
+        .await
+        .map_err(|_| format!("no connection to {host}:{port} within {timeout:?}"))?
+}
+
+/// `host[:port]` (IPv6 in brackets) with `default` as the port.
+pub fn split_host_port(authority: &str, default: u16) -> Option<(String, u16)> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => default,
+            None => return None,
+        };
+        (format!("[{h}]"), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse().ok()?),
+            None => (authority.to_string(), default),
+        }
+    };
+    (!host.is_empty() && !host.contains(['/', '@', ' '])).then_some((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn authorities_split_with_default_ports() {
+        use super::split_host_port as s;
+        assert_eq!(
+            s("redis.internal", 6379),
+            Some(("redis.internal".into(), 6379))
+        );
+        assert_eq!(s("127.0.0.1:7000", 6379), Some(("127.0.0.1".into(), 7000)));
+        assert_eq!(s("[::1]:7000", 6379), Some(("[::1]".into(), 7000)));
+        assert_eq!(s("[::1]", 6379), Some(("[::1]".into(), 6379)));
+        for bad in ["", "h:x", "u@h:1", "[::1"] {
+            assert_eq!(s(bad, 1), None, "{bad}");
+        }
+    }
+}

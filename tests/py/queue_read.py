@@ -1,0 +1,120 @@
+"""Independent clients of the queue sinks' destinations, for the tests: redis-py for Redis
+Streams, boto3 for SQS (against moto's server). Each command prints JSON lines.
+
+  queue_read.py redis-read PORT PATTERN [PASSWORD]       every entry of the streams PATTERN matches
+  queue_read.py sqs-create ENDPOINT NAME                 create a queue (FIFO if NAME ends .fifo)
+  queue_read.py sqs-read ENDPOINT QUEUE_URL N [SECONDS]  receive and delete until N messages
+  queue_read.py sqs-send ENDPOINT QUEUE_URL N SIZE       the benchmark's peer: N messages, batches of 10
+"""
+
+import json
+import sys
+import time
+
+
+def redis_read(port, pattern, password=None):
+    import redis
+
+    r = redis.Redis(host="127.0.0.1", port=int(port), password=password)
+    for stream in sorted(r.scan_iter(match=pattern, count=1000)):
+        for entry_id, fields in r.xrange(stream):
+            entry = {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
+            entry["_stream"] = stream.decode()
+            entry["_id"] = entry_id.decode()
+            print(json.dumps(entry))
+
+
+def sqs():
+    import boto3
+
+    return boto3.client(
+        "sqs",
+        endpoint_url=sys.argv[2],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def sqs_create(name):
+    attrs = {"FifoQueue": "true"} if name.endswith(".fifo") else {}
+    print(sqs().create_queue(QueueName=name, Attributes=attrs)["QueueUrl"])
+
+
+def sqs_read(url, n, seconds=60):
+    """Until at least N messages arrived and the queue answers empty (duplicates count
+    toward N, so an empty answer ends the read), or SECONDS passed."""
+    client = sqs()
+    deadline = time.time() + float(seconds)
+    got = 0
+    while time.time() < deadline:
+        r = client.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"],
+            AttributeNames=["All"],
+            WaitTimeSeconds=1,
+        )
+        messages = r.get("Messages", [])
+        for m in messages:
+            print(
+                json.dumps(
+                    {
+                        "body": json.loads(m["Body"]),
+                        "attributes": {
+                            k: v.get("StringValue") for k, v in m.get("MessageAttributes", {}).items()
+                        },
+                        "group": m["Attributes"].get("MessageGroupId"),
+                        "dedupe": m["Attributes"].get("MessageDeduplicationId"),
+                    }
+                )
+            )
+            got += 1
+        if not messages and got >= int(n):
+            break
+        if messages:
+            client.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+            )
+
+
+def sqs_send(url, n, size):
+    """The peer of `tidemark-bench queue --sink sqs`: the same number of messages of about the
+    same size, SendMessageBatch of 10 from one boto3 client; prints messages per second."""
+    client = sqs()
+    body = "x" * int(size)
+    n = int(n)
+    start = time.perf_counter()
+    for first in range(0, n, 10):
+        entries = [
+            {
+                "Id": str(i),
+                "MessageBody": body,
+                "MessageAttributes": {
+                    "tidemark_event_id": {"DataType": "String", "StringValue": "01a24939-8f5a-7466-b178-5584ecfcd1ec"},
+                    "tidemark_event_type": {"DataType": "String", "StringValue": "ObjectCreated:Put"},
+                    "tidemark_bucket": {"DataType": "String", "StringValue": "bench"},
+                    "tidemark_key": {"DataType": "String", "StringValue": "k%07d" % (first + i)},
+                },
+            }
+            for i in range(min(10, n - first))
+        ]
+        r = client.send_message_batch(QueueUrl=url, Entries=entries)
+        if r.get("Failed"):
+            raise SystemExit("failed entries: %s" % r["Failed"])
+    print(json.dumps({"messages": n, "seconds": time.perf_counter() - start}))
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "redis-read":
+        redis_read(*sys.argv[2:])
+    elif cmd == "sqs-create":
+        sqs_create(sys.argv[3])
+    elif cmd == "sqs-read":
+        sqs_read(*sys.argv[3:])
+    elif cmd == "sqs-send":
+        sqs_send(*sys.argv[3:])
+    else:
+        raise SystemExit("unknown command %s" % cmd)
