@@ -19,7 +19,8 @@
 //! - `iceberg/`: the Iceberg sink (journal and inventory tables).
 //! - `message/`: what queue sinks share: an event as a message, templates of event fields.
 //! - `aws/`: credentials, Signature Version 4 and signed calls, for the AWS sinks.
-//! - `kafka/`, `sqs/`, `lambda/`, `redis_stream/`: queue and function sinks, one folder each.
+//! - `kafka/`, `sqs/`, `lambda/`, `redis_stream/`, `nats/`: queue and function sinks, one
+//!   folder each.
 //! - `subscription/`: the subscription JSON (`spec.rs`), its validation, and storing it in
 //!   the catalog (`_config`) with secrets moved out to references.
 //! - `kinds.rs`: the closed set of sink kinds: building the sink a subscription names.
@@ -40,6 +41,7 @@ pub mod kinds;
 pub mod lake;
 pub mod lambda;
 pub mod message;
+pub mod nats;
 pub mod redis_stream;
 pub mod secrets;
 pub mod sink;

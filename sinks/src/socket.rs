@@ -26,38 +26,56 @@ pub async fn connect(
     timeout: Duration,
 ) -> Result<Stream, String> {
     let open = async {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs = tokio::net::lookup_host((bare, port))
-            .await
-            .map_err(|e| format!("{host}:{port} does not resolve: {e}"))?;
-        let mut last = format!("{host}:{port} resolves to no address");
-        for addr in addrs {
-            if let Err(e) = out.policy.check(addr.ip()) {
-                last = format!("{host}:{port}: {e}");
-                continue;
-            }
-            match TcpStream::connect(addr).await {
-                Ok(tcp) => {
-                    let _ = tcp.set_nodelay(true);
-                    if !tls {
-                        return Ok(Box::new(tcp) as Stream);
-                    }
-                    let name = ServerName::try_from(bare.to_string())
-                        .map_err(|e| format!("'{host}' is not a TLS server name: {e}"))?;
-                    let stream = tokio_rustls::TlsConnector::from(out.tls.clone())
-                        .connect(name, tcp)
-                        .await
-                        .map_err(|e| format!("TLS with {host}:{port}: {e}"))?;
-                    return Ok(Box::new(stream) as Stream);
-                }
-                Err(e) => last = format!("connecting to {addr}: {e}"),
-            }
+        let tcp = connect_tcp(out, host, port).await?;
+        match tls {
+            true => start_tls(out, host, port, tcp).await,
+            false => Ok(Box::new(tcp) as Stream),
         }
-        Err(last)
     };
     tokio::time::timeout(timeout, open)
         .await
         .map_err(|_| format!("no connection to {host}:{port} within {timeout:?}"))?
+}
+
+/// A TCP connection to the first allowed address of `host:port` that answers.
+pub async fn connect_tcp(out: &Outbound, host: &str, port: u16) -> Result<TcpStream, String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs = tokio::net::lookup_host((bare, port))
+        .await
+        .map_err(|e| format!("{host}:{port} does not resolve: {e}"))?;
+    let mut last = format!("{host}:{port} resolves to no address");
+    for addr in addrs {
+        if let Err(e) = out.policy.check(addr.ip()) {
+            last = format!("{host}:{port}: {e}");
+            continue;
+        }
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                let _ = tcp.set_nodelay(true);
+                return Ok(tcp);
+            }
+            Err(e) => last = format!("connecting to {addr}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// TLS over `tcp` (for protocols that start in plain text, as NATS does), verified for `host`
+/// against the node's roots.
+pub async fn start_tls(
+    out: &Outbound,
+    host: &str,
+    port: u16,
+    tcp: TcpStream,
+) -> Result<Stream, String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(bare.to_string())
+        .map_err(|e| format!("'{host}' is not a TLS server name: {e}"))?;
+    let stream = tokio_rustls::TlsConnector::from(out.tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with {host}:{port}: {e}"))?;
+    Ok(Box::new(stream) as Stream)
 }
 
 /// `host[:port]` (IPv6 in brackets) with `default` as the port.

@@ -316,3 +316,67 @@ pub fn wait_caught_up(server: &Server, name: &str, timeout: Duration) -> Value {
         s["lag"] == 0 && s["in_flight"] == 0 && s["end"].as_u64() > Some(0)
     })
 }
+
+/// `nats-server` with JetStream on loopback, its store in a directory of the test.
+pub struct NatsServer {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+    token: Option<String>,
+}
+
+impl NatsServer {
+    pub fn start(dir: &Path, port: u16, token: Option<&str>) -> NatsServer {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut cmd = Command::new("nats-server");
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(t) = token {
+            cmd.args(["--auth", t]);
+        }
+        let child = cmd.spawn().expect("start nats-server");
+        wait_for("nats-server to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        NatsServer {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+            token: token.map(str::to_string),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A JetStream stream `name` on `subject` (not for a server started with a token).
+    pub fn add_stream(&self, name: &str, subject: &str) {
+        read_lines(&["nats-stream", &self.port.to_string(), name, subject]);
+    }
+
+    /// SIGKILL, then start again on the same port and store.
+    pub fn kill_and_restart(&mut self, down_for: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down_for);
+        let again = NatsServer::start(&self.dir, self.port, self.token.as_deref());
+        drop(std::mem::replace(self, again));
+    }
+
+    /// Every message of stream `name` (`seq`, `subject`, `headers`, `data`), in order.
+    pub fn messages(&self, name: &str) -> Vec<Value> {
+        read_lines(&["nats-read", &self.port.to_string(), name])
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

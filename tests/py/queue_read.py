@@ -5,6 +5,8 @@ Streams, boto3 for SQS (against moto's server). Each command prints JSON lines.
   queue_read.py sqs-create ENDPOINT NAME                 create a queue (FIFO if NAME ends .fifo)
   queue_read.py sqs-read ENDPOINT QUEUE_URL N [SECONDS]  receive and delete until N messages
   queue_read.py sqs-send ENDPOINT QUEUE_URL N SIZE       the benchmark's peer: N messages, batches of 10
+  queue_read.py nats-stream PORT NAME SUBJECT            create a JetStream stream on SUBJECT
+  queue_read.py nats-read PORT NAME                      every message of stream NAME, in order
 """
 
 import json
@@ -106,6 +108,48 @@ def sqs_send(url, n, size):
     print(json.dumps({"messages": n, "seconds": time.perf_counter() - start}))
 
 
+def nats_run(port, work):
+    import asyncio
+
+    import nats
+
+    async def main():
+        nc = await nats.connect("nats://127.0.0.1:%s" % port)
+        try:
+            await work(nc.jetstream())
+        finally:
+            await nc.close()
+
+    asyncio.run(main())
+
+
+def nats_stream(port, name, subject):
+    async def work(js):
+        await js.add_stream(name=name, subjects=[subject])
+        print(json.dumps({"stream": name}))
+
+    nats_run(port, work)
+
+
+def nats_read(port, name):
+    async def work(js):
+        info = await js.stream_info(name)
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            m = await js.get_msg(name, seq)
+            print(
+                json.dumps(
+                    {
+                        "seq": seq,
+                        "subject": m.subject,
+                        "headers": dict(m.headers or {}),
+                        "data": m.data.decode("utf-8", "replace"),
+                    }
+                )
+            )
+
+    nats_run(port, work)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "redis-read":
@@ -116,5 +160,9 @@ if __name__ == "__main__":
         sqs_read(*sys.argv[3:])
     elif cmd == "sqs-send":
         sqs_send(*sys.argv[3:])
+    elif cmd == "nats-stream":
+        nats_stream(*sys.argv[2:])
+    elif cmd == "nats-read":
+        nats_read(*sys.argv[2:])
     else:
         raise SystemExit("unknown command %s" % cmd)

@@ -386,6 +386,12 @@ impl Subscriptions {
                 }
                 return Ok(created);
             }
+            SinkSpec::Nats(n) => {
+                for value in n.secrets_mut() {
+                    *value = self.reference(&owner, value, &mut created).await?;
+                }
+                return Ok(created);
+            }
             SinkSpec::RedisStream(r) => {
                 if let Some(p) = r.password.as_mut() {
                     *p = self.reference(&owner, p, &mut created).await?;
@@ -461,6 +467,7 @@ pub fn sink_secrets(sink: &SinkSpec) -> Vec<String> {
         SinkSpec::Sqs(q) => q.credentials.iter().flat_map(|c| c.secrets()).collect(),
         SinkSpec::Lambda(l) => l.credentials.iter().flat_map(|c| c.secrets()).collect(),
         SinkSpec::RedisStream(r) => r.password.iter().cloned().collect(),
+        SinkSpec::Nats(n) => n.secrets(),
     }
 }
 

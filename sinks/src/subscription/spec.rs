@@ -11,6 +11,7 @@ pub use crate::iceberg::IcebergSpec;
 pub use crate::kafka::KafkaSinkSpec;
 pub use crate::lake::ParquetSpec;
 pub use crate::lambda::LambdaSinkSpec;
+pub use crate::nats::NatsSinkSpec;
 pub use crate::redis_stream::RedisStreamSinkSpec;
 pub use crate::secrets::Secrets;
 pub use crate::sqs::SqsSinkSpec;
@@ -82,6 +83,8 @@ pub enum SinkSpec {
     /// Redis Streams (`XADD`).
     #[serde(rename = "redis-stream")]
     RedisStream(RedisStreamSinkSpec),
+    /// NATS JetStream.
+    Nats(NatsSinkSpec),
 }
 
 impl SinkSpec {
@@ -100,6 +103,7 @@ impl SinkSpec {
             SinkSpec::Sqs(q) => Some(q.endpoint()),
             SinkSpec::Lambda(l) => Some(l.endpoint()),
             SinkSpec::RedisStream(r) => Some(r.endpoint()),
+            SinkSpec::Nats(n) => Some(n.endpoint()),
         }
     }
 

@@ -69,6 +69,11 @@ pub fn validate(
             let a = r.address()?;
             check_brokers_field("sink.url", &format!("{}:{}", a.host, a.port), policy)?;
         }
+        SinkSpec::Nats(n) => {
+            crate::nats::check(n)?;
+            let (host, port, _) = n.address()?;
+            check_brokers_field("sink.url", &format!("{host}:{port}"), policy)?;
+        }
         SinkSpec::Lambda(l) => {
             crate::lambda::check(l)?;
             check_url("sink.endpoint", &l.invoke_url()?.to_string(), policy)?;
