@@ -6,7 +6,7 @@
 #                                 (librdkafka is built from source with TLS and SASL)
 #   bash scripts/setup.sh test    the above, plus what the tests run: clang/lld (C filter
 #                                 example), stunnel4 and openssl (Kafka over TLS), the queue
-#                                 sinks' servers (redis-server, nats-server), the wasm32
+#                                 sinks' servers (redis, nats, rabbitmq), the wasm32
 #                                 Rust target, the Tansu broker, the Python readers
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 packages=(cmake pkg-config libssl-dev zlib1g-dev curl)
 if [ "$mode" = test ]; then
-  packages+=(clang lld stunnel4 openssl redis-server nats-server)
+  packages+=(clang lld stunnel4 openssl redis-server nats-server rabbitmq-server)
 fi
 missing=()
 for pkg in "${packages[@]}"; do
@@ -58,9 +58,9 @@ fi
 # Independent readers from PyPI: fastavro, confluent-kafka with its registry client, and the
 # standardwebhooks and cloudevents packages the webhook receiver verifies deliveries with, and
 # DuckDB and pyarrow, which read the Parquet lake, pyiceberg and polars, which read the Iceberg
-# tables, moto's S3 and SQS server, boto3 and requests, redis-py (Redis Streams) and nats-py
-# (JetStream).
-if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro, standardwebhooks, cloudevents.core, cryptography, duckdb, pyarrow, pyiceberg.catalog.sql, polars, moto.server, boto3, requests, prometheus_client, redis, nats' 2>/dev/null; then
+# tables, moto's S3 and SQS server, boto3 and requests, redis-py (Redis Streams), nats-py
+# (JetStream), pika and aio-pika (RabbitMQ).
+if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro, standardwebhooks, cloudevents.core, cryptography, duckdb, pyarrow, pyiceberg.catalog.sql, polars, moto.server, boto3, requests, prometheus_client, redis, nats, pika, aio_pika' 2>/dev/null; then
   echo "installing tests/py/requirements.txt"
   python3 -m pip install --quiet --user -r tests/py/requirements.txt
 fi

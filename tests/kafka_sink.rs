@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::Duration;
 
+use common::queues::*;
 use common::*;
 use serde_json::{Value, json};
 
@@ -143,6 +144,89 @@ fn events_reach_the_users_topic_once_in_key_order_as_json_and_avro() {
         .map(|r| r["value"]["event_id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids, acked);
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn a_frozen_broker_and_a_killed_tidemark_lose_nothing_and_a_replay_redelivers() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = ["--allow-destinations", "loopback"];
+    create_topic(&broker.addr, "changes", 3);
+    let mut server = Server::start(&data, &args);
+    let mut spec = kafka_spec("tokafka", &broker.addr, "changes", "json");
+    spec["sink"]["timeout_ms"] = json!(2000);
+    let (retry, circuit) = patient();
+    spec["retry"] = retry;
+    spec["circuit"] = circuit;
+    spec["batch"] = json!({"max_events": 20, "max_wait_ms": 5});
+    create_subscription(&server, &spec);
+    let load = Load::start(&server.url, "photos", 21);
+    std::thread::sleep(Duration::from_millis(600));
+    // The broker stops answering mid-stream (SIGSTOP), then comes back.
+    signal(broker.pid(), "-STOP");
+    wait_status(
+        &server,
+        "tokafka",
+        "an error",
+        Duration::from_secs(60),
+        |s| !s["last_error"].is_null(),
+    );
+    signal(broker.pid(), "-CONT");
+    std::thread::sleep(Duration::from_millis(600));
+    // SIGKILL mid-delivery; the restarted node goes on from its committed positions.
+    server.kill();
+    let mut acked = load.finish();
+    server = Server::start(&data, &args);
+    let t1 = instant();
+    let range = put_keys(
+        &server,
+        "docs",
+        &(0..30).map(|i| format!("r{i}")).collect::<Vec<_>>(),
+    );
+    let t2 = instant();
+    acked.extend(range.iter().cloned());
+    wait_caught_up(&server, "tokafka", Duration::from_secs(120));
+
+    let records = consume(&broker.addr, "changes", acked.len(), &[]);
+    // In partition order (offsets), as a consumer of each partition sees them.
+    let mut sorted: Vec<&Value> = records.iter().collect();
+    sorted.sort_by_key(|r| (r["partition"].as_u64(), r["offset"].as_u64()));
+    let seen: Vec<(String, String, i64)> = sorted
+        .iter()
+        .map(|r| {
+            let v = &r["value"];
+            (
+                v["event_id"].as_str().unwrap().to_string(),
+                r["key"].as_str().unwrap().to_string(),
+                v["sequence"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let repeats = assert_at_least_once_in_key_order(&seen, &acked, true);
+    eprintln!("{} events, {repeats} repeated", acked.len());
+
+    let job = replay(&server, "tokafka", &t1, &t2);
+    let records = consume(&broker.addr, "changes", seen.len() + range.len(), &[]);
+    let mut replayed: Vec<&str> = records
+        .iter()
+        .filter(|r| r["headers"]["tidemark_replay"] == job.as_str())
+        .map(|r| r["value"]["event_id"].as_str().unwrap())
+        .collect();
+    let mut want: Vec<&str> = range.iter().map(String::as_str).collect();
+    replayed.sort();
+    want.sort();
+    assert_eq!(replayed, want, "the range, once each");
 }
 
 #[test]

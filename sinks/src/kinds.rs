@@ -11,7 +11,7 @@ use crate::client::Outbound;
 use crate::function::{self, Functions, Invocations};
 use crate::sink::{BuildCtx, SinkKind};
 use crate::subscription::spec::SinkSpec;
-use crate::{Error, Result, iceberg, kafka, lake, lambda, nats, redis_stream, sqs, webhook};
+use crate::{Error, Result, amqp, iceberg, kafka, lake, lambda, nats, redis_stream, sqs, webhook};
 
 /// Builds sinks from specs.
 pub struct Kinds {
@@ -72,6 +72,7 @@ impl Kinds {
             SinkSpec::Lambda(l) => lambda::build(l, &ctx),
             SinkSpec::RedisStream(r) => redis_stream::build(r, &ctx),
             SinkSpec::Nats(n) => nats::build(n, &ctx),
+            SinkSpec::Amqp(a) => amqp::build(a, &ctx),
         }
     }
 

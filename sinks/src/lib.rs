@@ -19,8 +19,8 @@
 //! - `iceberg/`: the Iceberg sink (journal and inventory tables).
 //! - `message/`: what queue sinks share: an event as a message, templates of event fields.
 //! - `aws/`: credentials, Signature Version 4 and signed calls, for the AWS sinks.
-//! - `kafka/`, `sqs/`, `lambda/`, `redis_stream/`, `nats/`: queue and function sinks, one
-//!   folder each.
+//! - `kafka/`, `sqs/`, `lambda/`, `redis_stream/`, `nats/`, `amqp/`: queue and function
+//!   sinks, one folder each.
 //! - `subscription/`: the subscription JSON (`spec.rs`), its validation, and storing it in
 //!   the catalog (`_config`) with secrets moved out to references.
 //! - `kinds.rs`: the closed set of sink kinds: building the sink a subscription names.
@@ -28,6 +28,7 @@
 //!   dead letters, positions) and feeding its sink; retries, circuit breakers, redrive,
 //!   replays, status.
 
+pub mod amqp;
 pub mod aws;
 pub mod client;
 pub mod delivery;

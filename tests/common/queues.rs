@@ -380,3 +380,96 @@ impl Drop for NatsServer {
         let _ = self.child.wait();
     }
 }
+
+/// `rabbitmq-server` (Debian's) as a node of its own on loopback, its database and logs in a
+/// directory of the test.
+pub struct RabbitServer {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+    dist_port: u16,
+}
+
+impl RabbitServer {
+    pub fn start(dir: &Path, port: u16) -> RabbitServer {
+        RabbitServer::start_with(dir, port, super::free_port())
+    }
+
+    fn start_with(dir: &Path, port: u16, dist_port: u16) -> RabbitServer {
+        RabbitServer {
+            child: RabbitServer::spawn(dir, port, dist_port),
+            port,
+            dir: dir.to_path_buf(),
+            dist_port,
+        }
+    }
+
+    fn spawn(dir: &Path, port: u16, dist_port: u16) -> Child {
+        std::fs::create_dir_all(dir.join("log")).unwrap();
+        std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
+        let child = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server")
+            .env("RABBITMQ_NODENAME", format!("tidemark{port}@localhost"))
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            .env("RABBITMQ_DIST_PORT", dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", dir.join("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq"))
+            .env("HOME", dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rabbitmq-server");
+        wait_for("rabbitmq-server to listen", Duration::from_secs(60), || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        child
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://127.0.0.1:{}", self.port)
+    }
+
+    /// A durable topic exchange and a durable queue bound to it with `binding`.
+    pub fn setup(&self, exchange: &str, queue: &str, binding: &str) {
+        read_lines(&[
+            "amqp-setup",
+            &self.port.to_string(),
+            exchange,
+            queue,
+            binding,
+        ]);
+    }
+
+    /// Take every message now in `queue` (`routing_key`, `message_id`, `type`,
+    /// `content_type`, `delivery_mode`, `headers`, `data`), in order.
+    pub fn take(&self, queue: &str) -> Vec<Value> {
+        read_lines(&["amqp-read", &self.port.to_string(), queue])
+    }
+
+    /// SIGKILL the node (its Erlang VM), then start it again on the same port and database.
+    pub fn kill_and_restart(&mut self, down_for: Duration) {
+        self.kill_vm();
+        std::thread::sleep(down_for);
+        self.child = RabbitServer::spawn(&self.dir, self.port, self.dist_port);
+    }
+
+    /// The script starts the Erlang VM as a child of its own: kill the VM by the home
+    /// directory on its command line, then the script.
+    fn kill_vm(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", "--", &format!("-home {} ", self.dir.display())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RabbitServer {
+    fn drop(&mut self) {
+        self.kill_vm();
+    }
+}

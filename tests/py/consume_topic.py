@@ -4,6 +4,7 @@ value is JSON; for `--avro REGISTRY_URL`, decoded with confluent-kafka's AvroDes
 the schema fetched from that registry by the record's schema id).
 
 usage: consume_topic.py BROKERS TOPIC EXPECTED_COUNT [--avro REGISTRY_URL]
+       (reads at least EXPECTED_COUNT records, then on until a poll of a second finds none)
        consume_topic.py create BROKERS TOPIC PARTITIONS
 """
 
@@ -47,8 +48,11 @@ def main():
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
     seen = 0
     deadline = time.time() + 60
-    while seen < expected and time.time() < deadline:
+    # Past EXPECTED_COUNT, read on until the topic is quiet: repeats count toward it.
+    while time.time() < deadline:
         msg = consumer.poll(1.0)
+        if msg is None and seen >= expected:
+            break
         if msg is None or msg.error():
             continue
         value = msg.value()

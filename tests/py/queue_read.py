@@ -7,6 +7,8 @@ Streams, boto3 for SQS (against moto's server). Each command prints JSON lines.
   queue_read.py sqs-send ENDPOINT QUEUE_URL N SIZE       the benchmark's peer: N messages, batches of 10
   queue_read.py nats-stream PORT NAME SUBJECT            create a JetStream stream on SUBJECT
   queue_read.py nats-read PORT NAME                      every message of stream NAME, in order
+  queue_read.py amqp-setup PORT EXCHANGE QUEUE BINDING   a durable topic exchange and queue, bound
+  queue_read.py amqp-read PORT QUEUE                     take every message of QUEUE, in order
 """
 
 import json
@@ -150,6 +152,46 @@ def nats_read(port, name):
     nats_run(port, work)
 
 
+def amqp_channel(port):
+    import pika
+
+    params = pika.ConnectionParameters(host="127.0.0.1", port=int(port))
+    return pika.BlockingConnection(params)
+
+
+def amqp_setup(port, exchange, queue, binding):
+    conn = amqp_channel(port)
+    ch = conn.channel()
+    ch.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
+    ch.queue_declare(queue=queue, durable=True)
+    ch.queue_bind(queue=queue, exchange=exchange, routing_key=binding)
+    conn.close()
+    print(json.dumps({"queue": queue}))
+
+
+def amqp_read(port, queue):
+    conn = amqp_channel(port)
+    ch = conn.channel()
+    while True:
+        method, props, body = ch.basic_get(queue=queue, auto_ack=True)
+        if method is None:
+            break
+        print(
+            json.dumps(
+                {
+                    "routing_key": method.routing_key,
+                    "message_id": props.message_id,
+                    "type": props.type,
+                    "content_type": props.content_type,
+                    "delivery_mode": props.delivery_mode,
+                    "headers": {k: (v.decode() if isinstance(v, bytes) else v) for k, v in (props.headers or {}).items()},
+                    "data": body.decode("utf-8", "replace"),
+                }
+            )
+        )
+    conn.close()
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "redis-read":
@@ -164,5 +206,9 @@ if __name__ == "__main__":
         nats_stream(*sys.argv[2:])
     elif cmd == "nats-read":
         nats_read(*sys.argv[2:])
+    elif cmd == "amqp-setup":
+        amqp_setup(*sys.argv[2:])
+    elif cmd == "amqp-read":
+        amqp_read(*sys.argv[2:])
     else:
         raise SystemExit("unknown command %s" % cmd)

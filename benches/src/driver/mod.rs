@@ -9,6 +9,7 @@ mod iceberg_live;
 mod ingest;
 mod kafka;
 mod lake;
+mod queue;
 mod rebuild;
 mod replay;
 mod s3;
@@ -57,6 +58,9 @@ pub enum BenchCommand {
     /// Ingest as distinct keys grow (100,000 to 20,000,000): mutations/s, resident memory, and
     /// restart to ready.
     Scale(scale::ScaleArgs),
+    /// Queue sinks: events/s delivered to Redis Streams, NATS JetStream, SQS and Kafka vs
+    /// each system's Python client sending the same messages to the same server.
+    Queue(queue::QueueArgs),
     /// Live watch: change-to-watcher latency with many SSE watchers, memory per idle
     /// watcher, idle watchers one server holds.
     Watch(watch::WatchArgs),
@@ -80,6 +84,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Tls(args) => tls::run(args).await,
         BenchCommand::Scale(args) => scale::run(args).await,
         BenchCommand::Watch(args) => watch::run(args).await,
+        BenchCommand::Queue(args) => queue::run(args).await,
     }
 }
 

@@ -386,6 +386,10 @@ impl Subscriptions {
                 }
                 return Ok(created);
             }
+            SinkSpec::Amqp(a) => {
+                a.password = self.reference(&owner, &a.password, &mut created).await?;
+                return Ok(created);
+            }
             SinkSpec::Nats(n) => {
                 for value in n.secrets_mut() {
                     *value = self.reference(&owner, value, &mut created).await?;
@@ -468,6 +472,7 @@ pub fn sink_secrets(sink: &SinkSpec) -> Vec<String> {
         SinkSpec::Lambda(l) => l.credentials.iter().flat_map(|c| c.secrets()).collect(),
         SinkSpec::RedisStream(r) => r.password.iter().cloned().collect(),
         SinkSpec::Nats(n) => n.secrets(),
+        SinkSpec::Amqp(a) => vec![a.password.clone()],
     }
 }
 

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use tidemark_core::rules::RuleSpec;
 
+pub use crate::amqp::AmqpSinkSpec;
 pub use crate::function::FunctionSpec;
 pub use crate::iceberg::IcebergSpec;
 pub use crate::kafka::KafkaSinkSpec;
@@ -85,6 +86,8 @@ pub enum SinkSpec {
     RedisStream(RedisStreamSinkSpec),
     /// NATS JetStream.
     Nats(NatsSinkSpec),
+    /// A RabbitMQ (AMQP 0-9-1) exchange.
+    Amqp(AmqpSinkSpec),
 }
 
 impl SinkSpec {
@@ -104,6 +107,7 @@ impl SinkSpec {
             SinkSpec::Lambda(l) => Some(l.endpoint()),
             SinkSpec::RedisStream(r) => Some(r.endpoint()),
             SinkSpec::Nats(n) => Some(n.endpoint()),
+            SinkSpec::Amqp(a) => Some(a.endpoint()),
         }
     }
 

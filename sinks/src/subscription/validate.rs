@@ -69,6 +69,11 @@ pub fn validate(
             let a = r.address()?;
             check_brokers_field("sink.url", &format!("{}:{}", a.host, a.port), policy)?;
         }
+        SinkSpec::Amqp(a) => {
+            crate::amqp::check(a)?;
+            let addr = a.address()?;
+            check_brokers_field("sink.url", &format!("{}:{}", addr.host, addr.port), policy)?;
+        }
         SinkSpec::Nats(n) => {
             crate::nats::check(n)?;
             let (host, port, _) = n.address()?;
