@@ -169,3 +169,97 @@ fn bad_lambda_settings_are_refused_by_name() {
         );
     }
 }
+
+/// (event id, bucket/key, sequence, replay job) of every record of the successful
+/// invocations of `function`, in arrival order.
+fn records(
+    receiver: &LambdaReceiver,
+    function: &str,
+) -> Vec<(String, String, i64, Option<String>)> {
+    let mut invocations = receiver.invocations();
+    invocations.sort_by_key(|i| i["n"].as_u64());
+    invocations
+        .iter()
+        .filter(|i| i["function"] == function && i["verified"] == true)
+        .filter(|i| i["function_error"] == false && i["status"].as_u64() < Some(300))
+        .flat_map(|i| i["payload"]["Records"].as_array().unwrap().clone())
+        .map(|r| {
+            let t = &r["tidemark"];
+            (
+                t["eventId"].as_str().unwrap().to_string(),
+                format!(
+                    "{}/{}",
+                    r["s3"]["bucket"]["name"].as_str().unwrap(),
+                    r["s3"]["object"]["key"].as_str().unwrap()
+                ),
+                t["sequence"].as_i64().unwrap(),
+                t["replay"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_of_tidemark_loses_nothing_and_a_replay_invokes_its_range_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = ["--allow-destinations", "loopback"];
+    let receiver = LambdaReceiver::start_on(dir.path(), 0, 0);
+    let mut server = Server::start(&data, &args);
+    let sink = lambda_sink(
+        &receiver.endpoint(),
+        "thumbs",
+        "RequestResponse",
+        SECRET_KEY,
+    );
+    create_subscription(&server, &queue_sub("fn", sink, 5));
+    let load = Load::start(&server.url, "photos", 41);
+    std::thread::sleep(Duration::from_millis(900));
+    server.kill();
+    let mut acked = load.finish();
+    server = Server::start(&data, &args);
+    let t1 = instant();
+    let range = put_keys(
+        &server,
+        "docs",
+        &(0..30).map(|i| format!("r{i}")).collect::<Vec<_>>(),
+    );
+    let t2 = instant();
+    acked.extend(range.iter().cloned());
+
+    let live = wait_for("every acknowledged event invoked", WAIT, || {
+        let r = records(&receiver, "thumbs");
+        let ids: HashSet<&str> = r.iter().map(|r| r.0.as_str()).collect();
+        let missing = acked.iter().filter(|a| !ids.contains(a.as_str())).count();
+        if missing == 0 {
+            Ok(r)
+        } else {
+            Err(format!("{missing} missing"))
+        }
+    });
+    let seen: Vec<(String, String, i64)> = live
+        .into_iter()
+        .filter(|r| r.3.is_none())
+        .map(|r| (r.0, r.1, r.2))
+        .collect();
+    assert_at_least_once_in_key_order(&seen, &acked, true);
+
+    let job = replay(&server, "fn", &t1, &t2);
+    let replayed = wait_for("the replayed range invoked", WAIT, || {
+        let r: Vec<String> = records(&receiver, "thumbs")
+            .into_iter()
+            .filter(|r| r.3.as_deref() == Some(job.as_str()))
+            .map(|r| r.0)
+            .collect();
+        if r.len() >= range.len() {
+            Ok(r)
+        } else {
+            Err(format!("{} replayed", r.len()))
+        }
+    });
+    let mut ids = replayed;
+    let mut want = range.clone();
+    ids.sort();
+    want.sort();
+    assert_eq!(ids, want, "the range, once each");
+}
