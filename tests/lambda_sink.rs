@@ -1,8 +1,10 @@
 //! The `lambda` sink against a loopback stand-in of Lambda's Invoke API that checks each
 //! request's Signature Version 4 with botocore: S3-format payloads reach the function, a
 //! function error is retried until it succeeds, `Event` invocations are handed over, the
-//! service down at the start is waited for, and a missing function or wrong credentials show
-//! in status while other subscriptions flow; bad settings are refused by name.
+//! service down at the start and killed mid-stream is waited for, Tidemark killed with
+//! SIGKILL loses nothing, a replay invokes its range again, and a missing function or wrong
+//! credentials show in status while other subscriptions flow; bad settings are refused by
+//! name.
 
 mod common;
 
@@ -200,7 +202,7 @@ fn records(
 }
 
 #[test]
-fn sigkill_of_tidemark_loses_nothing_and_a_replay_invokes_its_range_again() {
+fn the_service_and_tidemark_killed_lose_nothing_and_a_replay_invokes_its_range_again() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let args = ["--allow-destinations", "loopback"];

@@ -331,7 +331,7 @@ fn bad_input_is_named() {
             "http",
         ),
         (
-            with(&|v| v["sink"]["type"] = "sqs".into()),
+            with(&|v| v["sink"]["type"] = "pubsub".into()),
             "sink.type",
             "webhook",
         ),

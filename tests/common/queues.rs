@@ -140,7 +140,20 @@ pub const SECRET_KEY: &str = "tidemark/secret+key";
 
 impl LambdaReceiver {
     pub fn start_on(dir: &Path, port: u16, fail_first: u32) -> LambdaReceiver {
-        let out = dir.join(format!("lambda-{port}.jsonl"));
+        LambdaReceiver::spawn(&dir.join(format!("lambda-{port}.jsonl")), port, fail_first)
+    }
+
+    /// SIGKILL, then start again on the same port, appending to the same record.
+    pub fn kill_and_restart(&mut self, down_for: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down_for);
+        let again = LambdaReceiver::spawn(&self.out, self.port, 0);
+        drop(std::mem::replace(self, again));
+    }
+
+    fn spawn(out: &Path, port: u16, fail_first: u32) -> LambdaReceiver {
+        let out = out.to_path_buf();
         let mut child = Command::new("python3")
             .arg(LAMBDA)
             .args(["--port", &port.to_string(), "--out"])
