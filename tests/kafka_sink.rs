@@ -230,6 +230,58 @@ fn a_frozen_broker_and_a_killed_tidemark_lose_nothing_and_a_replay_redelivers() 
 }
 
 #[test]
+fn a_cluster_down_at_the_start_gets_every_event_once_it_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--allow-destinations", "loopback"],
+    );
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let mut spec = kafka_spec("late", &brokers, "late", "json");
+    spec["sink"]["timeout_ms"] = json!(2000);
+    let (retry, circuit) = patient();
+    spec["retry"] = retry;
+    spec["circuit"] = circuit;
+    create_subscription(&server, &spec);
+    let acked: Vec<String> = ingest(
+        &server,
+        (0..60)
+            .map(|i| json!({"op": "put", "bucket": "media", "key": format!("k{}", i % 9), "size": i}))
+            .collect(),
+    )
+    .into_iter()
+    .map(|(_, id)| id)
+    .collect();
+    wait_status(&server, "late", "an error", Duration::from_secs(60), |s| {
+        !s["last_error"].is_null()
+    });
+    let broker = TestBroker::start_with(&tidemark_core::log::kafka::test_broker::BrokerOptions {
+        port: Some(port),
+        ..Default::default()
+    });
+    create_topic(&broker.addr, "late", 2);
+    wait_caught_up(&server, "late", Duration::from_secs(120));
+    let status = subscription_status(&server, "late");
+    assert_eq!(status["dead_letters"], 0, "{status}");
+    let records = consume(&broker.addr, "late", acked.len(), &[]);
+    let mut sorted: Vec<&Value> = records.iter().collect();
+    sorted.sort_by_key(|r| (r["partition"].as_u64(), r["offset"].as_u64()));
+    let seen: Vec<(String, String, i64)> = sorted
+        .iter()
+        .map(|r| {
+            let v = &r["value"];
+            (
+                v["event_id"].as_str().unwrap().to_string(),
+                r["key"].as_str().unwrap().to_string(),
+                v["sequence"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_at_least_once_in_key_order(&seen, &acked, false);
+}
+
+#[test]
 fn bad_kafka_settings_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);

@@ -33,6 +33,9 @@ pub struct BrokerOptions {
     /// SCRAM users `(name, password)`, created with both SCRAM mechanisms before the broker
     /// starts (needs the sqlite storage: see the module header).
     pub scram_users: Vec<(String, String)>,
+    /// Listen on this port (a client was pointed at it while nothing listened there) instead
+    /// of a free one.
+    pub port: Option<u16>,
 }
 
 /// A `tansu` with the sqlite storage (`--features dynostore,libsql`): `$TANSU_BIN` if it has
@@ -115,7 +118,7 @@ impl TestBroker {
     ) -> TestBroker {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let port = free_port();
+            let port = options.port.unwrap_or_else(free_port);
             let addr = format!("127.0.0.1:{port}");
             let url = format!("tcp://{addr}");
             let advertised = options
@@ -147,6 +150,10 @@ impl TestBroker {
                     "tansu broker did not listen on {addr}"
                 );
                 if let Ok(Some(_)) = child.try_wait() {
+                    assert!(
+                        options.port.is_none(),
+                        "tansu broker could not listen on {addr}"
+                    );
                     break; // lost the port: try another
                 }
                 if listens(child.id(), port) && TcpStream::connect(&addr).is_ok() {
