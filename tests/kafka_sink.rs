@@ -282,6 +282,85 @@ fn a_cluster_down_at_the_start_gets_every_event_once_it_is_up() {
 }
 
 #[test]
+fn avro_records_carry_the_ids_of_the_users_own_registry() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The user's registry: another node's built-in one (Confluent's API), with unrelated
+    // schemas in it so its ids differ from ours.
+    let registry = Server::start(&dir.path().join("registry"), &[]);
+    for i in 0..3 {
+        let schema = format!(
+            r#"{{"type":"record","name":"Other{i}","fields":[{{"name":"a","type":"string"}}]}}"#
+        );
+        let (status, _) = registry.post(
+            &format!("/subjects/other{i}-value/versions"),
+            json!({ "schema": schema }).to_string(),
+        );
+        assert_eq!(status, 200);
+    }
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--allow-destinations", "loopback"],
+    );
+    create_topic(&broker.addr, "registered", 2);
+    let mut spec = kafka_spec("theirs", &broker.addr, "registered", "avro");
+    spec["sink"]["schema_registry"] = json!({"url": registry.url});
+    create_subscription(&server, &spec);
+    // The registry unreachable: shown in status, nothing delivered or dead-lettered.
+    let mut spec = kafka_spec("noregistry", &broker.addr, "registered", "avro");
+    spec["sink"]["schema_registry"] = json!({"url": format!("http://127.0.0.1:{}", free_port())});
+    spec["retry"] = patient().0;
+    create_subscription(&server, &spec);
+    let acked: Vec<String> = ingest(
+        &server,
+        (0..40)
+            .map(|i| json!({"op": "put", "bucket": "media", "key": format!("k{}", i % 7), "size": i}))
+            .collect(),
+    )
+    .into_iter()
+    .map(|(_, id)| id)
+    .collect();
+    wait_status(
+        &server,
+        "theirs",
+        "delivered",
+        Duration::from_secs(60),
+        |s| s["delivered"] == acked.len(),
+    );
+    // Decoded by confluent-kafka with the schemas of the user's registry, by the records' ids.
+    let records = consume(
+        &broker.addr,
+        "registered",
+        acked.len(),
+        &["--avro", &registry.url],
+    );
+    let ids: HashSet<String> = records
+        .iter()
+        .map(|r| r["value"]["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, acked.iter().cloned().collect::<HashSet<_>>());
+    let (status, latest) = registry.get("/subjects/registered-value/versions/latest");
+    assert_eq!(status, 200, "{latest}");
+    assert!(latest["id"].as_u64() > Some(3), "{latest}");
+    let s = wait_status(
+        &server,
+        "noregistry",
+        "an error",
+        Duration::from_secs(60),
+        |s| {
+            s["last_error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("schema registry"))
+        },
+    );
+    assert_eq!(
+        (s["delivered"].as_u64(), s["dead_letters"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+}
+
+#[test]
 fn bad_kafka_settings_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
@@ -333,6 +412,14 @@ fn bad_kafka_settings_are_refused_by_name() {
             with("brokers", json!("127.0.0.1:9092")),
             "sink.brokers",
             "loopback",
+        ),
+        (
+            with(
+                "schema_registry",
+                json!({"url": "https://registry.example"}),
+            ),
+            "sink.schema_registry",
+            "avro",
         ),
     ];
     for (sink, field, needle) in cases {

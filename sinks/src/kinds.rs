@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tidemark_core::catalog::Catalog;
+use tidemark_core::codec::EventCodec;
 
 use crate::client::Outbound;
 use crate::function::{self, Functions, Invocations};
@@ -22,6 +23,8 @@ pub struct Kinds {
     outbound: Outbound,
     /// CloudEvents `source` base of this node's payloads.
     source: String,
+    /// The log's codec: writer schemas by id.
+    codec: Arc<EventCodec>,
     /// Function sinks' recent invocations, by subscription: kept across restarts of a
     /// subscription's delivery (a replaced spec keeps its history).
     invocations: Mutex<HashMap<String, Arc<Invocations>>>,
@@ -33,12 +36,14 @@ impl Kinds {
         functions: Arc<Functions>,
         outbound: Outbound,
         source: String,
+        codec: Arc<EventCodec>,
     ) -> Kinds {
         Kinds {
             catalog,
             functions,
             outbound,
             source,
+            codec,
             invocations: Default::default(),
         }
     }
@@ -56,6 +61,7 @@ impl Kinds {
             catalog: &self.catalog,
             client: &self.outbound.http,
             outbound: &self.outbound,
+            codec: &self.codec,
             source: &self.source,
             replay,
         };

@@ -57,6 +57,13 @@ impl EventCodec {
         self.write_id
     }
 
+    /// The writer schema registered under `id`, as JSON: what another schema registry is
+    /// given to register it there (the `kafka` sink's own registry).
+    pub fn schema_json(&self, id: u32) -> Option<String> {
+        let schema = self.source.schema_by_id(id)?;
+        serde_json::to_string(&*schema).ok()
+    }
+
     /// Append the framed event to `buf`.
     pub fn encode(&self, event: &ObjectEvent, buf: &mut Vec<u8>) {
         wire::write_header(buf, self.write_id);

@@ -124,6 +124,7 @@ impl Engine {
             subscriptions.functions().clone(),
             outbound,
             source,
+            codec.clone(),
         );
         Engine {
             subscriptions,

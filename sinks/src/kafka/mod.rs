@@ -11,8 +11,10 @@
 //! - `mod.rs`: [`KafkaSinkSpec`], its checks, and building the sink.
 //! - `sink.rs`: rendering records and producing them.
 
+mod registry;
 mod sink;
 
+pub use registry::RegistrySpec;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +52,10 @@ pub struct KafkaSinkSpec {
     /// How long a batch may wait for the broker's acknowledgement.
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// With `format` `avro`: the user's own schema registry, where the log's schemas are
+    /// registered and whose ids the records carry (instead of Tidemark's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_registry: Option<RegistrySpec>,
 }
 
 fn default_key() -> String {
@@ -168,6 +174,20 @@ pub fn check(spec: &KafkaSinkSpec) -> Result<()> {
             ));
         }
     }
+    if let Some(r) = &spec.schema_registry {
+        if spec.format != "avro" {
+            return Err(Error::invalid(
+                "sink.schema_registry",
+                "a schema registry is for the avro format",
+            ));
+        }
+        if r.password.is_some() && r.username.is_none() {
+            return Err(Error::invalid(
+                "sink.schema_registry.username",
+                "a password needs a username",
+            ));
+        }
+    }
     if !(1_000..=600_000).contains(&spec.timeout_ms) {
         return Err(Error::invalid(
             "sink.timeout_ms",
@@ -193,11 +213,28 @@ pub fn build(spec: &KafkaSinkSpec, ctx: &BuildCtx<'_>) -> Result<SinkKind> {
         };
         properties.insert(k.clone(), value);
     }
+    let registry = match &spec.schema_registry {
+        Some(r) => {
+            let password = match &r.password {
+                Some(p) if secrets::is_reference(p) => Some(secrets::resolve(ctx.catalog, p)?),
+                other => other.clone(),
+            };
+            Some(registry::UserRegistry::new(
+                r,
+                &spec.topic,
+                password,
+                ctx.client.clone(),
+                ctx.codec.clone(),
+            ))
+        }
+        None => None,
+    };
     let sink = sink::KafkaSink::new(
         spec,
         properties,
         spec.value_format()?,
         Duration::from_millis(spec.timeout_ms),
+        registry,
         ctx,
     )?;
     Ok(SinkKind::Request(Arc::new(sink)))

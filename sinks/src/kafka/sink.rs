@@ -12,6 +12,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::KafkaSinkSpec;
+use super::registry::UserRegistry;
 use crate::message::{MessageFormat, Renderer, Template};
 use crate::sink::{BuildCtx, Delivery, Failure, SendError, Sink};
 use crate::{Error, Result};
@@ -24,6 +25,8 @@ pub(super) struct KafkaSink {
     partition: Option<i32>,
     endpoint: String,
     timeout: Duration,
+    /// The user's schema registry (avro values re-framed with its ids).
+    registry: Option<UserRegistry>,
 }
 
 impl KafkaSink {
@@ -32,6 +35,7 @@ impl KafkaSink {
         properties: BTreeMap<String, String>,
         format: MessageFormat,
         timeout: Duration,
+        registry: Option<UserRegistry>,
         ctx: &BuildCtx<'_>,
     ) -> Result<KafkaSink> {
         let mut config = ClientConfig::new();
@@ -60,6 +64,7 @@ impl KafkaSink {
             partition: spec.partition,
             endpoint: spec.endpoint(),
             timeout,
+            registry,
         })
     }
 
@@ -111,7 +116,10 @@ impl Sink for KafkaSink {
         Box::pin(async move {
             let mut pending = Vec::with_capacity(batch.len());
             for d in batch {
-                let (value, headers) = self.value(d)?;
+                let (mut value, headers) = self.value(d)?;
+                if let Some(r) = &self.registry {
+                    value = r.reframe(value).await?;
+                }
                 let key = self.key.render(&d.event);
                 let mut record = FutureRecord::to(&self.topic)
                     .key(&key)

@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tidemark_core::catalog::Catalog;
+use tidemark_core::codec::EventCodec;
 use tidemark_core::event::ObjectEvent;
 
 use crate::client::{HttpClient, Outbound};
@@ -75,6 +76,8 @@ pub struct BuildCtx<'a> {
     pub client: &'a HttpClient,
     /// The same guard and TLS roots, for sinks that open their own connections.
     pub outbound: &'a Outbound,
+    /// The log's codec: the writer schema of a record by its id.
+    pub codec: &'a Arc<EventCodec>,
     /// CloudEvents `source` base of this node's payloads.
     pub source: &'a str,
     /// The replay job the sink re-delivers for, if any (receivers can tell re-deliveries).

@@ -384,6 +384,9 @@ impl Subscriptions {
                         *value = self.reference(&owner, value, &mut created).await?;
                     }
                 }
+                if let Some(p) = k.schema_registry.as_mut().and_then(|r| r.password.as_mut()) {
+                    *p = self.reference(&owner, p, &mut created).await?;
+                }
                 return Ok(created);
             }
             SinkSpec::Amqp(a) => {
@@ -467,6 +470,7 @@ pub fn sink_secrets(sink: &SinkSpec) -> Vec<String> {
             .iter()
             .filter(|(name, _)| crate::kafka::is_secret_property(name))
             .map(|(_, value)| value.clone())
+            .chain(k.schema_registry.as_ref().and_then(|r| r.password.clone()))
             .collect(),
         SinkSpec::Sqs(q) => q.credentials.iter().flat_map(|c| c.secrets()).collect(),
         SinkSpec::Lambda(l) => l.credentials.iter().flat_map(|c| c.secrets()).collect(),

@@ -55,6 +55,9 @@ pub fn validate(
         SinkSpec::Kafka(k) => {
             crate::kafka::check(k)?;
             check_brokers(&k.brokers, policy)?;
+            if let Some(r) = &k.schema_registry {
+                check_url("sink.schema_registry.url", &r.url, policy)?;
+            }
         }
         SinkSpec::Sqs(q) => {
             crate::sqs::check(q)?;
