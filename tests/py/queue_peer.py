@@ -8,6 +8,9 @@ message Tidemark wrote to SOURCE, sends it N times to TARGET, and prints
   queue_peer.py sqs ENDPOINT SOURCE_URL TARGET_URL N               SendMessageBatch of 10
   queue_peer.py kafka BROKERS SOURCE_TOPIC TARGET_TOPIC N          idempotent producer, one flush
   queue_peer.py amqp PORT SOURCE_QUEUE EXCHANGE ROUTING_KEY N BATCH persistent, BATCH confirms in flight
+  queue_peer.py lambda ENDPOINT RECORD_FILE SOURCE FUNCTION THREADS
+                          boto3 Invoke (RequestResponse) of every payload RECORD_FILE shows Tidemark
+                          sent to SOURCE, from THREADS threads
 """
 
 import json
@@ -145,8 +148,44 @@ def amqp_peer(port, source, exchange, routing_key, n, batch):
     asyncio.run(main())
 
 
+def lambda_peer(endpoint, record_file, source, function, threads):
+    """boto3's Lambda client invoking the stand-in with every payload Tidemark sent to
+    function SOURCE (the same invocations: same records per call), from THREADS threads (one
+    client each, as boto3 advises); the rate is in events (records) per second."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+    from botocore.config import Config
+
+    payloads = []
+    with open(record_file) as f:
+        for line in f:
+            r = json.loads(line)
+            if r["function"] == source and r["status"] == 200:
+                payloads.append(json.dumps(r["payload"]).encode())
+    events = sum(len(json.loads(p)["Records"]) for p in payloads)
+
+    def work(share):
+        c = boto3.client(
+            "lambda", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id="AKIDTIDEMARKTEST", aws_secret_access_key="tidemark/secret+key",
+            config=Config(max_pool_connections=4, retries={"max_attempts": 0}),
+        )
+        for payload in share:
+            r = c.invoke(FunctionName=function, InvocationType="RequestResponse", Payload=payload)
+            if r.get("FunctionError") or r["StatusCode"] != 200:
+                raise SystemExit("invoke failed: %s" % r)
+
+    t = int(threads)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(t) as pool:
+        list(pool.map(work, [payloads[i::t] for i in range(t)]))
+    print(json.dumps({"messages": events, "seconds": time.perf_counter() - start,
+                      "invocations": len(payloads)}))
+
+
 if __name__ == "__main__":
     kind, args = sys.argv[1], sys.argv[2:]
     peers = {"redis": redis_peer, "nats": nats_peer, "sqs": sqs_peer, "kafka": kafka_peer,
-             "amqp": amqp_peer}
+             "amqp": amqp_peer, "lambda": lambda_peer}
     peers[kind](*args)

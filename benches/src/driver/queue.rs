@@ -1,5 +1,6 @@
 //! Queue sinks: events/s Tidemark delivers to Redis Streams, NATS JetStream, SQS (moto's
-//! server), Kafka (Tansu) and RabbitMQ, each against the destination's Python client from PyPI sending
+//! server), Kafka (Tansu), RabbitMQ and a Lambda stand-in (`tests/py/lambda_receiver.py`,
+//! which checks every request's signature with botocore), each against the destination's Python client from PyPI sending
 //! the same messages (copied from what Tidemark delivered) to the same server in the same run
 //! (`tests/py/queue_peer.py`). Servers are started by the benchmark on loopback.
 
@@ -17,6 +18,10 @@ use tidemark_core::log::kafka::test_broker::TestBroker;
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/py/queue_peer.py");
 const READ: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/py/queue_read.py");
+const LAMBDA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/py/lambda_receiver.py"
+);
 
 #[derive(Args)]
 pub struct QueueArgs {
@@ -93,6 +98,8 @@ struct Destination {
     _broker: Option<TestBroker>,
     port: u16,
     brokers: String,
+    /// Where the Lambda stand-in records invocations.
+    record: std::path::PathBuf,
 }
 
 impl Destination {
@@ -146,12 +153,32 @@ impl Destination {
                 let vm = format!("-home {} ", dir.display());
                 (Some(Process(c, Some(vm))), None, String::new())
             }
+            "lambda" => {
+                let c = Command::new("python3")
+                    .arg(LAMBDA)
+                    .args(["--port", &p, "--out"])
+                    .arg(dir.join("lambda.jsonl"))
+                    .args([
+                        "--access-key",
+                        "AKIDTIDEMARKTEST",
+                        "--secret",
+                        "tidemark/secret+key",
+                    ])
+                    .stdout(Stdio::null())
+                    // The readiness probe's dropped connection makes it print a traceback.
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("python3 tests/py/lambda_receiver.py")?;
+                (Some(Process(c, None)), None, String::new())
+            }
             "kafka" => {
                 let b = tokio::task::spawn_blocking(TestBroker::start).await?;
                 let addr = b.addr.clone();
                 (None, Some(b), addr)
             }
-            other => bail!("unknown destination '{other}': redis-stream, nats, sqs, kafka or amqp"),
+            other => bail!(
+                "unknown destination '{other}': redis-stream, nats, sqs, kafka, amqp or lambda"
+            ),
         };
         if kind != "kafka" {
             listening(port).await?;
@@ -162,6 +189,7 @@ impl Destination {
             _broker: broker,
             port,
             brokers,
+            record: dir.join("lambda.jsonl"),
         })
     }
 
@@ -193,6 +221,11 @@ impl Destination {
                 }
                 json!({"type": "sqs", "queue_url": format!("{}/123456789012/tm{run}", self.endpoint()),
                        "credentials": {"access_key_id": "testing", "secret_access_key": "testing"}})
+            }
+            "lambda" => {
+                json!({"type": "lambda", "function": format!("tm{run}"), "endpoint": self.endpoint(),
+                       "credentials": {"access_key_id": "AKIDTIDEMARKTEST",
+                                       "secret_access_key": "tidemark/secret+key"}})
             }
             "amqp" => {
                 for name in [format!("tm{run}"), format!("peer{run}")] {
@@ -240,6 +273,15 @@ impl Destination {
                 python(PEER, &["sqs", &self.endpoint(), &q(&tm), &q(&peer), &n])?
             }
             "amqp" => python(PEER, &["amqp", &p, &tm, &peer, "bench", &n, &b])?,
+            "lambda" => {
+                let record = self.record.display().to_string();
+                // The same invocations Tidemark made, from 8 threads: as many calls open as
+                // Tidemark's (2 in flight per partition, 4 partitions).
+                python(
+                    PEER,
+                    &["lambda", &self.endpoint(), &record, &tm, &peer, "8"],
+                )?
+            }
             _ => python(PEER, &["kafka", &self.brokers, &tm, &peer, &n])?,
         };
         let seconds = v["seconds"].as_f64().context("the peer printed no time")?;
@@ -272,6 +314,10 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
             });
             if events < args.events {
                 spec["rules"] = json!({"prefix": ["obj/000"]});
+            }
+            if kind == "lambda" {
+                // 2 invocations in flight per partition, 8 in all: the peer's 8 threads.
+                spec["delivery"] = json!({"max_in_flight": 2});
             }
             let started = Instant::now();
             call(&format!("{api}/v1/subscriptions"), Method::POST, Some(spec)).await?;
