@@ -160,16 +160,7 @@ fn bad_lambda_settings_are_refused_by_name() {
             "link-local",
         ),
     ];
-    for (sink, field, needle) in cases {
-        let spec = json!({"name": "bad", "sink": sink});
-        let (status, v) = server.post("/v1/subscriptions", spec.to_string());
-        assert_eq!(status, 400, "{spec}: {v}");
-        assert_eq!(v["error"]["field"], field, "{spec}: {v}");
-        assert!(
-            v["error"]["message"].as_str().unwrap().contains(needle),
-            "{spec}: want '{needle}' in {v}"
-        );
-    }
+    assert_sinks_refused(&server, cases);
 }
 
 /// (event id, bucket/key, sequence, replay job) of every record of the successful

@@ -176,16 +176,7 @@ fn bad_nats_settings_are_refused_by_name_and_problems_show_in_status() {
         (with("username", json!("u")), "sink.password", "go together"),
         (with("url", json!("nats://10.1.2.3")), "sink.url", "private"),
     ];
-    for (sink, field, needle) in cases {
-        let spec = json!({"name": "bad", "sink": sink});
-        let (status, v) = server.post("/v1/subscriptions", spec.to_string());
-        assert_eq!(status, 400, "{spec}: {v}");
-        assert_eq!(v["error"]["field"], field, "{spec}: {v}");
-        assert!(
-            v["error"]["message"].as_str().unwrap().contains(needle),
-            "{spec}: want '{needle}' in {v}"
-        );
-    }
+    assert_sinks_refused(&server, cases);
     drop(server);
 
     let server = Server::start(

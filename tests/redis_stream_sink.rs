@@ -199,16 +199,7 @@ fn bad_redis_settings_are_refused_by_name_and_a_wrong_password_shows_in_status()
             "loopback",
         ),
     ];
-    for (sink, field, needle) in cases {
-        let spec = json!({"name": "bad", "sink": sink});
-        let (status, v) = server.post("/v1/subscriptions", spec.to_string());
-        assert_eq!(status, 400, "{spec}: {v}");
-        assert_eq!(v["error"]["field"], field, "{spec}: {v}");
-        assert!(
-            v["error"]["message"].as_str().unwrap().contains(needle),
-            "{spec}: want '{needle}' in {v}"
-        );
-    }
+    assert_sinks_refused(&server, cases);
     drop(server);
 
     let server = Server::start(

@@ -197,22 +197,7 @@ fn bad_sqs_settings_are_refused_by_name() {
             "loopback",
         ),
     ];
-    for (sink, field, needle) in cases {
-        let spec = json!({"name": "bad", "sink": sink});
-        let (status, v) = server.post("/v1/subscriptions", spec.to_string());
-        assert_eq!(status, 400, "{spec}: {v}");
-        assert!(
-            v["error"]["field"]
-                .as_str()
-                .unwrap_or_default()
-                .starts_with(field),
-            "{spec}: {v}"
-        );
-        assert!(
-            v["error"]["message"].as_str().unwrap().contains(needle),
-            "{spec}: want '{needle}' in {v}"
-        );
-    }
+    assert_sinks_refused(&server, cases);
     // An inline secret goes to the secret store; the subscription keeps a reference.
     let created = create_subscription(&server, &json!({"name": "ok", "sink": base}));
     let secret = created["sink"]["credentials"]["secret_access_key"]

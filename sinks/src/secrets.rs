@@ -91,6 +91,14 @@ pub fn resolve(catalog: &Catalog, reference: &str) -> Result<String> {
 }
 
 /// Resolve every reference of a list.
+/// `text` itself, or what it refers to when it is a reference (settings that take either).
+pub fn value(catalog: &Catalog, text: &str) -> Result<String> {
+    match is_reference(text) {
+        true => resolve(catalog, text),
+        false => Ok(text.to_string()),
+    }
+}
+
 pub fn resolve_all(catalog: &Catalog, references: &[String]) -> Result<Vec<String>> {
     references.iter().map(|r| resolve(catalog, r)).collect()
 }

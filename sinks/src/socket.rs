@@ -78,6 +78,38 @@ pub async fn start_tls(
     Ok(Box::new(stream) as Stream)
 }
 
+/// Idle connections of a sink, kept for its next batches (about one per batch in flight). A
+/// connection whose batch failed or timed out is never put back: answers still on their way
+/// would be read as the next batch's.
+pub struct Pool<C> {
+    idle: std::sync::Mutex<Vec<C>>,
+}
+
+impl<C> Default for Pool<C> {
+    fn default() -> Self {
+        Pool {
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<C> Pool<C> {
+    /// At most this many are kept.
+    const MAX_IDLE: usize = 64;
+
+    pub fn take(&self) -> Option<C> {
+        self.idle.lock().unwrap().pop()
+    }
+
+    /// Keep `conn` for a later batch (it answered everything it was sent).
+    pub fn put(&self, conn: C) {
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < Self::MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+}
+
 /// `host[:port]` (IPv6 in brackets) with `default` as the port.
 pub fn split_host_port(authority: &str, default: u16) -> Option<(String, u16)> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {

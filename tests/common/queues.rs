@@ -486,3 +486,18 @@ impl Drop for RabbitServer {
         self.kill_vm();
     }
 }
+
+/// Each `(sink, field, needle)`: a subscription with that sink is refused (400) naming `field`
+/// exactly, its message containing `needle`.
+pub fn assert_sinks_refused(server: &Server, cases: Vec<(Value, &str, &str)>) {
+    for (sink, field, needle) in cases {
+        let spec = json!({"name": "bad", "sink": sink});
+        let (status, v) = server.post("/v1/subscriptions", spec.to_string());
+        assert_eq!(status, 400, "{spec}: {v}");
+        assert_eq!(v["error"]["field"], field, "{spec}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{spec}: want '{needle}' in {v}"
+        );
+    }
+}

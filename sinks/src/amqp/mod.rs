@@ -163,10 +163,7 @@ pub fn check(spec: &AmqpSinkSpec) -> Result<()> {
 /// The sink `spec` describes, its password resolved.
 pub fn build(spec: &AmqpSinkSpec, ctx: &BuildCtx<'_>) -> Result<SinkKind> {
     check(spec)?;
-    let password = match secrets::is_reference(&spec.password) {
-        true => secrets::resolve(ctx.catalog, &spec.password)?,
-        false => spec.password.clone(),
-    };
+    let password = secrets::value(ctx.catalog, &spec.password)?;
     let sink = sink::AmqpSink::new(
         spec,
         password,

@@ -1,7 +1,7 @@
 //! Publishing a batch on a pooled connection and waiting until the broker confirmed every
 //! message of it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -12,9 +12,7 @@ use crate::Result;
 use crate::client::Outbound;
 use crate::message::{MessageFormat, Renderer, Template};
 use crate::sink::{BuildCtx, Delivery, SendError, Sink};
-
-/// Idle connections kept for the next batches.
-const POOL: usize = 64;
+use crate::socket::Pool;
 
 pub(super) struct AmqpSink {
     outbound: Outbound,
@@ -26,7 +24,7 @@ pub(super) struct AmqpSink {
     renderer: Renderer,
     endpoint: String,
     timeout: Duration,
-    idle: Mutex<Vec<Conn>>,
+    idle: Pool<Conn>,
 }
 
 impl AmqpSink {
@@ -47,12 +45,12 @@ impl AmqpSink {
             renderer: Renderer::new(format, ctx.subscription, ctx.source, ctx.replay),
             endpoint: spec.endpoint(),
             timeout,
-            idle: Mutex::new(Vec::new()),
+            idle: Pool::default(),
         })
     }
 
     async fn connection(&self) -> Result<Conn, SendError> {
-        if let Some(c) = self.idle.lock().unwrap().pop() {
+        if let Some(c) = self.idle.take() {
             return Ok(c);
         }
         let a = &self.address;
@@ -168,10 +166,7 @@ impl Sink for AmqpSink {
                         self.timeout
                     ))
                 })??;
-            let mut idle = self.idle.lock().unwrap();
-            if idle.len() < POOL {
-                idle.push(conn);
-            }
+            self.idle.put(conn);
             Ok(())
         })
     }

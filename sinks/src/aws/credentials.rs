@@ -57,10 +57,7 @@ impl Credentials {
         let Some(spec) = spec else {
             return standard_chain();
         };
-        let value = |v: &str| match secrets::is_reference(v) {
-            true => secrets::resolve(catalog, v),
-            false => Ok(v.to_string()),
-        };
+        let value = |v: &str| secrets::value(catalog, v);
         Ok(Credentials {
             access_key_id: value(&spec.access_key_id)?,
             secret_access_key: value(&spec.secret_access_key)?,

@@ -215,10 +215,11 @@ pub fn build(spec: &KafkaSinkSpec, ctx: &BuildCtx<'_>) -> Result<SinkKind> {
     }
     let registry = match &spec.schema_registry {
         Some(r) => {
-            let password = match &r.password {
-                Some(p) if secrets::is_reference(p) => Some(secrets::resolve(ctx.catalog, p)?),
-                other => other.clone(),
-            };
+            let password = r
+                .password
+                .as_deref()
+                .map(|p| secrets::value(ctx.catalog, p))
+                .transpose()?;
             Some(registry::UserRegistry::new(
                 r,
                 &spec.topic,

@@ -161,10 +161,7 @@ pub fn build(spec: &NatsSinkSpec, ctx: &BuildCtx<'_>) -> Result<SinkKind> {
     check(spec)?;
     let resolve = |v: &Option<String>| {
         v.as_deref()
-            .map(|p| match secrets::is_reference(p) {
-                true => secrets::resolve(ctx.catalog, p),
-                false => Ok(p.to_string()),
-            })
+            .map(|p| secrets::value(ctx.catalog, p))
             .transpose()
     };
     let auth = proto::Auth {

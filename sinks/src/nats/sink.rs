@@ -1,7 +1,7 @@
 //! Publishing a batch to JetStream on a pooled connection and waiting for every
 //! acknowledgement.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -12,9 +12,7 @@ use crate::Result;
 use crate::client::Outbound;
 use crate::message::{MessageFormat, Renderer, Template};
 use crate::sink::{BuildCtx, Delivery, Failure, SendError, Sink};
-
-/// Idle connections kept for the next batches.
-const POOL: usize = 64;
+use crate::socket::Pool;
 
 pub(super) struct NatsSink {
     outbound: Outbound,
@@ -26,7 +24,7 @@ pub(super) struct NatsSink {
     renderer: Renderer,
     endpoint: String,
     timeout: Duration,
-    idle: Mutex<Vec<Conn>>,
+    idle: Pool<Conn>,
 }
 
 impl NatsSink {
@@ -48,12 +46,12 @@ impl NatsSink {
             renderer: Renderer::new(format, ctx.subscription, ctx.source, ctx.replay),
             endpoint: spec.endpoint(),
             timeout,
-            idle: Mutex::new(Vec::new()),
+            idle: Pool::default(),
         })
     }
 
     async fn connection(&self) -> Result<Conn, SendError> {
-        if let Some(c) = self.idle.lock().unwrap().pop() {
+        if let Some(c) = self.idle.take() {
             return Ok(c);
         }
         Conn::open(&self.outbound, &self.host, self.port, self.tls, &self.auth)
@@ -191,10 +189,7 @@ impl Sink for NatsSink {
                         self.endpoint, self.timeout
                     ))
                 })??;
-            let mut idle = self.idle.lock().unwrap();
-            if idle.len() < POOL {
-                idle.push(conn);
-            }
+            self.idle.put(conn);
             Ok(())
         })
     }

@@ -152,10 +152,7 @@ pub fn build(spec: &RedisStreamSinkSpec, ctx: &BuildCtx<'_>) -> Result<SinkKind>
     let password = spec
         .password
         .as_deref()
-        .map(|p| match secrets::is_reference(p) {
-            true => secrets::resolve(ctx.catalog, p),
-            false => Ok(p.to_string()),
-        })
+        .map(|p| secrets::value(ctx.catalog, p))
         .transpose()?;
     let sink = sink::RedisSink::new(
         spec,

@@ -1,6 +1,6 @@
 //! Appending a batch: one pipelined round trip of `XADD`s on a pooled connection.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -11,9 +11,7 @@ use crate::Result;
 use crate::client::Outbound;
 use crate::message::{MessageFormat, Renderer, Template};
 use crate::sink::{BuildCtx, Delivery, SendError, Sink};
-
-/// Idle connections kept for the next batches (one per batch in flight).
-const POOL: usize = 64;
+use crate::socket::Pool;
 
 pub(super) struct RedisSink {
     outbound: Outbound,
@@ -25,7 +23,7 @@ pub(super) struct RedisSink {
     renderer: Renderer,
     endpoint: String,
     timeout: Duration,
-    idle: Mutex<Vec<Conn>>,
+    idle: Pool<Conn>,
 }
 
 impl RedisSink {
@@ -46,13 +44,13 @@ impl RedisSink {
             renderer: Renderer::new(format, ctx.subscription, ctx.source, ctx.replay),
             endpoint: spec.endpoint(),
             timeout,
-            idle: Mutex::new(Vec::new()),
+            idle: Pool::default(),
         })
     }
 
     /// An idle connection, else a new one: connected, authenticated, on its database.
     async fn connection(&self) -> Result<Conn, String> {
-        if let Some(c) = self.idle.lock().unwrap().pop() {
+        if let Some(c) = self.idle.take() {
             return Ok(c);
         }
         let a = &self.address;
@@ -178,10 +176,7 @@ impl Sink for RedisSink {
                         self.endpoint, self.timeout
                     ))
                 })??;
-            let mut idle = self.idle.lock().unwrap();
-            if idle.len() < POOL {
-                idle.push(conn);
-            }
+            self.idle.put(conn);
             Ok(())
         })
     }

@@ -54,7 +54,7 @@ pub fn validate(
         }
         SinkSpec::Kafka(k) => {
             crate::kafka::check(k)?;
-            check_brokers(&k.brokers, policy)?;
+            check_brokers("sink.brokers", &k.brokers, policy)?;
             if let Some(r) = &k.schema_registry {
                 check_url("sink.schema_registry.url", &r.url, policy)?;
             }
@@ -70,17 +70,17 @@ pub fn validate(
         SinkSpec::RedisStream(r) => {
             crate::redis_stream::check(r)?;
             let a = r.address()?;
-            check_brokers_field("sink.url", &format!("{}:{}", a.host, a.port), policy)?;
+            check_brokers("sink.url", &format!("{}:{}", a.host, a.port), policy)?;
         }
         SinkSpec::Amqp(a) => {
             crate::amqp::check(a)?;
             let addr = a.address()?;
-            check_brokers_field("sink.url", &format!("{}:{}", addr.host, addr.port), policy)?;
+            check_brokers("sink.url", &format!("{}:{}", addr.host, addr.port), policy)?;
         }
         SinkSpec::Nats(n) => {
             crate::nats::check(n)?;
             let (host, port, _) = n.address()?;
-            check_brokers_field("sink.url", &format!("{host}:{port}"), policy)?;
+            check_brokers("sink.url", &format!("{host}:{port}"), policy)?;
         }
         SinkSpec::Lambda(l) => {
             crate::lambda::check(l)?;
@@ -222,15 +222,11 @@ fn check_url(field: &str, url: &str, policy: DestinationPolicy) -> Result<http::
     Ok(uri)
 }
 
-/// Kafka brokers (`host:port,...`): every address each one resolves to must be allowed (the
-/// producer connects on its own, past the HTTP client's guard, so names are resolved now).
-fn check_brokers(brokers: &str, policy: DestinationPolicy) -> Result<()> {
-    check_brokers_field("sink.brokers", brokers, policy)
-}
-
-/// `host:port,...` of `field`, every address it resolves to checked now (sinks that open
-/// their own connections check again at connect time).
-fn check_brokers_field(field: &str, brokers: &str, policy: DestinationPolicy) -> Result<()> {
+/// `host:port,...` of `field` (Kafka brokers, a Redis, NATS or RabbitMQ server): every
+/// address each one resolves to must be allowed. Kafka's producer connects on its own, past
+/// the HTTP client's guard, so this is its only check; the other sinks check again at every
+/// connect.
+fn check_brokers(field: &str, brokers: &str, policy: DestinationPolicy) -> Result<()> {
     use std::net::ToSocketAddrs;
     for broker in brokers.split(',').map(str::trim) {
         let addrs = broker
