@@ -105,7 +105,17 @@ fn functions_get_signed_s3_records_and_failures_are_retried_or_shown() {
             .filter(|i| i["function"] == "indexer")
             .all(|i| i["invocation_type"] == "Event" && i["status"] == 202)
     );
-    // The region of an ARN is the one signed for (botocore checked the scope's signature).
+    // The region of an ARN is the one signed for; a name signs for the default region.
+    for i in &invocations {
+        let want = if i["function"] == arn {
+            "eu-west-1"
+        } else {
+            "us-east-1"
+        };
+        if i["verified"] == true {
+            assert_eq!(i["region"], want, "{i}");
+        }
+    }
     let sync = subscription_status(&server, "sync");
     assert_eq!(sync["dead_letters"], 0, "{sync}");
 

@@ -110,6 +110,54 @@ impl<C> Pool<C> {
     }
 }
 
+/// A server URL of a sink that speaks its own protocol (`redis://`, `nats://`, `amqp://` and
+/// their TLS schemes), split.
+pub struct ServerUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    /// What follows the authority, without its `/` (a database, a virtual host).
+    pub path: String,
+}
+
+/// Parse `url` of setting `field`: `schemes` are the plain and the TLS scheme (`"redis://"`,
+/// `"rediss://"`), `ports` their default ports. Credentials in the URL are refused (status
+/// shows the URL); `login` says where they go instead.
+pub fn parse_server_url(
+    field: &str,
+    url: &str,
+    schemes: (&str, &str),
+    ports: (u16, u16),
+    login: &str,
+) -> crate::Result<ServerUrl> {
+    let bad = |m: String| crate::Error::invalid(field, m);
+    let (tls, rest) = if let Some(r) = url.strip_prefix(schemes.0) {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix(schemes.1) {
+        (true, r)
+    } else {
+        return Err(bad(format!(
+            "'{url}' is not a {}host[:port] or {}host[:port] URL",
+            schemes.0, schemes.1
+        )));
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.contains('@') {
+        return Err(bad(format!(
+            "credentials do not go in the URL (it is shown in status); give {login}"
+        )));
+    }
+    let default = if tls { ports.1 } else { ports.0 };
+    let (host, port) = split_host_port(authority, default)
+        .ok_or_else(|| bad(format!("'{authority}' is not host[:port]")))?;
+    Ok(ServerUrl {
+        host,
+        port,
+        tls,
+        path: path.trim_end_matches('/').to_string(),
+    })
+}
+
 /// `host[:port]` (IPv6 in brackets) with `default` as the port.
 pub fn split_host_port(authority: &str, default: u16) -> Option<(String, u16)> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {

@@ -7,7 +7,7 @@ Tidemark's signer) before "running" the function.
 Functions: `missing` answers 404 ResourceNotFoundException; `flaky` raises (200 with
 X-Amz-Function-Error: Unhandled) for its first N invocations; any other name succeeds.
 `Event` invocations answer 202. Each request is one JSON line in FILE: n, function,
-invocation_type, verified, status, function_error, payload.
+invocation_type, verified, region (of the credential scope), status, function_error, payload.
 """
 
 import argparse
@@ -28,11 +28,11 @@ counter = {"n": 0, "flaky": 0}
 def verify(handler, body):
     auth = handler.headers.get("Authorization", "")
     if not auth.startswith("AWS4-HMAC-SHA256 "):
-        return False, "no SigV4 authorization"
+        return False, "no SigV4 authorization", None
     parts = dict(p.strip().split("=", 1) for p in auth[len("AWS4-HMAC-SHA256 "):].split(","))
     access_key, day, region, service, term = parts["Credential"].split("/")
     if access_key != args.access_key or service != "lambda" or term != "aws4_request":
-        return False, "credential scope %s" % parts["Credential"]
+        return False, "credential scope %s" % parts["Credential"], region
     signed = parts["SignedHeaders"].split(";")
     headers = {h: handler.headers[h] for h in signed}
     request = AWSRequest(
@@ -46,10 +46,10 @@ def verify(handler, body):
     canonical = signer.canonical_request(request)
     expected = signer.signature(signer.string_to_sign(request, canonical), request)
     if expected != parts["Signature"]:
-        return False, "signature mismatch"
+        return False, "signature mismatch", region
     if not handler.headers["X-Amz-Date"].startswith(day):
-        return False, "date outside the credential scope"
-    return True, ""
+        return False, "date outside the credential scope", region
+    return True, "", region
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -77,7 +77,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(404, b'{"message":"no such route"}')
         function = urllib.parse.unquote(path[len(prefix):-len(suffix)])
         kind = self.headers.get("X-Amz-Invocation-Type", "RequestResponse")
-        verified, why = verify(self, body)
+        verified, why, region = verify(self, body)
         with lock:
             counter["n"] += 1
             n = counter["n"]
@@ -102,6 +102,7 @@ class Handler(BaseHTTPRequestHandler):
                 "function": function,
                 "invocation_type": kind,
                 "verified": verified,
+                "region": region,
                 "status": status,
                 "function_error": function_error,
                 "payload": json.loads(body) if verified else None,

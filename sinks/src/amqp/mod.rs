@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::{MessageFormat, Template};
 use crate::sink::{BuildCtx, SinkKind};
-use crate::socket::split_host_port;
+use crate::socket::parse_server_url;
 use crate::{Error, Result, secrets};
 
 /// The `amqp` sink of a subscription.
@@ -89,35 +89,22 @@ impl AmqpSinkSpec {
     }
 
     pub(crate) fn address(&self) -> Result<Address> {
-        let bad = |m: String| Error::invalid("sink.url", m);
-        let (tls, rest) = if let Some(r) = self.url.strip_prefix("amqp://") {
-            (false, r)
-        } else if let Some(r) = self.url.strip_prefix("amqps://") {
-            (true, r)
-        } else {
-            return Err(bad(format!(
-                "'{}' is not an amqp://host[:port][/vhost] or amqps:// URL",
-                self.url
-            )));
-        };
-        let (authority, vhost) = rest.split_once('/').unwrap_or((rest, ""));
-        if authority.contains('@') {
-            return Err(bad(
-                "credentials do not go in the URL (it is shown in status); give sink.username \
-                 and sink.password"
-                    .into(),
-            ));
-        }
-        let (host, port) = split_host_port(authority, if tls { 5671 } else { 5672 })
-            .ok_or_else(|| bad(format!("'{authority}' is not host[:port]")))?;
-        let vhost = match vhost {
+        let u = parse_server_url(
+            "sink.url",
+            &self.url,
+            ("amqp://", "amqps://"),
+            (5672, 5671),
+            "sink.username and sink.password",
+        )?;
+        let vhost = match u.path.as_str() {
             "" => "/".to_string(),
-            v => percent_decode(v).ok_or_else(|| bad(format!("'{v}' is not URL-encoded")))?,
+            v => percent_decode(v)
+                .ok_or_else(|| Error::invalid("sink.url", format!("'{v}' is not URL-encoded")))?,
         };
         Ok(Address {
-            host,
-            port,
-            tls,
+            host: u.host,
+            port: u.port,
+            tls: u.tls,
             vhost,
         })
     }

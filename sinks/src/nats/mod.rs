@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::{MessageFormat, Template};
 use crate::sink::{BuildCtx, SinkKind};
-use crate::socket::split_host_port;
+use crate::socket::parse_server_url;
 use crate::{Error, Result, secrets};
 
 /// The `nats` sink of a subscription.
@@ -73,28 +73,20 @@ impl NatsSinkSpec {
 
     /// Host, port, TLS.
     pub fn address(&self) -> Result<(String, u16, bool)> {
-        let bad = |m: String| Error::invalid("sink.url", m);
-        let (tls, rest) = if let Some(r) = self.url.strip_prefix("nats://") {
-            (false, r)
-        } else if let Some(r) = self.url.strip_prefix("tls://") {
-            (true, r)
-        } else {
-            return Err(bad(format!(
-                "'{}' is not a nats://host[:port] or tls://host[:port] URL",
-                self.url
-            )));
-        };
-        let authority = rest.trim_end_matches('/');
-        if authority.contains('@') {
-            return Err(bad(
-                "credentials do not go in the URL (it is shown in status); give sink.username \
-                 and sink.password, or sink.token"
-                    .into(),
+        let u = parse_server_url(
+            "sink.url",
+            &self.url,
+            ("nats://", "tls://"),
+            (4222, 4222),
+            "sink.username and sink.password, or sink.token",
+        )?;
+        if !u.path.is_empty() {
+            return Err(Error::invalid(
+                "sink.url",
+                format!("'{}': a NATS URL has no path", self.url),
             ));
         }
-        let (host, port) = split_host_port(authority, 4222)
-            .ok_or_else(|| bad(format!("'{authority}' is not host[:port]")))?;
-        Ok((host, port, tls))
+        Ok((u.host, u.port, u.tls))
     }
 
     /// The secret values and references it holds.

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::{MessageFormat, Template};
 use crate::sink::{BuildCtx, SinkKind};
-use crate::socket::split_host_port;
+use crate::socket::parse_server_url;
 use crate::{Error, Result, secrets};
 
 /// The `redis-stream` sink of a subscription.
@@ -81,37 +81,23 @@ impl RedisStreamSinkSpec {
     }
 
     pub(crate) fn address(&self) -> Result<Address> {
-        let bad = |m: String| Error::invalid("sink.url", m);
-        let (tls, rest) = if let Some(r) = self.url.strip_prefix("redis://") {
-            (false, r)
-        } else if let Some(r) = self.url.strip_prefix("rediss://") {
-            (true, r)
-        } else {
-            return Err(bad(format!(
-                "'{}' is not a redis://host[:port][/db] or rediss:// URL",
-                self.url
-            )));
-        };
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        if authority.contains('@') {
-            return Err(bad(
-                "credentials do not go in the URL (it is shown in status); give sink.username \
-                 and sink.password"
-                    .into(),
-            ));
-        }
-        let (host, port) = split_host_port(authority, 6379)
-            .ok_or_else(|| bad(format!("'{authority}' is not host[:port]")))?;
-        let db = match path.trim_end_matches('/') {
+        let u = parse_server_url(
+            "sink.url",
+            &self.url,
+            ("redis://", "rediss://"),
+            (6379, 6379),
+            "sink.username and sink.password",
+        )?;
+        let db = match u.path.as_str() {
             "" => 0,
-            d => d
-                .parse()
-                .map_err(|_| bad(format!("'{d}' is not a database number")))?,
+            d => d.parse().map_err(|_| {
+                Error::invalid("sink.url", format!("'{d}' is not a database number"))
+            })?,
         };
         Ok(Address {
-            host,
-            port,
-            tls,
+            host: u.host,
+            port: u.port,
+            tls: u.tls,
             db,
         })
     }
