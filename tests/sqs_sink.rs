@@ -1,7 +1,7 @@
 //! The `sqs` sink against moto's SQS server on loopback, read back with boto3: standard and
 //! FIFO queues get every acknowledged event with its attributes (FIFO: once, each object's
-//! events in order in its message group); SQS down at the start; Tidemark killed with
-//! SIGKILL mid-delivery; a replayed range; an unknown queue shown in status while other
+//! events in order in its message group); SQS down at the start, and lost mid-stream (a relay
+//! in front of moto killed and restarted); Tidemark killed with SIGKILL mid-delivery; a replayed range; an unknown queue shown in status while other
 //! subscriptions flow; bad settings refused by name.
 
 mod common;
@@ -147,6 +147,42 @@ fn standard_and_fifo_queues_get_every_event_once_sqs_is_up() {
     got.sort();
     want.sort();
     assert_eq!(got, want, "the range, once each");
+}
+
+#[test]
+fn sqs_lost_mid_stream_is_waited_for_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--allow-destinations", "loopback"],
+    );
+    let moto = Moto::start();
+    let moto_port = moto.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    read_lines(&["sqs-create", &moto.endpoint, "changes.fifo"]);
+    // Tidemark reaches moto only through the relay.
+    let mut relay = common::relay::Relay::start(([127, 0, 0, 1], moto_port).into());
+    let via_relay = format!("{}/123456789012/changes.fifo", relay.url());
+    create_subscription(&server, &queue_sub("fifo", sqs_sink(&via_relay), 10));
+    let load = Load::paced(&server.url, "photos", 9, Duration::from_millis(40));
+    wait_status(&server, "fifo", "deliveries", WAIT, |s| {
+        s["delivered"].as_u64() > Some(20)
+    });
+    relay.kill();
+    let down = wait_status(&server, "fifo", "the outage in status", WAIT, |s| {
+        !s["last_error"].is_null() && s["circuit_opened"].as_u64() > Some(0)
+    });
+    eprintln!("while down: {down}");
+    std::thread::sleep(Duration::from_millis(1500));
+    relay.up();
+    std::thread::sleep(Duration::from_millis(500));
+    let acked = load.finish();
+    let status = wait_caught_up(&server, "fifo", WAIT);
+    assert_eq!(status["dead_letters"], 0, "{status}");
+    let url = format!("{}/123456789012/changes.fifo", moto.endpoint);
+    let messages = read_queue(&moto.endpoint, &url, acked.len());
+    let repeats = assert_at_least_once_in_key_order(&seen(&messages, true), &acked, true);
+    assert_eq!(repeats, 0, "FIFO deduplication drops a re-sent batch");
+    eprintln!("{} events through the outage", acked.len());
 }
 
 #[test]

@@ -26,18 +26,22 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Ful
 pub type PlainClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub fn plain_client(extra_roots: Option<&Path>, flag: &str) -> Result<PlainClient> {
+    Ok(plain_with(tls_config(extra_roots, flag)?))
+}
+
+fn plain_with(tls: rustls::ClientConfig) -> PlainClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(10)));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config(extra_roots, flag)?)
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+    Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
-        .build(https))
+        .build(https)
 }
 
 /// What sinks reach their destinations with: the HTTP client, and for sinks that speak their
@@ -47,6 +51,14 @@ pub struct Outbound {
     pub http: HttpClient,
     pub policy: DestinationPolicy,
     pub tls: Arc<rustls::ClientConfig>,
+}
+
+impl Outbound {
+    /// A client without the guard, with the same TLS roots: for addresses the operator set
+    /// in the server's environment (the AWS credential endpoints), never for a user's.
+    pub fn unguarded(&self) -> PlainClient {
+        plain_with((*self.tls).clone())
+    }
 }
 
 /// The node's [`Outbound`]; `extra_roots` as for [`http_client`].

@@ -7,6 +7,7 @@ pub mod kafka_tls;
 pub mod moto;
 pub mod queues;
 pub mod receiver;
+pub mod relay;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -29,7 +29,7 @@ impl Moto {
         Moto::spawn(port, &[])
     }
 
-    fn start_with_env(env: &[(&str, &str)]) -> Moto {
+    pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
         Moto::spawn(free_port(), env)
     }
 

@@ -18,9 +18,15 @@ const LAMBDA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/lambda_recei
 
 /// `python3 tests/py/queue_read.py ARGS…`, its JSON lines; a failure fails the test.
 pub fn read_lines(args: &[&str]) -> Vec<Value> {
+    read_lines_env(args, &[])
+}
+
+/// [`read_lines`] with extra environment variables.
+pub fn read_lines_env(args: &[&str], env: &[(&str, &str)]) -> Vec<Value> {
     let out = Command::new("python3")
         .arg(READER)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run python3");
     assert!(
@@ -140,7 +146,18 @@ pub const SECRET_KEY: &str = "tidemark/secret+key";
 
 impl LambdaReceiver {
     pub fn start_on(dir: &Path, port: u16, fail_first: u32) -> LambdaReceiver {
-        LambdaReceiver::spawn(&dir.join(format!("lambda-{port}.jsonl")), port, fail_first)
+        LambdaReceiver::spawn(
+            &dir.join(format!("lambda-{port}.jsonl")),
+            port,
+            fail_first,
+            ACCESS_KEY,
+        )
+    }
+
+    /// Taking every access key that starts with `prefix` (signed with [`SECRET_KEY`]).
+    pub fn for_keys(dir: &Path, prefix: &str) -> LambdaReceiver {
+        let out = dir.join(format!("lambda-{prefix}.jsonl"));
+        LambdaReceiver::spawn(&out, 0, 0, &format!("{prefix}*"))
     }
 
     /// SIGKILL, then start again on the same port, appending to the same record.
@@ -148,17 +165,17 @@ impl LambdaReceiver {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(down_for);
-        let again = LambdaReceiver::spawn(&self.out, self.port, 0);
+        let again = LambdaReceiver::spawn(&self.out, self.port, 0, ACCESS_KEY);
         drop(std::mem::replace(self, again));
     }
 
-    fn spawn(out: &Path, port: u16, fail_first: u32) -> LambdaReceiver {
+    fn spawn(out: &Path, port: u16, fail_first: u32, access_key: &str) -> LambdaReceiver {
         let out = out.to_path_buf();
         let mut child = Command::new("python3")
             .arg(LAMBDA)
             .args(["--port", &port.to_string(), "--out"])
             .arg(&out)
-            .args(["--access-key", ACCESS_KEY, "--secret", SECRET_KEY])
+            .args(["--access-key", access_key, "--secret", SECRET_KEY])
             .args(["--fail-first", &fail_first.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -4,10 +4,14 @@ Tidemark's signer) before "running" the function.
 
   lambda_receiver.py --port P --out FILE --access-key AK --secret SK [--fail-first N]
 
+An access key ending in `*` accepts every key with that prefix (temporary credentials handed
+out by aws_credentials.py share one secret).
+
 Functions: `missing` answers 404 ResourceNotFoundException; `flaky` raises (200 with
 X-Amz-Function-Error: Unhandled) for its first N invocations; any other name succeeds.
 `Event` invocations answer 202. Each request is one JSON line in FILE: n, function,
-invocation_type, verified, region (of the credential scope), status, function_error, payload.
+invocation_type, verified, region (of the credential scope), access_key, session_token,
+status, function_error, payload.
 """
 
 import argparse
@@ -31,7 +35,11 @@ def verify(handler, body):
         return False, "no SigV4 authorization", None
     parts = dict(p.strip().split("=", 1) for p in auth[len("AWS4-HMAC-SHA256 "):].split(","))
     access_key, day, region, service, term = parts["Credential"].split("/")
-    if access_key != args.access_key or service != "lambda" or term != "aws4_request":
+    if args.access_key.endswith("*"):
+        known = access_key.startswith(args.access_key[:-1])
+    else:
+        known = access_key == args.access_key
+    if not known or service != "lambda" or term != "aws4_request":
         return False, "credential scope %s" % parts["Credential"], region
     signed = parts["SignedHeaders"].split(";")
     headers = {h: handler.headers[h] for h in signed}
@@ -42,7 +50,7 @@ def verify(handler, body):
         data=body,
     )
     request.context["timestamp"] = handler.headers["X-Amz-Date"]
-    signer = SigV4Auth(Credentials(args.access_key, args.secret), "lambda", region)
+    signer = SigV4Auth(Credentials(access_key, args.secret), "lambda", region)
     canonical = signer.canonical_request(request)
     expected = signer.signature(signer.string_to_sign(request, canonical), request)
     if expected != parts["Signature"]:
@@ -50,6 +58,11 @@ def verify(handler, body):
     if not handler.headers["X-Amz-Date"].startswith(day):
         return False, "date outside the credential scope", region
     return True, "", region
+
+
+def key_of(handler):
+    auth = handler.headers.get("Authorization", "")
+    return auth.split("Credential=", 1)[-1].split("/", 1)[0] if "Credential=" in auth else None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -103,6 +116,8 @@ class Handler(BaseHTTPRequestHandler):
                 "invocation_type": kind,
                 "verified": verified,
                 "region": region,
+                "access_key": key_of(self),
+                "session_token": self.headers.get("X-Amz-Security-Token"),
                 "status": status,
                 "function_error": function_error,
                 "payload": json.loads(body) if verified else None,

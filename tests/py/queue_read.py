@@ -1,8 +1,10 @@
 """Independent clients of the queue sinks' destinations, for the tests: redis-py for Redis
-Streams, boto3 for SQS (against moto's server). Each command prints JSON lines.
+Streams, boto3 for SQS (against moto's server). Each command prints JSON lines. SQS calls sign
+with `SQS_TEST_KEY` (`ID:SECRET`) when it is set, else `testing:testing`.
 
   queue_read.py redis-read PORT PATTERN [PASSWORD]       every entry of the streams PATTERN matches
   queue_read.py sqs-create ENDPOINT NAME                 create a queue (FIFO if NAME ends .fifo)
+  queue_read.py sqs-role ENDPOINT NAME                   a queue, a role that may use it, a reader's key
   queue_read.py sqs-read ENDPOINT QUEUE_URL N [SECONDS]  receive and delete until N messages
   queue_read.py sqs-send ENDPOINT QUEUE_URL N SIZE       the benchmark's peer: N messages, batches of 10
   queue_read.py nats-stream PORT NAME SUBJECT            create a JetStream stream on SUBJECT
@@ -12,6 +14,7 @@ Streams, boto3 for SQS (against moto's server). Each command prints JSON lines.
 """
 
 import json
+import os
 import sys
 import time
 
@@ -28,15 +31,49 @@ def redis_read(port, pattern, password=None):
             print(json.dumps(entry))
 
 
-def sqs():
+def sqs(service="sqs"):
     import boto3
 
+    key, secret = os.environ.get("SQS_TEST_KEY", "testing:testing").split(":", 1)
     return boto3.client(
-        "sqs",
+        service,
         endpoint_url=sys.argv[2],
         region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+    )
+
+
+def sqs_role(name):
+    """For moto started with INITIAL_NO_AUTH_ACTION_COUNT=7: these six requests and the
+    sink's AssumeRoleWithWebIdentity go unchecked; later requests must be signed with keys
+    moto issued: the role's session for the sink, the reader's key for the test."""
+    url = sqs().create_queue(QueueName=name)["QueueUrl"]
+    iam = sqs("iam")
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": "arn:aws:iam::123456789012:oidc-provider/oidc.test"},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+            }
+        ],
+    }
+    allow = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sqs:*", "Resource": "*"}]}
+    role = iam.create_role(RoleName="tidemark-sink", AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(RoleName="tidemark-sink", PolicyName="sqs", PolicyDocument=json.dumps(allow))
+    iam.create_user(UserName="reader")
+    iam.put_user_policy(UserName="reader", PolicyName="sqs", PolicyDocument=json.dumps(allow))
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    print(
+        json.dumps(
+            {
+                "queue_url": url,
+                "role_arn": role["Role"]["Arn"],
+                "reader_key": "%s:%s" % (key["AccessKeyId"], key["SecretAccessKey"]),
+            }
+        )
     )
 
 
@@ -198,6 +235,8 @@ if __name__ == "__main__":
         redis_read(*sys.argv[2:])
     elif cmd == "sqs-create":
         sqs_create(sys.argv[3])
+    elif cmd == "sqs-role":
+        sqs_role(sys.argv[3])
     elif cmd == "sqs-read":
         sqs_read(*sys.argv[3:])
     elif cmd == "sqs-send":

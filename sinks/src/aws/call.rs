@@ -1,13 +1,14 @@
 //! A signed call to an AWS service over the node's outbound HTTP client, and what the
 //! service answered.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 
-use super::Credentials;
+use super::CredentialSource;
 use super::sigv4::{self, Unsigned};
 use crate::client::HttpClient;
 use crate::sink::{Failure, SendError};
@@ -15,7 +16,7 @@ use crate::sink::{Failure, SendError};
 /// Calls one service in one region with one set of credentials.
 pub struct AwsClient {
     client: HttpClient,
-    creds: Credentials,
+    creds: Arc<CredentialSource>,
     region: String,
     service: &'static str,
     timeout: Duration,
@@ -35,6 +36,8 @@ pub enum AwsError {
     Timeout(u128),
     #[error("{0}")]
     Connect(String),
+    #[error("{0}")]
+    Credentials(String),
 }
 
 impl From<AwsError> for SendError {
@@ -46,7 +49,7 @@ impl From<AwsError> for SendError {
 impl AwsClient {
     pub fn new(
         client: HttpClient,
-        creds: Credentials,
+        creds: Arc<CredentialSource>,
         region: String,
         service: &'static str,
         timeout: Duration,
@@ -67,6 +70,7 @@ impl AwsClient {
         headers: Vec<(String, String)>,
         body: Bytes,
     ) -> Result<Answer, AwsError> {
+        let creds = self.creds.get().await.map_err(AwsError::Credentials)?;
         let mut all = headers;
         all.push(("host".into(), host_header(uri)));
         let signed = sigv4::sign(
@@ -76,7 +80,7 @@ impl AwsClient {
                 headers: all,
                 body: &body,
             },
-            &self.creds,
+            &creds,
             &self.region,
             self.service,
             chrono::Utc::now(),

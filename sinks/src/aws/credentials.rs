@@ -1,13 +1,17 @@
 //! AWS credentials of a sink: given in the subscription (the secret moved to the secret store,
-//! or an `env:` / `file:` reference), else the standard chain of the server's environment:
-//! `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, then the shared
-//! credentials file (`AWS_SHARED_CREDENTIALS_FILE` or `~/.aws/credentials`, profile
-//! `AWS_PROFILE` or `default`).
+//! or an `env:` / `file:` reference), else the standard chain of the server's environment
+//! (`chain.rs`). Temporary credentials are fetched again before they expire.
 
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tidemark_core::catalog::Catalog;
 
-use crate::{Error, Result, secrets};
+use super::chain::{self, Found};
+use super::remote::Provider;
+use crate::client::{Outbound, PlainClient};
+use crate::{Result, secrets};
 
 /// `sink.credentials`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,105 +55,89 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-impl Credentials {
-    /// `spec`'s references resolved, or the standard chain when there is no spec.
-    pub fn resolve(spec: Option<&CredentialsSpec>, catalog: &Catalog) -> Result<Credentials> {
+/// Where a sink's credentials come from.
+pub struct CredentialSource {
+    kind: Kind,
+}
+
+enum Kind {
+    Fixed(Arc<Credentials>),
+    Fetched(Box<Fetcher>),
+}
+
+struct Fetcher {
+    provider: Provider,
+    client: PlainClient,
+    current: tokio::sync::Mutex<Option<Current>>,
+}
+
+/// Fetched credentials and when they expire.
+type Current = (Arc<Credentials>, Option<DateTime<Utc>>);
+
+/// Fetched credentials are renewed this long before they expire (as the AWS SDKs do).
+const RENEW_BEFORE: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+impl CredentialSource {
+    /// `spec`'s references resolved, or the standard chain when there is no spec (`region`
+    /// picks the STS endpoint of a web identity).
+    pub fn resolve(
+        spec: Option<&CredentialsSpec>,
+        catalog: &Catalog,
+        outbound: &Outbound,
+        region: &str,
+    ) -> Result<CredentialSource> {
         let Some(spec) = spec else {
-            return standard_chain();
+            let kind = match chain::standard_chain(region)? {
+                Found::Fixed(creds) => Kind::Fixed(Arc::new(creds)),
+                Found::Fetched(provider) => Kind::Fetched(Box::new(Fetcher {
+                    provider,
+                    client: outbound.unguarded(),
+                    current: tokio::sync::Mutex::new(None),
+                })),
+            };
+            return Ok(CredentialSource { kind });
         };
         let value = |v: &str| secrets::value(catalog, v);
-        Ok(Credentials {
+        Ok(CredentialSource::fixed(Credentials {
             access_key_id: value(&spec.access_key_id)?,
             secret_access_key: value(&spec.secret_access_key)?,
             session_token: spec.session_token.as_deref().map(value).transpose()?,
-        })
+        }))
     }
-}
 
-fn standard_chain() -> Result<Credentials> {
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-        return Ok(Credentials {
-            access_key_id: id,
-            secret_access_key: secret,
-            session_token: env("AWS_SESSION_TOKEN"),
-        });
+    pub fn fixed(creds: Credentials) -> CredentialSource {
+        CredentialSource {
+            kind: Kind::Fixed(Arc::new(creds)),
+        }
     }
-    let file = env("AWS_SHARED_CREDENTIALS_FILE")
-        .or_else(|| env("HOME").map(|h| format!("{h}/.aws/credentials")));
-    let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".into());
-    let none = || {
-        Error::Config(
-            "no AWS credentials: give sink.credentials, or set AWS_ACCESS_KEY_ID and \
-             AWS_SECRET_ACCESS_KEY (or a shared credentials file) for the server"
-                .into(),
-        )
-    };
-    let Some(file) = file else {
-        return Err(none());
-    };
-    let Ok(text) = std::fs::read_to_string(&file) else {
-        return Err(none());
-    };
-    from_shared_file(&text, &profile).ok_or_else(|| {
-        Error::Config(format!(
-            "no AWS credentials: profile '{profile}' of {file} has no aws_access_key_id and \
-             aws_secret_access_key"
-        ))
-    })
-}
 
-/// A profile's keys from a shared credentials file (INI).
-fn from_shared_file(text: &str, profile: &str) -> Option<Credentials> {
-    let mut in_profile = false;
-    let (mut id, mut secret, mut token) = (None, None, None);
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
-            continue;
+    /// The credentials to sign with now: fetched when there are none yet or they expire
+    /// within five minutes. A failed renewal keeps using credentials that still work.
+    pub async fn get(&self) -> std::result::Result<Arc<Credentials>, String> {
+        let fetcher = match &self.kind {
+            Kind::Fixed(creds) => return Ok(creds.clone()),
+            Kind::Fetched(fetcher) => fetcher,
+        };
+        let mut current = fetcher.current.lock().await;
+        let now = Utc::now();
+        if let Some((creds, expires)) = current.as_ref()
+            && expires.is_none_or(|e| e - now > RENEW_BEFORE)
+        {
+            return Ok(creds.clone());
         }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            in_profile = name.trim() == profile;
-            continue;
-        }
-        if !in_profile {
-            continue;
-        }
-        if let Some((k, v)) = line.split_once('=') {
-            let v = Some(v.trim().to_string());
-            match k.trim() {
-                "aws_access_key_id" => id = v,
-                "aws_secret_access_key" => secret = v,
-                "aws_session_token" => token = v,
-                _ => {}
+        match fetcher.provider.fetch(&fetcher.client).await {
+            Ok(fetched) => {
+                let creds = Arc::new(fetched.creds);
+                *current = Some((creds.clone(), fetched.expires));
+                Ok(creds)
             }
+            Err(e) => match current.as_ref() {
+                Some((creds, Some(expires))) if *expires > now => {
+                    tracing::warn!(error = %e, "renewing AWS credentials failed; using the current ones until they expire");
+                    Ok(creds.clone())
+                }
+                _ => Err(e),
+            },
         }
-    }
-    Some(Credentials {
-        access_key_id: id?,
-        secret_access_key: secret?,
-        session_token: token,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_profile_is_read_from_the_shared_file() {
-        let text = "[default]\naws_access_key_id = A\naws_secret_access_key = B\n\n\
-                    [ci]\n# comment\naws_access_key_id=C\naws_secret_access_key=D\n\
-                    aws_session_token=T\n";
-        let c = super::from_shared_file(text, "ci").unwrap();
-        assert_eq!(
-            (c.access_key_id.as_str(), c.secret_access_key.as_str()),
-            ("C", "D")
-        );
-        assert_eq!(c.session_token.as_deref(), Some("T"));
-        assert_eq!(
-            super::from_shared_file(text, "default")
-                .unwrap()
-                .access_key_id,
-            "A"
-        );
-        assert!(super::from_shared_file(text, "other").is_none());
     }
 }

@@ -3,16 +3,20 @@
 //! outbound HTTP client (so the address guard applies as for webhooks).
 //!
 //! # Layout
-//! - `credentials.rs`: [`CredentialsSpec`] and resolving it to [`Credentials`].
+//! - `credentials.rs`: [`CredentialsSpec`] and the [`CredentialSource`] it resolves to.
+//! - `chain.rs`: the standard chain of the server's environment.
+//! - `remote.rs`: fetching temporary credentials (instance metadata, container, web identity).
 //! - `sigv4.rs`: signing a request.
 //! - `call.rs`: [`AwsClient`], a signed POST and the service's error, classified.
 
 mod call;
+mod chain;
 mod credentials;
+mod remote;
 mod sigv4;
 
 pub use call::{Answer, AwsClient, AwsError};
-pub use credentials::{Credentials, CredentialsSpec};
+pub use credentials::{CredentialSource, Credentials, CredentialsSpec};
 
 /// The region of an AWS host name (`sqs.eu-west-1.amazonaws.com` → `eu-west-1`).
 pub fn region_of_host(host: &str, service: &str) -> Option<String> {

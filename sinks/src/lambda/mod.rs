@@ -19,7 +19,7 @@ use std::time::Duration;
 use http::Uri;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{AwsClient, Credentials, CredentialsSpec};
+use crate::aws::{AwsClient, CredentialSource, CredentialsSpec};
 use crate::message::MessageFormat;
 use crate::sink::{BuildCtx, SinkKind};
 use crate::{Error, Result};
@@ -167,10 +167,15 @@ pub fn check(spec: &LambdaSinkSpec) -> Result<()> {
 /// The sink `spec` describes, its credentials resolved.
 pub fn build(spec: &LambdaSinkSpec, ctx: &BuildCtx<'_>) -> Result<SinkKind> {
     check(spec)?;
-    let creds = Credentials::resolve(spec.credentials.as_ref(), ctx.catalog)?;
+    let creds = CredentialSource::resolve(
+        spec.credentials.as_ref(),
+        ctx.catalog,
+        ctx.outbound,
+        &spec.region(),
+    )?;
     let client = AwsClient::new(
         ctx.client.clone(),
-        creds,
+        Arc::new(creds),
         spec.region(),
         "lambda",
         Duration::from_millis(spec.timeout_ms),

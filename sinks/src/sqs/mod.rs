@@ -21,7 +21,7 @@ use std::time::Duration;
 use http::Uri;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{AwsClient, Credentials, CredentialsSpec, region_of_host};
+use crate::aws::{AwsClient, CredentialSource, CredentialsSpec, region_of_host};
 use crate::message::{MessageFormat, Template};
 use crate::sink::{BuildCtx, SinkKind};
 use crate::{Error, Result};
@@ -164,10 +164,15 @@ pub fn check(spec: &SqsSinkSpec) -> Result<()> {
 /// The sink `spec` describes, its credentials resolved.
 pub fn build(spec: &SqsSinkSpec, ctx: &BuildCtx<'_>) -> Result<SinkKind> {
     check(spec)?;
-    let creds = Credentials::resolve(spec.credentials.as_ref(), ctx.catalog)?;
+    let creds = CredentialSource::resolve(
+        spec.credentials.as_ref(),
+        ctx.catalog,
+        ctx.outbound,
+        &spec.region(),
+    )?;
     let client = AwsClient::new(
         ctx.client.clone(),
-        creds,
+        Arc::new(creds),
         spec.region(),
         "sqs",
         Duration::from_millis(spec.timeout_ms),
