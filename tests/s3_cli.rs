@@ -69,10 +69,8 @@ fn aws_cli_drives_every_operation_and_the_log_shows_each_event() {
     );
     aws.ok(&["create-bucket", "--bucket", "photos"]);
     aws.ok(&["create-bucket", "--bucket", "scratch"]);
-    aws.refused(
-        "BucketAlreadyOwnedByYou",
-        &["create-bucket", "--bucket", "photos"],
-    );
+    // As in us-east-1: creating a bucket you own again succeeds.
+    aws.ok(&["create-bucket", "--bucket", "photos"]);
     aws.ok(&["head-bucket", "--bucket", "photos"]);
     let names: Vec<Value> = aws.json(&["list-buckets"])["Buckets"]
         .as_array()
@@ -81,6 +79,19 @@ fn aws_cli_drives_every_operation_and_the_log_shows_each_event() {
         .map(|b| b["Name"].clone())
         .collect();
     assert_eq!(names, [json!("photos"), json!("scratch")]);
+    // Paged: one bucket a page, the last name as the continuation token.
+    let first = aws.json(&["list-buckets", "--max-buckets", "1"]);
+    assert_eq!(first["Buckets"][0]["Name"], "photos", "{first}");
+    let token = first["ContinuationToken"].as_str().unwrap();
+    let second = aws.json(&[
+        "list-buckets",
+        "--max-buckets",
+        "1",
+        "--continuation-token",
+        token,
+    ]);
+    assert_eq!(second["Buckets"][0]["Name"], "scratch", "{second}");
+    assert!(second.get("ContinuationToken").is_none(), "{second}");
     aws.ok(&["delete-bucket", "--bucket", "scratch"]);
 
     // Objects, with metadata and tags.

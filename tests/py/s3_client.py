@@ -39,7 +39,7 @@ def refused(code, fn, *args, **kw):
 refused("InvalidBucketName", s3.create_bucket, Bucket="Bad_Name")
 refused("NoSuchBucket", s3.put_object, Bucket="missing", Key="k", Body=b"x")
 s3.create_bucket(Bucket="photos")
-refused("BucketAlreadyOwnedByYou", s3.create_bucket, Bucket="photos")
+s3.create_bucket(Bucket="photos")  # owned already: 200, as in us-east-1
 s3.head_bucket(Bucket="photos")
 assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["photos"]
 

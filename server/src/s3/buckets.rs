@@ -34,35 +34,35 @@ pub async fn create(
 ) -> S3Result<S3Response<CreateBucketOutput>> {
     let bucket = &req.input.bucket;
     check_bucket(bucket)?;
+    // As us-east-1 answers: creating a bucket you already own succeeds and changes nothing
+    // (every bucket here is the one key pair's own).
     if app.node.catalog.get(KIND, bucket).is_some() {
-        return Err(already_owned(bucket));
+        return Ok(S3Response::new(CreateBucketOutput {
+            location: Some(format!("/{bucket}")),
+        }));
     }
     let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
     let spec = serde_json::json!({ "name": bucket }).to_string();
-    app.node
+    let created = app
+        .node
         .catalog
         .change(KIND, bucket, Action::Create, Some(spec), actor)
-        .await
-        .map_err(|e| match e {
-            tidemark_core::Error::Conflict(_) => already_owned(bucket),
-            e => from_core(e),
-        })?;
-    app.node
-        .ingestor
-        .append_bucket_event(bucket, EventType::BucketCreated, &super::context(&req))
-        .await
-        .map_err(from_core)?;
+        .await;
+    match created {
+        Ok(_) => {
+            app.node
+                .ingestor
+                .append_bucket_event(bucket, EventType::BucketCreated, &super::context(&req))
+                .await
+                .map_err(from_core)?;
+        }
+        // Created by a concurrent request: it is ours, as above.
+        Err(tidemark_core::Error::Conflict(_)) => {}
+        Err(e) => return Err(from_core(e)),
+    }
     Ok(S3Response::new(CreateBucketOutput {
         location: Some(format!("/{bucket}")),
     }))
-}
-
-/// One key pair owns every bucket, so an existing bucket is always the caller's.
-fn already_owned(bucket: &str) -> S3Error {
-    S3Error::with_message(
-        S3ErrorCode::BucketAlreadyOwnedByYou,
-        format!("bucket '{bucket}' exists already"),
-    )
 }
 
 pub async fn head(
@@ -73,11 +73,45 @@ pub async fn head(
     Ok(S3Response::new(HeadBucketOutput::default()))
 }
 
-pub async fn list(app: &Arc<AppState>) -> S3Result<S3Response<ListBucketsOutput>> {
-    let buckets = app
+/// The owner of every bucket and object: one key pair owns them all.
+pub fn owner() -> Owner {
+    Owner {
+        display_name: Some("tidemark".into()),
+        id: Some("tidemark".into()),
+    }
+}
+
+/// The most buckets one ListBuckets page holds, as on S3.
+const MAX_BUCKETS: i32 = 10_000;
+
+/// ListBuckets, in name order, paged by `max-buckets` with the last name returned as the
+/// continuation token, and narrowed by `prefix`.
+pub async fn list(
+    app: &Arc<AppState>,
+    req: S3Request<ListBucketsInput>,
+) -> S3Result<S3Response<ListBucketsOutput>> {
+    let input = req.input;
+    let max = input.max_buckets.unwrap_or(MAX_BUCKETS);
+    if !(1..=MAX_BUCKETS).contains(&max) {
+        return Err(s3_error!(
+            InvalidArgument,
+            "max-buckets must be between 1 and {MAX_BUCKETS}, got {max}"
+        ));
+    }
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let after = input.continuation_token.clone().unwrap_or_default();
+    let mut entries: Vec<_> = app
         .node
         .catalog
         .list(KIND)
+        .into_iter()
+        .filter(|e| e.name.starts_with(&prefix) && e.name.as_str() > after.as_str())
+        .collect();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let truncated = entries.len() > max as usize;
+    entries.truncate(max as usize);
+    let next = entries.last().map(|e| e.name.clone()).filter(|_| truncated);
+    let buckets = entries
         .into_iter()
         .map(|e| Bucket {
             name: Some(e.name),
@@ -87,11 +121,9 @@ pub async fn list(app: &Arc<AppState>) -> S3Result<S3Response<ListBucketsOutput>
         .collect();
     Ok(S3Response::new(ListBucketsOutput {
         buckets: Some(buckets),
-        owner: Some(Owner {
-            display_name: Some("tidemark".into()),
-            id: Some("tidemark".into()),
-        }),
-        ..Default::default()
+        owner: Some(owner()),
+        continuation_token: next,
+        prefix: input.prefix,
     }))
 }
 

@@ -26,6 +26,31 @@ fn seconds(t: &Timestamp) -> i64 {
     time::OffsetDateTime::from(t.clone()).unix_timestamp()
 }
 
+/// `NotModified` (304), carrying the object's ETag and Last-Modified as S3's does.
+fn not_modified(state: &ObjectState) -> s3s::S3Error {
+    let mut e = s3_error!(NotModified);
+    let mut headers = hyper::HeaderMap::new();
+    if let Some(etag) = &state.etag
+        && let Ok(v) = format!("\"{}\"", etag.trim_matches('"')).parse()
+    {
+        headers.insert(hyper::header::ETAG, v);
+    }
+    let modified =
+        std::time::UNIX_EPOCH + std::time::Duration::from_micros(state.last_modified.max(0) as u64);
+    if let Ok(v) = httpdate(modified).parse() {
+        headers.insert(hyper::header::LAST_MODIFIED, v);
+    }
+    e.set_headers(headers);
+    e
+}
+
+/// An HTTP date (RFC 9110 IMF-fixdate).
+fn httpdate(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t)
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
+}
+
 /// `PreconditionFailed` (412) or `NotModified` (304) when the object fails a condition.
 pub fn check(c: &Conditions, state: &ObjectState) -> S3Result<()> {
     let modified = state.last_modified.div_euclid(1_000_000);
@@ -46,12 +71,12 @@ pub fn check(c: &Conditions, state: &ObjectState) -> S3Result<()> {
     }
     if let Some(m) = &c.if_none_match {
         if matches(m, state) {
-            return Err(s3_error!(NotModified));
+            return Err(not_modified(state));
         }
     } else if let Some(t) = &c.if_modified_since
         && modified <= seconds(t)
     {
-        return Err(s3_error!(NotModified));
+        return Err(not_modified(state));
     }
     Ok(())
 }

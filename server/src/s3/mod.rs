@@ -18,12 +18,14 @@
 //!   ListObjectVersions.
 //! - `multipart.rs`: Create/UploadPart/ListParts/ListMultipartUploads/Abort/Complete.
 //! - `errors.rs`: Tidemark errors as S3 error codes.
+//! - `front.rs`: around s3s: request ids, SigV4 with a `Date` header, presigned URL expiry.
 
 mod access;
 mod body_limit;
 mod buckets;
 mod conditions;
 mod errors;
+mod front;
 mod listing;
 mod multipart;
 mod notifications;
@@ -107,8 +109,12 @@ pub async fn serve(
     let per_connection = move |peer: SocketAddr| {
         let (service, app, domain) = (service.clone(), app.clone(), domain.clone());
         hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            let id = front::RequestId::new();
             req.extensions_mut().insert(Peer(peer));
-            let (parts, body) = req.into_parts();
+            req.extensions_mut().insert(id.clone());
+            let (mut parts, body) = req.into_parts();
+            let method = parts.method.clone();
+            let refused = front::prepare(&mut parts, &id);
             let target = access::Target::of(&parts, domain.as_deref(), peer);
             let names_key = target.as_ref().is_some_and(|t| t.names_key());
             let oversized = body_limit::oversized(&parts, names_key, app.limits.max_body_bytes);
@@ -116,8 +122,12 @@ pub async fn serve(
                 hyper::service::Service::call(&service, hyper::Request::from_parts(parts, body));
             let app = app.clone();
             async move {
+                if let Some(answer) = refused {
+                    return Ok(front::finish(answer, &id, &method).await);
+                }
                 if let Some(length) = oversized {
-                    return Ok(body_limit::refusal(length, app.limits.max_body_bytes));
+                    let answer = body_limit::refusal(length, app.limits.max_body_bytes);
+                    return Ok(front::finish(answer, &id, &method).await);
                 }
                 let answer = call.await?;
                 if answer.status() == hyper::StatusCode::FORBIDDEN
@@ -125,7 +135,7 @@ pub async fn serve(
                 {
                     access::denied(&app, target).await;
                 }
-                Ok::<_, s3s::HttpError>(answer)
+                Ok::<_, s3s::HttpError>(front::finish(answer, &id, &method).await)
             }
         })
     };
@@ -137,7 +147,11 @@ fn context<T>(req: &S3Request<T>) -> RequestContext {
     RequestContext {
         requester: req.credentials.as_ref().map(|c| c.access_key.clone()),
         source_ip: req.extensions.get::<Peer>().map(|p| p.0.ip().to_string()),
-        request_id: invocation_id(&req.headers),
+        request_id: invocation_id(&req.headers).or_else(|| {
+            req.extensions
+                .get::<front::RequestId>()
+                .map(|r| r.0.clone())
+        }),
         user_agent: req
             .headers
             .get(hyper::header::USER_AGENT)
@@ -173,9 +187,9 @@ impl S3 for Tidemark {
 
     async fn list_buckets(
         &self,
-        _req: S3Request<ListBucketsInput>,
+        req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        buckets::list(&self.app).await
+        buckets::list(&self.app, req).await
     }
 
     async fn delete_bucket(

@@ -216,6 +216,7 @@ pub async fn get(
         last_modified: Some(timestamp(state.last_modified)),
         metadata: Some(state.metadata.clone().into_iter().collect()),
         version_id: super::versioning::shown(app, &input.bucket, &state),
+        tag_count: (!state.tags.is_empty()).then_some(state.tags.len() as i32),
         ..Default::default()
     }))
 }
@@ -306,6 +307,13 @@ pub async fn delete_many(
     let ctx = super::context(&req);
     let bucket = &req.input.bucket;
     require(app, bucket)?;
+    if req.input.delete.objects.len() > 1000 {
+        return Err(s3_error!(
+            MalformedXML,
+            "a DeleteObjects request names at most 1000 keys; this one names {}",
+            req.input.delete.objects.len()
+        ));
+    }
     let quiet = req.input.delete.quiet.unwrap_or(false);
     let (mut deleted, mut errors) = (Vec::new(), Vec::new());
     let versioned = super::versioning::status(app, bucket).versioned();

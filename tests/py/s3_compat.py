@@ -1,0 +1,197 @@
+"""S3 behaviour real clients rely on, driven with boto3 and written from the S3 API reference;
+each scenario asserts what S3 answers and exits non-zero on the first surprise, printing one
+JSON line of facts for the Rust test to check against the log.
+
+Usage: s3_compat.py ENDPOINT ACCESS_KEY SECRET_KEY SCENARIO
+"""
+import json
+import sys
+import urllib.parse
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+endpoint, access, secret, scenario = sys.argv[1:5]
+
+
+def client(**config):
+    return boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=access, aws_secret_access_key=secret,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config),
+    )
+
+
+s3 = client()
+
+
+def refused(code, fn, *args, **kw):
+    try:
+        fn(*args, **kw)
+    except ClientError as e:
+        got = e.response["Error"]["Code"]
+        assert got == code, f"{fn.__name__}: expected {code}, got {got}: {e}"
+        return e.response
+    raise AssertionError(f"{fn.__name__} succeeded; expected {code}")
+
+
+def listing():
+    """The bucket `tree` holds 990 keys in 300 prefixes `pNNN/` and 10 top-level keys `topN`
+    (written by the test). Paged with a delimiter and max-keys 7, v1 and v2 end, and return
+    each prefix and top-level key once."""
+    want_prefixes = {"p%03d/" % i for i in range(300)}
+    want_top = {"top%d" % i for i in range(10)}
+    for version in ("v1", "v2"):
+        prefixes, keys, pages, token = [], [], 0, None
+        while True:
+            pages += 1
+            assert pages < 200, f"{version}: still paging after {pages} pages"
+            if version == "v2":
+                kw = {"ContinuationToken": token} if token else {}
+                r = s3.list_objects_v2(Bucket="tree", Delimiter="/", MaxKeys=7, **kw)
+                assert r["KeyCount"] == len(r.get("Contents", [])) + len(r.get("CommonPrefixes", []))
+                token = r.get("NextContinuationToken")
+            else:
+                kw = {"Marker": token} if token else {}
+                r = s3.list_objects(Bucket="tree", Delimiter="/", MaxKeys=7, **kw)
+                assert r["Marker"] == (token or ""), r
+                token = r.get("NextMarker")
+            got = len(r.get("Contents", [])) + len(r.get("CommonPrefixes", []))
+            assert got <= 7, r
+            prefixes += [p["Prefix"] for p in r.get("CommonPrefixes", [])]
+            keys += [o["Key"] for o in r.get("Contents", [])]
+            if not r["IsTruncated"]:
+                assert token is None, r
+                break
+            assert token, f"{version}: truncated without a token: {r}"
+        assert sorted(prefixes) == sorted(want_prefixes), f"{version}: {len(prefixes)} prefixes"
+        assert sorted(keys) == sorted(want_top), f"{version}: {keys}"
+        assert pages == (310 + 6) // 7, f"{version}: {pages} pages"
+
+    # v1 without a delimiter: no NextMarker, the last key is the marker.
+    r = s3.list_objects(Bucket="tree", MaxKeys=5)
+    assert r["IsTruncated"] and "NextMarker" not in r, r
+    r2 = s3.list_objects(Bucket="tree", MaxKeys=5, Marker=r["Contents"][-1]["Key"])
+    assert r2["Contents"][0]["Key"] > r["Contents"][-1]["Key"]
+    # v1 names each object's owner; v2 only with fetch-owner.
+    assert "Owner" in r["Contents"][0], r["Contents"][0]
+    r = s3.list_objects_v2(Bucket="tree", MaxKeys=2)
+    assert "Owner" not in r["Contents"][0], r
+    r = s3.list_objects_v2(Bucket="tree", MaxKeys=2, FetchOwner=True)
+    assert r["Contents"][0]["Owner"]["ID"], r
+
+    # An empty delimiter is no delimiter, and is not echoed.
+    raw = client()
+    seen = {}
+    raw.meta.events.register("after-call.s3.ListObjectsV2", lambda http_response, **kw: seen.update(body=http_response.content))
+    raw.list_objects_v2(Bucket="tree", Delimiter="", MaxKeys=3)
+    assert b"<Delimiter" not in seen["body"], seen["body"]
+    assert b"<CommonPrefixes" not in seen["body"], seen["body"]
+
+    # encoding-type=url: names come back percent-encoded (botocore leaves them so when the
+    # caller asked; it asks itself, and decodes, when the caller did not).
+    odd = "odd dir/é+&<x>.txt"
+    s3.put_object(Bucket="tree", Key=odd, Body=b"x")
+    r = s3.list_objects_v2(Bucket="tree", Prefix="odd", EncodingType="url")
+    assert r["EncodingType"] == "url", r
+    assert urllib.parse.unquote(r["Contents"][0]["Key"]) == odd, r
+    assert "%2B" in r["Contents"][0]["Key"], r
+    r = s3.list_objects_v2(Bucket="tree", Prefix="odd", Delimiter="/", EncodingType="url")
+    assert r["CommonPrefixes"] == [{"Prefix": "odd%20dir/"}], r
+    r = s3.list_objects(Bucket="tree", Prefix="odd", EncodingType="url")
+    assert urllib.parse.unquote(r["Contents"][0]["Key"]) == odd, r
+    r = s3.list_objects_v2(Bucket="tree", Prefix="odd")
+    assert r["Contents"][0]["Key"] == odd, r
+    refused("InvalidArgument", s3.list_objects_v2, Bucket="tree", EncodingType="base64")
+    return {}
+
+
+def raw_request(method, path, headers=None, body=b""):
+    """A request with no SDK in between: (status, headers, body)."""
+    import http.client
+
+    u = urllib.parse.urlsplit(endpoint)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.request(method, path, body=body, headers=headers or {})
+    r = conn.getresponse()
+    out = (r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    conn.close()
+    return out
+
+
+def basics():
+    """Request ids, 304s with the ETag, the tag count, DeleteObjects' 1000-key ceiling,
+    presigned URLs' seven days, SigV4 signed with `Date`, CreateBucket of an owned bucket."""
+    s3.create_bucket(Bucket="basics")
+    s3.create_bucket(Bucket="basics")  # us-east-1: owned already, 200
+    put = s3.put_object(Bucket="basics", Key="a.txt", Body=b"hello", Tagging="x=1&y=2")
+    rid = put["ResponseMetadata"]["HTTPHeaders"].get("x-amz-request-id")
+    assert rid and len(rid) == 16, put["ResponseMetadata"]
+    seen = {}
+    watched = client()
+    watched.meta.events.register("after-call.s3.GetObject", lambda http_response, **kw: seen.update(body=http_response.content, headers=http_response.headers))
+    refused("NoSuchKey", watched.get_object, Bucket="basics", Key="missing")
+    rid = seen["headers"]["x-amz-request-id"]
+    assert ("<RequestId>%s</RequestId>" % rid).encode() in seen["body"], seen
+    # A 304 carries the ETag.
+    try:
+        s3.get_object(Bucket="basics", Key="a.txt", IfNoneMatch=put["ETag"])
+        raise AssertionError("If-None-Match on the current ETag did not answer 304")
+    except ClientError as err:
+        r = err.response
+        assert r["Error"]["Code"] == "304", r
+        assert r["ResponseMetadata"]["HTTPHeaders"].get("etag") == put["ETag"], r
+    got = s3.get_object(Bucket="basics", Key="a.txt")
+    assert got["TagCount"] == 2, got
+    # DeleteObjects names at most 1000 keys.
+    keys = [{"Key": "k%d" % i} for i in range(1001)]
+    refused("MalformedXML", s3.delete_objects, Bucket="basics", Delete={"Objects": keys})
+    s3.delete_objects(Bucket="basics", Delete={"Objects": keys[:1000]})
+    # Presigned URLs: seven days at most.
+    import urllib.request
+
+    v4 = client(signature_version="s3v4")
+    url = v4.generate_presigned_url("get_object", Params={"Bucket": "basics", "Key": "a.txt"}, ExpiresIn=3600)
+    assert "X-Amz-Expires=3600" in url, url
+    assert urllib.request.urlopen(url).read() == b"hello"
+    url = v4.generate_presigned_url("get_object", Params={"Bucket": "basics", "Key": "a.txt"}, ExpiresIn=8 * 86400)
+    status, headers, body = raw_request("GET", url[len(endpoint):])
+    assert status == 400 and b"AuthorizationQueryParametersError" in body, (status, body)
+    assert b"<RequestId>" in body, body
+    # SigV4 signed with a Date header and no x-amz-date.
+    import datetime
+    import hashlib
+    import email.utils
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    host = urllib.parse.urlsplit(endpoint).netloc
+    headers = {
+        "Host": host,
+        "Date": email.utils.format_datetime(now, usegmt=True),
+        "x-amz-content-sha256": hashlib.sha256(b"").hexdigest(),
+    }
+    req = AWSRequest(method="GET", url=endpoint + "/basics/a.txt", headers=headers)
+    req.context["timestamp"] = now.strftime("%Y%m%dT%H%M%SZ")
+    signer = SigV4Auth(Credentials(access, secret), "s3", "us-east-1")
+    canonical = signer.canonical_request(req)
+    signature = signer.signature(signer.string_to_sign(req, canonical), req)
+    signed = ";".join(signer.signed_headers(signer.headers_to_sign(req)).split(";"))
+    assert "date" in signed and "x-amz-date" not in signed, signed
+    headers["Authorization"] = "AWS4-HMAC-SHA256 Credential=%s/%s/us-east-1/s3/aws4_request, SignedHeaders=%s, Signature=%s" % (
+        access, now.strftime("%Y%m%d"), signed, signature)
+    status, _, body = raw_request("GET", "/basics/a.txt", headers)
+    assert status == 200 and body == b"hello", (status, body)
+    headers["Authorization"] = headers["Authorization"][:-4] + "0000"
+    status, _, body = raw_request("GET", "/basics/a.txt", headers)
+    assert status == 403 and b"SignatureDoesNotMatch" in body, (status, body)
+    return {}
+
+
+if __name__ == "__main__":
+    facts = globals()[scenario]()
+    print(json.dumps(facts or {}))

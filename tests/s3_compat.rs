@@ -1,0 +1,70 @@
+//! S3 behaviour real clients rely on, each cause with boto3 (`tests/py/s3_compat.py`, written
+//! from the S3 API reference) against `tidemark serve --s3-listen`, then what the log holds.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serde_json::{Value, json};
+
+const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/s3_compat.py");
+
+fn start(data: &Path) -> Server {
+    Server::start(
+        data,
+        &[
+            "--s3-listen",
+            "127.0.0.1:0",
+            "--s3-access-key",
+            "AKTEST",
+            "--s3-secret-key",
+            "s3cr3t",
+        ],
+    )
+}
+
+/// Runs one scenario of `s3_compat.py`; the facts it printed.
+fn scenario(server: &Server, name: &str) -> Value {
+    let s3 = server.s3_url.clone().expect("s3 address");
+    let out = Command::new("python3")
+        .args([CLIENT, &s3, "AKTEST", "s3cr3t", name])
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "s3_compat.py {name} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap()
+}
+
+fn create_bucket(server: &Server, bucket: &str) {
+    common::aws::Aws::new(&server.data_dir, server).ok(&["create-bucket", "--bucket", bucket]);
+}
+
+#[test]
+fn delimiter_listings_page_to_the_end_and_encode_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"));
+    create_bucket(&server, "tree");
+    let mut mutations: Vec<Value> = (0..990)
+        .map(|i| json!({"op": "put", "bucket": "tree", "key": format!("p{:03}/k{i}", i % 300), "size": 1}))
+        .collect();
+    mutations.extend(
+        (0..10)
+            .map(|i| json!({"op": "put", "bucket": "tree", "key": format!("top{i}"), "size": 1})),
+    );
+    ingest(&server, mutations);
+    scenario(&server, "listing");
+}
+
+#[test]
+fn answers_carry_request_ids_and_small_s3_rules_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"));
+    scenario(&server, "basics");
+}
