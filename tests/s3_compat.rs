@@ -68,3 +68,24 @@ fn answers_carry_request_ids_and_small_s3_rules_hold() {
     let server = start(&dir.path().join("data"));
     scenario(&server, "basics");
 }
+
+#[test]
+fn digests_that_do_not_match_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start(&data);
+    let facts = scenario(&server, "integrity");
+    server.stop();
+    let events = log_events(&Backend::Embedded, &data);
+    let count = |key: &str| {
+        events
+            .iter()
+            .filter(|e| e["bucket"] == "sums" && e["key"] == key)
+            .count()
+    };
+    for key in facts["refused"].as_array().unwrap() {
+        assert_eq!(count(key.as_str().unwrap()), 0, "{key}: {events:#?}");
+    }
+    assert_eq!(count("keep.txt"), 1, "only the first upload of keep.txt");
+    assert_eq!(count("trailer.txt"), 1);
+}

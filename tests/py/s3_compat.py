@@ -192,6 +192,73 @@ def basics():
     return {}
 
 
+def signed_raw(method, path, headers, body):
+    """A request signed with SigV4 by botocore, sent as given (no SDK body handling)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    req = AWSRequest(method=method, url=endpoint + path, headers=dict(headers), data=body)
+    SigV4Auth(Credentials(access, secret), "s3", "us-east-1").add_auth(req)
+    return raw_request(method, path, dict(req.headers.items()), body)
+
+
+def integrity():
+    """Content-MD5 and flexible checksums, as headers and as an aws-chunked trailer: a
+    mismatch is refused with nothing stored."""
+    import base64
+    import hashlib
+
+    s3.create_bucket(Bucket="sums")
+    md5 = lambda b: base64.b64encode(hashlib.md5(b).digest()).decode()
+    s3.put_object(Bucket="sums", Key="keep.txt", Body=b"original", ContentMD5=md5(b"original"))
+    refused("BadDigest", s3.put_object, Bucket="sums", Key="keep.txt", Body=b"replaced", ContentMD5=md5(b"other"))
+    refused("InvalidDigest", s3.put_object, Bucket="sums", Key="bad-md5.txt", Body=b"x", ContentMD5="not-base64!")
+    refused("BadDigest", s3.put_object, Bucket="sums", Key="bad-md5.txt", Body=b"x", ContentMD5=md5(b"y"))
+    assert s3.get_object(Bucket="sums", Key="keep.txt")["Body"].read() == b"original"
+    # The SDK's own checksum, computed and sent; the answer carries the server's.
+    put = s3.put_object(Bucket="sums", Key="sha.txt", Body=b"hello", ChecksumAlgorithm="SHA256")
+    assert put["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(b"hello").digest()).decode(), put
+    put = s3.put_object(Bucket="sums", Key="crc.txt", Body=b"hello")
+    assert put.get("ChecksumCRC32") == "NhCmhg==", put
+    # A checksum header that does not match the body.
+    corrupt = client()
+
+    def tamper(request, **kw):
+        for name in list(request.headers.keys()):
+            if name.lower().startswith("x-amz-checksum-"):
+                request.headers.replace_header(name, "AAAAAA==")
+    corrupt.meta.events.register("before-sign.s3.PutObject", tamper)
+    refused("BadDigest", corrupt.put_object, Bucket="sums", Key="bad-crc.txt", Body=b"hello")
+    refused("InvalidRequest", s3.put_object, Bucket="sums", Key="bad-crc.txt", Body=b"hello",
+            ChecksumCRC32="short")
+    # aws-chunked with the checksum as a trailer (what the SDKs send over TLS).
+    for key, crc, status in (("trailer.txt", "NhCmhg==", 200), ("bad-trailer.txt", "AAAAAA==", 400)):
+        body = b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32:%s\r\n\r\n" % crc.encode()
+        got, _, answer = signed_raw("PUT", "/sums/" + key, {
+            "Content-Encoding": "aws-chunked",
+            "X-Amz-Trailer": "x-amz-checksum-crc32",
+            "X-Amz-Decoded-Content-Length": "5",
+            "X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+            "Content-Length": str(len(body)),
+        }, body)
+        assert got == status, (key, got, answer)
+        if status == 400:
+            assert b"<Code>BadDigest</Code>" in answer, answer
+    assert s3.get_object(Bucket="sums", Key="trailer.txt")["Body"].read() == b"hello"
+    for key in ("bad-md5.txt", "bad-crc.txt", "bad-trailer.txt"):
+        refused("404", s3.head_object, Bucket="sums", Key=key)
+    # A part whose digest does not match leaves the part before it in place.
+    up = s3.create_multipart_upload(Bucket="sums", Key="parts.bin")["UploadId"]
+    first = s3.upload_part(Bucket="sums", Key="parts.bin", UploadId=up, PartNumber=1, Body=b"a" * 10)
+    refused("BadDigest", s3.upload_part, Bucket="sums", Key="parts.bin", UploadId=up, PartNumber=1,
+            Body=b"b" * 10, ContentMD5=md5(b"c"))
+    parts = s3.list_parts(Bucket="sums", Key="parts.bin", UploadId=up)["Parts"]
+    assert [p["ETag"] for p in parts] == [first["ETag"]], parts
+    s3.abort_multipart_upload(Bucket="sums", Key="parts.bin", UploadId=up)
+    return {"refused": ["bad-md5.txt", "bad-crc.txt", "bad-trailer.txt"]}
+
+
 if __name__ == "__main__":
     facts = globals()[scenario]()
     print(json.dumps(facts or {}))

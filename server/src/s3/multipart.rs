@@ -26,6 +26,7 @@ use tidemark_core::multipart::{PartInfo, check_upload_id};
 
 use super::buckets::require;
 use super::errors::{check_key, from_core};
+use super::integrity::{Algorithm, Expected, Sum};
 use super::objects::{checked_put, timestamp};
 use crate::http::AppState;
 
@@ -147,6 +148,7 @@ pub async fn upload_part(
     app: &Arc<AppState>,
     req: S3Request<UploadPartInput>,
 ) -> S3Result<S3Response<UploadPartOutput>> {
+    let expected = Arc::new(Expected::of(&req.headers, req.trailing_headers.clone())?);
     let input = req.input;
     load(app, &input.bucket, &input.key, &input.upload_id).await?;
     let number = input.part_number;
@@ -159,24 +161,32 @@ pub async fn upload_part(
     let body = input
         .body
         .ok_or_else(|| s3_error!(MissingRequestBodyError))?
-        .map(|chunk| chunk.map_err(std::io::Error::other))
-        .boxed();
+        .map(|chunk| chunk.map_err(std::io::Error::other));
+    let body = expected.check(body).boxed();
     let md5 = app
         .node
         .parts
         .put_part(&input.upload_id, number, body, app.limits.max_object_bytes)
         .await
-        .map_err(|e| match e {
-            tidemark_core::Error::Invalid { message, .. } => {
+        .map_err(|e| match (expected.failure(), e) {
+            (Some(refusal), _) => refusal,
+            (None, tidemark_core::Error::Invalid { message, .. }) => {
                 S3Error::with_message(S3ErrorCode::EntityTooLarge, message)
             }
-            tidemark_core::Error::BadInput(message) => {
+            (None, tidemark_core::Error::BadInput(message)) => {
                 S3Error::with_message(S3ErrorCode::IncompleteBody, message)
             }
-            e => internal("store the part", e),
+            (None, e) => internal("store the part", e),
         })?;
+    let sum = expected.sum();
+    let sum = sum.as_ref();
     Ok(S3Response::new(UploadPartOutput {
         e_tag: Some(ETag::Strong(md5)),
+        checksum_crc32: Sum::of(sum, Algorithm::Crc32),
+        checksum_crc32c: Sum::of(sum, Algorithm::Crc32c),
+        checksum_crc64nvme: Sum::of(sum, Algorithm::Crc64Nvme),
+        checksum_sha1: Sum::of(sum, Algorithm::Sha1),
+        checksum_sha256: Sum::of(sum, Algorithm::Sha256),
         ..Default::default()
     }))
 }

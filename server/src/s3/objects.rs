@@ -13,6 +13,7 @@ use tidemark_core::ingest::{BatchLimits, Mutation, Op, RequestContext, parse_bat
 use super::buckets::require;
 use super::conditions::{Conditions, check};
 use super::errors::{check_key, from_core};
+use super::integrity::{Algorithm, Expected, Sum};
 use crate::http::AppState;
 use crate::node::objects::Consistency;
 use crate::node::objects::parse_tagging;
@@ -91,6 +92,7 @@ pub async fn put(
     req: S3Request<PutObjectInput>,
 ) -> S3Result<S3Response<PutObjectOutput>> {
     let ctx = super::context(&req);
+    let expected = Arc::new(Expected::of(&req.headers, req.trailing_headers.clone())?);
     let input = req.input;
     require(app, &input.bucket)?;
     check_key(&input.key)?;
@@ -108,15 +110,18 @@ pub async fn put(
     let body = input
         .body
         .ok_or_else(|| s3_error!(MissingRequestBodyError))?;
-    let stream = body.map_err(std::io::Error::other);
+    let stream = expected.check(body.map_err(std::io::Error::other));
     let stored = app
         .node
         .blobs
         .put(Box::pin(stream), max)
         .await
-        .map_err(|e| match e {
-            tidemark_core::Error::Invalid { field, .. } if field == "body" => too_large(max),
-            e => from_core(e),
+        .map_err(|e| match (expected.failure(), e) {
+            (Some(refusal), _) => refusal,
+            (None, tidemark_core::Error::Invalid { field, .. }) if field == "body" => {
+                too_large(max)
+            }
+            (None, e) => from_core(e),
         })?;
     mutation.size = Some(stored.size as i64);
     mutation.etag = Some(stored.md5.clone());
@@ -125,8 +130,15 @@ pub async fn put(
     mutation.version_id = Some(version.clone());
     // If the event cannot be appended, the blob stays unreferenced and GC takes it later.
     app.writer.append(mutation, &ctx).await.map_err(from_core)?;
+    let sum = expected.sum();
+    let sum = sum.as_ref();
     Ok(S3Response::new(PutObjectOutput {
         e_tag: Some(ETag::Strong(stored.md5)),
+        checksum_crc32: Sum::of(sum, Algorithm::Crc32),
+        checksum_crc32c: Sum::of(sum, Algorithm::Crc32c),
+        checksum_crc64nvme: Sum::of(sum, Algorithm::Crc64Nvme),
+        checksum_sha1: Sum::of(sum, Algorithm::Sha1),
+        checksum_sha256: Sum::of(sum, Algorithm::Sha256),
         version_id: super::versioning::status(app, &input.bucket)
             .versioned()
             .then_some(version),
