@@ -89,3 +89,43 @@ fn digests_that_do_not_match_store_nothing() {
     assert_eq!(count("keep.txt"), 1, "only the first upload of keep.txt");
     assert_eq!(count("trailer.txt"), 1);
 }
+
+#[test]
+fn conditional_writes_let_exactly_one_racer_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start(&data);
+    let facts = scenario(&server, "conditional");
+    server.stop();
+    let events = log_events(&Backend::Embedded, &data);
+    let created = |key: &str| {
+        events
+            .iter()
+            .filter(|e| e["bucket"] == "cond" && e["key"] == key)
+            .filter(|e| {
+                e["event_type"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("ObjectCreated:")
+            })
+            .count()
+    };
+    for key in facts["races"].as_array().unwrap() {
+        assert_eq!(
+            created(key.as_str().unwrap()),
+            1,
+            "{key}: one winner, one event"
+        );
+    }
+    assert_eq!(
+        created("once.txt"),
+        2,
+        "the create and the If-Match replace"
+    );
+    assert_eq!(
+        created("multi.bin"),
+        1,
+        "a retried completion appends nothing"
+    );
+    assert_eq!(created("never.txt"), 0);
+}

@@ -60,3 +60,45 @@ fn concurrent_deletes_tags_and_copies_get_documented_answers() {
     server.stop();
     assert_log_and_index_intact(&Backend::Embedded, &data, &acked, dir.path());
 }
+
+/// The mutations API takes the same conditions as S3's conditional writes: `if_none_match:
+/// "*"` creates only, `if_match` replaces only that ETag; a failed condition is that
+/// mutation's `conflict` result and appends nothing, and a malformed one is refused by name.
+#[test]
+fn conditional_mutations_apply_only_when_their_condition_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let put = |extra: Value| {
+        let mut m = serde_json::json!({"op": "put", "bucket": "docs", "key": "a.txt", "size": 1, "etag": "e1"});
+        m.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        server.post(
+            "/v1/mutations",
+            serde_json::json!({ "mutations": [m] }).to_string(),
+        )
+    };
+    let (code, body) = put(serde_json::json!({"if_none_match": "*"}));
+    assert_eq!(code, 200, "{body}");
+    let conflict = |body: &Value, why: &str| {
+        let error = &body["results"][0]["error"];
+        assert_eq!(error["code"], "conflict", "{body}");
+        assert!(error["message"].as_str().unwrap().contains(why), "{body}");
+    };
+    let (_, body) = put(serde_json::json!({"if_none_match": "*", "etag": "e2"}));
+    conflict(&body, "exists already");
+    let (code, body) = put(serde_json::json!({"if_match": "e1", "etag": "e3"}));
+    assert_eq!(code, 200, "{body}");
+    assert!(body["results"][0]["error"].is_null(), "{body}");
+    let (_, body) = put(serde_json::json!({"if_match": "e1", "etag": "e4"}));
+    conflict(&body, "is not 'e1'");
+    let (code, body) = put(serde_json::json!({"if_none_match": "e1"}));
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.to_string().contains("mutations[0].if_none_match"),
+        "{body}"
+    );
+    let (code, state) = server.get("/v1/objects/docs/a.txt");
+    assert_eq!(code, 200, "{state}");
+    assert_eq!(state["state"]["etag"], "e3", "{state}");
+}

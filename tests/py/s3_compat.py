@@ -259,6 +259,73 @@ def integrity():
     return {"refused": ["bad-md5.txt", "bad-crc.txt", "bad-trailer.txt"]}
 
 
+def conditional():
+    """Conditional writes (If-None-Match: *, If-Match) on PutObject and
+    CompleteMultipartUpload, two writers racing on each key, CompleteMultipartUpload retried,
+    and a copy's conditions on its source."""
+    import datetime
+    import threading
+
+    s3.create_bucket(Bucket="cond")
+    first = s3.put_object(Bucket="cond", Key="once.txt", Body=b"1", IfNoneMatch="*")
+    refused("PreconditionFailed", s3.put_object, Bucket="cond", Key="once.txt", Body=b"2", IfNoneMatch="*")
+    second = s3.put_object(Bucket="cond", Key="once.txt", Body=b"3", IfMatch=first["ETag"])
+    refused("PreconditionFailed", s3.put_object, Bucket="cond", Key="once.txt", Body=b"4", IfMatch=first["ETag"])
+    refused("NoSuchKey", s3.put_object, Bucket="cond", Key="never.txt", Body=b"5", IfMatch=first["ETag"])
+    assert s3.get_object(Bucket="cond", Key="once.txt")["Body"].read() == b"3"
+
+    # Two writers race to create each key: exactly one wins.
+    winners = {}
+    lock = threading.Lock()
+
+    def writer(name, key, barrier):
+        c = client()
+        barrier.wait()
+        try:
+            c.put_object(Bucket="cond", Key=key, Body=name.encode(), IfNoneMatch="*")
+            with lock:
+                winners.setdefault(key, []).append(name)
+        except ClientError as e:
+            code = e.response["Error"]["Code"]
+            assert code in ("PreconditionFailed", "ConditionalRequestConflict"), code
+    races = ["race-%02d" % i for i in range(20)]
+    for key in races:
+        barrier = threading.Barrier(2)
+        threads = [threading.Thread(target=writer, args=(n, key, barrier)) for n in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(winners.get(key, [])) == 1, (key, winners.get(key))
+        body = s3.get_object(Bucket="cond", Key=key)["Body"].read().decode()
+        assert body == winners[key][0], (key, body, winners[key])
+
+    # CompleteMultipartUpload: conditional, and retried after it succeeded.
+    def upload(key):
+        up = s3.create_multipart_upload(Bucket="cond", Key=key)["UploadId"]
+        part = s3.upload_part(Bucket="cond", Key=key, UploadId=up, PartNumber=1, Body=b"m" * 100)
+        return up, {"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
+    up, parts = upload("once.txt")
+    refused("PreconditionFailed", s3.complete_multipart_upload, Bucket="cond", Key="once.txt",
+            UploadId=up, MultipartUpload=parts, IfNoneMatch="*")
+    s3.abort_multipart_upload(Bucket="cond", Key="once.txt", UploadId=up)  # it was kept
+    up, parts = upload("multi.bin")
+    done = s3.complete_multipart_upload(Bucket="cond", Key="multi.bin", UploadId=up, MultipartUpload=parts, IfNoneMatch="*")
+    again = s3.complete_multipart_upload(Bucket="cond", Key="multi.bin", UploadId=up, MultipartUpload=parts)
+    assert again["ETag"] == done["ETag"], (done, again)
+
+    # A copy's conditions on its source.
+    src = {"Bucket": "cond", "Key": "once.txt"}
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+    earlier = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+    for kw in ({"CopySourceIfMatch": first["ETag"]}, {"CopySourceIfNoneMatch": second["ETag"]},
+               {"CopySourceIfModifiedSince": later}, {"CopySourceIfUnmodifiedSince": earlier}):
+        refused("PreconditionFailed", s3.copy_object, Bucket="cond", Key="copy.txt", CopySource=src, **kw)
+    s3.copy_object(Bucket="cond", Key="copy.txt", CopySource=src, CopySourceIfMatch=second["ETag"],
+                   CopySourceIfModifiedSince=earlier)
+    return {"races": races}
+
+
 if __name__ == "__main__":
     facts = globals()[scenario]()
     print(json.dumps(facts or {}))

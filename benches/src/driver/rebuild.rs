@@ -55,6 +55,7 @@ fn mutation(i: usize, keys: usize, exists: &mut [bool]) -> Mutation {
         version_id: None,
         event_time: None,
         event_type: None,
+        condition: None,
     }
 }
 

@@ -22,7 +22,8 @@ pub mod sync;
 pub mod writer;
 
 pub use mutation::{
-    BatchLimits, MAX_KEY_BYTES, MAX_TAGS, Mutation, Op, parse_batch, validate_bucket, validate_key,
+    BatchLimits, Condition, MAX_KEY_BYTES, MAX_TAGS, Mutation, Op, parse_batch, validate_bucket,
+    validate_key,
 };
 pub use stats::{IngestStats, Interface};
 pub use writer::{Writer, Written};
@@ -346,6 +347,26 @@ impl Ingestor {
         let sequence = head.map_or(0, |h| h.sequence) + 1;
         let event_time = m.event_time.unwrap_or(now);
         let path = format!("{}/{}", m.bucket, m.key);
+        match (&m.condition, current) {
+            (Some(Condition::Absent), Some(_)) => {
+                return Err(Error::Conflict(format!(
+                    "{path} exists already (the write was conditional on no object being there)"
+                )));
+            }
+            (Some(Condition::ETag(_)), None) => {
+                return Err(Error::NotFound(format!(
+                    "object {path} does not exist (the write was conditional on its ETag)"
+                )));
+            }
+            (Some(Condition::ETag(want)), Some(cur))
+                if cur.etag.as_deref().map(|e| e.trim_matches('"')) != Some(want.as_str()) =>
+            {
+                return Err(Error::Conflict(format!(
+                    "the ETag of {path} is not '{want}' (the write was conditional on it)"
+                )));
+            }
+            _ => {}
+        }
         if m.op != Op::Put {
             let Some(cur) = current else {
                 return Err(Error::NotFound(format!("object {path} does not exist")));

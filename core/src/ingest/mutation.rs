@@ -81,6 +81,17 @@ impl Op {
     }
 }
 
+/// A condition the object must meet for a mutation to apply. It is checked with the write,
+/// under the ingest lock of the key, so of two writers racing on one condition exactly one
+/// passes (`If-None-Match: *` creates, `If-Match` compares and swaps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// The key holds no object (`if_none_match: "*"`).
+    Absent,
+    /// The current object's ETag is this one (`if_match`).
+    ETag(String),
+}
+
 /// A validated mutation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mutation {
@@ -100,6 +111,8 @@ pub struct Mutation {
     /// The event type when more precise than the op's (`ObjectCreated:Copy` for a put, as S3
     /// notifications say); `None`: [`Op::event_type`].
     pub event_type: Option<EventType>,
+    /// What the object must be for the mutation to apply; refused as a conflict otherwise.
+    pub condition: Option<Condition>,
 }
 
 impl Mutation {
@@ -120,6 +133,7 @@ impl Mutation {
             version_id: None,
             event_time: None,
             event_type: None,
+            condition: None,
         }
     }
 
@@ -150,6 +164,11 @@ impl Mutation {
             self.event_time.map(|t| crate::time::format_us(t).into()),
         );
         opt("event_type", self.event_type.map(|t| t.as_str().into()));
+        match &self.condition {
+            Some(Condition::Absent) => opt("if_none_match", Some("*".into())),
+            Some(Condition::ETag(e)) => opt("if_match", Some(e.clone().into())),
+            None => {}
+        }
         serde_json::Value::Object(m)
     }
 }
@@ -181,6 +200,8 @@ struct RawMutation<'a> {
     event_time: Option<Cow<'a, str>>,
     #[serde(borrow)]
     event_type: Option<Cow<'a, str>>,
+    if_match: Option<String>,
+    if_none_match: Option<String>,
 }
 
 /// Limits on one request.
@@ -363,6 +384,32 @@ fn validate(m: RawMutation<'_>, i: usize) -> Result<Mutation> {
             }
         },
     };
+    let condition = match (m.if_match, m.if_none_match.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                field("if_match"),
+                "cannot be given with if_none_match",
+            ));
+        }
+        (Some(etag), None) if !etag.is_empty() && etag.len() <= 1024 => {
+            Some(Condition::ETag(etag.trim_matches('"').to_string()))
+        }
+        (Some(_), None) => return Err(Error::invalid(field("if_match"), "must be 1-1024 bytes")),
+        (None, Some("*")) if op == Op::Put => Some(Condition::Absent),
+        (None, Some("*")) => {
+            return Err(Error::invalid(
+                field("if_none_match"),
+                format!("is only for op 'put', not '{op_text}'"),
+            ));
+        }
+        (None, Some(other)) => {
+            return Err(Error::invalid(
+                field("if_none_match"),
+                format!("must be \"*\" (create only if the key holds no object), got '{other}'"),
+            ));
+        }
+        (None, None) => None,
+    };
     Ok(Mutation {
         op,
         bucket,
@@ -377,6 +424,7 @@ fn validate(m: RawMutation<'_>, i: usize) -> Result<Mutation> {
         version_id: m.version_id,
         event_time,
         event_type,
+        condition,
     })
 }
 

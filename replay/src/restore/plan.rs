@@ -201,6 +201,7 @@ impl Step {
             version_id: self.now.as_ref().and_then(|n| n.version_id.clone()),
             event_time: None,
             event_type: None,
+            condition: None,
         };
         let then = self.then.as_ref();
         self.actions

@@ -1,9 +1,12 @@
-//! Conditional reads (RFC 9110 §13): If-Match and If-None-Match on the ETag, then
-//! If-Unmodified-Since and If-Modified-Since (each skipped when its ETag counterpart is given).
+//! Conditional requests (RFC 9110 §13). Reads: If-Match and If-None-Match on the ETag, then
+//! If-Unmodified-Since and If-Modified-Since (each skipped when its ETag counterpart is given);
+//! a copy's `x-amz-copy-source-if-*` the same way on its source. Writes: `If-None-Match: *`
+//! and `If-Match: ETAG` become a [`Condition`] of the mutation, checked with the write itself.
 
 use s3s::dto::{ETagCondition, Timestamp};
 use s3s::{S3Result, s3_error};
 use tidemark_core::event::ObjectState;
+use tidemark_core::ingest::Condition;
 
 /// The conditions of one read.
 pub struct Conditions {
@@ -79,4 +82,46 @@ pub fn check(c: &Conditions, state: &ObjectState) -> S3Result<()> {
         return Err(not_modified(state));
     }
     Ok(())
+}
+
+/// The condition of a PutObject or CompleteMultipartUpload: `If-None-Match: *` (create
+/// only) or `If-Match: ETAG` (replace only that version), as S3 takes them.
+pub fn write_condition(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<Option<Condition>> {
+    match (if_match, if_none_match) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(s3_error!(
+            NotImplemented,
+            "If-Match and If-None-Match cannot both condition one write"
+        )),
+        (Some(ETagCondition::ETag(e)), None) => Ok(Some(Condition::ETag(
+            e.value().trim_matches('"').to_string(),
+        ))),
+        (Some(ETagCondition::Any), None) => Err(s3_error!(
+            NotImplemented,
+            "If-Match on a write takes an ETag, not *"
+        )),
+        (None, Some(ETagCondition::Any)) => Ok(Some(Condition::Absent)),
+        (None, Some(ETagCondition::ETag(_))) => Err(s3_error!(
+            NotImplemented,
+            "If-None-Match on a write takes only * (create if absent)"
+        )),
+    }
+}
+
+/// A copy's conditions on its source: every failure is `PreconditionFailed`, as S3 answers
+/// (no 304 for a copy).
+pub fn check_copy_source(c: &Conditions, source: &ObjectState) -> S3Result<()> {
+    check(c, source).map_err(|e| match e.code() {
+        s3s::S3ErrorCode::NotModified => s3_error!(
+            PreconditionFailed,
+            "the copy source fails x-amz-copy-source-if-none-match or -if-modified-since"
+        ),
+        _ => s3_error!(
+            PreconditionFailed,
+            "the copy source fails x-amz-copy-source-if-match or -if-unmodified-since"
+        ),
+    })
 }

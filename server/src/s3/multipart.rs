@@ -25,6 +25,7 @@ use tidemark_core::event::EventType;
 use tidemark_core::multipart::{PartInfo, check_upload_id};
 
 use super::buckets::require;
+use super::conditions::write_condition;
 use super::errors::{check_key, from_core};
 use super::integrity::{Algorithm, Expected, Sum};
 use super::objects::{checked_put, timestamp};
@@ -76,6 +77,53 @@ impl Drop for Finishing {
         let mut busy = FINISHING.lock().unwrap_or_else(|e| e.into_inner());
         busy.retain(|id| *id != self.0);
     }
+}
+
+/// An upload this node completed lately: a client that retries a CompleteMultipartUpload
+/// whose answer it lost gets the same answer, as from S3.
+struct Completed {
+    upload_id: String,
+    bucket: String,
+    key: String,
+    etag: String,
+    version_id: Option<String>,
+}
+
+impl Completed {
+    fn answer(&self) -> CompleteMultipartUploadOutput {
+        CompleteMultipartUploadOutput {
+            version_id: self.version_id.clone(),
+            bucket: Some(self.bucket.clone()),
+            key: Some(self.key.clone()),
+            e_tag: Some(ETag::Strong(self.etag.clone())),
+            ..Default::default()
+        }
+    }
+}
+
+static COMPLETED: std::sync::Mutex<std::collections::VecDeque<Completed>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// How many completed uploads are remembered.
+const REMEMBERED: usize = 1024;
+
+fn completed_before(
+    upload_id: &str,
+    bucket: &str,
+    key: &str,
+) -> Option<CompleteMultipartUploadOutput> {
+    let done = COMPLETED.lock().unwrap_or_else(|e| e.into_inner());
+    done.iter()
+        .find(|c| c.upload_id == upload_id && c.bucket == bucket && c.key == key)
+        .map(Completed::answer)
+}
+
+fn remember_completed(c: Completed) {
+    let mut done = COMPLETED.lock().unwrap_or_else(|e| e.into_inner());
+    if done.len() == REMEMBERED {
+        done.pop_front();
+    }
+    done.push_back(c);
 }
 
 fn no_such_upload(upload_id: &str) -> S3Error {
@@ -380,7 +428,16 @@ pub async fn complete(
     let ctx = super::context(&req);
     let input = req.input;
     let _claim = Finishing::claim(&input.upload_id)?;
-    let upload = load(app, &input.bucket, &input.key, &input.upload_id).await?;
+    let upload = match load(app, &input.bucket, &input.key, &input.upload_id).await {
+        Ok(upload) => upload,
+        Err(e) => {
+            return match completed_before(&input.upload_id, &input.bucket, &input.key) {
+                Some(out) => Ok(S3Response::new(out)),
+                None => Err(e),
+            };
+        }
+    };
+    let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
     let stored = app
         .node
         .parts
@@ -417,6 +474,7 @@ pub async fn complete(
     let version = tidemark_core::blobs::new_version_id();
     mutation.version_id = Some(version.clone());
     mutation.event_type = Some(EventType::ObjectCreatedCompleteMultipartUpload);
+    mutation.condition = condition;
     // Durable before the parts go: a crash in between leaves an upload the client can abort.
     app.writer.append(mutation, &ctx).await.map_err(from_core)?;
     app.node
@@ -425,11 +483,14 @@ pub async fn complete(
         .await
         .map_err(|e| internal("remove the parts", e))?;
     let versioned = super::versioning::status(app, &input.bucket).versioned();
-    Ok(S3Response::new(CompleteMultipartUploadOutput {
+    let done = Completed {
+        upload_id: input.upload_id,
+        bucket: input.bucket,
+        key: input.key,
+        etag,
         version_id: versioned.then_some(version),
-        bucket: Some(input.bucket),
-        key: Some(input.key),
-        e_tag: Some(ETag::Strong(etag)),
-        ..Default::default()
-    }))
+    };
+    let out = done.answer();
+    remember_completed(done);
+    Ok(S3Response::new(out))
 }

@@ -11,7 +11,7 @@ use tidemark_core::event::{EventType, ObjectState};
 use tidemark_core::ingest::{BatchLimits, Mutation, Op, RequestContext, parse_batch};
 
 use super::buckets::require;
-use super::conditions::{Conditions, check};
+use super::conditions::{Conditions, check, check_copy_source, write_condition};
 use super::errors::{check_key, from_core};
 use super::integrity::{Algorithm, Expected, Sum};
 use crate::http::AppState;
@@ -103,6 +103,7 @@ pub async fn put(
         input.metadata.as_ref(),
         input.tagging.as_deref(),
     )?;
+    mutation.condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
     let max = app.limits.max_object_bytes;
     if input.content_length.is_some_and(|n| n as u64 > max) {
         return Err(too_large(max));
@@ -385,6 +386,15 @@ pub async fn copy(
         Some(v) => super::versioning::existing_version(app, src_bucket, src_key, v).await?,
         None => existing(app, src_bucket, src_key).await?,
     };
+    check_copy_source(
+        &Conditions {
+            if_match: input.copy_source_if_match.clone(),
+            if_none_match: input.copy_source_if_none_match.clone(),
+            if_modified_since: input.copy_source_if_modified_since.clone(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.clone(),
+        },
+        &source,
+    )?;
     let replace_meta = input
         .metadata_directive
         .as_ref()
