@@ -129,3 +129,23 @@ fn conditional_writes_let_exactly_one_racer_win() {
     );
     assert_eq!(created("never.txt"), 0);
 }
+
+#[test]
+fn delete_markers_stack_and_version_listings_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start(&data);
+    scenario(&server, "versioning");
+    server.stop();
+    let events = log_events(&Backend::Embedded, &data);
+    let markers = |key: &str| {
+        events
+            .iter()
+            .filter(|e| e["bucket"] == "ver" && e["key"] == key)
+            .filter(|e| e["event_type"] == "ObjectRemoved:DeleteMarkerCreated")
+            .count()
+    };
+    assert_eq!(markers("k"), 2);
+    assert_eq!(markers("ghost"), 1);
+    assert_eq!(markers("ghost2"), 1);
+}

@@ -326,6 +326,77 @@ def conditional():
     return {"races": races}
 
 
+def versioning():
+    """Delete markers stack (also on keys that never held an object), a read that hits one
+    says so, ListObjectVersions pages by key and version and rolls prefixes, and a bucket
+    holding only markers cannot be deleted."""
+    s3.create_bucket(Bucket="ver")
+    s3.put_bucket_versioning(Bucket="ver", VersioningConfiguration={"Status": "Enabled"})
+    v1 = s3.put_object(Bucket="ver", Key="k", Body=b"one")["VersionId"]
+    m1 = s3.delete_object(Bucket="ver", Key="k")
+    m2 = s3.delete_object(Bucket="ver", Key="k")
+    assert m1["DeleteMarker"] and m2["DeleteMarker"] and m1["VersionId"] != m2["VersionId"], (m1, m2)
+    out = s3.list_object_versions(Bucket="ver", Prefix="k")
+    markers = out.get("DeleteMarkers", [])
+    assert [m["VersionId"] for m in markers] == [m2["VersionId"], m1["VersionId"]], out
+    assert [m["IsLatest"] for m in markers] == [True, False], markers
+    assert [v["VersionId"] for v in out["Versions"]] == [v1], out
+    ghost = s3.delete_object(Bucket="ver", Key="ghost")
+    assert ghost["DeleteMarker"] and ghost["VersionId"], ghost
+    many = s3.delete_objects(Bucket="ver", Delete={"Objects": [{"Key": "ghost2"}]})
+    d = many["Deleted"][0]
+    assert d["DeleteMarker"] and d["DeleteMarkerVersionId"], many
+    # Reads that hit the marker say so.
+    for read in (s3.get_object, s3.head_object):
+        try:
+            read(Bucket="ver", Key="k")
+            raise AssertionError("a read of a deleted key succeeded")
+        except ClientError as e:
+            h = e.response["ResponseMetadata"]["HTTPHeaders"]
+            assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 404, e.response
+            assert h.get("x-amz-delete-marker") == "true", h
+            assert h.get("x-amz-version-id") == m2["VersionId"], h
+    try:
+        s3.get_object(Bucket="ver", Key="k", VersionId=m1["VersionId"])
+        raise AssertionError("reading a delete marker by id succeeded")
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == "MethodNotAllowed", e.response
+        assert e.response["ResponseMetadata"]["HTTPHeaders"].get("x-amz-delete-marker") == "true"
+    assert s3.get_object(Bucket="ver", Key="k", VersionId=v1)["Body"].read() == b"one"
+
+    # Paging by key and version.
+    want = set()
+    for key, n in (("v/a", 3), ("v/b", 2), ("w", 2)):
+        for i in range(n):
+            want.add((key, s3.put_object(Bucket="ver", Key=key, Body=b"%d" % i)["VersionId"]))
+    got, kw, pages = [], {}, 0
+    while True:
+        pages += 1
+        assert pages < 50, "ListObjectVersions does not end"
+        r = s3.list_object_versions(Bucket="ver", MaxKeys=2, **kw)
+        entries = r.get("Versions", []) + r.get("DeleteMarkers", [])
+        assert len(entries) <= 2, r
+        got += [(e["Key"], e["VersionId"]) for e in entries]
+        if not r["IsTruncated"]:
+            break
+        assert r["NextKeyMarker"] and r["NextVersionIdMarker"], r
+        kw = {"KeyMarker": r["NextKeyMarker"], "VersionIdMarker": r["NextVersionIdMarker"]}
+    assert len(got) == len(set(got)), got
+    assert want <= set(got), (want - set(got))
+    assert len(got) == len(want) + 5, got  # k: one version, two markers; ghost, ghost2: a marker each
+    # A delimiter rolls keys into prefixes.
+    r = s3.list_object_versions(Bucket="ver", Delimiter="/")
+    assert r.get("CommonPrefixes") == [{"Prefix": "v/"}], r
+    assert {v["Key"] for v in r.get("Versions", [])} == {"k", "w"}, r
+
+    # Only markers left: still not empty.
+    s3.create_bucket(Bucket="markers")
+    s3.put_bucket_versioning(Bucket="markers", VersioningConfiguration={"Status": "Enabled"})
+    s3.delete_object(Bucket="markers", Key="nothing")
+    refused("BucketNotEmpty", s3.delete_bucket, Bucket="markers")
+    return {}
+
+
 if __name__ == "__main__":
     facts = globals()[scenario]()
     print(json.dumps(facts or {}))

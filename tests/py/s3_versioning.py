@@ -37,7 +37,7 @@ if phase == "after-restart":
     assert s3.get_bucket_versioning(Bucket="docs")["Status"] == "Enabled"
     assert "Status" not in s3.get_bucket_versioning(Bucket="plain")
     vs, ms = versions("docs", "report.txt")
-    assert len(vs) == 2 and len(ms) == 1 and ms[0]["IsLatest"], (vs, ms)
+    assert len(vs) == 2 and len(ms) == 2 and ms[0]["IsLatest"], (vs, ms)
     v1 = vs[-1]["VersionId"]
     assert s3.get_object(Bucket="docs", Key="report.txt", VersionId=v1)["Body"].read() == b"first"
     print("ok")
@@ -88,19 +88,25 @@ vs, ms = versions("docs", "report.txt")
 assert [v["VersionId"] for v in vs] == [v2, v1], vs
 assert not any(v["IsLatest"] for v in vs), vs
 assert [(m["VersionId"], m["IsLatest"]) for m in ms] == [(marker, True)], ms
-# Deleting a key whose latest version is a marker appends nothing.
+# Deleting a key whose latest version is a marker stacks another marker, as S3 does.
 again = s3.delete_object(Bucket="docs", Key="report.txt")
-assert "DeleteMarker" not in again, again
+assert again["DeleteMarker"] and again["VersionId"] != marker, again
+vs, ms = versions("docs", "report.txt")
+assert [(m["VersionId"], m["IsLatest"]) for m in ms] == [(again["VersionId"], True), (marker, False)], ms
 refused("NotImplemented", s3.delete_object, Bucket="docs", Key="report.txt", VersionId=v1)
 assert s3.get_object(Bucket="docs", Key="report.txt", VersionId=v1)["Body"].read() == b"first"
 
-# Listing pages by key: key-marker and max-keys.
+# Listing pages by key and version: max-keys entries, resumed inside a key's versions.
 s3.put_object(Bucket="docs", Key="z/a", Body=b"a")
 s3.put_object(Bucket="docs", Key="z/b", Body=b"b")
 page = s3.list_object_versions(Bucket="docs", MaxKeys=1)
-assert [v["Key"] for v in page.get("Versions", [])] + [m["Key"] for m in page.get("DeleteMarkers", [])] \
-    == ["report.txt"] * 3, page
+assert [m["VersionId"] for m in page["DeleteMarkers"]] == [again["VersionId"]], page
 assert page["IsTruncated"] and page["NextKeyMarker"] == "report.txt", page
+assert page["NextVersionIdMarker"] == again["VersionId"], page
+page = s3.list_object_versions(Bucket="docs", KeyMarker="report.txt", MaxKeys=3,
+                               VersionIdMarker=page["NextVersionIdMarker"])
+assert [m["VersionId"] for m in page["DeleteMarkers"]] == [marker], page
+assert [v["VersionId"] for v in page["Versions"]] == [v2, v1], page
 page = s3.list_object_versions(Bucket="docs", KeyMarker="report.txt", MaxKeys=1)
 assert [v["Key"] for v in page["Versions"]] == ["z/a"] and page["IsTruncated"], page
 page = s3.list_object_versions(Bucket="docs", Prefix="z/", KeyMarker="z/a")

@@ -367,7 +367,10 @@ impl Ingestor {
             }
             _ => {}
         }
-        if m.op != Op::Put {
+        // A delete marker stacks on a key whose latest version is a marker, or that never had
+        // an object, as S3 versioning does; every other change needs the object.
+        let marker = m.event_type == Some(EventType::ObjectRemovedDeleteMarkerCreated);
+        if m.op != Op::Put && !(marker && current.is_none()) {
             let Some(cur) = current else {
                 return Err(Error::NotFound(format!("object {path} does not exist")));
             };

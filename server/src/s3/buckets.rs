@@ -148,6 +148,15 @@ pub async fn delete(
             "bucket '{bucket}' still holds objects; delete them first"
         ));
     }
+    if super::versioning::status(app, &bucket).versioned()
+        && super::versioning::holds_versions(app, &bucket).await?
+    {
+        return Err(s3_error!(
+            BucketNotEmpty,
+            "bucket '{bucket}' still holds object versions or delete markers; delete every \
+             version first"
+        ));
+    }
     let actor = req.credentials.as_ref().map(|c| c.access_key.clone());
     app.node
         .catalog

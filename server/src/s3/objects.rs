@@ -162,7 +162,12 @@ pub async fn get(
     let input = req.input;
     let state = match &input.version_id {
         Some(v) => super::versioning::existing_version(app, &input.bucket, &input.key, v).await?,
-        None => existing(app, &input.bucket, &input.key).await?,
+        None => match existing(app, &input.bucket, &input.key).await {
+            Ok(state) => state,
+            Err(e) => {
+                return Err(super::versioning::not_found(app, &input.bucket, &input.key, e).await);
+            }
+        },
     };
     check(
         &Conditions {
@@ -242,7 +247,12 @@ pub async fn head(
     let input = req.input;
     let state = match &input.version_id {
         Some(v) => super::versioning::existing_version(app, &input.bucket, &input.key, v).await?,
-        None => existing(app, &input.bucket, &input.key).await?,
+        None => match existing(app, &input.bucket, &input.key).await {
+            Ok(state) => state,
+            Err(e) => {
+                return Err(super::versioning::not_found(app, &input.bucket, &input.key, e).await);
+            }
+        },
     };
     check(
         &Conditions {

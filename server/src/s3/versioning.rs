@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use s3s::dto::*;
-use s3s::{S3Request, S3Response, S3Result, s3_error};
+use s3s::{S3Error, S3Request, S3Response, S3Result, s3_error};
 use tidemark_core::blocking::blocking;
 use tidemark_core::event::{EventType, ObjectState};
 use tidemark_core::index::HistoryEntry;
@@ -22,7 +22,7 @@ use tidemark_core::ingest::{Op, RequestContext};
 
 use super::buckets::require;
 use super::errors::{check_key, from_core};
-use super::objects::{existing, simple, timestamp};
+use super::objects::{simple, timestamp};
 use crate::http::AppState;
 use crate::node::objects::Consistency;
 use crate::node::objects::Version as Read;
@@ -143,12 +143,16 @@ pub async fn existing_version(
         .await
         .map_err(from_core)?;
     let history = history(app, bucket, key).await?;
-    if history.iter().any(|e| {
+    if let Some(m) = history.iter().find(|e| {
         e.event_type == EventType::ObjectRemovedDeleteMarkerCreated && marker_id(e) == version_id
     }) {
-        return Err(s3_error!(
-            MethodNotAllowed,
-            "version {version_id} of {bucket}/{key} is a delete marker"
+        return Err(marker_error(
+            s3_error!(
+                MethodNotAllowed,
+                "version {version_id} of {bucket}/{key} is a delete marker"
+            ),
+            version_id,
+            m.event_time,
         ));
     }
     match app
@@ -169,20 +173,16 @@ pub async fn existing_version(
     }
 }
 
-/// Put a delete marker on `bucket/key`; its version id, or `None` when the key does not exist
-/// (never written, or its latest version is already a marker): nothing is appended then, as
-/// for a missing key on an unversioned bucket.
+/// Put a delete marker on `bucket/key`; its version id. As on S3, a marker goes on even when
+/// the key has no current version (never written, or already behind a marker): markers stack.
 pub async fn delete_marker(
     app: &AppState,
     bucket: &str,
     key: &str,
     ctx: &RequestContext,
 ) -> S3Result<Option<String>> {
-    match existing(app, bucket, key).await {
-        Ok(_) => {}
-        Err(e) if *e.code() == s3s::S3ErrorCode::NoSuchKey => return Ok(None),
-        Err(e) => return Err(e),
-    }
+    require(app, bucket)?;
+    check_key(key)?;
     let mut m = simple(Op::Delete, bucket, key);
     m.event_type = Some(EventType::ObjectRemovedDeleteMarkerCreated);
     let event_id = app.writer.append(m, ctx).await.map_err(from_core)?;
@@ -190,6 +190,44 @@ pub async fn delete_marker(
         .map(|u| u.simple().to_string())
         .unwrap_or(event_id);
     Ok(Some(id))
+}
+
+/// The answer to a read of a key whose latest version is a delete marker: `NoSuchKey` with
+/// `x-amz-delete-marker: true` and the marker's version id, as S3 answers; plain `NoSuchKey`
+/// otherwise.
+pub async fn not_found(app: &AppState, bucket: &str, key: &str, e: S3Error) -> S3Error {
+    if *e.code() != s3s::S3ErrorCode::NoSuchKey || !status(app, bucket).versioned() {
+        return e;
+    }
+    let Ok(history) = history(app, bucket, key).await else {
+        return e;
+    };
+    match versions_of(&history).last() {
+        Some(v) if v.content.is_none() => marker_error(e, &v.id, v.time),
+        _ => e,
+    }
+}
+
+/// `e` with the headers that say a delete marker answered.
+fn marker_error(mut e: S3Error, version_id: &str, time: i64) -> S3Error {
+    let mut headers = hyper::HeaderMap::new();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/xml"),
+    );
+    headers.insert(
+        "x-amz-delete-marker",
+        hyper::header::HeaderValue::from_static("true"),
+    );
+    if let Ok(v) = version_id.parse() {
+        headers.insert("x-amz-version-id", v);
+    }
+    let at = chrono::DateTime::from_timestamp_micros(time).unwrap_or_default();
+    if let Ok(v) = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string().parse() {
+        headers.insert(hyper::header::LAST_MODIFIED, v);
+    }
+    e.set_headers(headers);
+    e
 }
 
 /// A delete marker's version id: its event id.
@@ -243,6 +281,35 @@ fn versions_of(history: &[HistoryEntry]) -> Vec<Version> {
     out
 }
 
+/// Whether `bucket` holds any version or delete marker (a versioned bucket that does cannot
+/// be deleted, as on S3).
+pub async fn holds_versions(app: &AppState, bucket: &str) -> S3Result<bool> {
+    let mut after: Option<String> = None;
+    loop {
+        let index = app.node.index.clone();
+        let (b, a) = (bucket.to_string(), after.clone());
+        let keys = blocking(move || index.keys(&b, "", a.as_deref(), 256))
+            .await
+            .map_err(from_core)?;
+        for key in &keys {
+            if !versions_of(&history(app, bucket, key).await?).is_empty() {
+                return Ok(true);
+            }
+        }
+        match keys.last() {
+            Some(last) if keys.len() == 256 => after = Some(last.clone()),
+            _ => return Ok(false),
+        }
+    }
+}
+
+/// One entry of a ListObjectVersions page.
+enum Entry {
+    Version(ObjectVersion),
+    Marker(DeleteMarkerEntry),
+    Prefix(String),
+}
+
 pub async fn list(
     app: &Arc<AppState>,
     req: S3Request<ListObjectVersionsInput>,
@@ -250,79 +317,138 @@ pub async fn list(
     let input = req.input;
     let bucket = input.bucket.clone();
     require(app, &bucket)?;
-    if input.delimiter.is_some() {
-        return Err(s3_error!(
-            NotImplemented,
-            "ListObjectVersions with a delimiter is not supported yet"
-        ));
-    }
-    if input.version_id_marker.is_some() {
-        return Err(s3_error!(
-            NotImplemented,
-            "version-id-marker is not supported: pages end at a key, continue with key-marker"
-        ));
-    }
     let max = input
         .max_keys
         .map_or(MAX_KEYS, |n| n.clamp(0, MAX_KEYS as i32) as usize);
+    let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
     app.node
         .catch_up(Consistency::Strong)
         .await
         .map_err(from_core)?;
     let prefix = input.prefix.clone().unwrap_or_default();
-    let index = app.node.index.clone();
-    let (b, p, after) = (bucket.clone(), prefix.clone(), input.key_marker.clone());
-    // One more key than can fit says whether the listing is truncated.
-    let keys = blocking(move || index.keys(&b, &p, after.as_deref(), max + 1))
-        .await
-        .map_err(from_core)?;
-    let (mut versions, mut markers) = (Vec::new(), Vec::new());
-    let (mut count, mut last_key, mut truncated) = (0, None, false);
-    for key in keys {
-        // A page ends between keys, so a key with many versions can exceed max-keys.
-        if count >= max {
-            truncated = true;
-            break;
-        }
-        let entries = versions_of(&history(app, &bucket, &key).await?);
-        for (i, v) in entries.iter().rev().enumerate() {
-            let (is_latest, last_modified) = (Some(i == 0), Some(timestamp(v.time)));
-            match &v.content {
-                Some((size, etag)) => versions.push(ObjectVersion {
-                    key: Some(key.clone()),
-                    version_id: Some(v.id.clone()),
-                    is_latest,
-                    last_modified,
-                    size: Some(*size),
-                    e_tag: etag
-                        .as_ref()
-                        .map(|e| ETag::Strong(e.trim_matches('"').to_string())),
-                    storage_class: Some(ObjectVersionStorageClass::from_static(
-                        ObjectVersionStorageClass::STANDARD,
-                    )),
-                    ..Default::default()
-                }),
-                None => markers.push(DeleteMarkerEntry {
-                    key: Some(key.clone()),
-                    version_id: Some(v.id.clone()),
-                    is_latest,
-                    last_modified,
-                    ..Default::default()
-                }),
+    let key_marker = input.key_marker.clone().filter(|k| !k.is_empty());
+    // With a version-id-marker the page resumes inside the key-marker's versions, after that
+    // one; without, after all of the key-marker's versions.
+    let resume_in = key_marker
+        .clone()
+        .zip(input.version_id_marker.clone().filter(|v| !v.is_empty()));
+    let mut after = match &resume_in {
+        Some((key, _)) => Some(key.clone())
+            .filter(|k| !k.is_empty())
+            .map(|k| before(&k)),
+        None => key_marker.clone(),
+    };
+    let mut page: Vec<(String, Option<String>, Entry)> = Vec::new();
+    let mut truncated = false;
+    'keys: loop {
+        let index = app.node.index.clone();
+        let (b, p, a) = (bucket.clone(), prefix.clone(), after.clone());
+        let keys = blocking(move || index.keys(&b, &p, a.as_deref(), 256))
+            .await
+            .map_err(from_core)?;
+        let exhausted = keys.len() < 256;
+        for key in keys {
+            after = Some(key.clone());
+            if resume_in.as_ref().is_some_and(|(k, _)| key < *k) {
+                continue;
+            }
+            if let Some(d) = &delimiter
+                && let Some(i) = key[prefix.len()..].find(d.as_str())
+            {
+                let common = key[..prefix.len() + i + d.len()].to_string();
+                if key_marker
+                    .as_ref()
+                    .is_some_and(|m| *m >= common && m.starts_with(&common))
+                {
+                    after = Some(format!("{common}{}", char::MAX));
+                    continue 'keys;
+                }
+                if page.len() == max {
+                    truncated = true;
+                    break 'keys;
+                }
+                after = Some(format!("{common}{}", char::MAX));
+                page.push((common.clone(), None, Entry::Prefix(common)));
+                continue 'keys;
+            }
+            let entries = versions_of(&history(app, &bucket, &key).await?);
+            let mut skipping = resume_in.as_ref().is_some_and(|(k, _)| *k == key);
+            for (i, v) in entries.iter().rev().enumerate() {
+                if skipping {
+                    if resume_in.as_ref().is_some_and(|(_, id)| *id == v.id) {
+                        skipping = false;
+                    }
+                    continue;
+                }
+                if page.len() == max {
+                    truncated = true;
+                    break 'keys;
+                }
+                let (is_latest, last_modified) = (Some(i == 0), Some(timestamp(v.time)));
+                let entry = match &v.content {
+                    Some((size, etag)) => Entry::Version(ObjectVersion {
+                        key: Some(key.clone()),
+                        version_id: Some(v.id.clone()),
+                        is_latest,
+                        last_modified,
+                        size: Some(*size),
+                        e_tag: etag
+                            .as_ref()
+                            .map(|e| ETag::Strong(e.trim_matches('"').to_string())),
+                        storage_class: Some(ObjectVersionStorageClass::from_static(
+                            ObjectVersionStorageClass::STANDARD,
+                        )),
+                        owner: Some(super::buckets::owner()),
+                        ..Default::default()
+                    }),
+                    None => Entry::Marker(DeleteMarkerEntry {
+                        key: Some(key.clone()),
+                        version_id: Some(v.id.clone()),
+                        is_latest,
+                        last_modified,
+                        owner: Some(super::buckets::owner()),
+                    }),
+                };
+                page.push((key.clone(), Some(v.id.clone()), entry));
             }
         }
-        count += entries.len();
-        last_key = Some(key);
+        if exhausted {
+            break;
+        }
+    }
+    let (next_key, next_version) = match page.last() {
+        Some((k, v, _)) if truncated => (Some(k.clone()), v.clone()),
+        _ => (None, None),
+    };
+    let (mut versions, mut markers, mut prefixes) = (Vec::new(), Vec::new(), Vec::new());
+    for (_, _, e) in page {
+        match e {
+            Entry::Version(v) => versions.push(v),
+            Entry::Marker(m) => markers.push(m),
+            Entry::Prefix(p) => prefixes.push(CommonPrefix { prefix: Some(p) }),
+        }
     }
     Ok(S3Response::new(ListObjectVersionsOutput {
         name: Some(bucket),
         prefix: input.prefix,
-        key_marker: input.key_marker,
+        delimiter,
+        key_marker: Some(input.key_marker.unwrap_or_default()),
+        version_id_marker: Some(input.version_id_marker.unwrap_or_default()),
         max_keys: Some(max as i32),
         is_truncated: Some(truncated),
-        next_key_marker: last_key.filter(|_| truncated),
+        next_key_marker: next_key,
+        next_version_id_marker: next_version,
         versions: Some(versions),
         delete_markers: Some(markers),
+        common_prefixes: Some(prefixes),
         ..Default::default()
     }))
+}
+
+/// A key that sorts just before `key` for an exclusive range start (so `key` itself is
+/// listed): `key` without its last character, which sorts before it.
+fn before(key: &str) -> String {
+    let mut k = key.to_string();
+    k.pop();
+    k
 }
