@@ -149,3 +149,10 @@ fn delete_markers_stack_and_version_listings_page() {
     assert_eq!(markers("ghost"), 1);
     assert_eq!(markers("ghost2"), 1);
 }
+
+#[test]
+fn a_suspended_bucket_writes_the_null_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"));
+    scenario(&server, "suspended");
+}

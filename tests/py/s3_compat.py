@@ -397,6 +397,35 @@ def versioning():
     return {}
 
 
+def suspended():
+    """A suspended bucket writes the `null` version, each write replacing the previous one
+    (a delete too, as a `null` marker); versions from before stay."""
+    s3.create_bucket(Bucket="susp")
+    s3.put_bucket_versioning(Bucket="susp", VersioningConfiguration={"Status": "Enabled"})
+    v1 = s3.put_object(Bucket="susp", Key="k", Body=b"enabled")["VersionId"]
+    s3.put_bucket_versioning(Bucket="susp", VersioningConfiguration={"Status": "Suspended"})
+    p1 = s3.put_object(Bucket="susp", Key="k", Body=b"null one")
+    assert p1.get("VersionId") == "null", p1
+    s3.put_object(Bucket="susp", Key="k", Body=b"null two")
+
+    def listing():
+        r = s3.list_object_versions(Bucket="susp", Prefix="k")
+        return ([(v["VersionId"], v["IsLatest"]) for v in r.get("Versions", [])],
+                [(m["VersionId"], m["IsLatest"]) for m in r.get("DeleteMarkers", [])])
+    assert listing() == ([("null", True), (v1, False)], []), listing()
+    assert s3.get_object(Bucket="susp", Key="k", VersionId="null")["Body"].read() == b"null two"
+    d = s3.delete_object(Bucket="susp", Key="k")
+    assert d["DeleteMarker"] and d["VersionId"] == "null", d
+    assert listing() == ([(v1, False)], [("null", True)]), listing()
+    refused("MethodNotAllowed", s3.get_object, Bucket="susp", Key="k", VersionId="null")
+    s3.put_bucket_versioning(Bucket="susp", VersioningConfiguration={"Status": "Enabled"})
+    v3 = s3.put_object(Bucket="susp", Key="k", Body=b"again")["VersionId"]
+    assert v3 != "null"
+    assert listing() == ([(v3, True), (v1, False)], [("null", False)]), listing()
+    assert s3.get_object(Bucket="susp", Key="k", VersionId=v1)["Body"].read() == b"enabled"
+    return {}
+
+
 if __name__ == "__main__":
     facts = globals()[scenario]()
     print(json.dumps(facts or {}))

@@ -338,7 +338,7 @@ impl Ingestor {
 
     fn event_for(
         &self,
-        m: Mutation,
+        mut m: Mutation,
         head: Option<&Head>,
         ctx: &RequestContext,
         now: i64,
@@ -370,6 +370,8 @@ impl Ingestor {
         // A delete marker stacks on a key whose latest version is a marker, or that never had
         // an object, as S3 versioning does; every other change needs the object.
         let marker = m.event_type == Some(EventType::ObjectRemovedDeleteMarkerCreated);
+        // A marker's `version_id` is its own (`null` in a suspended bucket), not a condition.
+        let marker_version = if marker { m.version_id.take() } else { None };
         if m.op != Op::Put && !(marker && current.is_none()) {
             let Some(cur) = current else {
                 return Err(Error::NotFound(format!("object {path} does not exist")));
@@ -435,6 +437,9 @@ impl Ingestor {
         event.user_agent = ctx.user_agent.clone();
         event.region = self.origin.region.clone();
         event.node = self.origin.node.clone();
+        if marker_version.is_some() {
+            event.version_id = marker_version;
+        }
         Ok(event)
     }
 

@@ -471,7 +471,7 @@ pub async fn complete(
     mutation.size = Some(stored.size as i64);
     mutation.etag = Some(etag.clone());
     mutation.sha256 = Some(stored.sha256);
-    let version = tidemark_core::blobs::new_version_id();
+    let version = super::versioning::new_version(app, &input.bucket);
     mutation.version_id = Some(version.clone());
     mutation.event_type = Some(EventType::ObjectCreatedCompleteMultipartUpload);
     mutation.condition = condition;

@@ -127,7 +127,7 @@ pub async fn put(
     mutation.size = Some(stored.size as i64);
     mutation.etag = Some(stored.md5.clone());
     mutation.sha256 = Some(stored.sha256);
-    let version = tidemark_core::blobs::new_version_id();
+    let version = super::versioning::new_version(app, &input.bucket);
     mutation.version_id = Some(version.clone());
     // If the event cannot be appended, the blob stays unreferenced and GC takes it later.
     app.writer.append(mutation, &ctx).await.map_err(from_core)?;
@@ -441,7 +441,7 @@ pub async fn copy(
     mutation.size = Some(source.size);
     mutation.etag = source.etag.clone();
     mutation.sha256 = source.sha256.clone();
-    let version = tidemark_core::blobs::new_version_id();
+    let version = super::versioning::new_version(app, &input.bucket);
     mutation.version_id = Some(version.clone());
     mutation.event_type = Some(EventType::ObjectCreatedCopy);
     app.writer.append(mutation, &ctx).await.map_err(from_core)?;

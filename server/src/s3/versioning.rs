@@ -143,17 +143,25 @@ pub async fn existing_version(
         .await
         .map_err(from_core)?;
     let history = history(app, bucket, key).await?;
-    if let Some(m) = history.iter().find(|e| {
-        e.event_type == EventType::ObjectRemovedDeleteMarkerCreated && marker_id(e) == version_id
-    }) {
-        return Err(marker_error(
-            s3_error!(
-                MethodNotAllowed,
-                "version {version_id} of {bucket}/{key} is a delete marker"
-            ),
-            version_id,
-            m.event_time,
-        ));
+    let versions = versions_of(&history);
+    match versions.iter().find(|v| v.id == version_id) {
+        Some(v) if v.content.is_none() => {
+            return Err(marker_error(
+                s3_error!(
+                    MethodNotAllowed,
+                    "version {version_id} of {bucket}/{key} is a delete marker"
+                ),
+                version_id,
+                v.time,
+            ));
+        }
+        Some(_) => {}
+        None => {
+            return Err(s3_error!(
+                NoSuchVersion,
+                "{bucket}/{key} has no version {version_id}"
+            ));
+        }
     }
     match app
         .node
@@ -175,6 +183,7 @@ pub async fn existing_version(
 
 /// Put a delete marker on `bucket/key`; its version id. As on S3, a marker goes on even when
 /// the key has no current version (never written, or already behind a marker): markers stack.
+/// In a suspended bucket the marker is the `null` version (replacing an earlier one).
 pub async fn delete_marker(
     app: &AppState,
     bucket: &str,
@@ -185,12 +194,30 @@ pub async fn delete_marker(
     check_key(key)?;
     let mut m = simple(Op::Delete, bucket, key);
     m.event_type = Some(EventType::ObjectRemovedDeleteMarkerCreated);
+    if status(app, bucket) == Status::Suspended {
+        m.version_id = Some(NULL.into());
+    }
     let event_id = app.writer.append(m, ctx).await.map_err(from_core)?;
+    if status(app, bucket) == Status::Suspended {
+        return Ok(Some(NULL.into()));
+    }
     let id = uuid::Uuid::parse_str(&event_id)
         .map(|u| u.simple().to_string())
         .unwrap_or(event_id);
     Ok(Some(id))
 }
+
+/// The version id of what a put writes: a new one, or `null` in a suspended bucket (which
+/// replaces the key's earlier `null` version).
+pub fn new_version(app: &AppState, bucket: &str) -> String {
+    match status(app, bucket) {
+        Status::Suspended => NULL.into(),
+        _ => tidemark_core::blobs::new_version_id(),
+    }
+}
+
+/// The version id S3 shows for objects written while versioning was suspended.
+const NULL: &str = "null";
 
 /// The answer to a read of a key whose latest version is a delete marker: `NoSuchKey` with
 /// `x-amz-delete-marker: true` and the marker's version id, as S3 answers; plain `NoSuchKey`
@@ -230,9 +257,12 @@ fn marker_error(mut e: S3Error, version_id: &str, time: i64) -> S3Error {
     e
 }
 
-/// A delete marker's version id: its event id.
+/// A delete marker's version id: `null` for one put while versioning was suspended, else
+/// its event id.
 fn marker_id(e: &HistoryEntry) -> String {
-    e.event_id.simple().to_string()
+    e.version_id
+        .clone()
+        .unwrap_or_else(|| e.event_id.simple().to_string())
 }
 
 async fn history(app: &AppState, bucket: &str, key: &str) -> S3Result<Vec<HistoryEntry>> {
@@ -253,23 +283,36 @@ struct Version {
 
 /// A key's versions and delete markers, oldest first, from its history: each put is a
 /// version, each marker an entry; a plain delete (written while the bucket was unversioned)
-/// removed the version it deleted. Tag and metadata changes keep the version.
+/// removed the version it deleted; a `null` version or marker replaces the earlier `null`.
+/// Tag and metadata changes keep the version.
 fn versions_of(history: &[HistoryEntry]) -> Vec<Version> {
     let mut out: Vec<Version> = Vec::new();
+    let push = |out: &mut Vec<Version>, v: Version| {
+        if v.id == NULL {
+            out.retain(|o| o.id != NULL);
+        }
+        out.push(v);
+    };
     for e in history {
         match e.event_type {
             EventType::ObjectCreatedPut
             | EventType::ObjectCreatedCopy
-            | EventType::ObjectCreatedCompleteMultipartUpload => out.push(Version {
-                id: e.version_id.clone().unwrap_or_else(|| "null".into()),
-                time: e.event_time,
-                content: Some((e.size.unwrap_or(0), e.etag.clone())),
-            }),
-            EventType::ObjectRemovedDeleteMarkerCreated => out.push(Version {
-                id: marker_id(e),
-                time: e.event_time,
-                content: None,
-            }),
+            | EventType::ObjectCreatedCompleteMultipartUpload => push(
+                &mut out,
+                Version {
+                    id: e.version_id.clone().unwrap_or_else(|| NULL.into()),
+                    time: e.event_time,
+                    content: Some((e.size.unwrap_or(0), e.etag.clone())),
+                },
+            ),
+            EventType::ObjectRemovedDeleteMarkerCreated => push(
+                &mut out,
+                Version {
+                    id: marker_id(e),
+                    time: e.event_time,
+                    content: None,
+                },
+            ),
             EventType::ObjectRemovedDelete | EventType::LifecycleExpirationDelete
                 if out.last().is_some_and(|v| v.content.is_some()) =>
             {
