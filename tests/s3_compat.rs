@@ -156,3 +156,10 @@ fn a_suspended_bucket_writes_the_null_version() {
     let server = start(&dir.path().join("data"));
     scenario(&server, "suspended");
 }
+
+#[test]
+fn parts_copied_from_object_ranges_assemble_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"));
+    scenario(&server, "part_copy");
+}

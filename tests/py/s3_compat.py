@@ -426,6 +426,38 @@ def suspended():
     return {}
 
 
+def part_copy():
+    """UploadPartCopy: parts copied from a range of an object and whole objects assemble
+    into the same bytes; a range outside the source and a failed source condition are refused."""
+    import hashlib
+    import os
+
+    s3.create_bucket(Bucket="partcopy")
+    data = os.urandom(6 * 1024 * 1024 + 123)
+    src = s3.put_object(Bucket="partcopy", Key="src.bin", Body=data)
+    small = s3.put_object(Bucket="partcopy", Key="small.bin", Body=b"tail!")
+    up = s3.create_multipart_upload(Bucket="partcopy", Key="joined.bin")["UploadId"]
+    split = 5 * 1024 * 1024
+    p1 = s3.upload_part_copy(Bucket="partcopy", Key="joined.bin", UploadId=up, PartNumber=1,
+                             CopySource={"Bucket": "partcopy", "Key": "src.bin"},
+                             CopySourceRange="bytes=0-%d" % (split - 1))
+    p2 = s3.upload_part_copy(Bucket="partcopy", Key="joined.bin", UploadId=up, PartNumber=2,
+                             CopySource={"Bucket": "partcopy", "Key": "src.bin"},
+                             CopySourceIfMatch=src["ETag"])
+    p3 = s3.upload_part_copy(Bucket="partcopy", Key="joined.bin", UploadId=up, PartNumber=3,
+                             CopySource={"Bucket": "partcopy", "Key": "small.bin"})
+    assert p1["CopyPartResult"]["ETag"] == '"%s"' % hashlib.md5(data[:split]).hexdigest(), p1
+    refused("InvalidRange", s3.upload_part_copy, Bucket="partcopy", Key="joined.bin", UploadId=up,
+            PartNumber=4, CopySource={"Bucket": "partcopy", "Key": "small.bin"}, CopySourceRange="bytes=3-10")
+    refused("PreconditionFailed", s3.upload_part_copy, Bucket="partcopy", Key="joined.bin", UploadId=up,
+            PartNumber=4, CopySource={"Bucket": "partcopy", "Key": "small.bin"}, CopySourceIfMatch=src["ETag"])
+    parts = [{"PartNumber": i + 1, "ETag": p["CopyPartResult"]["ETag"]} for i, p in enumerate((p1, p2, p3))]
+    s3.complete_multipart_upload(Bucket="partcopy", Key="joined.bin", UploadId=up, MultipartUpload={"Parts": parts})
+    got = s3.get_object(Bucket="partcopy", Key="joined.bin")["Body"].read()
+    assert got == data[:split] + data + b"tail!", (len(got), len(data))
+    return {}
+
+
 if __name__ == "__main__":
     facts = globals()[scenario]()
     print(json.dumps(facts or {}))

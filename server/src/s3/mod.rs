@@ -313,6 +313,13 @@ impl S3 for Tidemark {
         multipart::upload_part(&self.app, req).await
     }
 
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        multipart::upload_part_copy(&self.app, req).await
+    }
+
     async fn list_parts(
         &self,
         req: S3Request<ListPartsInput>,

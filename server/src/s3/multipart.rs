@@ -239,6 +239,124 @@ pub async fn upload_part(
     }))
 }
 
+/// A part copied from an existing object (or a byte range of it, `bytes=FIRST-LAST`): its
+/// bytes stream from the content store into the part, as an uploaded part's would.
+pub async fn upload_part_copy(
+    app: &Arc<AppState>,
+    req: S3Request<UploadPartCopyInput>,
+) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    let input = req.input;
+    load(app, &input.bucket, &input.key, &input.upload_id).await?;
+    let number = input.part_number;
+    if !PART_NUMBERS.contains(&number) {
+        return Err(s3_error!(
+            InvalidArgument,
+            "part number {number} is outside 1..=10000"
+        ));
+    }
+    let CopySource::Bucket {
+        bucket: src_bucket,
+        key: src_key,
+        version_id,
+    } = &input.copy_source
+    else {
+        return Err(s3_error!(
+            NotImplemented,
+            "access-point copy sources are not supported"
+        ));
+    };
+    let source = match version_id {
+        Some(v) => super::versioning::existing_version(app, src_bucket, src_key, v).await?,
+        None => super::objects::existing(app, src_bucket, src_key).await?,
+    };
+    super::conditions::check_copy_source(
+        &super::conditions::Conditions {
+            if_match: input.copy_source_if_match.clone(),
+            if_none_match: input.copy_source_if_none_match.clone(),
+            if_modified_since: input.copy_source_if_modified_since.clone(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.clone(),
+        },
+        &source,
+    )?;
+    let size = source.size as u64;
+    let range = input
+        .copy_source_range
+        .as_deref()
+        .map(|r| copy_range(r, size))
+        .transpose()?;
+    let sha256 = source.sha256.clone().ok_or_else(|| {
+        s3_error!(
+            InvalidObjectState,
+            "{src_bucket}/{src_key} was recorded as metadata only; Tidemark never held its bytes"
+        )
+    })?;
+    let blob = app
+        .node
+        .blobs
+        .read(&sha256, range)
+        .await
+        .map_err(from_core)?
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidObjectState,
+                "the content of {src_bucket}/{src_key} is not held on this node"
+            )
+        })?;
+    let md5 = app
+        .node
+        .parts
+        .put_part(
+            &input.upload_id,
+            number,
+            blob.body,
+            app.limits.max_object_bytes,
+        )
+        .await
+        .map_err(|e| match e {
+            tidemark_core::Error::Invalid { message, .. } => {
+                S3Error::with_message(S3ErrorCode::EntityTooLarge, message)
+            }
+            e => internal("copy the part", e),
+        })?;
+    let versioned = super::versioning::status(app, src_bucket).versioned();
+    Ok(S3Response::new(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: Some(ETag::Strong(md5)),
+            last_modified: Some(timestamp(tidemark_core::time::now_us())),
+            ..Default::default()
+        }),
+        copy_source_version_id: source.version_id.clone().filter(|_| versioned),
+        ..Default::default()
+    }))
+}
+
+/// `x-amz-copy-source-range` (`bytes=FIRST-LAST`, both inclusive, inside the source) as a
+/// byte range.
+fn copy_range(text: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
+    let bad = || {
+        s3_error!(
+            InvalidArgument,
+            "x-amz-copy-source-range '{text}' must be bytes=FIRST-LAST within the source's \
+             {size} bytes"
+        )
+    };
+    let (first, last) = text
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .ok_or_else(bad)?;
+    let (first, last): (u64, u64) = (
+        first.trim().parse().map_err(|_| bad())?,
+        last.trim().parse().map_err(|_| bad())?,
+    );
+    if first > last || last >= size {
+        return Err(s3_error!(
+            InvalidRange,
+            "x-amz-copy-source-range '{text}' is outside the source's {size} bytes"
+        ));
+    }
+    Ok(first..last + 1)
+}
+
 pub async fn list_parts(
     app: &Arc<AppState>,
     req: S3Request<ListPartsInput>,
