@@ -6,7 +6,7 @@
 #                                 (librdkafka is built from source with TLS and SASL)
 #   bash scripts/setup.sh test    the above, plus what the tests run: clang/lld (C filter
 #                                 example), stunnel4 and openssl (Kafka over TLS), the queue
-#                                 sinks' servers (redis, nats, rabbitmq), the wasm32
+#                                 sinks' servers (redis, nats, rabbitmq), rclone, the wasm32
 #                                 Rust target, the Tansu broker, the Python readers
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 packages=(cmake pkg-config libssl-dev zlib1g-dev curl)
 if [ "$mode" = test ]; then
-  packages+=(clang lld stunnel4 openssl redis-server nats-server rabbitmq-server)
+  packages+=(clang lld stunnel4 openssl redis-server nats-server rabbitmq-server rclone)
 fi
 missing=()
 for pkg in "${packages[@]}"; do
