@@ -230,3 +230,37 @@ fn rclone_syncs_a_tree_up_and_back_with_no_differences() {
     assert!(!listed.contains("small.jpg"), "{listed}");
     assert!(listed.contains("docs/nested/deep/é+&=.bin"), "{listed}");
 }
+
+#[test]
+fn standard_headers_checksums_and_parts_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start(&data);
+    scenario(&server, "headers_parts");
+    server.stop();
+    // The event carries what the object keeps.
+    let events = log_events(&Backend::Embedded, &data);
+    let put = events
+        .iter()
+        .find(|e| e["bucket"] == "hdrs" && e["key"] == "a.txt")
+        .unwrap();
+    assert_eq!(put["headers"]["cache-control"], "max-age=60", "{put}");
+    assert_eq!(put["headers"]["content-encoding"], "gzip", "{put}");
+    let sum = events
+        .iter()
+        .find(|e| e["bucket"] == "hdrs" && e["key"] == "sum.txt")
+        .unwrap();
+    assert!(
+        sum["checksum"].as_str().unwrap().starts_with("SHA256:"),
+        "{sum}"
+    );
+    let parts = events
+        .iter()
+        .find(|e| e["bucket"] == "hdrs" && e["key"] == "parts.bin")
+        .unwrap();
+    assert_eq!(
+        parts["part_sizes"],
+        json!([5 << 20, 5 << 20, 1024]),
+        "{parts}"
+    );
+}

@@ -33,6 +33,12 @@ pub const OBJECT_EVENT: &[SchemaFile] = &[
         version: 2,
         text: include_str!("../object_event.v2.avsc"),
     },
+    // Adds `headers`, `checksum`, `part_sizes` (also to the state) and `removed_version_id`.
+    SchemaFile {
+        subject: "objects-value",
+        version: 3,
+        text: include_str!("../object_event.v3.avsc"),
+    },
 ];
 
 /// Every version of the config event schema, oldest first.

@@ -458,6 +458,67 @@ def part_copy():
     return {}
 
 
+def headers_parts():
+    """Standard headers kept, copied and replaced; checksums returned when asked; reads by
+    part of a 3-part upload."""
+    import base64
+    import datetime
+    import hashlib
+    import os
+
+    s3.create_bucket(Bucket="hdrs")
+    expires = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    kw = dict(CacheControl="max-age=60", ContentDisposition='attachment; filename="a.txt"',
+              ContentEncoding="gzip", ContentLanguage="en-GB", Expires=expires)
+    s3.put_object(Bucket="hdrs", Key="a.txt", Body=b"hello", ContentType="text/plain", **kw)
+    for read in (s3.head_object, s3.get_object):
+        r = read(Bucket="hdrs", Key="a.txt")
+        for name, want in kw.items():
+            got = r.get(name)
+            assert got == want, (name, got, want)
+    s3.copy_object(Bucket="hdrs", Key="copy.txt", CopySource={"Bucket": "hdrs", "Key": "a.txt"})
+    r = s3.head_object(Bucket="hdrs", Key="copy.txt")
+    assert r["CacheControl"] == "max-age=60" and r["ContentLanguage"] == "en-GB", r
+    s3.copy_object(Bucket="hdrs", Key="copy.txt", CopySource={"Bucket": "hdrs", "Key": "a.txt"},
+                   MetadataDirective="REPLACE", CacheControl="no-cache")
+    r = s3.head_object(Bucket="hdrs", Key="copy.txt")
+    assert r["CacheControl"] == "no-cache" and "ContentLanguage" not in r, r
+
+    # The checksum the upload was verified with, returned when asked for.
+    s3.put_object(Bucket="hdrs", Key="sum.txt", Body=b"hello", ChecksumAlgorithm="SHA256")
+    want = base64.b64encode(hashlib.sha256(b"hello").digest()).decode()
+    r = s3.head_object(Bucket="hdrs", Key="sum.txt", ChecksumMode="ENABLED")
+    assert r.get("ChecksumSHA256") == want, r
+    r = s3.get_object(Bucket="hdrs", Key="sum.txt", ChecksumMode="ENABLED")
+    assert r.get("ChecksumSHA256") == want and r["Body"].read() == b"hello", r
+    assert "ChecksumSHA256" not in s3.head_object(Bucket="hdrs", Key="sum.txt")
+
+    # Reads by part.
+    sizes = [5 * 1024 * 1024, 5 * 1024 * 1024, 1024]
+    parts_data = [os.urandom(n) for n in sizes]
+    up = s3.create_multipart_upload(Bucket="hdrs", Key="parts.bin", CacheControl="private")["UploadId"]
+    etags = [s3.upload_part(Bucket="hdrs", Key="parts.bin", UploadId=up, PartNumber=i + 1, Body=d)["ETag"]
+             for i, d in enumerate(parts_data)]
+    s3.complete_multipart_upload(Bucket="hdrs", Key="parts.bin", UploadId=up, MultipartUpload={
+        "Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]})
+    assert s3.head_object(Bucket="hdrs", Key="parts.bin")["CacheControl"] == "private"
+    start = 0
+    for i, d in enumerate(parts_data):
+        r = s3.get_object(Bucket="hdrs", Key="parts.bin", PartNumber=i + 1)
+        assert r["ResponseMetadata"]["HTTPStatusCode"] == 206, r["ResponseMetadata"]
+        assert r["PartsCount"] == 3, r
+        assert r["ContentRange"] == "bytes %d-%d/%d" % (start, start + len(d) - 1, sum(sizes)), r
+        assert r["Body"].read() == d
+        h = s3.head_object(Bucket="hdrs", Key="parts.bin", PartNumber=i + 1)
+        assert h["ContentLength"] == len(d) and h["PartsCount"] == 3, h
+        start += len(d)
+    refused("InvalidPartNumber", s3.get_object, Bucket="hdrs", Key="parts.bin", PartNumber=4)
+    r = s3.get_object(Bucket="hdrs", Key="a.txt", PartNumber=1)
+    assert r["Body"].read() == b"hello" and "PartsCount" not in r, r
+    refused("InvalidPartNumber", s3.get_object, Bucket="hdrs", Key="a.txt", PartNumber=2)
+    return {}
+
+
 if __name__ == "__main__":
     facts = globals()[scenario]()
     print(json.dumps(facts or {}))

@@ -56,6 +56,9 @@ fn mutation(i: usize, keys: usize, exists: &mut [bool]) -> Mutation {
         event_time: None,
         event_type: None,
         condition: None,
+        headers: None,
+        checksum: None,
+        part_sizes: None,
     }
 }
 

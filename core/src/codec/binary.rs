@@ -62,6 +62,23 @@ pub fn put_map(buf: &mut Vec<u8>, map: &BTreeMap<String, String>) {
     put_long(buf, 0);
 }
 
+/// `["null", {"type": "array", "items": "long"}]`, the array as one block.
+pub fn put_opt_longs(buf: &mut Vec<u8>, v: Option<&[i64]>) {
+    match v {
+        None => put_long(buf, 0),
+        Some(items) => {
+            put_long(buf, 1);
+            if !items.is_empty() {
+                put_long(buf, items.len() as i64);
+                for n in items {
+                    put_long(buf, *n);
+                }
+            }
+            put_long(buf, 0);
+        }
+    }
+}
+
 /// Reads Avro binary from a byte slice, naming the byte offset when the data is bad.
 pub struct Reader<'a> {
     buf: &'a [u8],
@@ -220,6 +237,32 @@ impl<'a> Reader<'a> {
             for _ in 0..count {
                 self.bytes()?;
                 self.bytes()?;
+            }
+        }
+    }
+
+    /// `["null", {"type": "array", "items": "long"}]`.
+    pub fn opt_longs(&mut self) -> Result<Option<Vec<i64>>> {
+        if !self.branch()? {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        loop {
+            let mut count = self.long()?;
+            if count == 0 {
+                return Ok(Some(out));
+            }
+            if count < 0 {
+                count = count
+                    .checked_neg()
+                    .ok_or_else(|| self.bad("bad array block count"))?;
+                self.long()?;
+            }
+            if count as usize > self.buf.len() - self.pos {
+                return Err(self.bad("array block longer than the data"));
+            }
+            for _ in 0..count {
+                out.push(self.long()?);
             }
         }
     }

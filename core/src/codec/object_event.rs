@@ -2,12 +2,14 @@
 //! [`DIRECT_VERSION`]: field by field in schema order, no intermediate `Value` tree.
 //! When a schema version is added, this file follows it (a test fails until it does).
 
-use super::binary::{Reader, put_long, put_map, put_opt_long, put_opt_str, put_str, put_uuid};
+use super::binary::{
+    Reader, put_long, put_map, put_opt_long, put_opt_longs, put_opt_str, put_str, put_uuid,
+};
 use crate::event::{EventSummary, EventType, ObjectEvent, ObjectState};
 use crate::{Error, Result};
 
 /// The object event schema version this file encodes and decodes.
-pub const DIRECT_VERSION: u32 = 2;
+pub const DIRECT_VERSION: u32 = 3;
 
 pub fn encode(e: &ObjectEvent, buf: &mut Vec<u8>) {
     put_uuid(buf, &e.event_id);
@@ -37,6 +39,10 @@ pub fn encode(e: &ObjectEvent, buf: &mut Vec<u8>) {
         }
     }
     put_opt_str(buf, e.user_agent.as_deref());
+    put_map(buf, &e.headers);
+    put_opt_str(buf, e.checksum.as_deref());
+    put_opt_longs(buf, e.part_sizes.as_deref());
+    put_opt_str(buf, e.removed_version_id.as_deref());
 }
 
 pub fn encode_state(s: &ObjectState, buf: &mut Vec<u8>) {
@@ -50,6 +56,9 @@ pub fn encode_state(s: &ObjectState, buf: &mut Vec<u8>) {
     put_map(buf, &s.tags);
     put_opt_str(buf, s.storage_class.as_deref());
     put_long(buf, s.last_modified);
+    put_map(buf, &s.headers);
+    put_opt_str(buf, s.checksum.as_deref());
+    put_opt_longs(buf, s.part_sizes.as_deref());
 }
 
 pub fn decode(bytes: &[u8]) -> Result<ObjectEvent> {
@@ -132,6 +141,10 @@ fn decode_with(bytes: &[u8], fields: Fields) -> Result<ObjectEvent> {
             }
         },
         user_agent: ctx(&mut r)?,
+        headers: r.map()?,
+        checksum: r.opt_string()?,
+        part_sizes: r.opt_longs()?,
+        removed_version_id: r.opt_string()?,
     };
     if !r.is_empty() {
         return Err(Error::BadInput(format!(
@@ -153,10 +166,23 @@ fn skip_state(r: &mut Reader<'_>) -> Result<()> {
     r.skip_map()?; // tags
     r.skip_opt_string()?; // storage_class
     r.long()?; // last_modified
+    r.skip_map()?; // headers
+    r.skip_opt_string()?; // checksum
+    r.opt_longs()?; // part_sizes
     Ok(())
 }
 
 pub fn decode_state(r: &mut Reader<'_>) -> Result<ObjectState> {
+    let mut s = decode_state_v2(r)?;
+    s.headers = r.map()?;
+    s.checksum = r.opt_string()?;
+    s.part_sizes = r.opt_longs()?;
+    Ok(s)
+}
+
+/// A state as schema version 2 laid it out (no headers, checksum or part sizes): what the
+/// index's rows of format 1 hold.
+pub fn decode_state_v2(r: &mut Reader<'_>) -> Result<ObjectState> {
     Ok(ObjectState {
         version_id: r.opt_string()?,
         sequence: r.long()?,
@@ -168,5 +194,6 @@ pub fn decode_state(r: &mut Reader<'_>) -> Result<ObjectState> {
         tags: r.map()?,
         storage_class: r.opt_string()?,
         last_modified: r.long()?,
+        ..ObjectState::default()
     })
 }

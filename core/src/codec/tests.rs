@@ -37,6 +37,9 @@ pub fn random_event(rng: &mut fastrand::Rng) -> ObjectEvent {
         tags: map(rng, 3),
         storage_class: opt(rng, "sc"),
         last_modified: rng.i64(0..1 << 52),
+        headers: map(rng, 2),
+        checksum: opt(rng, "CRC32:"),
+        part_sizes: longs(rng),
     });
     ObjectEvent {
         event_id: Uuid::from_u128(rng.u128(..)),
@@ -60,7 +63,16 @@ pub fn random_event(rng: &mut fastrand::Rng) -> ObjectEvent {
         node: opt(rng, "node"),
         previous,
         user_agent: opt(rng, "aws-cli/2"),
+        headers: map(rng, 3),
+        checksum: opt(rng, "SHA256:"),
+        part_sizes: longs(rng),
+        removed_version_id: opt(rng, "rv"),
     }
+}
+
+fn longs(rng: &mut fastrand::Rng) -> Option<Vec<i64>> {
+    rng.bool()
+        .then(|| (0..rng.usize(..4)).map(|_| rng.i64(0..1 << 40)).collect())
 }
 
 #[test]
@@ -88,7 +100,11 @@ fn direct_and_generic_paths_agree() {
         // ...and we decode what apache-avro writes (its map order differs, so compare values).
         let generic = writer.write_value_to_vec(value::to_value(&event)).unwrap();
         assert_eq!(object_event::decode(&generic).unwrap(), event);
-        if event.metadata.len() <= 1 && event.tags.len() <= 1 && event.previous.is_none() {
+        if event.metadata.len() <= 1
+            && event.tags.len() <= 1
+            && event.headers.len() <= 1
+            && event.previous.is_none()
+        {
             assert_eq!(
                 direct, generic,
                 "byte-identical when map order cannot differ"
@@ -192,6 +208,66 @@ fn codec_frames_and_resolves_older_writer_schemas() {
     );
 }
 
+/// Version 3's fields emptied (the values an older writer's events decode with).
+fn clear_v3(event: &mut ObjectEvent) {
+    event.headers.clear();
+    event.checksum = None;
+    event.part_sizes = None;
+    event.removed_version_id = None;
+    if let Some(p) = event.previous.as_mut() {
+        p.headers.clear();
+        p.checksum = None;
+        p.part_sizes = None;
+    }
+}
+
+/// A record as version 2 lays it out: without version 3's fields, also in `previous`.
+fn strip_v3(fields: &mut Vec<(String, Value)>) {
+    const V3: [&str; 4] = ["headers", "checksum", "part_sizes", "removed_version_id"];
+    fields.retain(|(name, _)| !V3.contains(&name.as_str()));
+    for (name, v) in fields.iter_mut() {
+        if name == "previous"
+            && let Value::Union(1, inner) = v
+            && let Value::Record(state) = inner.as_mut()
+        {
+            state.retain(|(name, _)| !V3.contains(&name.as_str()));
+        }
+    }
+}
+
+#[test]
+fn events_written_with_version_2_decode_with_no_version_3_fields() {
+    let v2 = tidemark_schemas::OBJECT_EVENT
+        .iter()
+        .find(|f| f.version == 2)
+        .unwrap();
+    let v2 = Arc::new(Schema::parse_str(v2.text).unwrap());
+    let source = Arc::new(Fixed(HashMap::from([
+        (2, v2.clone()),
+        (3, Arc::new(current_schema())),
+    ])));
+    let codec = EventCodec::new(3, source).unwrap();
+    let mut rng = fastrand::Rng::with_seed(13);
+    for _ in 0..200 {
+        let mut event = random_event(&mut rng);
+        clear_v3(&mut event);
+        let Value::Record(mut fields) = value::to_value(&event) else {
+            unreachable!()
+        };
+        strip_v3(&mut fields);
+        let mut framed = Vec::new();
+        wire::write_header(&mut framed, 2);
+        framed.extend(
+            GenericDatumWriter::builder(&v2)
+                .build()
+                .unwrap()
+                .write_value_to_vec(Value::Record(fields))
+                .unwrap(),
+        );
+        assert_eq!(codec.decode(&framed).unwrap(), event);
+    }
+}
+
 #[test]
 fn events_written_with_version_1_decode_with_no_user_agent() {
     let v1 = tidemark_schemas::OBJECT_EVENT
@@ -207,10 +283,13 @@ fn events_written_with_version_1_decode_with_no_user_agent() {
     let mut rng = fastrand::Rng::with_seed(11);
     for _ in 0..200 {
         let mut event = random_event(&mut rng);
-        // As an older Tidemark wrote it: version 1 has every field but `user_agent`.
+        clear_v3(&mut event);
+        // As an older Tidemark wrote it: version 1 has every field but `user_agent` and
+        // version 3's.
         let Value::Record(mut fields) = value::to_value(&event) else {
             unreachable!()
         };
+        strip_v3(&mut fields);
         fields.retain(|(name, _)| name != "user_agent");
         let mut framed = Vec::new();
         wire::write_header(&mut framed, 1);

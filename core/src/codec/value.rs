@@ -45,7 +45,22 @@ pub fn state_to_value(s: &ObjectState) -> Value {
             "last_modified".into(),
             Value::TimestampMicros(s.last_modified),
         ),
+        ("headers".into(), map(&s.headers)),
+        ("checksum".into(), opt_str(&s.checksum)),
+        ("part_sizes".into(), opt_longs(&s.part_sizes)),
     ])
+}
+
+fn opt_longs(v: &Option<Vec<i64>>) -> Value {
+    match v {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(items) => Value::Union(
+            1,
+            Box::new(Value::Array(
+                items.iter().map(|n| Value::Long(*n)).collect(),
+            )),
+        ),
+    }
 }
 
 pub fn to_value(e: &ObjectEvent) -> Value {
@@ -82,6 +97,10 @@ pub fn to_value(e: &ObjectEvent) -> Value {
         ("node".into(), opt_str(&e.node)),
         ("previous".into(), previous),
         ("user_agent".into(), opt_str(&e.user_agent)),
+        ("headers".into(), map(&e.headers)),
+        ("checksum".into(), opt_str(&e.checksum)),
+        ("part_sizes".into(), opt_longs(&e.part_sizes)),
+        ("removed_version_id".into(), opt_str(&e.removed_version_id)),
     ])
 }
 
@@ -149,6 +168,26 @@ impl Fields {
         }
     }
 
+    fn opt_longs(&mut self, name: &str) -> Result<Option<Vec<i64>>> {
+        match self.take(name)? {
+            Value::Null => Ok(None),
+            Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::Long(n) => Ok(n),
+                    Value::Int(n) => Ok(n.into()),
+                    other => Err(Error::Avro(format!(
+                        "field '{name}': expected long items, got {other:?}"
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            other => Err(Error::Avro(format!(
+                "field '{name}': expected an array, got {other:?}"
+            ))),
+        }
+    }
+
     fn map(&mut self, name: &str) -> Result<StringMap> {
         match self.take(name)? {
             Value::Map(m) => m
@@ -180,6 +219,9 @@ pub fn state_from_value(v: Value) -> Result<ObjectState> {
         tags: f.map("tags")?,
         storage_class: f.opt_string("storage_class")?,
         last_modified: f.long("last_modified")?,
+        headers: f.map("headers")?,
+        checksum: f.opt_string("checksum")?,
+        part_sizes: f.opt_longs("part_sizes")?,
     })
 }
 
@@ -215,6 +257,10 @@ pub fn from_value(v: Value) -> Result<ObjectEvent> {
             v => Some(state_from_value(v)?),
         },
         user_agent: f.opt_string("user_agent")?,
+        headers: f.map("headers")?,
+        checksum: f.opt_string("checksum")?,
+        part_sizes: f.opt_longs("part_sizes")?,
+        removed_version_id: f.opt_string("removed_version_id")?,
     })
 }
 

@@ -66,7 +66,29 @@ fn state(v: &Value, at: &str) -> Result<ObjectState> {
         tags: map(v, "tags", at)?,
         storage_class: string(v, "storage_class", at)?,
         last_modified: time(v, "last_modified", at)?.unwrap_or(0),
+        headers: map(v, "headers", at)?,
+        checksum: string(v, "checksum", at)?,
+        part_sizes: longs(v, "part_sizes", at)?,
     })
+}
+
+fn longs(v: &Value, name: &str, at: &str) -> Result<Option<Vec<i64>>> {
+    match &v[name] {
+        Value::Null => Ok(None),
+        Value::Array(items) => items
+            .iter()
+            .map(|n| {
+                n.as_i64().ok_or_else(|| {
+                    Error::invalid(format!("{at}.{name}"), "must be an array of integers")
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some),
+        _ => Err(Error::invalid(
+            format!("{at}.{name}"),
+            "must be an array of integers",
+        )),
+    }
 }
 
 impl ObjectEvent {
@@ -117,6 +139,10 @@ impl ObjectEvent {
                 p => Some(state(p, &format!("{at}.previous"))?),
             },
             user_agent: string(v, "user_agent", at)?,
+            headers: map(v, "headers", at)?,
+            checksum: string(v, "checksum", at)?,
+            part_sizes: longs(v, "part_sizes", at)?,
+            removed_version_id: string(v, "removed_version_id", at)?,
         })
     }
 }

@@ -6,6 +6,7 @@ mod state;
 mod types;
 
 pub use sample::sample_event;
+use state::add_v3;
 pub use state::{Head, ObjectState, StringMap};
 pub use types::EventType;
 
@@ -43,6 +44,15 @@ pub struct ObjectEvent {
     pub previous: Option<ObjectState>,
     /// The User-Agent of the request that made the change, when known (schema version 2).
     pub user_agent: Option<String>,
+    /// Standard HTTP headers kept with the object (schema version 3); see [`ObjectState`].
+    pub headers: StringMap,
+    /// The checksum verified at upload, `ALGORITHM:base64` (schema version 3).
+    pub checksum: Option<String>,
+    /// A multipart object's part sizes, in order (schema version 3).
+    pub part_sizes: Option<Vec<i64>>,
+    /// For `ObjectRemoved:Delete` of one version: the version or delete marker removed; the
+    /// object fields then hold the object after (schema version 3).
+    pub removed_version_id: Option<String>,
 }
 
 impl ObjectEvent {
@@ -79,6 +89,10 @@ impl ObjectEvent {
             node: None,
             previous: None,
             user_agent: None,
+            headers: StringMap::new(),
+            checksum: None,
+            part_sizes: None,
+            removed_version_id: None,
         };
         if let Some(a) = after {
             e.version_id = a.version_id;
@@ -89,6 +103,9 @@ impl ObjectEvent {
             e.metadata = a.metadata;
             e.tags = a.tags;
             e.storage_class = a.storage_class;
+            e.headers = a.headers;
+            e.checksum = a.checksum;
+            e.part_sizes = a.part_sizes;
         }
         e
     }
@@ -112,6 +129,9 @@ impl ObjectEvent {
             tags: self.tags.clone(),
             storage_class: self.storage_class.clone(),
             last_modified: self.event_time,
+            headers: self.headers.clone(),
+            checksum: self.checksum.clone(),
+            part_sizes: self.part_sizes.clone(),
         })
     }
 
@@ -128,6 +148,9 @@ impl ObjectEvent {
             tags: self.tags,
             storage_class: self.storage_class,
             last_modified: self.event_time,
+            headers: self.headers,
+            checksum: self.checksum,
+            part_sizes: self.part_sizes,
         });
         Head {
             sequence: self.sequence,
@@ -147,7 +170,7 @@ impl ObjectEvent {
 
     /// JSON view used by `log tail --json`, the HTTP API and the webhook payloads.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "event_id": self.event_id.to_string(),
             "event_type": self.event_type.as_str(),
             "event_time": format_us(self.event_time),
@@ -169,7 +192,12 @@ impl ObjectEvent {
             "node": self.node,
             "previous": self.previous.as_ref().map(ObjectState::to_json),
             "user_agent": self.user_agent,
-        })
+        });
+        add_v3(&mut v, &self.headers, &self.checksum, &self.part_sizes);
+        if let Some(r) = &self.removed_version_id {
+            v["removed_version_id"] = r.clone().into();
+        }
+        v
     }
 }
 

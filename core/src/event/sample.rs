@@ -22,6 +22,7 @@ pub fn sample_event(i: u64) -> ObjectEvent {
         tags: StringMap::new(),
         storage_class: Some("STANDARD".into()),
         last_modified: 1_795_356_000_000_000 + i as i64,
+        ..ObjectState::default()
     };
     let after = ObjectState {
         version_id: Some(format!("{:032x}", i.wrapping_mul(0x2545_f491_4f6c_dd1d))),

@@ -24,11 +24,18 @@ pub struct ObjectState {
     pub storage_class: Option<String>,
     /// Event time of the change that last modified the object's content or attributes.
     pub last_modified: i64,
+    /// Standard HTTP headers kept with the object, by lower-case name (`cache-control`,
+    /// `content-disposition`, `content-encoding`, `content-language`, `expires`); schema v3.
+    pub headers: StringMap,
+    /// The checksum verified at upload, `ALGORITHM:base64`; schema v3.
+    pub checksum: Option<String>,
+    /// A multipart object's part sizes, in order; schema v3.
+    pub part_sizes: Option<Vec<i64>>,
 }
 
 impl ObjectState {
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "version_id": self.version_id,
             "sequence": self.sequence,
             "size": self.size,
@@ -39,7 +46,9 @@ impl ObjectState {
             "tags": self.tags,
             "storage_class": self.storage_class,
             "last_modified": format_us(self.last_modified),
-        })
+        });
+        add_v3(&mut v, &self.headers, &self.checksum, &self.part_sizes);
+        v
     }
 }
 
@@ -51,4 +60,23 @@ pub struct Head {
     /// Id of the event that produced this head.
     pub event_id: Uuid,
     pub state: Option<ObjectState>,
+}
+
+/// Adds the schema v3 fields to a JSON view when they hold something (so views of objects
+/// without them read as before).
+pub(crate) fn add_v3(
+    v: &mut serde_json::Value,
+    headers: &StringMap,
+    checksum: &Option<String>,
+    part_sizes: &Option<Vec<i64>>,
+) {
+    if !headers.is_empty() {
+        v["headers"] = serde_json::json!(headers);
+    }
+    if let Some(c) = checksum {
+        v["checksum"] = c.clone().into();
+    }
+    if let Some(p) = part_sizes {
+        v["part_sizes"] = serde_json::json!(p);
+    }
 }

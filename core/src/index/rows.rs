@@ -4,18 +4,27 @@
 use uuid::Uuid;
 
 use crate::codec::binary::{Reader, put_long, put_opt_long, put_opt_str, put_str};
-use crate::codec::object_event::{decode_state, encode_state};
+use crate::codec::object_event::{decode_state, decode_state_v2, encode_state};
 use crate::event::{EventSummary, EventType, Head};
 use crate::log::Position;
 use crate::{Error, Result};
 
+/// History blocks: format 1.
 const FORMAT: u8 = 1;
+/// Object rows: format 2 holds the state as schema v3 lays it out (headers, checksum, part
+/// sizes); format 1 rows (schema v2's state) are still read.
+const OBJECT_FORMAT: u8 = 2;
 
 pub(super) fn check_format(bytes: &[u8], what: &str) -> Result<()> {
-    match bytes.first() {
-        Some(&FORMAT) => Ok(()),
-        other => Err(Error::Corrupt(format!(
-            "index {what} row has unknown format {other:?}"
+    let known = match what {
+        "object" => matches!(bytes.first().copied(), Some(1 | OBJECT_FORMAT)),
+        _ => bytes.first().copied() == Some(FORMAT),
+    };
+    match known {
+        true => Ok(()),
+        false => Err(Error::Corrupt(format!(
+            "index {what} row has unknown format {:?}",
+            bytes.first()
         ))),
     }
 }
@@ -34,7 +43,7 @@ fn uuid_raw(bytes: &[u8], at: usize) -> Result<Uuid> {
 /// An object row: the key's head and where its newest event is in the log (the start of the
 /// key's history chain).
 pub fn encode_head(head: &Head, last: Position, buf: &mut Vec<u8>) {
-    buf.push(FORMAT);
+    buf.push(OBJECT_FORMAT);
     put_uuid_raw(buf, &head.event_id);
     put_long(buf, i64::from(last.partition));
     put_long(buf, last.offset as i64);
@@ -68,10 +77,10 @@ pub fn decode_head(bytes: &[u8]) -> Result<(Head, Position)> {
         offset: r.long()? as u64,
     };
     let sequence = r.long()?;
-    let state = if r.present()? {
-        Some(decode_state(&mut r)?)
-    } else {
-        None
+    let state = match (r.present()?, bytes[0]) {
+        (false, _) => None,
+        (true, 1) => Some(decode_state_v2(&mut r)?),
+        (true, _) => Some(decode_state(&mut r)?),
     };
     Ok((
         Head {

@@ -398,6 +398,9 @@ impl Ingestor {
                 tags: m.tags.unwrap_or_default(),
                 storage_class: m.storage_class,
                 last_modified: event_time,
+                headers: m.headers.unwrap_or_default(),
+                checksum: m.checksum,
+                part_sizes: m.part_sizes,
             }),
             Op::Delete => None,
             // Attribute changes keep the version and content; `current` exists (checked above).

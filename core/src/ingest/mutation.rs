@@ -113,7 +113,25 @@ pub struct Mutation {
     pub event_type: Option<EventType>,
     /// What the object must be for the mutation to apply; refused as a conflict otherwise.
     pub condition: Option<Condition>,
+    /// For `put`: standard HTTP headers kept with the object ([`STORED_HEADERS`]).
+    pub headers: Option<StringMap>,
+    /// For `put`: the checksum verified at upload, `ALGORITHM:base64`.
+    pub checksum: Option<String>,
+    /// For `put`: a multipart object's part sizes, in order (they add up to `size`).
+    pub part_sizes: Option<Vec<i64>>,
 }
+
+/// The standard HTTP headers an object keeps and returns on reads, as S3 does.
+pub const STORED_HEADERS: [&str; 5] = [
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "expires",
+];
+
+/// The checksum algorithms of `ALGORITHM:base64` checksums.
+pub const CHECKSUM_ALGORITHMS: [&str; 5] = ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"];
 
 impl Mutation {
     /// A mutation of `op` with no optional field set (callers other than the JSON API build
@@ -134,6 +152,9 @@ impl Mutation {
             event_time: None,
             event_type: None,
             condition: None,
+            headers: None,
+            checksum: None,
+            part_sizes: None,
         }
     }
 
@@ -164,6 +185,15 @@ impl Mutation {
             self.event_time.map(|t| crate::time::format_us(t).into()),
         );
         opt("event_type", self.event_type.map(|t| t.as_str().into()));
+        opt(
+            "headers",
+            self.headers.as_ref().map(|x| serde_json::json!(x)),
+        );
+        opt("checksum", self.checksum.clone().map(Into::into));
+        opt(
+            "part_sizes",
+            self.part_sizes.as_ref().map(|x| serde_json::json!(x)),
+        );
         match &self.condition {
             Some(Condition::Absent) => opt("if_none_match", Some("*".into())),
             Some(Condition::ETag(e)) => opt("if_match", Some(e.clone().into())),
@@ -202,6 +232,9 @@ struct RawMutation<'a> {
     event_type: Option<Cow<'a, str>>,
     if_match: Option<String>,
     if_none_match: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    checksum: Option<String>,
+    part_sizes: Option<Vec<i64>>,
 }
 
 /// Limits on one request.
@@ -292,6 +325,9 @@ fn validate(m: RawMutation<'_>, i: usize) -> Result<Mutation> {
             "storage_class",
             "metadata",
             "tags",
+            "headers",
+            "checksum",
+            "part_sizes",
         ],
         Op::Delete | Op::Untag => &[],
         Op::Tag => &["tags"],
@@ -305,6 +341,9 @@ fn validate(m: RawMutation<'_>, i: usize) -> Result<Mutation> {
         ("storage_class", m.storage_class.is_some()),
         ("metadata", m.metadata.is_some()),
         ("tags", m.tags.is_some()),
+        ("headers", m.headers.is_some()),
+        ("checksum", m.checksum.is_some()),
+        ("part_sizes", m.part_sizes.is_some()),
     ];
     for (name, is_set) in present {
         if is_set && !allowed.contains(&name) {
@@ -384,6 +423,21 @@ fn validate(m: RawMutation<'_>, i: usize) -> Result<Mutation> {
             }
         },
     };
+    let headers = m
+        .headers
+        .map(|h| validate_headers(h).map_err(|msg| Error::invalid(field("headers"), msg)))
+        .transpose()?;
+    if let Some(c) = &m.checksum {
+        validate_checksum(c).map_err(|msg| Error::invalid(field("checksum"), msg))?;
+    }
+    if let (Some(parts), Some(size)) = (&m.part_sizes, m.size)
+        && (parts.iter().any(|p| *p < 0) || parts.iter().sum::<i64>() != size || parts.is_empty())
+    {
+        return Err(Error::invalid(
+            field("part_sizes"),
+            format!("must be non-negative part sizes that add up to size ({size})"),
+        ));
+    }
     let condition = match (m.if_match, m.if_none_match.as_deref()) {
         (Some(_), Some(_)) => {
             return Err(Error::invalid(
@@ -425,7 +479,50 @@ fn validate(m: RawMutation<'_>, i: usize) -> Result<Mutation> {
         event_time,
         event_type,
         condition,
+        headers,
+        checksum: m.checksum,
+        part_sizes: m.part_sizes,
     })
+}
+
+/// Header names lower-cased; only [`STORED_HEADERS`], values 1-1024 bytes.
+fn validate_headers(headers: BTreeMap<String, String>) -> std::result::Result<StringMap, String> {
+    headers
+        .into_iter()
+        .map(|(k, v)| {
+            let name = k.to_ascii_lowercase();
+            if !STORED_HEADERS.contains(&name.as_str()) {
+                return Err(format!(
+                    "'{k}' is not a header objects keep; they are {}",
+                    STORED_HEADERS.join(", ")
+                ));
+            }
+            if v.is_empty() || v.len() > 1024 {
+                return Err(format!("the value of '{k}' must be 1-1024 bytes"));
+            }
+            Ok((name, v))
+        })
+        .collect()
+}
+
+/// `ALGORITHM:base64` with a known algorithm.
+pub fn validate_checksum(c: &str) -> std::result::Result<(), String> {
+    match c.split_once(':') {
+        Some((algorithm, value))
+            if CHECKSUM_ALGORITHMS.contains(&algorithm)
+                && !value.is_empty()
+                && value.len() <= 88
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "'{c}' is not ALGORITHM:base64 with ALGORITHM one of {}",
+            CHECKSUM_ALGORITHMS.join(", ")
+        )),
+    }
 }
 
 /// S3 bucket naming rules.

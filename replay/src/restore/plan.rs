@@ -202,6 +202,9 @@ impl Step {
             event_time: None,
             event_type: None,
             condition: None,
+            headers: None,
+            checksum: None,
+            part_sizes: None,
         };
         let then = self.then.as_ref();
         self.actions
@@ -217,6 +220,9 @@ impl Step {
                         storage_class: t.storage_class.clone(),
                         metadata: Some(t.metadata.clone()),
                         tags: Some(t.tags.clone()),
+                        headers: Some(t.headers.clone()).filter(|h| !h.is_empty()),
+                        checksum: t.checksum.clone(),
+                        part_sizes: t.part_sizes.clone(),
                         // Stored content comes back as a new version of the same bytes (as S3
                         // restores a version by copying it); a metadata-only object's version
                         // id names a version in the store it describes, so it is kept.

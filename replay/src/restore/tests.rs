@@ -23,6 +23,9 @@ fn state(version: &str, sha256: Option<&str>) -> ObjectState {
         tags: BTreeMap::new(),
         storage_class: None,
         last_modified: 1,
+        headers: Default::default(),
+        checksum: None,
+        part_sizes: None,
     }
 }
 

@@ -166,7 +166,7 @@ pub async fn get(
     let state = match &q.version_id {
         None => app.node.current_state(&bucket, &key).await?,
         Some(v) => match app.node.version_state(&bucket, &key, v).await? {
-            Some(Version::State(s)) => Some(s),
+            Some(Version::State(s)) => Some(*s),
             Some(Version::Expired) => {
                 return Err(ApiError::new(
                     StatusCode::GONE,

@@ -28,7 +28,7 @@ pub enum Consistency {
 
 /// A version read back from the log.
 pub enum Version {
-    State(ObjectState),
+    State(Box<ObjectState>),
     /// Its event is older than the log's retention: gone with its content.
     Expired,
 }
@@ -97,7 +97,7 @@ impl Node {
             .codec()
             .decode_for_index(&record.value)?
             .after_state()
-            .map(Version::State))
+            .map(|s| Version::State(Box::new(s))))
     }
 }
 

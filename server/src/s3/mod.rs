@@ -18,6 +18,7 @@
 //!   ListObjectVersions.
 //! - `multipart.rs`: Create/UploadPart/ListParts/ListMultipartUploads/Abort/Complete.
 //! - `errors.rs`: Tidemark errors as S3 error codes.
+//! - `headers.rs`: the standard headers, checksum and parts an object keeps.
 //! - `integrity.rs`: Content-MD5 and the flexible checksums, checked as bodies stream.
 //! - `front.rs`: around s3s: request ids, SigV4 with a `Date` header, presigned URL expiry.
 
@@ -27,6 +28,7 @@ mod buckets;
 mod conditions;
 mod errors;
 mod front;
+mod headers;
 mod integrity;
 mod listing;
 mod multipart;

@@ -49,6 +49,9 @@ struct Upload {
     tagging: Option<String>,
     /// When the upload was created (µs since the epoch).
     initiated: i64,
+    /// The standard headers the object will keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    headers: Option<BTreeMap<String, String>>,
 }
 
 /// Uploads being completed or aborted on this node: a second request for one of them (a
@@ -177,6 +180,13 @@ pub async fn create(
         metadata: input.metadata.map(|m| m.into_iter().collect()),
         tagging: input.tagging,
         initiated: tidemark_core::time::now_us(),
+        headers: super::headers::from_upload(
+            input.cache_control.as_deref(),
+            input.content_disposition.as_deref(),
+            input.content_encoding.as_deref(),
+            input.content_language.as_deref(),
+            input.expires.as_ref(),
+        ),
     };
     let json = serde_json::to_vec(&upload).map_err(|e| internal("upload.json", e))?;
     app.node
@@ -584,6 +594,7 @@ pub async fn complete(
         upload.tagging.as_deref(),
     )?;
     let etag = multipart_etag(&parts)?;
+    let part_sizes: Vec<i64> = parts.iter().map(|p| p.size as i64).collect();
     let body = app.node.parts.concatenated(&input.upload_id, parts);
     let stored = app.node.blobs.put(body, max).await.map_err(from_core)?;
     mutation.size = Some(stored.size as i64);
@@ -593,6 +604,8 @@ pub async fn complete(
     mutation.version_id = Some(version.clone());
     mutation.event_type = Some(EventType::ObjectCreatedCompleteMultipartUpload);
     mutation.condition = condition;
+    mutation.headers = upload.headers;
+    mutation.part_sizes = Some(part_sizes);
     // Durable before the parts go: a crash in between leaves an upload the client can abort.
     app.writer.append(mutation, &ctx).await.map_err(from_core)?;
     app.node

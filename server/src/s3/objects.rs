@@ -13,6 +13,7 @@ use tidemark_core::ingest::{BatchLimits, Mutation, Op, RequestContext, parse_bat
 use super::buckets::require;
 use super::conditions::{Conditions, check, check_copy_source, write_condition};
 use super::errors::{check_key, from_core};
+use super::headers;
 use super::integrity::{Algorithm, Expected, Sum};
 use crate::http::AppState;
 use crate::node::objects::Consistency;
@@ -104,6 +105,13 @@ pub async fn put(
         input.tagging.as_deref(),
     )?;
     mutation.condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
+    mutation.headers = headers::from_upload(
+        input.cache_control.as_deref(),
+        input.content_disposition.as_deref(),
+        input.content_encoding.as_deref(),
+        input.content_language.as_deref(),
+        input.expires.as_ref(),
+    );
     let max = app.limits.max_object_bytes;
     if input.content_length.is_some_and(|n| n as u64 > max) {
         return Err(too_large(max));
@@ -127,6 +135,7 @@ pub async fn put(
     mutation.size = Some(stored.size as i64);
     mutation.etag = Some(stored.md5.clone());
     mutation.sha256 = Some(stored.sha256);
+    mutation.checksum = expected.sum().as_ref().map(headers::checksum_text);
     let version = super::versioning::new_version(app, &input.bucket);
     mutation.version_id = Some(version.clone());
     // If the event cannot be appended, the blob stays unreferenced and GC takes it later.
@@ -179,16 +188,21 @@ pub async fn get(
         &state,
     )?;
     let size = state.size as u64;
-    let range = input
-        .range
-        .map(|r| r.check(size))
-        .transpose()
-        .map_err(|_| {
+    let range = match (input.part_number, input.range) {
+        (Some(_), Some(_)) => {
+            return Err(s3_error!(
+                InvalidRequest,
+                "a Range header and partNumber cannot be given together"
+            ));
+        }
+        (Some(n), None) => Some(part(&state, n)?),
+        (None, r) => r.map(|r| r.check(size)).transpose().map_err(|_| {
             s3_error!(
                 InvalidRange,
                 "the range is outside the object's {size} bytes"
             )
-        })?;
+        })?,
+    };
     let sha256 = state.sha256.clone().ok_or_else(|| {
         s3_error!(
             InvalidObjectState,
@@ -224,12 +238,26 @@ pub async fn get(
         ),
         None => (size, None),
     };
+    let kept = headers::of(&state);
+    let sum = checksum_mode(input.checksum_mode.as_ref(), &state);
+    let sum = sum.as_ref();
     Ok(S3Response::new(GetObjectOutput {
         body: Some(StreamingBlob::wrap(SyncBody::spawn(blob.body))),
         content_length: Some(length as i64),
         content_range,
         accept_ranges: Some("bytes".into()),
         content_type: state.content_type.clone(),
+        cache_control: kept.cache_control,
+        content_disposition: kept.content_disposition,
+        content_encoding: kept.content_encoding,
+        content_language: kept.content_language,
+        expires: kept.expires,
+        parts_count: parts_count(&state, input.part_number),
+        checksum_crc32: Sum::of(sum, Algorithm::Crc32),
+        checksum_crc32c: Sum::of(sum, Algorithm::Crc32c),
+        checksum_crc64nvme: Sum::of(sum, Algorithm::Crc64Nvme),
+        checksum_sha1: Sum::of(sum, Algorithm::Sha1),
+        checksum_sha256: Sum::of(sum, Algorithm::Sha256),
         e_tag: etag(&state),
         last_modified: Some(timestamp(state.last_modified)),
         metadata: Some(state.metadata.clone().into_iter().collect()),
@@ -263,18 +291,62 @@ pub async fn head(
         },
         &state,
     )?;
+    let length = match input.part_number {
+        Some(n) => part(&state, n).map(|r| (r.end - r.start) as i64)?,
+        None => state.size,
+    };
     let seen = EventType::ObjectAccessedHead;
     super::access::read(app, &input.bucket, &input.key, seen, ctx, &state);
+    let kept = headers::of(&state);
+    let sum = checksum_mode(input.checksum_mode.as_ref(), &state);
+    let sum = sum.as_ref();
     Ok(S3Response::new(HeadObjectOutput {
-        content_length: Some(state.size),
+        content_length: Some(length),
         accept_ranges: Some("bytes".into()),
         content_type: state.content_type.clone(),
+        cache_control: kept.cache_control,
+        content_disposition: kept.content_disposition,
+        content_encoding: kept.content_encoding,
+        content_language: kept.content_language,
+        expires: kept.expires,
+        parts_count: parts_count(&state, input.part_number),
+        checksum_crc32: Sum::of(sum, Algorithm::Crc32),
+        checksum_crc32c: Sum::of(sum, Algorithm::Crc32c),
+        checksum_crc64nvme: Sum::of(sum, Algorithm::Crc64Nvme),
+        checksum_sha1: Sum::of(sum, Algorithm::Sha1),
+        checksum_sha256: Sum::of(sum, Algorithm::Sha256),
         e_tag: etag(&state),
         last_modified: Some(timestamp(state.last_modified)),
         metadata: Some(state.metadata.clone().into_iter().collect()),
         version_id: super::versioning::shown(app, &input.bucket, &state),
         ..Default::default()
     }))
+}
+
+/// Part `number` of the object as a byte range: `InvalidPartNumber` when it has no such part
+/// (a single-part object has part 1 only).
+fn part(state: &ObjectState, number: i32) -> S3Result<std::ops::Range<u64>> {
+    headers::part_range(state.part_sizes.as_deref(), state.size, number).ok_or_else(|| {
+        let parts = state.part_sizes.as_ref().map_or(1, Vec::len);
+        let mut e = S3Error::with_message(
+            S3ErrorCode::Custom("InvalidPartNumber".into()),
+            format!("the object has {parts} part(s); part {number} is not one of them"),
+        );
+        e.set_status_code(hyper::StatusCode::RANGE_NOT_SATISFIABLE);
+        e
+    })
+}
+
+/// `x-amz-mp-parts-count` for a read by part of a multipart object.
+fn parts_count(state: &ObjectState, number: Option<i32>) -> Option<i32> {
+    number?;
+    state.part_sizes.as_ref().map(|p| p.len() as i32)
+}
+
+/// The stored checksum, when the read asked for it (`x-amz-checksum-mode: ENABLED`).
+fn checksum_mode(mode: Option<&ChecksumMode>, state: &ObjectState) -> Option<Sum> {
+    mode.filter(|m| m.as_str() == ChecksumMode::ENABLED)?;
+    headers::checksum_of(state)
 }
 
 /// Delete `bucket/key`; deleting a missing key succeeds without an event, as on S3. On a
@@ -427,6 +499,16 @@ pub async fn copy(
         true => (input.content_type.clone(), input.metadata.clone()),
         false => (source.content_type.clone(), Some(source_meta)),
     };
+    let kept_headers = match replace_meta {
+        true => headers::from_upload(
+            input.cache_control.as_deref(),
+            input.content_disposition.as_deref(),
+            input.content_encoding.as_deref(),
+            input.content_language.as_deref(),
+            input.expires.as_ref(),
+        ),
+        false => Some(source.headers.clone()).filter(|h| !h.is_empty()),
+    };
     let tagging = match replace_tags {
         true => input.tagging.clone(),
         false => Some(source_tags).filter(|t| !t.is_empty()),
@@ -441,6 +523,10 @@ pub async fn copy(
     mutation.size = Some(source.size);
     mutation.etag = source.etag.clone();
     mutation.sha256 = source.sha256.clone();
+    mutation.headers = kept_headers;
+    // The same bytes: the same checksum and, with the same ETag, the same parts.
+    mutation.checksum = source.checksum.clone();
+    mutation.part_sizes = source.part_sizes.clone();
     let version = super::versioning::new_version(app, &input.bucket);
     mutation.version_id = Some(version.clone());
     mutation.event_type = Some(EventType::ObjectCreatedCopy);

@@ -169,7 +169,7 @@ pub async fn existing_version(
         .await
         .map_err(from_core)?
     {
-        Some(Read::State(state)) => Ok(state),
+        Some(Read::State(state)) => Ok(*state),
         Some(Read::Expired) => Err(s3_error!(
             NoSuchVersion,
             "version {version_id} of {bucket}/{key} is older than the log's retention"

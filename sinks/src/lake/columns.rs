@@ -432,6 +432,9 @@ pub(crate) mod tests {
             tags: StringMap::from([("k".into(), "".into()), ("z".into(), "last".into())]),
             storage_class: Some("GLACIER".into()),
             last_modified: -1, // before the epoch still round-trips
+            headers: Default::default(),
+            checksum: None,
+            part_sizes: None,
         });
         removed.requester = Some("anonymous".into());
         out.push(removed);
@@ -500,6 +503,9 @@ pub(crate) mod tests {
                     tags: map_at(c("previous_tags"), i).unwrap(),
                     storage_class: s("previous_storage_class"),
                     last_modified: ts_at(c("previous_last_modified"), i).unwrap(),
+                    headers: Default::default(),
+                    checksum: None,
+                    part_sizes: None,
                 });
                 let e = ObjectEvent {
                     event_id: s("event_id").unwrap().parse().unwrap(),
@@ -523,6 +529,10 @@ pub(crate) mod tests {
                     node: s("node"),
                     previous,
                     user_agent: s("user_agent"),
+                    headers: Default::default(),
+                    checksum: None,
+                    part_sizes: None,
+                    removed_version_id: None,
                 };
                 let partition = c("log_partition").as_primitive::<Int32Type>().value(i);
                 let offset = i64_at(c("log_offset"), i).unwrap();

@@ -23,6 +23,9 @@ fn state(size: i64, sha: Option<&str>, content_type: &str) -> ObjectState {
         tags: Default::default(),
         storage_class: None,
         last_modified: 0,
+        headers: Default::default(),
+        checksum: None,
+        part_sizes: None,
     }
 }
 
