@@ -48,13 +48,13 @@ fn confluent_paths_shapes_and_error_codes() {
     // with.
     assert_eq!(
         server.get("/subjects/objects-value/versions").1,
-        json!([1, 2])
+        json!([1, 2, 3])
     );
     let (status, latest) = server.get("/subjects/objects-value/versions/latest");
     assert_eq!(status, 200);
     assert_eq!(
         (latest["subject"].as_str(), latest["version"].as_i64()),
-        (Some("objects-value"), Some(2))
+        (Some("objects-value"), Some(3))
     );
     let id = latest["id"].as_i64().unwrap();
     let schema: Value = serde_json::from_str(latest["schema"].as_str().unwrap()).unwrap();
@@ -63,10 +63,10 @@ fn confluent_paths_shapes_and_error_codes() {
         server.get(&format!("/schemas/ids/{id}")).1["schema"],
         latest["schema"]
     );
-    assert_eq!(server.get("/subjects/objects-value/versions/2").1, latest);
+    assert_eq!(server.get("/subjects/objects-value/versions/3").1, latest);
     assert_eq!(
         server.get(&format!("/schemas/ids/{id}/versions")).1,
-        json!([{"subject": "objects-value", "version": 2}])
+        json!([{"subject": "objects-value", "version": 3}])
     );
     assert_eq!(
         server.get("/config").1,

@@ -264,3 +264,39 @@ fn standard_headers_checksums_and_parts_are_kept() {
         "{parts}"
     );
 }
+
+#[test]
+fn versions_are_removed_for_good_and_a_rebuild_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start(&data);
+    let facts = scenario(&server, "version_deletes");
+    server.stop();
+    let events = log_events(&Backend::Embedded, &data);
+    let removed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["bucket"] == "vdel" && e["key"] == "k")
+        .filter(|e| e["event_type"] == "ObjectRemoved:Delete")
+        .map(|e| &e["removed_version_id"])
+        .collect();
+    assert_eq!(
+        removed,
+        facts["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>(),
+        "one ObjectRemoved:Delete naming each version removed, in order"
+    );
+    // The restored version is the object after its removal event.
+    let first = events
+        .iter()
+        .find(|e| e["removed_version_id"] == facts["removed"][0])
+        .unwrap();
+    assert_eq!(first["headers"]["cache-control"], "c1", "{first}");
+    // The index rebuilt from the log is the live one, history included.
+    assert_eq!(
+        rebuilt_dump(&Backend::Embedded, &data, dir.path()),
+        index_dump(&data)
+    );
+}

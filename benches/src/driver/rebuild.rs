@@ -59,6 +59,8 @@ fn mutation(i: usize, keys: usize, exists: &mut [bool]) -> Mutation {
         headers: None,
         checksum: None,
         part_sizes: None,
+        removed_version_id: None,
+        after: None,
     }
 }
 

@@ -92,6 +92,7 @@ fn read_summary<'a>(r: &mut Reader<'a>) -> Result<EventSummary<'a>> {
         sequence: r.long()?,
         size: r.opt_long()?,
         etag: r.opt_str()?,
+        removed_version_id: None,
     })
 }
 

@@ -54,6 +54,14 @@ fn time(v: &Value, name: &str, at: &str) -> Result<Option<i64>> {
         .transpose()
 }
 
+/// An object state from its JSON view ([`ObjectState::to_json`]); errors name the field.
+pub fn state_from_json(v: &Value, at: &str) -> Result<ObjectState> {
+    if !v.is_object() {
+        return Err(Error::invalid(at, "must be an object state"));
+    }
+    state(v, at)
+}
+
 fn state(v: &Value, at: &str) -> Result<ObjectState> {
     Ok(ObjectState {
         version_id: string(v, "version_id", at)?,

@@ -5,6 +5,7 @@ mod sample;
 mod state;
 mod types;
 
+pub use json::state_from_json;
 pub use sample::sample_event;
 use state::add_v3;
 pub use state::{Head, ObjectState, StringMap};
@@ -214,6 +215,17 @@ pub struct EventSummary<'a> {
     pub sequence: i64,
     pub size: Option<i64>,
     pub etag: Option<&'a str>,
+    /// Not among the leading fields: set from a full decode (a scan leaves it `None`; see
+    /// [`EventSummary::needs_full_decode`]).
+    pub removed_version_id: Option<&'a str>,
+}
+
+impl EventSummary<'_> {
+    /// Whether a summary scanned from the leading fields misses something the index keeps:
+    /// an `ObjectRemoved:Delete` may have removed one version.
+    pub fn needs_full_decode(&self) -> bool {
+        self.event_type == EventType::ObjectRemovedDelete
+    }
 }
 
 impl ObjectEvent {
@@ -228,6 +240,7 @@ impl ObjectEvent {
             sequence: self.sequence,
             size: self.size,
             etag: self.etag.as_deref(),
+            removed_version_id: self.removed_version_id.as_deref(),
         }
     }
 }

@@ -9,8 +9,9 @@ use crate::event::{EventSummary, EventType, Head};
 use crate::log::Position;
 use crate::{Error, Result};
 
-/// History blocks: format 1.
-const FORMAT: u8 = 1;
+/// History blocks: format 2 adds each entry's `removed_version_id`; format 1 blocks (entries
+/// without it) are still read.
+const FORMAT: u8 = 2;
 /// Object rows: format 2 holds the state as schema v3 lays it out (headers, checksum, part
 /// sizes); format 1 rows (schema v2's state) are still read.
 const OBJECT_FORMAT: u8 = 2;
@@ -18,7 +19,7 @@ const OBJECT_FORMAT: u8 = 2;
 pub(super) fn check_format(bytes: &[u8], what: &str) -> Result<()> {
     let known = match what {
         "object" => matches!(bytes.first().copied(), Some(1 | OBJECT_FORMAT)),
-        _ => bytes.first().copied() == Some(FORMAT),
+        _ => matches!(bytes.first().copied(), Some(1 | FORMAT)),
     };
     match known {
         true => Ok(()),
@@ -103,6 +104,8 @@ pub struct HistoryEntry {
     /// Size after the event; `None` once removed.
     pub size: Option<i64>,
     pub etag: Option<String>,
+    /// The version (or delete marker) the event removed for good, if it removed one.
+    pub removed_version_id: Option<String>,
 }
 
 impl HistoryEntry {
@@ -115,6 +118,7 @@ impl HistoryEntry {
             "version_id": self.version_id,
             "size": self.size,
             "etag": self.etag,
+            "removed_version_id": self.removed_version_id,
         })
     }
 }
@@ -134,6 +138,7 @@ fn encode_body(e: &EventSummary<'_>, buf: &mut Vec<u8>) {
     put_opt_str(buf, e.version_id);
     put_opt_long(buf, e.size);
     put_opt_str(buf, e.etag);
+    put_opt_str(buf, e.removed_version_id);
 }
 /// Entries per history block at most, and the size at which a block is closed early.
 const BLOCK_ENTRIES: usize = 256;
@@ -191,6 +196,7 @@ impl HistoryBlocks {
 /// Every entry of a block: (offset, previous offset of the same key, entry).
 pub fn decode_history_block(bytes: &[u8]) -> Result<Vec<(u64, Option<u64>, HistoryEntry)>> {
     check_format(bytes, "history")?;
+    let format = bytes[0];
     let mut r = Reader::new(&bytes[1..]);
     let mut out = Vec::new();
     while !r.is_empty() {
@@ -209,6 +215,10 @@ pub fn decode_history_block(bytes: &[u8]) -> Result<Vec<(u64, Option<u64>, Histo
             version_id: r.opt_string()?,
             size: r.opt_long()?,
             etag: r.opt_string()?,
+            removed_version_id: match format {
+                1 => None,
+                _ => r.opt_string()?,
+            },
         };
         out.push((offset, u64::try_from(prev).ok(), entry));
     }

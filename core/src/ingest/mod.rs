@@ -347,6 +347,15 @@ impl Ingestor {
         let sequence = head.map_or(0, |h| h.sequence) + 1;
         let event_time = m.event_time.unwrap_or(now);
         let path = format!("{}/{}", m.bucket, m.key);
+        if let Some(Condition::Sequence(want)) = &m.condition {
+            let at = head.map_or(0, |h| h.sequence);
+            if at != *want {
+                return Err(Error::Conflict(format!(
+                    "{path} changed meanwhile (its last event is number {at}, not {want}); \
+                     read it again and retry"
+                )));
+            }
+        }
         match (&m.condition, current) {
             (Some(Condition::Absent), Some(_)) => {
                 return Err(Error::Conflict(format!(
@@ -372,7 +381,9 @@ impl Ingestor {
         let marker = m.event_type == Some(EventType::ObjectRemovedDeleteMarkerCreated);
         // A marker's `version_id` is its own (`null` in a suspended bucket), not a condition.
         let marker_version = if marker { m.version_id.take() } else { None };
-        if m.op != Op::Put && !(marker && current.is_none()) {
+        // Removing one version needs no current object (it may sit behind a marker).
+        let removes_version = m.removed_version_id.is_some();
+        if m.op != Op::Put && !(marker && current.is_none()) && !removes_version {
             let Some(cur) = current else {
                 return Err(Error::NotFound(format!("object {path} does not exist")));
             };
@@ -402,6 +413,7 @@ impl Ingestor {
                 checksum: m.checksum,
                 part_sizes: m.part_sizes,
             }),
+            Op::Delete if removes_version => m.after.take().map(|a| *a),
             Op::Delete => None,
             // Attribute changes keep the version and content; `current` exists (checked above).
             Op::Tag | Op::Untag | Op::Metadata => current.cloned().map(|mut s| {
@@ -443,6 +455,7 @@ impl Ingestor {
         if marker_version.is_some() {
             event.version_id = marker_version;
         }
+        event.removed_version_id = m.removed_version_id;
         Ok(event)
     }
 

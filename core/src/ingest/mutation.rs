@@ -90,6 +90,9 @@ pub enum Condition {
     Absent,
     /// The current object's ETag is this one (`if_match`).
     ETag(String),
+    /// The key's last event has this sequence (`if_sequence`): nothing changed it since the
+    /// caller read it.
+    Sequence(i64),
 }
 
 /// A validated mutation.
@@ -119,6 +122,14 @@ pub struct Mutation {
     pub checksum: Option<String>,
     /// For `put`: a multipart object's part sizes, in order (they add up to `size`).
     pub part_sizes: Option<Vec<i64>>,
+    /// For `delete` of one version of a versioned object (`remove_version`): the version or
+    /// delete marker removed for good. The event is `ObjectRemoved:Delete` and the object
+    /// after it is [`Mutation::after`].
+    pub removed_version_id: Option<String>,
+    /// With `removed_version_id`: the object after the removal (the current one unchanged, or
+    /// an older version made current again), as the caller read it from the key's history;
+    /// `None` when no object is left. Give it with [`Condition::Sequence`].
+    pub after: Option<Box<crate::event::ObjectState>>,
 }
 
 /// The standard HTTP headers an object keeps and returns on reads, as S3 does.
@@ -155,6 +166,8 @@ impl Mutation {
             headers: None,
             checksum: None,
             part_sizes: None,
+            removed_version_id: None,
+            after: None,
         }
     }
 
@@ -194,9 +207,15 @@ impl Mutation {
             "part_sizes",
             self.part_sizes.as_ref().map(|x| serde_json::json!(x)),
         );
+        opt(
+            "remove_version",
+            self.removed_version_id.clone().map(Into::into),
+        );
+        opt("after", self.after.as_ref().map(|a| a.to_json()));
         match &self.condition {
             Some(Condition::Absent) => opt("if_none_match", Some("*".into())),
             Some(Condition::ETag(e)) => opt("if_match", Some(e.clone().into())),
+            Some(Condition::Sequence(n)) => opt("if_sequence", Some((*n).into())),
             None => {}
         }
         serde_json::Value::Object(m)
@@ -235,6 +254,9 @@ struct RawMutation<'a> {
     headers: Option<BTreeMap<String, String>>,
     checksum: Option<String>,
     part_sizes: Option<Vec<i64>>,
+    remove_version: Option<String>,
+    after: Option<serde_json::Value>,
+    if_sequence: Option<i64>,
 }
 
 /// Limits on one request.
@@ -438,6 +460,47 @@ fn validate(m: RawMutation<'_>, i: usize) -> Result<Mutation> {
             format!("must be non-negative part sizes that add up to size ({size})"),
         ));
     }
+    let removed_version_id = match (m.remove_version, op) {
+        (None, _) => None,
+        (Some(v), Op::Delete) if !v.is_empty() && v.len() <= 1024 => Some(v),
+        (Some(_), Op::Delete) => {
+            return Err(Error::invalid(
+                field("remove_version"),
+                "must be 1-1024 bytes",
+            ));
+        }
+        (Some(_), _) => {
+            return Err(Error::invalid(
+                field("remove_version"),
+                format!("is only for op 'delete', not '{op_text}'"),
+            ));
+        }
+    };
+    let after = match (m.after, &removed_version_id) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(Error::invalid(
+                field("after"),
+                "is only given with remove_version",
+            ));
+        }
+        (Some(v), Some(_)) => Some(Box::new(crate::event::state_from_json(
+            &v,
+            &field("after"),
+        )?)),
+    };
+    if removed_version_id.is_some() && m.if_sequence.is_none() {
+        return Err(Error::invalid(
+            field("if_sequence"),
+            "is required with remove_version (the key's history was read at that sequence)",
+        ));
+    }
+    if m.if_sequence.is_some() && (m.if_match.is_some() || m.if_none_match.is_some()) {
+        return Err(Error::invalid(
+            field("if_sequence"),
+            "cannot be given with if_match or if_none_match",
+        ));
+    }
     let condition = match (m.if_match, m.if_none_match.as_deref()) {
         (Some(_), Some(_)) => {
             return Err(Error::invalid(
@@ -462,7 +525,7 @@ fn validate(m: RawMutation<'_>, i: usize) -> Result<Mutation> {
                 format!("must be \"*\" (create only if the key holds no object), got '{other}'"),
             ));
         }
-        (None, None) => None,
+        (None, None) => m.if_sequence.map(Condition::Sequence),
     };
     Ok(Mutation {
         op,
@@ -482,6 +545,8 @@ fn validate(m: RawMutation<'_>, i: usize) -> Result<Mutation> {
         headers,
         checksum: m.checksum,
         part_sizes: m.part_sizes,
+        removed_version_id,
+        after,
     })
 }
 
@@ -615,6 +680,60 @@ mod tests {
         let muts = parse_batch(body.as_bytes(), LIMITS).unwrap();
         let again = serde_json::json!({"mutations": muts.iter().map(Mutation::to_json).collect::<Vec<_>>()}).to_string();
         assert_eq!(parse_batch(again.as_bytes(), LIMITS).unwrap(), muts);
+    }
+
+    /// What a node forwards to the one that writes the key: conditions, version removals
+    /// with the object after them, and the schema v3 fields, all kept.
+    #[test]
+    fn conditions_and_version_removals_survive_a_trip_through_json() {
+        let body = r#"{"mutations":[
+            {"op":"put","bucket":"photos","key":"a.jpg","size":10,"if_none_match":"*","headers":{"Cache-Control":"max-age=5"},"checksum":"CRC32:NhCmhg==","part_sizes":[6,4]},
+            {"op":"put","bucket":"photos","key":"b.jpg","size":1,"if_match":"e1"},
+            {"op":"delete","bucket":"photos","key":"a.jpg","event_type":"ObjectRemoved:Delete","remove_version":"v2","if_sequence":7,"after":{"version_id":"v1","size":3,"etag":"e","last_modified":"2026-11-22T14:00:00Z"}}]}"#;
+        let muts = parse_batch(body.as_bytes(), LIMITS).unwrap();
+        assert_eq!(muts[0].condition, Some(Condition::Absent));
+        assert_eq!(
+            muts[0].headers.as_ref().unwrap()["cache-control"],
+            "max-age=5"
+        );
+        assert_eq!(muts[2].condition, Some(Condition::Sequence(7)));
+        assert_eq!(
+            muts[2].after.as_ref().unwrap().version_id.as_deref(),
+            Some("v1")
+        );
+        let again = serde_json::json!({"mutations": muts.iter().map(Mutation::to_json).collect::<Vec<_>>()}).to_string();
+        assert_eq!(parse_batch(again.as_bytes(), LIMITS).unwrap(), muts);
+        for (m, field, why) in [
+            (
+                r#"{"op":"put","bucket":"b1b","key":"k","size":1,"remove_version":"v"}"#,
+                "remove_version",
+                "only for op 'delete'",
+            ),
+            (
+                r#"{"op":"delete","bucket":"b1b","key":"k","remove_version":"v"}"#,
+                "if_sequence",
+                "required",
+            ),
+            (
+                r#"{"op":"put","bucket":"b1b","key":"k","size":1,"headers":{"x-custom":"1"}}"#,
+                "headers",
+                "not a header",
+            ),
+            (
+                r#"{"op":"put","bucket":"b1b","key":"k","size":1,"checksum":"MD5:abc"}"#,
+                "checksum",
+                "ALGORITHM:base64",
+            ),
+            (
+                r#"{"op":"put","bucket":"b1b","key":"k","size":5,"part_sizes":[1,2]}"#,
+                "part_sizes",
+                "add up",
+            ),
+        ] {
+            let (f, message) = err(&one(m));
+            assert_eq!(f, format!("mutations[0].{field}"), "{m}");
+            assert!(message.contains(why), "{m}: {message}");
+        }
     }
 
     #[test]

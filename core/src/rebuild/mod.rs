@@ -473,8 +473,11 @@ enum Summary<'a> {
 fn summarize<'a>(codec: &EventCodec, framed: &'a [u8]) -> Result<Summary<'a>> {
     let (id, payload) = wire::split(framed)?;
     if id == codec.write_id() {
-        Ok(Summary::Scanned(object_event::scan_summary(payload)?))
-    } else {
-        Ok(Summary::Decoded(Box::new(codec.decode_for_index(framed)?)))
+        let scanned = object_event::scan_summary(payload)?;
+        // A removal of one version says which at the end of the record.
+        if !scanned.needs_full_decode() {
+            return Ok(Summary::Scanned(scanned));
+        }
     }
+    Ok(Summary::Decoded(Box::new(codec.decode_for_index(framed)?)))
 }

@@ -205,6 +205,8 @@ impl Step {
             headers: None,
             checksum: None,
             part_sizes: None,
+            removed_version_id: None,
+            after: None,
         };
         let then = self.then.as_ref();
         self.actions

@@ -55,7 +55,8 @@ impl Node {
     }
 
     /// Version `version_id` as it last was (its newest event that left it existing), read
-    /// back from the log; `None` when the object never had that version.
+    /// back from the log; `None` when the object never had that version, or it was removed
+    /// for good (a version delete) after it was last written.
     pub async fn version_state(
         &self,
         bucket: &str,
@@ -65,13 +66,15 @@ impl Node {
         let index = self.index.clone();
         let (b, k) = (bucket.to_string(), key.to_string());
         let history = blocking(move || index.history_at(&b, &k)).await?;
-        let Some((at, _)) = history
-            .iter()
-            .rev()
-            .find(|(_, e)| e.version_id.as_deref() == Some(version_id) && e.size.is_some())
-        else {
+        let Some((at, entry)) = history.iter().rev().find(|(_, e)| {
+            e.removed_version_id.as_deref() == Some(version_id)
+                || (e.version_id.as_deref() == Some(version_id) && e.size.is_some())
+        }) else {
             return Ok(None);
         };
+        if entry.removed_version_id.as_deref() == Some(version_id) {
+            return Ok(None);
+        }
         let log = &self.log.log;
         if log.offsets(OBJECTS_TOPIC, at.partition).await?.start > at.offset {
             return Ok(Some(Version::Expired));

@@ -239,7 +239,10 @@ pub async fn get(
         None => (size, None),
     };
     let kept = headers::of(&state);
-    let sum = checksum_mode(input.checksum_mode.as_ref(), &state);
+    // The checksum is of the whole object: a read of less (a range, one part of several)
+    // answers none, as S3 does, or a client that checks it would refuse the bytes.
+    let whole = range.as_ref().is_none_or(|r| r.start == 0 && r.end == size);
+    let sum = checksum_mode(input.checksum_mode.as_ref(), &state).filter(|_| whole);
     let sum = sum.as_ref();
     Ok(S3Response::new(GetObjectOutput {
         body: Some(StreamingBlob::wrap(SyncBody::spawn(blob.body))),
@@ -349,6 +352,32 @@ fn checksum_mode(mode: Option<&ChecksumMode>, state: &ObjectState) -> Option<Sum
     headers::checksum_of(state)
 }
 
+/// DeleteObject with `versionId`: on a versioned bucket, that version removed for good; on an
+/// unversioned one only `null` (the object itself) is a version, as on S3.
+async fn delete_version(
+    app: &AppState,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+    ctx: &RequestContext,
+) -> S3Result<super::versioning::Removed> {
+    if super::versioning::status(app, bucket).versioned() {
+        return super::versioning::delete_version(app, bucket, key, version_id, ctx).await;
+    }
+    if version_id != "null" {
+        return Err(s3_error!(
+            InvalidArgument,
+            "bucket '{bucket}' is not versioned: its objects' only version is 'null', not \
+             '{version_id}'"
+        ));
+    }
+    delete_one(app, bucket, key, ctx).await?;
+    Ok(super::versioning::Removed {
+        version_id: version_id.to_string(),
+        was_marker: false,
+    })
+}
+
 /// Delete `bucket/key`; deleting a missing key succeeds without an event, as on S3. On a
 /// versioned bucket this puts a delete marker and returns its version id.
 async fn delete_one(
@@ -380,12 +409,13 @@ pub async fn delete(
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
     let ctx = super::context(&req);
     let bucket = &req.input.bucket;
-    if req.input.version_id.is_some() && super::versioning::status(app, bucket).versioned() {
-        return Err(s3_error!(
-            NotImplemented,
-            "deleting a specific version is not supported: the log keeps every version; \
-             delete without versionId to add a delete marker"
-        ));
+    if let Some(v) = &req.input.version_id {
+        let removed = delete_version(app, bucket, &req.input.key, v, &ctx).await?;
+        return Ok(S3Response::new(DeleteObjectOutput {
+            delete_marker: removed.was_marker.then_some(true),
+            version_id: Some(removed.version_id),
+            ..Default::default()
+        }));
     }
     let marker = delete_one(app, bucket, &req.input.key, &ctx).await?;
     Ok(S3Response::new(DeleteObjectOutput {
@@ -411,23 +441,28 @@ pub async fn delete_many(
     }
     let quiet = req.input.delete.quiet.unwrap_or(false);
     let (mut deleted, mut errors) = (Vec::new(), Vec::new());
-    let versioned = super::versioning::status(app, bucket).versioned();
     for o in &req.input.delete.objects {
-        let outcome = match o.version_id.is_some() && versioned {
-            true => Err(s3_error!(
-                NotImplemented,
-                "deleting a specific version is not supported"
-            )),
-            false => delete_one(app, bucket, &o.key, &ctx).await,
+        let outcome = match &o.version_id {
+            Some(v) => delete_version(app, bucket, &o.key, v, &ctx)
+                .await
+                .map(|r| DeletedObject {
+                    key: Some(o.key.clone()),
+                    version_id: Some(r.version_id.clone()),
+                    delete_marker: r.was_marker.then_some(true),
+                    delete_marker_version_id: r.was_marker.then_some(r.version_id),
+                }),
+            None => delete_one(app, bucket, &o.key, &ctx)
+                .await
+                .map(|marker| DeletedObject {
+                    key: Some(o.key.clone()),
+                    delete_marker: marker.as_ref().map(|_| true),
+                    delete_marker_version_id: marker,
+                    ..Default::default()
+                }),
         };
         match outcome {
             Ok(_) if quiet => {}
-            Ok(marker) => deleted.push(DeletedObject {
-                key: Some(o.key.clone()),
-                delete_marker: marker.as_ref().map(|_| true),
-                delete_marker_version_id: marker,
-                ..Default::default()
-            }),
+            Ok(d) => deleted.push(d),
             Err(e) => errors.push(Error {
                 code: Some(e.code().as_str().to_string()),
                 key: Some(o.key.clone()),

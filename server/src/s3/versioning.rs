@@ -207,6 +207,93 @@ pub async fn delete_marker(
     Ok(Some(id))
 }
 
+/// What removing one version did: the version id, and whether it was a delete marker.
+pub struct Removed {
+    pub version_id: String,
+    pub was_marker: bool,
+}
+
+/// Remove version `version_id` of `bucket/key` for good (DeleteObject with `versionId`): an
+/// `ObjectRemoved:Delete` event naming it, whose object is what is current afterwards — the
+/// same object when an older version went, the version before it when the current one went
+/// (or none, when that is a marker or nothing). An id the key does not have removes nothing,
+/// as on S3. The key's history is read, then the event is appended on the condition that the
+/// key did not change meanwhile (retried a few times if it did).
+pub async fn delete_version(
+    app: &AppState,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+    ctx: &RequestContext,
+) -> S3Result<Removed> {
+    require(app, bucket)?;
+    check_key(key)?;
+    for _ in 0..5 {
+        app.node
+            .catch_up(Consistency::Strong)
+            .await
+            .map_err(from_core)?;
+        let history = history(app, bucket, key).await?;
+        let Some(last) = history.last() else {
+            return Ok(Removed {
+                version_id: version_id.to_string(),
+                was_marker: false,
+            });
+        };
+        let mut versions = versions_of(&history);
+        let Some(i) = versions.iter().position(|v| v.id == version_id) else {
+            return Ok(Removed {
+                version_id: version_id.to_string(),
+                was_marker: false,
+            });
+        };
+        let latest = i + 1 == versions.len();
+        let gone = versions.remove(i);
+        let after = match latest {
+            false => app
+                .node
+                .current_state(bucket, key)
+                .await
+                .map_err(from_core)?,
+            true => match versions.last() {
+                Some(v) if v.content.is_some() => {
+                    match app
+                        .node
+                        .version_state(bucket, key, &v.id)
+                        .await
+                        .map_err(from_core)?
+                    {
+                        Some(Read::State(state)) => Some(*state),
+                        // Older than the log's retention: nothing left to make current.
+                        Some(Read::Expired) | None => None,
+                    }
+                }
+                _ => None,
+            },
+        };
+        let mut m = simple(Op::Delete, bucket, key);
+        m.event_type = Some(EventType::ObjectRemovedDelete);
+        m.removed_version_id = Some(version_id.to_string());
+        m.after = after.map(Box::new);
+        m.condition = Some(tidemark_core::ingest::Condition::Sequence(last.sequence));
+        match app.writer.append(m, ctx).await {
+            Ok(_) => {
+                return Ok(Removed {
+                    version_id: version_id.to_string(),
+                    was_marker: gone.content.is_none(),
+                });
+            }
+            // Written meanwhile: read the history again.
+            Err(tidemark_core::Error::Conflict(_)) => continue,
+            Err(e) => return Err(from_core(e)),
+        }
+    }
+    Err(s3_error!(
+        ServiceUnavailable,
+        "{bucket}/{key} kept changing while version {version_id} was being removed; retry"
+    ))
+}
+
 /// The version id of what a put writes: a new one, or `null` in a suspended bucket (which
 /// replaces the key's earlier `null` version).
 pub fn new_version(app: &AppState, bucket: &str) -> String {
@@ -313,6 +400,10 @@ fn versions_of(history: &[HistoryEntry]) -> Vec<Version> {
                     content: None,
                 },
             ),
+            // A version (or marker) removed for good.
+            EventType::ObjectRemovedDelete if e.removed_version_id.is_some() => {
+                out.retain(|v| Some(&v.id) != e.removed_version_id.as_ref());
+            }
             EventType::ObjectRemovedDelete | EventType::LifecycleExpirationDelete
                 if out.last().is_some_and(|v| v.content.is_some()) =>
             {
