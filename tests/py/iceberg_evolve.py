@@ -1,5 +1,6 @@
 """A journal table as an older Tidemark (event schema version 1) left it, made with pyiceberg
-from a current one: the same columns but `user_agent`, the same partitioning, and its rows.
+from a current one: the same columns but the later versions' (`user_agent`,
+`removed_version_id`), the same partitioning, and its rows.
 
 usage: iceberg_evolve.py CATALOG_DB SOURCE TARGET
   SOURCE  a current journal, e.g. tidemark.src_journal
@@ -18,7 +19,8 @@ def main():
     db, source_name, target_name = sys.argv[1:4]
     catalog = SqlCatalog("tidemark", uri=f"sqlite:///{db}")
     source = catalog.load_table(source_name)
-    fields = [f for f in source.schema().fields if f.name != "user_agent"]
+    later = ["user_agent", "removed_version_id"]
+    fields = [f for f in source.schema().fields if f.name not in later]
     # Beside the source, as Tidemark lays tables out (<warehouse>/<namespace>.db/<table>).
     location = source.location().rsplit("/", 1)[0] + "/" + target_name.split(".")[-1]
     table = catalog.create_table(
@@ -31,7 +33,7 @@ def main():
             "tidemark.managed": "true",
         },
     )
-    rows = source.scan().to_arrow().drop_columns(["user_agent"])
+    rows = source.scan().to_arrow().drop_columns(later)
     table.append(rows)
     json.dump(
         {"rows": rows.num_rows, "last_column_id": table.metadata.last_column_id},

@@ -118,8 +118,10 @@ pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
         offset.append_value(i64::try_from(r.offset).unwrap_or(i64::MAX));
     }
     let mut user_agent = StringBuilder::new();
+    let mut removed_version = StringBuilder::new();
     for r in rows {
         user_agent.append_option(r.event.user_agent.as_deref());
+        removed_version.append_option(r.event.removed_version_id.as_deref());
     }
     let mut sequence = StringBuilder::with_capacity(n, n * 20);
     let mut event_id = StringBuilder::with_capacity(n, n * 36);
@@ -176,6 +178,8 @@ pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
         Arc::new(offset.finish()),
         // Added in event schema version 2.
         Arc::new(user_agent.finish()),
+        // Added in event schema version 3.
+        Arc::new(removed_version.finish()),
     ];
     RecordBatch::try_new(schema::journal_arrow(), columns)
         .map_err(|e| Error::Transient(format!("building journal rows: {e}")))

@@ -48,6 +48,7 @@
 //! | id | column | since | |
 //! | ---: | --- | --- | --- |
 //! | 43 | `user_agent` | event schema v2 | the request's User-Agent; null in rows of older events |
+//! | 44 | `removed_version_id` | event schema v3 | the version an `ObjectRemoved:Delete` removed for good |
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -121,7 +122,10 @@ pub(super) const JOURNAL: &[Column] = &[
 
 /// Journal columns added after the first version, in the order (and so with the ids) a
 /// schema update adds them.
-pub(super) const JOURNAL_ADDED: &[Column] = &[col(43, "user_agent", Kind::Str, false)];
+pub(super) const JOURNAL_ADDED: &[Column] = &[
+    col(43, "user_agent", Kind::Str, false),
+    col(44, "removed_version_id", Kind::Str, false),
+];
 
 /// The fields of `previous`.
 pub(super) const PREVIOUS: &[Column] = &[

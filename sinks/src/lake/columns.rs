@@ -18,6 +18,10 @@
 //! | `log_partition` | Int32 | never |
 //! | `log_offset` | Int64 | never |
 //! | `user_agent` | Utf8 (event schema version 2) | unknown, or written before version 2 |
+//! | `headers` | Map<Utf8, Utf8> (event schema version 3): the object's standard headers | never (empty map) |
+//! | `checksum` | Utf8 (v3): `ALGORITHM:base64` | none verified at upload |
+//! | `part_sizes` | List<Int64> (v3): a multipart object's part sizes | not multipart |
+//! | `removed_version_id` | Utf8 (v3): the version an `ObjectRemoved:Delete` removed for good | any other event |
 //!
 //! Maps use the Parquet spec's `key_value`/`key`/`value` names so every reader sees the
 //! canonical MAP layout.
@@ -26,7 +30,7 @@ use std::sync::{Arc, LazyLock};
 
 use arrow_array::RecordBatch;
 use arrow_array::builder::{
-    Int32Builder, Int64Builder, MapBuilder, MapFieldNames, StringBuilder,
+    Int32Builder, Int64Builder, ListBuilder, MapBuilder, MapFieldNames, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
@@ -47,6 +51,11 @@ fn map_key_field() -> Arc<Field> {
 
 fn map_value_field() -> Arc<Field> {
     Arc::new(Field::new(MAP_VALUE, DataType::Utf8, true))
+}
+
+/// The items of `part_sizes`, named as Parquet's LIST spec names them.
+fn list_item_field() -> Arc<Field> {
+    Arc::new(Field::new("element", DataType::Int64, false))
 }
 
 /// Exactly the type [`MapBuilder`] produces with our field names, so `finish` type-checks.
@@ -94,6 +103,10 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("log_partition", DataType::Int32, false),
         int64("log_offset", false),
         utf8("user_agent", true),
+        Field::new("headers", string_map(), false),
+        utf8("checksum", true),
+        Field::new("part_sizes", DataType::List(list_item_field()), true),
+        utf8("removed_version_id", true),
     ]))
 });
 
@@ -160,6 +173,10 @@ pub struct Rows {
     log_partition: Int32Builder,
     log_offset: Int64Builder,
     user_agent: StringBuilder,
+    headers: StringMapBuilder,
+    checksum: StringBuilder,
+    part_sizes: ListBuilder<Int64Builder>,
+    removed_version_id: StringBuilder,
     rows: usize,
     bytes: usize,
 }
@@ -216,6 +233,10 @@ impl Rows {
             log_partition: Int32Builder::with_capacity(rows),
             log_offset: Int64Builder::with_capacity(rows),
             user_agent: s(16),
+            headers: map_builder(rows / 8),
+            checksum: s(8),
+            part_sizes: ListBuilder::new(Int64Builder::new()).with_field(list_item_field()),
+            removed_version_id: s(2),
             rows: 0,
             bytes: 0,
         }
@@ -251,6 +272,17 @@ impl Rows {
         bytes += opt(&mut self.request_id, &e.request_id);
         bytes += opt(&mut self.region, &e.region);
         bytes += opt(&mut self.node, &e.node);
+        bytes += map(&mut self.headers, Some(&e.headers));
+        bytes += opt(&mut self.checksum, &e.checksum);
+        bytes += opt(&mut self.removed_version_id, &e.removed_version_id);
+        match &e.part_sizes {
+            Some(sizes) => {
+                self.part_sizes.values().append_slice(sizes);
+                self.part_sizes.append(true);
+                bytes += sizes.len() * 8;
+            }
+            None => self.part_sizes.append(false),
+        }
 
         match &e.previous {
             Some(p) => {
@@ -334,6 +366,10 @@ impl Rows {
             Arc::new(self.log_partition.finish()),
             Arc::new(self.log_offset.finish()),
             Arc::new(self.user_agent.finish()),
+            Arc::new(self.headers.finish()),
+            Arc::new(self.checksum.finish()),
+            Arc::new(self.part_sizes.finish()),
+            Arc::new(self.removed_version_id.finish()),
         ];
         // Every builder gets exactly one value per push and its type is the schema's
         // (the unit tests check both), so this cannot fail.
@@ -410,6 +446,10 @@ pub(crate) mod tests {
             }),
         );
         first.etag = Some("\"d41d8cd98f00b204e9800998ecf8427e\"".into());
+        // Event schema v3's fields.
+        first.headers = StringMap::from([("cache-control".into(), "max-age=5".into())]);
+        first.checksum = Some("CRC32:AAAAAA==".into());
+        first.part_sizes = Some(vec![0]);
         out.push(first);
         // A removal: size None, previous present with an empty map and a non-empty one.
         let mut removed = ObjectEvent::new(
@@ -437,6 +477,7 @@ pub(crate) mod tests {
             part_sizes: None,
         });
         removed.requester = Some("anonymous".into());
+        removed.removed_version_id = Some("v0".into());
         out.push(removed);
         // A bucket event: nothing but the required fields.
         out.push(ObjectEvent::new(
@@ -529,10 +570,17 @@ pub(crate) mod tests {
                     node: s("node"),
                     previous,
                     user_agent: s("user_agent"),
-                    headers: Default::default(),
-                    checksum: None,
-                    part_sizes: None,
-                    removed_version_id: None,
+                    headers: map_at(c("headers"), i).unwrap(),
+                    checksum: s("checksum"),
+                    part_sizes: {
+                        let a = c("part_sizes").as_list::<i32>();
+                        (!a.is_null(i)).then(|| {
+                            let v = a.value(i);
+                            let v = v.as_primitive::<arrow_array::types::Int64Type>();
+                            v.values().to_vec()
+                        })
+                    },
+                    removed_version_id: s("removed_version_id"),
                 };
                 let partition = c("log_partition").as_primitive::<Int32Type>().value(i);
                 let offset = i64_at(c("log_offset"), i).unwrap();
@@ -588,6 +636,10 @@ pub(crate) mod tests {
                 "log_partition",
                 "log_offset",
                 "user_agent",
+                "headers",
+                "checksum",
+                "part_sizes",
+                "removed_version_id",
             ]
         );
         let required: Vec<&str> = s
@@ -608,7 +660,8 @@ pub(crate) mod tests {
                 "metadata",
                 "tags",
                 "log_partition",
-                "log_offset"
+                "log_offset",
+                "headers"
             ]
         );
         assert_eq!(
@@ -642,7 +695,7 @@ pub(crate) mod tests {
         assert_eq!(rows.approx_bytes(), 0);
         let batch = rows.finish();
         assert_eq!(batch.num_rows(), 0);
-        assert_eq!(batch.num_columns(), 32);
+        assert_eq!(batch.num_columns(), 36);
     }
 
     #[test]

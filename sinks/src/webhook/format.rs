@@ -357,6 +357,19 @@ mod tests {
         }
     }
 
+    /// A version removed for good is named as S3 names it: the removed version, no size or
+    /// ETag (the event's object fields hold what is current afterwards).
+    #[test]
+    fn a_removed_version_is_the_records_version() {
+        let mut e = sample_event(9);
+        e.event_type = tidemark_core::event::EventType::ObjectRemovedDelete;
+        e.removed_version_id = Some("gone-version".into());
+        let p = render(Format::S3, &CTX, &[item(&e, 1)]).unwrap();
+        let o = &body_json(&p)["Records"][0]["s3"]["object"];
+        assert_eq!(o["versionId"], "gone-version", "{o}");
+        assert!(o.get("size").is_none() && o.get("eTag").is_none(), "{o}");
+    }
+
     #[test]
     fn s3_records_use_s3_field_names() {
         let mut e = sample_event(7);

@@ -113,13 +113,23 @@ pub(super) fn s3_record<'a>(ctx: &Context<'a>, item: &Item<'a>) -> S3Record<'a> 
                 owner_identity: Principal { principal_id: "" },
                 arn: format!("arn:aws:s3:::{}", e.bucket),
             },
-            object: S3Object {
-                key: s3_key(&e.key),
-                size: e.size,
-                // S3 notifications carry the ETag without the quotes the HTTP header has.
-                e_tag: e.etag.as_deref().map(|t| t.trim_matches('"')),
-                version_id: e.version_id.as_deref(),
-                sequencer: format!("{:016X}", e.sequence.max(0)),
+            object: match e.removed_version_id.as_deref() {
+                // A version removed for good: S3 names that version, with no size or ETag.
+                Some(removed) => S3Object {
+                    key: s3_key(&e.key),
+                    size: None,
+                    e_tag: None,
+                    version_id: Some(removed),
+                    sequencer: format!("{:016X}", e.sequence.max(0)),
+                },
+                None => S3Object {
+                    key: s3_key(&e.key),
+                    size: e.size,
+                    // S3 notifications carry the ETag without the quotes the HTTP header has.
+                    e_tag: e.etag.as_deref().map(|t| t.trim_matches('"')),
+                    version_id: e.version_id.as_deref(),
+                    sequencer: format!("{:016X}", e.sequence.max(0)),
+                },
             },
         },
         tidemark: TidemarkExtra {
