@@ -9,7 +9,11 @@
 //! A delete on a versioned bucket is a `delete` mutation recorded as
 //! `ObjectRemoved:DeleteMarkerCreated`: the key reads as deleted, its history keeps the older
 //! versions. A delete event carries no version of its own, so a marker's version id is its
-//! event id (32 hex digits, the same form as object version ids).
+//! event id (32 hex digits, the same form as object version ids), or `null` when the bucket's
+//! versioning is suspended. A delete with `versionId` removes that version or marker for good:
+//! an `ObjectRemoved:Delete` naming it in `removed_version_id`, whose object is what is current
+//! afterwards (see [`delete_version`]). A key's versions are derived from its history by
+//! [`versions_of`].
 
 use std::sync::Arc;
 
