@@ -300,3 +300,10 @@ fn versions_are_removed_for_good_and_a_rebuild_agrees() {
         index_dump(&data)
     );
 }
+
+#[test]
+fn multipart_upload_listings_roll_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"));
+    scenario(&server, "uploads");
+}

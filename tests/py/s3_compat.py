@@ -579,6 +579,31 @@ def version_deletes():
     return {"removed": [v[2], v[0], m, v[1]]}
 
 
+def uploads():
+    """ListMultipartUploads with a delimiter rolls keys into prefixes, and pages over them
+    once each."""
+    s3.create_bucket(Bucket="ups")
+    ids = {k: s3.create_multipart_upload(Bucket="ups", Key=k)["UploadId"]
+           for k in ("a/1", "a/2", "b/x/1", "top")}
+    r = s3.list_multipart_uploads(Bucket="ups", Delimiter="/")
+    assert [p["Prefix"] for p in r.get("CommonPrefixes", [])] == ["a/", "b/"], r
+    assert [u["Key"] for u in r["Uploads"]] == ["top"], r
+    seen, kw = [], {}
+    for _ in range(10):
+        r = s3.list_multipart_uploads(Bucket="ups", Delimiter="/", MaxUploads=1, **kw)
+        seen += [p["Prefix"] for p in r.get("CommonPrefixes", [])]
+        seen += [u["Key"] for u in r.get("Uploads", [])]
+        if not r["IsTruncated"]:
+            break
+        kw = {"KeyMarker": r["NextKeyMarker"]}
+        if r.get("NextUploadIdMarker"):
+            kw["UploadIdMarker"] = r["NextUploadIdMarker"]
+    assert seen == ["a/", "b/", "top"], seen
+    r = s3.list_multipart_uploads(Bucket="ups", Prefix="a/")
+    assert sorted(u["UploadId"] for u in r["Uploads"]) == sorted([ids["a/1"], ids["a/2"]]), r
+    return {}
+
+
 if __name__ == "__main__":
     facts = globals()[scenario]()
     print(json.dumps(facts or {}))

@@ -440,32 +440,57 @@ pub async fn list_uploads(
     let max = input
         .max_uploads
         .map_or(MAX_LISTED, |m| m.clamp(0, 1000) as usize);
-    let truncated = uploads.len() > max;
-    uploads.truncate(max);
-    let (next_key, next_id) = match uploads.last() {
-        Some((id, u)) if truncated => (Some(u.key.clone()), Some(id.clone())),
+    // With a delimiter, the uploads of keys under a common prefix are one entry, as in
+    // ListObjects; a page that ended on such a prefix is not repeated by the next.
+    let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+    let mut entries: Vec<(String, Option<(String, Upload)>)> = Vec::new();
+    for (id, u) in uploads {
+        let common = delimiter.as_deref().and_then(|d| {
+            u.key[prefix.len()..]
+                .find(d)
+                .map(|i| u.key[..prefix.len() + i + d.len()].to_string())
+        });
+        match common {
+            Some(c) if input.key_marker.as_deref() == Some(c.as_str()) => {}
+            Some(c) if entries.last().is_some_and(|(k, e)| e.is_none() && *k == c) => {}
+            Some(c) => entries.push((c, None)),
+            None => entries.push((u.key.clone(), Some((id, u)))),
+        }
+    }
+    let truncated = entries.len() > max;
+    entries.truncate(max);
+    let (next_key, next_id) = match entries.last() {
+        Some((key, upload)) if truncated => {
+            (Some(key.clone()), upload.as_ref().map(|(id, _)| id.clone()))
+        }
         _ => (None, None),
     };
+    let (mut listed, mut prefixes) = (Vec::new(), Vec::new());
+    for (key, upload) in entries {
+        match upload {
+            Some((id, u)) => listed.push(MultipartUpload {
+                initiated: Some(timestamp(u.initiated)),
+                key: Some(u.key),
+                upload_id: Some(id),
+                owner: Some(super::buckets::owner()),
+                storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+                ..Default::default()
+            }),
+            None => prefixes.push(CommonPrefix { prefix: Some(key) }),
+        }
+    }
     Ok(S3Response::new(ListMultipartUploadsOutput {
         bucket: Some(input.bucket),
         prefix: input.prefix,
+        delimiter,
         key_marker: input.key_marker,
         upload_id_marker: input.upload_id_marker,
         max_uploads: Some(max as i32),
         is_truncated: Some(truncated),
         next_key_marker: next_key,
         next_upload_id_marker: next_id,
-        uploads: Some(
-            uploads
-                .into_iter()
-                .map(|(id, u)| MultipartUpload {
-                    initiated: Some(timestamp(u.initiated)),
-                    key: Some(u.key),
-                    upload_id: Some(id),
-                    ..Default::default()
-                })
-                .collect(),
-        ),
+        uploads: Some(listed),
+        common_prefixes: Some(prefixes),
         ..Default::default()
     }))
 }
