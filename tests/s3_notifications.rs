@@ -238,6 +238,15 @@ fn refused_configurations_change_nothing() {
         "more than one prefix",
     );
     refused("nobucket", thumbs_config(), "NoSuchBucket", "nobucket");
+    // Two configurations that could both match one event are ambiguous, as S3 says.
+    let mut twice = thumbs_config();
+    let mut second = twice["QueueConfigurations"][0].clone();
+    second["Id"] = json!("second");
+    twice["QueueConfigurations"]
+        .as_array_mut()
+        .unwrap()
+        .push(second);
+    refused("photos", twice, "InvalidArgument", "Configurations overlap");
 
     let url = format!("{}/photos?notification", server.s3_url.as_ref().unwrap());
     let out = Command::new("python3")

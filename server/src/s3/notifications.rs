@@ -263,9 +263,16 @@ fn desired(
             unknown.join(", ")
         ));
     }
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<String, SubscriptionSpec> = BTreeMap::new();
     for c in configs {
         let spec = subscription(bucket, &targets.0[&c.arn], c)?;
+        if out.values().any(|other| overlap(&other.rules, &spec.rules)) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "Configurations overlap. Configurations on the same bucket cannot share a \
+                 common event type with overlapping prefix and suffix filters"
+            ));
+        }
         let name = spec.name.clone();
         if out.insert(name, spec).is_some() {
             return Err(s3_error!(
@@ -275,6 +282,26 @@ fn desired(
         }
     }
     Ok(out)
+}
+
+/// Whether two configurations could both match one event: a common event type (`*` covers
+/// its family) and key filters that can both hold (one prefix starts the other, one suffix
+/// ends the other, or either is absent), which S3 refuses as ambiguous.
+fn overlap(a: &RuleSpec, b: &RuleSpec) -> bool {
+    let event = |x: &str, y: &str| {
+        let covers = |w: &str, n: &str| w.strip_suffix('*').is_some_and(|f| n.starts_with(f));
+        x == y || covers(x, y) || covers(y, x)
+    };
+    let events = a
+        .events
+        .iter()
+        .any(|x| b.events.iter().any(|y| event(x, y)));
+    let first = |v: &[String]| v.first().cloned().unwrap_or_default();
+    let (pa, pb) = (first(&a.prefix), first(&b.prefix));
+    let (sa, sb) = (first(&a.suffix), first(&b.suffix));
+    let prefixes = pa.starts_with(&pb) || pb.starts_with(&pa);
+    let suffixes = sa.ends_with(&sb) || sb.ends_with(&sa);
+    events && prefixes && suffixes
 }
 
 /// The subscription one configuration becomes.
@@ -481,5 +508,44 @@ async fn test_event(url: String, bucket: String, request_id: String) {
         Ok(Ok(resp)) => tracing::warn!("s3:TestEvent to {url}: answered {}", resp.status()),
         Ok(Err(e)) => tracing::warn!("s3:TestEvent to {url}: {e}"),
         Err(_) => tracing::warn!("s3:TestEvent to {url}: no answer within 10 s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RuleSpec;
+
+    fn rules(events: &[&str], prefix: &str, suffix: &str) -> RuleSpec {
+        let one = |v: &str| {
+            Some(v.to_string())
+                .filter(|v| !v.is_empty())
+                .into_iter()
+                .collect()
+        };
+        RuleSpec {
+            events: events.iter().map(|e| e.to_string()).collect(),
+            prefix: one(prefix),
+            suffix: one(suffix),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn overlapping_configurations_are_found() {
+        let put = rules(&["ObjectCreated:Put"], "images/", ".jpg");
+        assert!(super::overlap(&put, &rules(&["ObjectCreated:*"], "", "")));
+        assert!(super::overlap(
+            &put,
+            &rules(&["ObjectCreated:Put"], "images/raw/", "")
+        ));
+        assert!(!super::overlap(
+            &put,
+            &rules(&["ObjectCreated:Put"], "docs/", "")
+        ));
+        assert!(!super::overlap(
+            &put,
+            &rules(&["ObjectCreated:Put"], "", ".png")
+        ));
+        assert!(!super::overlap(&put, &rules(&["ObjectRemoved:*"], "", "")));
     }
 }
