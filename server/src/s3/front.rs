@@ -68,15 +68,34 @@ pub fn prepare(parts: &mut Parts, id: &RequestId) -> Option<Response<s3s::Body>>
     None
 }
 
-/// `answer` with the request id: in the headers, and in an error's XML body.
+/// Whether a request carries a body (which an early refusal may leave unread).
+pub fn has_body(parts: &Parts) -> bool {
+    let declared = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0");
+    declared || parts.headers.contains_key(hyper::header::TRANSFER_ENCODING)
+}
+
+/// `answer` with the request id: in the headers, and in an error's XML body. An error to a
+/// request with a body also closes the connection: a refusal may come before the body was
+/// read (or, with `Expect: 100-continue`, sent), and the connection cannot then tell where
+/// the next request starts.
 pub async fn finish(
     answer: Response<s3s::Body>,
     id: &RequestId,
     method: &Method,
+    had_body: bool,
 ) -> Response<s3s::Body> {
     let (mut parts, body) = answer.into_parts();
     if let Ok(v) = id.0.parse() {
         parts.headers.insert("x-amz-request-id", v);
+    }
+    if had_body && parts.status.as_u16() >= 400 {
+        parts.headers.insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
     }
     let is_xml = parts
         .headers

@@ -118,6 +118,7 @@ pub async fn serve(
             req.extensions_mut().insert(id.clone());
             let (mut parts, body) = req.into_parts();
             let method = parts.method.clone();
+            let had_body = front::has_body(&parts);
             let refused = front::prepare(&mut parts, &id);
             let target = access::Target::of(&parts, domain.as_deref(), peer);
             let names_key = target.as_ref().is_some_and(|t| t.names_key());
@@ -127,11 +128,11 @@ pub async fn serve(
             let app = app.clone();
             async move {
                 if let Some(answer) = refused {
-                    return Ok(front::finish(answer, &id, &method).await);
+                    return Ok(front::finish(answer, &id, &method, had_body).await);
                 }
                 if let Some(length) = oversized {
                     let answer = body_limit::refusal(length, app.limits.max_body_bytes);
-                    return Ok(front::finish(answer, &id, &method).await);
+                    return Ok(front::finish(answer, &id, &method, had_body).await);
                 }
                 let answer = call.await?;
                 if answer.status() == hyper::StatusCode::FORBIDDEN
@@ -139,7 +140,7 @@ pub async fn serve(
                 {
                     access::denied(&app, target).await;
                 }
-                Ok::<_, s3s::HttpError>(front::finish(answer, &id, &method).await)
+                Ok::<_, s3s::HttpError>(front::finish(answer, &id, &method, had_body).await)
             }
         })
     };
