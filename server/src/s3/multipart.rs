@@ -129,6 +129,16 @@ fn remember_completed(c: Completed) {
     done.push_back(c);
 }
 
+fn check_part_number(number: i32) -> S3Result<()> {
+    match PART_NUMBERS.contains(&number) {
+        true => Ok(()),
+        false => Err(s3_error!(
+            InvalidArgument,
+            "part number {number} is outside 1..=10000"
+        )),
+    }
+}
+
 fn no_such_upload(upload_id: &str) -> S3Error {
     s3_error!(
         NoSuchUpload,
@@ -210,12 +220,7 @@ pub async fn upload_part(
     let input = req.input;
     load(app, &input.bucket, &input.key, &input.upload_id).await?;
     let number = input.part_number;
-    if !PART_NUMBERS.contains(&number) {
-        return Err(s3_error!(
-            InvalidArgument,
-            "part number {number} is outside 1..=10000"
-        ));
-    }
+    check_part_number(number)?;
     let body = input
         .body
         .ok_or_else(|| s3_error!(MissingRequestBodyError))?
@@ -258,36 +263,15 @@ pub async fn upload_part_copy(
     let input = req.input;
     load(app, &input.bucket, &input.key, &input.upload_id).await?;
     let number = input.part_number;
-    if !PART_NUMBERS.contains(&number) {
-        return Err(s3_error!(
-            InvalidArgument,
-            "part number {number} is outside 1..=10000"
-        ));
-    }
-    let CopySource::Bucket {
-        bucket: src_bucket,
-        key: src_key,
-        version_id,
-    } = &input.copy_source
-    else {
-        return Err(s3_error!(
-            NotImplemented,
-            "access-point copy sources are not supported"
-        ));
+    check_part_number(number)?;
+    let conditions = super::conditions::Conditions {
+        if_match: input.copy_source_if_match.clone(),
+        if_none_match: input.copy_source_if_none_match.clone(),
+        if_modified_since: input.copy_source_if_modified_since.clone(),
+        if_unmodified_since: input.copy_source_if_unmodified_since.clone(),
     };
-    let source = match version_id {
-        Some(v) => super::versioning::existing_version(app, src_bucket, src_key, v).await?,
-        None => super::objects::existing(app, src_bucket, src_key).await?,
-    };
-    super::conditions::check_copy_source(
-        &super::conditions::Conditions {
-            if_match: input.copy_source_if_match.clone(),
-            if_none_match: input.copy_source_if_none_match.clone(),
-            if_modified_since: input.copy_source_if_modified_since.clone(),
-            if_unmodified_since: input.copy_source_if_unmodified_since.clone(),
-        },
-        &source,
-    )?;
+    let (src_bucket, src_key, source) =
+        super::objects::copy_source(app, &input.copy_source, &conditions).await?;
     let size = source.size as u64;
     let range = input
         .copy_source_range

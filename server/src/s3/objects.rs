@@ -478,6 +478,33 @@ pub async fn delete_many(
     }))
 }
 
+/// What a copy reads (CopyObject, UploadPartCopy): the source's bucket and key, and the
+/// state of the version it names (the current one by default), once it meets the
+/// `x-amz-copy-source-if-*` conditions.
+pub(super) async fn copy_source<'a>(
+    app: &AppState,
+    source: &'a CopySource,
+    conditions: &Conditions,
+) -> S3Result<(&'a str, &'a str, ObjectState)> {
+    let CopySource::Bucket {
+        bucket,
+        key,
+        version_id,
+    } = source
+    else {
+        return Err(s3_error!(
+            NotImplemented,
+            "access-point copy sources are not supported"
+        ));
+    };
+    let state = match version_id {
+        Some(v) => super::versioning::existing_version(app, bucket, key, v).await?,
+        None => existing(app, bucket, key).await?,
+    };
+    check_copy_source(conditions, &state)?;
+    Ok((bucket, key, state))
+}
+
 /// Copy within the content store: the new object refers to the source's blob, so no bytes
 /// move. A `put` whose event is `ObjectCreated:Copy`.
 pub async fn copy(
@@ -486,32 +513,15 @@ pub async fn copy(
 ) -> S3Result<S3Response<CopyObjectOutput>> {
     let ctx = super::context(&req);
     let input = req.input;
-    let CopySource::Bucket {
-        bucket: src_bucket,
-        key: src_key,
-        version_id,
-    } = &input.copy_source
-    else {
-        return Err(s3_error!(
-            NotImplemented,
-            "access-point copy sources are not supported"
-        ));
-    };
     require(app, &input.bucket)?;
     check_key(&input.key)?;
-    let source = match version_id {
-        Some(v) => super::versioning::existing_version(app, src_bucket, src_key, v).await?,
-        None => existing(app, src_bucket, src_key).await?,
+    let conditions = Conditions {
+        if_match: input.copy_source_if_match.clone(),
+        if_none_match: input.copy_source_if_none_match.clone(),
+        if_modified_since: input.copy_source_if_modified_since.clone(),
+        if_unmodified_since: input.copy_source_if_unmodified_since.clone(),
     };
-    check_copy_source(
-        &Conditions {
-            if_match: input.copy_source_if_match.clone(),
-            if_none_match: input.copy_source_if_none_match.clone(),
-            if_modified_since: input.copy_source_if_modified_since.clone(),
-            if_unmodified_since: input.copy_source_if_unmodified_since.clone(),
-        },
-        &source,
-    )?;
+    let (src_bucket, src_key, source) = copy_source(app, &input.copy_source, &conditions).await?;
     let replace_meta = input
         .metadata_directive
         .as_ref()
@@ -520,8 +530,7 @@ pub async fn copy(
         .tagging_directive
         .as_ref()
         .is_some_and(|d| d.as_str() == TaggingDirective::REPLACE);
-    let same_place =
-        src_bucket.as_ref() == input.bucket.as_str() && src_key.as_ref() == input.key.as_str();
+    let same_place = src_bucket == input.bucket.as_str() && src_key == input.key.as_str();
     if same_place && !replace_meta {
         return Err(s3_error!(
             InvalidRequest,
