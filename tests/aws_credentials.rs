@@ -8,9 +8,8 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::moto::Moto;
@@ -38,25 +37,15 @@ impl CredentialsStandIn {
 
     fn start_on(dir: &Path, port: u16) -> CredentialsStandIn {
         let out = dir.join("credentials-requests.jsonl");
-        let mut child = Command::new("python3")
-            .arg(STAND_IN)
-            .args(["--port", &port.to_string(), "--out"])
-            .arg(&out)
-            .args(["--secret", SECRET_KEY, "--lifetime", LIFETIME_SECS])
-            .args(["--auth", CONTAINER_AUTH])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start aws_credentials.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("aws_credentials.py printed {line:?}"));
+        let (child, port) = spawn_listening(
+            Command::new("python3")
+                .arg(STAND_IN)
+                .args(["--port", &port.to_string(), "--out"])
+                .arg(&out)
+                .args(["--secret", SECRET_KEY, "--lifetime", LIFETIME_SECS])
+                .args(["--auth", CONTAINER_AUTH]),
+            "aws_credentials.py",
+        );
         CredentialsStandIn { child, port, out }
     }
 

@@ -171,25 +171,15 @@ impl LambdaReceiver {
 
     fn spawn(out: &Path, port: u16, fail_first: u32, access_key: &str) -> LambdaReceiver {
         let out = out.to_path_buf();
-        let mut child = Command::new("python3")
-            .arg(LAMBDA)
-            .args(["--port", &port.to_string(), "--out"])
-            .arg(&out)
-            .args(["--access-key", access_key, "--secret", SECRET_KEY])
-            .args(["--fail-first", &fail_first.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start lambda_receiver.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("lambda_receiver.py printed {line:?}"));
+        let (child, port) = spawn_listening(
+            Command::new("python3")
+                .arg(LAMBDA)
+                .args(["--port", &port.to_string(), "--out"])
+                .arg(&out)
+                .args(["--access-key", access_key, "--secret", SECRET_KEY])
+                .args(["--fail-first", &fail_first.to_string()]),
+            "lambda_receiver.py",
+        );
         LambdaReceiver { child, port, out }
     }
 
@@ -213,6 +203,25 @@ impl Drop for LambdaReceiver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts a stand-in that prints `listening PORT` first; the child and its port.
+pub fn spawn_listening(cmd: &mut Command, what: &str) -> (Child, u16) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{what} printed {line:?}"));
+    (child, port)
 }
 
 /// Writes random mutations to `bucket` in requests of 10 until stopped; the acknowledged event
