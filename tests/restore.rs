@@ -130,13 +130,20 @@ fn dry_run(server: &Server, at: &str) -> Value {
     serde_json::from_str(&restore_cli(server, at, &["--dry-run", "--json"])).unwrap()
 }
 
-/// Blob files under the data directory (not counting uploads in progress).
+/// Files holding content under the data directory: a blob's own file, or a pack file that is
+/// not empty (small content is packed).
 fn blob_files(data: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for dir in std::fs::read_dir(data.join("blobs")).unwrap() {
         let dir = dir.unwrap().path();
         for f in std::fs::read_dir(&dir).unwrap() {
-            out.push(f.unwrap().path());
+            let f = f.unwrap().path();
+            let packed = dir.ends_with("packs");
+            if !packed
+                || (f.extension().is_some_and(|e| e == "pack") && f.metadata().unwrap().len() > 0)
+            {
+                out.push(f);
+            }
         }
     }
     out
@@ -306,12 +313,15 @@ fn content_no_longer_held_is_reported_and_identical_content_is_stored_once() {
         &data,
         &["--blob-gc-grace-secs", "0", "--blob-gc-interval-secs", "0"],
     );
-    let one = put(&server, "one.txt", b"the same bytes", &[]);
-    let two = put(&server, "two.txt", b"the same bytes", &[]);
+    // Larger than the most that is packed: each content in a file of its own.
+    let same = [b"the same bytes".as_slice(), &[b'.'; 70_000]].concat();
+    let vanishing = [b"about to vanish".as_slice(), &[b'.'; 70_000]].concat();
+    let one = put(&server, "one.txt", &same, &[]);
+    let two = put(&server, "two.txt", &same, &[]);
     assert_eq!(one["sha256"], two["sha256"]);
     assert_eq!(one["etag"], two["etag"]);
     assert_eq!(blob_files(&data).len(), 1, "identical content is one blob");
-    let lost = put(&server, "lost.txt", b"about to vanish", &[]);
+    let lost = put(&server, "lost.txt", &vanishing, &[]);
     assert_eq!(blob_files(&data).len(), 2);
     server.wait_caught_up();
     let t = instant();
@@ -345,10 +355,7 @@ fn content_no_longer_held_is_reported_and_identical_content_is_stored_once() {
     assert_eq!(job["result"]["unavailable_keys"][0]["key"], "lost.txt");
     server.wait_caught_up();
     let (status, _, bytes) = get(&server, "one.txt");
-    assert_eq!(
-        (status, bytes.as_slice()),
-        (200, b"the same bytes".as_slice())
-    );
+    assert_eq!((status, bytes.as_slice()), (200, same.as_slice()));
     assert_eq!(
         get(&server, "lost.txt").0,
         404,

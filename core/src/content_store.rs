@@ -82,11 +82,16 @@ pub struct ContentStore {
 impl ContentStore {
     /// Open the store; an `s3://` one is checked reachable and writable first, and an error
     /// names the URL and the cause. `gc_grace` is how long collections keep unreferenced
-    /// blobs (`--blob-gc-grace-secs`).
-    pub async fn open(location: Location, gc_grace: std::time::Duration) -> Result<ContentStore> {
+    /// blobs (`--blob-gc-grace-secs`). `own`: this process alone uses a directory store (the
+    /// embedded log's node), so small content may be packed (see `blobs::DiskBlobs`).
+    pub async fn open(
+        location: Location,
+        gc_grace: std::time::Duration,
+        own: bool,
+    ) -> Result<ContentStore> {
         match &location {
             Location::Dir(dir) => Ok(ContentStore {
-                blobs: Arc::new(DiskBlobs::open(&dir.join("blobs"))?),
+                blobs: Arc::new(DiskBlobs::open_with(&dir.join("blobs"), own)?),
                 parts: Arc::new(FileParts::new(&dir.join("multipart"))),
                 location,
             }),

@@ -1,9 +1,14 @@
-//! Blobs as files on local disk:
+//! Blobs on local disk:
 //!
 //! ```text
-//! <root>/<first 2 hex>/<sha256 hex>   one file per content (fan-out keeps directories small)
+//! <root>/packs/…                      content of at most MAX_PACKED bytes, packed (pack/)
+//! <root>/<first 2 hex>/<sha256 hex>   one file per larger content (fan-out keeps directories
+//!                                     small)
 //! <root>/tmp/<uuid>.part              uploads in progress; removed at open (a crash left them)
 //! ```
+//!
+//! An upload is held in memory until it is larger than [`MAX_PACKED`]; only then does it get
+//! a temporary file, so a small upload creates no file at all.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -19,6 +24,7 @@ use futures::{FutureExt, StreamExt};
 use md5::{Digest, Md5};
 use sha2::Sha256;
 
+use super::pack::{MAX_PACKED, Packs, sha_bytes};
 use super::{Blob, BlobStore, ByteStream, GcStats, StoredBlob, hex, is_sha256, validate_sha256};
 use crate::blocking::blocking;
 use crate::error::IoContext;
@@ -35,11 +41,21 @@ pub struct DiskBlobs {
     /// Held while an upload is moved into place (or an existing copy is touched) and while GC
     /// checks and removes a blob, so GC never removes a blob an upload has just relied on.
     placing: Arc<Mutex<()>>,
+    /// `None` for a directory several processes share (the Kafka log's nodes), which keep
+    /// every content in a file of its own.
+    packs: Option<Arc<Packs>>,
 }
 
 impl DiskBlobs {
-    /// Open (or create) the store at `root`, removing uploads a crash left unfinished.
+    /// Open (or create) the store at `root`, packing small content, removing uploads a crash
+    /// left unfinished.
     pub fn open(root: &Path) -> Result<DiskBlobs> {
+        Self::open_with(root, true)
+    }
+
+    /// [`DiskBlobs::open`]; without `pack`, small content gets files too, so processes can
+    /// share the directory (packs already there are still read, and written, by this one).
+    pub fn open_with(root: &Path, pack: bool) -> Result<DiskBlobs> {
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&tmp).ctx("create", &tmp)?;
         let mut stale = 0;
@@ -52,6 +68,10 @@ impl DiskBlobs {
             tracing::info!(stale, "removed unfinished uploads from {}", tmp.display());
         }
         Ok(DiskBlobs {
+            packs: match pack || root.join("packs").exists() {
+                true => Some(Arc::new(Packs::open(&root.join("packs"))?)),
+                false => None,
+            },
             root: root.to_path_buf(),
             tmp,
             placing: Arc::default(),
@@ -63,7 +83,51 @@ impl DiskBlobs {
         self.root.join(&sha256[..2]).join(sha256)
     }
 
-    async fn put_stream(&self, mut body: ByteStream<'_>, max_bytes: u64) -> Result<StoredBlob> {
+    /// Store `body`; with `log_syncs`, a packed blob's fsync is left to the log's next group
+    /// commit when the log took that over.
+    async fn put_stream(
+        &self,
+        mut body: ByteStream<'_>,
+        max_bytes: u64,
+        log_syncs: bool,
+    ) -> Result<StoredBlob> {
+        let too_large = || {
+            Error::invalid(
+                "body",
+                format!("is larger than {max_bytes} bytes, the most this server stores per object"),
+            )
+        };
+        let mut small = Vec::new();
+        let mut size = 0u64;
+        let mut rest = None;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                Error::BadInput(format!("the upload broke off after {size} bytes: {e}"))
+            })?;
+            size += chunk.len() as u64;
+            if size > max_bytes {
+                return Err(too_large());
+            }
+            if small.len() + chunk.len() > MAX_PACKED {
+                rest = Some(chunk);
+                break;
+            }
+            small.extend_from_slice(&chunk);
+        }
+        match (rest, &self.packs) {
+            (None, Some(packs)) => put_small(packs, small, log_syncs).await,
+            (None, None) => {
+                let all = futures::stream::iter([Ok(Bytes::from(small))]);
+                self.put_file(all.boxed(), max_bytes).await
+            }
+            (Some(chunk), _) => {
+                let head = futures::stream::iter([Ok(Bytes::from(small)), Ok(chunk)]);
+                self.put_file(head.chain(body).boxed(), max_bytes).await
+            }
+        }
+    }
+
+    async fn put_file(&self, mut body: ByteStream<'_>, max_bytes: u64) -> Result<StoredBlob> {
         let path = self
             .tmp
             .join(format!("{}.part", uuid::Uuid::now_v7().simple()));
@@ -114,6 +178,18 @@ impl DiskBlobs {
 
     async fn read_blob(&self, sha256: &str, range: Option<Range<u64>>) -> Result<Option<Blob>> {
         validate_sha256(sha256)?;
+        if let Some(packs) = &self.packs
+            && let Some(bytes) = packs.read(&sha_bytes(sha256))?
+        {
+            let size = bytes.len() as u64;
+            let range = range.unwrap_or(0..size);
+            check_range(&range, size)?;
+            let part = bytes.slice(range.start as usize..range.end as usize);
+            return Ok(Some(Blob {
+                size,
+                body: futures::stream::iter([Ok(part)]).boxed(),
+            }));
+        }
         let path = self.path_of(sha256);
         let opened = blocking(move || match File::open(&path) {
             Ok(f) => {
@@ -128,12 +204,7 @@ impl DiskBlobs {
             return Ok(None);
         };
         let range = range.unwrap_or(0..size);
-        if range.start > range.end || range.end > size {
-            return Err(Error::BadInput(format!(
-                "range {}..{} is outside the blob's {size} bytes",
-                range.start, range.end
-            )));
-        }
+        check_range(&range, size)?;
         if range.start > 0 {
             file.seek(SeekFrom::Start(range.start)).ctx("seek", &path)?;
         }
@@ -169,13 +240,54 @@ impl DiskBlobs {
     }
 }
 
+async fn put_small(packs: &Arc<Packs>, data: Vec<u8>, log_syncs: bool) -> Result<StoredBlob> {
+    let sha: [u8; 32] = Sha256::digest(&data).into();
+    let md5 = hex(&Md5::digest(&data));
+    // One write to the page cache and an index lookup: not worth a blocking thread.
+    let (deduplicated, ticket) = packs.put(sha, &data)?;
+    if !(log_syncs && packs.log_syncs()) {
+        let packs = packs.clone();
+        blocking(move || packs.sync_through(ticket)).await?;
+    }
+    Ok(StoredBlob {
+        sha256: hex(&sha),
+        md5,
+        size: data.len() as u64,
+        deduplicated,
+    })
+}
+
+fn check_range(range: &Range<u64>, size: u64) -> Result<()> {
+    if range.start > range.end || range.end > size {
+        return Err(Error::BadInput(format!(
+            "range {}..{} is outside the blob's {size} bytes",
+            range.start, range.end
+        )));
+    }
+    Ok(())
+}
+
 impl BlobStore for DiskBlobs {
     fn put<'a>(
         &'a self,
         body: ByteStream<'a>,
         max_bytes: u64,
     ) -> BoxFuture<'a, Result<StoredBlob>> {
-        self.put_stream(body, max_bytes).boxed()
+        self.put_stream(body, max_bytes, false).boxed()
+    }
+
+    fn put_before_append<'a>(
+        &'a self,
+        body: ByteStream<'a>,
+        max_bytes: u64,
+    ) -> BoxFuture<'a, Result<StoredBlob>> {
+        self.put_stream(body, max_bytes, true).boxed()
+    }
+
+    fn sync_with_log(&self) -> Option<crate::log::BeforeSync> {
+        let packs = self.packs.clone()?;
+        packs.hand_sync_to_log();
+        Some(Arc::new(move || packs.sync()))
     }
 
     fn read<'a>(
@@ -188,6 +300,11 @@ impl BlobStore for DiskBlobs {
 
     fn exists(&self, sha256: &str) -> Result<bool> {
         validate_sha256(sha256)?;
+        if let Some(packs) = &self.packs
+            && packs.locate(&sha_bytes(sha256))?.is_some()
+        {
+            return Ok(true);
+        }
         let path = self.path_of(sha256);
         path.try_exists().ctx("look up", &path)
     }
@@ -196,7 +313,20 @@ impl BlobStore for DiskBlobs {
         let cutoff = SystemTime::now()
             .checked_sub(grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut stats = GcStats::default();
+        let cutoff_us = cutoff
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let packed = match &self.packs {
+            Some(packs) => packs.gc(referenced, cutoff_us)?,
+            None => Default::default(),
+        };
+        let mut stats = GcStats {
+            kept: packed.kept,
+            removed: packed.removed,
+            bytes_freed: packed.bytes_freed,
+            packs_compacted: packed.packs_compacted,
+            pack_bytes_reclaimed: packed.pack_bytes_reclaimed,
+        };
         for dir in std::fs::read_dir(&self.root).ctx("list", &self.root)? {
             let dir = dir.ctx("list", &self.root)?.path();
             let is_fan_out = dir

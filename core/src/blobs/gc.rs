@@ -93,6 +93,8 @@ pub async fn collect_periodically(
                 kept = s.kept,
                 removed = s.removed,
                 bytes_freed = s.bytes_freed,
+                packs_compacted = s.packs_compacted,
+                pack_bytes_reclaimed = s.pack_bytes_reclaimed,
                 "blob garbage collection"
             ),
             Err(Error::Shutdown) => return,

@@ -40,7 +40,8 @@
 //! between another process's stat and unlink of it (microseconds) loses it.
 //!
 //! # Layout
-//! - `disk.rs`: [`DiskBlobs`], blobs as files under `<data-dir>/blobs/` (the default).
+//! - `disk.rs`: [`DiskBlobs`], blobs under `<data-dir>/blobs/` (the default): content of at
+//!   most [`MAX_PACKED`] bytes in pack files (`pack/`), larger content in a file each.
 //! - `objects.rs`: [`ObjectStoreBlobs`], blobs as objects in an `object_store` (S3).
 //! - `gc.rs`: the SHA-256 the retained log refers to, and collecting the rest.
 //! - `tests.rs`: the contract every [`BlobStore`] keeps, run against each implementation.
@@ -48,12 +49,14 @@
 mod disk;
 mod gc;
 pub(crate) mod objects;
+mod pack;
 #[cfg(test)]
 mod tests;
 
 pub use disk::DiskBlobs;
 pub use gc::{Pinned, collect_garbage, collect_periodically, referenced};
 pub use objects::ObjectStoreBlobs;
+pub use pack::MAX_PACKED;
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -93,7 +96,12 @@ pub struct GcStats {
     /// Blobs left in place: referenced, or younger than the grace period.
     pub kept: u64,
     pub removed: u64,
+    /// The removed blobs' sizes.
     pub bytes_freed: u64,
+    /// Pack files rewritten without their removed blobs (or deleted, when none was left).
+    pub packs_compacted: u64,
+    /// Disk space those rewrites gave back.
+    pub pack_bytes_reclaimed: u64,
 }
 
 /// Where object content is kept: local files or an object store; each one runs the contract
@@ -103,6 +111,25 @@ pub trait BlobStore: Send + Sync + 'static {
     /// refused with [`Error::Invalid`] on field `body`, and nothing is kept.
     fn put<'a>(&'a self, body: ByteStream<'a>, max_bytes: u64)
     -> BoxFuture<'a, Result<StoredBlob>>;
+
+    /// [`BlobStore::put`] for content whose event the caller appends to the log next: once
+    /// [`BlobStore::sync_with_log`] handed durability to the log, the content becomes durable
+    /// no later than that append (the log's group commit fsyncs it first), so a small upload
+    /// shares one fsync with every other. Elsewhere the same as `put`.
+    fn put_before_append<'a>(
+        &'a self,
+        body: ByteStream<'a>,
+        max_bytes: u64,
+    ) -> BoxFuture<'a, Result<StoredBlob>> {
+        self.put(body, max_bytes)
+    }
+
+    /// What the embedded log must run before each fsync of its group commit, so that
+    /// [`BlobStore::put_before_append`] may leave its fsync to the log. `None`: this store
+    /// makes every put durable on its own.
+    fn sync_with_log(&self) -> Option<crate::log::BeforeSync> {
+        None
+    }
 
     /// The blob's bytes (only `range` of them if given), or `None` when it is not held.
     fn read<'a>(

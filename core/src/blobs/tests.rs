@@ -103,10 +103,14 @@ async fn contract(store: &dyn BlobStore) {
     assert!(!exists(&hello.sha256));
 }
 
+/// Files under `dir`, not counting the packs (small content and their index).
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
+        if p.file_name().unwrap() == "packs" {
+            continue;
+        }
         if p.is_dir() {
             out.extend(files_under(&p));
         } else {
@@ -127,13 +131,30 @@ async fn disk_store_keeps_the_contract() {
 }
 
 #[tokio::test]
-async fn identical_content_is_one_file() {
+async fn identical_content_is_one_file_and_small_content_none() {
     let dir = tempfile::tempdir().unwrap();
     let store = DiskBlobs::open(dir.path()).unwrap();
-    let a = store.put(once(b"same bytes"), 100).await.unwrap();
-    let b = store.put(once(b"same bytes"), 100).await.unwrap();
-    assert_eq!(a.sha256, b.sha256);
+    let big = |byte| {
+        let chunk = Bytes::from(vec![byte; MAX_PACKED / 2 + 1]);
+        futures::stream::iter([Ok(chunk.clone()), Ok(chunk)]).boxed()
+    };
+    let a = store.put(big(1), 1 << 20).await.unwrap();
+    let b = store.put(big(1), 1 << 20).await.unwrap();
+    assert_eq!(
+        (a.sha256.as_str(), b.deduplicated),
+        (b.sha256.as_str(), true)
+    );
+    assert_eq!(a.size, MAX_PACKED as u64 + 2);
     assert_eq!(files_under(dir.path()), vec![store.path_of(&a.sha256)]);
+    // At most MAX_PACKED bytes: packed, no file of its own.
+    let (bytes, body) = pattern(MAX_PACKED, 1000);
+    let small = store.put(body, 1 << 20).await.unwrap();
+    assert_eq!(files_under(dir.path()).len(), 1);
+    assert_eq!(read_all(&store, &small.sha256, None).await, bytes);
+    assert_eq!(
+        read_all(&store, &small.sha256, Some(10..20)).await,
+        &bytes[10..20]
+    );
 }
 
 #[tokio::test]
@@ -149,6 +170,7 @@ async fn abandoned_and_crashed_uploads_leave_nothing() {
     assert!(files_under(dir.path()).is_empty());
     // A crash leaves a part file behind; opening the store removes it.
     std::fs::write(dir.path().join("tmp").join("x.part"), b"torn").unwrap();
+    drop(store);
     drop(DiskBlobs::open(dir.path()).unwrap());
     assert!(files_under(dir.path()).is_empty());
 }
@@ -157,7 +179,8 @@ async fn abandoned_and_crashed_uploads_leave_nothing() {
 async fn a_reupload_refreshes_a_blob_gc_was_about_to_take() {
     let dir = tempfile::tempdir().unwrap();
     let store = DiskBlobs::open(dir.path()).unwrap();
-    let a = store.put(once(b"old content"), 100).await.unwrap();
+    let content: &'static [u8] = Box::leak(vec![7u8; MAX_PACKED + 1].into_boxed_slice());
+    let a = store.put(once(content), 1 << 20).await.unwrap();
     let old = SystemTime::now() - Duration::from_secs(7200);
     std::fs::File::options()
         .append(true)
@@ -166,7 +189,7 @@ async fn a_reupload_refreshes_a_blob_gc_was_about_to_take() {
         .set_modified(old)
         .unwrap();
     // Uploaded again (its event not yet in the log): GC with a grace period leaves it alone.
-    store.put(once(b"old content"), 100).await.unwrap();
+    store.put(once(content), 1 << 20).await.unwrap();
     let stats = store
         .gc(&HashSet::new(), Duration::from_secs(3600))
         .unwrap();

@@ -19,6 +19,10 @@ mod partitioner;
 pub use group::{Membership, REVOKE_TIMEOUT, Revocation};
 pub use partitioner::partition_for;
 
+/// Work a log runs before each fsync of its group commit: the content store fsyncs content
+/// written for the events of that group, so no durable event names content a crash lost.
+pub type BeforeSync = std::sync::Arc<dyn Fn() -> crate::Result<()> + Send + Sync>;
+
 use std::time::Duration;
 
 use bytes::Bytes;

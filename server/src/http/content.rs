@@ -49,7 +49,7 @@ pub async fn put(
     let stored = app
         .node
         .blobs
-        .put(Box::pin(stream), max)
+        .put_before_append(Box::pin(stream), max)
         .await
         .map_err(|e| match e {
             Error::Invalid { field, .. } if field == "body" => too_large(max),
@@ -267,8 +267,9 @@ fn content_headers(h: &mut HeaderMap, state: &ObjectState, sha256: &str) {
     }
 }
 
-/// `POST /v1/admin/blobs/gc`: collect now; how many blobs were kept and removed, and the bytes
-/// freed.
+/// `POST /v1/admin/blobs/gc`: collect now; how many blobs were kept and removed, the bytes
+/// freed, and the pack files rewritten without removed content and the disk space that gave
+/// back.
 pub async fn gc(axum::extract::State(app): State) -> Result<Json<Value>, ApiError> {
     let node = &app.node;
     let stats = tidemark_core::blobs::collect_garbage(
@@ -283,6 +284,8 @@ pub async fn gc(axum::extract::State(app): State) -> Result<Json<Value>, ApiErro
         "kept": stats.kept,
         "removed": stats.removed,
         "bytes_freed": stats.bytes_freed,
+        "packs_compacted": stats.packs_compacted,
+        "pack_bytes_reclaimed": stats.pack_bytes_reclaimed,
         "grace_secs": node.blob_gc.grace.as_secs(),
     })))
 }

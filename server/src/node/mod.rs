@@ -339,7 +339,14 @@ impl Node {
             snapshot_dir.clone(),
             cfg.snapshots,
         ));
-        let content = ContentStore::open(content, cfg.blob_gc.grace).await?;
+        let content =
+            ContentStore::open(content, cfg.blob_gc.grace, open.embedded.is_some()).await?;
+        if let Some(embedded) = &open.embedded
+            && let Some(hook) = content.blobs.sync_with_log()
+        {
+            // Small uploads then share the log's group commit: one fsync for many.
+            embedded.run_before_sync(hook);
+        }
         if open.embedded.is_none() && !content.location.is_remote() {
             tracing::warn!(
                 "--log kafka with the content store in the directory {}: other nodes see \

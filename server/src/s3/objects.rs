@@ -123,7 +123,7 @@ pub async fn put(
     let stored = app
         .node
         .blobs
-        .put(Box::pin(stream), max)
+        .put_before_append(Box::pin(stream), max)
         .await
         .map_err(|e| match (expected.failure(), e) {
             (Some(refusal), _) => refusal,

@@ -68,6 +68,7 @@ pub struct EmbeddedLog {
     writer: Option<Mutex<Sender<Command>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     failed: Failed,
+    before_sync: Arc<RwLock<Option<crate::log::BeforeSync>>>,
     /// Shared with the blocking tasks that write it (a commit fsyncs).
     offsets: Option<Arc<OffsetStore>>,
     /// Held for the life of a writable log so two processes never append to one directory.
@@ -109,12 +110,14 @@ impl EmbeddedLog {
         }
         let topics = Arc::new(RwLock::new(load_topics(root, &config, true)?));
         let failed: Failed = Arc::default();
+        let before_sync = Arc::default();
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
             config: config.clone(),
             topics: topics.clone(),
             failed: failed.clone(),
             root: root.to_path_buf(),
+            before_sync: Arc::clone(&before_sync),
         };
         let thread = std::thread::Builder::new()
             .name("tidemark-log-writer".into())
@@ -128,8 +131,15 @@ impl EmbeddedLog {
             writer: Some(Mutex::new(tx)),
             writer_thread: Mutex::new(Some(thread)),
             failed,
+            before_sync,
             _lock: Some(lock),
         })
+    }
+
+    /// Run `hook` before each fsync of the group commit (the content store's, see
+    /// [`crate::blobs::BlobStore::sync_with_log`]).
+    pub fn run_before_sync(&self, hook: crate::log::BeforeSync) {
+        *self.before_sync.write().unwrap() = Some(hook);
     }
 
     /// Why appends are refused now (a full disk, an I/O error), until the log recovers.
@@ -167,6 +177,7 @@ impl EmbeddedLog {
             writer: None,
             writer_thread: Mutex::new(None),
             failed: Arc::default(),
+            before_sync: Arc::default(),
             offsets: None,
             _lock: None,
         })

@@ -72,6 +72,8 @@ pub(super) struct Writer {
     pub failed: Failed,
     /// The log's directory, named in failures.
     pub root: std::path::PathBuf,
+    /// Run before each fsync (see [`crate::log::BeforeSync`]).
+    pub before_sync: Arc<std::sync::RwLock<Option<crate::log::BeforeSync>>>,
 }
 
 impl Writer {
@@ -251,6 +253,10 @@ impl Writer {
             positions.push(out);
         }
         let sync = matches!(self.config.fsync, FsyncPolicy::Always);
+        if sync {
+            // Before the group's records reach the file, so none is durable without them.
+            self.run_before_sync()?;
+        }
         for part in &touched {
             let mut guard = part.writer.lock().unwrap();
             part.flush(guard.as_mut().expect("writable partition"), sync)?;
@@ -262,7 +268,21 @@ impl Writer {
         Ok((positions, touched))
     }
 
+    fn run_before_sync(&self) -> Result<()> {
+        let hook = self.before_sync.read().unwrap().clone();
+        hook.map_or(Ok(()), |h| h())
+    }
+
     fn sync_all(&self, unsynced: &mut Vec<Arc<Partition>>) {
+        if unsynced.is_empty() {
+            return;
+        }
+        if let Err(e) = self.run_before_sync() {
+            let failure = self.failure("syncing the content written for it", &e);
+            tracing::error!("{}", failure.message);
+            *self.failed.lock().unwrap() = Some(failure);
+            return;
+        }
         for part in unsynced.drain(..) {
             let mut guard = part.writer.lock().unwrap();
             if let Some(w) = guard.as_mut()
