@@ -3,8 +3,12 @@
 //! holds the bytes.
 //!
 //! Invariants:
-//! - a blob is complete and durable before its name exists: it is written to a temporary file
-//!   (or object), then moved (or copied) into place; a reader never sees a partial blob;
+//! - a blob is complete before its name exists: it is written to a temporary file (or object),
+//!   then moved (or copied) into place, or appended whole to a pack; a reader never sees a
+//!   partial blob;
+//! - a blob is durable before anything that refers to it is: `put` answers once it is fsynced;
+//!   `put_before_append` may leave a packed blob's fsync to the log's next group commit, which
+//!   runs it before writing its own records (`sync_with_log`);
 //! - uploads stream through constant memory, whatever their size;
 //! - garbage collection removes a blob only when no event still in the log refers to it, no
 //!   live filter version uses it, and it is older than a grace period, so content whose event

@@ -73,6 +73,8 @@ pub struct Accepted {
 const CATCH_UP: Duration = Duration::from_secs(30);
 /// Pending heads past which each batch first drops the ones the index applied.
 const PRUNE_AT: usize = 4096;
+/// Index look-ups of a batch done on the async thread itself, without `block_in_place`.
+const INLINE_LOOK_UPS: usize = 8;
 
 pub struct Ingestor {
     log: Arc<dyn Log>,
@@ -330,9 +332,14 @@ impl Ingestor {
         // In key order, the look-ups walk the index's pages in order.
         missing.sort_unstable();
         missing.dedup();
-        // The read blocks this thread for the batch's index lookups; let the runtime move
-        // other tasks off it meanwhile.
-        let found = tokio::task::block_in_place(|| self.index.heads_of(&missing))?;
+        // A batch's look-ups block this thread: for many keys, let the runtime move other
+        // tasks off it meanwhile. A few (one S3 PUT's key) take microseconds, less than
+        // handing the worker's place to another thread would.
+        let found = if missing.len() <= INLINE_LOOK_UPS {
+            self.index.heads_of(&missing)?
+        } else {
+            tokio::task::block_in_place(|| self.index.heads_of(&missing))?
+        };
         Ok(missing.into_iter().zip(found).collect())
     }
 
