@@ -33,7 +33,7 @@ use crate::{Error, Result};
 /// Bytes gathered before each write: one blocking call per MiB, not per network chunk.
 const WRITE_CHUNK: usize = 1 << 20;
 /// Bytes per chunk of a read.
-const READ_CHUNK: u64 = 256 << 10;
+const READ_CHUNK: u64 = 1 << 20;
 
 pub struct DiskBlobs {
     root: PathBuf,

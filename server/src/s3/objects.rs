@@ -245,7 +245,7 @@ pub async fn get(
     let sum = checksum_mode(input.checksum_mode.as_ref(), &state).filter(|_| whole);
     let sum = sum.as_ref();
     Ok(S3Response::new(GetObjectOutput {
-        body: Some(StreamingBlob::wrap(SyncBody::spawn(blob.body))),
+        body: Some(StreamingBlob::wrap(SyncBody::new(blob.body))),
         content_length: Some(length as i64),
         content_range,
         accept_ranges: Some("bytes".into()),
@@ -595,21 +595,13 @@ fn tagging_text(tags: &BTreeMap<String, String>) -> String {
         .finish()
 }
 
-/// A blob's bytes through a channel: s3s wants a `Sync` body, the blob stream is only `Send`.
-struct SyncBody(tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>);
+/// A blob's bytes as s3s wants them: a `Sync` body, while the blob stream is only `Send`. A
+/// mutex makes it `Sync`; polling takes `&mut`, so it is never locked.
+struct SyncBody(std::sync::Mutex<tidemark_core::blobs::ByteStream<'static>>);
 
 impl SyncBody {
-    fn spawn(mut body: tidemark_core::blobs::ByteStream<'static>) -> SyncBody {
-        use futures::StreamExt;
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            while let Some(chunk) = body.next().await {
-                if tx.send(chunk).await.is_err() {
-                    return; // the client went away
-                }
-            }
-        });
-        SyncBody(rx)
+    fn new(body: tidemark_core::blobs::ByteStream<'static>) -> SyncBody {
+        SyncBody(std::sync::Mutex::new(body))
     }
 }
 
@@ -617,9 +609,13 @@ impl futures::Stream for SyncBody {
     type Item = std::io::Result<bytes::Bytes>;
 
     fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
+        use futures::StreamExt;
+        match self.get_mut().0.get_mut() {
+            Ok(body) => body.poll_next_unpin(cx),
+            Err(poisoned) => poisoned.into_inner().poll_next_unpin(cx),
+        }
     }
 }
