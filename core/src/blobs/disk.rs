@@ -191,53 +191,61 @@ impl DiskBlobs {
             }));
         }
         let path = self.path_of(sha256);
-        let opened = blocking(move || match File::open(&path) {
-            Ok(f) => {
-                let size = f.metadata().ctx("stat", &path)?.len();
-                Ok(Some((f, size, path)))
+        // Opened, and the first chunk read (a whole blob of up to READ_CHUNK bytes), in one
+        // trip to the blocking pool.
+        let opened = blocking(move || {
+            let mut file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io("open", &path, e)),
+            };
+            let size = file.metadata().ctx("stat", &path)?.len();
+            let range = range.unwrap_or(0..size);
+            check_range(&range, size)?;
+            if range.start > 0 {
+                file.seek(SeekFrom::Start(range.start)).ctx("seek", &path)?;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("open", &path, e)),
+            let len = range.end - range.start;
+            let first = read_chunk(&mut file, len.min(READ_CHUNK)).ctx("read", &path)?;
+            Ok(Some((file, size, len - first.len() as u64, first)))
         })
         .await?;
-        let Some((mut file, size, path)) = opened else {
+        let Some((file, size, rest, first)) = opened else {
             return Ok(None);
         };
-        let range = range.unwrap_or(0..size);
-        check_range(&range, size)?;
-        if range.start > 0 {
-            file.seek(SeekFrom::Start(range.start)).ctx("seek", &path)?;
-        }
-        let body = futures::stream::try_unfold(
-            (file, range.end - range.start),
-            |(mut file, left)| async move {
-                if left == 0 {
-                    return Ok(None);
-                }
-                let n = left.min(READ_CHUNK) as usize;
-                let (file, chunk) = tokio::task::spawn_blocking(move || {
-                    // `read_to_end` fills spare capacity without zeroing it first (a
-                    // `vec![0; n]` cost a memset of every byte served).
-                    let mut chunk = Vec::with_capacity(n);
-                    (&mut file).take(n as u64).read_to_end(&mut chunk)?;
-                    if chunk.len() != n {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "the blob file is shorter than it was",
-                        ));
-                    }
-                    Ok::<_, std::io::Error>((file, chunk))
-                })
-                .await
-                .map_err(std::io::Error::other)??;
-                Ok(Some((Bytes::from(chunk), (file, left - n as u64))))
-            },
-        );
+        let rest = futures::stream::try_unfold((file, rest), |(mut file, left)| async move {
+            if left == 0 {
+                return Ok(None);
+            }
+            let n = left.min(READ_CHUNK);
+            let (file, chunk) = tokio::task::spawn_blocking(move || {
+                read_chunk(&mut file, n).map(|chunk| (file, chunk))
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            Ok(Some((chunk, (file, left - n))))
+        });
+        let body = futures::stream::iter((!first.is_empty()).then_some(Ok(first))).chain(rest);
         Ok(Some(Blob {
             size,
             body: body.boxed(),
         }))
     }
+}
+
+/// The next `n` bytes of `file`.
+fn read_chunk(file: &mut File, n: u64) -> std::io::Result<Bytes> {
+    // `read_to_end` fills spare capacity without zeroing it first (a `vec![0; n]` cost a
+    // memset of every byte served).
+    let mut chunk = Vec::with_capacity(n as usize);
+    file.take(n).read_to_end(&mut chunk)?;
+    if chunk.len() as u64 != n {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the blob file is shorter than it was",
+        ));
+    }
+    Ok(Bytes::from(chunk))
 }
 
 async fn put_small(packs: &Arc<Packs>, data: Vec<u8>, log_syncs: bool) -> Result<StoredBlob> {
