@@ -42,6 +42,8 @@ pub const MAX_PACKED: usize = 64 << 10;
 const PACK_BYTES: u64 = 64 << 20;
 /// How often written entries move into the index.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Bytes a compaction copies per hold of the active pack.
+const REWRITE_BATCH: u64 = 4 << 20;
 /// Open pack files kept for reads.
 const READERS: usize = 256;
 /// The active pack is extended with zeros this far ahead of its entries: an fdatasync of
@@ -73,6 +75,9 @@ struct Inner {
     synced: Mutex<u64>,
     locations: Locations,
     readers: Mutex<HashMap<u64, Arc<File>>>,
+    /// Held by a collection from start to end: a periodic one and one asked for over HTTP
+    /// must not rewrite the same pack.
+    collecting: Mutex<()>,
     /// The embedded log runs [`Packs::sync`] before each group commit's fsync.
     log_syncs: AtomicBool,
 }
@@ -197,6 +202,7 @@ impl Packs {
             synced: Mutex::new(0),
             locations,
             readers: Mutex::default(),
+            collecting: Mutex::default(),
             log_syncs: AtomicBool::new(false),
         });
         inner.locations.flush(0)?;
@@ -283,6 +289,7 @@ impl Packs {
     /// rewrite the packs that are half dead or more. Blocking.
     pub fn gc(&self, referenced: &HashSet<String>, cutoff: i64) -> Result<PackGc> {
         let inner = &self.inner;
+        let _one_at_a_time = inner.collecting.lock().unwrap();
         let synced = *inner.synced.lock().unwrap();
         inner.locations.flush(synced)?;
         let mut stats = PackGc::default();
@@ -369,35 +376,49 @@ impl Packs {
     /// remove the pack. The bytes copied.
     fn rewrite(&self, id: u64, path: &Path, rows: Vec<([u8; 32], Loc)>) -> Result<u64> {
         let inner = &self.inner;
-        let mut a = inner.active.lock().unwrap();
-        let _rows = inner.locations.rows.lock().unwrap();
-        let mut moves = Vec::with_capacity(rows.len());
         let mut copied = 0;
         if !rows.is_empty() {
             let src = File::open(path).ctx("open pack", path)?;
             let mut buf = Vec::new();
-            for (sha, _) in rows {
-                // The current row: a collection or a re-upload may have changed it.
-                let Some(cur) = inner.locations.stored(&sha)? else {
-                    continue;
-                };
-                if cur.pack != id {
-                    continue;
+            let mut rows = rows.into_iter().peekable();
+            // A few MiB per hold of the active pack, so uploads (and the log's group commit,
+            // which syncs the packs) wait for one batch at most, not for the whole pack.
+            while rows.peek().is_some() {
+                let mut a = inner.active.lock().unwrap();
+                let _rows = inner.locations.rows.lock().unwrap();
+                let mut moves = Vec::new();
+                let mut batch = 0;
+                while batch < REWRITE_BATCH
+                    && let Some((sha, _)) = rows.next()
+                {
+                    // The current row: a collection or a re-upload may have changed it.
+                    let Some(cur) = inner.locations.stored(&sha)? else {
+                        continue;
+                    };
+                    if cur.pack != id {
+                        continue;
+                    }
+                    buf.resize(cur.len as usize, 0);
+                    src.read_exact_at(&mut buf, cur.offset)
+                        .ctx("read pack", path)?;
+                    let (loc, _) = inner.append(&mut a, &sha, cur.written_at, &buf)?;
+                    batch += entry::HEADER + cur.len as u64;
+                    moves.push((sha, loc));
                 }
-                buf.resize(cur.len as usize, 0);
-                src.read_exact_at(&mut buf, cur.offset)
-                    .ctx("read pack", path)?;
-                let (loc, _) = inner.append(&mut a, &sha, cur.written_at, &buf)?;
-                copied += entry::HEADER + cur.len as u64;
-                moves.push((sha, loc));
+                // Durable copies before the index names them (the old pack still serves
+                // reads meanwhile).
+                inner.fsync_written(&mut a)?;
+                inner.locations.moved(&moves)?;
+                copied += batch;
             }
-            // Durable copies before the index names them (the old pack still serves reads).
-            inner.fsync_written(&mut a)?;
-            inner.locations.moved(&moves)?;
         }
         inner.readers.lock().unwrap().remove(&id);
-        std::fs::remove_file(path).ctx("remove pack", path)?;
-        Ok(copied)
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("remove pack", path, e))
+            }
+            _ => Ok(copied),
+        }
     }
 }
 
