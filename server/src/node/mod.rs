@@ -342,6 +342,7 @@ impl Node {
         let content =
             ContentStore::open(content, cfg.blob_gc.grace, open.embedded.is_some()).await?;
         if let Some(embedded) = &open.embedded
+            && embedded.fsyncs_every_group()
             && let Some(hook) = content.blobs.sync_with_log()
         {
             // Small uploads then share the log's group commit: one fsync for many.

@@ -136,8 +136,14 @@ impl EmbeddedLog {
         })
     }
 
-    /// Run `hook` before each fsync of the group commit (the content store's, see
-    /// [`crate::blobs::BlobStore::sync_with_log`]).
+    /// Whether each group of appends is fsynced before it is acknowledged (the `always`
+    /// policy): only then may content share the group commit through `run_before_sync`.
+    pub fn fsyncs_every_group(&self) -> bool {
+        matches!(self.config.fsync, FsyncPolicy::Always)
+    }
+
+    /// Run `hook` before each group of appends is written, under the `always` policy (the
+    /// content store's, see [`crate::blobs::BlobStore::sync_with_log`]).
     pub fn run_before_sync(&self, hook: crate::log::BeforeSync) {
         *self.before_sync.write().unwrap() = Some(hook);
     }

@@ -72,7 +72,8 @@ pub(super) struct Writer {
     pub failed: Failed,
     /// The log's directory, named in failures.
     pub root: std::path::PathBuf,
-    /// Run before each fsync (see [`crate::log::BeforeSync`]).
+    /// Run before each group is written, under the `always` policy (see
+    /// [`crate::log::BeforeSync`]).
     pub before_sync: Arc<std::sync::RwLock<Option<crate::log::BeforeSync>>>,
 }
 
@@ -227,6 +228,11 @@ impl Writer {
     /// Stage, write, fsync (policy `always`) and publish one group.
     #[allow(clippy::type_complexity)]
     fn write_group(&self, jobs: &[Job]) -> Result<(Vec<Vec<Position>>, Vec<Arc<Partition>>)> {
+        if matches!(self.config.fsync, FsyncPolicy::Always) {
+            // Before any of the group's records reaches a file (staging may roll a segment,
+            // which writes and fsyncs), so none is durable without the content it names.
+            self.run_before_sync()?;
+        }
         let now = now_us();
         let mut touched: Vec<Arc<Partition>> = Vec::new();
         let mut positions = Vec::with_capacity(jobs.len());
@@ -253,10 +259,6 @@ impl Writer {
             positions.push(out);
         }
         let sync = matches!(self.config.fsync, FsyncPolicy::Always);
-        if sync {
-            // Before the group's records reach the file, so none is durable without them.
-            self.run_before_sync()?;
-        }
         for part in &touched {
             let mut guard = part.writer.lock().unwrap();
             part.flush(guard.as_mut().expect("writable partition"), sync)?;
@@ -274,15 +276,6 @@ impl Writer {
     }
 
     fn sync_all(&self, unsynced: &mut Vec<Arc<Partition>>) {
-        if unsynced.is_empty() {
-            return;
-        }
-        if let Err(e) = self.run_before_sync() {
-            let failure = self.failure("syncing the content written for it", &e);
-            tracing::error!("{}", failure.message);
-            *self.failed.lock().unwrap() = Some(failure);
-            return;
-        }
         for part in unsynced.drain(..) {
             let mut guard = part.writer.lock().unwrap();
             if let Some(w) = guard.as_mut()
