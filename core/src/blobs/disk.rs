@@ -25,7 +25,9 @@ use md5::{Digest, Md5};
 use sha2::Sha256;
 
 use super::pack::{MAX_PACKED, Packs, sha_bytes};
-use super::{Blob, BlobStore, ByteStream, GcStats, StoredBlob, hex, is_sha256, validate_sha256};
+use super::{
+    Blob, BlobStore, ByteStream, GcStats, StoredBlob, counted, hex, is_sha256, validate_sha256,
+};
 use crate::blocking::blocking;
 use crate::error::IoContext;
 use crate::{Error, Result};
@@ -91,23 +93,11 @@ impl DiskBlobs {
         max_bytes: u64,
         log_syncs: bool,
     ) -> Result<StoredBlob> {
-        let too_large = || {
-            Error::invalid(
-                "body",
-                format!("is larger than {max_bytes} bytes, the most this server stores per object"),
-            )
-        };
         let mut small = Vec::new();
         let mut size = 0u64;
         let mut rest = None;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                Error::BadInput(format!("the upload broke off after {size} bytes: {e}"))
-            })?;
-            size += chunk.len() as u64;
-            if size > max_bytes {
-                return Err(too_large());
-            }
+            let chunk = counted(chunk, &mut size, max_bytes)?;
             if small.len() + chunk.len() > MAX_PACKED {
                 rest = Some(chunk);
                 break;
@@ -137,18 +127,7 @@ impl DiskBlobs {
         let mut buf = Vec::with_capacity(WRITE_CHUNK);
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                Error::BadInput(format!("the upload broke off after {size} bytes: {e}"))
-            })?;
-            size += chunk.len() as u64;
-            if size > max_bytes {
-                return Err(Error::invalid(
-                    "body",
-                    format!(
-                        "is larger than {max_bytes} bytes, the most this server stores per object"
-                    ),
-                ));
-            }
+            let chunk = counted(chunk, &mut size, max_bytes)?;
             buf.extend_from_slice(&chunk);
             if buf.len() >= WRITE_CHUNK {
                 (sink, buf) = blocking(move || {
@@ -309,7 +288,7 @@ impl BlobStore for DiskBlobs {
     fn exists(&self, sha256: &str) -> Result<bool> {
         validate_sha256(sha256)?;
         if let Some(packs) = &self.packs
-            && packs.locate(&sha_bytes(sha256))?.is_some()
+            && packs.holds(&sha_bytes(sha256))?
         {
             return Ok(true);
         }
@@ -324,16 +303,9 @@ impl BlobStore for DiskBlobs {
         let cutoff_us = cutoff
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
-        let packed = match &self.packs {
+        let mut stats = match &self.packs {
             Some(packs) => packs.gc(referenced, cutoff_us)?,
-            None => Default::default(),
-        };
-        let mut stats = GcStats {
-            kept: packed.kept,
-            removed: packed.removed,
-            bytes_freed: packed.bytes_freed,
-            packs_compacted: packed.packs_compacted,
-            pack_bytes_reclaimed: packed.pack_bytes_reclaimed,
+            None => GcStats::default(),
         };
         for dir in std::fs::read_dir(&self.root).ctx("list", &self.root)? {
             let dir = dir.ctx("list", &self.root)?.path();
@@ -414,7 +386,7 @@ fn place(tmp: &Path, dest: &Path, placing: &Mutex<()>) -> Result<bool> {
 }
 
 /// Make a rename or a new entry in `dir` durable.
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).ctx("sync", dir)
 }
 

@@ -151,6 +151,21 @@ pub trait BlobStore: Send + Sync + 'static {
     fn gc(&self, referenced: &HashSet<String>, grace: Duration) -> Result<GcStats>;
 }
 
+/// The next chunk of an upload, added to `size`: a stream that broke off, and a body past
+/// `max_bytes` (refused on field `body`), are errors that say so.
+fn counted(chunk: std::io::Result<Bytes>, size: &mut u64, max_bytes: u64) -> Result<Bytes> {
+    let chunk = chunk
+        .map_err(|e| Error::BadInput(format!("the upload broke off after {size} bytes: {e}")))?;
+    *size += chunk.len() as u64;
+    if *size > max_bytes {
+        return Err(Error::invalid(
+            "body",
+            format!("is larger than {max_bytes} bytes, the most this server stores per object"),
+        ));
+    }
+    Ok(chunk)
+}
+
 /// A SHA-256 as blobs are named: 64 lower-case hex characters (anything else could name a
 /// path outside the store).
 pub fn validate_sha256(sha256: &str) -> Result<()> {

@@ -315,16 +315,7 @@ pub(crate) async fn upload_hashed(
     let mut small = Vec::new();
     let mut large = Multipart(None);
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| {
-            Error::BadInput(format!("the upload broke off after {size} bytes: {e}"))
-        })?;
-        size += chunk.len() as u64;
-        if size > max_bytes {
-            return Err(Error::invalid(
-                "body",
-                format!("is larger than {max_bytes} bytes, the most this server stores per object"),
-            ));
-        }
+        let chunk = super::counted(chunk, &mut size, max_bytes)?;
         sha256.update(&chunk);
         md5.update(&chunk);
         match &mut large.0 {

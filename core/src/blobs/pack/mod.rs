@@ -31,7 +31,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use locations::{Loc, Locations, Pending};
 
-use super::hex;
+use super::disk::sync_dir;
+use super::{GcStats, hex};
 use crate::error::IoContext;
 use crate::time::now_us;
 use crate::{Error, Result};
@@ -50,18 +51,6 @@ const READERS: usize = 256;
 /// bytes written inside the file's size flushes only them, while one after the file grew must
 /// also write its size (measured here: two growing fdatasyncs 0.51 ms, within size 0.28 ms).
 const PREALLOCATE: u64 = 1 << 20;
-
-/// What a collection of packed blobs did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PackGc {
-    pub kept: u64,
-    pub removed: u64,
-    pub bytes_freed: u64,
-    /// Packs rewritten without their dead entries (or removed, when none was left).
-    pub packs_compacted: u64,
-    /// Disk space the rewrites gave back.
-    pub pack_bytes_reclaimed: u64,
-}
 
 pub struct Packs {
     inner: Arc<Inner>,
@@ -120,10 +109,6 @@ fn pack_ids(dir: &Path) -> Result<Vec<(u64, u64)>> {
     }
     ids.sort_unstable();
     Ok(ids)
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).ctx("sync", dir)
 }
 
 /// A SHA-256 in hex (validated by the caller) as bytes.
@@ -257,9 +242,9 @@ impl Packs {
         self.inner.sync_through(ticket)
     }
 
-    /// Where the blob is, if it is packed.
-    pub fn locate(&self, sha: &[u8; 32]) -> Result<Option<u32>> {
-        Ok(self.inner.locations.get(sha)?.map(|p| p.loc.len))
+    /// Whether the blob is packed here.
+    pub fn holds(&self, sha: &[u8; 32]) -> Result<bool> {
+        Ok(self.inner.locations.get(sha)?.is_some())
     }
 
     /// The blob's bytes, if it is packed. Blocking (one read of at most [`MAX_PACKED`]).
@@ -287,12 +272,12 @@ impl Packs {
 
     /// Drop the index rows of entries not in `referenced` written before `cutoff` (µs), then
     /// rewrite the packs that are half dead or more. Blocking.
-    pub fn gc(&self, referenced: &HashSet<String>, cutoff: i64) -> Result<PackGc> {
+    pub fn gc(&self, referenced: &HashSet<String>, cutoff: i64) -> Result<GcStats> {
         let inner = &self.inner;
         let _one_at_a_time = inner.collecting.lock().unwrap();
         let synced = *inner.synced.lock().unwrap();
         inner.locations.flush(synced)?;
-        let mut stats = PackGc::default();
+        let mut stats = GcStats::default();
         let mut dead = Vec::new();
         let mut live: HashMap<u64, u64> = HashMap::new();
         inner.locations.for_each(|sha, loc| {
@@ -311,12 +296,9 @@ impl Packs {
             stats.removed = removed.len() as u64;
             stats.bytes_freed = removed.iter().map(|l| l.len as u64).sum();
             // What stayed (touched since the scan) is live after all.
-            let gone: HashSet<(u64, u64)> = removed.iter().map(|l| (l.pack, l.offset)).collect();
-            if gone.len() < dead.len() {
+            if removed.len() < dead.len() {
                 for sha in &dead {
-                    if let Some(p) = inner.locations.get(sha)?
-                        && !gone.contains(&(p.loc.pack, p.loc.offset))
-                    {
+                    if let Some(p) = inner.locations.get(sha)? {
                         *live.entry(p.loc.pack).or_default() += entry::HEADER + p.loc.len as u64;
                     }
                 }
@@ -327,7 +309,7 @@ impl Packs {
     }
 
     /// Rewrite every pack whose live bytes are half its size or less.
-    fn compact(&self, live: &HashMap<u64, u64>, stats: &mut PackGc) -> Result<()> {
+    fn compact(&self, live: &HashMap<u64, u64>, stats: &mut GcStats) -> Result<()> {
         let inner = &self.inner;
         let pending = inner.locations.pending_packs();
         let (active_id, active_len) = {
