@@ -8,6 +8,7 @@ usage: iceberg_read.py CATALOG TABLE [--rows]
   --rows      also print every row's event id, bucket, key, sequence and record type
   --as-of MS  read the snapshot that was current at MS (milliseconds since the epoch)
   --s3 URL    the warehouse is on this S3 endpoint (moto's: any key, region us-east-1)
+  --token T   the REST catalog's bearer token
 """
 
 import json
@@ -28,6 +29,8 @@ def main():
             "s3.secret-access-key": "test",
             "s3.region": "us-east-1",
         }
+    if "--token" in sys.argv:
+        props["token"] = sys.argv[sys.argv.index("--token") + 1]
     if where.startswith("rest:"):
         from pyiceberg.catalog.rest import RestCatalog
 

@@ -95,6 +95,7 @@ pub async fn run(args: IcebergArgs) -> anyhow::Result<()> {
         "name": "bench",
         "start": "earliest",
         "sink": {"type": "iceberg", "warehouse": warehouse,
+                 "catalog": {"type": "sql", "path": warehouse.join("catalog.db")},
                  "commit_interval_ms": args.commit_interval_ms,
                  "commit_max_rows": 1_000_000},
     });

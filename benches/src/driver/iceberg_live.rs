@@ -89,7 +89,8 @@ async fn server_with_sink(
     let spec = serde_json::json!({
         "name": "live",
         "start": start,
-        "sink": {"type": "iceberg", "warehouse": warehouse, "commit_interval_ms": interval_ms},
+        "sink": {"type": "iceberg", "warehouse": warehouse, "commit_interval_ms": interval_ms,
+                 "catalog": {"type": "sql", "path": warehouse.join("catalog.db")}},
     });
     post(
         &client,

@@ -175,7 +175,7 @@ impl Auth {
     }
 
     /// Whether requests need a token: a bootstrap token is set or a token entity exists.
-    fn enabled(&self, app: &AppState) -> bool {
+    pub(super) fn enabled(&self, app: &AppState) -> bool {
         self.bootstrap.is_some() || app.node.catalog.count_prefix(tokens::KIND, "") > 0
     }
 }
@@ -290,6 +290,11 @@ fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Grant, AuthError>
                 "the Authorization header must be `Bearer <token>`",
             ))
         })?;
+    grant_of(app, secret).map_err(|m| AuthError(unauthorized(m)))
+}
+
+/// The grant of token `secret`, or why it has none.
+pub(super) fn grant_of(app: &AppState, secret: &str) -> Result<Grant, String> {
     if let Some(hash) = &app.auth.bootstrap
         && tokens::same_hash(hash, &tokens::sha256(secret))
     {
@@ -299,7 +304,7 @@ fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Grant, AuthError>
             buckets: Vec::new(),
         });
     }
-    tokens::verify(&app.node.catalog, secret).map_err(|m| AuthError(unauthorized(m)))
+    tokens::verify(&app.node.catalog, secret)
 }
 
 /// A 401 with `WWW-Authenticate: Bearer`.
@@ -388,6 +393,8 @@ fn need(method: &Method, path: &str) -> Option<Need> {
         ["metrics"] => needs(&[Read], NotObjects),
         // Tables of every bucket's events, like `/v1/log`.
         ["iceberg", ..] if reads => needs(&[Read], NotObjects),
+        // OAuth2 client credentials (a token as the client secret) for Iceberg REST clients.
+        ["iceberg", "v1", "oauth", "tokens"] if method == Method::POST => None,
         // Consumers decode with the registry; lookups and compatibility checks change nothing.
         ["subjects", ..] | ["schemas", ..] | ["config"] if reads => None,
         ["subjects", _] | ["compatibility", ..] if method == Method::POST => None,

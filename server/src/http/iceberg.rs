@@ -1,7 +1,11 @@
-//! `/iceberg/v1/...`: a read-only Iceberg REST catalog (the Apache Iceberg REST catalog
-//! OpenAPI spec) over the tables of every Iceberg subscription, so any engine finds them by
-//! pointing its REST catalog at `http://<host>:7700/iceberg`. Config, namespaces, and list
-//! and load tables; anything else answers the spec's error shape. Behind the `read` scope.
+//! `/iceberg/v1/...`: an Iceberg REST catalog (the Apache Iceberg REST catalog OpenAPI spec)
+//! over the server's own catalog and the tables of every Iceberg subscription, so any engine
+//! finds them by pointing its REST catalog at `http://<host>:7700/iceberg`. Config,
+//! namespaces, list and load tables behind the `read` scope; creating namespaces and tables
+//! (in the server's catalog) and committing to a table behind `admin`, so the sinks of other
+//! nodes (and other writers) can use this node as their REST catalog. OAuth2 client
+//! credentials are exchanged at `/iceberg/v1/oauth/tokens`, with a Tidemark token as the
+//! client secret. Anything else answers the spec's error shape.
 //!
 //! Multi-level namespaces are not made here (Tidemark's are one level), so a namespace path
 //! parameter is one name.
@@ -11,7 +15,7 @@ use axum::Router;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use tidemark_sinks::iceberg::{IcebergSpec, rest};
 use tidemark_sinks::subscription::spec::SinkSpec;
@@ -23,8 +27,12 @@ pub fn routes() -> Router<std::sync::Arc<super::AppState>> {
     Router::new()
         .route("/iceberg/v1/config", get(config).fallback(unsupported))
         .route(
+            "/iceberg/v1/oauth/tokens",
+            post(oauth_token).fallback(unsupported),
+        )
+        .route(
             "/iceberg/v1/namespaces",
-            get(namespaces).fallback(unsupported),
+            get(namespaces).post(create_namespace).fallback(unsupported),
         )
         .route(
             "/iceberg/v1/namespaces/{namespace}",
@@ -32,11 +40,14 @@ pub fn routes() -> Router<std::sync::Arc<super::AppState>> {
         )
         .route(
             "/iceberg/v1/namespaces/{namespace}/tables",
-            get(tables).fallback(unsupported),
+            get(tables).post(create_table).fallback(unsupported),
         )
         .route(
             "/iceberg/v1/namespaces/{namespace}/tables/{table}",
-            get(load).head(table_exists).fallback(unsupported),
+            get(load)
+                .head(table_exists)
+                .post(commit)
+                .fallback(unsupported),
         )
         .route("/iceberg/{*rest}", axum::routing::any(unsupported))
 }
@@ -67,8 +78,10 @@ fn no_namespace(ns: &str) -> Response {
     )
 }
 
+/// The catalogs served: the server's own first (writes go there), then every Iceberg
+/// subscription's.
 fn specs(state: &State) -> Vec<IcebergSpec> {
-    state
+    let subscriptions = state
         .node
         .engine
         .subscriptions
@@ -77,7 +90,9 @@ fn specs(state: &State) -> Vec<IcebergSpec> {
         .filter_map(|s| match s.stored.spec.sink {
             SinkSpec::Iceberg(i) => Some(i),
             _ => None,
-        })
+        });
+    std::iter::once(state.node.iceberg.clone())
+        .chain(subscriptions)
         .collect()
 }
 
@@ -92,6 +107,10 @@ async fn config() -> Json<serde_json::Value> {
             "GET /v1/{prefix}/namespaces/{namespace}/tables",
             "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}",
             "HEAD /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+            "POST /v1/{prefix}/namespaces",
+            "POST /v1/{prefix}/namespaces/{namespace}/tables",
+            "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+            "POST /v1/oauth/tokens",
         ],
     }))
 }
@@ -138,12 +157,7 @@ async fn tables(state: State, Path(ns): Path<String>) -> Response {
 
 async fn load(state: State, Path((ns, table)): Path<(String, String)>) -> Response {
     match rest::load(&specs(&state), &state.node.catalog, &ns, &table).await {
-        Ok(Some(t)) => Json(json!({
-            "metadata-location": t.metadata_location,
-            "metadata": t.metadata,
-            "config": {},
-        }))
-        .into_response(),
+        Ok(Some(t)) => loaded(t),
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             "NoSuchTableException",
@@ -165,6 +179,143 @@ async fn unsupported() -> Response {
     error(
         StatusCode::NOT_ACCEPTABLE,
         "UnsupportedOperationException",
-        "Tidemark's Iceberg REST catalog is read-only: config, namespaces, list and load tables",
+        "Tidemark's Iceberg REST catalog serves config, namespaces (list, load, create), and \
+         tables (list, load, create, commit); not renames, drops, views or metrics",
     )
+}
+
+fn refused(r: rest::Refused) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, r.kind, r.message)
+}
+
+/// A JSON request body, or the spec's 400 naming what is wrong with it.
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Box<Response>> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+            format!("the {what} request is not valid: {e}"),
+        ))
+    })
+}
+
+fn loaded(t: rest::Served) -> Response {
+    Json(json!({
+        "metadata-location": t.metadata_location,
+        "metadata": t.metadata,
+        "config": {},
+    }))
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct CreateNamespace {
+    namespace: Vec<String>,
+    #[serde(default)]
+    properties: std::collections::HashMap<String, String>,
+}
+
+async fn create_namespace(state: State, bytes: axum::body::Bytes) -> Response {
+    let request: CreateNamespace = match body(&bytes, "create-namespace") {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    // Tidemark's namespaces are one level, of the characters its sinks allow.
+    let [ns] = request.namespace.as_slice() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+            "namespaces here have exactly one level",
+        );
+    };
+    if ns.is_empty()
+        || ns.len() > 128
+        || !ns
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+            format!("namespace '{ns}': letters, digits, '_' and '-' only"),
+        );
+    }
+    match rest::create_namespace(&specs(&state), ns, request.properties.clone()).await {
+        Ok(()) => {
+            Json(json!({"namespace": [ns], "properties": request.properties})).into_response()
+        }
+        Err(r) => refused(r),
+    }
+}
+
+async fn create_table(state: State, Path(ns): Path<String>, bytes: axum::body::Bytes) -> Response {
+    let request = match body(&bytes, "create-table") {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    match rest::create_table(&specs(&state), &state.node.catalog, &ns, request).await {
+        Ok(t) => loaded(t),
+        Err(r) => refused(r),
+    }
+}
+
+async fn commit(
+    state: State,
+    Path((ns, table)): Path<(String, String)>,
+    bytes: axum::body::Bytes,
+) -> Response {
+    let request = match body(&bytes, "commit-table") {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    match rest::commit(&specs(&state), &state.node.catalog, &ns, &table, request).await {
+        Ok(t) => Json(json!({
+            "metadata-location": t.metadata_location,
+            "metadata": t.metadata,
+        }))
+        .into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// The OAuth2 client-credentials exchange (the REST spec's `/v1/oauth/tokens`): the client
+/// secret is a Tidemark token, and the access token answered is that token itself, so its
+/// scopes and expiry apply to every call made with it.
+async fn oauth_token(state: State, bytes: axum::body::Bytes) -> Response {
+    let oauth_error = |status: StatusCode, kind: &str, description: String| {
+        (
+            status,
+            Json(json!({"error": kind, "error_description": description})),
+        )
+            .into_response()
+    };
+    let form: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(&bytes).into_owned().collect();
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "only grant_type=client_credentials is supported".into(),
+        );
+    }
+    let Some(secret) = form.get("client_secret").filter(|s| !s.is_empty()) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client_secret is required: a Tidemark token".into(),
+        );
+    };
+    if state.auth.enabled(&state)
+        && let Err(why) = super::auth::grant_of(&state, secret)
+    {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", why);
+    }
+    Json(json!({
+        "access_token": secret,
+        "token_type": "bearer",
+        "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+    }))
+    .into_response()
 }

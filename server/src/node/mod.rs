@@ -234,6 +234,8 @@ pub struct Node {
     pub blob_gc: BlobGc,
     /// Notification records already ingested (`POST /v1/ingest/s3-events`).
     pub s3_seen: Arc<tidemark_core::ingest::dedup::SeenRecords>,
+    /// The catalog `/iceberg` serves and writes (`<data-dir>/iceberg/catalog.db`).
+    pub iceberg: tidemark_sinks::iceberg::IcebergSpec,
     /// Background tasks (materializer, ownership); dropping the node stops them.
     _tasks: JoinSet<()>,
 }
@@ -418,13 +420,16 @@ impl Node {
             ));
         }
         let engine = Engine::start(
-            Arc::new(Subscriptions::new(
-                catalog.clone(),
-                log.clone(),
-                cfg.destinations,
-                filters.clone(),
-                Arc::new(cfg.functions),
-            )),
+            Arc::new(
+                Subscriptions::new(
+                    catalog.clone(),
+                    log.clone(),
+                    cfg.destinations,
+                    filters.clone(),
+                    Arc::new(cfg.functions),
+                )
+                .with_iceberg_catalog(tidemark_sinks::iceberg::served_catalog(&cfg.data_dir)),
+            ),
             Arc::new(DeadLetters::new(dead_letters)),
             log.clone(),
             codec.clone(),
@@ -455,6 +460,7 @@ impl Node {
                 &cfg.data_dir.join("ingest").join("s3-events.redb"),
                 cfg.s3_dedup_window,
             )?),
+            iceberg: tidemark_sinks::iceberg::IcebergSpec::served(&cfg.data_dir),
             log: open,
             registry,
             codec,

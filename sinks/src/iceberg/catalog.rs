@@ -18,7 +18,7 @@ use iceberg::spec::{TableMetadata, TableMetadataBuilder};
 use iceberg::table::Table;
 use iceberg::{
     Catalog, Error as IcebergError, ErrorKind, MetadataLocation, Namespace, NamespaceIdent,
-    TableCommit, TableCreation, TableIdent,
+    TableCommit, TableCreation, TableIdent, TableRequirement, TableUpdate,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -85,15 +85,6 @@ impl SqlCatalog {
             file_io: files.file_io(),
             files,
         })
-    }
-
-    pub fn file_io(&self) -> &FileIO {
-        &self.file_io
-    }
-
-    /// The warehouse's files, for listing.
-    pub(crate) fn files(&self) -> &Files {
-        &self.files
     }
 
     fn metadata_location(&self, t: &TableIdent) -> IResult<Option<String>> {
@@ -381,10 +372,42 @@ impl Catalog for SqlCatalog {
     }
 }
 
+#[async_trait]
+impl super::catalogs::SinkCatalog for SqlCatalog {
+    fn file_io(&self) -> &FileIO {
+        &self.file_io
+    }
+
+    fn files(&self) -> &Files {
+        &self.files
+    }
+
+    async fn commit_updates(
+        &self,
+        ident: &TableIdent,
+        requirements: Vec<TableRequirement>,
+        updates: Vec<TableUpdate>,
+    ) -> IResult<Table> {
+        let current = self.load_table(ident).await?;
+        let before = current.metadata_location_result()?.to_string();
+        for r in &requirements {
+            r.check(Some(current.metadata()))?;
+        }
+        let mut next = current
+            .metadata()
+            .clone()
+            .into_builder(Some(before.clone()));
+        for u in updates {
+            next = u.apply(next)?;
+        }
+        self.swap(ident, &before, next.build()?.metadata).await
+    }
+}
+
 impl SqlCatalog {
     /// Commit `metadata` as the table's next version, if the table is still at `before`
     /// (our own commit path, for what the crate has no action for).
-    pub(super) async fn swap(
+    async fn swap(
         &self,
         ident: &TableIdent,
         before: &str,

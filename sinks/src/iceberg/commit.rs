@@ -19,16 +19,16 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use iceberg::spec::{
-    DataFile, MAIN_BRANCH, ManifestFile, ManifestListWriter, Operation, Snapshot, Summary,
-    TableMetadata,
+    DataFile, MAIN_BRANCH, ManifestFile, ManifestListWriter, Operation, Snapshot,
+    SnapshotReference, SnapshotRetention, Summary, TableMetadata,
 };
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
-use iceberg::{Catalog, ErrorKind, TableIdent};
+use iceberg::{Catalog, ErrorKind, TableIdent, TableRequirement, TableUpdate};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::catalog::SqlCatalog;
+use super::catalogs::SinkCatalog;
 use crate::{Error, Result};
 
 pub const COMMIT_ID: &str = "tidemark.commit-id";
@@ -156,7 +156,7 @@ impl<P: Send> Committer<P> {
 
 /// The journal's rounds: append the queued data files.
 pub(super) struct Appender {
-    pub catalog: Arc<SqlCatalog>,
+    pub catalog: Arc<dyn SinkCatalog>,
     pub ident: TableIdent,
 }
 
@@ -220,10 +220,10 @@ pub(super) fn new_snapshot_id() -> i64 {
 
 /// The last step of our own commit path (the inventory's overwrites, manifest merges): write
 /// the manifest list of `manifests`, make a snapshot of `operation` with summary `props` the
-/// table's current one on `main`, and move the catalog's pointer to it (a commit conflict if
-/// the table moved since `table` was loaded).
+/// table's current one on `main`, and commit it (a commit conflict if `main` moved since
+/// `table` was loaded).
 pub(super) async fn commit_snapshot(
-    catalog: &SqlCatalog,
+    catalog: &dyn SinkCatalog,
     table: &Table,
     snapshot_id: i64,
     manifests: Vec<ManifestFile>,
@@ -259,13 +259,26 @@ pub(super) async fn commit_snapshot(
         })
         .with_schema_id(meta.current_schema().schema_id())
         .build();
-    let before = table.metadata_location_result()?.to_string();
-    let next = meta
-        .clone()
-        .into_builder(Some(before.clone()))
-        .set_branch_snapshot(snapshot, MAIN_BRANCH)?
-        .build()?
-        .metadata;
-    catalog.swap(table.identifier(), &before, next).await?;
+    // Only if `main` is still where it was when the round read the table.
+    let requirements = vec![
+        TableRequirement::UuidMatch { uuid: meta.uuid() },
+        TableRequirement::RefSnapshotIdMatch {
+            r#ref: MAIN_BRANCH.to_string(),
+            snapshot_id: parent,
+        },
+    ];
+    let updates = vec![
+        TableUpdate::AddSnapshot { snapshot },
+        TableUpdate::SetSnapshotRef {
+            ref_name: MAIN_BRANCH.to_string(),
+            reference: SnapshotReference::new(
+                snapshot_id,
+                SnapshotRetention::branch(None, None, None),
+            ),
+        },
+    ];
+    catalog
+        .commit_updates(table.identifier(), requirements, updates)
+        .await?;
     Ok(())
 }

@@ -16,7 +16,7 @@ use iceberg::spec::{DataFile, ManifestWriterBuilder, Operation};
 use iceberg::{ErrorKind, TableIdent};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::catalog::SqlCatalog;
+use super::catalogs::SinkCatalog;
 use super::commit;
 use super::maintenance::{self, load_managed};
 use super::{TableInfo, datafile, schema};
@@ -35,7 +35,7 @@ fn unexpected(e: impl std::fmt::Display) -> iceberg::Error {
 
 /// Compact the journal `ident`'s small files; returns how many files were rewritten.
 pub(super) async fn compact_journal(
-    catalog: &SqlCatalog,
+    catalog: &dyn SinkCatalog,
     ident: &TableIdent,
     info: &TableInfo,
 ) -> Result<usize> {
@@ -160,7 +160,7 @@ pub(super) async fn compact_journal(
 /// Read `inputs` (files of one partition) and write their rows as one file beside the first,
 /// with the journal's current columns; returns its manifest entry.
 async fn rewrite(
-    catalog: &SqlCatalog,
+    catalog: &dyn SinkCatalog,
     info: &TableInfo,
     inputs: &[&DataFile],
 ) -> iceberg::Result<DataFile> {

@@ -26,7 +26,7 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, ErrorKind, TableIdent};
 
 use super::MANAGED;
-use super::catalog::SqlCatalog;
+use super::catalogs::SinkCatalog;
 use super::commit::{self, COMMIT_ID};
 use crate::{Error, Result};
 
@@ -44,7 +44,7 @@ fn failed(ident: &TableIdent, e: impl std::fmt::Display) -> Error {
 /// The table, if Tidemark created it (its `tidemark.managed` property): files are only ever
 /// deleted from tables Tidemark made, never from one a spec's catalog merely names.
 pub(super) async fn load_managed(
-    catalog: &SqlCatalog,
+    catalog: &dyn SinkCatalog,
     ident: &TableIdent,
 ) -> Result<Option<Table>> {
     let table = catalog
@@ -62,7 +62,7 @@ pub(super) async fn load_managed(
 
 /// Expire `ident`'s snapshots older than `retention_ms` and delete what only they used.
 pub(super) async fn expire(
-    catalog: &SqlCatalog,
+    catalog: &dyn SinkCatalog,
     ident: &TableIdent,
     retention_ms: u64,
 ) -> Result<Expired> {
@@ -148,7 +148,7 @@ pub(super) const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_sec
 /// `metadata/` that no snapshot references and that are older than [`ORPHAN_AGE`]; returns
 /// how many. Metadata JSON files are left to [`expire`] (by version, never the current or a
 /// newer one); any other file is never touched.
-pub(super) async fn remove_orphans(catalog: &SqlCatalog, ident: &TableIdent) -> Result<usize> {
+pub(super) async fn remove_orphans(catalog: &dyn SinkCatalog, ident: &TableIdent) -> Result<usize> {
     let Some(table) = load_managed(catalog, ident).await? else {
         return Ok(Default::default());
     };
@@ -207,7 +207,10 @@ pub(super) const MAX_MANIFESTS: usize = 8;
 
 /// Merge the current snapshot's manifests into one when there are more than
 /// [`MAX_MANIFESTS`]; returns how many were merged (0: nothing done).
-pub(super) async fn merge_manifests(catalog: &SqlCatalog, ident: &TableIdent) -> Result<usize> {
+pub(super) async fn merge_manifests(
+    catalog: &dyn SinkCatalog,
+    ident: &TableIdent,
+) -> Result<usize> {
     let Some(table) = load_managed(catalog, ident).await? else {
         return Ok(Default::default());
     };
@@ -299,7 +302,11 @@ async fn reachable(
 
 /// Delete the table's metadata files older than the current version that its metadata log no
 /// longer lists; returns how many.
-async fn old_metadata_files(catalog: &SqlCatalog, meta: &TableMetadata, current: &str) -> usize {
+async fn old_metadata_files(
+    catalog: &dyn SinkCatalog,
+    meta: &TableMetadata,
+    current: &str,
+) -> usize {
     let dir = format!("{}/metadata", meta.location().trim_end_matches('/'));
     let listed: HashSet<&str> = meta
         .metadata_log()

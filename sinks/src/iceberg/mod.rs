@@ -12,7 +12,9 @@
 //! - `schema.rs`: the tables' columns, as Iceberg and Arrow schemas with field ids.
 //! - `rows.rs`: events to journal rows (an Arrow batch).
 //! - `datafile.rs`: a Parquet data file and its Iceberg `DataFile` from the footer.
+//! - `catalogs.rs`: what a sink commits through, whichever catalog it is.
 //! - `catalog.rs`: the embedded SQL catalog (SQLite, pyiceberg's `SqlCatalog` layout).
+//! - `rest_client.rs`: an external Iceberg REST catalog.
 //! - `inventory.rs`: events to inventory rows (the current state of live objects), and back.
 //! - `commit.rs`: one committer per table; the exactly-once argument is there.
 //! - `backfill.rs`: a new inventory's first commit, from the index's live objects.
@@ -28,6 +30,7 @@
 
 mod backfill;
 mod catalog;
+mod catalogs;
 mod commit;
 mod compact;
 mod datafile;
@@ -36,6 +39,7 @@ mod maintenance;
 mod overwrite;
 mod partitioning;
 pub mod rest;
+mod rest_client;
 mod rows;
 mod schema;
 mod storage;
@@ -53,6 +57,7 @@ use tokio::sync::OnceCell;
 use crate::sink::{BuildCtx, SinkKind};
 use crate::{Error, Result};
 pub use catalog::SqlCatalog;
+use catalogs::SinkCatalog;
 use commit::Committer;
 
 pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 30_000;
@@ -103,13 +108,36 @@ pub struct IcebergSpec {
 pub enum CatalogSpec {
     /// A SQLite file in the JDBC catalog layout (pyiceberg's `SqlCatalog`).
     Sql {
-        /// The catalog file; `<warehouse>/catalog.db` by default (required for an `s3://`
-        /// warehouse: the catalog is a local file).
+        /// The catalog file. A subscription created without one gets the server's own
+        /// catalog, `<data-dir>/iceberg/catalog.db` (the one `/iceberg` serves); a spec stored
+        /// without one (created before that default) keeps `<warehouse>/catalog.db`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         path: Option<String>,
         /// The catalog's name (pyiceberg's `SqlCatalog(name, ...)`).
         #[serde(default = "default_catalog_name")]
         name: String,
+    },
+    /// An external Iceberg REST catalog.
+    Rest {
+        /// The catalog's base URI (`/v1/...` is appended), `http://` or `https://`.
+        uri: String,
+        /// The catalog's warehouse, when it serves several (sent to `/v1/config`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warehouse: Option<String>,
+        /// A bearer token: a reference (`env:`, `file:`, `secret:`) or a value stored as a
+        /// secret.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        /// OAuth2 client credentials, `client_id:client_secret`, exchanged for a token; a
+        /// reference or a value stored as a secret.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential: Option<String>,
+        /// Where credentials are exchanged; `<uri>/v1/oauth/tokens` by default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        oauth2_server_uri: Option<String>,
+        /// The OAuth2 scope asked for; `catalog` by default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
     },
 }
 
@@ -170,35 +198,93 @@ impl IcebergSpec {
         )))
     }
 
-    fn catalog_path(&self) -> PathBuf {
-        match &self.catalog {
-            CatalogSpec::Sql { path: Some(p), .. } => PathBuf::from(p),
-            CatalogSpec::Sql { path: None, .. } => Path::new(&self.warehouse).join("catalog.db"),
+    /// The server's own catalog, which its REST catalog serves and writes:
+    /// `<data-dir>/iceberg/catalog.db`, tables under `<data-dir>/iceberg/warehouse`.
+    pub fn served(data_dir: &Path) -> IcebergSpec {
+        IcebergSpec {
+            warehouse: data_dir
+                .join("iceberg")
+                .join("warehouse")
+                .display()
+                .to_string(),
+            s3: None,
+            catalog: CatalogSpec::Sql {
+                path: Some(served_catalog(data_dir).display().to_string()),
+                name: default_catalog_name(),
+            },
+            namespace: default_namespace(),
+            table: None,
+            commit_interval_ms: default_interval(),
+            commit_max_rows: default_max_rows(),
+            snapshot_retention_ms: default_retention(),
+            partition: default_partition(),
         }
     }
 
-    fn catalog_name(&self) -> &str {
+    /// A SQL catalog without a path (one from before the server's catalog was the default:
+    /// its file is `<warehouse>/catalog.db`).
+    pub fn sql_catalog_unplaced(&self) -> bool {
+        matches!(self.catalog, CatalogSpec::Sql { path: None, .. })
+    }
+
+    /// Give a SQL catalog without a path the file `path`.
+    pub fn place_sql_catalog(&mut self, at: &Path) {
+        if let CatalogSpec::Sql { path: p @ None, .. } = &mut self.catalog {
+            *p = Some(at.display().to_string());
+        }
+    }
+
+    /// The SQL catalog's file and name; `None` for a REST catalog.
+    fn sql_catalog(&self) -> Option<(PathBuf, &str)> {
         match &self.catalog {
-            CatalogSpec::Sql { name, .. } => name,
+            CatalogSpec::Sql { path, name } => Some((
+                match path {
+                    Some(p) => PathBuf::from(p),
+                    None => Path::new(&self.warehouse).join("catalog.db"),
+                },
+                name,
+            )),
+            CatalogSpec::Rest { .. } => None,
         }
     }
 
     /// What status shows for the destination.
     pub fn endpoint(&self, subscription: &str) -> String {
+        let catalog = match (&self.catalog, self.sql_catalog()) {
+            (CatalogSpec::Rest { uri, .. }, _) => uri.clone(),
+            (_, Some((path, _))) => path.display().to_string(),
+            (_, None) => String::new(),
+        };
         format!(
-            "iceberg:{}#{}.{}_journal",
-            self.catalog_path().display(),
+            "iceberg:{catalog}#{}.{}_journal",
             self.namespace,
             self.table.as_deref().unwrap_or(subscription)
         )
     }
+
+    /// The secrets the spec holds (references once stored), to store, check or forget.
+    pub fn secrets_mut(&mut self) -> impl Iterator<Item = &mut String> {
+        let s3 = self.s3.as_mut().and_then(|s| s.secret_access_key.as_mut());
+        let (token, credential) = match &mut self.catalog {
+            CatalogSpec::Rest {
+                token, credential, ..
+            } => (token.as_mut(), credential.as_mut()),
+            CatalogSpec::Sql { .. } => (None, None),
+        };
+        s3.into_iter().chain(token).chain(credential)
+    }
+}
+
+/// The server's own catalog file: the default of SQL catalogs, served by `/iceberg`.
+pub fn served_catalog(data_dir: &Path) -> PathBuf {
+    data_dir.join("iceberg").join("catalog.db")
 }
 
 /// An Iceberg sink, shared by the subscription's partition workers.
 pub struct Iceberg {
     describe: String,
     spec: IcebergSpec,
-    catalog: Arc<SqlCatalog>,
+    catalog: Arc<dyn SinkCatalog>,
     journal: Managed,
     inventory: Managed,
     journal_commits: Committer<Vec<iceberg::spec::DataFile>>,
@@ -229,7 +315,7 @@ pub fn check(spec: &IcebergSpec) -> Result<()> {
                 format!("'{}' names no bucket (s3://bucket/prefix)", spec.warehouse),
             ));
         }
-        if !matches!(&spec.catalog, CatalogSpec::Sql { path: Some(_), .. }) {
+        if matches!(&spec.catalog, CatalogSpec::Sql { path: None, .. }) {
             return Err(Error::invalid(
                 "sink.catalog.path",
                 "an s3:// warehouse needs catalog.path: the SQL catalog is a local SQLite file \
@@ -252,13 +338,41 @@ pub fn check(spec: &IcebergSpec) -> Result<()> {
             format!("'{}' must be an absolute path", spec.warehouse),
         ));
     }
-    if let CatalogSpec::Sql { path: Some(p), .. } = &spec.catalog
-        && !Path::new(p).is_absolute()
-    {
-        return Err(Error::invalid(
-            "sink.catalog.path",
-            format!("'{p}' must be an absolute path"),
-        ));
+    match &spec.catalog {
+        CatalogSpec::Sql { path: Some(p), .. } if !Path::new(p).is_absolute() => {
+            return Err(Error::invalid(
+                "sink.catalog.path",
+                format!("'{p}' must be an absolute path"),
+            ));
+        }
+        CatalogSpec::Sql { .. } => {}
+        CatalogSpec::Rest {
+            uri,
+            token,
+            credential,
+            oauth2_server_uri,
+            ..
+        } => {
+            for (field, url) in [
+                ("sink.catalog.uri", Some(uri)),
+                ("sink.catalog.oauth2_server_uri", oauth2_server_uri.as_ref()),
+            ] {
+                if let Some(url) = url
+                    && !(url.starts_with("http://") || url.starts_with("https://"))
+                {
+                    return Err(Error::invalid(
+                        field,
+                        format!("'{url}' is not an http:// or https:// URL"),
+                    ));
+                }
+            }
+            if token.is_some() && credential.is_some() {
+                return Err(Error::invalid(
+                    "sink.catalog.credential",
+                    "give a token or a credential, not both",
+                ));
+            }
+        }
     }
     let name_ok = |s: &str| {
         !s.is_empty()
@@ -307,6 +421,8 @@ pub fn check(spec: &IcebergSpec) -> Result<()> {
 
 /// Open the catalog now, so an unwritable warehouse or catalog file is refused at create time.
 /// (An S3 warehouse is reached when the sink runs, with its secret; status shows failures.)
+/// (A REST catalog is reached when the sink runs, with its credentials; status shows why it
+/// cannot be.)
 pub fn probe(spec: &IcebergSpec) -> Result<()> {
     if !spec.is_s3() {
         std::fs::create_dir_all(&spec.warehouse).map_err(|e| {
@@ -316,35 +432,61 @@ pub fn probe(spec: &IcebergSpec) -> Result<()> {
             )
         })?;
     }
-    SqlCatalog::open(
-        &spec.catalog_path(),
-        spec.catalog_name(),
-        &spec.warehouse,
-        storage::Files::Local,
-    )
-    .map(|_| ())
-    .map_err(|e| {
-        Error::invalid(
-            "sink.catalog",
-            format!("cannot open {}: {e}", spec.catalog_path().display()),
-        )
-    })
+    let Some((path, name)) = spec.sql_catalog() else {
+        return Ok(());
+    };
+    SqlCatalog::open(&path, name, &spec.warehouse, storage::Files::Local)
+        .map(|_| ())
+        .map_err(|e| {
+            Error::invalid(
+                "sink.catalog",
+                format!("cannot open {}: {e}", path.display()),
+            )
+        })
 }
 
 /// The sink `spec` describes.
 pub fn build(spec: &IcebergSpec, ctx: &BuildCtx<'_>) -> Result<SinkKind> {
     check(spec)?;
-    let secret = match spec.s3.as_ref().and_then(|s| s.secret_access_key.as_ref()) {
-        Some(r) => Some(crate::secrets::resolve(ctx.catalog, r)?),
-        None => None,
+    let resolve = |r: Option<&String>| match r {
+        Some(r) => crate::secrets::resolve(ctx.catalog, r).map(Some),
+        None => Ok(None),
     };
-    let catalog = SqlCatalog::open(
-        &spec.catalog_path(),
-        spec.catalog_name(),
-        &spec.warehouse,
-        spec.files(secret)?,
-    )
-    .map_err(|e| Error::Transient(format!("opening the Iceberg catalog: {e}")))?;
+    let secret = resolve(spec.s3.as_ref().and_then(|s| s.secret_access_key.as_ref()))?;
+    let files = spec.files(secret)?;
+    let catalog: Arc<dyn SinkCatalog> = match &spec.catalog {
+        CatalogSpec::Sql { .. } => {
+            let (path, name) = spec.sql_catalog().expect("a SQL catalog");
+            Arc::new(
+                SqlCatalog::open(&path, name, &spec.warehouse, files)
+                    .map_err(|e| Error::Transient(format!("opening the Iceberg catalog: {e}")))?,
+            )
+        }
+        CatalogSpec::Rest {
+            uri,
+            warehouse,
+            token,
+            credential,
+            oauth2_server_uri,
+            scope,
+        } => {
+            let auth = match (resolve(token.as_ref())?, resolve(credential.as_ref())?) {
+                (Some(t), _) => rest_client::Auth::Bearer(t),
+                (None, Some(c)) => {
+                    rest_client::Auth::client(&c, oauth2_server_uri.clone(), scope.clone())
+                }
+                (None, None) => rest_client::Auth::None,
+            };
+            Arc::new(rest_client::RestCatalog::new(
+                uri,
+                warehouse.clone(),
+                &spec.warehouse,
+                auth,
+                ctx.client.clone(),
+                files,
+            ))
+        }
+    };
     let prefix = spec.table.as_deref().unwrap_or(ctx.subscription);
     let ident = |suffix: &str| {
         TableIdent::new(
@@ -352,7 +494,6 @@ pub fn build(spec: &IcebergSpec, ctx: &BuildCtx<'_>) -> Result<SinkKind> {
             format!("{prefix}_{suffix}"),
         )
     };
-    let catalog = Arc::new(catalog);
     Ok(SinkKind::Stream(Arc::new(Iceberg {
         describe: spec.endpoint(ctx.subscription),
         spec: spec.clone(),
@@ -399,7 +540,7 @@ impl Iceberg {
                     &self.journal.ident,
                     self.journal_commits
                         .exclusive(maintenance::remove_orphans(
-                            &self.catalog,
+                            &*self.catalog,
                             &self.journal.ident,
                         ))
                         .await,
@@ -408,7 +549,7 @@ impl Iceberg {
                     &self.inventory.ident,
                     self.inventory_commits
                         .exclusive(maintenance::remove_orphans(
-                            &self.catalog,
+                            &*self.catalog,
                             &self.inventory.ident,
                         ))
                         .await,
@@ -426,7 +567,7 @@ impl Iceberg {
                 let compacted = self
                     .journal_commits
                     .exclusive(compact::compact_journal(
-                        &self.catalog,
+                        &*self.catalog,
                         &self.journal.ident,
                         &info,
                     ))
@@ -444,7 +585,7 @@ impl Iceberg {
         let merged = self
             .journal_commits
             .exclusive(maintenance::merge_manifests(
-                &self.catalog,
+                &*self.catalog,
                 &self.journal.ident,
             ))
             .await;
@@ -458,7 +599,7 @@ impl Iceberg {
         let journal = self
             .journal_commits
             .exclusive(maintenance::expire(
-                &self.catalog,
+                &*self.catalog,
                 &self.journal.ident,
                 retention,
             ))
@@ -466,7 +607,7 @@ impl Iceberg {
         let inventory = self
             .inventory_commits
             .exclusive(maintenance::expire(
-                &self.catalog,
+                &*self.catalog,
                 &self.inventory.ident,
                 retention,
             ))
@@ -498,14 +639,14 @@ enum Kind {
 
 /// One of the sink's tables: created on first use.
 struct Managed {
-    catalog: Arc<SqlCatalog>,
+    catalog: Arc<dyn SinkCatalog>,
     ident: TableIdent,
     kind: Kind,
     ready: OnceCell<TableInfo>,
 }
 
 impl Managed {
-    fn new(catalog: Arc<SqlCatalog>, ident: TableIdent, kind: Kind) -> Managed {
+    fn new(catalog: Arc<dyn SinkCatalog>, ident: TableIdent, kind: Kind) -> Managed {
         Managed {
             catalog,
             ident,

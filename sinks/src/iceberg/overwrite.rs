@@ -24,10 +24,10 @@ use iceberg::spec::{
     Operation, PrimitiveLiteral, Struct,
 };
 use iceberg::table::Table;
-use iceberg::{Catalog, ErrorKind, TableIdent};
+use iceberg::{ErrorKind, TableIdent};
 use uuid::Uuid;
 
-use super::catalog::SqlCatalog;
+use super::catalogs::SinkCatalog;
 use super::commit::{self, CONFLICT_TRIES, Queued, Round};
 use super::inventory::{self, InvRow};
 use super::schema::key_bucket;
@@ -50,7 +50,7 @@ pub(super) struct Changes {
 type Part = (String, i32);
 
 pub(super) struct Overwriter {
-    pub catalog: Arc<SqlCatalog>,
+    pub catalog: Arc<dyn SinkCatalog>,
     pub ident: TableIdent,
     pub info: TableInfo,
 }
@@ -243,7 +243,7 @@ impl Overwriter {
         props.insert("deleted-records".into(), deleted_rows.to_string());
         props.insert("changed-partition-count".into(), changed.len().to_string());
         commit::commit_snapshot(
-            &self.catalog,
+            &*self.catalog,
             table,
             snapshot_id,
             list,

@@ -102,6 +102,8 @@ pub struct Subscriptions {
     filters: Arc<Filters>,
     /// The process functions the operator declared; sinks name them.
     functions: Arc<Functions>,
+    /// Where Iceberg sinks register their tables unless told (`with_iceberg_catalog`).
+    iceberg_catalog: Option<std::path::PathBuf>,
 }
 
 impl Subscriptions {
@@ -118,7 +120,19 @@ impl Subscriptions {
             policy,
             filters,
             functions,
+            iceberg_catalog: None,
         }
+    }
+
+    /// Iceberg sinks created without a catalog path register their tables in `path` (the
+    /// server's own catalog, `<data-dir>/iceberg/catalog.db`).
+    pub fn with_iceberg_catalog(mut self, path: std::path::PathBuf) -> Self {
+        self.iceberg_catalog = Some(path);
+        self
+    }
+
+    fn default_catalog(&self, spec: &mut SubscriptionSpec, old: Option<&SinkSpec>) {
+        default_catalog(self.iceberg_catalog.as_deref(), &mut spec.sink, old);
     }
 
     pub fn functions(&self) -> &Arc<Functions> {
@@ -257,6 +271,7 @@ impl Subscriptions {
         mut spec: SubscriptionSpec,
         actor: Option<String>,
     ) -> Result<Subscription> {
+        self.default_catalog(&mut spec, None);
         validate::validate(&spec, self.policy, &self.functions)?;
         self.check_filter(&spec).await?;
         if self.catalog.get(SUBSCRIPTION_KIND, &spec.name).is_some() {
@@ -294,8 +309,11 @@ impl Subscriptions {
         mut spec: SubscriptionSpec,
         actor: Option<String>,
     ) -> Result<Subscription> {
+        let old = self.get(&spec.name);
+        let old_sink = old.as_ref().ok().map(|o| &o.stored.spec.sink);
+        self.default_catalog(&mut spec, old_sink);
         validate::validate(&spec, self.policy, &self.functions)?;
-        let old = self.get(&spec.name)?;
+        let old = old?;
         self.check_filter(&spec).await?;
         let refs = self.store_secrets(&mut spec).await?;
         let stored = Stored {
@@ -373,8 +391,8 @@ impl Subscriptions {
                 return Ok(created);
             }
             SinkSpec::Iceberg(i) => {
-                if let Some(key) = i.s3.as_mut().and_then(|s| s.secret_access_key.as_mut()) {
-                    *key = self.reference(&owner, key, &mut created).await?;
+                for value in i.secrets_mut() {
+                    *value = self.reference(&owner, value, &mut created).await?;
                 }
                 return Ok(created);
             }
@@ -444,6 +462,19 @@ impl Subscriptions {
     }
 }
 
+/// Give a new Iceberg spec without a catalog path the server's catalog (`server`). `old` is
+/// the sink being replaced: one created before that default (no path, so its catalog is
+/// `<warehouse>/catalog.db`) keeps its catalog, or its tables would be made again elsewhere.
+fn default_catalog(server: Option<&std::path::Path>, sink: &mut SinkSpec, old: Option<&SinkSpec>) {
+    let (SinkSpec::Iceberg(i), Some(path)) = (sink, server) else {
+        return;
+    };
+    let legacy = matches!(old, Some(SinkSpec::Iceberg(o)) if o.sql_catalog_unplaced());
+    if !legacy {
+        i.place_sql_catalog(path);
+    }
+}
+
 /// Every secret reference a sink holds.
 pub fn sink_secrets(sink: &SinkSpec) -> Vec<String> {
     match sink {
@@ -459,12 +490,7 @@ pub fn sink_secrets(sink: &SinkSpec) -> Vec<String> {
                 .into_iter()
                 .collect()
         }
-        SinkSpec::Iceberg(i) => {
-            i.s3.as_ref()
-                .and_then(|s| s.secret_access_key.clone())
-                .into_iter()
-                .collect()
-        }
+        SinkSpec::Iceberg(i) => i.clone().secrets_mut().map(|s| s.clone()).collect(),
         SinkSpec::Kafka(k) => k
             .properties
             .iter()
@@ -519,5 +545,41 @@ pub fn parse(body: &[u8]) -> Result<SubscriptionSpec> {
             Err(Error::invalid(format!("sink.{field}"), message))
         }
         _ => Err(err.into()),
+    }
+}
+
+#[cfg(test)]
+mod catalog_tests {
+    use super::*;
+
+    fn iceberg(catalog: serde_json::Value) -> SinkSpec {
+        serde_json::from_value(serde_json::json!({
+            "type": "iceberg", "warehouse": "/wh", "catalog": catalog
+        }))
+        .unwrap()
+    }
+
+    fn path_of(sink: &SinkSpec) -> serde_json::Value {
+        serde_json::to_value(sink).unwrap()["catalog"]["path"].clone()
+    }
+
+    #[test]
+    fn new_specs_get_the_servers_catalog_and_old_ones_keep_theirs() {
+        let server = std::path::Path::new("/data/iceberg/catalog.db");
+        let mut new = iceberg(serde_json::json!({"type": "sql"}));
+        default_catalog(Some(server), &mut new, None);
+        assert_eq!(path_of(&new), "/data/iceberg/catalog.db");
+        // Replacing a spec stored without a path keeps `<warehouse>/catalog.db`.
+        let stored = iceberg(serde_json::json!({"type": "sql"}));
+        let mut replacement = iceberg(serde_json::json!({"type": "sql"}));
+        default_catalog(Some(server), &mut replacement, Some(&stored));
+        assert!(path_of(&replacement).is_null());
+        // A path given, or a REST catalog, is left as it is.
+        let mut given = iceberg(serde_json::json!({"type": "sql", "path": "/elsewhere.db"}));
+        default_catalog(Some(server), &mut given, None);
+        assert_eq!(path_of(&given), "/elsewhere.db");
+        let mut rest = iceberg(serde_json::json!({"type": "rest", "uri": "http://c/iceberg"}));
+        default_catalog(Some(server), &mut rest, None);
+        assert!(path_of(&rest).is_null());
     }
 }

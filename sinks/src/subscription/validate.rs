@@ -93,6 +93,17 @@ pub fn validate(
             // The warehouse and the catalog file are created and opened now: an unwritable
             // place is refused at create time.
             crate::iceberg::check(i)?;
+            if let crate::iceberg::CatalogSpec::Rest {
+                uri,
+                oauth2_server_uri,
+                ..
+            } = &i.catalog
+            {
+                check_url("sink.catalog.uri", uri, policy)?;
+                if let Some(token_uri) = oauth2_server_uri {
+                    check_url("sink.catalog.oauth2_server_uri", token_uri, policy)?;
+                }
+            }
             crate::iceberg::probe(i)?;
         }
     }
