@@ -181,8 +181,8 @@ fn uploads_are_checked_versioned_listed_and_bad_modules_refused_by_name() {
         &server,
         "camera",
         "",
-        wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "tidemark_abi_version") (result i32) i32.const 2) (func (export "filter") (result i32) i32.const 1))"#).unwrap(),
-        "this host supports [1]",
+        wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "tidemark_abi_version") (result i32) i32.const 3) (func (export "filter") (result i32) i32.const 1))"#).unwrap(),
+        "this host supports [1, 2]",
     );
     let mut huge = good.clone();
     huge.resize(11 << 20, 0);
@@ -1099,4 +1099,117 @@ fn server_wide_limits_set_each_versions_defaults_and_maxima() {
         err.contains("--filter-memory-bytes 1000000000 is above --filter-max-memory-bytes"),
         "{err}"
     );
+}
+
+const RAW_CAMERA_LARGE_V2: &str = include_str!("../plugins/examples/raw_camera_large_v2.wat");
+
+#[test]
+fn a_batch_filter_on_a_subscription_keeps_what_its_v1_twin_keeps_and_fails_one_event_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), ALLOW_LOOPBACK);
+    let receiver = Receiver::start(dir.path(), "recv", &[]);
+    uploaded(&server, "camera", wat::parse_str(RAW_CAMERA_LARGE).unwrap());
+    uploaded(
+        &server,
+        "camera-v2",
+        wat::parse_str(RAW_CAMERA_LARGE_V2).unwrap(),
+    );
+    // A v2 module that traps on the event of size 666, in the middle of its batch.
+    let fragile = RAW_CAMERA_LARGE_V2.replace(
+        "    (if (i64.le_s (i64.load offset=48 (local.get $r)) (i64.const 10485760))",
+        "    (if (i64.eq (i64.load offset=48 (local.get $r)) (i64.const 666)) (then unreachable))
+    (if (i64.le_s (i64.load offset=48 (local.get $r)) (i64.const 10485760))",
+    );
+    uploaded(&server, "fragile-v2", wat::parse_str(&fragile).unwrap());
+    let (_, v) = server.get("/v1/filters/camera-v2");
+    assert_eq!(v["versions"][0]["abi_version"], 2, "{v}");
+
+    for (name, filter) in [
+        ("v1", "camera"),
+        ("v2", "camera-v2"),
+        ("fragile", "fragile-v2"),
+    ] {
+        let mut spec = webhook(name, &receiver, Some(filter));
+        spec["on_filter_error"] = "skip".into();
+        spec["filter_quarantine_after"] = 1000.into();
+        create_subscription(&server, &spec);
+    }
+    let mut rng = fastrand::Rng::with_seed(2);
+    let mutations: Vec<Value> = (0..600)
+        .map(|i| {
+            let prefix = ["raw/", "cooked/", "ra"][rng.usize(..3)];
+            let size = match rng.u8(..5) {
+                0 => 666,
+                1 => 10 << 20,
+                _ => rng.u64(0..30 << 20),
+            };
+            put("photos", &format!("{prefix}{i}.jpg"), size, rng.bool())
+        })
+        .collect();
+    let acked = ingest(&server, mutations.clone());
+    let keep = |m: &Value| {
+        m["key"].as_str().unwrap().starts_with("raw/")
+            && m["size"].as_u64().unwrap() > 10 << 20
+            && m.get("metadata").is_some()
+    };
+    let want: HashSet<String> = mutations
+        .iter()
+        .zip(&acked)
+        .filter(|(m, _)| keep(m))
+        .map(|(_, (_, id))| id.clone())
+        .collect();
+    let fragile_want: HashSet<String> = mutations
+        .iter()
+        .zip(&acked)
+        .filter(|(m, _)| keep(m) && m["size"] != 666)
+        .map(|(_, (_, id))| id.clone())
+        .collect();
+    assert!(want.len() > 20, "the workload keeps some events");
+    for (name, want) in [("v1", &want), ("v2", &want), ("fragile", &fragile_want)] {
+        wait_for(
+            &format!("{name} deliveries"),
+            Duration::from_secs(30),
+            || {
+                let got = delivered_at(&receiver, name);
+                if &got == want {
+                    Ok(())
+                } else {
+                    Err(format!("{} of {}", got.len(), want.len()))
+                }
+            },
+        );
+    }
+    // Only the 666 events failed: each once, counted by kind.
+    let traps = mutations.iter().filter(|m| m["size"] == 666).count();
+    let s = wait_status(
+        &server,
+        "fragile",
+        "the failures counted",
+        Duration::from_secs(20),
+        |s| s["filter"]["errors"]["trap"] == traps,
+    );
+    assert_eq!(s["filter"]["state"], "active", "{s}");
+
+    // The test endpoint gives the same verdicts for both versions of the logic.
+    let samples = json!([
+        sample("raw/a.jpg", 20 << 20, true),
+        sample("raw/b.jpg", 1 << 20, true),
+        sample("cooked/c.jpg", 20 << 20, true),
+        sample("raw/d.jpg", 20 << 20, false),
+    ]);
+    let verdicts = |name: &str| -> Vec<String> {
+        let (status, v) = server.post(
+            &format!("/v1/filters/{name}/test"),
+            json!({"events": samples}).to_string(),
+        );
+        assert_eq!(status, 200, "{v}");
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["verdict"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(verdicts("camera-v2"), verdicts("camera"));
+    assert_eq!(verdicts("camera-v2"), ["keep", "drop", "drop", "drop"]);
 }

@@ -1,6 +1,7 @@
-//! The host side of ABI v1 (`plugins/ABI.md`): what a store holds while a filter runs, and the
-//! `tidemark` functions a module may import. Field getters copy one field into the module's
-//! buffer, so a filter that looks at the key pays for the key only.
+//! The host side of the filter ABI (`plugins/ABI.md`): what a store holds while a filter runs,
+//! and the `tidemark` functions a module may import. v1's field getters copy one field into
+//! the module's buffer, so a filter that looks at the key pays for the key only; a v2 module
+//! reads its fields from the batch (`batch.rs`) and may import only `log`.
 
 use std::sync::Arc;
 
@@ -22,6 +23,8 @@ pub struct HostState {
     json: Option<String>,
     pub logs: Vec<String>,
     pub logs_dropped: u32,
+    /// Lines kept until the next `take`: [`LOG_LINES`] per event of the call.
+    pub log_cap: usize,
     /// The module's exported memory, found once after instantiation.
     pub memory: Option<Memory>,
     memory_limit: usize,
@@ -37,6 +40,7 @@ impl HostState {
             json: None,
             logs: Vec::new(),
             logs_dropped: 0,
+            log_cap: LOG_LINES,
             memory: None,
             memory_limit,
             table_elements,
@@ -80,6 +84,9 @@ impl ResourceLimiter for HostState {
         Ok(desired <= self.table_elements)
     }
 }
+
+/// The host functions an ABI v2 module may import: the fields are in its batch.
+pub const V2_IMPORTS: &[&str] = &["log"];
 
 /// The host functions by name, with their parameter and result types: imports are checked
 /// against this list at upload.
@@ -222,7 +229,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "tidemark",
         "log",
         |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| {
-            if caller.data().logs.len() >= LOG_LINES {
+            if caller.data().logs.len() >= caller.data().log_cap {
                 caller.data_mut().logs_dropped += 1;
                 return;
             }

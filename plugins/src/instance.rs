@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tidemark_core::event::ObjectEvent;
 use wasmtime::{Store, Trap, TypedFunc};
 
+use crate::batch;
 use crate::budget::Reservation;
 use crate::engine::TICK;
 use crate::host::HostState;
@@ -48,20 +49,40 @@ pub(crate) fn new_store(module: &FilterModule) -> Store<HostState> {
 
 /// Set the per-call budgets: fuel, and a deadline in epoch ticks.
 pub(crate) fn arm(store: &mut Store<HostState>, module: &FilterModule) {
+    arm_for(store, module, 1);
+}
+
+/// The budgets of a call deciding `events` events: each event's fuel and time, together.
+fn arm_for(store: &mut Store<HostState>, module: &FilterModule, events: usize) {
     if !module.engine.metered {
         return;
     }
     let limits = &module.limits;
-    let _ = store.set_fuel(limits.fuel);
+    let _ = store.set_fuel(limits.fuel.saturating_mul(events as u64));
     let ticks = (limits.deadline.as_micros() / TICK.as_micros()).max(1) as u64;
-    store.set_epoch_deadline(ticks);
+    store.set_epoch_deadline(ticks.saturating_mul(events as u64));
+}
+
+/// How a module is called: once per event (v1), or once per batch (v2).
+enum Entry {
+    V1(TypedFunc<(), i32>),
+    V2 {
+        batch: TypedFunc<(i32, i32), i32>,
+        alloc: TypedFunc<i32, i32>,
+        /// The module's buffer for batches, and its size, once asked for.
+        buffer: Option<(usize, usize)>,
+    },
 }
 
 pub struct FilterInstance {
     module: Arc<FilterModule>,
     store: Store<HostState>,
-    filter: TypedFunc<(), i32>,
+    entry: Entry,
     params: Option<String>,
+    /// Where a v2 batch is laid out before it is copied in, and its verdicts read back
+    /// (both reused).
+    scratch: Vec<u8>,
+    verdicts: Vec<u8>,
     /// Its linear memory's share of the server's budget, given back when it drops.
     _memory: Reservation,
 }
@@ -70,22 +91,67 @@ impl FilterInstance {
     /// Instantiate and run `init` with `params` (JSON) when the module has one.
     pub fn new(module: Arc<FilterModule>, params: Option<&str>) -> Result<FilterInstance> {
         let memory = module.engine.budget.reserve(module.limits.memory_bytes)?;
-        let (store, filter) = instantiate(&module, params)?;
+        let (store, entry) = instantiate(&module, params)?;
         Ok(FilterInstance {
             module,
             store,
-            filter,
+            entry,
             params: params.map(str::to_string),
+            scratch: Vec::new(),
+            verdicts: Vec::new(),
             _memory: memory,
         })
     }
 
     /// Decide on `event`.
     pub fn evaluate(&mut self, event: Arc<ObjectEvent>) -> Evaluation {
+        match self.entry {
+            Entry::V1(_) => self.evaluate_v1(event),
+            Entry::V2 { .. } => self.run_batch(&[event]).pop().expect("one evaluation"),
+        }
+    }
+
+    /// How many events one call decides: 1 for a v1 module, up to [`batch::MAX_EVENTS`] for
+    /// a v2 module.
+    pub fn batch_size(&self) -> usize {
+        match self.entry {
+            Entry::V1(_) => 1,
+            Entry::V2 { .. } => batch::MAX_EVENTS,
+        }
+    }
+
+    /// Decide on `events`, in order: one call per event for a v1 module, one call per
+    /// [`batch::MAX_EVENTS`] events for a v2 module. One evaluation per event.
+    pub fn evaluate_all(&mut self, events: &[Arc<ObjectEvent>]) -> Vec<Evaluation> {
+        match self.entry {
+            Entry::V1(_) => events.iter().map(|e| self.evaluate_v1(e.clone())).collect(),
+            Entry::V2 { .. } => {
+                let mut out = Vec::with_capacity(events.len());
+                for chunk in events.chunks(batch::MAX_EVENTS) {
+                    out.extend(self.run_batch(chunk));
+                }
+                out
+            }
+        }
+    }
+
+    /// After a trap (or running out of fuel, time or memory) the instance's state is
+    /// unknown: the next call gets a fresh one.
+    fn restart(&mut self) {
+        if let Ok((store, entry)) = instantiate(&self.module, self.params.as_deref()) {
+            self.store = store;
+            self.entry = entry;
+        }
+    }
+
+    fn evaluate_v1(&mut self, event: Arc<ObjectEvent>) -> Evaluation {
+        let Entry::V1(filter) = &self.entry else {
+            unreachable!("a v1 module");
+        };
         self.store.data_mut().begin(event);
         arm(&mut self.store, &self.module);
         let started = Instant::now();
-        let result = self.filter.call(&mut self.store, ());
+        let result = filter.call(&mut self.store, ());
         let elapsed = started.elapsed();
         let fuel = match self.store.get_fuel() {
             Ok(left) => self.module.limits.fuel.saturating_sub(left),
@@ -106,15 +172,8 @@ impl FilterInstance {
         let logs = std::mem::take(&mut data.logs);
         let logs_dropped = std::mem::take(&mut data.logs_dropped);
         data.event = None;
-        if matches!(
-            verdict,
-            Err(Error::Trap(_) | Error::OutOfFuel(_) | Error::Timeout(_) | Error::MemoryLimit(_))
-        ) {
-            // Whatever the module was doing is cut short: start the next event afresh.
-            if let Ok((store, filter)) = instantiate(&self.module, self.params.as_deref()) {
-                self.store = store;
-                self.filter = filter;
-            }
+        if cut_short(&verdict) {
+            self.restart();
         }
         Evaluation {
             verdict,
@@ -124,12 +183,192 @@ impl FilterInstance {
             logs_dropped,
         }
     }
+
+    /// One v2 call for `events` (at most [`batch::MAX_EVENTS`]). When the call is stopped
+    /// (a trap, no fuel or time left, memory refused), the verdicts it wrote for a leading run
+    /// of events stand; after a wrong answer (not `count`) none does. The others are decided
+    /// one per call, so only the event at fault gets the error.
+    fn run_batch(&mut self, events: &[Arc<ObjectEvent>]) -> Vec<Evaluation> {
+        let n = events.len();
+        let verdicts_at = batch::encode(events, self.module.fields, &mut self.scratch);
+        let (ptr, called) = match self.call_batch(n) {
+            Ok(v) => v,
+            Err(e) => {
+                // No buffer for the batch: each event gets the error.
+                return events.iter().map(|_| failed(again(&e))).collect();
+            }
+        };
+        let (result, fuel, elapsed) = called;
+        let data = self.store.data_mut();
+        let mut logs = Some(std::mem::take(&mut data.logs));
+        let logs_dropped = std::mem::take(&mut data.logs_dropped);
+        let mut bytes = std::mem::take(&mut self.verdicts);
+        bytes.clear();
+        if let Some(m) = self.store.data().memory
+            && let Some(v) = m
+                .data(&self.store)
+                .get(ptr + verdicts_at..ptr + verdicts_at + n)
+        {
+            bytes.extend_from_slice(v);
+        }
+        let (whole, decided) = match result {
+            Ok(count) if count == n as i32 && bytes.len() == n => (None, n),
+            // A wrong answer: none of its verdicts is trusted.
+            Ok(count) => (Some(Error::BadVerdict(count)), 0),
+            // Stopped mid-way: the leading verdicts written before the failure stand.
+            Err(e) => (Some(e), bytes.iter().take_while(|b| written(**b)).count()),
+        };
+        // The call's cost, shared by its events; its log lines go with the first.
+        let (fuel_each, elapsed_each) = (fuel / n as u64, elapsed / n as u32);
+        let mut out: Vec<Evaluation> = Vec::with_capacity(n);
+        out.extend(bytes[..decided].iter().map(|b| Evaluation {
+            verdict: decode(*b),
+            fuel: fuel_each,
+            elapsed: elapsed_each,
+            logs: logs.take().unwrap_or_default(),
+            logs_dropped: 0,
+        }));
+        if let Some(first) = out.first_mut() {
+            first.logs_dropped = logs_dropped;
+        }
+        self.verdicts = bytes;
+        let Some(why) = whole else {
+            return out;
+        };
+        if stops(&why) {
+            self.restart();
+        }
+        if n == 1 {
+            return vec![Evaluation {
+                verdict: Err(why),
+                fuel,
+                elapsed,
+                logs: logs.unwrap_or_default(),
+                logs_dropped,
+            }];
+        }
+        for event in &events[decided..] {
+            let mut one = self.run_batch(std::slice::from_ref(event));
+            out.push(one.pop().expect("one evaluation"));
+        }
+        out
+    }
+
+    /// Copy the scratch batch into the module's buffer (asking for a larger one when needed)
+    /// and call `filter_batch`: where the batch is, and the call's result, fuel and time.
+    #[allow(clippy::type_complexity)]
+    fn call_batch(&mut self, n: usize) -> Result<(usize, (Result<i32>, u64, Duration))> {
+        let Entry::V2 {
+            batch,
+            alloc,
+            buffer,
+        } = &mut self.entry
+        else {
+            unreachable!("a v2 module");
+        };
+        let len = self.scratch.len();
+        let memory = self
+            .store
+            .data()
+            .memory
+            .ok_or_else(|| Error::Trap("the module has no memory".into()))?;
+        let ptr = match *buffer {
+            Some((ptr, cap)) if cap >= len => ptr,
+            _ => {
+                arm(&mut self.store, &self.module);
+                let asked = alloc.call(&mut self.store, len as i32).map_err(|e| {
+                    classify(&e, self.store.data().memory_denied, &self.module.limits)
+                })?;
+                let ptr = asked as u32 as usize;
+                if ptr
+                    .checked_add(len)
+                    .is_none_or(|end| end > memory.data_size(&self.store))
+                {
+                    return Err(Error::Trap(format!(
+                        "tidemark_alloc({len}) returned {asked}, outside the module's memory"
+                    )));
+                }
+                *buffer = Some((ptr, len));
+                ptr
+            }
+        };
+        memory.data_mut(&mut self.store)[ptr..ptr + len].copy_from_slice(&self.scratch);
+        let data = self.store.data_mut();
+        data.log_cap = crate::host::LOG_LINES * n;
+        data.memory_denied = false;
+        arm_for(&mut self.store, &self.module, n);
+        let started = Instant::now();
+        let result = batch.call(&mut self.store, (ptr as i32, len as i32));
+        let elapsed = started.elapsed();
+        let budget = self.module.limits.fuel.saturating_mul(n as u64);
+        let fuel = match self.store.get_fuel() {
+            Ok(left) => budget.saturating_sub(left),
+            Err(_) => 0,
+        };
+        let result =
+            result.map_err(|e| classify(&e, self.store.data().memory_denied, &self.module.limits));
+        Ok((ptr, (result, fuel, elapsed)))
+    }
 }
 
-fn instantiate(
-    module: &FilterModule,
-    params: Option<&str>,
-) -> Result<(Store<HostState>, TypedFunc<(), i32>)> {
+/// Whether the module wrote this verdict byte (keep, drop or an error code).
+fn written(b: u8) -> bool {
+    (b as i8) <= 1
+}
+
+/// A verdict byte: `1` keep, `0` drop, negative a module error code; anything else (and
+/// [`batch::UNDECIDED`]) is a bad verdict.
+fn decode(b: u8) -> Result<Verdict> {
+    match b as i8 {
+        1 => Ok(Verdict::Keep),
+        0 => Ok(Verdict::Drop),
+        code if code < 0 => Err(Error::Module(code as i32)),
+        code => Err(Error::BadVerdict(code as i32)),
+    }
+}
+
+fn failed(e: Error) -> Evaluation {
+    Evaluation {
+        verdict: Err(e),
+        fuel: 0,
+        elapsed: Duration::ZERO,
+        logs: Vec::new(),
+        logs_dropped: 0,
+    }
+}
+
+/// Whether the module was stopped mid-way (its state unknown), not answering.
+fn cut_short(verdict: &Result<Verdict>) -> bool {
+    verdict.as_ref().err().is_some_and(stops)
+}
+
+fn stops(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Trap(_) | Error::OutOfFuel(_) | Error::Timeout(_) | Error::MemoryLimit(_)
+    )
+}
+
+/// The same evaluation error again, for each event of a batch it failed.
+fn again(e: &Error) -> Error {
+    match e {
+        Error::OutOfFuel(f) => Error::OutOfFuel(*f),
+        Error::Timeout(ms) => Error::Timeout(*ms),
+        Error::MemoryLimit(b) => Error::MemoryLimit(*b),
+        Error::Module(c) => Error::Module(*c),
+        Error::BadVerdict(c) => Error::BadVerdict(*c),
+        Error::Init(c) => Error::Init(*c),
+        Error::Capacity(m) => Error::Capacity(m.clone()),
+        other => Error::Trap(
+            other
+                .to_string()
+                .trim_start_matches("the filter trapped: ")
+                .to_string(),
+        ),
+    }
+}
+
+fn instantiate(module: &FilterModule, params: Option<&str>) -> Result<(Store<HostState>, Entry)> {
     let mut store = new_store(module);
     // A start section runs under the same limits as an event.
     arm(&mut store, module);
@@ -141,9 +380,23 @@ fn instantiate(
     })?;
     let memory = instance.get_memory(&mut store, "memory");
     store.data_mut().memory = memory;
-    let filter = instance
-        .get_typed_func::<(), i32>(&mut store, "filter")
-        .map_err(|e| Error::Trap(format!("{e:#}")))?;
+    let func_error = |e: wasmtime::Error| Error::Trap(format!("{e:#}"));
+    let entry = match module.abi_version {
+        2 => Entry::V2 {
+            batch: instance
+                .get_typed_func::<(i32, i32), i32>(&mut store, "filter_batch")
+                .map_err(func_error)?,
+            alloc: instance
+                .get_typed_func::<i32, i32>(&mut store, "tidemark_alloc")
+                .map_err(func_error)?,
+            buffer: None,
+        },
+        _ => Entry::V1(
+            instance
+                .get_typed_func::<(), i32>(&mut store, "filter")
+                .map_err(func_error)?,
+        ),
+    };
     if module.has_init {
         let params = params.unwrap_or("{}").as_bytes();
         let alloc = instance
@@ -173,7 +426,7 @@ fn instantiate(
             code => return Err(Error::Init(code)),
         }
     }
-    Ok((store, filter))
+    Ok((store, entry))
 }
 
 /// A wasmtime error as one of the ABI's error kinds (or as no room on the server).

@@ -1,5 +1,6 @@
 //! WASM filters: user modules that decide, per event, whether a subscription keeps it. The
-//! contract is `plugins/ABI.md` (a core-module ABI, version 1).
+//! contract is `plugins/ABI.md` (a core-module ABI: version 1, one call per event; version 2,
+//! one call per batch).
 //!
 //! # Layout
 //! - `engine.rs`: the one wasmtime engine (fuel, epochs, pooling allocator) and its linker.
@@ -9,6 +10,7 @@
 //! - `budget.rs`: the server-wide budget of instance memory; no room is `Error::Capacity`.
 //! - `instance.rs`: an instance reused across events; evaluation with per-event budgets.
 //! - `host.rs`: the `tidemark` host functions and what a store holds.
+//! - `batch.rs`: ABI v2's batch layout in the module's memory.
 //! - `limits.rs`: memory, fuel, time, size and compile-time limits per module; what all
 //!   filters together may use on a server.
 //! - `store.rs`: versions on `_config`, module bytes, the compiled-module caches.
@@ -17,6 +19,7 @@
 //! - `stats.rs`: counters and histograms per filter version.
 
 mod artifact;
+mod batch;
 pub mod budget;
 pub mod compile;
 mod engine;
@@ -40,3 +43,5 @@ pub use store::{Filters, LimitsRequest, Users, VersionRecord, parse_reference};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v2;

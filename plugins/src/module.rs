@@ -1,4 +1,4 @@
-//! A filter module checked against ABI v1 and compiled once: imports only from the host's
+//! A filter module checked against the filter ABI (v1 or v2) and compiled once: imports only from the host's
 //! `tidemark` functions with the right types, the required exports, the ABI version it says it
 //! was built for, and the size and compile-time limits. Each refusal says what to change.
 
@@ -13,7 +13,7 @@ use crate::limits::Limits;
 use crate::{Error, Result};
 
 /// ABI versions this host runs.
-pub const SUPPORTED_ABI: &[i32] = &[1];
+pub const SUPPORTED_ABI: &[i32] = &[1, 2];
 
 pub struct FilterModule {
     pub(crate) engine: Arc<FilterEngine>,
@@ -24,6 +24,19 @@ pub struct FilterModule {
     pub size: usize,
     /// The filter ABI version the module was built for.
     pub abi_version: i32,
+    /// Its exports, as checked.
+    pub(crate) exports: Exports,
+    /// The string fields a v2 batch carries for it (`tidemark_fields`; all by default).
+    pub(crate) fields: u32,
+}
+
+/// The ABI's optional exports a module has (their types checked).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Exports {
+    pub filter: bool,
+    pub filter_batch: bool,
+    pub alloc: bool,
+    pub fields: bool,
 }
 
 fn same(ty: &FuncType, params: &[ValType], results: &[ValType]) -> bool {
@@ -73,8 +86,9 @@ fn check_imports(module: &Module) -> Result<()> {
     Ok(())
 }
 
-/// The required exports; returns whether the module has `init`.
-fn check_exports(module: &Module) -> Result<bool> {
+/// The exports every version needs, and the types of the others; returns whether the module
+/// has `init`, and which of the version-specific ones it has.
+fn check_exports(module: &Module) -> Result<(bool, Exports)> {
     use ValType::I32;
     let func = |name: &str| match module.get_export(name) {
         Some(ExternType::Func(ty)) => Some(Some(ty)),
@@ -105,10 +119,50 @@ fn check_exports(module: &Module) -> Result<bool> {
         }
     }
     require("tidemark_abi_version", &[], &[I32], true)?;
-    require("filter", &[], &[I32], true)?;
+    let exports = Exports {
+        filter: require("filter", &[], &[I32], false)?,
+        filter_batch: require("filter_batch", &[I32, I32], &[I32], false)?,
+        alloc: require("tidemark_alloc", &[I32], &[I32], false)?,
+        fields: require("tidemark_fields", &[], &[I32], false)?,
+    };
     let has_init = require("init", &[I32, I32], &[I32], false)?;
-    require("tidemark_alloc", &[I32], &[I32], has_init)?;
-    Ok(has_init)
+    if has_init && !exports.alloc {
+        require("tidemark_alloc", &[I32], &[I32], true)?;
+    }
+    Ok((has_init, exports))
+}
+
+/// What version `version` needs beyond the common exports.
+fn check_version(module: &Module, version: i32, exports: Exports) -> Result<()> {
+    use ValType::I32;
+    let missing = |name: &str, params: &[ValType]| {
+        Error::Invalid(format!(
+            "the module does not export `{name}`, a function {}; see plugins/ABI.md",
+            describe(params, &[I32])
+        ))
+    };
+    match version {
+        1 if !exports.filter => Err(missing("filter", &[])),
+        2 if !exports.filter_batch => Err(missing("filter_batch", &[I32, I32])),
+        2 if !exports.alloc => Err(Error::Invalid(
+            "an ABI v2 module must export `tidemark_alloc`, a function (i32) -> (i32): the host \
+             writes each batch into the buffer it returns; see plugins/ABI.md"
+                .into(),
+        )),
+        2 => match module
+            .imports()
+            .find(|i| !host::V2_IMPORTS.contains(&i.name()))
+        {
+            Some(i) => Err(Error::Invalid(format!(
+                "the module imports tidemark::{}, a version 1 field getter; an ABI v2 module \
+                 reads every field from its batch and may import only {:?}",
+                i.name(),
+                host::V2_IMPORTS
+            ))),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    }
 }
 
 /// Refuse limits beyond the server's maxima, and a module larger than its limit.
@@ -203,6 +257,8 @@ impl FilterModule {
             has_init: self.has_init,
             size: self.size,
             abi_version: self.abi_version,
+            exports: self.exports,
+            fields: self.fields,
         })
     }
 
@@ -213,7 +269,7 @@ impl FilterModule {
         size: usize,
     ) -> Result<FilterModule> {
         check_imports(&module)?;
-        let has_init = check_exports(&module)?;
+        let (has_init, exports) = check_exports(&module)?;
         let pre = engine
             .linker
             .instantiate_pre(&module)
@@ -225,18 +281,32 @@ impl FilterModule {
             has_init,
             size,
             abi_version: 0,
+            exports,
+            fields: crate::batch::wants::ALL,
         };
-        let version = m.read_abi_version()?;
+        let (version, fields) = m.read_abi_version()?;
         if !SUPPORTED_ABI.contains(&version) {
             return Err(Error::Invalid(format!(
                 "the module was built for filter ABI version {version}; this host supports {SUPPORTED_ABI:?}"
             )));
         }
+        check_version(m.pre.module(), version, exports)?;
         m.abi_version = version;
+        if let Some(fields) = fields {
+            if fields as u32 & !crate::batch::wants::ALL != 0 || version < 2 {
+                return Err(Error::Invalid(format!(
+                    "tidemark_fields returned {fields:#x}: an ABI v2 module's mask of the fields \
+                     its batches carry, at most {:#x}; see plugins/ABI.md",
+                    crate::batch::wants::ALL
+                )));
+            }
+            m.fields = fields as u32;
+        }
         Ok(m)
     }
 
-    fn read_abi_version(&self) -> Result<i32> {
+    /// The version the module says it was built for, and its field mask if it exports one.
+    fn read_abi_version(&self) -> Result<(i32, Option<i32>)> {
         let mut store = crate::instance::new_store(self);
         // A start section runs now, under the per-event fuel, deadline and memory limit: one
         // that finishes within them is accepted (the ABI does not forbid them).
@@ -252,7 +322,19 @@ impl FilterModule {
             .get_typed_func::<(), i32>(&mut store, "tidemark_abi_version")
             .map_err(|e| Error::Invalid(format!("{e:#}")))?;
         crate::instance::arm(&mut store, self);
-        f.call(&mut store, ())
-            .map_err(|e| Error::Invalid(format!("tidemark_abi_version failed: {e:#}")))
+        let version = f
+            .call(&mut store, ())
+            .map_err(|e| Error::Invalid(format!("tidemark_abi_version failed: {e:#}")))?;
+        if !self.exports.fields {
+            return Ok((version, None));
+        }
+        let f = instance
+            .get_typed_func::<(), i32>(&mut store, "tidemark_fields")
+            .map_err(|e| Error::Invalid(format!("{e:#}")))?;
+        crate::instance::arm(&mut store, self);
+        let fields = f
+            .call(&mut store, ())
+            .map_err(|e| Error::Invalid(format!("tidemark_fields failed: {e:#}")))?;
+        Ok((version, Some(fields)))
     }
 }

@@ -133,9 +133,9 @@ fn modules_breaking_the_abi_are_refused_with_the_reason() {
     );
     refused(
         r#"(module (memory (export "memory") 1)
-             (func (export "tidemark_abi_version") (result i32) i32.const 2)
+             (func (export "tidemark_abi_version") (result i32) i32.const 3)
              (func (export "filter") (result i32) i32.const 1))"#,
-        "built for filter ABI version 2; this host supports [1]",
+        "built for filter ABI version 3; this host supports [1, 2]",
     );
     refused(
         &module(

@@ -74,11 +74,12 @@ fn installed(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// The Rust examples' workspace built once for all tests (they run in parallel); the folder
-/// holding the `.wasm` files, or `None` when skipped.
-fn rust_examples() -> Option<&'static Path> {
-    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BUILT
+/// The Rust examples' workspace built once for all tests (they run in parallel), as ABI v1
+/// modules or, with `batch`, as ABI v2 ones (the SDK's `batch` feature); the folder holding
+/// the `.wasm` files, or `None` when skipped.
+fn rust_examples(batch: bool) -> Option<&'static Path> {
+    static BUILT: [OnceLock<Option<PathBuf>>; 2] = [OnceLock::new(), OnceLock::new()];
+    BUILT[usize::from(batch)]
         .get_or_init(|| {
             // The cargo and rustc running this test, so the guest gets the same toolchain.
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -94,11 +95,17 @@ fn rust_examples() -> Option<&'static Path> {
             if !toolchain_ready("Rust", missing) {
                 return None;
             }
-            let target_dir = guest_dir().join("rust");
+            let target_dir = guest_dir().join(if batch { "rust-batch" } else { "rust" });
+            let features = if batch {
+                "raw-camera-large/batch,prefix-param/batch"
+            } else {
+                ""
+            };
             run(
                 "cargo build of plugins/examples/rust",
                 Command::new(cargo)
                     .args(["build", "--release", "--quiet", "--locked", "--workspace"])
+                    .args(["--features", features])
                     .args(["--target", WASM_TARGET, "--target-dir"])
                     .arg(&target_dir)
                     .arg("--manifest-path")
@@ -112,8 +119,8 @@ fn rust_examples() -> Option<&'static Path> {
         .as_deref()
 }
 
-fn rust_example(name: &str) -> Option<Vec<u8>> {
-    let path = rust_examples()?.join(format!("{name}.wasm"));
+fn rust_example(name: &str, batch: bool) -> Option<Vec<u8>> {
+    let path = rust_examples(batch)?.join(format!("{name}.wasm"));
     Some(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
@@ -191,7 +198,16 @@ fn check_raw_camera_large(language: &str, bytes: &[u8]) {
         (event("ra", 20 << 20, true), Verdict::Drop),
         (Arc::new(unknown_size), Verdict::Drop),
     ];
-    let mut f = FilterInstance::new(compile(bytes), None).unwrap();
+    let module = compile(bytes);
+    let mut f = FilterInstance::new(module.clone(), None).unwrap();
+    // All of them in one call too (a v2 module decides them as one batch).
+    let events: Vec<_> = cases.iter().map(|(e, _)| e.clone()).collect();
+    let all = FilterInstance::new(module, None)
+        .unwrap()
+        .evaluate_all(&events);
+    for ((_, want), eval) in cases.iter().zip(&all) {
+        assert_eq!(eval.verdict, Ok(*want), "{language}, all at once");
+    }
     for (e, want) in cases {
         let key = format!("{:.16} ({:?} bytes)", e.key, e.size);
         let eval = f.evaluate(e);
@@ -205,11 +221,14 @@ fn check_raw_camera_large(language: &str, bytes: &[u8]) {
 #[test]
 fn wat_examples() {
     check_raw_camera_large("WAT", &wat_example("raw_camera_large"));
-    let mut keep_all = FilterInstance::new(compile(&wat_example("keep_all")), None).unwrap();
-    assert_eq!(
-        keep_all.evaluate(event("x", 1, false)).verdict,
-        Ok(Verdict::Keep)
-    );
+    check_raw_camera_large("WAT v2", &wat_example("raw_camera_large_v2"));
+    for name in ["keep_all", "keep_all_v2"] {
+        let mut keep_all = FilterInstance::new(compile(&wat_example(name)), None).unwrap();
+        assert_eq!(
+            keep_all.evaluate(event("x", 1, false)).verdict,
+            Ok(Verdict::Keep)
+        );
+    }
 }
 
 #[test]
@@ -217,21 +236,40 @@ fn c_raw_camera_large() {
     if let Some(bytes) = c_example("raw_camera_large") {
         check_raw_camera_large("C", &bytes);
     }
+    if let Some(bytes) = c_example("raw_camera_large_v2") {
+        assert_eq!(compile(&bytes).abi_version, 2);
+        check_raw_camera_large("C v2", &bytes);
+    }
 }
 
 #[test]
 fn rust_raw_camera_large() {
-    if let Some(bytes) = rust_example("raw_camera_large") {
+    if let Some(bytes) = rust_example("raw_camera_large", false) {
         check_raw_camera_large("Rust", &bytes);
+    }
+    // The same source with the SDK's `batch` feature: an ABI v2 module.
+    if let Some(bytes) = rust_example("raw_camera_large", true) {
+        assert_eq!(compile(&bytes).abi_version, 2);
+        check_raw_camera_large("Rust v2", &bytes);
     }
 }
 
 #[test]
 fn rust_prefix_param_keeps_the_prefix_given_to_init_and_logs_it_once() {
-    let Some(bytes) = rust_example("prefix_param") else {
+    prefix_param(false);
+}
+
+#[test]
+fn rust_prefix_param_as_a_batch_module_does_the_same() {
+    prefix_param(true);
+}
+
+fn prefix_param(batch: bool) {
+    let Some(bytes) = rust_example("prefix_param", batch) else {
         return;
     };
     let module = compile(&bytes);
+    assert_eq!(module.abi_version, if batch { 2 } else { 1 });
     assert!(module.has_init);
     let verdicts = |params: &str| {
         let mut f = FilterInstance::new(module.clone(), Some(params)).unwrap();

@@ -24,6 +24,10 @@ pub struct FilterArgs {
 
 const KEEP_ALL: &str = include_str!("../../../plugins/examples/keep_all.wat");
 const RAW_CAMERA_LARGE: &str = include_str!("../../../plugins/examples/raw_camera_large.wat");
+const KEEP_ALL_V2: &str = include_str!("../../../plugins/examples/keep_all_v2.wat");
+const RAW_CAMERA_LARGE_V2: &str = include_str!("../../../plugins/examples/raw_camera_large_v2.wat");
+/// Events per call of an ABI v2 module here (the host's largest batch).
+const BATCH: usize = 256;
 
 /// The same decision as `raw_camera_large.wat`.
 fn native(e: &ObjectEvent) -> bool {
@@ -68,6 +72,24 @@ fn wasm_rate(f: &mut FilterInstance, events: &[Arc<ObjectEvent>], n: usize) -> a
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Evaluations per second of an ABI v2 `f` over `events`, [`BATCH`] per call, `n` in all.
+fn batch_rate(
+    f: &mut FilterInstance,
+    events: &[Arc<ObjectEvent>],
+    n: usize,
+) -> anyhow::Result<f64> {
+    let calls = n.div_ceil(BATCH);
+    let per_round = events.len() / BATCH;
+    let start = Instant::now();
+    for c in 0..calls {
+        let at = (c % per_round) * BATCH;
+        for eval in f.evaluate_all(&events[at..at + BATCH]) {
+            std::hint::black_box(eval.verdict?);
+        }
+    }
+    Ok((calls * BATCH) as f64 / start.elapsed().as_secs_f64())
+}
+
 fn native_rate(events: &[Arc<ObjectEvent>], n: usize) -> f64 {
     let start = Instant::now();
     for i in 0..n {
@@ -86,6 +108,8 @@ pub fn run(args: FilterArgs) -> anyhow::Result<()> {
     let mut keep_all = FilterInstance::new(keep.clone(), None)?;
     let mut filter = FilterInstance::new(raw.clone(), None)?;
     let mut bare_filter = FilterInstance::new(module(&bare, RAW_CAMERA_LARGE)?, None)?;
+    let mut keep_all_v2 = FilterInstance::new(module(&engine, KEEP_ALL_V2)?, None)?;
+    let mut filter_v2 = FilterInstance::new(module(&engine, RAW_CAMERA_LARGE_V2)?, None)?;
     // The module must decide as the closure does, or the comparison means nothing.
     let kept = events.iter().filter(|e| native(e)).count();
     if kept == 0 || kept == events.len() {
@@ -94,15 +118,19 @@ pub fn run(args: FilterArgs) -> anyhow::Result<()> {
             events.len()
         );
     }
-    for e in &events {
+    let batched = filter_v2.evaluate_all(&events);
+    for (e, v2) in events.iter().zip(batched) {
         let wasm = filter.evaluate(e.clone()).verdict? == Verdict::Keep;
-        if wasm != native(e) {
-            bail!("the module and the closure disagree on {}", e.key);
+        if wasm != native(e) || (v2.verdict? == Verdict::Keep) != wasm {
+            bail!("the modules and the closure disagree on {}", e.key);
         }
     }
     let (mut overhead, mut wasm, mut rust, mut inst, mut unlimited) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut overhead_v2, mut wasm_v2) = (Vec::new(), Vec::new());
     for _ in 0..args.runs {
+        overhead_v2.push(1e9 / batch_rate(&mut keep_all_v2, &events, args.events)?);
+        wasm_v2.push(batch_rate(&mut filter_v2, &events, args.events)?);
         overhead.push(1e9 / wasm_rate(&mut keep_all, &events, args.events)?);
         wasm.push(wasm_rate(&mut filter, &events, args.events)?);
         unlimited.push(wasm_rate(&mut bare_filter, &events, args.events)?);
@@ -130,5 +158,12 @@ pub fn run(args: FilterArgs) -> anyhow::Result<()> {
         (1.0 - w / u) * 100.0
     );
     println!("instantiation (InstancePre + pooling allocator): {i:.2} µs");
+    let (o2, w2) = (median(overhead_v2), median(wasm_v2));
+    println!(
+        "ABI v2, batches of {BATCH}: keep-all module {o2:.1} ns per event; prefix + metadata + \
+         size filter {w2:.0} events/s (native is {:.1}x; v2 is {:.1}x v1)",
+        r / w2,
+        w2 / w
+    );
     Ok(())
 }

@@ -44,4 +44,55 @@ TIDEMARK_IMPORT(log) void tidemark_log(const char *line, int32_t len);
 #define TIDEMARK_ABI_V1 \
   TIDEMARK_EXPORT(tidemark_abi_version) int32_t tidemark_abi_version(void) { return 1; }
 
+/* ---- ABI v2: one call per batch --------------------------------------------------------
+ * Put TIDEMARK_ABI_V2 once in the module, and export
+ *   int32_t tidemark_alloc(int32_t len)   a buffer of `len` bytes for batches (kept by the
+ *                                         host until it needs a larger one);
+ *   int32_t filter_batch(tidemark_batch *b, int32_t len)
+ *                                         write one verdict per event at tidemark_verdicts(b)
+ *                                         (1 keep, 0 drop, -128..-1 an error code) and return
+ *                                         b->count.
+ * A v2 module may import only tidemark_log: every field is in the batch. Offsets are from
+ * the start of the batch; an absent string has off == TIDEMARK_NONE. */
+#define TIDEMARK_ABI_V2 \
+  TIDEMARK_EXPORT(tidemark_abi_version) int32_t tidemark_abi_version(void) { return 2; }
+
+#define TIDEMARK_NONE 0xFFFFFFFFu
+
+typedef struct { uint32_t off, len; } tidemark_string;
+typedef struct { uint32_t off, count; } tidemark_entries_ref;
+typedef struct { tidemark_string name, value; } tidemark_entry;
+
+typedef struct {
+  tidemark_string event_type, bucket, key, content_type, etag, requester;
+  int64_t size;     /* bytes after the event (before it, for removals), or -1 */
+  int64_t sequence; /* the event's per-key sequence */
+  tidemark_entries_ref metadata, tags;
+} tidemark_record;
+
+typedef struct {
+  uint32_t count;       /* events in the batch */
+  uint32_t record_size; /* bytes from one record to the next (80 in v2) */
+  uint32_t verdicts;    /* where the verdict bytes start */
+  uint32_t len;         /* the batch's size in bytes */
+} tidemark_batch;
+
+static inline const tidemark_record *tidemark_record_at(const tidemark_batch *b, uint32_t i) {
+  return (const tidemark_record *)((const unsigned char *)b + 16 + i * b->record_size);
+}
+
+/* The bytes of `s` (not NUL-terminated: use s.len), or 0 when absent. */
+static inline const unsigned char *tidemark_str(const tidemark_batch *b, tidemark_string s) {
+  return s.off == TIDEMARK_NONE ? 0 : (const unsigned char *)b + s.off;
+}
+
+static inline const tidemark_entry *tidemark_entries(const tidemark_batch *b,
+                                                     tidemark_entries_ref e) {
+  return (const tidemark_entry *)((const unsigned char *)b + e.off);
+}
+
+static inline int8_t *tidemark_verdicts(tidemark_batch *b) {
+  return (int8_t *)b + b->verdicts;
+}
+
 #endif

@@ -40,14 +40,28 @@
 //!
 //! The accessors only work while `filter` runs: outside an event (in `init`, say) every field
 //! is absent.
+//!
+//! # Batches (ABI v2)
+//!
+//! With the crate's `batch` feature, the same source builds an ABI v2 module: `filter!`
+//! exports `filter_batch`, which the host calls once for up to 256 events laid out in the
+//! module's memory, and the accessors read the current event's fields straight from there —
+//! no host call per field, and `with` hands the filter the batch's own bytes. Nothing else in
+//! the filter changes, except that `event_json` is not available (the batch does not carry
+//! the JSON form): a filter using it keeps ABI v1.
+//!
+//! ```toml
+//! tidemark-filter = { version = "0.1", features = ["batch"] }
+//! ```
 
 use std::alloc::{self, Layout};
 
-/// The filter ABI version this crate implements (`plugins/ABI.md`).
-pub const ABI_VERSION: i32 = 1;
+/// The filter ABI version this crate builds (`plugins/ABI.md`): 2 with the `batch` feature.
+pub const ABI_VERSION: i32 = if cfg!(feature = "batch") { 2 } else { 1 };
 
-/// The host functions, as `plugins/ABI.md` lists them.
+/// The host functions, as `plugins/ABI.md` lists them (a v2 module imports only `log`).
 mod sys {
+    #[cfg(not(feature = "batch"))]
     #[link(wasm_import_module = "tidemark")]
     unsafe extern "C" {
         pub fn event_type(ptr: *mut u8, cap: i32) -> i32;
@@ -61,6 +75,10 @@ mod sys {
         pub fn tag(name_ptr: *const u8, name_len: i32, ptr: *mut u8, cap: i32) -> i32;
         pub fn size() -> i64;
         pub fn sequence() -> i64;
+    }
+
+    #[link(wasm_import_module = "tidemark")]
+    unsafe extern "C" {
         pub fn log(ptr: *const u8, len: i32);
     }
 }
@@ -125,13 +143,16 @@ pub enum Field<'a> {
     Metadata(&'a str),
     /// The tag value with this name.
     Tag(&'a str),
-    /// The whole event as JSON (the `log tail --json` form).
+    /// The whole event as JSON (the `log tail --json` form). ABI v1 only.
+    #[cfg(not(feature = "batch"))]
     EventJson,
 }
 
 /// The host's answer for a field that is absent (and, from our own buffers, never `-2`).
+#[cfg(not(feature = "batch"))]
 const ABSENT: i32 = -1;
 
+#[cfg(not(feature = "batch"))]
 impl Field<'_> {
     /// Ask the host for this field into `buf`: the field's length, or negative when absent.
     // Inlined so a constant field selects its one import: a module imports only what it reads.
@@ -168,10 +189,12 @@ impl Field<'_> {
 
 /// Fields this long or shorter are read on the stack; longer ones take a second call into a
 /// heap buffer of the right size.
+#[cfg(not(feature = "batch"))]
 const STACK_BUFFER: usize = 256;
 
 /// Call `f` with `field` of the current event, without allocating when it is short; `None` when
 /// the field is absent (or, which Tidemark's host never sends, not UTF-8).
+#[cfg(not(feature = "batch"))]
 #[inline]
 pub fn with<R>(field: Field<'_>, f: impl FnOnce(&str) -> R) -> Option<R> {
     let mut stack = [0u8; STACK_BUFFER];
@@ -188,9 +211,112 @@ pub fn with<R>(field: Field<'_>, f: impl FnOnce(&str) -> R) -> Option<R> {
 
 /// The length of `field` in bytes, without copying it; `None` when absent. Enough to know
 /// whether a metadata entry or tag is set.
+#[cfg(not(feature = "batch"))]
 #[inline]
 pub fn len(field: Field<'_>) -> Option<usize> {
     usize::try_from(field.fetch(&mut [])).ok()
+}
+
+/// Call `f` with `field` of the current event, read in place from the batch; `None` when the
+/// field is absent (or not UTF-8).
+#[cfg(feature = "batch")]
+#[inline]
+pub fn with<R>(field: Field<'_>, f: impl FnOnce(&str) -> R) -> Option<R> {
+    Some(f(std::str::from_utf8(batch::field(field)?).ok()?))
+}
+
+/// The length of `field` in bytes; `None` when absent.
+#[cfg(feature = "batch")]
+#[inline]
+pub fn len(field: Field<'_>) -> Option<usize> {
+    batch::field(field).map(<[u8]>::len)
+}
+
+/// Reading the current event from an ABI v2 batch (`plugins/ABI.md`, "Version 2").
+#[cfg(feature = "batch")]
+mod batch {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    use super::Field;
+
+    /// The batch being decided and the current event's record (0: none).
+    static BASE: AtomicUsize = AtomicUsize::new(0);
+    static RECORD: AtomicUsize = AtomicUsize::new(0);
+
+    const ABSENT: u32 = u32::MAX;
+
+    fn u32_at(at: usize) -> u32 {
+        // SAFETY: `at` lies in the batch the host wrote (the header's offsets point inside
+        // it); the load is unaligned-safe.
+        unsafe { std::ptr::read_unaligned(at as *const u32) }
+    }
+
+    fn i64_at(at: usize) -> i64 {
+        // SAFETY: as `u32_at`.
+        unsafe { std::ptr::read_unaligned(at as *const i64) }
+    }
+
+    /// The (offset, length) pair at `at` as the batch's bytes.
+    fn string(base: usize, at: usize) -> Option<&'static [u8]> {
+        let off = u32_at(at);
+        if off == ABSENT {
+            return None;
+        }
+        let len = u32_at(at + 4) as usize;
+        // SAFETY: the host wrote `len` bytes at `base + off`, and they stay until the call
+        // returns; `with` does not let them escape.
+        Some(unsafe { std::slice::from_raw_parts((base + off as usize) as *const u8, len) })
+    }
+
+    /// The value named `name` in the entry table at the (offset, count) pair at `at`.
+    fn named(base: usize, at: usize, name: &str) -> Option<&'static [u8]> {
+        let (entries, count) = (base + u32_at(at) as usize, u32_at(at + 4) as usize);
+        (0..count)
+            .map(|i| entries + i * 16)
+            .find(|e| string(base, *e) == Some(name.as_bytes()))
+            .and_then(|e| string(base, e + 8))
+    }
+
+    pub fn field(field: Field<'_>) -> Option<&'static [u8]> {
+        let (base, r) = (BASE.load(Relaxed), RECORD.load(Relaxed));
+        if r == 0 {
+            return None;
+        }
+        match field {
+            Field::EventType => string(base, r),
+            Field::Bucket => string(base, r + 8),
+            Field::Key => string(base, r + 16),
+            Field::ContentType => string(base, r + 24),
+            Field::Etag => string(base, r + 32),
+            Field::Requester => string(base, r + 40),
+            Field::Metadata(name) => named(base, r + 64, name),
+            Field::Tag(name) => named(base, r + 72, name),
+        }
+    }
+
+    /// Size (at 48) or sequence (at 56) of the current event; `-1` outside one.
+    pub fn number(at: usize) -> i64 {
+        match RECORD.load(Relaxed) {
+            0 => -1,
+            r => i64_at(r + at),
+        }
+    }
+
+    /// Decide every event of the batch at `ptr` with `decide`, writing each verdict byte.
+    pub fn run(ptr: i32, decide: impl Fn() -> i32) -> i32 {
+        let base = ptr as u32 as usize;
+        let (count, size, verdicts) = (u32_at(base), u32_at(base + 4), u32_at(base + 8));
+        BASE.store(base, Relaxed);
+        for i in 0..count as usize {
+            RECORD.store(base + 16 + i * size as usize, Relaxed);
+            // Error codes are one signed byte in a batch: -128..=-1.
+            let verdict = decide().max(-128) as i8 as u8;
+            // SAFETY: the verdict bytes lie inside the batch, one per event.
+            unsafe { *((base + verdicts as usize + i) as *mut u8) = verdict };
+        }
+        RECORD.store(0, Relaxed);
+        count as i32
+    }
 }
 
 /// `field` of the current event as an owned string; `None` when absent.
@@ -239,22 +365,29 @@ pub fn tag(name: &str) -> Option<String> {
 }
 
 /// The whole event as JSON (the `log tail --json` form). The host makes it on the first call
-/// of an event, so prefer the field accessors where they do.
+/// of an event, so prefer the field accessors where they do. ABI v1 only.
+#[cfg(not(feature = "batch"))]
 pub fn event_json() -> Option<String> {
     get(Field::EventJson)
 }
 
 /// The object's size in bytes after the event (before it, for removals); `None` when unknown.
 pub fn size() -> Option<i64> {
+    #[cfg(not(feature = "batch"))]
     // SAFETY: no arguments; the host only reads the current event.
     let size = unsafe { sys::size() };
+    #[cfg(feature = "batch")]
+    let size = batch::number(48);
     (size >= 0).then_some(size)
 }
 
 /// The event's per-key sequence; `None` outside an event.
 pub fn sequence() -> Option<i64> {
+    #[cfg(not(feature = "batch"))]
     // SAFETY: no arguments; the host only reads the current event.
     let sequence = unsafe { sys::sequence() };
+    #[cfg(feature = "batch")]
+    let sequence = batch::number(56);
     (sequence >= 0).then_some(sequence)
 }
 
@@ -273,6 +406,12 @@ pub mod __private {
 
     pub fn filter<V: Into<Verdict>>(f: impl FnOnce() -> V) -> i32 {
         f().into().to_abi()
+    }
+
+    /// `filter_batch`: `f` once per event of the batch.
+    #[cfg(feature = "batch")]
+    pub fn filter_batch<V: Into<Verdict>>(ptr: i32, f: impl Fn() -> V) -> i32 {
+        super::batch::run(ptr, || f().into().to_abi())
     }
 
     /// `tidemark_alloc`: room for `init`'s parameters.
@@ -334,6 +473,10 @@ pub mod __private {
 /// the first event, and returns `Ok(())` or a negative code that fails the instance.
 ///
 /// Use it once per crate, at the top level of a `cdylib`.
+///
+/// With the `batch` feature it emits the ABI v2 exports instead (`filter_batch` and
+/// `tidemark_alloc`), calling `my_filter()` once per event of each batch.
+#[cfg(not(feature = "batch"))]
 #[macro_export]
 macro_rules! filter {
     ($filter:path $(,)?) => {
@@ -358,6 +501,41 @@ macro_rules! filter {
                 $crate::__private::alloc(len)
             }
 
+            #[unsafe(export_name = "init")]
+            extern "C" fn __tidemark_init(ptr: i32, len: i32) -> i32 {
+                $crate::__private::init(ptr, len, $init)
+            }
+        };
+    };
+}
+
+/// `filter!` for ABI v2 (the `batch` feature): the same arguments, the batch exports.
+#[cfg(feature = "batch")]
+#[macro_export]
+macro_rules! filter {
+    ($filter:path $(,)?) => {
+        const _: () = {
+            #[unsafe(export_name = "tidemark_abi_version")]
+            extern "C" fn __tidemark_abi_version() -> i32 {
+                $crate::ABI_VERSION
+            }
+
+            #[unsafe(export_name = "filter_batch")]
+            extern "C" fn __tidemark_filter_batch(ptr: i32, _len: i32) -> i32 {
+                $crate::__private::filter_batch(ptr, $filter)
+            }
+
+            // The host's buffer for batches (and `init`'s parameters). A batch buffer is kept
+            // by the host until it needs a larger one; the smaller one is not reused.
+            #[unsafe(export_name = "tidemark_alloc")]
+            extern "C" fn __tidemark_alloc(len: i32) -> i32 {
+                $crate::__private::alloc(len)
+            }
+        };
+    };
+    ($filter:path, init = $init:path $(,)?) => {
+        $crate::filter!($filter);
+        const _: () = {
             #[unsafe(export_name = "init")]
             extern "C" fn __tidemark_init(ptr: i32, len: i32) -> i32 {
                 $crate::__private::init(ptr, len, $init)

@@ -212,22 +212,24 @@ impl Filtering {
         let ctx2 = self.ctx.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let mut decisions = Vec::with_capacity(events.len());
-            for event in events {
+            // A v1 module is called per event, a v2 module per batch of these.
+            'calls: for chunk in events.chunks(current.instance.batch_size()) {
                 // Another partition's reader may have quarantined this version meanwhile.
                 if quarantined(&ctx2) == Some(current.version.version) {
                     break;
                 }
-                let eval = current.instance.evaluate(event);
-                current.stats.record(&eval);
-                let (decision, failed) = match eval.verdict {
-                    Ok(Verdict::Keep) => (Decision::Keep, false),
-                    Ok(Verdict::Drop) => (Decision::Drop, false),
-                    Err(e) => (Decision::Failed(e.label(), e.to_string()), true),
-                };
-                let stop = record(&ctx2, &current.version, &decision, failed);
-                decisions.push(decision);
-                if stop {
-                    break;
+                for eval in current.instance.evaluate_all(chunk) {
+                    current.stats.record(&eval);
+                    let (decision, failed) = match eval.verdict {
+                        Ok(Verdict::Keep) => (Decision::Keep, false),
+                        Ok(Verdict::Drop) => (Decision::Drop, false),
+                        Err(e) => (Decision::Failed(e.label(), e.to_string()), true),
+                    };
+                    let stop = record(&ctx2, &current.version, &decision, failed);
+                    decisions.push(decision);
+                    if stop {
+                        break 'calls;
+                    }
                 }
             }
             (current, decisions)
