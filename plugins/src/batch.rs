@@ -5,7 +5,8 @@
 //! Everything is little-endian; every offset is from the start of the batch. A batch is:
 //! a 16-byte header (`count`, `record_size`, `verdicts`, `len`), `count` records of
 //! [`RECORD`] bytes, then each event's strings and metadata and tag entry tables ([`ENTRY`]
-//! bytes each), and `count` verdict bytes preset to [`UNDECIDED`].
+//! bytes each), and `count` verdict bytes preset to [`UNDECIDED`]. An empty map is written
+//! as offset 0, count 0.
 
 use std::sync::Arc;
 
@@ -52,93 +53,101 @@ pub mod wants {
     pub const ALL: u32 = 255;
 }
 
-fn set_u32(rec: &mut [u8; RECORD], at: usize, v: u32) {
-    rec[at..at + 4].copy_from_slice(&v.to_le_bytes());
+/// A record with every string absent and no entries, which the fields asked for overwrite.
+const TEMPLATE: [u8; RECORD] = {
+    let mut r = [0u8; RECORD];
+    let mut f = 0;
+    while f <= field::REQUESTER {
+        let b = ABSENT.to_le_bytes();
+        r[f] = b[0];
+        r[f + 1] = b[1];
+        r[f + 2] = b[2];
+        r[f + 3] = b[3];
+        f += 8;
+    }
+    r
+};
+
+fn set_pair(rec: &mut [u8; RECORD], at: usize, a: u32, b: u32) {
+    rec[at..at + 4].copy_from_slice(&a.to_le_bytes());
+    rec[at + 4..at + 8].copy_from_slice(&b.to_le_bytes());
 }
 
-/// Append `s` to the batch; the (offset, length) pair for it.
-fn push_str(buf: &mut Vec<u8>, s: &str) -> (u32, u32) {
-    let off = buf.len() as u32;
-    buf.extend_from_slice(s.as_bytes());
+/// Append `s` to the strings (which start at `base` in the batch); its (offset, length).
+fn push_str(strings: &mut Vec<u8>, base: usize, s: &str) -> (u32, u32) {
+    let off = (base + strings.len()) as u32;
+    strings.extend_from_slice(s.as_bytes());
     (off, s.len() as u32)
 }
 
-fn set_str(rec: &mut [u8; RECORD], at: usize, buf: &mut Vec<u8>, s: Option<&str>, wanted: bool) {
-    let (off, len) = match s {
-        Some(s) if wanted => push_str(buf, s),
-        _ => (ABSENT, 0),
-    };
-    set_u32(rec, at, off);
-    set_u32(rec, at + 4, len);
-}
-
-/// Append `map`'s entry table and strings; the (offset, count) pair for them.
-fn push_map(buf: &mut Vec<u8>, map: &StringMap) -> (u32, u32) {
-    let table = buf.len();
-    buf.resize(table + map.len() * ENTRY, 0);
+/// Append `map`'s entry table and its strings; the table's (offset, count).
+fn push_map(strings: &mut Vec<u8>, base: usize, map: &StringMap) -> (u32, u32) {
+    let table = strings.len();
+    strings.resize(table + map.len() * ENTRY, 0);
     for (i, (name, value)) in map.iter().enumerate() {
-        let (n_off, n_len) = push_str(buf, name);
-        let (v_off, v_len) = push_str(buf, value);
+        let (n_off, n_len) = push_str(strings, base, name);
+        let (v_off, v_len) = push_str(strings, base, value);
         let e = table + i * ENTRY;
         for (k, v) in [n_off, n_len, v_off, v_len].into_iter().enumerate() {
-            buf[e + 4 * k..e + 4 * k + 4].copy_from_slice(&v.to_le_bytes());
+            strings[e + 4 * k..e + 4 * k + 4].copy_from_slice(&v.to_le_bytes());
         }
     }
-    (table as u32, map.len() as u32)
-}
-
-fn set_map(rec: &mut [u8; RECORD], at: usize, buf: &mut Vec<u8>, map: &StringMap, wanted: bool) {
-    let (off, count) = match wanted {
-        true => push_map(buf, map),
-        false => (0, 0),
-    };
-    set_u32(rec, at, off);
-    set_u32(rec, at + 4, count);
+    ((base + table) as u32, map.len() as u32)
 }
 
 /// Lay `events` out in `buf` (its old content is dropped), with the string fields `fields`
-/// asks for ([`wants`]); returns where the verdicts start.
-pub fn encode(events: &[Arc<ObjectEvent>], fields: u32, buf: &mut Vec<u8>) -> usize {
+/// asks for ([`wants`]); `strings` is scratch space. Returns where the verdicts start.
+pub fn encode(
+    events: &[Arc<ObjectEvent>],
+    fields: u32,
+    buf: &mut Vec<u8>,
+    strings: &mut Vec<u8>,
+) -> usize {
     let n = events.len();
-    let want = |f: u32| fields & f != 0;
+    // Strings and entry tables go after the records.
+    let base = HEADER + n * RECORD;
     buf.clear();
-    buf.resize(HEADER + n * RECORD, 0);
-    for (i, e) in events.iter().enumerate() {
-        let mut rec = [0u8; RECORD];
-        let r = &mut rec;
-        set_str(
-            r,
+    strings.clear();
+    buf.extend_from_slice(&[0u8; HEADER]);
+    for e in events {
+        let mut rec = TEMPLATE;
+        let mut text = |at: usize, want: u32, s: Option<&str>| {
+            if fields & want != 0
+                && let Some(s) = s
+            {
+                let (off, len) = push_str(strings, base, s);
+                set_pair(&mut rec, at, off, len);
+            }
+        };
+        text(
             field::EVENT_TYPE,
-            buf,
+            wants::EVENT_TYPE,
             Some(e.event_type.as_str()),
-            want(wants::EVENT_TYPE),
         );
-        set_str(r, field::BUCKET, buf, Some(&e.bucket), want(wants::BUCKET));
-        set_str(r, field::KEY, buf, Some(&e.key), want(wants::KEY));
-        set_str(
-            r,
+        text(field::BUCKET, wants::BUCKET, Some(&e.bucket));
+        text(field::KEY, wants::KEY, Some(&e.key));
+        text(
             field::CONTENT_TYPE,
-            buf,
+            wants::CONTENT_TYPE,
             e.content_type.as_deref(),
-            want(wants::CONTENT_TYPE),
         );
-        set_str(r, field::ETAG, buf, e.etag.as_deref(), want(wants::ETAG));
-        set_str(
-            r,
-            field::REQUESTER,
-            buf,
-            e.requester.as_deref(),
-            want(wants::REQUESTER),
-        );
+        text(field::ETAG, wants::ETAG, e.etag.as_deref());
+        text(field::REQUESTER, wants::REQUESTER, e.requester.as_deref());
         // A removed object's attributes are those it had, as v1's `size()` and the rules say.
         let size = e.size.or(e.previous.as_ref().map(|p| p.size)).unwrap_or(-1);
-        r[field::SIZE..field::SIZE + 8].copy_from_slice(&size.to_le_bytes());
-        r[field::SEQUENCE..field::SEQUENCE + 8].copy_from_slice(&e.sequence.to_le_bytes());
-        set_map(r, field::METADATA, buf, &e.metadata, want(wants::METADATA));
-        set_map(r, field::TAGS, buf, &e.tags, want(wants::TAGS));
-        let at = HEADER + i * RECORD;
-        buf[at..at + RECORD].copy_from_slice(&rec);
+        rec[field::SIZE..field::SIZE + 8].copy_from_slice(&size.to_le_bytes());
+        rec[field::SEQUENCE..field::SEQUENCE + 8].copy_from_slice(&e.sequence.to_le_bytes());
+        if fields & wants::METADATA != 0 && !e.metadata.is_empty() {
+            let (off, count) = push_map(strings, base, &e.metadata);
+            set_pair(&mut rec, field::METADATA, off, count);
+        }
+        if fields & wants::TAGS != 0 && !e.tags.is_empty() {
+            let (off, count) = push_map(strings, base, &e.tags);
+            set_pair(&mut rec, field::TAGS, off, count);
+        }
+        buf.extend_from_slice(&rec);
     }
+    buf.extend_from_slice(strings);
     let verdicts = buf.len();
     buf.resize(verdicts + n, UNDECIDED);
     let len = buf.len() as u32;
@@ -177,7 +186,7 @@ mod tests {
         e.tags.clear();
         let events = vec![Arc::new(e.clone()), Arc::new(e)];
         let mut buf = Vec::new();
-        let verdicts = encode(&events, wants::ALL, &mut buf);
+        let verdicts = encode(&events, wants::ALL, &mut buf, &mut Vec::new());
         assert_eq!(u32_at(&buf, 0), 2);
         assert_eq!(u32_at(&buf, 4), RECORD as u32);
         assert_eq!(u32_at(&buf, 8) as usize, verdicts);
@@ -212,7 +221,12 @@ mod mask_tests {
     fn fields_not_asked_for_read_as_absent() {
         let e = Arc::new(tidemark_core::event::sample_event(3));
         let mut buf = Vec::new();
-        encode(std::slice::from_ref(&e), wants::KEY, &mut buf);
+        encode(
+            std::slice::from_ref(&e),
+            wants::KEY,
+            &mut buf,
+            &mut Vec::new(),
+        );
         let at = |o: usize| u32::from_le_bytes(buf[HEADER + o..HEADER + o + 4].try_into().unwrap());
         assert_ne!(at(field::KEY), ABSENT);
         assert_eq!(at(field::BUCKET), ABSENT);

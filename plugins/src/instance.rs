@@ -82,6 +82,7 @@ pub struct FilterInstance {
     /// Where a v2 batch is laid out before it is copied in, and its verdicts read back
     /// (both reused).
     scratch: Vec<u8>,
+    strings: Vec<u8>,
     verdicts: Vec<u8>,
     /// Its linear memory's share of the server's budget, given back when it drops.
     _memory: Reservation,
@@ -98,6 +99,7 @@ impl FilterInstance {
             entry,
             params: params.map(str::to_string),
             scratch: Vec::new(),
+            strings: Vec::new(),
             verdicts: Vec::new(),
             _memory: memory,
         })
@@ -190,7 +192,12 @@ impl FilterInstance {
     /// one per call, so only the event at fault gets the error.
     fn run_batch(&mut self, events: &[Arc<ObjectEvent>]) -> Vec<Evaluation> {
         let n = events.len();
-        let verdicts_at = batch::encode(events, self.module.fields, &mut self.scratch);
+        let verdicts_at = batch::encode(
+            events,
+            self.module.fields,
+            &mut self.scratch,
+            &mut self.strings,
+        );
         let (ptr, called) = match self.call_batch(n) {
             Ok(v) => v,
             Err(e) => {
