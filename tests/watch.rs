@@ -580,3 +580,63 @@ fn the_watch_command_resumes_after_the_server_restarts_without_repeating() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The `tidemark_watch_tailers` gauge.
+fn tailers(server: &Server) -> u64 {
+    let (_, text) = server.get_text("/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("tidemark_watch_tailers "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no tidemark_watch_tailers in:\n{text}"))
+}
+
+#[test]
+fn tailers_stop_when_the_last_watcher_leaves_and_restart_with_no_gap_or_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    assert_eq!(tailers(&server), 0, "no watcher, no tailer");
+    let q = "bucket=photos&heartbeat_ms=300";
+    let keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+    let mut want: Vec<(String, String)> = Vec::new();
+    let mut all: Vec<Sse> = Vec::new();
+    let mut resume: Option<String> = None;
+    for round in 0..3 {
+        let mut w = Watcher::connect(&server, q, resume.as_deref());
+        assert_eq!(
+            tailers(&server),
+            4,
+            "round {round}: the tailers run for the watcher"
+        );
+        // Live changes through the (re)started tailers...
+        want.extend(ingest(&server, puts("photos", &keys, round as i64)));
+        let pending = want.len() - all.len();
+        let got = w.changes(pending);
+        resume = got.last().unwrap().id.clone();
+        all.extend(got);
+        w.quiet(1);
+        drop(w);
+        // ...then nobody watches: the tailers stop, and changes made meanwhile come to the
+        // next watcher from the log, by its cursor.
+        wait_for(
+            "the tailers to stop",
+            Duration::from_secs(10),
+            || match tailers(&server) {
+                0 => Ok(()),
+                n => Err(format!("{n} tailers")),
+            },
+        );
+        want.extend(ingest(&server, puts("photos", &keys, 100 + round as i64)));
+    }
+    let mut w = Watcher::connect(&server, q, resume.as_deref());
+    all.extend(w.changes(want.len() - all.len()));
+    w.quiet(2);
+    let got = check_order(&all);
+    let unique: HashSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), got.len(), "no event twice");
+    let want: HashSet<String> = want.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(
+        got.into_iter().collect::<HashSet<_>>(),
+        want,
+        "no event missing"
+    );
+}

@@ -47,6 +47,8 @@ impl Child {
         let mut process = std::process::Command::new(tidemark)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
+            // The capacity run holds more connections than the default limit (4,096).
+            .args(["--max-connections", "20000"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;

@@ -236,10 +236,7 @@ fn sse_event(frame: Frame) -> Event {
             id,
             event_type,
             data,
-        } => Event::default()
-            .id(id)
-            .event(event_type)
-            .data(data.to_string()),
+        } => Event::default().id(id).event(event_type).data(&*data),
         Frame::Heartbeat => Event::default().comment("heartbeat"),
         Frame::Error(data) => Event::default().event("error").data(data.to_string()),
     }
@@ -257,10 +254,15 @@ pub fn metrics(out: &mut String, hub: &Hub) {
          --watch-max-lag-events; stalled: read nothing for a minute, or the filter stopped).\n\
          # TYPE tidemark_watch_disconnects_total counter\n\
          tidemark_watch_disconnects_total{{reason=\"lag\"}} {}\n\
-         tidemark_watch_disconnects_total{{reason=\"stalled\"}} {}\n",
+         tidemark_watch_disconnects_total{{reason=\"stalled\"}} {}\n\
+         # HELP tidemark_watch_tailers Log partitions read live for watchers (none while \
+         nobody watches).\n\
+         # TYPE tidemark_watch_tailers gauge\n\
+         tidemark_watch_tailers {}\n",
         s.connections.load(Ordering::Relaxed),
         s.cut_lag.load(Ordering::Relaxed),
         s.cut_stalled.load(Ordering::Relaxed),
+        hub.tailers(),
     );
 }
 

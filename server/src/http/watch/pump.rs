@@ -36,11 +36,12 @@ const READ_BATCH: usize = 512;
 
 /// What a connection sends.
 pub enum Frame {
-    /// An event: the cursor after it, its type, and its JSON.
+    /// An event: the cursor after it, its type, and its JSON (shared by every watcher of a
+    /// live change).
     Event {
         id: String,
         event_type: &'static str,
-        data: Value,
+        data: Arc<str>,
     },
     Heartbeat,
     /// The last frame of a watcher that was cut off: `{"reason", "resume"}`.
@@ -256,7 +257,9 @@ impl Pump {
                 continue;
             }
             let id = self.cursor.to_string();
-            let data = render(&change, event, self.options.notify_only);
+            let Some(data) = change.data(self.options.notify_only) else {
+                continue;
+            };
             let frame = Frame::Event {
                 id: id.clone(),
                 event_type: event.event_type.as_str(),
@@ -320,23 +323,4 @@ impl Pump {
         );
         floor.behind(self.hub.heads())
     }
-}
-
-/// The event's JSON as `log tail --json` prints it, or its notification form.
-fn render(change: &Change, event: &tidemark_core::event::ObjectEvent, notify_only: bool) -> Value {
-    let mut v = if notify_only {
-        json!({
-            "event_type": event.event_type.as_str(),
-            "event_time": tidemark_core::time::format_us(event.event_time),
-            "bucket": event.bucket,
-            "key": event.key,
-            "version_id": event.version_id,
-            "sequence": event.sequence,
-        })
-    } else {
-        event.to_json()
-    };
-    v["partition"] = change.partition.into();
-    v["offset"] = change.offset.into();
-    v
 }

@@ -46,11 +46,16 @@ async fn stream(mut socket: WebSocket, mut feed: Feed) {
             Some(Frame::Event {
                 id,
                 event_type,
-                mut data,
+                data,
             }) => {
-                data["cursor"] = id.into();
-                data["type"] = event_type.into();
-                Message::Text(data.to_string().into())
+                // The shared JSON object with the watcher's cursor and the type put first.
+                let head = json!({"cursor": id, "type": event_type}).to_string();
+                let body = data.strip_prefix('{').unwrap_or(&data);
+                let text = match body.trim_start().starts_with('}') {
+                    true => head,
+                    false => format!("{},{body}", &head[..head.len() - 1]),
+                };
+                Message::Text(text.into())
             }
             Some(Frame::Heartbeat) => Message::Ping(Default::default()),
             Some(Frame::Error(error)) => {
