@@ -110,6 +110,8 @@ pub struct Hub {
     /// Which partitions' tailers run. Held while a tailer decides to stop and while a watcher
     /// joins, so a watcher never joins a tailer that is leaving.
     tailing: Mutex<Vec<bool>>,
+    /// How many of them run (for `/metrics`, without taking the lock).
+    running: AtomicU64,
     /// Turns true when the server shuts down: every watch stream ends.
     closing: watch::Sender<bool>,
     pub stats: WatchStats,
@@ -126,6 +128,7 @@ impl Hub {
             tx: broadcast::channel(RING).0,
             heads: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             tailing: Mutex::new(vec![false; partitions as usize]),
+            running: AtomicU64::new(0),
             closing: watch::channel(false).0,
             stats: WatchStats::default(),
         })
@@ -147,17 +150,15 @@ impl Hub {
             // Heads only move forward: watchers' lag is measured against them.
             self.heads[p as usize].fetch_max(end, Ordering::Relaxed);
             tailing[p as usize] = true;
+            self.running.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(self.clone().tail(p));
         }
         Ok(rx)
     }
 
     /// Partitions being tailed now (for `/metrics`).
-    pub fn tailers(&self) -> usize {
-        self.tailing
-            .try_lock()
-            .map(|t| t.iter().filter(|on| **on).count())
-            .unwrap_or(0)
+    pub fn tailers(&self) -> u64 {
+        self.running.load(Ordering::Relaxed)
     }
 
     /// Stop `partition`'s tailer if nobody watches; decided under the lock watchers join
@@ -171,6 +172,7 @@ impl Hub {
             return false;
         }
         tailing[partition as usize] = false;
+        self.running.fetch_sub(1, Ordering::Relaxed);
         true
     }
 
