@@ -106,13 +106,7 @@ impl SqlCatalog {
         location: String,
         metadata: TableMetadata,
     ) -> IResult<Table> {
-        Table::builder()
-            .file_io(self.file_io.clone())
-            .metadata_location(location)
-            .metadata(metadata)
-            .identifier(ident.clone())
-            .runtime(iceberg::Runtime::try_current()?)
-            .build()
+        super::catalogs::table(&self.file_io, ident, location, metadata)
     }
 
     fn no_table(t: &TableIdent) -> IcebergError {

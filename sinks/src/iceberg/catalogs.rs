@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use iceberg::io::FileIO;
+use iceberg::spec::TableMetadata;
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent, TableRequirement, TableUpdate};
 
@@ -26,4 +27,20 @@ pub(crate) trait SinkCatalog: Catalog {
         requirements: Vec<TableRequirement>,
         updates: Vec<TableUpdate>,
     ) -> iceberg::Result<Table>;
+}
+
+/// A loaded table as either catalog hands it out.
+pub(crate) fn table(
+    file_io: &FileIO,
+    ident: &TableIdent,
+    location: String,
+    metadata: TableMetadata,
+) -> iceberg::Result<Table> {
+    Table::builder()
+        .file_io(file_io.clone())
+        .metadata_location(location)
+        .metadata(metadata)
+        .identifier(ident.clone())
+        .runtime(iceberg::Runtime::try_current()?)
+        .build()
 }

@@ -313,13 +313,7 @@ impl RestCatalog {
             .to_string();
         let metadata: TableMetadata = serde_json::from_value(loaded["metadata"].take())
             .map_err(|e| failed(format!("the catalog's metadata of {ident}: {e}")))?;
-        Table::builder()
-            .file_io(self.file_io.clone())
-            .metadata_location(location)
-            .metadata(metadata)
-            .identifier(ident.clone())
-            .runtime(iceberg::Runtime::try_current()?)
-            .build()
+        super::catalogs::table(&self.file_io, ident, location, metadata)
     }
 
     async fn get_ok(&self, path: &str, what: &str) -> IResult<Option<Bytes>> {
