@@ -117,7 +117,7 @@ pub fn of_table(spec: &PartitionSpec) -> Result<Vec<Part>> {
         .collect()
 }
 
-const HOUR_US: i64 = 3_600_000_000;
+pub(super) const HOUR_US: i64 = 3_600_000_000;
 const DAY_US: i64 = 24 * HOUR_US;
 
 /// A row's partition under `parts`: its value (the manifest's partition struct) and its

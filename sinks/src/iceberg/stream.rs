@@ -221,18 +221,34 @@ fn encode(
 ) -> Result<Vec<(String, Bytes, DataFile)>> {
     // Rows by table partition (its directory names it), each with its partition value.
     let mut groups: BTreeMap<String, (Struct, Vec<Row<'_>>)> = BTreeMap::new();
+    // Consecutive rows mostly share their hour and bucket, hence their table partition (an
+    // hour lies in one day, month and year): its key is worked out once per run of them.
+    let mut last: Option<((i64, &str), String)> = None;
     for d in deliveries {
+        let row = Row {
+            event: &d.event,
+            partition,
+            offset: d.offset,
+        };
+        let period = (
+            d.event.event_time.div_euclid(super::partitioning::HOUR_US),
+            d.event.bucket.as_str(),
+        );
+        if let Some((p, dir)) = &last
+            && *p == period
+            && let Some(group) = groups.get_mut(dir)
+        {
+            group.1.push(row);
+            continue;
+        }
         let (key, dir) =
             super::partitioning::key(&journal.parts, d.event.event_time, &d.event.bucket)?;
         groups
-            .entry(dir)
+            .entry(dir.clone())
             .or_insert_with(|| (key, Vec::new()))
             .1
-            .push(Row {
-                event: &d.event,
-                partition,
-                offset: d.offset,
-            });
+            .push(row);
+        last = Some((period, dir));
     }
     let mut out = Vec::with_capacity(groups.len());
     for (dir, (key, rows)) in groups {
