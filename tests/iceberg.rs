@@ -1251,6 +1251,15 @@ fn pyiceberg_writes_through_the_rest_catalog_with_client_credentials_and_scopes_
         (
             "POST",
             tables,
+            json!({"name": "x", "location": "/tmp/../etc/x",
+            "schema": {"type": "struct", "schema-id": 0, "fields": []}}),
+            400,
+            "BadRequestException",
+            "/tmp/../etc/x",
+        ),
+        (
+            "POST",
+            tables,
             json!({"name": "events",
             "schema": {"type": "struct", "schema-id": 0, "fields": []}}),
             409,
@@ -1329,6 +1338,25 @@ fn a_sink_commits_through_another_nodes_rest_catalog_exactly_once_across_a_kill(
     down["sink"]["catalog"] =
         json!({"type": "rest", "uri": format!("http://127.0.0.1:{}/iceberg", free_port())});
     create_subscription(&sink_node, &down);
+    // A table the catalog places outside the sink's warehouse: the sink refuses to write
+    // (or clean up) there, and says so in status.
+    let elsewhere = dir.path().join("elsewhere");
+    for (path, body) in [
+        ("/iceberg/v1/namespaces", json!({"namespace": ["tidemark"]})),
+        (
+            "/iceberg/v1/namespaces/tidemark/tables",
+            json!({"name": "evil_journal", "location": elsewhere,
+                   "schema": {"type": "struct", "schema-id": 0,
+                              "fields": [{"id": 1, "name": "x", "required": false, "type": "long"}]}}),
+        ),
+    ] {
+        let (status, v) = json_as(&catalog_node, Some(ADMIN), "POST", path, body);
+        assert_eq!(status, 200, "{path}: {v}");
+    }
+    let mut evil = iceberg_spec("evil", &warehouse, Some(1000));
+    evil["sink"]["catalog"] = json!({"type": "rest", "uri": uri,
+                                     "credential": "env:TIDEMARK_TEST_ICEBERG_CREDENTIAL"});
+    create_subscription(&sink_node, &evil);
     let mut far = iceberg_spec("far", &warehouse, Some(1000));
     far["sink"]["catalog"] = json!({"type": "rest", "uri": uri,
                                     "credential": "env:TIDEMARK_TEST_ICEBERG_CREDENTIAL"});
@@ -1375,6 +1403,22 @@ fn a_sink_commits_through_another_nodes_rest_catalog_exactly_once_across_a_kill(
         },
     );
     assert_eq!(s["delivered"], 0, "{s}");
+    let s = wait_status(
+        &sink_node,
+        "evil",
+        "the misplaced table in status",
+        Duration::from_secs(60),
+        |s| {
+            s["last_error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("outside the sink's warehouse"))
+        },
+    );
+    assert_eq!(s["delivered"], 0, "{s}");
+    assert!(
+        !elsewhere.join("data").exists(),
+        "nothing written outside the warehouse"
+    );
 
     let journal = read_table_with(
         format!("rest:{uri}"),

@@ -376,6 +376,10 @@ impl super::catalogs::SinkCatalog for SqlCatalog {
         &self.files
     }
 
+    fn warehouse(&self) -> &str {
+        &self.warehouse
+    }
+
     async fn commit_updates(
         &self,
         ident: &TableIdent,

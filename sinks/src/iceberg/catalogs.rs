@@ -19,6 +19,9 @@ pub(crate) trait SinkCatalog: Catalog {
     /// The warehouse's files, for listing.
     fn files(&self) -> &Files;
 
+    /// The sink's warehouse: every table it writes to must lie under it.
+    fn warehouse(&self) -> &str;
+
     /// Apply `updates` to the table if `requirements` hold (the REST catalog's commit); a
     /// failed requirement or a lost race is `CatalogCommitConflicts`.
     async fn commit_updates(
@@ -43,4 +46,30 @@ pub(crate) fn table(
         .identifier(ident.clone())
         .runtime(iceberg::Runtime::try_current()?)
         .build()
+}
+
+/// Refuse a table whose location is not under the sink's warehouse. The sink writes data
+/// files under a table's location, and maintenance deletes unreferenced ones there, so the
+/// catalog (an external REST catalog above all, or whoever edited the catalog file) must not
+/// choose where on this host or in which bucket that happens.
+pub(crate) fn check_location(
+    catalog: &dyn SinkCatalog,
+    ident: &TableIdent,
+    location: &str,
+) -> iceberg::Result<()> {
+    let root = catalog.warehouse().trim_end_matches('/');
+    let inside = location
+        .strip_prefix(root)
+        .is_some_and(|rest| rest.starts_with('/'))
+        && !location.split('/').any(|segment| segment == "..");
+    if inside {
+        return Ok(());
+    }
+    Err(iceberg::Error::new(
+        iceberg::ErrorKind::DataInvalid,
+        format!(
+            "the catalog places {ident} at {location}, outside the sink's warehouse {root}; \
+             Tidemark writes only under its warehouse"
+        ),
+    ))
 }

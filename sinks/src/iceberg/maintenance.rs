@@ -57,7 +57,13 @@ pub(super) async fn load_managed(
         .get(MANAGED)
         .map(String::as_str)
         == Some("true");
-    Ok(managed.then_some(table))
+    if !managed {
+        return Ok(None);
+    }
+    // Files are deleted only under the sink's warehouse, wherever the catalog says the table is.
+    super::catalogs::check_location(catalog, ident, table.metadata().location())
+        .map_err(|e| failed(ident, e))?;
+    Ok(Some(table))
 }
 
 /// Expire `ident`'s snapshots older than `retention_ms` and delete what only they used.

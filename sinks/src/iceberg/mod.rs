@@ -715,6 +715,8 @@ impl Managed {
             }
             Err(e) => return Err(failed("loading", e)),
         };
+        catalogs::check_location(&*self.catalog, &self.ident, table.metadata().location())
+            .map_err(|e| failed("opening", e))?;
         let table = self.add_columns(table, added).await?;
         let m = table.metadata();
         schema::check_ids(m.current_schema(), columns)?;

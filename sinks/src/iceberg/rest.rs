@@ -237,7 +237,9 @@ pub async fn create_table(
     }
     // The server writes the table's metadata files itself: only on its own file system.
     if let Some(l) = &request.location
-        && (l.contains("://") || !std::path::Path::new(l).is_absolute() || l.contains("/../"))
+        && (l.contains("://")
+            || !std::path::Path::new(l).is_absolute()
+            || l.split('/').any(|segment| segment == ".."))
     {
         return Err(refused(
             400,

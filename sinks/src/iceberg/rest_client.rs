@@ -601,6 +601,10 @@ impl SinkCatalog for RestCatalog {
         &self.files
     }
 
+    fn warehouse(&self) -> &str {
+        &self.root
+    }
+
     async fn commit_updates(
         &self,
         ident: &TableIdent,
