@@ -2,8 +2,10 @@
 # What Tidemark needs on a fresh machine (Debian, with the Rust toolchain, Python 3 and gcc),
 # installed only when missing, so later runs cost nothing.
 #
-#   bash scripts/setup.sh build   what `cargo build` needs: cmake, OpenSSL and zlib headers
-#                                 (librdkafka is built from source with TLS and SASL)
+#   bash scripts/setup.sh build   what `cargo build` needs: cmake, OpenSSL, zlib and curl
+#                                 headers (librdkafka is built from source with TLS and SASL;
+#                                 with TLS on, its sources include curl.h even though curl
+#                                 itself is off)
 #   bash scripts/setup.sh test    the above, plus what the tests run: clang/lld (C filter
 #                                 example), stunnel4 and openssl (Kafka over TLS), the queue
 #                                 sinks' servers (redis, nats, rabbitmq), rclone, the wasm32
@@ -14,7 +16,7 @@ mode="${1:-build}"
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-packages=(cmake pkg-config libssl-dev zlib1g-dev curl)
+packages=(cmake pkg-config libssl-dev zlib1g-dev curl libcurl4-openssl-dev)
 if [ "$mode" = test ]; then
   packages+=(clang lld stunnel4 openssl redis-server nats-server rabbitmq-server rclone)
 fi
@@ -60,7 +62,7 @@ fi
 # DuckDB and pyarrow, which read the Parquet lake, pyiceberg and polars, which read the Iceberg
 # tables, moto's S3 and SQS server, boto3 and requests, redis-py (Redis Streams), nats-py
 # (JetStream), pika and aio-pika (RabbitMQ).
-if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro, standardwebhooks, cloudevents.core, cryptography, duckdb, pyarrow, pyiceberg.catalog.sql, polars, moto.server, boto3, requests, prometheus_client, redis, nats, pika, aio_pika' 2>/dev/null; then
+if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro, standardwebhooks, cloudevents.core, cryptography, duckdb, pyarrow, pyiceberg.catalog.sql, pyiceberg_core, polars, moto.server, boto3, requests, prometheus_client, redis, nats, pika, aio_pika' 2>/dev/null; then
   echo "installing tests/py/requirements.txt"
   python3 -m pip install --quiet --user -r tests/py/requirements.txt
 fi

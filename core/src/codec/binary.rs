@@ -98,11 +98,23 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    /// The bytes between two positions already read.
+    pub fn slice(&self, start: usize, end: usize) -> &'a [u8] {
+        &self.buf[start..end]
+    }
+
     fn bad(&self, what: &str) -> Error {
         Error::BadInput(format!("avro: {what} at byte {}", self.pos))
     }
 
     pub fn long(&mut self) -> Result<i64> {
+        // Most longs in a record (lengths, union branches, map counts) fit one byte.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(i64::from(b >> 1) ^ -i64::from(b & 1));
+        }
         let mut n: u64 = 0;
         let mut shift = 0u32;
         loop {

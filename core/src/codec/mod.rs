@@ -4,6 +4,7 @@
 //! - `wire.rs`: magic byte + schema id framing.
 //! - `binary.rs`: Avro binary primitives.
 //! - `object_event.rs`: the direct encoder/decoder for the current schema version (hot path).
+//! - `view.rs`: a borrowed view of a record, for consumers that copy or test fields.
 //! - `value.rs`: apache-avro's generic `Value` path, for other writer schemas and as baseline.
 //!
 //! Encoding always uses the current schema. Decoding picks the path by the record's schema
@@ -14,6 +15,7 @@ pub mod binary;
 pub mod config;
 pub mod object_event;
 pub mod value;
+pub mod view;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -77,6 +79,16 @@ impl EventCodec {
         }
         let writer = self.writer_schema(id)?;
         value::decode_resolved(&writer, &self.current, payload)
+    }
+
+    /// A borrowed view of a framed record: `Ok(None)` when it was written with another schema
+    /// or in a layout a view does not take, and [`EventCodec::decode`] must be used instead.
+    pub fn view<'a>(&self, bytes: &'a [u8]) -> Result<Option<view::EventView<'a>>> {
+        let (id, payload) = wire::split(bytes)?;
+        if id != self.write_id {
+            return Ok(None);
+        }
+        view::read(payload)
     }
 
     /// Decode only what the object index keeps (see [`object_event::decode_for_index`]).

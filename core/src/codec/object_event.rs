@@ -77,7 +77,7 @@ pub fn scan_summary(bytes: &[u8]) -> Result<EventSummary<'_>> {
 }
 
 /// The leading fields, in schema order, borrowed.
-fn read_summary<'a>(r: &mut Reader<'a>) -> Result<EventSummary<'a>> {
+pub(super) fn read_summary<'a>(r: &mut Reader<'a>) -> Result<EventSummary<'a>> {
     Ok(EventSummary {
         event_id: r.uuid()?,
         event_type: {

@@ -4,52 +4,41 @@ use std::collections::BTreeMap;
 
 use super::compile::Rule;
 use super::spec::ValueSpec;
-use crate::event::{ObjectEvent, ObjectState};
+use crate::codec::view::{EventView, MapView};
+use crate::event::ObjectEvent;
 
 /// The object attributes a rule looks at: after the event, or before it if it removed the
 /// object.
 struct Attributes<'a> {
     size: Option<i64>,
     content_type: Option<&'a str>,
-    metadata: &'a BTreeMap<String, String>,
-    tags: &'a BTreeMap<String, String>,
+    metadata: MapView<'a>,
+    tags: MapView<'a>,
 }
 
 impl<'a> Attributes<'a> {
-    fn of(e: &'a ObjectEvent) -> Attributes<'a> {
+    fn of(e: &EventView<'a>) -> Attributes<'a> {
         match (e.size, &e.previous) {
-            (
-                None,
-                Some(ObjectState {
-                    size,
-                    content_type,
-                    metadata,
-                    tags,
-                    ..
-                }),
-            ) => Attributes {
-                size: Some(*size),
-                content_type: content_type.as_deref(),
-                metadata,
-                tags,
+            (None, Some(p)) => Attributes {
+                size: Some(p.size),
+                content_type: p.content_type,
+                metadata: p.metadata,
+                tags: p.tags,
             },
             _ => Attributes {
                 size: e.size,
-                content_type: e.content_type.as_deref(),
-                metadata: &e.metadata,
-                tags: &e.tags,
+                content_type: e.content_type,
+                metadata: e.metadata,
+                tags: e.tags,
             },
         }
     }
 }
 
-fn map_matches(
-    conditions: &BTreeMap<String, ValueSpec>,
-    values: &BTreeMap<String, String>,
-) -> bool {
+fn map_matches(conditions: &BTreeMap<String, ValueSpec>, values: MapView<'_>) -> bool {
     conditions.iter().all(|(name, want)| match want {
-        ValueSpec::Equals(v) => values.get(name) == Some(v),
-        ValueSpec::Exists { exists } => values.contains_key(name) == *exists,
+        ValueSpec::Equals(v) => values.get(name) == Some(v.as_str()),
+        ValueSpec::Exists { exists } => values.get(name).is_some() == *exists,
     })
 }
 
@@ -64,17 +53,22 @@ fn content_type_matches(patterns: &[String], ct: Option<&str>) -> bool {
 
 impl Rule {
     pub fn matches(&self, e: &ObjectEvent) -> bool {
+        self.matches_view(&EventView::of(e))
+    }
+
+    /// The same test on a borrowed view (a record not decoded into an [`ObjectEvent`]).
+    pub fn matches_view(&self, e: &EventView<'_>) -> bool {
         self.matches_with(e, &Attributes::of(e))
     }
 
-    fn matches_with(&self, e: &ObjectEvent, a: &Attributes<'_>) -> bool {
+    fn matches_with(&self, e: &EventView<'_>, a: &Attributes<'_>) -> bool {
         // Cheapest first.
         if let Some(types) = &self.events
             && types.binary_search(&e.event_type).is_err()
         {
             return false;
         }
-        if !self.buckets.is_empty() && !self.buckets.iter().any(|b| b == &e.bucket) {
+        if !self.buckets.is_empty() && !self.buckets.iter().any(|b| b == e.bucket) {
             return false;
         }
         if !self.prefix.is_empty() && !self.prefix.iter().any(|p| e.key.starts_with(p.as_str())) {
@@ -96,8 +90,7 @@ impl Rule {
         if !self.requester.is_empty()
             && !e
                 .requester
-                .as_ref()
-                .is_some_and(|r| self.requester.contains(r))
+                .is_some_and(|r| self.requester.iter().any(|x| x == r))
         {
             return false;
         }
@@ -105,7 +98,7 @@ impl Rule {
             return false;
         }
         if let Some(re) = &self.regex
-            && !re.is_match(&e.key)
+            && !re.is_match(e.key)
         {
             return false;
         }

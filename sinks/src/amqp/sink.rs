@@ -75,7 +75,7 @@ impl AmqpSink {
         let first = conn.published + 1;
         for d in batch {
             let m = self.renderer.one(d)?;
-            let e = &d.event;
+            let e = d.event();
             let key = self.routing_key.render(e);
             let id = e.event_id.to_string();
             let props = Properties {

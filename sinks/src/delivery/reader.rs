@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tidemark_core::OBJECTS_TOPIC;
 use tokio::sync::{mpsc, watch};
 
-use super::context::RunCtx;
+use super::context::{RunCtx, Target};
 use super::dead_letters::DeadLetter;
 use super::retry;
 use crate::filtering::{self, Decision, Filtering, OnFilterError};
@@ -91,6 +91,8 @@ pub(crate) async fn read(
     out: mpsc::Sender<Chunk>,
 ) {
     let mut filtering = ctx.filter.clone().map(Filtering::new);
+    // Records only viewed, never decoded, for a sink that copies fields and no filter.
+    let views = filtering.is_none() && matches!(&ctx.target, Target::Stream(s) if s.reads_views());
     loop {
         if end.is_some_and(|end| next >= end) {
             return;
@@ -135,16 +137,22 @@ pub(crate) async fn read(
         };
         let mut skipped = 0;
         for rec in records {
-            match ctx.codec.decode(&rec.value) {
-                Ok(event) if ctx.rule.matches(&event) => {
-                    chunk.deliveries.push(Arc::new(Delivery {
-                        partition,
-                        offset: rec.offset,
-                        key: rec.key,
-                        event: Arc::new(event),
-                        wire: rec.value,
-                    }))
+            // Another schema or layout, or a damaged record, gives no view: the full decoder
+            // decides.
+            if views && let Ok(Some(view)) = ctx.codec.view(&rec.value) {
+                if ctx.rule.matches_view(&view) {
+                    chunk.deliveries.push(Arc::new(Delivery::viewed(
+                        partition, rec.offset, rec.key, rec.value,
+                    )));
+                } else {
+                    skipped += 1;
                 }
+                continue;
+            }
+            match ctx.codec.decode(&rec.value) {
+                Ok(event) if ctx.rule.matches(&event) => chunk.deliveries.push(Arc::new(
+                    Delivery::new(partition, rec.offset, rec.key, Arc::new(event), rec.value),
+                )),
                 Ok(_) => skipped += 1,
                 Err(e) => chunk
                     .undecodable
@@ -170,7 +178,7 @@ pub(crate) async fn read(
 /// quarantined mid-chunk, the chunk ends at the event that did it.
 async fn apply_filter(f: &mut Filtering, chunk: &mut Chunk) {
     let matched = std::mem::take(&mut chunk.deliveries);
-    let events = matched.iter().map(|d| d.event.clone()).collect();
+    let events = matched.iter().map(|d| d.event().clone()).collect();
     let decisions = f.decide(events).await;
     if decisions.len() < matched.len() {
         chunk.next = match decisions.len() {

@@ -63,13 +63,13 @@ impl Engine {
     async fn redrive_one(&self, ctx: &RunCtx, to: &Requests, mut letter: DeadLetter) {
         let wire = letter.wire();
         let delivery = match self.codec.decode(&wire) {
-            Ok(event) => Arc::new(Delivery {
-                partition: letter.partition,
-                offset: letter.offset,
-                key: event.log_key().into(),
-                event: Arc::new(event),
+            Ok(event) => Arc::new(Delivery::new(
+                letter.partition,
+                letter.offset,
+                event.log_key().into(),
+                Arc::new(event),
                 wire,
-            }),
+            )),
             Err(e) => {
                 letter.error = format!("the record cannot be decoded: {e}");
                 self.finish(ctx, letter, false).await;

@@ -49,7 +49,7 @@ impl StreamSink for Recorder {
                         batch
                             .deliveries
                             .iter()
-                            .map(|d| (d.offset, d.event.event_id)),
+                            .map(|d| (d.offset, d.event().event_id)),
                     );
                 }
                 feed.commit(batch.next).await?;

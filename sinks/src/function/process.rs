@@ -23,8 +23,8 @@ pub struct Run {
 
 fn input(batch: &[Arc<Delivery>]) -> Vec<u8> {
     let value = match batch {
-        [one] => one.event.to_json(),
-        many => serde_json::Value::Array(many.iter().map(|d| d.event.to_json()).collect()),
+        [one] => one.event().to_json(),
+        many => serde_json::Value::Array(many.iter().map(|d| d.event().to_json()).collect()),
     };
     let mut bytes = serde_json::to_vec(&value).expect("JSON serializes");
     bytes.push(b'\n');
@@ -79,7 +79,7 @@ pub async fn run(
             "TIDEMARK_EVENT_ID",
             batch
                 .first()
-                .map(|d| d.event.event_id.to_string())
+                .map(|d| d.event().event_id.to_string())
                 .unwrap_or_default(),
         )
         .stdin(Stdio::piped())

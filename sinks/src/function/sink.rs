@@ -113,7 +113,10 @@ impl Inner {
         };
         self.invocations.record(Invocation {
             at: tidemark_core::time::format_us(tidemark_core::time::now_us()),
-            event_ids: batch.iter().map(|d| d.event.event_id.to_string()).collect(),
+            event_ids: batch
+                .iter()
+                .map(|d| d.event().event_id.to_string())
+                .collect(),
             attempt,
             outcome,
             status,

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use iceberg::spec::DataFile;
+use tidemark_core::codec::view::EventView;
 
 use super::inventory::InvRow;
 use super::overwrite::{self, Changes, Overwriter};
@@ -40,7 +41,7 @@ pub(super) async fn inventory(sink: &Arc<Iceberg>, info: &TableInfo, feed: &Feed
     let mut files: Vec<DataFile> = Vec::new();
     while let Some(chunk) = scan.objects.recv().await {
         for (event, at) in chunk {
-            let Some(row) = InvRow::after(&event, at.partition, at.offset) else {
+            let Some(row) = InvRow::after(&EventView::of(&event), at.partition, at.offset) else {
                 continue;
             };
             let part = parts

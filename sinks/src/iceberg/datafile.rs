@@ -164,7 +164,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, e)| Row {
-                event: e,
+                event: tidemark_core::codec::view::EventView::of(e),
                 partition: 3,
                 offset: 10 + i as u64,
             })

@@ -13,7 +13,8 @@ use arrow_array::types::{Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, ArrayRef, MapArray, RecordBatch};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use tidemark_core::event::{EventType, ObjectEvent, StringMap};
+use tidemark_core::codec::view::EventView;
+use tidemark_core::event::{EventType, StringMap};
 
 use super::schema::{self, INVENTORY, Kind};
 use crate::{Error, Result};
@@ -39,22 +40,23 @@ pub(super) struct InvRow {
 
 impl InvRow {
     /// The object after `e` (read from `partition` at `offset`); `None` when it is gone.
-    pub fn after(e: &ObjectEvent, partition: u32, offset: u64) -> Option<InvRow> {
+    pub fn after(e: &EventView<'_>, partition: u32, offset: u64) -> Option<InvRow> {
         let size = e.size?;
+        let owned = |s: Option<&str>| s.map(str::to_owned);
         Some(InvRow {
-            key: e.key.clone(),
+            key: e.key.to_owned(),
             sequence: e.sequence,
-            version_id: e.version_id.clone(),
+            version_id: owned(e.version_id),
             size,
             last_modified: e.event_time,
-            etag: e.etag.clone(),
-            storage_class: e.storage_class.clone(),
+            etag: owned(e.etag),
+            storage_class: owned(e.storage_class),
             multipart: e.event_type == EventType::ObjectCreatedCompleteMultipartUpload
-                || e.etag.as_deref().is_some_and(|t| t.contains('-')),
-            content_type: e.content_type.clone(),
-            sha256: e.sha256.clone(),
-            tags: e.tags.clone(),
-            metadata: e.metadata.clone(),
+                || e.etag.is_some_and(|t| t.contains('-')),
+            content_type: owned(e.content_type),
+            sha256: owned(e.sha256),
+            tags: e.tags.to_map(),
+            metadata: e.metadata.to_map(),
             partition,
             offset,
         })
@@ -249,7 +251,7 @@ mod tests {
         let rows: Vec<InvRow> = events
             .iter()
             .enumerate()
-            .filter_map(|(i, e)| InvRow::after(e, 2, i as u64))
+            .filter_map(|(i, e)| InvRow::after(&EventView::of(e), 2, i as u64))
             .collect();
         assert!(!rows.is_empty());
         let refs: Vec<&InvRow> = rows.iter().collect();

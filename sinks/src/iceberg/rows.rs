@@ -9,7 +9,8 @@ use arrow_array::builder::{
 };
 use arrow_array::{ArrayRef, RecordBatch, StructArray};
 use arrow_buffer::NullBuffer;
-use tidemark_core::event::{EventType, ObjectEvent, ObjectState, StringMap};
+use tidemark_core::codec::view::{EventView, MapView, StateView};
+use tidemark_core::event::EventType;
 
 use super::schema::{self, JOURNAL, Kind, PREVIOUS};
 use crate::{Error, Result};
@@ -35,8 +36,8 @@ fn map_ids(columns: &[schema::Column], name: &str) -> (i32, i32) {
     }
 }
 
-fn push_map(b: &mut StringMapBuilder, m: &StringMap) {
-    for (k, v) in m {
+fn push_map(b: &mut StringMapBuilder, m: MapView<'_>) {
+    for (k, v) in m.iter() {
         b.keys().append_value(k);
         b.values().append_value(v);
     }
@@ -57,7 +58,7 @@ pub(super) fn record_type(t: EventType) -> &'static str {
 
 /// An event of the journal, with its place in the log.
 pub(super) struct Row<'a> {
-    pub event: &'a ObjectEvent,
+    pub event: EventView<'a>,
     pub partition: u32,
     pub offset: u64,
 }
@@ -83,22 +84,22 @@ pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
     let mut metadata = map_builder(mk, mv);
     let mut prev = Previous::new();
     for r in rows {
-        let e = r.event;
+        let e = &r.event;
         let gone = e.size.is_none();
         // The string columns, in the order `finish` takes them.
         let values: [Option<&str>; 12] = [
-            Some(&e.bucket),
-            Some(&e.key),
+            Some(e.bucket),
+            Some(e.key),
             Some(record_type(e.event_type)),
-            e.version_id.as_deref(),
-            e.etag.as_deref(),
-            e.storage_class.as_deref(),
-            e.sha256.as_ref().map(|_| "SHA256"),
-            e.requester.as_deref(),
-            e.source_ip.as_deref(),
-            e.request_id.as_deref(),
-            e.content_type.as_deref(),
-            e.sha256.as_deref(),
+            e.version_id,
+            e.etag,
+            e.storage_class,
+            e.sha256.map(|_| "SHA256"),
+            e.requester,
+            e.source_ip,
+            e.request_id,
+            e.content_type,
+            e.sha256,
         ];
         for (b, v) in strings.iter_mut().zip(values) {
             b.append_option(v);
@@ -108,11 +109,11 @@ pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
         bools[0].append_value(e.event_type == EventType::ObjectRemovedDeleteMarkerCreated);
         bools[1].append_value(
             e.event_type == EventType::ObjectCreatedCompleteMultipartUpload
-                || e.etag.as_deref().is_some_and(|t| t.contains('-')),
+                || e.etag.is_some_and(|t| t.contains('-')),
         );
         size.append_option(e.size);
-        push_map(&mut tags, &e.tags);
-        push_map(&mut metadata, &e.metadata);
+        push_map(&mut tags, e.tags);
+        push_map(&mut metadata, e.metadata);
         prev.push(e.previous.as_ref());
         partition.append_value(i32::try_from(r.partition).unwrap_or(i32::MAX));
         offset.append_value(i64::try_from(r.offset).unwrap_or(i64::MAX));
@@ -120,15 +121,20 @@ pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
     let mut user_agent = StringBuilder::new();
     let mut removed_version = StringBuilder::new();
     for r in rows {
-        user_agent.append_option(r.event.user_agent.as_deref());
-        removed_version.append_option(r.event.removed_version_id.as_deref());
+        user_agent.append_option(r.event.user_agent);
+        removed_version.append_option(r.event.removed_version_id);
     }
     let mut sequence = StringBuilder::with_capacity(n, n * 20);
     let mut event_id = StringBuilder::with_capacity(n, n * 36);
     let mut event_type = StringBuilder::with_capacity(n, n * 20);
+    let mut text = String::with_capacity(20);
+    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     for r in rows {
-        sequence.append_value(format!("{:020}", r.event.sequence));
-        event_id.append_value(r.event.event_id.to_string());
+        use std::fmt::Write;
+        text.clear();
+        write!(text, "{:020}", r.event.sequence).expect("writing to a String");
+        sequence.append_value(&text);
+        event_id.append_value(r.event.event_id.hyphenated().encode_lower(&mut id));
         event_type.append_value(r.event.event_type.as_str());
     }
     let mut s = strings
@@ -210,15 +216,18 @@ impl Previous {
     }
 
     /// A null struct still needs a (default) value in each child column.
-    fn push(&mut self, s: Option<&ObjectState>) {
-        static EMPTY: std::sync::LazyLock<StringMap> = std::sync::LazyLock::new(StringMap::new);
+    fn push(&mut self, s: Option<&StateView<'_>>) {
+        const EMPTY: MapView<'static> = MapView::Avro {
+            entries: &[],
+            count: 0,
+        };
         let values: [Option<&str>; 5] = match s {
             Some(s) => [
-                s.version_id.as_deref(),
-                s.etag.as_deref(),
-                s.content_type.as_deref(),
-                s.sha256.as_deref(),
-                s.storage_class.as_deref(),
+                s.version_id,
+                s.etag,
+                s.content_type,
+                s.sha256,
+                s.storage_class,
             ],
             None => [None; 5],
         };
@@ -227,8 +236,8 @@ impl Previous {
         }
         self.size.append_value(s.map_or(0, |s| s.size));
         self.modified.append_value(s.map_or(0, |s| s.last_modified));
-        push_map(&mut self.metadata, s.map_or(&EMPTY, |s| &s.metadata));
-        push_map(&mut self.tags, s.map_or(&EMPTY, |s| &s.tags));
+        push_map(&mut self.metadata, s.map_or(EMPTY, |s| s.metadata));
+        push_map(&mut self.tags, s.map_or(EMPTY, |s| s.tags));
         self.valid.push(s.is_some());
     }
 
@@ -266,7 +275,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, e)| Row {
-                event: e,
+                event: EventView::of(e),
                 partition: 1,
                 offset: i as u64,
             })

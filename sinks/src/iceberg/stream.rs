@@ -29,6 +29,10 @@ impl StreamSink for Iceberg {
         &self.describe
     }
 
+    fn reads_views(&self) -> bool {
+        true
+    }
+
     fn write<'a>(self: Arc<Self>, feed: &'a mut Feed) -> BoxFuture<'a, Result<()>> {
         Box::pin(write(self, feed))
     }
@@ -139,14 +143,16 @@ async fn flush(
     let journal_from = covered[0];
     let changes: Vec<Change> = deliveries
         .iter()
-        .filter(|d| d.offset >= covered[1] && d.event.event_type.mutates_object())
-        .map(|d| {
-            let e = &d.event;
-            (
-                e.bucket.clone(),
-                e.key.clone(),
-                InvRow::after(e, partition, d.offset),
-            )
+        .filter(|d| d.offset >= covered[1])
+        .filter_map(|d| {
+            let e = d.view();
+            e.event_type.mutates_object().then(|| {
+                (
+                    e.bucket.to_owned(),
+                    e.key.to_owned(),
+                    InvRow::after(&e, partition, d.offset),
+                )
+            })
         })
         .collect();
     let rows = deliveries.len() as u64;
@@ -226,14 +232,12 @@ fn encode(
     let mut last: Option<((i64, &str), String)> = None;
     for d in deliveries {
         let row = Row {
-            event: &d.event,
+            event: d.view(),
             partition,
             offset: d.offset,
         };
-        let period = (
-            d.event.event_time.div_euclid(super::partitioning::HOUR_US),
-            d.event.bucket.as_str(),
-        );
+        let (time, bucket) = (row.event.event_time, row.event.bucket);
+        let period = (time.div_euclid(super::partitioning::HOUR_US), bucket);
         if let Some((p, dir)) = &last
             && *p == period
             && let Some(group) = groups.get_mut(dir)
@@ -241,8 +245,7 @@ fn encode(
             group.1.push(row);
             continue;
         }
-        let (key, dir) =
-            super::partitioning::key(&journal.parts, d.event.event_time, &d.event.bucket)?;
+        let (key, dir) = super::partitioning::key(&journal.parts, time, bucket)?;
         groups
             .entry(dir.clone())
             .or_insert_with(|| (key, Vec::new()))

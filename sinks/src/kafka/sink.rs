@@ -120,7 +120,7 @@ impl Sink for KafkaSink {
                 if let Some(r) = &self.registry {
                     value = r.reframe(value).await?;
                 }
-                let key = self.key.render(&d.event);
+                let key = self.key.render(d.event());
                 let mut record = FutureRecord::to(&self.topic)
                     .key(&key)
                     .payload(&value)

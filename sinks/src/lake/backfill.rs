@@ -113,7 +113,7 @@ async fn produce(
     let mut w = Writer::new(lake.clone(), stretch.start, forced);
     while let Some(batch) = feed.next().await {
         for d in &batch.deliveries {
-            if let Some(closed) = w.push(d.offset, &d.event, partition) {
+            if let Some(closed) = w.push(d.offset, &d.view(), partition) {
                 write_overlapping(lake, feed, closed, write).await?;
             }
         }

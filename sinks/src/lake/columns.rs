@@ -1,4 +1,4 @@
-//! The lake's column mapping: one row per [`ObjectEvent`], the object after the change in the
+//! The lake's column mapping: one row per event ([`EventView`], a record's borrowed view), the object after the change in the
 //! top-level columns and before it in the `previous_*` columns, then the event's place in the
 //! log.
 //!
@@ -34,7 +34,8 @@ use arrow_array::builder::{
     TimestampMicrosecondBuilder,
 };
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
-use tidemark_core::event::{ObjectEvent, StringMap};
+use tidemark_core::codec::view::{EventView, MapView};
+use tidemark_core::event::ObjectEvent;
 
 const UTC: &str = "UTC";
 const MAP_ENTRIES: &str = "key_value";
@@ -244,14 +245,19 @@ impl Rows {
 
     /// Append one event read from `partition` at `offset`.
     pub fn push(&mut self, e: &ObjectEvent, partition: u32, offset: u64) {
+        self.push_view(&EventView::of(e), partition, offset);
+    }
+
+    /// Append one event, straight from a view of its record (no [`ObjectEvent`] is built).
+    pub fn push_view(&mut self, e: &EventView<'_>, partition: u32, offset: u64) {
         let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
         self.event_id
             .append_value(e.event_id.hyphenated().encode_lower(&mut id));
         let event_type = e.event_type.as_str();
         self.event_type.append_value(event_type);
         self.event_time.append_value(e.event_time);
-        self.bucket.append_value(&e.bucket);
-        self.key.append_value(&e.key);
+        self.bucket.append_value(e.bucket);
+        self.key.append_value(e.key);
         self.sequence.append_value(e.sequence);
         self.size.append_option(e.size);
         self.log_partition.append_value(partition_i32(partition));
@@ -259,22 +265,22 @@ impl Rows {
 
         let mut bytes =
             FIXED_ROW_BYTES + id.len() + event_type.len() + e.bucket.len() + e.key.len();
-        bytes += opt(&mut self.version_id, &e.version_id);
-        bytes += opt(&mut self.etag, &e.etag);
-        bytes += opt(&mut self.content_type, &e.content_type);
-        bytes += opt(&mut self.sha256, &e.sha256);
-        bytes += opt(&mut self.user_agent, &e.user_agent);
-        bytes += map(&mut self.metadata, Some(&e.metadata));
-        bytes += map(&mut self.tags, Some(&e.tags));
-        bytes += opt(&mut self.storage_class, &e.storage_class);
-        bytes += opt(&mut self.requester, &e.requester);
-        bytes += opt(&mut self.source_ip, &e.source_ip);
-        bytes += opt(&mut self.request_id, &e.request_id);
-        bytes += opt(&mut self.region, &e.region);
-        bytes += opt(&mut self.node, &e.node);
-        bytes += map(&mut self.headers, Some(&e.headers));
-        bytes += opt(&mut self.checksum, &e.checksum);
-        bytes += opt(&mut self.removed_version_id, &e.removed_version_id);
+        bytes += opt(&mut self.version_id, e.version_id);
+        bytes += opt(&mut self.etag, e.etag);
+        bytes += opt(&mut self.content_type, e.content_type);
+        bytes += opt(&mut self.sha256, e.sha256);
+        bytes += opt(&mut self.user_agent, e.user_agent);
+        bytes += map(&mut self.metadata, Some(e.metadata));
+        bytes += map(&mut self.tags, Some(e.tags));
+        bytes += opt(&mut self.storage_class, e.storage_class);
+        bytes += opt(&mut self.requester, e.requester);
+        bytes += opt(&mut self.source_ip, e.source_ip);
+        bytes += opt(&mut self.request_id, e.request_id);
+        bytes += opt(&mut self.region, e.region);
+        bytes += opt(&mut self.node, e.node);
+        bytes += map(&mut self.headers, Some(e.headers));
+        bytes += opt(&mut self.checksum, e.checksum);
+        bytes += opt(&mut self.removed_version_id, e.removed_version_id);
         match &e.part_sizes {
             Some(sizes) => {
                 self.part_sizes.values().append_slice(sizes);
@@ -286,15 +292,15 @@ impl Rows {
 
         match &e.previous {
             Some(p) => {
-                bytes += opt(&mut self.previous_version_id, &p.version_id);
+                bytes += opt(&mut self.previous_version_id, p.version_id);
                 self.previous_sequence.append_value(p.sequence);
                 self.previous_size.append_value(p.size);
-                bytes += opt(&mut self.previous_etag, &p.etag);
-                bytes += opt(&mut self.previous_content_type, &p.content_type);
-                bytes += opt(&mut self.previous_sha256, &p.sha256);
-                bytes += map(&mut self.previous_metadata, Some(&p.metadata));
-                bytes += map(&mut self.previous_tags, Some(&p.tags));
-                bytes += opt(&mut self.previous_storage_class, &p.storage_class);
+                bytes += opt(&mut self.previous_etag, p.etag);
+                bytes += opt(&mut self.previous_content_type, p.content_type);
+                bytes += opt(&mut self.previous_sha256, p.sha256);
+                bytes += map(&mut self.previous_metadata, Some(p.metadata));
+                bytes += map(&mut self.previous_tags, Some(p.tags));
+                bytes += opt(&mut self.previous_storage_class, p.storage_class);
                 self.previous_last_modified.append_value(p.last_modified);
             }
             None => {
@@ -387,7 +393,7 @@ fn offset_i64(offset: u64) -> i64 {
     i64::try_from(offset).unwrap_or(i64::MAX)
 }
 
-fn opt(b: &mut StringBuilder, v: &Option<String>) -> usize {
+fn opt(b: &mut StringBuilder, v: Option<&str>) -> usize {
     match v {
         Some(s) => {
             b.append_value(s);
@@ -401,10 +407,10 @@ fn opt(b: &mut StringBuilder, v: &Option<String>) -> usize {
 }
 
 /// Append a map (or a null map for `None`); returns the bytes of its keys and values.
-fn map(b: &mut StringMapBuilder, m: Option<&StringMap>) -> usize {
+fn map(b: &mut StringMapBuilder, m: Option<MapView<'_>>) -> usize {
     let mut bytes = 0;
     if let Some(m) = m {
-        for (k, v) in m {
+        for (k, v) in m.iter() {
             b.keys().append_value(k);
             b.values().append_value(v);
             bytes += k.len() + v.len();
@@ -422,7 +428,8 @@ pub(crate) mod tests {
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Int32Type, Int64Type, TimestampMicrosecondType};
     use arrow_array::{Array, MapArray};
-    use tidemark_core::event::{EventType, ObjectState, sample_event};
+    use tidemark_core::codec::{object_event, view};
+    use tidemark_core::event::{EventType, ObjectState, StringMap, sample_event};
     use uuid::Uuid;
 
     /// Events covering the shapes that matter: with and without previous, empty and
@@ -686,6 +693,31 @@ pub(crate) mod tests {
         let tags = batch.column_by_name("tags").unwrap();
         assert_eq!(tags.null_count(), 0);
         assert_eq!(map_at(tags.as_ref(), 2), Some(StringMap::new()));
+    }
+
+    #[test]
+    fn rows_from_record_views_equal_rows_from_decoded_events() {
+        let events = varied_events();
+        let records: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| {
+                let mut buf = Vec::new();
+                object_event::encode(e, &mut buf);
+                buf
+            })
+            .collect();
+        let mut rows = Rows::new();
+        for (i, r) in records.iter().enumerate() {
+            let view = view::read(r).unwrap().expect("our encoder's layout");
+            rows.push_view(&view, 3, 120 + i as u64);
+        }
+        let from_events = Rows::with_capacity(1);
+        let mut from_events = from_events;
+        for (i, e) in events.iter().enumerate() {
+            from_events.push(e, 3, 120 + i as u64);
+        }
+        assert_eq!(rows.approx_bytes(), from_events.approx_bytes());
+        assert_eq!(rows.finish(), from_events.finish());
     }
 
     #[test]

@@ -20,6 +20,10 @@ impl StreamSink for Lake {
         &self.describe
     }
 
+    fn reads_views(&self) -> bool {
+        true
+    }
+
     fn write<'a>(self: Arc<Self>, feed: &'a mut Feed) -> BoxFuture<'a, Result<()>> {
         Box::pin(write(self, feed))
     }
@@ -123,7 +127,7 @@ async fn write(lake: Arc<Lake>, feed: &mut Feed) -> Result<()> {
                 let Some(batch) = batch else { return Ok(()) };
                 for d in &batch.deliveries {
                     last_event = Instant::now();
-                    if let Some(closed) = w.push(d.offset, &d.event, partition)
+                    if let Some(closed) = w.push(d.offset, &d.view(), partition)
                         && !write_and_commit(&lake, feed, closed).await?
                     {
                         return Ok(());

@@ -10,6 +10,7 @@ use std::fmt::{self, Write as _};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tidemark_core::codec::view::EventView;
 use tidemark_core::event::ObjectEvent;
 
 use crate::{Error, Result};
@@ -157,12 +158,12 @@ impl Template {
     /// The directory of `e`, relative to the lake's root, without a trailing `/`.
     pub fn render(&self, e: &ObjectEvent) -> String {
         let mut out = String::with_capacity(self.text.len() + 16);
-        self.render_into(e, &mut out);
+        self.render_into(&EventView::of(e), &mut out);
         out
     }
 
-    /// [`render`](Self::render), appended to `out` so a caller can reuse one buffer.
-    pub fn render_into(&self, e: &ObjectEvent, out: &mut String) {
+    /// [`render`](Self::render) of a view, appended to `out` so a caller can reuse one buffer.
+    pub fn render_into(&self, e: &EventView<'_>, out: &mut String) {
         let t = if self.uses_time {
             Civil::of_micros(e.event_time)
         } else {
@@ -178,7 +179,7 @@ impl Template {
             for part in &seg.parts {
                 match part {
                     Part::Text(s) => out.push_str(s),
-                    Part::Field(Field::Bucket) => escape_into(&e.bucket, out),
+                    Part::Field(Field::Bucket) => escape_into(e.bucket, out),
                     Part::Field(Field::EventType) => {
                         // `ObjectCreated:Put` → `ObjectCreated_Put`: readable in a path, and
                         // type names have no other character that needs escaping.
@@ -477,7 +478,7 @@ mod tests {
             assert_eq!(first, t.render(&e.clone()));
             assert_eq!(first, Template::parse(t.as_str()).unwrap().render(&e));
             let mut buf = String::from("root/");
-            t.render_into(&e, &mut buf);
+            t.render_into(&EventView::of(&e), &mut buf);
             assert_eq!(buf, format!("root/{first}"));
         }
     }

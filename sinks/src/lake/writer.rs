@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tidemark_core::event::ObjectEvent;
+use tidemark_core::codec::view::EventView;
 
 use super::Lake;
 use super::columns::Rows;
@@ -115,7 +115,7 @@ impl Writer {
         self.rows == 0
     }
 
-    fn full_before(&self, e: &ObjectEvent) -> bool {
+    fn full_before(&self, e: &EventView<'_>) -> bool {
         let roll = &self.lake.roll;
         self.rows > 0
             && (self.rows >= roll.max_rows
@@ -141,7 +141,7 @@ impl Writer {
     }
 
     /// Add the event at `offset`; returns the segment it closed first, if any.
-    pub fn push(&mut self, offset: u64, e: &ObjectEvent, partition: u32) -> Option<Closed> {
+    pub fn push(&mut self, offset: u64, e: &EventView<'_>, partition: u32) -> Option<Closed> {
         let closed = match self.forced_end {
             Some(end) if offset > end => Some(self.close(end)),
             Some(_) => None,
@@ -155,7 +155,7 @@ impl Writer {
         }
         let rows = self.dirs.get_mut(&self.dir).expect("inserted above");
         let before = rows.approx_bytes();
-        rows.push(e, partition, offset);
+        rows.push_view(e, partition, offset);
         self.bytes += rows.approx_bytes() - before;
         self.rows += 1;
         self.first_time.get_or_insert(e.event_time);
@@ -204,6 +204,7 @@ pub fn write(lake: &Lake, partition: u32, closed: Closed) -> Result<usize> {
 mod tests {
     use super::*;
     use crate::lake::ParquetSpec;
+    use tidemark_core::event::ObjectEvent;
 
     fn lake(dir: &std::path::Path, roll: RollSpec) -> Arc<Lake> {
         let spec = ParquetSpec {
@@ -232,18 +233,18 @@ mod tests {
             ..RollSpec::default()
         };
         let mut w = Writer::new(lake(dir.path(), roll), 100, None);
-        assert!(w.push(100, &event("a", 0), 0).is_none());
-        assert!(w.push(102, &event("b", 1), 0).is_none());
-        assert!(w.push(103, &event("a", 2), 0).is_none());
+        assert!(w.push(100, &EventView::of(&event("a", 0)), 0).is_none());
+        assert!(w.push(102, &EventView::of(&event("b", 1)), 0).is_none());
+        assert!(w.push(103, &EventView::of(&event("a", 2)), 0).is_none());
         // The fourth row closes [100, 103] first.
-        let closed = w.push(105, &event("a", 3), 0).unwrap();
+        let closed = w.push(105, &EventView::of(&event("a", 3)), 0).unwrap();
         assert_eq!((closed.start, closed.end, closed.rows()), (100, 104, 3));
         assert_eq!(
             closed.dirs.keys().collect::<Vec<_>>(),
             ["bucket=a", "bucket=b"]
         );
         // Ten seconds of event time later, the next closes too.
-        let closed = w.push(106, &event("a", 13), 0).unwrap();
+        let closed = w.push(106, &EventView::of(&event("a", 13)), 0).unwrap();
         assert_eq!((closed.start, closed.end, closed.rows()), (105, 105, 1));
         assert_eq!(w.start(), 106);
         // Idle: the open segment closes where the reader is.
@@ -282,9 +283,9 @@ mod tests {
         );
         // The restart forces the segment to end at 9, though more events follow.
         let mut w = Writer::new(l.clone(), 0, Some(9));
-        w.push(0, &event("a", 0), 1);
-        w.push(4, &event("b", 0), 1);
-        let closed = w.push(12, &event("a", 1), 1).unwrap();
+        w.push(0, &EventView::of(&event("a", 0)), 1);
+        w.push(4, &EventView::of(&event("b", 0)), 1);
+        let closed = w.push(12, &EventView::of(&event("a", 1)), 1).unwrap();
         assert_eq!((closed.start, closed.end), (0, 9));
         assert_eq!(
             write(&l, 1, closed).unwrap(),

@@ -86,10 +86,12 @@ impl Renderer {
 
     /// `d` as one message.
     pub fn one(&self, d: &Delivery) -> Result<Message, SendError> {
-        let mut attributes = self.attributes(&d.event);
+        let mut attributes = self.attributes(d.event());
         let (body, content_type) = match self.format {
             MessageFormat::Json => (
-                Bytes::from(serde_json::to_vec(&d.event.to_json()).expect("JSON values serialize")),
+                Bytes::from(
+                    serde_json::to_vec(&d.event().to_json()).expect("JSON values serialize"),
+                ),
                 CONTENT_TYPE_JSON,
             ),
             MessageFormat::Rendered(f) => {
@@ -115,7 +117,7 @@ impl Renderer {
     pub fn many(&self, batch: &[std::sync::Arc<Delivery>]) -> Result<Message, SendError> {
         let (body, content_type) = match self.format {
             MessageFormat::Json => {
-                let all: Vec<_> = batch.iter().map(|d| d.event.to_json()).collect();
+                let all: Vec<_> = batch.iter().map(|d| d.event().to_json()).collect();
                 (
                     Bytes::from(serde_json::to_vec(&all).expect("JSON values serialize")),
                     CONTENT_TYPE_JSON,
@@ -162,7 +164,7 @@ impl Renderer {
 
 fn item(d: &Delivery) -> Item<'_> {
     Item {
-        event: &d.event,
+        event: d.event(),
         wire: &d.wire,
         partition: d.partition,
         offset: d.offset,

@@ -68,7 +68,7 @@ impl NatsSink {
         let mut subjects = Vec::with_capacity(batch.len());
         for (i, d) in batch.iter().enumerate() {
             let m = self.renderer.one(d)?;
-            let subject = self.subject.render(&d.event);
+            let subject = self.subject.render(d.event());
             let refused = |why: String| SendError {
                 failure: Failure::Reject,
                 status: None,
@@ -90,8 +90,8 @@ impl NatsSink {
             // A replay re-delivers on purpose: an id of its own, so it is not dropped as a
             // duplicate of the live delivery.
             let msg_id = match self.renderer.replay() {
-                Some(job) => format!("{}.{job}", d.event.event_id),
-                None => d.event.event_id.to_string(),
+                Some(job) => format!("{}.{job}", d.event().event_id),
+                None => d.event().event_id.to_string(),
             };
             let mut headers: Vec<(&str, &str)> =
                 vec![("Nats-Msg-Id", &msg_id), ("Content-Type", m.content_type)];

@@ -79,7 +79,7 @@ impl RedisSink {
     /// Queue the `XADD` of `d` on `conn`.
     fn xadd(&self, conn: &mut Conn, d: &Delivery) -> Result<(), SendError> {
         let m = self.renderer.one(d)?;
-        let e = &d.event;
+        let e = d.event();
         let stream = self.stream.render(e);
         let mut args: Vec<&[u8]> = vec![b"XADD", stream.as_bytes()];
         if let Some(n) = &self.maxlen {

@@ -27,11 +27,12 @@ pub use request::{Failure, SendError, Sink};
 pub(crate) use stream::Source;
 pub use stream::{Batch, Feed, LiveScan, StreamSink};
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use tidemark_core::catalog::Catalog;
-use tidemark_core::codec::EventCodec;
+use tidemark_core::codec::view::{self, EventView};
+use tidemark_core::codec::{EventCodec, object_event, wire};
 use tidemark_core::event::ObjectEvent;
 
 use crate::client::{HttpClient, Outbound};
@@ -43,10 +44,61 @@ pub struct Delivery {
     pub offset: u64,
     /// The log key (`bucket/key`): deliveries of one key never overlap.
     pub key: Bytes,
-    /// Shared with the WASM filter that looked at it.
-    pub event: Arc<ObjectEvent>,
     /// The record as read from the log (Confluent wire format).
     pub wire: Bytes,
+    /// The decoded event, shared with the WASM filter that looked at it; for a record only
+    /// viewed so far ([`Delivery::viewed`]), decoded on first use.
+    event: OnceLock<Arc<ObjectEvent>>,
+}
+
+impl Delivery {
+    pub fn new(
+        partition: u32,
+        offset: u64,
+        key: Bytes,
+        event: Arc<ObjectEvent>,
+        wire: Bytes,
+    ) -> Self {
+        Delivery {
+            partition,
+            offset,
+            key,
+            wire,
+            event: OnceLock::from(event),
+        }
+    }
+
+    /// A record of the codec's current schema that [`EventCodec::view`] read a view of:
+    /// sinks that copy fields ([`StreamSink::reads_views`]) never decode it in full.
+    pub(crate) fn viewed(partition: u32, offset: u64, key: Bytes, wire: Bytes) -> Self {
+        Delivery {
+            partition,
+            offset,
+            key,
+            wire,
+            event: OnceLock::new(),
+        }
+    }
+
+    /// The event, decoded.
+    pub fn event(&self) -> &Arc<ObjectEvent> {
+        self.event.get_or_init(|| {
+            // `viewed` records are of the current schema and a view was read from them, and
+            // the full decoder takes every record a view takes (the codec's tests).
+            let payload = &self.wire[wire::HEADER_LEN..];
+            Arc::new(object_event::decode(payload).expect("a viewed record decodes"))
+        })
+    }
+
+    /// The event as a borrowed view: read from the record when it was not decoded.
+    pub fn view(&self) -> EventView<'_> {
+        if self.event.get().is_none()
+            && let Ok(Some(v)) = view::read(&self.wire[wire::HEADER_LEN..])
+        {
+            return v;
+        }
+        EventView::of(self.event())
+    }
 }
 
 /// A built sink, of one kind or the other.

@@ -26,6 +26,13 @@ pub trait StreamSink: Send + Sync + 'static {
     /// What status and logs name the destination by (`file:///lake`, `s3://bucket/prefix`).
     fn endpoint(&self) -> &str;
 
+    /// Whether the sink reads deliveries only through [`Delivery::view`](super::Delivery::view)
+    /// (copying fields into columns): then, when no WASM filter needs the decoded event, the
+    /// engine tests its rules on a view of each record and never decodes it in full.
+    fn reads_views(&self) -> bool {
+        false
+    }
+
     /// Write `feed` (a live partition, read from [`Feed::from`]) until [`Feed::next`] ends:
     /// when the worker is stopped (what is not committed then is read again by the next
     /// worker), or at the end of a bounded read (the default backfill: everything read is to

@@ -75,7 +75,7 @@ impl SqsSink {
         })?;
         let mut attributes = serde_json::Map::new();
         let mut size = body.len();
-        let e = &d.event;
+        let e = d.event();
         let fields = message
             .attributes
             .iter()

@@ -1,7 +1,10 @@
 //! The `s3` payload: AWS S3's event notification structure, field for field, so existing
 //! S3/Lambda handlers parse it unchanged.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use std::borrow::Cow;
+use std::fmt;
+
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use tidemark_core::time::format_us;
 use uuid::Uuid;
 
@@ -15,7 +18,7 @@ pub(super) struct S3Record<'a> {
     event_version: &'static str,
     event_source: &'static str,
     aws_region: &'a str,
-    event_time: String,
+    event_time: S3Time,
     event_name: &'static str,
     user_identity: Principal<'a>,
     request_parameters: RequestParameters<'a>,
@@ -59,20 +62,20 @@ struct S3Bucket<'a> {
     name: &'a str,
     // Tidemark has no bucket-owner account; the field stays for parsers that need it.
     owner_identity: Principal<'a>,
-    arn: String,
+    arn: Arn<'a>,
 }
 
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct S3Object<'a> {
-    key: String,
+    key: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     size: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     e_tag: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     version_id: Option<&'a str>,
-    sequencer: String,
+    sequencer: Sequencer,
 }
 
 #[derive(serde::Serialize)]
@@ -93,7 +96,7 @@ pub(super) fn s3_record<'a>(ctx: &Context<'a>, item: &Item<'a>) -> S3Record<'a> 
         event_version: "2.1",
         event_source: "tidemark:s3",
         aws_region: or_empty(&e.region),
-        event_time: s3_time(e.event_time),
+        event_time: S3Time(e.event_time),
         event_name: e.event_type.as_str(),
         user_identity: Principal {
             principal_id: or_empty(&e.requester),
@@ -111,7 +114,7 @@ pub(super) fn s3_record<'a>(ctx: &Context<'a>, item: &Item<'a>) -> S3Record<'a> 
             bucket: S3Bucket {
                 name: &e.bucket,
                 owner_identity: Principal { principal_id: "" },
-                arn: format!("arn:aws:s3:::{}", e.bucket),
+                arn: Arn(&e.bucket),
             },
             object: match e.removed_version_id.as_deref() {
                 // A version removed for good: S3 names that version, with no size or ETag.
@@ -120,7 +123,7 @@ pub(super) fn s3_record<'a>(ctx: &Context<'a>, item: &Item<'a>) -> S3Record<'a> 
                     size: None,
                     e_tag: None,
                     version_id: Some(removed),
-                    sequencer: format!("{:016X}", e.sequence.max(0)),
+                    sequencer: Sequencer(e.sequence),
                 },
                 None => S3Object {
                     key: s3_key(&e.key),
@@ -128,7 +131,7 @@ pub(super) fn s3_record<'a>(ctx: &Context<'a>, item: &Item<'a>) -> S3Record<'a> 
                     // S3 notifications carry the ETag without the quotes the HTTP header has.
                     e_tag: e.etag.as_deref().map(|t| t.trim_matches('"')),
                     version_id: e.version_id.as_deref(),
-                    sequencer: format!("{:016X}", e.sequence.max(0)),
+                    sequencer: Sequencer(e.sequence),
                 },
             },
         },
@@ -142,18 +145,92 @@ pub(super) fn s3_record<'a>(ctx: &Context<'a>, item: &Item<'a>) -> S3Record<'a> 
     }
 }
 
+// The record's computed strings are written straight into the body as it is serialized
+// (`collect_str`), not built as a `String` each first.
+
 /// S3 writes event times with millisecond precision; truncating (not rounding) keeps the time
 /// from moving past the instant the change happened.
-fn s3_time(us: i64) -> String {
-    match DateTime::<Utc>::from_timestamp_micros(us) {
-        Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
-        None => format_us(us),
+struct S3Time(i64);
+
+impl fmt::Display for S3Time {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match DateTime::<Utc>::from_timestamp_micros(self.0) {
+            // RFC 3339 with milliseconds and `Z`, as `to_rfc3339_opts(Millis, true)` writes
+            // it, without building a string first; years past four digits take that path.
+            Some(t) if (0..=9999).contains(&t.year()) => {
+                write!(f, "{}", t.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
+            }
+            Some(t) => f.write_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            None => f.write_str(&format_us(self.0)),
+        }
     }
 }
 
+/// The bucket's ARN.
+struct Arn<'a>(&'a str);
+
+impl fmt::Display for Arn<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "arn:aws:s3:::{}", self.0)
+    }
+}
+
+/// S3's `sequencer`: the object's sequence as 16 upper-case hex digits.
+struct Sequencer(i64);
+
+impl fmt::Display for Sequencer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016X}", self.0.max(0))
+    }
+}
+
+macro_rules! serialize_as_display {
+    ($($t:ty),*) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    )*};
+}
+serialize_as_display!(S3Time, Arn<'_>, Sequencer);
+
 /// The key as S3 puts it in notifications: `application/x-www-form-urlencoded` style (Java's
 /// `URLEncoder` set: letters, digits, `-_.*` kept, space as `+`), with `/` also kept.
-pub(super) fn s3_key(key: &str) -> String {
+pub(super) fn s3_key(key: &str) -> Cow<'_, str> {
     let keep = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'*' | b'/');
-    percent_encode(key, keep, true)
+    if key.bytes().all(keep) {
+        return Cow::Borrowed(key);
+    }
+    Cow::Owned(percent_encode(key, keep, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_times_are_written_as_rfc3339_with_milliseconds() {
+        let times = [
+            0,
+            1,
+            999,
+            1_795_356_000_123_456,
+            -1,
+            -1_000_001,
+            253_402_300_799_999_999, // the last microsecond of year 9999
+            253_402_300_800_000_000, // year 10000
+            -62_167_219_200_000_001, // before year 0
+            i64::MAX,
+        ];
+        for us in times {
+            let want = DateTime::<Utc>::from_timestamp_micros(us)
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+                .unwrap_or_else(|| format_us(us));
+            assert_eq!(S3Time(us).to_string(), want, "{us}");
+        }
+        assert_eq!(Sequencer(255).to_string(), "00000000000000FF");
+        assert_eq!(Sequencer(-3).to_string(), "0000000000000000");
+        assert_eq!(Arn("b").to_string(), "arn:aws:s3:::b");
+    }
 }

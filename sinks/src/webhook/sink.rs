@@ -36,7 +36,7 @@ pub struct WebhookSink {
 /// What the payload formats render of a delivery.
 fn item(d: &Delivery) -> Item<'_> {
     Item {
-        event: &d.event,
+        event: d.event(),
         wire: &d.wire,
         partition: d.partition,
         offset: d.offset,
@@ -56,10 +56,13 @@ pub fn endpoint_of(uri: &http::Uri) -> String {
 /// deduplicate on); for a batch, the first id and the count, stable across retries.
 pub fn message_id(batch: &[Arc<Delivery>]) -> String {
     match batch {
-        [one] => one.event.event_id.to_string(),
+        [one] => one.event().event_id.to_string(),
         _ => format!(
             "{}_{}",
-            batch.first().map(|d| d.event.event_id).unwrap_or_default(),
+            batch
+                .first()
+                .map(|d| d.event().event_id)
+                .unwrap_or_default(),
             batch.len()
         ),
     }
@@ -67,13 +70,24 @@ pub fn message_id(batch: &[Arc<Delivery>]) -> String {
 
 impl WebhookSink {
     fn request(&self, batch: &[Arc<Delivery>]) -> Result<Request<Full<Bytes>>, SendError> {
-        let items: Vec<Item> = batch.iter().map(|d| item(d)).collect();
+        // One event (the common case) needs no vector of items.
+        let (one, many);
+        let items: &[Item] = match batch {
+            [d] => {
+                one = item(d);
+                std::slice::from_ref(&one)
+            }
+            _ => {
+                many = batch.iter().map(|d| item(d)).collect::<Vec<_>>();
+                &many
+            }
+        };
         let ctx = Context {
             subscription: &self.subscription,
             source: &self.source,
             replay: self.replay.as_deref(),
         };
-        let payload = format::render(self.format, &ctx, &items).map_err(|e| SendError {
+        let payload = format::render(self.format, &ctx, items).map_err(|e| SendError {
             failure: Failure::Reject,
             status: None,
             message: e.to_string(),
@@ -84,29 +98,30 @@ impl WebhookSink {
             .body(Full::new(payload.body.clone()))
             .expect("a request from a checked URI");
         let h = req.headers_mut();
-        for (name, value) in payload.headers.into_iter().chain(self.headers.clone()) {
+        for (name, value) in payload.headers {
             h.append(name, value);
+        }
+        for (name, value) in &self.headers {
+            h.append(name, value.clone());
         }
         let id = message_id(batch);
         let now = chrono::Utc::now().timestamp();
-        let signed = if self.secrets.is_empty() {
-            Vec::new()
-        } else {
-            signature::sign(&id, now, &payload.body, &self.secrets).map_err(|e| SendError {
-                failure: Failure::Reject,
-                status: None,
-                message: format!("cannot sign the request: {e}"),
-            })?
-        };
-        if signed.is_empty() {
+        if self.secrets.is_empty() {
             // Unsigned requests still carry the id and time, for deduplication and logs.
             if let Ok(v) = HeaderValue::from_str(&id) {
-                h.insert("webhook-id", v);
+                h.insert(signature::WEBHOOK_ID, v);
             }
-            h.insert("webhook-timestamp", HeaderValue::from(now));
-        }
-        for (name, value) in signed {
-            h.insert(name, value);
+            h.insert(signature::WEBHOOK_TIMESTAMP, HeaderValue::from(now));
+        } else {
+            let signed =
+                signature::sign(&id, now, &payload.body, &self.secrets).map_err(|e| SendError {
+                    failure: Failure::Reject,
+                    status: None,
+                    message: format!("cannot sign the request: {e}"),
+                })?;
+            for (name, value) in signed {
+                h.insert(name, value);
+            }
         }
         if let Some(b) = &self.bearer {
             h.insert(header::AUTHORIZATION, b.clone());
