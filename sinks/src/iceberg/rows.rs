@@ -1,6 +1,7 @@
 //! Journal rows: one per event, built column by column into an Arrow batch of the journal's
 //! schema (`schema.rs` says what each column holds).
 
+use std::fmt::Write;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -130,7 +131,6 @@ pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
     let mut text = String::with_capacity(20);
     let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     for r in rows {
-        use std::fmt::Write;
         text.clear();
         write!(text, "{:020}", r.event.sequence).expect("writing to a String");
         sequence.append_value(&text);

@@ -140,30 +140,29 @@ async fn flush(
 ) -> Result<()> {
     let deliveries = std::mem::take(buffered);
     let partition = feed.partition();
-    let journal_from = covered[0];
-    let changes: Vec<Change> = deliveries
-        .iter()
-        .filter(|d| d.offset >= covered[1])
-        .filter_map(|d| {
-            let e = d.view();
-            e.event_type.mutates_object().then(|| {
-                (
-                    e.bucket.to_owned(),
-                    e.key.to_owned(),
-                    InvRow::after(&e, partition, d.offset),
-                )
-            })
-        })
-        .collect();
     let rows = deliveries.len() as u64;
-    let encoded = {
+    let (encoded, changes) = {
         let journal = tables.journal.clone();
+        let (journal_from, inventory_from) = (covered[0], covered[1]);
         tokio::task::spawn_blocking(move || {
-            let fresh: Vec<Arc<Delivery>> = deliveries
-                .into_iter()
-                .filter(|d| d.offset >= journal_from)
-                .collect();
-            encode(&journal, partition, &fresh)
+            // Each record's view is read once, for both tables.
+            let mut journal_rows = Vec::with_capacity(deliveries.len());
+            let mut changes: Vec<Change> = Vec::new();
+            for d in &deliveries {
+                let e = d.view();
+                if d.offset >= inventory_from && e.event_type.mutates_object() {
+                    let row = InvRow::after(&e, partition, d.offset);
+                    changes.push((e.bucket.to_owned(), e.key.to_owned(), row));
+                }
+                if d.offset >= journal_from {
+                    journal_rows.push(Row {
+                        event: e,
+                        partition,
+                        offset: d.offset,
+                    });
+                }
+            }
+            Ok((encode(&journal, partition, journal_rows)?, changes))
         })
         .await
         .unwrap_or_else(|e| Err(Error::Transient(format!("the encoder thread failed: {e}"))))?
@@ -218,24 +217,19 @@ async fn flush(
     }
     Ok(())
 }
-/// Rows of `deliveries` encoded as one Parquet file per table partition (day, bucket), with
-/// each file's path and manifest entry.
+/// Journal `rows` (of one log partition) encoded as one Parquet file per table partition
+/// (day, bucket), with each file's path and manifest entry.
 fn encode(
     journal: &TableInfo,
     partition: u32,
-    deliveries: &[Arc<Delivery>],
+    rows: Vec<Row<'_>>,
 ) -> Result<Vec<(String, Bytes, DataFile)>> {
     // Rows by table partition (its directory names it), each with its partition value.
     let mut groups: BTreeMap<String, (Struct, Vec<Row<'_>>)> = BTreeMap::new();
     // Consecutive rows mostly share their hour and bucket, hence their table partition (an
     // hour lies in one day, month and year): its key is worked out once per run of them.
     let mut last: Option<((i64, &str), String)> = None;
-    for d in deliveries {
-        let row = Row {
-            event: d.view(),
-            partition,
-            offset: d.offset,
-        };
+    for row in rows {
         let (time, bucket) = (row.event.event_time, row.event.bucket);
         let period = (time.div_euclid(super::partitioning::HOUR_US), bucket);
         if let Some((p, dir)) = &last
