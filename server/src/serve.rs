@@ -532,6 +532,9 @@ pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyho
         max_object_bytes: args.max_object_bytes,
         ready_max_lag_events: args.ready_max_lag_events,
     };
+    // Signals are caught before anyone is told the server is up: a SIGTERM right after the
+    // line below must stop it cleanly, not kill it.
+    let terminate = ShutdownSignal::install()?;
     // Tests and scripts wait for this line.
     println!(
         "tidemark listening on {} (data dir {})",
@@ -596,7 +599,7 @@ pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyho
     let mut http = tokio::spawn(server::serve(http, state, stopped));
     // A front end that fails before the signal stops the node with its error.
     let failed = tokio::select! {
-        _ = shutdown_signal() => None,
+        _ = terminate.wait() => None,
         r = &mut http => Some(r),
     };
     let grace = std::time::Duration::from_secs(args.shutdown_timeout_secs);
@@ -646,14 +649,30 @@ async fn drain(
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT, registered up front so none is missed between start-up and the wait.
+struct ShutdownSignal {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let handler =
+            |kind, name| signal(kind).map_err(|e| anyhow::anyhow!("cannot handle {name}: {e}"));
+        Ok(Self {
+            term: handler(SignalKind::terminate(), "SIGTERM")?,
+            int: handler(SignalKind::interrupt(), "SIGINT")?,
+        })
     }
-    tracing::info!("shutting down");
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    }
 }
 
 /// A DNS name of labels from `[a-z0-9-]`, without a port.
