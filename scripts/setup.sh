@@ -9,7 +9,8 @@
 #   bash scripts/setup.sh test    the above, plus what the tests run: clang/lld (C filter
 #                                 example), stunnel4 and openssl (Kafka over TLS), the queue
 #                                 sinks' servers (redis, nats, rabbitmq), rclone, the wasm32
-#                                 Rust target, the Tansu broker, the Python readers
+#                                 Rust target, the Tansu broker, the Python readers, Debian's
+#                                 chromium and chromedriver (the console's browser tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-build}"
@@ -18,7 +19,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 packages=(cmake pkg-config libssl-dev zlib1g-dev curl libcurl4-openssl-dev)
 if [ "$mode" = test ]; then
-  packages+=(clang lld stunnel4 openssl redis-server nats-server rabbitmq-server rclone)
+  packages+=(clang lld stunnel4 openssl redis-server nats-server rabbitmq-server rclone
+    chromium chromium-driver)
 fi
 missing=()
 for pkg in "${packages[@]}"; do
@@ -61,8 +63,8 @@ fi
 # standardwebhooks and cloudevents packages the webhook receiver verifies deliveries with, and
 # DuckDB and pyarrow, which read the Parquet lake, pyiceberg and polars, which read the Iceberg
 # tables, moto's S3 and SQS server, boto3 and requests, redis-py (Redis Streams), nats-py
-# (JetStream), pika and aio-pika (RabbitMQ).
-if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro, standardwebhooks, cloudevents.core, cryptography, duckdb, pyarrow, pyiceberg.catalog.sql, pyiceberg_core, polars, moto.server, boto3, requests, prometheus_client, redis, nats, pika, aio_pika' 2>/dev/null; then
+# (JetStream), pika and aio-pika (RabbitMQ), selenium (drives chromium for the console).
+if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro, standardwebhooks, cloudevents.core, cryptography, duckdb, pyarrow, pyiceberg.catalog.sql, pyiceberg_core, polars, moto.server, boto3, requests, prometheus_client, redis, nats, pika, aio_pika, selenium' 2>/dev/null; then
   echo "installing tests/py/requirements.txt"
   python3 -m pip install --quiet --user -r tests/py/requirements.txt
 fi

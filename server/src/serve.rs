@@ -515,6 +515,7 @@ pub async fn run_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyho
         warn_insecure_every_hour();
     }
     let (http_tls, s3_tls) = args.tls()?;
+    auth.secure_cookies = http_tls.is_some();
     crate::net::raise_file_limit(
         args.max_connections,
         1 + u64::from(args.s3_listen.is_some()),

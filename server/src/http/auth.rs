@@ -23,6 +23,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::console;
 use super::error::ApiError;
 use super::tokens;
 
@@ -150,6 +151,8 @@ pub struct Auth {
     /// A listener is beyond loopback with no token, on purpose (`--insecure-no-auth`):
     /// `/metrics` and `/readyz` say so.
     pub insecure_no_auth: bool,
+    /// The HTTP listener is TLS: the console's session cookie is `Secure`.
+    pub secure_cookies: bool,
 }
 
 /// The id a bootstrap admin token acts as.
@@ -171,6 +174,7 @@ impl Auth {
             bootstrap,
             rate: (rate > 0).then(|| RateLimiter::new(rate)),
             insecure_no_auth: false,
+            secure_cookies: false,
         })
     }
 
@@ -193,8 +197,8 @@ pub async fn require(
     if !app.auth.enabled(&app) {
         return next.run(req).await;
     }
-    let grant = match authenticate(&app, req.headers()) {
-        Ok(g) => g,
+    let (grant, authorization) = match authenticate(&app, req.method(), req.headers()) {
+        Ok(found) => found,
         Err(e) => return e.into_response(),
     };
     if let Some(rate) = &app.auth.rate
@@ -244,7 +248,6 @@ pub async fn require(
     req.extensions_mut().insert(grant);
     // Mutations the node writer forwards to the node that owns their partition carry the
     // caller's own token: that node checks it too (the catalog is shared).
-    let authorization = req.headers().get(header::AUTHORIZATION).cloned();
     crate::node::writer::CALLER_AUTHORIZATION
         .scope(authorization, next.run(req))
         .await
@@ -269,9 +272,17 @@ fn unauthorized(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }
 
-/// The grant of the request's bearer token, or a 401 naming what is wrong.
-fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Grant, AuthError> {
+/// The grant of the request's bearer token (or console session cookie), and the
+/// `Authorization` a forwarded request carries for it; or a 401 naming what is wrong.
+fn authenticate(
+    app: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(Grant, Option<HeaderValue>), AuthError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
+        if let Some(id) = console::session::cookie(headers) {
+            return from_session(app, id, method, headers);
+        }
         return Err(AuthError(unauthorized(
             "this server needs a token: send `Authorization: Bearer <token>` (the CLI's --token \
              or TIDEMARK_TOKEN)",
@@ -290,7 +301,30 @@ fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Grant, AuthError>
                 "the Authorization header must be `Bearer <token>`",
             ))
         })?;
-    grant_of(app, secret).map_err(|m| AuthError(unauthorized(m)))
+    let grant = grant_of(app, secret).map_err(|m| AuthError(unauthorized(m)))?;
+    Ok((grant, Some(value.clone())))
+}
+
+/// The grant behind console session `id`: its token is checked like a bearer token, and a
+/// change must carry the session's CSRF token (a page on another site cannot read it).
+fn from_session(
+    app: &AppState,
+    id: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(Grant, Option<HeaderValue>), AuthError> {
+    let found = app.sessions.find(id).ok_or_else(|| {
+        AuthError(unauthorized(
+            "the console session has ended (signed out, idle too long, or the server \
+             restarted): sign in again",
+        ))
+    })?;
+    if console::session::changes_state(method) && !console::session::csrf_ok(&found, headers) {
+        return Err(AuthError(console::csrf_refused()));
+    }
+    let grant = grant_of(app, &found.secret).map_err(|m| AuthError(unauthorized(m)))?;
+    let bearer = HeaderValue::from_str(&format!("Bearer {}", found.secret)).ok();
+    Ok((grant, bearer))
 }
 
 /// The grant of token `secret`, or why it has none.
@@ -390,6 +424,8 @@ fn need(method: &Method, path: &str) -> Option<Need> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["healthz"] | ["readyz"] => None,
+        // The console's files and sign-in; its pages call the API with a session.
+        ["ui", ..] => None,
         ["metrics"] => needs(&[Read], NotObjects),
         // Tables of every bucket's events, like `/v1/log`.
         ["iceberg", ..] if reads => needs(&[Read], NotObjects),
@@ -503,6 +539,7 @@ mod tests {
     fn scopes_by_route() {
         let scope = |m: Method, p: &str| need(&m, p).map(|n| n.scopes[0]);
         assert_eq!(scope(Method::GET, "/healthz"), None);
+        assert_eq!(scope(Method::POST, "/ui/login"), None);
         assert_eq!(scope(Method::GET, "/subjects"), None);
         assert_eq!(scope(Method::POST, "/subjects/x/versions"), Some(Admin));
         assert_eq!(scope(Method::POST, "/v1/mutations"), Some(Ingest));

@@ -23,10 +23,12 @@
 //! - `audit.rs`: `GET /v1/config/events` (who changed which configuration, when).
 //! - `iceberg.rs`: `/iceberg/v1/...`, a read-only Iceberg REST catalog of the Iceberg sinks'
 //!   tables.
+//! - `console/`: the web console under `/ui` (embedded pages, sign-in with a session cookie).
 
 mod audit;
 pub mod auth;
 pub(crate) mod buckets;
+pub(crate) mod console;
 pub(crate) mod content;
 pub(crate) mod error;
 mod filters;
@@ -81,6 +83,8 @@ pub struct AppState {
     pub watch: Arc<watch::Hub>,
     /// Each listener's connection counters (`http`, `s3`), for `/metrics`.
     pub listeners: Vec<(&'static str, Arc<crate::net::Counters>)>,
+    /// The web console's signed-in browsers (`/ui`).
+    pub sessions: console::Sessions,
 }
 
 pub type State = axum::extract::State<Arc<AppState>>;
@@ -160,6 +164,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(registry::routes())
         .merge(buckets::routes())
         .merge(iceberg::routes())
+        .merge(console::routes())
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .with_state(state)
@@ -189,6 +194,7 @@ pub fn app_state(
         auth,
         watch,
         listeners,
+        sessions: console::Sessions::default(),
     });
     // Jobs whose node is gone are resumed here; cancels reach the jobs this node runs.
     jobs::supervise(&state);
