@@ -333,3 +333,38 @@ fn bad_tls_settings_are_refused_at_start_naming_the_flag() {
         assert!(err.contains(expect), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn the_consoles_session_cookie_is_secure_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new(dir.path());
+    let token_file = dir.path().join("admin.token");
+    std::fs::write(&token_file, "tls-console-admin-0123456789\n").unwrap();
+    let server = tls_server(
+        dir.path(),
+        &certs,
+        &["--admin-token-file", token_file.to_str().unwrap()],
+    );
+    let (exit, status, answer) = curl(&[
+        "--cacert",
+        &certs.path("ca.pem"),
+        "-D",
+        "-",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"token": "tls-console-admin-0123456789"}"#,
+        &format!("{}/ui/login", server.url),
+    ]);
+    assert_eq!((exit, status), (0, 200), "{answer}");
+    let cookie = answer
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie: {answer}"));
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(cookie.trim_end().ends_with("; Secure"), "{cookie}");
+    server.stop();
+}
