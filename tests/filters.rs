@@ -107,6 +107,33 @@ fn metric(server: &Server, line_prefix: &str) -> f64 {
 }
 
 #[test]
+fn a_wat_body_is_assembled_like_the_cli_does_and_bad_text_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let text = format!(";; a comment first\n(; and a block one ;)\n{RAW_CAMERA_LARGE}");
+    let (status, v) = upload(&server, "camera", "", text.into_bytes());
+    assert_eq!(status, 201, "{v}");
+    // The same module as its binary form: the same version, not a new one.
+    let (status, v) = upload(
+        &server,
+        "camera",
+        "",
+        wat::parse_str(RAW_CAMERA_LARGE).unwrap(),
+    );
+    assert_eq!((status, v["version"].clone()), (200, json!(1)), "{v}");
+    refused(
+        &server,
+        "camera",
+        "",
+        b"(module (func (export \"filter\") (result i32) i32.const))".to_vec(),
+        "WebAssembly text (.wat) that does not assemble",
+    );
+    let (_, v) = server.get("/v1/filters/camera");
+    assert_eq!(v["versions"].as_array().map(Vec::len), Some(1), "{v}");
+    server.stop();
+}
+
+#[test]
 fn uploads_are_checked_versioned_listed_and_bad_modules_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);

@@ -88,12 +88,13 @@ pub async fn upload(
             "the body is empty; send the .wasm file as the raw request body",
         ));
     }
+    let module = binary_module(body)?;
     let subscriptions = state.node.engine.subscriptions.clone();
     let users = move |name: &str| subscriptions.version_users(name);
     let up = state
         .node
         .filters
-        .upload(&name, body.to_vec(), limits, Some(caller.actor()), &users)
+        .upload(&name, module, limits, Some(caller.actor()), &users)
         .await?;
     let mut j = version_json(&up.record, Vec::new());
     j["created"] = up.created.into();
@@ -105,6 +106,42 @@ pub async fn upload(
         StatusCode::OK
     };
     Ok((status, Json(j)))
+}
+
+/// The module's binary form: a body in the WebAssembly text format (a `.wat` file, starting
+/// with `(` after blanks and comments) is assembled here, so a browser or curl can upload one
+/// as the CLI does; anything else is taken as binary and checked by the filter store.
+fn binary_module(body: Bytes) -> Result<Vec<u8>, ApiError> {
+    if body.starts_with(b"\0asm") {
+        return Ok(body.to_vec());
+    }
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return Ok(body.to_vec());
+    };
+    if !starts_like_wat(text) {
+        return Ok(body.to_vec());
+    }
+    wat::parse_str(text).map_err(|e| {
+        ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "body",
+            format!("the body is WebAssembly text (.wat) that does not assemble: {e}"),
+        )
+    })
+}
+
+/// Whether `text` begins, after blanks and `;;` / `(; ;)` comments, with `(`.
+fn starts_like_wat(mut text: &str) -> bool {
+    loop {
+        text = text.trim_start();
+        if let Some(rest) = text.strip_prefix(";;") {
+            text = rest.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(rest) = text.strip_prefix("(;") {
+            text = rest.split_once(";)").map_or("", |(_, after)| after);
+        } else {
+            return text.starts_with('(');
+        }
+    }
 }
 
 pub async fn list(state: State) -> Json<Value> {
