@@ -338,6 +338,11 @@ fn filter_tests_report_each_verdict_on_samples_and_on_the_log() {
             "limit",
         ),
         (json!({"events": [], "bogus": 1}), "bogus"),
+        (json!({"last": 0}), "last"),
+        (
+            json!({"last": 5, "since": "2026-01-01T00:00:00Z"}),
+            "events",
+        ),
     ] {
         let (status, v) = server.post("/v1/filters/camera/test", body.to_string());
         assert_eq!(status, 400, "{body}: {v}");
@@ -373,6 +378,40 @@ fn filter_tests_report_each_verdict_on_samples_and_on_the_log() {
     assert_eq!(v["evaluated"], 40);
     // Kept: under raw/ (i%8 in 0,1,4,5), large (even), with a camera (i%8 < 4): i%8 == 0.
     assert_eq!(v["kept"], 5, "{v}");
+    // The newest 16 of the log (i = 24..40, over every partition): i%8 == 0 is 24 and 32.
+    let (status, v) = server.post(
+        "/v1/filters/camera/test",
+        json!({"last": 16, "max_results": 100}).to_string(),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["evaluated"].clone(), v["kept"].clone()),
+        (json!(16), json!(2)),
+        "{v}"
+    );
+    assert_eq!(v["source"], json!({"log_last": 16}), "{v}");
+    let mut keys: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap_or_default())
+        .collect();
+    keys.sort();
+    let mut newest: Vec<String> = (24..40)
+        .map(|i| format!("{}/{i}.jpg", if i % 4 < 2 { "raw" } else { "cooked" }))
+        .collect();
+    newest.sort();
+    assert_eq!(keys, newest, "{v}");
+    let out = tidemark(&[
+        "filter",
+        "test",
+        "camera",
+        "--last",
+        "16",
+        "--server",
+        &server.url,
+    ]);
+    assert!(out.contains("16 events, 2 kept, 14 dropped"), "{out}");
 
     let jsonl = dir.path().join("events.jsonl");
     let lines: Vec<String> = events

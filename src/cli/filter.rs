@@ -20,7 +20,7 @@ pub enum FilterCommand {
     /// subscription needs it.
     Rm(RmArgs),
     /// Run a filter on sample events (--events FILE.jsonl) or on events of the log
-    /// (--since T), and print each verdict and the match rate. Nothing is delivered.
+    /// (--since T, --last N), and print each verdict and the match rate. Nothing is delivered.
     Test(TestArgs),
 }
 
@@ -72,11 +72,14 @@ pub struct TestArgs {
     /// `NAME` (latest version) or `NAME@VERSION`.
     reference: String,
     /// Sample events, one JSON event per line (the `log tail --json` form); `-` for stdin.
-    #[arg(long, value_name = "FILE.jsonl", conflicts_with = "since")]
+    #[arg(long, value_name = "FILE.jsonl", conflicts_with_all = ["since", "last"])]
     events: Option<PathBuf>,
     /// Test on events appended to the log at or after this RFC 3339 instant.
-    #[arg(long, value_name = "RFC3339")]
+    #[arg(long, value_name = "RFC3339", conflicts_with = "last")]
     since: Option<String>,
+    /// Test on the newest N events of the log.
+    #[arg(long, value_name = "N")]
+    last: Option<usize>,
     /// At most this many events from the log.
     #[arg(long, default_value_t = 1000)]
     limit: usize,
@@ -263,8 +266,8 @@ async fn test(args: TestArgs) -> anyhow::Result<()> {
     }
     // Said after the results: the file was longer than one test evaluates.
     let mut capped = None;
-    match (&args.events, &args.since) {
-        (Some(file), _) => {
+    match (&args.events, &args.since, args.last) {
+        (Some(file), ..) => {
             let (events, more) = read_events(file)?;
             if more {
                 capped = Some(format!(
@@ -275,11 +278,12 @@ async fn test(args: TestArgs) -> anyhow::Result<()> {
             }
             body["events"] = events.into();
         }
-        (None, Some(since)) => {
+        (None, Some(since), _) => {
             body["since"] = since.clone().into();
             body["limit"] = args.limit.into();
         }
-        (None, None) => bail!("give --events FILE.jsonl or --since RFC3339"),
+        (None, None, Some(last)) => body["last"] = last.into(),
+        (None, None, None) => bail!("give --events FILE.jsonl, --since RFC3339 or --last N"),
     }
     if let Some(p) = &args.params {
         body["params"] =

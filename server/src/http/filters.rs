@@ -243,6 +243,9 @@ pub struct TestRequest {
     /// At most this many events from the log (default 1,000).
     #[serde(default)]
     limit: Option<usize>,
+    /// Or the newest this many events of the log (across partitions, by append time).
+    #[serde(default)]
+    last: Option<usize>,
     /// Handed to the filter's `init`.
     #[serde(default)]
     params: Option<Value>,
@@ -291,15 +294,8 @@ pub async fn test(
     };
     let deadline = started + Duration::from_millis(deadline_ms);
     let version = state.node.filters.resolve(&reference)?;
-    let (events, source, given, mut stop) = match (&req.events, &req.since) {
-        (Some(_), Some(_)) | (None, None) => {
-            return Err(ApiError::field(
-                StatusCode::BAD_REQUEST,
-                "events",
-                "give either `events` (sample events) or `since` (events from the log)",
-            ));
-        }
-        (Some(list), None) => {
+    let (events, source, given, mut stop) = match (&req.events, &req.since, req.last) {
+        (Some(list), None, None) => {
             let taken = list.len().min(MAX_TEST_EVENTS);
             let mut events = Vec::with_capacity(taken);
             for (i, v) in list.iter().take(taken).enumerate() {
@@ -311,25 +307,29 @@ pub async fn test(
             let stop = (list.len() > taken).then_some(Stop::EventCap);
             (events, json!("sample"), list.len(), stop)
         }
-        (None, Some(since)) => {
-            let limit = req.limit.unwrap_or(1000);
-            if limit == 0 || limit > MAX_TEST_EVENTS {
-                return Err(ApiError::field(
-                    StatusCode::BAD_REQUEST,
-                    "limit",
-                    format!("must be 1 to {MAX_TEST_EVENTS}"),
-                ));
-            }
+        (None, Some(since), None) => {
+            let limit = test_limit("limit", req.limit.unwrap_or(1000))?;
             let at = tidemark_core::time::parse_rfc3339_us(since)
                 .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "since", e))?;
-            let (events, cut) = from_log(&state, at, limit, deadline).await?;
+            let (events, cut) = from_log(&state, LogWindow::Since(at), limit, deadline).await?;
             let n = events.len();
-            (
-                events,
-                json!({"log_since": since}),
-                n,
-                cut.then_some(Stop::Deadline),
-            )
+            let source = json!({"log_since": since});
+            (events, source, n, cut.then_some(Stop::Deadline))
+        }
+        (None, None, Some(last)) => {
+            let limit = test_limit("last", last)?;
+            let (events, cut) = from_log(&state, LogWindow::Last, limit, deadline).await?;
+            let n = events.len();
+            let source = json!({"log_last": last});
+            (events, source, n, cut.then_some(Stop::Deadline))
+        }
+        _ => {
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "events",
+                "give one of `events` (sample events), `since` (events from the log from an \
+                 instant) or `last` (the newest events of the log)",
+            ));
         }
     };
     let module = state.node.filters.module(&version).await?;
@@ -388,11 +388,32 @@ pub async fn test(
     Ok(Json(answer))
 }
 
-/// Up to `limit` events appended at or after `at`, oldest first across partitions; true
-/// when reading stopped at `deadline`.
+/// How many log events a test reads: 1 to [`MAX_TEST_EVENTS`].
+fn test_limit(field: &str, n: usize) -> Result<usize, ApiError> {
+    if n == 0 || n > MAX_TEST_EVENTS {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            field,
+            format!("must be 1 to {MAX_TEST_EVENTS}"),
+        ));
+    }
+    Ok(n)
+}
+
+/// Which events of the log a test reads.
+#[derive(Clone, Copy)]
+enum LogWindow {
+    /// The first ones appended at or after this instant (µs).
+    Since(i64),
+    /// The newest ones.
+    Last,
+}
+
+/// Up to `limit` events of `window`, oldest first across partitions (by append time, then
+/// event id); true when reading stopped at `deadline`.
 async fn from_log(
     state: &State,
-    at: i64,
+    window: LogWindow,
     limit: usize,
     deadline: Instant,
 ) -> Result<(Vec<Arc<ObjectEvent>>, bool), ApiError> {
@@ -401,8 +422,13 @@ async fn from_log(
     let mut all = Vec::new();
     let mut cut = false;
     'partitions: for p in 0..log.partitions(OBJECTS_TOPIC)? {
-        let end = log.offsets(OBJECTS_TOPIC, p).await?.end;
-        let mut next = log.offset_for_time(OBJECTS_TOPIC, p, at).await?;
+        let range = log.offsets(OBJECTS_TOPIC, p).await?;
+        let end = range.end;
+        // The newest `limit` of each partition hold the newest `limit` of all of them.
+        let mut next = match window {
+            LogWindow::Since(at) => log.offset_for_time(OBJECTS_TOPIC, p, at).await?,
+            LogWindow::Last => end.saturating_sub(limit as u64).max(range.start),
+        };
         let mut taken = 0;
         while next < end && taken < limit {
             if Instant::now() >= deadline {
@@ -431,8 +457,15 @@ async fn from_log(
             next = last + 1;
         }
     }
-    all.sort_by_key(|(t, p, o, _)| (*t, *p, *o));
-    Ok((all.into_iter().take(limit).map(|(.., e)| e).collect(), cut))
+    // Events appended together share a time; their ids (UUIDv7, from one clock per node)
+    // keep the order they were written in across partitions.
+    all.sort_by_key(|(t, p, o, e)| (*t, e.event_id, *p, *o));
+    let skip = match window {
+        LogWindow::Since(_) => 0,
+        LogWindow::Last => all.len().saturating_sub(limit),
+    };
+    let events = all.into_iter().skip(skip).take(limit);
+    Ok((events.map(|(.., e)| e).collect(), cut))
 }
 
 /// A test's results as they come: the first `max_results` in full, counts for all, and each
