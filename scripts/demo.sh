@@ -106,5 +106,5 @@ echo
 "$bin" restore --bucket docs --at "$at"
 echo "docs/notes.txt now holds: $(curl -s "$url/v1/content/docs/notes.txt")"
 
-step "server still running at $url (Ctrl-C to stop)"
+step "server still running at $url (Ctrl-C to stop); the web console: $url/ui"
 wait $server
