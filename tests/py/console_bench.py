@@ -83,13 +83,16 @@ def percentile(values, p):
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def live_view(rate, seconds):
+def live_view(rate, seconds, stream=True):
+    """The live view under `rate` mutations/s; with `stream` False, the peer: the same page
+    and the same load, the stream not started (what the machine leaves an idle page)."""
     driver = browser()
     try:
         login(driver, ADMIN, "watch")
         visible(driver, "#watch-bucket").send_keys(BUCKET)
-        driver.find_element(By.CSS_SELECTOR, "#watch-start").click()
-        wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#watch-status").text == "live", 20)
+        if stream:
+            driver.find_element(By.CSS_SELECTOR, "#watch-start").click()
+            wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#watch-status").text == "live", 20)
         driver.execute_cdp_cmd("Performance.enable", {})
         before = busy(driver)
         driver.execute_script(FRAME_PROBE)
@@ -100,7 +103,7 @@ def live_view(rate, seconds):
         stop.set()
         # Let the page take the last events before reading its figures.
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while stream and time.monotonic() < deadline:
             if int(driver.find_element(By.CSS_SELECTOR, "#watch-count").text) >= sent[0]:
                 break
             time.sleep(0.2)
@@ -112,13 +115,15 @@ def live_view(rate, seconds):
     finally:
         driver.quit()
     fps, longest = windows(frames)
-    print(f"live view: {sent[0]} mutations posted in {seconds} s ({sent[0] / seconds:.0f}/s), "
+    what = "live view" if stream else "peer (same page and load, not streaming)"
+    print(f"{what}: {sent[0]} mutations posted in {seconds} s ({sent[0] / seconds:.0f}/s), "
           f"{received} counted by the page")
     if fps:
         print(f"  frames/s over {len(fps)} 1-s windows: median {statistics.median(fps):.0f}, "
               f"5th percentile {percentile(fps, 5)}, min {min(fps)}; longest frame {longest:.0f} ms")
     print("  the page's main thread, seconds busy: " + ", ".join(f"{k} {v:.2f}" for k, v in spent.items()))
     print(f"  DOM at the end: {rows} event rows, {nodes} elements in the document")
+    return statistics.median(fps) if fps else 0
 
 
 def fetch(path):
@@ -181,7 +186,10 @@ def main():
     args = parser.parse_args()
     first_load()
     if not args.skip_live:
-        live_view(args.rate, args.seconds)
+        peer = live_view(args.rate, args.seconds, stream=False)
+        live = live_view(args.rate, args.seconds)
+        if peer:
+            print(f"live view / peer, median frames/s: {live / peer:.2f}")
 
 
 if __name__ == "__main__":

@@ -40,11 +40,68 @@ def browser():
 
 
 def shot(driver, name):
-    """Save a screenshot as `<CONSOLE_SCREENSHOTS>/<name>.png`."""
+    """Save a screenshot as `<CONSOLE_SCREENSHOTS>/<name>.png`, after checking the page's
+    accessible basics (every page a test looks at is checked)."""
     os.makedirs(SHOTS, exist_ok=True)
     path = os.path.join(SHOTS, f"{name}.png")
     driver.save_screenshot(path)
+    problems = accessibility_problems(driver)
+    assert not problems, f"page '{name}': " + "; ".join(problems[:10])
     return path
+
+
+# Run in the page: every visible form control has a label, every button and link a name,
+# every visible text at least 4.5:1 against its background (3:1 when large, WCAG 2.1 AA;
+# disabled controls are exempt), and the page can be entered with the keyboard.
+A11Y_SCRIPT = r"""
+const problems = [];
+const visible = (el) => el.offsetParent !== null || getComputedStyle(el).position === "fixed";
+const name = (el) => (el.getAttribute("aria-label") || el.textContent || el.title || "").trim();
+for (const el of document.querySelectorAll("input, select, textarea")) {
+  if (el.type === "hidden" || !visible(el)) continue;
+  if (!(el.labels && el.labels.length) && !el.getAttribute("aria-label") && !el.getAttribute("aria-labelledby"))
+    problems.push(`no label: <${el.tagName.toLowerCase()} id=${el.id} name=${el.name}>`);
+}
+for (const el of document.querySelectorAll("button, a[href]")) {
+  if (visible(el) && !name(el)) problems.push(`no accessible name: ${el.outerHTML.slice(0, 80)}`);
+}
+const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+const lum = ([r, g, b]) => {
+  const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+};
+const background = (el) => {
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgb(getComputedStyle(e).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3);
+  }
+  return [255, 255, 255];
+};
+const seen = new Set();
+for (const el of document.querySelectorAll("body *")) {
+  if (!visible(el) || el.closest("[disabled], :disabled, svg")) continue;
+  const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+  if (!own) continue;
+  const style = getComputedStyle(el);
+  if (style.visibility === "hidden" || Number(style.opacity) === 0) continue;
+  const [a, b] = [lum(rgb(style.color)), lum(background(el))];
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  const size = parseFloat(style.fontSize);
+  const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+  const key = `${style.color}/${background(el)}`;
+  if (ratio < (large ? 3 : 4.5) && !seen.has(key)) {
+    seen.add(key);
+    problems.push(`contrast ${ratio.toFixed(2)}:1 for "${el.textContent.trim().slice(0, 30)}" (${style.color} on rgb(${background(el)}))`);
+  }
+}
+if (!document.querySelector(".skip[href='#main']")) problems.push("no skip link to the content");
+return problems;
+"""
+
+
+def accessibility_problems(driver):
+    """What the page lacks of the accessible basics (empty when nothing)."""
+    return driver.execute_script(A11Y_SCRIPT)
 
 
 def wait(driver, condition, timeout=20, message=""):

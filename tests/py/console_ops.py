@@ -119,9 +119,10 @@ def dead_letters_redrive(driver):
     # Open it with the keyboard: the row is focusable and Enter opens it.
     row.send_keys("\n")
     visible(driver, "#dead-letter-table")
-    rows = driver.find_elements(By.CSS_SELECTOR, "#dead-letter-table tr.dead-letter")
-    assert len(rows) == 6, len(rows)
-    rows[0].click()
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#dead-letter-table tr.dead-letter")) == 6,
+         WAIT, "the page does not list 6 dead letters")
+    # The page refreshes its status every 2 s: find the row right before clicking it.
+    clickable(driver, "#dead-letter-table tr.dead-letter").click()
     visible(driver, "#attempt")
     assert text(driver, "#attempt-status") == "500", text(driver, "#attempt-status")
     assert text(driver, "#attempt-count") == "2", text(driver, "#attempt-count")
