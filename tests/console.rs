@@ -264,6 +264,28 @@ fn signing_in_trades_a_token_for_a_strict_cookie_and_changes_need_its_csrf_token
     );
     assert!(resp.status().is_success(), "{}", resp.text().unwrap());
 
+    // Another site's page cannot use the cookie, even for a read (a WebSocket handshake is
+    // not held back by CORS).
+    let resp = client()
+        .get(format!("{}/v1/watch/ws?bucket=bkt", server.url))
+        .header("cookie", &cookie)
+        .header("origin", "http://evil.example")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        resp.json::<Value>().unwrap()["error"]["code"],
+        "cross_origin"
+    );
+    let host = server.url.trim_start_matches("http://").to_string();
+    let resp = client()
+        .get(format!("{}/v1/subscriptions", server.url))
+        .header("cookie", &cookie)
+        .header("origin", format!("http://{host}"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the console's own origin");
+
     // The same scopes as the token: a read-only session may not change anything.
     let (status, made) = as_token(
         &server,

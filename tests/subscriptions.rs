@@ -98,6 +98,28 @@ fn crud_and_restart() {
     assert_eq!(status, 200, "{got}");
     assert_eq!(got["sink"]["url"], receiver.url("/alpha"), "{got}");
     assert_eq!(names(&server), ["alpha", "from-start"]);
+    // A page at a time, by name, with each one's status inline when asked.
+    let (status, page) = server.get("/v1/subscriptions?limit=1&status=true");
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["subscriptions"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["subscriptions"][0]["name"], "alpha", "{page}");
+    assert_eq!(
+        page["subscriptions"][0]["status"]["name"], "alpha",
+        "{page}"
+    );
+    assert!(
+        page["subscriptions"][0]["status"]["partitions"].is_array(),
+        "{page}"
+    );
+    assert_eq!(page["next_after"], "alpha", "{page}");
+    let (_, page) = server.get("/v1/subscriptions?limit=1&after=alpha");
+    assert_eq!(page["subscriptions"][0]["name"], "from-start", "{page}");
+    assert!(page["subscriptions"][0].get("status").is_none(), "{page}");
+    assert_eq!(page["next_after"], Value::Null, "{page}");
+    for bad in ["limit=0", "limit=1001", "limit=x", "bogus=1"] {
+        let (status, v) = server.get(&format!("/v1/subscriptions?{bad}"));
+        assert_eq!(status, 400, "{bad}: {v}");
+    }
 
     let after = put_keys(&server, "history", &keys("new", 4));
     wait_ids(&receiver, "alpha", &after);

@@ -141,6 +141,26 @@ def dead_letters_redrive(driver):
     wait(driver, lambda d: "No dead letters" in text(d, "#dead-letters"), WAIT, "letters still listed")
     dead_letters("hooks", 0)
     receiver.stop()
+    list_pages(driver)
+
+
+def list_pages(driver):
+    """31 subscriptions: the list shows 25, then the other 6, a page at a time by name."""
+    for i in range(30):
+        status, answer = api("POST", "/v1/subscriptions", {
+            "name": f"zz-{i:02d}", "sink": {"type": "webhook", "url": "http://127.0.0.1:9/hook"}})
+        assert status == 201, (status, answer)
+    driver.get(f"{URL}/ui/#/subscriptions")
+    rows = "#subscriptions tbody tr"
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, rows)) == 25, WAIT, "no first page of 25")
+    assert driver.find_elements(By.CSS_SELECTOR, "#subscriptions tr[data-name='hooks']")
+    clickable(driver, "#subs-next").click()
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, rows)) == 6, WAIT, "no second page of 6")
+    names = [r.get_attribute("data-name") for r in driver.find_elements(By.CSS_SELECTOR, rows)]
+    assert names == [f"zz-{i:02d}" for i in range(24, 30)], names
+    assert driver.find_element(By.CSS_SELECTOR, "#subs-next").get_attribute("disabled") is not None
+    clickable(driver, "#subs-prev").click()
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, rows)) == 25, WAIT, "no way back")
 
 
 # ---- filter upload and test --------------------------------------------------------------

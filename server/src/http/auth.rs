@@ -305,8 +305,9 @@ fn authenticate(
     Ok((grant, Some(value.clone())))
 }
 
-/// The grant behind console session `id`: its token is checked like a bearer token, and a
-/// change must carry the session's CSRF token (a page on another site cannot read it).
+/// The grant behind console session `id`: its token is checked like a bearer token, a
+/// change must carry the session's CSRF token (a page on another site cannot read it), and
+/// no request may come from another site's page.
 fn from_session(
     app: &AppState,
     id: &str,
@@ -322,6 +323,9 @@ fn from_session(
     if console::session::changes_state(method) && !console::session::csrf_ok(&found, headers) {
         return Err(AuthError(console::csrf_refused()));
     }
+    // A WebSocket handshake is not held back by CORS: a cookie-authenticated request a
+    // browser marks as coming from another site's page is refused outright.
+    console::same_origin(headers).map_err(AuthError)?;
     let grant = grant_of(app, &found.secret).map_err(|m| AuthError(unauthorized(m)))?;
     let bearer = HeaderValue::from_str(&format!("Bearer {}", found.secret)).ok();
     Ok((grant, bearer))

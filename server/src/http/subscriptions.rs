@@ -78,16 +78,68 @@ pub async fn replace(
     Ok(Json(sub.to_json()))
 }
 
-pub async fn list(state: State) -> Json<Value> {
-    let subs: Vec<Value> = state
-        .node
-        .engine
-        .subscriptions
-        .list()
-        .iter()
-        .map(|s| s.to_json())
-        .collect();
-    Json(json!({ "subscriptions": subs }))
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Subscriptions named after this one (the previous page's `next_after`).
+    after: Option<String>,
+    /// At most this many (1 to [`MAX_PAGE`]); every one when absent.
+    limit: Option<usize>,
+    /// Each one's status (what `GET .../status` answers) inline, under `status`.
+    #[serde(default)]
+    status: bool,
+}
+
+const MAX_PAGE: usize = 1000;
+
+/// `GET /v1/subscriptions[?after=&limit=&status=true]`: by name, a page at a time when asked;
+/// `next_after` names the last one of a page that has more after it.
+pub async fn list(
+    state: State,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query?;
+    if let Some(limit) = q.limit
+        && !(1..=MAX_PAGE).contains(&limit)
+    {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "limit",
+            format!("must be 1 to {MAX_PAGE}"),
+        ));
+    }
+    let mut subs = state.node.engine.subscriptions.list();
+    subs.sort_by(|a, b| a.name().cmp(b.name()));
+    if let Some(after) = q.after.as_deref() {
+        subs.retain(|s| s.name() > after);
+    }
+    let more = q.limit.is_some_and(|limit| subs.len() > limit);
+    if let Some(limit) = q.limit {
+        subs.truncate(limit);
+    }
+    let next_after = if more {
+        subs.last().map(|s| s.name().to_string())
+    } else {
+        None
+    };
+    let mut page = Vec::with_capacity(subs.len());
+    for sub in &subs {
+        let mut j = sub.to_json();
+        if q.status {
+            // One deleted since the listing answers why instead of failing the page.
+            j["status"] = match state.node.engine.status(sub.name()).await {
+                Ok(status) => status,
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    json!({ "error": { "code": e.code, "message": e.message } })
+                }
+            };
+        }
+        page.push(j);
+    }
+    Ok(Json(
+        json!({ "subscriptions": page, "next_after": next_after }),
+    ))
 }
 
 pub async fn get(state: State, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {

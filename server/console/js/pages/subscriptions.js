@@ -131,34 +131,52 @@ function sinkText(sub) {
 
 // ---- the list ---------------------------------------------------------------------------
 
+/** Subscriptions per page of the list (each polled with its status in one request). */
+const LIST_PAGE = 25;
+
 function mountList(root) {
   const body = h("tbody", {});
   const empty = h("p", { class: "muted", hidden: true }, "No subscriptions yet (POST /v1/subscriptions or `tidemark sub create`).");
+  // `after` of each page shown so far: the last is the current page's.
+  const pages = [null];
+  let next = null;
+  const prev = h("button", { type: "button", class: "secondary", id: "subs-prev", disabled: true }, "Previous");
+  const more = h("button", { type: "button", class: "secondary", id: "subs-next", disabled: true }, "Next");
+  const rows = new Map();
+  const tick = async () => {
+    const after = pages[pages.length - 1];
+    const page = await api.get("/v1/subscriptions" + api.query({ limit: LIST_PAGE, after, status: "true" }));
+    next = page.next_after;
+    prev.disabled = pages.length === 1;
+    more.disabled = !next;
+    empty.hidden = page.subscriptions.length > 0 || pages.length > 1;
+    const seen = new Set();
+    for (const sub of page.subscriptions) {
+      const status = sub.status;
+      if (!status || status.error) continue; // deleted since it was listed
+      seen.add(sub.name);
+      if (!rows.has(sub.name)) rows.set(sub.name, listRow(sub.name));
+      updateRow(rows.get(sub.name), sub, status, record(status));
+      body.append(rows.get(sub.name)); // keeps the server's order; moves, never re-creates
+    }
+    for (const [name, row] of rows) if (!seen.has(name)) row.remove(), rows.delete(name);
+  };
+  const turn = (f) => () => {
+    f();
+    tick().catch((e) => flash(e));
+  };
+  prev.addEventListener("click", turn(() => pages.length > 1 && pages.pop()));
+  more.addEventListener("click", turn(() => next && pages.push(next)));
   fill(root,
     h("h1", {}, "Subscriptions"),
-    h("p", { class: "muted" }, `Updated every ${POLL_MS / 1000} s; lag charts cover the last minutes this page was open.`),
+    h("p", { class: "muted" }, `Updated every ${POLL_MS / 1000} s, ${LIST_PAGE} to a page; lag charts cover the last minutes this page was open.`),
     empty,
     h("table", { id: "subscriptions" },
       h("thead", {}, h("tr", {}, ["Name", "Sink", "State", "Circuit", "Lag per partition", "Delivery rate", "Dead letters", "Last error"]
         .map((x) => h("th", { scope: "col" }, x)))),
-      body));
-  const rows = new Map();
-  return poll(async () => {
-    const { subscriptions } = await api.get("/v1/subscriptions");
-    const statuses = await Promise.all(subscriptions.map((s) =>
-      api.get(`/v1/subscriptions/${encodeURIComponent(s.name)}/status`).catch(() => null)));
-    empty.hidden = subscriptions.length > 0;
-    const seen = new Set();
-    subscriptions.forEach((sub, i) => {
-      if (!statuses[i]) return;
-      seen.add(sub.name);
-      if (!rows.has(sub.name)) rows.set(sub.name, listRow(sub.name));
-      updateRow(rows.get(sub.name), sub, statuses[i], record(statuses[i]));
-      body.append(rows.get(sub.name)); // keeps the server's order; moves, never re-creates
-    });
-    for (const [name, row] of rows) if (!seen.has(name)) row.remove(), rows.delete(name);
-    for (const name of history.keys()) if (!seen.has(name)) history.delete(name);
-  });
+      body),
+    h("div", { class: "pager" }, prev, more));
+  return poll(tick);
 }
 
 /** A row that opens the subscription on click or Enter, reachable with Tab. */

@@ -189,26 +189,77 @@ pub fn csrf_refused() -> ApiError {
     )
 }
 
-/// A login posted from another site's page is refused: its `Origin` must be this server.
-fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+/// A request a browser sent from another site's page (its `Origin` is not this server) is
+/// refused: the login, and any request authenticated by the session cookie. Behind a reverse
+/// proxy, the host the browser used comes as `Host` or `X-Forwarded-Host` (a page cannot set
+/// either on a cross-site request).
+pub(super) fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return Ok(()); // not a browser's cross-origin request
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
     let origin_host = origin
         .split_once("://")
         .map(|(_, rest)| rest.trim_end_matches('/'))
         .unwrap_or("");
-    if !host.is_empty() && origin_host.eq_ignore_ascii_case(host) {
+    let ours = [header::HOST.as_str(), "x-forwarded-host"]
+        .into_iter()
+        .filter_map(|name| headers.get(name)?.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|host| {
+            let host = host.trim();
+            !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+        });
+    if ours {
         Ok(())
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "cross_origin",
-            format!("a console sign-in from {origin} is refused: sign in from this server's /ui"),
+            format!("a console request from a page of {origin} is refused: use this server's /ui"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    #[test]
+    fn only_this_servers_pages_pass() {
+        let ok = |pairs: &[(&'static str, &'static str)]| same_origin(&headers(pairs)).is_ok();
+        assert!(
+            ok(&[("host", "127.0.0.1:7700")]),
+            "no Origin: not cross-site"
+        );
+        assert!(ok(&[
+            ("host", "127.0.0.1:7700"),
+            ("origin", "http://127.0.0.1:7700")
+        ]));
+        assert!(ok(&[
+            ("host", "10.0.0.5:7700"),
+            ("x-forwarded-host", "tidemark.example.com"),
+            ("origin", "https://tidemark.example.com")
+        ]));
+        assert!(!ok(&[
+            ("host", "127.0.0.1:7700"),
+            ("origin", "http://evil.example")
+        ]));
+        assert!(!ok(&[
+            ("host", "127.0.0.1:7700"),
+            ("origin", "http://127.0.0.1:7701")
+        ]));
+        assert!(!ok(&[("host", "127.0.0.1:7700"), ("origin", "null")]));
+        assert!(
+            !ok(&[("origin", "http://127.0.0.1:7700")]),
+            "no Host to compare with"
+        );
     }
 }
