@@ -140,16 +140,14 @@ fn as_token(
     (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
 }
 
+/// `POST /ui/login` with `body`, no cookie.
+fn login_attempt(server: &Server, body: Value) -> Response {
+    ui_call(server, "POST", "/ui/login", None, None, Some(body))
+}
+
 /// Sign in with `token`: the cookie to send back (`name=value`) and the CSRF token.
 fn sign_in(server: &Server, token: &str) -> (String, String) {
-    let resp = ui_call(
-        server,
-        "POST",
-        "/ui/login",
-        None,
-        None,
-        Some(json!({"token": token})),
-    );
+    let resp = login_attempt(server, json!({"token": token}));
     assert_eq!(resp.status(), 200);
     let set = resp.headers()["set-cookie"].to_str().unwrap().to_string();
     let attrs: Vec<&str> = set.split("; ").collect();
@@ -182,24 +180,10 @@ fn signing_in_trades_a_token_for_a_strict_cookie_and_changes_need_its_csrf_token
     assert_eq!(body, json!({"auth": true, "logged_in": false}));
 
     // Bad sign-ins name the problem.
-    let resp = ui_call(
-        &server,
-        "POST",
-        "/ui/login",
-        None,
-        None,
-        Some(json!({"token": "wrong-token-0123456789"})),
-    );
+    let resp = login_attempt(&server, json!({"token": "wrong-token-0123456789"}));
     assert_eq!(resp.status(), 401);
     assert!(resp.headers().get("set-cookie").is_none());
-    let resp = ui_call(
-        &server,
-        "POST",
-        "/ui/login",
-        None,
-        None,
-        Some(json!({"tok": "x"})),
-    );
+    let resp = login_attempt(&server, json!({"tok": "x"}));
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.json::<Value>().unwrap()["error"]["field"], "token");
     let resp = client()
