@@ -345,16 +345,19 @@ pub(super) fn grant_of(app: &AppState, secret: &str) -> Result<Grant, String> {
     tokens::verify(&app.node.catalog, secret)
 }
 
-/// A 401 with `WWW-Authenticate: Bearer`.
+/// A 401 with `WWW-Authenticate: Bearer` (or a console session's 403).
 struct AuthError(ApiError);
 
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let mut resp = self.0.into_response();
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"tidemark\""),
-        );
+        // Only a missing or refused token asks for one (not a console CSRF or origin refusal).
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tidemark\""),
+            );
+        }
         resp
     }
 }
