@@ -334,7 +334,7 @@ fn from_session(
 /// The grant of token `secret`, or why it has none.
 pub(super) fn grant_of(app: &AppState, secret: &str) -> Result<Grant, String> {
     if let Some(hash) = &app.auth.bootstrap
-        && tokens::same_hash(hash, &tokens::sha256(secret))
+        && tokens::same_secret(hash, &tokens::sha256(secret))
     {
         return Ok(Grant {
             id: BOOTSTRAP_ID.into(),

@@ -88,7 +88,12 @@ pub async fn upload(
             "the body is empty; send the .wasm file as the raw request body",
         ));
     }
-    let module = binary_module(body)?;
+    // Assembling a large text takes a while: not on the runtime's threads.
+    let module = tokio::task::spawn_blocking(move || binary_module(body))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
     let subscriptions = state.node.engine.subscriptions.clone();
     let users = move |name: &str| subscriptions.version_users(name);
     let up = state

@@ -80,8 +80,8 @@ pub fn compressed_sizes() -> Vec<(&'static str, usize)> {
 /// The file at `path` (relative to the console folder), as a response to a request with
 /// `headers`.
 pub fn serve(path: &str, headers: &HeaderMap) -> Response {
-    if let Some(dir) = std::env::var_os("TIDEMARK_CONSOLE_DIR") {
-        return from_dir(Path::new(&dir), path);
+    if let Some(dir) = dev_dir() {
+        return from_dir(dir, path);
     }
     let Some(asset) = embedded().get(path) else {
         return missing(path);
@@ -109,6 +109,13 @@ pub fn serve(path: &str, headers: &HeaderMap) -> Response {
     // Revalidate every time: a new server version must never run with old pages.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
+}
+
+/// `TIDEMARK_CONSOLE_DIR`, read once.
+fn dev_dir() -> Option<&'static Path> {
+    static DIR: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| std::env::var_os("TIDEMARK_CONSOLE_DIR").map(Into::into))
+        .as_deref()
 }
 
 fn accepts_gzip(headers: &HeaderMap) -> bool {

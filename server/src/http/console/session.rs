@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 
+use crate::http::tokens::same_secret;
+
 /// The cookie's name.
 pub const COOKIE: &str = "tidemark_session";
 /// The header state-changing calls carry the session's CSRF token in.
@@ -119,11 +121,7 @@ pub fn changes_state(method: &Method) -> bool {
 pub fn csrf_ok(found: &Found, headers: &HeaderMap) -> bool {
     headers
         .get(CSRF_HEADER)
-        .is_some_and(|v| constant_time_eq(v.as_bytes(), found.csrf.as_bytes()))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        .is_some_and(|v| same_secret(v.as_bytes(), found.csrf.as_bytes()))
 }
 
 /// `Set-Cookie` for session `id`: no expiry (it ends with the browser session), `Secure` when
