@@ -43,8 +43,15 @@ fn sink(url: &str) -> Value {
     json!({"type": "amqp", "url": url, "exchange": "objects", "routing_key": "changes.{bucket}"})
 }
 
-/// Take messages from `queue` until every acknowledged id was seen.
-fn take_all(rabbit: &RabbitServer, queue: &str, acked: &[String]) -> Vec<Value> {
+/// Take messages from `queue` until every acknowledged id was seen. A timeout names where
+/// the missing ones sit among the acknowledged, subscription `sub`'s status and the server's
+/// last log lines, so a failure says which side lost track.
+fn take_all(
+    rabbit: &RabbitServer,
+    (server, sub): (&Server, &str),
+    queue: &str,
+    acked: &[String],
+) -> Vec<Value> {
     let mut all = Vec::new();
     wait_for("every acknowledged event in the queue", WAIT, || {
         all.extend(rabbit.take(queue));
@@ -52,12 +59,25 @@ fn take_all(rabbit: &RabbitServer, queue: &str, acked: &[String]) -> Vec<Value> 
             .iter()
             .filter_map(|m| m["message_id"].as_str())
             .collect();
-        let missing = acked.iter().filter(|a| !ids.contains(a.as_str())).count();
-        if missing == 0 {
-            Ok(())
-        } else {
-            Err(format!("{missing} missing"))
+        let missing: Vec<usize> = (0..acked.len())
+            .filter(|&i| !ids.contains(acked[i].as_str()))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
         }
+        let log = server.stderr_text();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        Err(format!(
+            "{} of {} missing (positions {:?}..{:?}), {} messages taken; status {}; server log \
+             (newest first):\n{}",
+            missing.len(),
+            acked.len(),
+            missing.first(),
+            missing.last(),
+            all.len(),
+            subscription_status(server, sub),
+            tail.join("\n")
+        ))
     });
     all
 }
@@ -98,7 +118,7 @@ fn every_event_is_confirmed_in_key_order_through_broker_outages() {
     acked.extend(range.iter().cloned());
     assert!(acked.len() > 100, "{} acknowledged", acked.len());
 
-    let messages = take_all(&rabbit, "changes", &acked);
+    let messages = take_all(&rabbit, (&server, "rabbit"), "changes", &acked);
     let repeats = assert_at_least_once_in_key_order(&seen(&messages), &acked, true);
     eprintln!("{} events, {repeats} repeated", acked.len());
     let status = wait_caught_up(&server, "rabbit", WAIT);
@@ -207,6 +227,6 @@ fn bad_amqp_settings_are_refused_by_name_and_problems_show_in_status() {
     wait_status(&server, "right", "delivered", WAIT, |s| {
         s["delivered"] == acked.len()
     });
-    let messages = take_all(&rabbit, "changes", &acked);
+    let messages = take_all(&rabbit, (&server, "right"), "changes", &acked);
     assert_at_least_once_in_key_order(&seen(&messages), &acked, false);
 }
