@@ -73,91 +73,157 @@ fn set_pair(rec: &mut [u8; RECORD], at: usize, a: u32, b: u32) {
     rec[at + 4..at + 8].copy_from_slice(&b.to_le_bytes());
 }
 
-/// Append `s` to the strings (which start at `base` in the batch); its (offset, length).
-fn push_str(strings: &mut Vec<u8>, base: usize, s: &str) -> (u32, u32) {
-    let off = (base + strings.len()) as u32;
-    strings.extend_from_slice(s.as_bytes());
-    (off, s.len() as u32)
+/// Call `each` with (record offset, string) for the string fields of `e` that `fields` asks
+/// for, in record order. A field not asked for is not even read: batches are laid out for
+/// hundreds of events whose structs are rarely all in cache.
+#[inline(always)]
+fn texts<'e, E>(
+    e: &'e ObjectEvent,
+    fields: u32,
+    mut each: impl FnMut(usize, &'e str) -> Result<(), E>,
+) -> Result<(), E> {
+    if fields & wants::EVENT_TYPE != 0 {
+        each(field::EVENT_TYPE, e.event_type.as_str())?;
+    }
+    if fields & wants::BUCKET != 0 {
+        each(field::BUCKET, &e.bucket)?;
+    }
+    if fields & wants::KEY != 0 {
+        each(field::KEY, &e.key)?;
+    }
+    if fields & wants::CONTENT_TYPE != 0
+        && let Some(s) = &e.content_type
+    {
+        each(field::CONTENT_TYPE, s)?;
+    }
+    if fields & wants::ETAG != 0
+        && let Some(s) = &e.etag
+    {
+        each(field::ETAG, s)?;
+    }
+    if fields & wants::REQUESTER != 0
+        && let Some(s) = &e.requester
+    {
+        each(field::REQUESTER, s)?;
+    }
+    Ok(())
 }
 
-/// Append `map`'s entry table and its strings; the table's (offset, count).
-fn push_map(strings: &mut Vec<u8>, base: usize, map: &StringMap) -> (u32, u32) {
-    let table = strings.len();
-    strings.resize(table + map.len() * ENTRY, 0);
+/// Call `each` with (record offset, map) for the maps of `e` that `fields` asks for and
+/// that have entries, in record order.
+#[inline(always)]
+fn maps<'e, E>(
+    e: &'e ObjectEvent,
+    fields: u32,
+    mut each: impl FnMut(usize, &'e StringMap) -> Result<(), E>,
+) -> Result<(), E> {
+    if fields & wants::METADATA != 0 && !e.metadata.is_empty() {
+        each(field::METADATA, &e.metadata)?;
+    }
+    if fields & wants::TAGS != 0 && !e.tags.is_empty() {
+        each(field::TAGS, &e.tags)?;
+    }
+    Ok(())
+}
+
+/// The bytes a batch of `events` takes with the string fields `fields` asks for: what
+/// [`write`] needs.
+pub fn size(events: &[Arc<ObjectEvent>], fields: u32) -> usize {
+    let mut total = HEADER + events.len() * (RECORD + 1);
+    for e in events {
+        let _ = texts::<()>(e, fields, |_, s| {
+            total += s.len();
+            Ok(())
+        });
+        let _ = maps::<()>(e, fields, |_, m| {
+            total += m.len() * ENTRY;
+            total += m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            Ok(())
+        });
+    }
+    total
+}
+
+/// Copy `s` to `out` at `*at` and move past it; its (offset, length). `None` when `out`
+/// ends first.
+#[inline(always)]
+fn put_str(out: &mut [u8], at: &mut usize, s: &str) -> Option<(u32, u32)> {
+    let off = *at;
+    out.get_mut(off..off + s.len())?
+        .copy_from_slice(s.as_bytes());
+    *at += s.len();
+    Some((off as u32, s.len() as u32))
+}
+
+/// Write `map`'s entry table and its strings at `*at`; the table's (offset, count).
+fn put_map(out: &mut [u8], at: &mut usize, map: &StringMap) -> Option<(u32, u32)> {
+    let table = *at;
+    *at += map.len() * ENTRY;
     for (i, (name, value)) in map.iter().enumerate() {
-        let (n_off, n_len) = push_str(strings, base, name);
-        let (v_off, v_len) = push_str(strings, base, value);
+        let (n_off, n_len) = put_str(out, at, name)?;
+        let (v_off, v_len) = put_str(out, at, value)?;
         let e = table + i * ENTRY;
+        let entry = out.get_mut(e..e + ENTRY)?;
         for (k, v) in [n_off, n_len, v_off, v_len].into_iter().enumerate() {
-            strings[e + 4 * k..e + 4 * k + 4].copy_from_slice(&v.to_le_bytes());
+            entry[4 * k..4 * k + 4].copy_from_slice(&v.to_le_bytes());
         }
     }
-    ((base + table) as u32, map.len() as u32)
+    Some((table as u32, map.len() as u32))
 }
 
-/// Lay `events` out in `buf` (its old content is dropped), with the string fields `fields`
-/// asks for ([`wants`]); `strings` is scratch space. Returns where the verdicts start.
-pub fn encode(
-    events: &[Arc<ObjectEvent>],
-    fields: u32,
-    buf: &mut Vec<u8>,
-    strings: &mut Vec<u8>,
-) -> usize {
+/// Lay `events` out at the start of `out` (the module's own buffer, so nothing is copied
+/// twice), with the string fields `fields` asks for ([`wants`]). Returns where the verdicts
+/// start and the batch's length, or `None` when `out` is shorter than that ([`size`] says
+/// how long it must be).
+pub fn write(events: &[Arc<ObjectEvent>], fields: u32, out: &mut [u8]) -> Option<(usize, usize)> {
     let n = events.len();
     // Strings and entry tables go after the records.
-    let base = HEADER + n * RECORD;
-    buf.clear();
-    strings.clear();
-    buf.extend_from_slice(&[0u8; HEADER]);
-    for e in events {
+    let mut at = HEADER + n * RECORD;
+    if out.len() < at + n {
+        return None;
+    }
+    for (i, e) in events.iter().enumerate() {
         let mut rec = TEMPLATE;
-        let mut text = |at: usize, want: u32, s: Option<&str>| {
-            if fields & want != 0
-                && let Some(s) = s
-            {
-                let (off, len) = push_str(strings, base, s);
-                set_pair(&mut rec, at, off, len);
-            }
-        };
-        text(
-            field::EVENT_TYPE,
-            wants::EVENT_TYPE,
-            Some(e.event_type.as_str()),
-        );
-        text(field::BUCKET, wants::BUCKET, Some(&e.bucket));
-        text(field::KEY, wants::KEY, Some(&e.key));
-        text(
-            field::CONTENT_TYPE,
-            wants::CONTENT_TYPE,
-            e.content_type.as_deref(),
-        );
-        text(field::ETAG, wants::ETAG, e.etag.as_deref());
-        text(field::REQUESTER, wants::REQUESTER, e.requester.as_deref());
+        texts::<()>(e, fields, |f, s| {
+            let (off, len) = put_str(out, &mut at, s).ok_or(())?;
+            set_pair(&mut rec, f, off, len);
+            Ok(())
+        })
+        .ok()?;
         // A removed object's attributes are those it had, as v1's `size()` and the rules say.
         let size = e.size.or(e.previous.as_ref().map(|p| p.size)).unwrap_or(-1);
         rec[field::SIZE..field::SIZE + 8].copy_from_slice(&size.to_le_bytes());
         rec[field::SEQUENCE..field::SEQUENCE + 8].copy_from_slice(&e.sequence.to_le_bytes());
-        if fields & wants::METADATA != 0 && !e.metadata.is_empty() {
-            let (off, count) = push_map(strings, base, &e.metadata);
-            set_pair(&mut rec, field::METADATA, off, count);
-        }
-        if fields & wants::TAGS != 0 && !e.tags.is_empty() {
-            let (off, count) = push_map(strings, base, &e.tags);
-            set_pair(&mut rec, field::TAGS, off, count);
-        }
-        buf.extend_from_slice(&rec);
+        maps::<()>(e, fields, |f, m| {
+            let (off, count) = put_map(out, &mut at, m).ok_or(())?;
+            set_pair(&mut rec, f, off, count);
+            Ok(())
+        })
+        .ok()?;
+        let r = HEADER + i * RECORD;
+        out[r..r + RECORD].copy_from_slice(&rec);
     }
-    buf.extend_from_slice(strings);
-    let verdicts = buf.len();
-    buf.resize(verdicts + n, UNDECIDED);
-    let len = buf.len() as u32;
-    for (k, v) in [n as u32, RECORD as u32, verdicts as u32, len]
-        .into_iter()
-        .enumerate()
-    {
-        buf[4 * k..4 * k + 4].copy_from_slice(&v.to_le_bytes());
+    let verdicts = at;
+    out.get_mut(verdicts..verdicts + n)?.fill(UNDECIDED);
+    let len = verdicts + n;
+    for (k, v) in [n, RECORD, verdicts, len].into_iter().enumerate() {
+        out[4 * k..4 * k + 4].copy_from_slice(&(v as u32).to_le_bytes());
     }
-    verdicts
+    Some((verdicts, len))
+}
+
+/// [`write`] into a new buffer of exactly [`size`] bytes.
+#[cfg(test)]
+fn encode(events: &[Arc<ObjectEvent>], fields: u32) -> (Vec<u8>, usize) {
+    let mut buf = vec![0u8; size(events, fields)];
+    let (verdicts, len) = write(events, fields, &mut buf).expect("room for the batch");
+    assert_eq!(len, buf.len());
+    assert_eq!(
+        write(events, fields, &mut buf[..len - 1]),
+        None,
+        "one byte short"
+    );
+    (buf, verdicts)
 }
 
 #[cfg(test)]
@@ -185,8 +251,7 @@ mod tests {
         e.metadata.insert("camera".into(), "x100".into());
         e.tags.clear();
         let events = vec![Arc::new(e.clone()), Arc::new(e)];
-        let mut buf = Vec::new();
-        let verdicts = encode(&events, wants::ALL, &mut buf, &mut Vec::new());
+        let (buf, verdicts) = encode(&events, wants::ALL);
         assert_eq!(u32_at(&buf, 0), 2);
         assert_eq!(u32_at(&buf, 4), RECORD as u32);
         assert_eq!(u32_at(&buf, 8) as usize, verdicts);
@@ -220,13 +285,7 @@ mod mask_tests {
     #[test]
     fn fields_not_asked_for_read_as_absent() {
         let e = Arc::new(tidemark_core::event::sample_event(3));
-        let mut buf = Vec::new();
-        encode(
-            std::slice::from_ref(&e),
-            wants::KEY,
-            &mut buf,
-            &mut Vec::new(),
-        );
+        let (buf, _) = encode(std::slice::from_ref(&e), wants::KEY);
         let at = |o: usize| u32::from_le_bytes(buf[HEADER + o..HEADER + o + 4].try_into().unwrap());
         assert_ne!(at(field::KEY), ABSENT);
         assert_eq!(at(field::BUCKET), ABSENT);

@@ -79,10 +79,7 @@ pub struct FilterInstance {
     store: Store<HostState>,
     entry: Entry,
     params: Option<String>,
-    /// Where a v2 batch is laid out before it is copied in, and its verdicts read back
-    /// (both reused).
-    scratch: Vec<u8>,
-    strings: Vec<u8>,
+    /// The verdict bytes of the last v2 call, read back from the module (reused).
     verdicts: Vec<u8>,
     /// Its linear memory's share of the server's budget, given back when it drops.
     _memory: Reservation,
@@ -98,8 +95,6 @@ impl FilterInstance {
             store,
             entry,
             params: params.map(str::to_string),
-            scratch: Vec::new(),
-            strings: Vec::new(),
             verdicts: Vec::new(),
             _memory: memory,
         })
@@ -186,38 +181,55 @@ impl FilterInstance {
         }
     }
 
-    /// One v2 call for `events` (at most [`batch::MAX_EVENTS`]). When the call is stopped
+    /// Decide on `events` (at most [`FilterInstance::batch_size`]) in one call where the
+    /// module allows: when every event got keep or drop, the verdict bytes and the call's
+    /// cost as they are, with nothing built per event; otherwise (a v1 module, an error
+    /// for some event) one evaluation per event.
+    pub fn decide(&mut self, events: &[Arc<ObjectEvent>]) -> Decided<'_> {
+        if matches!(self.entry, Entry::V1(_)) || events.len() > batch::MAX_EVENTS {
+            return Decided::Each(self.evaluate_all(events));
+        }
+        let call = match self.call_batch(events) {
+            Ok(call) => call,
+            // No buffer for the batch: each event gets the error.
+            Err(e) => return Decided::Each(events.iter().map(|_| failed(again(&e))).collect()),
+        };
+        let n = events.len();
+        if matches!(call.result, Ok(count) if count == n as i32)
+            && self.verdicts.len() == n
+            && self.verdicts.iter().all(|b| *b <= 1)
+        {
+            return Decided::Verdicts {
+                verdicts: &self.verdicts,
+                fuel: call.fuel,
+                elapsed: call.elapsed,
+                logs: call.logs,
+                logs_dropped: call.logs_dropped,
+            };
+        }
+        Decided::Each(self.settle(events, call))
+    }
+
+    /// One v2 call for `events` (at most [`batch::MAX_EVENTS`]), one evaluation each.
+    fn run_batch(&mut self, events: &[Arc<ObjectEvent>]) -> Vec<Evaluation> {
+        self.decide(events).into_evaluations()
+    }
+
+    /// The evaluations of a call that did not decide every event. When the call was stopped
     /// (a trap, no fuel or time left, memory refused), the verdicts it wrote for a leading run
     /// of events stand; after a wrong answer (not `count`) none does. The others are decided
     /// one per call, so only the event at fault gets the error.
-    fn run_batch(&mut self, events: &[Arc<ObjectEvent>]) -> Vec<Evaluation> {
+    fn settle(&mut self, events: &[Arc<ObjectEvent>], call: BatchCall) -> Vec<Evaluation> {
         let n = events.len();
-        let verdicts_at = batch::encode(
-            events,
-            self.module.fields,
-            &mut self.scratch,
-            &mut self.strings,
-        );
-        let (ptr, called) = match self.call_batch(n) {
-            Ok(v) => v,
-            Err(e) => {
-                // No buffer for the batch: each event gets the error.
-                return events.iter().map(|_| failed(again(&e))).collect();
-            }
-        };
-        let (result, fuel, elapsed) = called;
-        let data = self.store.data_mut();
-        let mut logs = Some(std::mem::take(&mut data.logs));
-        let logs_dropped = std::mem::take(&mut data.logs_dropped);
-        let mut bytes = std::mem::take(&mut self.verdicts);
-        bytes.clear();
-        if let Some(m) = self.store.data().memory
-            && let Some(v) = m
-                .data(&self.store)
-                .get(ptr + verdicts_at..ptr + verdicts_at + n)
-        {
-            bytes.extend_from_slice(v);
-        }
+        let BatchCall {
+            result,
+            fuel,
+            elapsed,
+            logs,
+            logs_dropped,
+        } = call;
+        let mut logs = Some(logs);
+        let bytes = &self.verdicts;
         let (whole, decided) = match result {
             Ok(count) if count == n as i32 && bytes.len() == n => (None, n),
             // A wrong answer: none of its verdicts is trusted.
@@ -238,7 +250,6 @@ impl FilterInstance {
         if let Some(first) = out.first_mut() {
             first.logs_dropped = logs_dropped;
         }
-        self.verdicts = bytes;
         let Some(why) = whole else {
             return out;
         };
@@ -261,10 +272,9 @@ impl FilterInstance {
         out
     }
 
-    /// Copy the scratch batch into the module's buffer (asking for a larger one when needed)
-    /// and call `filter_batch`: where the batch is, and the call's result, fuel and time.
-    #[allow(clippy::type_complexity)]
-    fn call_batch(&mut self, n: usize) -> Result<(usize, (Result<i32>, u64, Duration))> {
+    /// Lay `events` out straight in the module's buffer (asking for a larger one when
+    /// needed), call `filter_batch`, and copy its verdict bytes to `self.verdicts`.
+    fn call_batch(&mut self, events: &[Arc<ObjectEvent>]) -> Result<BatchCall> {
         let Entry::V2 {
             batch,
             alloc,
@@ -273,33 +283,40 @@ impl FilterInstance {
         else {
             unreachable!("a v2 module");
         };
-        let len = self.scratch.len();
+        let n = events.len();
+        let fields = self.module.fields;
         let memory = self
             .store
             .data()
             .memory
             .ok_or_else(|| Error::Trap("the module has no memory".into()))?;
-        let ptr = match *buffer {
-            Some((ptr, cap)) if cap >= len => ptr,
-            _ => {
-                arm(&mut self.store, &self.module);
-                let asked = alloc.call(&mut self.store, len as i32).map_err(|e| {
-                    classify(&e, self.store.data().memory_denied, &self.module.limits)
-                })?;
-                let ptr = asked as u32 as usize;
-                if ptr
-                    .checked_add(len)
-                    .is_none_or(|end| end > memory.data_size(&self.store))
-                {
-                    return Err(Error::Trap(format!(
-                        "tidemark_alloc({len}) returned {asked}, outside the module's memory"
-                    )));
-                }
-                *buffer = Some((ptr, len));
-                ptr
+        // Laid out in the buffer the module gave before when it has room (linear memory
+        // never shrinks, so a buffer checked when it was given still fits); else the module
+        // is asked for one of the size needed.
+        let mut laid = buffer.and_then(|(ptr, cap)| {
+            let out = &mut memory.data_mut(&mut self.store)[ptr..ptr + cap];
+            batch::write(events, fields, out).map(|(v, len)| (ptr, v, len))
+        });
+        if laid.is_none() {
+            let len = batch::size(events, fields);
+            arm(&mut self.store, &self.module);
+            let asked = alloc
+                .call(&mut self.store, len as i32)
+                .map_err(|e| classify(&e, self.store.data().memory_denied, &self.module.limits))?;
+            let ptr = asked as u32 as usize;
+            if ptr
+                .checked_add(len)
+                .is_none_or(|end| end > memory.data_size(&self.store))
+            {
+                return Err(Error::Trap(format!(
+                    "tidemark_alloc({len}) returned {asked}, outside the module's memory"
+                )));
             }
-        };
-        memory.data_mut(&mut self.store)[ptr..ptr + len].copy_from_slice(&self.scratch);
+            *buffer = Some((ptr, len));
+            let out = &mut memory.data_mut(&mut self.store)[ptr..ptr + len];
+            laid = batch::write(events, fields, out).map(|(v, len)| (ptr, v, len));
+        }
+        let (ptr, verdicts_at, len) = laid.expect("a batch fits the size it was measured at");
         let data = self.store.data_mut();
         data.log_cap = crate::host::LOG_LINES * n;
         data.memory_denied = false;
@@ -314,7 +331,80 @@ impl FilterInstance {
         };
         let result =
             result.map_err(|e| classify(&e, self.store.data().memory_denied, &self.module.limits));
-        Ok((ptr, (result, fuel, elapsed)))
+        self.verdicts.clear();
+        let at = ptr + verdicts_at;
+        if let Some(v) = memory.data(&self.store).get(at..at + n) {
+            self.verdicts.extend_from_slice(v);
+        }
+        let data = self.store.data_mut();
+        Ok(BatchCall {
+            result,
+            fuel,
+            elapsed,
+            logs: std::mem::take(&mut data.logs),
+            logs_dropped: std::mem::take(&mut data.logs_dropped),
+        })
+    }
+}
+
+/// What one `filter_batch` call gave, beside its verdict bytes.
+struct BatchCall {
+    result: Result<i32>,
+    fuel: u64,
+    elapsed: Duration,
+    logs: Vec<String>,
+    logs_dropped: u32,
+}
+
+/// What [`FilterInstance::decide`] found.
+pub enum Decided<'a> {
+    /// Every event decided in one call: one byte each (1 keep, 0 drop), with the call's
+    /// fuel, time and log lines for all of them.
+    Verdicts {
+        verdicts: &'a [u8],
+        fuel: u64,
+        elapsed: Duration,
+        logs: Vec<String>,
+        logs_dropped: u32,
+    },
+    /// One evaluation per event, in order.
+    Each(Vec<Evaluation>),
+}
+
+impl Decided<'_> {
+    /// One evaluation per event; the call's cost is shared evenly and its log lines go with
+    /// the first event.
+    pub fn into_evaluations(self) -> Vec<Evaluation> {
+        let Decided::Verdicts {
+            verdicts,
+            fuel,
+            elapsed,
+            logs,
+            logs_dropped,
+        } = self
+        else {
+            let Decided::Each(each) = self else {
+                unreachable!()
+            };
+            return each;
+        };
+        let n = verdicts.len().max(1);
+        let (fuel, elapsed) = (fuel / n as u64, elapsed / n as u32);
+        let mut logs = Some(logs);
+        let mut out: Vec<Evaluation> = verdicts
+            .iter()
+            .map(|b| Evaluation {
+                verdict: decode(*b),
+                fuel,
+                elapsed,
+                logs: logs.take().unwrap_or_default(),
+                logs_dropped: 0,
+            })
+            .collect();
+        if let Some(first) = out.first_mut() {
+            first.logs_dropped = logs_dropped;
+        }
+        out
     }
 }
 

@@ -35,7 +35,7 @@ mod version_cap;
 pub use compile::Compiler;
 pub use engine::FilterEngine;
 pub use error::{Error, Result};
-pub use instance::{Evaluation, FilterInstance, Verdict};
+pub use instance::{Decided, Evaluation, FilterInstance, Verdict};
 pub use limits::{Limits, ServerLimits};
 pub use module::{FilterModule, SUPPORTED_ABI};
 pub use stats::FilterStats;

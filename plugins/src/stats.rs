@@ -2,6 +2,7 @@
 //! histograms of fuel and time per evaluation (`/metrics`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::{Evaluation, Verdict};
 
@@ -40,12 +41,17 @@ impl<const N: usize> Default for Buckets<N> {
 
 impl<const N: usize> Buckets<N> {
     fn observe(&self, bounds: &[f64], value: f64, raw: u64) {
+        self.observe_n(bounds, value, raw, 1);
+    }
+
+    /// `count` observations of the same value.
+    fn observe_n(&self, bounds: &[f64], value: f64, raw: u64, count: u64) {
         let i = bounds
             .iter()
             .position(|b| value <= *b)
             .unwrap_or(bounds.len());
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum.fetch_add(raw, Ordering::Relaxed);
+        self.counts[i].fetch_add(count, Ordering::Relaxed);
+        self.sum.fetch_add(raw * count, Ordering::Relaxed);
     }
 
     fn snapshot(&self, scale: f64) -> Histogram {
@@ -83,6 +89,26 @@ impl FilterStats {
         let nanos = e.elapsed.as_nanos() as u64;
         self.time
             .observe(&TIME_BUCKETS, e.elapsed.as_secs_f64(), nanos);
+    }
+
+    /// Count a call that decided every event of a batch (`Decided::Verdicts`), as
+    /// [`FilterStats::record`] would count its evaluations one by one: each event's fuel and
+    /// time are the call's, shared evenly.
+    pub fn record_verdicts(&self, verdicts: &[u8], fuel: u64, elapsed: Duration) {
+        let n = verdicts.len() as u64;
+        if n == 0 {
+            return;
+        }
+        let kept = verdicts.iter().filter(|b| **b == 1).count() as u64;
+        self.evaluations.fetch_add(n, Ordering::Relaxed);
+        self.kept.fetch_add(kept, Ordering::Relaxed);
+        self.dropped.fetch_add(n - kept, Ordering::Relaxed);
+        let fuel = fuel / n;
+        self.fuel.observe_n(&FUEL_BUCKETS, fuel as f64, fuel, n);
+        let elapsed = elapsed / n as u32;
+        let nanos = elapsed.as_nanos() as u64;
+        self.time
+            .observe_n(&TIME_BUCKETS, elapsed.as_secs_f64(), nanos, n);
     }
 
     /// Count an error of `kind` (also those outside an evaluation, such as a failed init).

@@ -3,11 +3,14 @@
 //! the event at fault.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tidemark_core::event::{ObjectEvent, sample_event};
 
-use crate::{Error, FilterEngine, FilterInstance, FilterModule, Limits, Verdict};
+use crate::{
+    Decided, Error, FilterEngine, FilterInstance, FilterModule, FilterStats, Limits, Verdict,
+};
 
 const RAW_CAMERA_LARGE_V1: &str = include_str!("../examples/raw_camera_large.wat");
 const RAW_CAMERA_LARGE_V2: &str = include_str!("../examples/raw_camera_large_v2.wat");
@@ -149,6 +152,42 @@ fn keep_all_keeps_every_event_of_every_batch() {
         evals.iter().all(|e| e.fuel < 100),
         "fuel is shared per event"
     );
+}
+
+#[test]
+fn a_fully_decided_batch_comes_back_as_verdict_bytes_counted_as_its_evaluations() {
+    let mut f = instance(RAW_CAMERA_LARGE_V2);
+    let events: Vec<_> = (0..200).map(sized).collect();
+    let one_by_one = f.evaluate_all(&events);
+    let (per_event, per_call) = (FilterStats::default(), FilterStats::default());
+    for e in &one_by_one {
+        per_event.record(e);
+    }
+    let Decided::Verdicts {
+        verdicts,
+        fuel,
+        elapsed,
+        ..
+    } = f.decide(&events)
+    else {
+        panic!("every event decided, yet not as verdict bytes");
+    };
+    let want: Vec<u8> = one_by_one
+        .iter()
+        .map(|e| (e.verdict == Ok(Verdict::Keep)) as u8)
+        .collect();
+    assert_eq!(verdicts, want.as_slice());
+    per_call.record_verdicts(verdicts, fuel, elapsed);
+    for (a, b) in [
+        (&per_event.evaluations, &per_call.evaluations),
+        (&per_event.kept, &per_call.kept),
+        (&per_event.dropped, &per_call.dropped),
+    ] {
+        assert_eq!(a.load(Relaxed), b.load(Relaxed));
+    }
+    // A batch with an event at fault is answered per event.
+    let mut bad = instance(&batch_module("", "(unreachable)"));
+    assert!(matches!(bad.decide(&events[..3]), Decided::Each(e) if e.len() == 3));
 }
 
 #[test]

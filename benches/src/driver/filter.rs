@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Args;
 use tidemark_core::event::{ObjectEvent, sample_event};
-use tidemark_plugins::{FilterEngine, FilterInstance, FilterModule, Limits, Verdict};
+use tidemark_plugins::{Decided, FilterEngine, FilterInstance, FilterModule, Limits, Verdict};
 
 use super::median;
 
@@ -83,8 +83,16 @@ fn batch_rate(
     let start = Instant::now();
     for c in 0..calls {
         let at = (c % per_round) * BATCH;
-        for eval in f.evaluate_all(&events[at..at + BATCH]) {
-            std::hint::black_box(eval.verdict?);
+        // As a subscription's reader calls it: verdict bytes when every event is decided.
+        match f.decide(&events[at..at + BATCH]) {
+            Decided::Verdicts { verdicts, .. } => {
+                std::hint::black_box(verdicts);
+            }
+            Decided::Each(evals) => {
+                for eval in evals {
+                    std::hint::black_box(eval.verdict?);
+                }
+            }
         }
     }
     Ok((calls * BATCH) as f64 / start.elapsed().as_secs_f64())

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tidemark_core::event::ObjectEvent;
-use tidemark_plugins::{FilterInstance, FilterStats, Verdict, VersionRecord};
+use tidemark_plugins::{Decided, FilterInstance, FilterStats, Verdict, VersionRecord};
 
 use super::{Decision, FilterContext, OnFilterError};
 
@@ -218,7 +218,25 @@ impl Filtering {
                 if quarantined(&ctx2) == Some(current.version.version) {
                     break;
                 }
-                for eval in current.instance.evaluate_all(chunk) {
+                let evals = match current.instance.decide(chunk) {
+                    Decided::Verdicts {
+                        verdicts,
+                        fuel,
+                        elapsed,
+                        ..
+                    } => {
+                        // The common case: counted per call, nothing built per event.
+                        current.stats.record_verdicts(verdicts, fuel, elapsed);
+                        record_verdicts(&ctx2, verdicts);
+                        decisions.extend(verdicts.iter().map(|b| match b {
+                            1 => Decision::Keep,
+                            _ => Decision::Drop,
+                        }));
+                        continue;
+                    }
+                    Decided::Each(evals) => evals,
+                };
+                for eval in evals {
                     current.stats.record(&eval);
                     let (decision, failed) = match eval.verdict {
                         Ok(Verdict::Keep) => (Decision::Keep, false),
@@ -252,6 +270,14 @@ impl Drop for Filtering {
     fn drop(&mut self) {
         self.set_waiting_for_capacity(false);
     }
+}
+
+/// Count a call's keep (1) and drop (0) verdicts in the filterer's status: no error, so the
+/// run of consecutive errors ends.
+fn record_verdicts(ctx: &FilterContext, verdicts: &[u8]) {
+    let dropped = verdicts.iter().filter(|b| **b == 0).count() as u64;
+    ctx.stats.filtered_out.fetch_add(dropped, Ordering::Relaxed);
+    ctx.stats.filter.lock().unwrap().consecutive_errors = 0;
 }
 
 /// Count a decision in the filterer's status; true when it quarantines the filter.
