@@ -237,19 +237,14 @@ impl FilterInstance {
             // Stopped mid-way: the leading verdicts written before the failure stand.
             Err(e) => (Some(e), bytes.iter().take_while(|b| written(**b)).count()),
         };
-        // The call's cost, shared by its events; its log lines go with the first.
-        let (fuel_each, elapsed_each) = (fuel / n as u64, elapsed / n as u32);
         let mut out: Vec<Evaluation> = Vec::with_capacity(n);
-        out.extend(bytes[..decided].iter().map(|b| Evaluation {
-            verdict: decode(*b),
-            fuel: fuel_each,
-            elapsed: elapsed_each,
-            logs: logs.take().unwrap_or_default(),
-            logs_dropped: 0,
-        }));
-        if let Some(first) = out.first_mut() {
-            first.logs_dropped = logs_dropped;
-        }
+        let share = (fuel / n as u64, elapsed / n as u32);
+        push_shared(
+            &bytes[..decided],
+            share,
+            (&mut logs, logs_dropped),
+            &mut out,
+        );
         let Some(why) = whole else {
             return out;
         };
@@ -389,22 +384,31 @@ impl Decided<'_> {
             return each;
         };
         let n = verdicts.len().max(1);
-        let (fuel, elapsed) = (fuel / n as u64, elapsed / n as u32);
-        let mut logs = Some(logs);
-        let mut out: Vec<Evaluation> = verdicts
-            .iter()
-            .map(|b| Evaluation {
-                verdict: decode(*b),
-                fuel,
-                elapsed,
-                logs: logs.take().unwrap_or_default(),
-                logs_dropped: 0,
-            })
-            .collect();
-        if let Some(first) = out.first_mut() {
-            first.logs_dropped = logs_dropped;
-        }
+        let mut out = Vec::with_capacity(n);
+        let share = (fuel / n as u64, elapsed / n as u32);
+        push_shared(verdicts, share, (&mut Some(logs), logs_dropped), &mut out);
         out
+    }
+}
+
+/// An evaluation per verdict byte, each with `share` of the call's fuel and time; the
+/// call's log lines (taken from `logs`) and how many it dropped go with the first.
+fn push_shared(
+    verdicts: &[u8],
+    (fuel, elapsed): (u64, Duration),
+    (logs, logs_dropped): (&mut Option<Vec<String>>, u32),
+    out: &mut Vec<Evaluation>,
+) {
+    let first = out.len();
+    out.extend(verdicts.iter().map(|b| Evaluation {
+        verdict: decode(*b),
+        fuel,
+        elapsed,
+        logs: logs.take().unwrap_or_default(),
+        logs_dropped: 0,
+    }));
+    if let Some(e) = out.get_mut(first) {
+        e.logs_dropped = logs_dropped;
     }
 }
 
