@@ -118,6 +118,7 @@ pub fn run(args: FilterArgs) -> anyhow::Result<()> {
     let mut bare_filter = FilterInstance::new(module(&bare, RAW_CAMERA_LARGE)?, None)?;
     let mut keep_all_v2 = FilterInstance::new(module(&engine, KEEP_ALL_V2)?, None)?;
     let mut filter_v2 = FilterInstance::new(module(&engine, RAW_CAMERA_LARGE_V2)?, None)?;
+    let mut bare_filter_v2 = FilterInstance::new(module(&bare, RAW_CAMERA_LARGE_V2)?, None)?;
     // The module must decide as the closure does, or the comparison means nothing.
     let kept = events.iter().filter(|e| native(e)).count();
     if kept == 0 || kept == events.len() {
@@ -135,10 +136,11 @@ pub fn run(args: FilterArgs) -> anyhow::Result<()> {
     }
     let (mut overhead, mut wasm, mut rust, mut inst, mut unlimited) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut overhead_v2, mut wasm_v2) = (Vec::new(), Vec::new());
+    let (mut overhead_v2, mut wasm_v2, mut unlimited_v2) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.runs {
         overhead_v2.push(1e9 / batch_rate(&mut keep_all_v2, &events, args.events)?);
         wasm_v2.push(batch_rate(&mut filter_v2, &events, args.events)?);
+        unlimited_v2.push(batch_rate(&mut bare_filter_v2, &events, args.events)?);
         overhead.push(1e9 / wasm_rate(&mut keep_all, &events, args.events)?);
         wasm.push(wasm_rate(&mut filter, &events, args.events)?);
         unlimited.push(wasm_rate(&mut bare_filter, &events, args.events)?);
@@ -172,6 +174,12 @@ pub fn run(args: FilterArgs) -> anyhow::Result<()> {
          size filter {w2:.0} events/s (native is {:.1}x; v2 is {:.1}x v1)",
         r / w2,
         w2 / w
+    );
+    let u2 = median(unlimited_v2);
+    println!(
+        "ABI v2 limits: the same filter without fuel or deadlines {u2:.0} events/s; the limits \
+         cost {:.1}% of throughput",
+        (1.0 - w2 / u2) * 100.0
     );
     Ok(())
 }
