@@ -461,16 +461,31 @@ async fn from_log(
             }
             next = last + 1;
         }
+        // What no later partition can displace is kept, no more: at most twice `limit`
+        // events are held, whatever the number of partitions.
+        keep_window(&mut all, window, limit);
     }
+    keep_window(&mut all, window, limit);
+    Ok((all.into_iter().map(|(.., e)| e).collect(), cut))
+}
+
+/// Sort `events` in log order and keep the `limit` the window asks for: the first ones
+/// since an instant, or the newest.
+fn keep_window(
+    events: &mut Vec<(i64, u32, u64, Arc<ObjectEvent>)>,
+    window: LogWindow,
+    limit: usize,
+) {
     // Events appended together share a time; their ids (UUIDv7, from one clock per node)
     // keep the order they were written in across partitions.
-    all.sort_by_key(|(t, p, o, e)| (*t, e.event_id, *p, *o));
-    let skip = match window {
-        LogWindow::Since(_) => 0,
-        LogWindow::Last => all.len().saturating_sub(limit),
-    };
-    let events = all.into_iter().skip(skip).take(limit);
-    Ok((events.map(|(.., e)| e).collect(), cut))
+    events.sort_by_key(|(t, p, o, e)| (*t, e.event_id, *p, *o));
+    match window {
+        LogWindow::Since(_) => events.truncate(limit),
+        LogWindow::Last => {
+            let extra = events.len().saturating_sub(limit);
+            events.drain(..extra);
+        }
+    }
 }
 
 /// A test's results as they come: the first `max_results` in full, counts for all, and each
