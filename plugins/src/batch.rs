@@ -144,19 +144,48 @@ pub fn size(events: &[Arc<ObjectEvent>], fields: u32) -> usize {
     total
 }
 
+/// `dst.copy_from_slice(src)` for slices of one length, without a call to `memcpy` for the
+/// short strings events are made of: two overlapping fixed-size copies cover any length
+/// between the size and twice it.
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    match n {
+        0 => {}
+        1..4 => {
+            dst[0] = src[0];
+            dst[n / 2] = src[n / 2];
+            dst[n - 1] = src[n - 1];
+        }
+        4..8 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..].copy_from_slice(&src[n - 4..]);
+        }
+        8..16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..].copy_from_slice(&src[n - 8..]);
+        }
+        16..=32 => {
+            dst[..16].copy_from_slice(&src[..16]);
+            dst[n - 16..].copy_from_slice(&src[n - 16..]);
+        }
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// Copy `s` to `out` at `*at` and move past it; its (offset, length). `None` when `out`
 /// ends first.
 #[inline(always)]
 fn put_str(out: &mut [u8], at: &mut usize, s: &str) -> Option<(u32, u32)> {
     let off = *at;
-    out.get_mut(off..off + s.len())?
-        .copy_from_slice(s.as_bytes());
+    copy_short(out.get_mut(off..off + s.len())?, s.as_bytes());
     *at += s.len();
     Some((off as u32, s.len() as u32))
 }
 
-/// Write `map`'s entry table and its strings at `*at`; the table's (offset, count).
-fn put_map(out: &mut [u8], at: &mut usize, map: &StringMap) -> Option<(u32, u32)> {
+/// Write `map`'s entry table and its strings at `*at` of `out`, which starts `base` bytes into
+/// the batch; the table's (offset, count) in the batch.
+fn put_map(out: &mut [u8], at: &mut usize, base: u32, map: &StringMap) -> Option<(u32, u32)> {
     let table = *at;
     *at += map.len() * ENTRY;
     for (i, (name, value)) in map.iter().enumerate() {
@@ -164,11 +193,14 @@ fn put_map(out: &mut [u8], at: &mut usize, map: &StringMap) -> Option<(u32, u32)
         let (v_off, v_len) = put_str(out, at, value)?;
         let e = table + i * ENTRY;
         let entry = out.get_mut(e..e + ENTRY)?;
-        for (k, v) in [n_off, n_len, v_off, v_len].into_iter().enumerate() {
+        for (k, v) in [n_off + base, n_len, v_off + base, v_len]
+            .into_iter()
+            .enumerate()
+        {
             entry[4 * k..4 * k + 4].copy_from_slice(&v.to_le_bytes());
         }
     }
-    Some((table as u32, map.len() as u32))
+    Some((table as u32 + base, map.len() as u32))
 }
 
 /// Lay `events` out at the start of `out` (the module's own buffer, so nothing is copied
@@ -178,15 +210,23 @@ fn put_map(out: &mut [u8], at: &mut usize, map: &StringMap) -> Option<(u32, u32)
 pub fn write(events: &[Arc<ObjectEvent>], fields: u32, out: &mut [u8]) -> Option<(usize, usize)> {
     let n = events.len();
     // Strings and entry tables go after the records.
-    let mut at = HEADER + n * RECORD;
-    if out.len() < at + n {
+    let strings = HEADER + n * RECORD;
+    if out.len() < strings + n {
         return None;
     }
-    for (i, e) in events.iter().enumerate() {
-        let mut rec = TEMPLATE;
+    // Each record is written in place: built on the stack and copied, its 16-byte loads would
+    // wait on the narrower stores that built it (a store-forwarding stall per load).
+    let (records, rest) = out.split_at_mut(strings);
+    let mut at = 0;
+    for (e, rec) in events
+        .iter()
+        .zip(records[HEADER..].chunks_exact_mut(RECORD))
+    {
+        let rec: &mut [u8; RECORD] = rec.try_into().expect("RECORD bytes");
+        *rec = TEMPLATE;
         texts::<()>(e, fields, |f, s| {
-            let (off, len) = put_str(out, &mut at, s).ok_or(())?;
-            set_pair(&mut rec, f, off, len);
+            let (off, len) = put_str(rest, &mut at, s).ok_or(())?;
+            set_pair(rec, f, off + strings as u32, len);
             Ok(())
         })
         .ok()?;
@@ -195,15 +235,13 @@ pub fn write(events: &[Arc<ObjectEvent>], fields: u32, out: &mut [u8]) -> Option
         rec[field::SIZE..field::SIZE + 8].copy_from_slice(&size.to_le_bytes());
         rec[field::SEQUENCE..field::SEQUENCE + 8].copy_from_slice(&e.sequence.to_le_bytes());
         maps::<()>(e, fields, |f, m| {
-            let (off, count) = put_map(out, &mut at, m).ok_or(())?;
-            set_pair(&mut rec, f, off, count);
+            let (off, count) = put_map(rest, &mut at, strings as u32, m).ok_or(())?;
+            set_pair(rec, f, off, count);
             Ok(())
         })
         .ok()?;
-        let r = HEADER + i * RECORD;
-        out[r..r + RECORD].copy_from_slice(&rec);
     }
-    let verdicts = at;
+    let verdicts = strings + at;
     out.get_mut(verdicts..verdicts + n)?.fill(UNDECIDED);
     let len = verdicts + n;
     for (k, v) in [n, RECORD, verdicts, len].into_iter().enumerate() {
@@ -275,6 +313,19 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(Some(size), events[1].size);
+    }
+}
+
+#[cfg(test)]
+mod copy_tests {
+    #[test]
+    fn short_copies_copy_every_length() {
+        let src: Vec<u8> = (1..=80).collect();
+        for n in 0..=src.len() {
+            let mut dst = vec![0u8; n];
+            super::copy_short(&mut dst, &src[..n]);
+            assert_eq!(dst, &src[..n], "length {n}");
+        }
     }
 }
 
