@@ -89,6 +89,14 @@ pub async fn run(args: IcebergArgs) -> anyhow::Result<()> {
     );
     ingest::closed_loop(&client, &endpoint, bodies, requests, 8, args.batch).await?;
     let events = requests * args.batch;
+    // The index materializes what ingest acknowledged; that is ingest's work, not the sink's,
+    // and the peer starts from rows already in memory.
+    let indexing = Instant::now();
+    ingest::wait_index(&client, &url).await?;
+    println!(
+        "the index caught up {:.2} s after the last acknowledgement",
+        indexing.elapsed().as_secs_f64()
+    );
 
     let warehouse = args.dir.join("warehouse");
     let spec = serde_json::json!({

@@ -215,7 +215,7 @@ pub(super) async fn wait_ready(client: &HttpClient, url: &str) -> anyhow::Result
     bail!("server at {url} did not become healthy")
 }
 
-async fn wait_index(client: &HttpClient, url: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_index(client: &HttpClient, url: &str) -> anyhow::Result<()> {
     for _ in 0..60_000 {
         let req = hyper::Request::get(format!("{url}/healthz")).body(Full::new(Bytes::new()))?;
         let resp = client.request(req).await?;

@@ -23,24 +23,47 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Encode `batch` as one Parquet file.
 pub(super) fn encode(batch: &RecordBatch) -> Result<(Vec<u8>, ParquetMetaData)> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("valid level"),
-        ))
-        .set_statistics_enabled(EnabledStatistics::Chunk)
-        // Iceberg bounds must be exact or truncated the right way; untruncated is simplest.
-        .set_statistics_truncate_length(None)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 4);
-    let encode_err = |e: parquet::errors::ParquetError| {
-        Error::Transient(format!("encoding an Iceberg data file: {e}"))
-    };
-    let mut writer =
-        ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).map_err(encode_err)?;
-    writer.write(batch).map_err(encode_err)?;
-    let meta = writer.close().map_err(encode_err)?;
-    Ok((out, meta))
+    let mut file = Encoder::new(batch.schema(), batch.get_array_memory_size() / 4)?;
+    file.write(batch)?;
+    file.finish()
+}
+
+fn encode_err(e: parquet::errors::ParquetError) -> Error {
+    Error::Transient(format!("encoding an Iceberg data file: {e}"))
+}
+
+/// A data file written batch by batch, so its rows need not all be in memory at once.
+pub(super) struct Encoder {
+    writer: ArrowWriter<Vec<u8>>,
+}
+
+impl Encoder {
+    /// A file of `schema`, its buffer starting at `capacity` bytes.
+    pub fn new(schema: arrow_schema::SchemaRef, capacity: usize) -> Result<Encoder> {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).expect("valid level"),
+            ))
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            // Iceberg bounds must be exact or truncated the right way; untruncated is simplest.
+            .set_statistics_truncate_length(None)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        let writer = ArrowWriter::try_new(Vec::with_capacity(capacity), schema, Some(props))
+            .map_err(encode_err)?;
+        Ok(Encoder { writer })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch).map_err(encode_err)
+    }
+
+    /// The file's bytes and footer.
+    pub fn finish(mut self) -> Result<(Vec<u8>, ParquetMetaData)> {
+        let meta = self.writer.finish().map_err(encode_err)?;
+        // `finish` flushed everything (`into_inner` would write the footer a second time).
+        Ok((std::mem::take(self.writer.inner_mut()), meta))
+    }
 }
 
 /// The manifest entry of a Parquet file at `path` of `size` bytes whose footer is `meta`,

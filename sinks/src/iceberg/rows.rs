@@ -64,10 +64,39 @@ pub(super) struct Row<'a> {
     pub offset: u64,
 }
 
+/// A row's string columns, in the order `journal_batch` builds them.
+fn string_values<'a>(e: &EventView<'a>) -> [Option<&'a str>; 12] {
+    [
+        Some(e.bucket),
+        Some(e.key),
+        Some(record_type(e.event_type)),
+        e.version_id,
+        e.etag,
+        e.storage_class,
+        e.sha256.map(|_| "SHA256"),
+        e.requester,
+        e.source_ip,
+        e.request_id,
+        e.content_type,
+        e.sha256,
+    ]
+}
+
 /// The journal batch of `rows`.
 pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
     let n = rows.len();
-    let mut strings: Vec<StringBuilder> = (0..12).map(|_| StringBuilder::new()).collect();
+    // Each string column sized to its rows first: grown by doubling, a column's buffer is
+    // copied into fresh pages again and again (page faults were a third of the encoder).
+    let mut bytes = [0usize; 12];
+    for r in rows {
+        for (b, v) in bytes.iter_mut().zip(string_values(&r.event)) {
+            *b += v.map_or(0, str::len);
+        }
+    }
+    let mut strings: Vec<StringBuilder> = bytes
+        .iter()
+        .map(|b| StringBuilder::with_capacity(n, *b))
+        .collect();
     let mut ts = [
         TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
         TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
@@ -87,21 +116,7 @@ pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
     for r in rows {
         let e = &r.event;
         let gone = e.size.is_none();
-        // The string columns, in the order `finish` takes them.
-        let values: [Option<&str>; 12] = [
-            Some(e.bucket),
-            Some(e.key),
-            Some(record_type(e.event_type)),
-            e.version_id,
-            e.etag,
-            e.storage_class,
-            e.sha256.map(|_| "SHA256"),
-            e.requester,
-            e.source_ip,
-            e.request_id,
-            e.content_type,
-            e.sha256,
-        ];
+        let values = string_values(e);
         for (b, v) in strings.iter_mut().zip(values) {
             b.append_option(v);
         }
@@ -119,8 +134,13 @@ pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
         partition.append_value(i32::try_from(r.partition).unwrap_or(i32::MAX));
         offset.append_value(i64::try_from(r.offset).unwrap_or(i64::MAX));
     }
-    let mut user_agent = StringBuilder::new();
-    let mut removed_version = StringBuilder::new();
+    let (mut agents, mut removed) = (0, 0);
+    for r in rows {
+        agents += r.event.user_agent.map_or(0, str::len);
+        removed += r.event.removed_version_id.map_or(0, str::len);
+    }
+    let mut user_agent = StringBuilder::with_capacity(n, agents);
+    let mut removed_version = StringBuilder::with_capacity(n, removed);
     for r in rows {
         user_agent.append_option(r.event.user_agent);
         removed_version.append_option(r.event.removed_version_id);

@@ -20,7 +20,7 @@ use super::commit::Appender;
 use super::inventory::InvRow;
 use super::overwrite::{Change, Changes, Overwriter};
 use super::rows::{Row, journal_batch};
-use super::{COMMIT_MAX_BYTES, Iceberg, TableInfo, datafile};
+use super::{COMMIT_MAX_BYTES, Iceberg, TableInfo, datafile, schema};
 use crate::sink::{Delivery, Feed, StreamSink};
 use crate::{Error, Result};
 
@@ -146,8 +146,9 @@ async fn flush(
         let (journal_from, inventory_from) = (covered[0], covered[1]);
         tokio::task::spawn_blocking(move || {
             // Each record's view is read once, for both tables.
-            let mut journal_rows = Vec::with_capacity(deliveries.len());
-            let mut changes: Vec<Change> = Vec::new();
+            let mut files = JournalFiles::new(&journal, partition);
+            // At most one change per row; capacity never touched costs no memory.
+            let mut changes: Vec<Change> = Vec::with_capacity(deliveries.len());
             for d in &deliveries {
                 let e = d.view();
                 if d.offset >= inventory_from && e.event_type.mutates_object() {
@@ -155,14 +156,14 @@ async fn flush(
                     changes.push((e.bucket.to_owned(), e.key.to_owned(), row));
                 }
                 if d.offset >= journal_from {
-                    journal_rows.push(Row {
+                    files.push(Row {
                         event: e,
                         partition,
                         offset: d.offset,
-                    });
+                    })?;
                 }
             }
-            Ok((encode(&journal, partition, journal_rows)?, changes))
+            Ok((files.finish()?, changes))
         })
         .await
         .unwrap_or_else(|e| Err(Error::Transient(format!("the encoder thread failed: {e}"))))?
@@ -217,59 +218,104 @@ async fn flush(
     }
     Ok(())
 }
-/// Journal `rows` (of one log partition) encoded as one Parquet file per table partition
-/// (day, bucket), with each file's path and manifest entry.
-fn encode(
-    journal: &TableInfo,
+/// Rows of the journal held before they are encoded into their file: enough for the
+/// encoder's work per call to dwarf its overhead, few enough that a round's rows are never all
+/// in memory at once (a row's view is a few hundred bytes, and a backfill's round can hold
+/// hundreds of thousands of rows).
+const CHUNK_ROWS: usize = 16 * 1024;
+
+/// One data file being written.
+struct JournalFile<'a> {
+    key: Struct,
+    rows: Vec<Row<'a>>,
+    file: datafile::Encoder,
+    first: u64,
+    last: u64,
+}
+
+/// Journal rows of one log partition encoded as one Parquet file per table partition (day,
+/// bucket), a chunk of rows at a time.
+struct JournalFiles<'a, 't> {
+    journal: &'t TableInfo,
     partition: u32,
-    rows: Vec<Row<'_>>,
-) -> Result<Vec<(String, Bytes, DataFile)>> {
-    // Rows by table partition (its directory names it), each with its partition value.
-    let mut groups: BTreeMap<String, (Struct, Vec<Row<'_>>)> = BTreeMap::new();
-    // Consecutive rows mostly share their hour and bucket, hence their table partition (an
-    // hour lies in one day, month and year): its key is worked out once per run of them.
-    let mut last: Option<((i64, &str), String)> = None;
-    for row in rows {
+    /// By table partition (its directory names it).
+    files: BTreeMap<String, JournalFile<'a>>,
+    /// Consecutive rows mostly share their hour and bucket, hence their table partition (an
+    /// hour lies in one day, month and year): its directory is worked out once per run.
+    last: Option<((i64, &'a str), String)>,
+}
+
+impl<'a, 't> JournalFiles<'a, 't> {
+    fn new(journal: &'t TableInfo, partition: u32) -> Self {
+        JournalFiles {
+            journal,
+            partition,
+            files: BTreeMap::new(),
+            last: None,
+        }
+    }
+
+    fn push(&mut self, row: Row<'a>) -> Result<()> {
         let (time, bucket) = (row.event.event_time, row.event.bucket);
         let period = (time.div_euclid(super::partitioning::HOUR_US), bucket);
-        if let Some((p, dir)) = &last
-            && *p == period
-            && let Some(group) = groups.get_mut(dir)
-        {
-            group.1.push(row);
-            continue;
-        }
-        let (key, dir) = super::partitioning::key(&journal.parts, time, bucket)?;
-        groups
-            .entry(dir.clone())
-            .or_insert_with(|| (key, Vec::new()))
-            .1
-            .push(row);
-        last = Some((period, dir));
-    }
-    let mut out = Vec::with_capacity(groups.len());
-    for (dir, (key, rows)) in groups {
-        let batch = journal_batch(&rows)?;
-        let (bytes, meta) = datafile::encode(&batch)?;
-        let (first, last) = (rows[0].offset, rows[rows.len() - 1].offset);
-        let dir = match dir.is_empty() {
-            true => String::new(),
-            false => format!("{dir}/"),
+        let dir = match &self.last {
+            Some((p, dir)) if *p == period => dir,
+            _ => {
+                let (key, dir) = super::partitioning::key(&self.journal.parts, time, bucket)?;
+                if !self.files.contains_key(&dir) {
+                    let file = datafile::Encoder::new(schema::journal_arrow(), CHUNK_ROWS * 64)?;
+                    let open = JournalFile {
+                        key,
+                        rows: Vec::with_capacity(CHUNK_ROWS),
+                        file,
+                        first: row.offset,
+                        last: row.offset,
+                    };
+                    self.files.insert(dir.clone(), open);
+                }
+                &self.last.insert((period, dir)).1
+            }
         };
-        let path = format!(
-            "{}/data/{dir}p{partition}-{first}-{last}-{}.parquet",
-            journal.location,
-            uuid::Uuid::now_v7()
-        );
-        let file = datafile::data_file(
-            path.clone(),
-            bytes.len() as u64,
-            &meta,
-            &journal.schema,
-            key,
-            journal.spec_id,
-        )?;
-        out.push((path, Bytes::from(bytes), file));
+        let file = self.files.get_mut(dir).expect("opened above");
+        file.last = row.offset;
+        file.rows.push(row);
+        if file.rows.len() >= CHUNK_ROWS {
+            file.file.write(&journal_batch(&file.rows)?)?;
+            file.rows.clear();
+        }
+        Ok(())
     }
-    Ok(out)
+
+    /// Each file's path, bytes and manifest entry.
+    fn finish(self) -> Result<Vec<(String, Bytes, DataFile)>> {
+        let mut out = Vec::with_capacity(self.files.len());
+        for (dir, mut f) in self.files {
+            if !f.rows.is_empty() {
+                f.file.write(&journal_batch(&f.rows)?)?;
+            }
+            let (bytes, meta) = f.file.finish()?;
+            let dir = match dir.is_empty() {
+                true => String::new(),
+                false => format!("{dir}/"),
+            };
+            let path = format!(
+                "{}/data/{dir}p{}-{}-{}-{}.parquet",
+                self.journal.location,
+                self.partition,
+                f.first,
+                f.last,
+                uuid::Uuid::now_v7()
+            );
+            let file = datafile::data_file(
+                path.clone(),
+                bytes.len() as u64,
+                &meta,
+                &self.journal.schema,
+                f.key,
+                self.journal.spec_id,
+            )?;
+            out.push((path, Bytes::from(bytes), file));
+        }
+        Ok(out)
+    }
 }

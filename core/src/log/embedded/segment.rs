@@ -194,6 +194,14 @@ impl Segment {
         if i == 0 { 0 } else { index[i - 1].position }
     }
 
+    /// A file position at or past the start of the record at `offset`, so every record before
+    /// it lies before the position (`u64::MAX` when the index has no such record).
+    fn position_past(&self, offset: u64) -> u64 {
+        let index = self.index.read().unwrap();
+        let i = index.partition_point(|e| e.offset < offset);
+        index.get(i).map_or(u64::MAX, |e| e.position)
+    }
+
     /// File position to start reading at to find the first record with time >= `ts`.
     fn position_for_time(&self, ts: i64) -> u64 {
         let index = self.index.read().unwrap();
@@ -205,7 +213,12 @@ impl Segment {
     pub fn read(&self, from: u64, until: u64, max: usize, partition: u32) -> Result<Vec<Record>> {
         let mut out = Vec::new();
         let start = self.position_for_offset(from);
-        let mut cursor = FrameCursor::new(&self.file, &self.path, partition, start, self.size());
+        // Read about what the records asked for take, not a whole chunk: each record keeps
+        // the buffer it was read into alive, so reading more than that held (and re-read)
+        // the rest, twice the memory of the records when a reader asks for a few hundred.
+        let past = self.position_past(from.saturating_add(max as u64).min(until));
+        let mut cursor = FrameCursor::new(&self.file, &self.path, partition, start, self.size())
+            .chunk(past.saturating_sub(start));
         while out.len() < max {
             match cursor.next()? {
                 Step::Record(rec, _, _) => {
@@ -348,6 +361,8 @@ pub struct FrameCursor<'f> {
     /// Do not read at or past this position.
     end: u64,
     buf: Bytes,
+    /// Bytes read at a time (more when a frame is larger).
+    chunk: usize,
 }
 
 impl<'f> FrameCursor<'f> {
@@ -359,7 +374,14 @@ impl<'f> FrameCursor<'f> {
             pos,
             end,
             buf: Bytes::new(),
+            chunk: CHUNK,
         }
+    }
+
+    /// Read about `bytes` at a time (at most [`CHUNK`], more when a frame is larger).
+    pub fn chunk(mut self, bytes: u64) -> Self {
+        self.chunk = bytes.clamp(FRAME_HEADER as u64, CHUNK as u64) as usize;
+        self
     }
 
     pub fn pos(&self) -> u64 {
@@ -397,7 +419,7 @@ impl<'f> FrameCursor<'f> {
                             }
                         });
                     }
-                    let want = need.max(CHUNK).max(FRAME_HEADER) as u64;
+                    let want = need.max(self.chunk).max(FRAME_HEADER) as u64;
                     self.buf = self.read_chunk(want.min(available))?;
                     if self.buf.is_empty() {
                         return Ok(Step::End);
@@ -409,22 +431,63 @@ impl<'f> FrameCursor<'f> {
 
     /// Read up to `len` bytes at `pos`; shorter if the file is shorter.
     fn read_chunk(&mut self, len: u64) -> Result<Bytes> {
-        let mut out = vec![0u8; len as usize];
+        let len = len as usize;
+        let mut out = match len > CHUNK / 2 && len <= CHUNK {
+            true => Chunk::take(),
+            false => Chunk(vec![0u8; len]),
+        };
         let mut got = 0usize;
-        while got < out.len() {
+        while got < len {
             let n = self
                 .file
-                .read_at(&mut out[got..], self.pos + got as u64)
+                .read_at(&mut out.0[got..len], self.pos + got as u64)
                 .ctx("read segment", self.path)?;
             if n == 0 {
                 break;
             }
             got += n;
         }
-        out.truncate(got);
-        if (got as u64) < len {
+        if got < len {
             self.end = self.pos + got as u64;
         }
-        Ok(Bytes::from(out))
+        Ok(Bytes::from_owner(out).slice(..got))
+    }
+}
+
+/// A buffer chunks of segments are read into. Records are slices of it, so it lives until
+/// the last record read from it is dropped, which is usually on another thread (a sink's
+/// encoder, a delivery): freed there and allocated again here, every chunk came from fresh
+/// pages, and a backfill spent a third of its CPU in page faults. Dropped, a full-sized one
+/// goes back to [`POOL`] for the next read.
+struct Chunk(Vec<u8>);
+
+/// Full-sized chunks no record uses any more, at most [`POOL_CHUNKS`] of them.
+static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// At most this many idle chunks are kept (32 MiB).
+const POOL_CHUNKS: usize = 32;
+
+impl Chunk {
+    /// A full-sized chunk, from the pool when it has one (its bytes are overwritten by the
+    /// read, and only what was read is ever seen).
+    fn take() -> Chunk {
+        let pooled = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        Chunk(pooled.unwrap_or_else(|| vec![0u8; CHUNK]))
+    }
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if self.0.len() == CHUNK {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < POOL_CHUNKS {
+                pool.push(std::mem::take(&mut self.0));
+            }
+        }
     }
 }
