@@ -71,6 +71,7 @@ impl Source for PartitionSource {
             Some(Batch {
                 deliveries: chunk.deliveries,
                 next: chunk.next,
+                caught_up: chunk.caught_up,
             })
         }
         .boxed()

@@ -25,6 +25,9 @@ pub(crate) struct Chunk {
     /// Events the filter failed on, for the dead-letter queue (`on_filter_error`).
     pub filter_failed: Vec<(Arc<Delivery>, String)>,
     pub next: u64,
+    /// The read that gave this chunk got fewer records than it asked for: the reader had
+    /// reached the end of the log at that moment.
+    pub caught_up: bool,
 }
 
 /// Where delivery of `partition` starts: the committed position, or the subscription's
@@ -104,13 +107,14 @@ pub(crate) async fn read(
             tokio::time::sleep(filtering::RETRY).await;
             continue;
         }
+        let want = end.map_or(512, |end| (end - next).min(512) as usize);
         let records = match ctx
             .log
             .read(
                 OBJECTS_TOPIC,
                 partition,
                 next,
-                end.map_or(512, |end| (end - next).min(512) as usize),
+                want,
                 Duration::from_millis(500),
             )
             .await
@@ -134,6 +138,7 @@ pub(crate) async fn read(
             undecodable: Vec::new(),
             filter_failed: Vec::new(),
             next: last + 1,
+            caught_up: records.len() < want,
         };
         let mut skipped = 0;
         for rec in records {

@@ -85,6 +85,7 @@ async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
     let mut next = feed.from();
     let mut committed = next;
     let mut due: Option<Instant> = None;
+    let mut late = false;
     loop {
         feed.show_position(committed);
         let far = Instant::now() + Duration::from_secs(3600);
@@ -96,13 +97,24 @@ async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
                     }
                     return Ok(());
                 };
-                if !batch.deliveries.is_empty() && due.is_none() {
+                if let Some(first) = batch.deliveries.first()
+                    && due.is_none()
+                {
                     due = Some(Instant::now() + interval);
+                    late = arrived_before(first, interval);
                 }
                 buffered_bytes += batch.deliveries.iter().map(|d| d.wire.len()).sum::<usize>();
                 buffered.extend(batch.deliveries);
                 next = batch.next;
-                if buffered.len() >= sink.spec.commit_max_rows || buffered_bytes >= COMMIT_MAX_BYTES {
+                // A round whose first event is older than the interval (a catch-up) is past
+                // its deadline already: once the reader has reached the log's end, waiting
+                // out another interval only delays it. It must still make a file worth its
+                // commit, so a slow trickle of old events keeps to the interval.
+                let late_and_done = late && batch.caught_up && buffered_bytes >= EARLY_BYTES;
+                if buffered.len() >= sink.spec.commit_max_rows
+                    || buffered_bytes >= COMMIT_MAX_BYTES
+                    || late_and_done
+                {
                     buffered_bytes = 0;
                     flush(&sink, &tables, feed, &mut buffered, &mut covered, next).await?;
                     committed = next;
@@ -120,6 +132,17 @@ async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
             }
         }
     }
+}
+
+/// A late round (see `write`) commits at the log's end once it holds this many bytes.
+const EARLY_BYTES: usize = COMMIT_MAX_BYTES / 8;
+
+/// Whether `d`'s event happened more than `interval` ago (by the clock of the node that took
+/// it), so its round is late already.
+fn arrived_before(d: &Delivery, interval: Duration) -> bool {
+    let now = chrono::Utc::now().timestamp_micros();
+    let interval = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX);
+    d.view().event_time < now.saturating_sub(interval)
 }
 
 struct Tables<'a> {

@@ -64,6 +64,8 @@ pub struct Batch {
     /// The offset after the last record read: everything before it is in this batch or
     /// earlier ones, or was not for this subscription (or is in the dead-letter queue).
     pub next: u64,
+    /// The reader had reached the end of the log when it read this batch's last record.
+    pub caught_up: bool,
 }
 
 /// The engine's side of a feed. A trait so this seam names nothing of the engine above it;
