@@ -30,6 +30,8 @@ use crate::subscription::{Subscription, Subscriptions};
 #[derive(Default)]
 struct Recorder {
     written: Mutex<BTreeMap<u32, Vec<(u64, uuid::Uuid)>>>,
+    /// Each batch's deliveries and whether its read had reached the log's end.
+    batches: Mutex<Vec<(usize, bool)>>,
     changed: Notify,
 }
 
@@ -42,6 +44,10 @@ impl StreamSink for Recorder {
     fn write<'a>(self: Arc<Self>, feed: &'a mut Feed) -> BoxFuture<'a, crate::Result<()>> {
         Box::pin(async move {
             while let Some(batch) = feed.next().await {
+                self.batches
+                    .lock()
+                    .unwrap()
+                    .push((batch.deliveries.len(), batch.caught_up));
                 {
                     let mut written = self.written.lock().unwrap();
                     let partition = written.entry(feed.partition()).or_default();
@@ -336,4 +342,33 @@ async fn a_stream_sink_kind_is_replayed_through_its_default_backfill() {
             .unwrap();
         assert_eq!(at, None, "a replay never moves the position");
     }
+}
+
+#[tokio::test]
+async fn a_batch_says_whether_its_read_reached_the_end_of_the_log() {
+    let node = node().await;
+    let spec = crate::subscription::parse(
+        br#"{"name": "ends", "start": "earliest",
+             "sink": {"type": "webhook", "url": "http://127.0.0.1:9/never-called"}}"#,
+    )
+    .unwrap();
+    let sub = node.engine.subscriptions.create(spec, None).await.unwrap();
+    // One key, so one partition: a backlog of 1,300 is read as 512 + 512 + 276.
+    for i in 0..1300 {
+        node.append(&event(i * 5, true)).await;
+    }
+    let sink = Arc::new(Recorder::default());
+    let (stop, task) = node.run(&sub, sink.clone());
+    sink.wait_for(1300).await;
+    // Then a live event: read alone, at the end of the log.
+    node.append(&event(0, true)).await;
+    sink.wait_for(1301).await;
+    stop.send_replace(true);
+    task.await.unwrap();
+    let batches = sink.batches.lock().unwrap().clone();
+    assert_eq!(
+        batches,
+        [(512, false), (512, false), (276, true), (1, true)],
+        "each batch's size and whether its read reached the end"
+    );
 }

@@ -64,7 +64,9 @@ pub struct Batch {
     /// The offset after the last record read: everything before it is in this batch or
     /// earlier ones, or was not for this subscription (or is in the dead-letter queue).
     pub next: u64,
-    /// The reader had reached the end of the log when it read this batch's last record.
+    /// The read that gave this batch got fewer records than it asked for: the reader had
+    /// reached the end of the log (on Kafka, a fetch may also end short; a hint, not a
+    /// guarantee, so sinks use it only to commit sooner).
     pub caught_up: bool,
 }
 
