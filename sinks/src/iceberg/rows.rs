@@ -88,10 +88,13 @@ pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
     // Each string column sized to its rows first: grown by doubling, a column's buffer is
     // copied into fresh pages again and again (page faults were a third of the encoder).
     let mut bytes = [0usize; 12];
+    let (mut agents, mut removed) = (0, 0);
     for r in rows {
         for (b, v) in bytes.iter_mut().zip(string_values(&r.event)) {
             *b += v.map_or(0, str::len);
         }
+        agents += r.event.user_agent.map_or(0, str::len);
+        removed += r.event.removed_version_id.map_or(0, str::len);
     }
     let mut strings: Vec<StringBuilder> = bytes
         .iter()
@@ -133,11 +136,6 @@ pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
         prev.push(e.previous.as_ref());
         partition.append_value(i32::try_from(r.partition).unwrap_or(i32::MAX));
         offset.append_value(i64::try_from(r.offset).unwrap_or(i64::MAX));
-    }
-    let (mut agents, mut removed) = (0, 0);
-    for r in rows {
-        agents += r.event.user_agent.map_or(0, str::len);
-        removed += r.event.removed_version_id.map_or(0, str::len);
     }
     let mut user_agent = StringBuilder::with_capacity(n, agents);
     let mut removed_version = StringBuilder::with_capacity(n, removed);

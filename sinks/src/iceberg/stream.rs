@@ -286,10 +286,12 @@ impl<'a, 't> JournalFiles<'a, 't> {
             _ => {
                 let (key, dir) = super::partitioning::key(&self.journal.parts, time, bucket)?;
                 if !self.files.contains_key(&dir) {
-                    let file = datafile::Encoder::new(schema::journal_arrow(), CHUNK_ROWS * 64)?;
+                    // Nothing sized ahead: a round may open a file for each of thousands of
+                    // buckets, most with a few rows.
+                    let file = datafile::Encoder::new(schema::journal_arrow(), 0)?;
                     let open = JournalFile {
                         key,
-                        rows: Vec::with_capacity(CHUNK_ROWS),
+                        rows: Vec::new(),
                         file,
                         first: row.offset,
                         last: row.offset,
