@@ -24,7 +24,7 @@ def main():
     os.makedirs(work, exist_ok=True)
     peer = SqlCatalog("peer", uri=f"sqlite:///{work}/peer.db", warehouse=f"file://{work}/wh")
     peer.create_namespace_if_not_exists("bench")
-    times = []
+    times, cpu = [], []
     for run in range(runs):
         table = peer.create_table(
             f"bench.append_{run}",
@@ -32,10 +32,14 @@ def main():
             partition_spec=source.spec(),
             properties={"write.parquet.compression-codec": "zstd"},
         )
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         table.append(rows)
         times.append(time.perf_counter() - started)
-    json.dump({"rows": rows.num_rows, "seconds": times, "median": statistics.median(times)}, sys.stdout)
+        cpu.append(time.process_time() - cpu_started)
+    json.dump(
+        {"rows": rows.num_rows, "seconds": times, "median": statistics.median(times), "cpu": cpu},
+        sys.stdout,
+    )
 
 
 if __name__ == "__main__":

@@ -97,6 +97,8 @@ pub async fn run(args: IcebergArgs) -> anyhow::Result<()> {
         "the index caught up {:.2} s after the last acknowledgement",
         indexing.elapsed().as_secs_f64()
     );
+    let settled = serve.settle().await?;
+    println!("the server went quiet {:.2} s later", settled.as_secs_f64());
 
     let warehouse = args.dir.join("warehouse");
     let spec = serde_json::json!({
@@ -108,6 +110,7 @@ pub async fn run(args: IcebergArgs) -> anyhow::Result<()> {
                  "commit_max_rows": 1_000_000},
     });
     let started = Instant::now();
+    let cpu_before = serve.cpu_ticks()?;
     let req = hyper::Request::post(format!("{url}/v1/subscriptions"))
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(spec.to_string())))?;
@@ -117,6 +120,7 @@ pub async fn run(args: IcebergArgs) -> anyhow::Result<()> {
     }
     wait_delivered(&client, &url, "bench", events as u64).await?;
     let ours = started.elapsed().as_secs_f64();
+    let cpu = (serve.cpu_ticks()? - cpu_before) as f64 / 100.0;
     serve.stop()?;
 
     let script = args.dir.join("iceberg_append.py");
@@ -141,12 +145,12 @@ pub async fn run(args: IcebergArgs) -> anyhow::Result<()> {
     let peer_rate = peer["rows"].as_f64().unwrap_or(0.0) / peer_secs;
     println!(
         "tidemark: {events} events from the log to committed journal and inventory in {ours:.2} s \
-         ({ours_rate:.0} rows/s)"
+         ({ours_rate:.0} rows/s; the server used {cpu:.2} s of CPU)"
     );
     println!(
         "pyiceberg Table.append of the same {} rows (Arrow, zstd): median {peer_secs:.2} s \
-         ({peer_rate:.0} rows/s), runs {}",
-        peer["rows"], peer["seconds"]
+         ({peer_rate:.0} rows/s), runs {}, CPU s {}",
+        peer["rows"], peer["seconds"], peer["cpu"]
     );
     println!("ratio tidemark / pyiceberg: {:.2}", ours_rate / peer_rate);
     Ok(())

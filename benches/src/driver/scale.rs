@@ -44,6 +44,20 @@ pub(super) struct Serve {
     pub(super) url: String,
 }
 
+/// The server's log: discarded, or appended to the file `TIDEMARK_BENCH_SERVER_LOG` names
+/// (to see what a run did, with timestamps).
+fn server_log() -> anyhow::Result<Stdio> {
+    Ok(match std::env::var_os("TIDEMARK_BENCH_SERVER_LOG") {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?
+            .into(),
+        None => Stdio::null(),
+    })
+}
+
 impl Serve {
     pub(super) fn start(data: &Path, port: u16, extra: &[String]) -> anyhow::Result<Serve> {
         let me = std::env::current_exe()?;
@@ -61,13 +75,43 @@ impl Serve {
             .arg(data)
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(server_log()?)
             .spawn()
             .with_context(|| format!("start {}", tidemark.display()))?;
         Ok(Serve {
             child,
             url: format!("http://127.0.0.1:{port}"),
         })
+    }
+
+    /// Wait (at most 10 s) until the server has used under 5 % of a core for 200 ms: work
+    /// the load left behind (a periodic index snapshot after ingest) is not timed as the
+    /// next step's.
+    pub(super) async fn settle(&self) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            let before = self.cpu_ticks()?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Clock ticks are 10 ms: at most one tick in 200 ms is under 5 %.
+            if self.cpu_ticks()? - before <= 1 {
+                break;
+            }
+        }
+        Ok(started.elapsed())
+    }
+
+    /// CPU time the server has used (user and system), in clock ticks of 10 ms.
+    pub(super) fn cpu_ticks(&self) -> anyhow::Result<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command's closing parenthesis: utime and stime are 12th and 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let field = |i: usize| {
+            rest.split_whitespace()
+                .nth(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(field(11) + field(12))
     }
 
     /// `VmRSS` and `VmHWM`, in MiB.

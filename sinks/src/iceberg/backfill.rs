@@ -32,29 +32,38 @@ const BUFFERED_ROWS: usize = 400_000;
 /// the log replays everything from there).
 pub(super) async fn inventory(sink: &Arc<Iceberg>, info: &TableInfo, feed: &Feed) -> Result<u64> {
     let partition = feed.partition();
+    let started = std::time::Instant::now();
     // The state must include every event before where the feed reads from.
     let Some(mut scan) = feed.live_objects(feed.from()) else {
         return Ok(0);
     };
-    let mut parts: BTreeMap<(String, i32), BTreeMap<String, InvRow>> = BTreeMap::new();
+    let mut parts = Parts::new();
     let (mut buffered, mut objects) = (0usize, 0u64);
     let mut files: Vec<DataFile> = Vec::new();
     while let Some(chunk) = scan.objects.recv().await {
+        let mut full = false;
         for (event, at) in chunk {
             let Some(row) = InvRow::after(&EventView::of(&event), at.partition, at.offset) else {
                 continue;
             };
-            let part = parts
-                .entry((event.bucket.clone(), key_bucket(&event.key)))
-                .or_default();
-            part.insert(event.key.clone(), row);
+            let hash = key_bucket(&event.key);
+            let rows = match parts.get_mut(event.bucket.as_str()) {
+                Some(bucket) => bucket.entry(hash).or_default(),
+                None => parts
+                    .entry(event.bucket.clone())
+                    .or_default()
+                    .entry(hash)
+                    .or_default(),
+            };
+            rows.push(row);
+            full |= rows.len() >= FILE_ROWS;
             buffered += 1;
             objects += 1;
         }
         if buffered >= BUFFERED_ROWS {
             write(sink, info, &mut parts, 0, &mut files).await?;
             buffered = 0;
-        } else if parts.values().any(|p| p.len() >= FILE_ROWS) {
+        } else if full {
             buffered -= write(sink, info, &mut parts, FILE_ROWS, &mut files).await?;
         }
     }
@@ -80,28 +89,49 @@ pub(super) async fn inventory(sink: &Arc<Iceberg>, info: &TableInfo, feed: &Feed
         subscription = feed.subscription(),
         partition,
         "the inventory starts with {objects} live objects from the index, as of offset {applied} \
-         ({count} files)"
+         ({count} files, {} ms)",
+        started.elapsed().as_millis()
     );
     Ok(applied)
 }
+
+/// Rows buffered by table partition: bucket, then key hash. The scan gives keys in order, so
+/// each partition's rows arrive sorted.
+type Parts = BTreeMap<String, BTreeMap<i32, Vec<InvRow>>>;
 
 /// Write the partitions holding at least `min_rows` rows as one file each; returns how many
 /// rows were written.
 async fn write(
     sink: &Arc<Iceberg>,
     info: &TableInfo,
-    parts: &mut BTreeMap<(String, i32), BTreeMap<String, InvRow>>,
+    parts: &mut Parts,
     min_rows: usize,
     files: &mut Vec<DataFile>,
 ) -> Result<usize> {
     let full: Vec<(String, i32)> = parts
         .iter()
-        .filter(|(_, rows)| !rows.is_empty() && rows.len() >= min_rows)
-        .map(|(p, _)| p.clone())
+        .flat_map(|(bucket, hashes)| {
+            hashes
+                .iter()
+                .filter(|(_, rows)| !rows.is_empty() && rows.len() >= min_rows)
+                .map(|(hash, _)| (bucket.clone(), *hash))
+        })
         .collect();
     let mut written = 0;
     for (bucket, hash) in full {
-        let rows = parts.remove(&(bucket.clone(), hash)).unwrap_or_default();
+        let hashes = parts.get_mut(&bucket).expect("listed above");
+        let mut rows = hashes.remove(&hash).unwrap_or_default();
+        if hashes.is_empty() {
+            parts.remove(&bucket);
+        }
+        // In key order already (the scan's). Were it not, sort them; a key twice keeps its
+        // last row, as a map would.
+        if !rows.is_sorted_by(|a, b| a.key < b.key) {
+            rows.sort_by(|a, b| a.key.cmp(&b.key));
+            rows.reverse();
+            rows.dedup_by(|later, earlier| later.key == earlier.key);
+            rows.reverse();
+        }
         written += rows.len();
         let path = format!(
             "{}/data/bucket={bucket}/key_bucket={hash}/{}.parquet",
@@ -111,7 +141,8 @@ async fn write(
         let encoded = {
             let (info, path) = (info.clone(), path.clone());
             tokio::task::spawn_blocking(move || {
-                overwrite::encode_partition(&info, &bucket, hash, rows, &path)
+                let rows: Vec<&InvRow> = rows.iter().collect();
+                overwrite::encode_partition(&info, &bucket, hash, &rows, &path)
             })
             .await
             .map_err(|e| Error::Transient(format!("the encoder thread failed: {e}")))??

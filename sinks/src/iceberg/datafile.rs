@@ -15,11 +15,28 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::Statistics;
+use parquet::schema::types::ColumnPath;
 
 use crate::{Error, Result};
 
 /// Rows per row group: readers skip by statistics and read groups in parallel.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// Columns (of either table) whose values are all or nearly all distinct: a dictionary would
+/// only cost hashing every value until it outgrew its page, then fall back to plain anyway.
+const DISTINCT: &[&str] = &[
+    "key",
+    "sequence_number",
+    "version_id",
+    "removed_version_id",
+    "e_tag",
+    "sha256",
+    "event_id",
+    "request_id",
+    "record_timestamp",
+    "last_modified_date",
+    "log_offset",
+];
 
 /// Encode `batch` as one Parquet file.
 pub(super) fn encode(batch: &RecordBatch) -> Result<(Vec<u8>, ParquetMetaData)> {
@@ -40,7 +57,13 @@ pub(super) struct Encoder {
 impl Encoder {
     /// A file of `schema`, its buffer starting at `capacity` bytes.
     pub fn new(schema: arrow_schema::SchemaRef, capacity: usize) -> Result<Encoder> {
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder();
+        for name in DISTINCT {
+            if schema.field_with_name(name).is_ok() {
+                props = props.set_column_dictionary_enabled(ColumnPath::from(*name), false);
+            }
+        }
+        let props = props
             .set_compression(Compression::ZSTD(
                 ZstdLevel::try_new(3).expect("valid level"),
             ))

@@ -125,8 +125,12 @@ pub(super) fn batch(bucket: &str, rows: &[&InvRow]) -> Result<RecordBatch> {
         push_map(&mut metadata, &r.metadata);
     }
     let mut sequence = StringBuilder::with_capacity(n, n * 20);
+    let mut digits = String::with_capacity(20);
     for r in rows {
-        sequence.append_value(format!("{:020}", r.sequence));
+        use std::fmt::Write;
+        digits.clear();
+        write!(digits, "{:020}", r.sequence).expect("writing to a String cannot fail");
+        sequence.append_value(&digits);
     }
     let [
         bucket_col,

@@ -186,7 +186,8 @@ impl Overwriter {
                 "{location}/data/bucket={bucket}/key_bucket={hash}/{}.parquet",
                 Uuid::now_v7()
             );
-            let file = encode_partition(&self.info, bucket, *hash, rows, &path)
+            let rows: Vec<&InvRow> = rows.values().collect();
+            let file = encode_partition(&self.info, bucket, *hash, &rows, &path)
                 .map_err(|e| iceberg::Error::new(ErrorKind::Unexpected, e.to_string()))?;
             io.new_output(&path)?.write(file.0).await?;
             added.push(file.1);
@@ -260,11 +261,10 @@ pub(super) fn encode_partition(
     info: &TableInfo,
     bucket: &str,
     hash: i32,
-    rows: BTreeMap<String, InvRow>,
+    rows: &[&InvRow],
     path: &str,
 ) -> Result<(Bytes, DataFile)> {
-    let refs: Vec<&InvRow> = rows.values().collect();
-    let batch = inventory::batch(bucket, &refs)?;
+    let batch = inventory::batch(bucket, rows)?;
     let (bytes, meta) = datafile::encode(&batch)?;
     let key = Struct::from_iter([Some(Literal::string(bucket)), Some(Literal::int(hash))]);
     let file = datafile::data_file(

@@ -164,6 +164,7 @@ async fn flush(
     let deliveries = std::mem::take(buffered);
     let partition = feed.partition();
     let rows = deliveries.len() as u64;
+    let started = Instant::now();
     let (encoded, changes) = {
         let journal = tables.journal.clone();
         let (journal_from, inventory_from) = (covered[0], covered[1]);
@@ -203,6 +204,7 @@ async fn flush(
         files.push(file);
     }
     let count = files.len() as u64;
+    let written = started.elapsed();
     if !files.is_empty() {
         let appender = Appender {
             catalog: sink.catalog.clone(),
@@ -228,6 +230,14 @@ async fn flush(
             .await?;
     }
     covered[1] = covered[1].max(next);
+    tracing::debug!(
+        subscription = feed.subscription(),
+        partition,
+        "committed {rows} events up to offset {next}: {count} journal files written in {} ms, \
+         both tables committed in {} ms more",
+        written.as_millis(),
+        (started.elapsed() - written).as_millis()
+    );
     feed.written(count, rows);
     sink.maintain().await;
     // The tables hold the rows now; if the position cannot move, a restart skips them by the
