@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use iceberg::spec::DataFile;
-use tidemark_core::codec::view::EventView;
 
 use super::inventory::InvRow;
 use super::overwrite::{self, Changes, Overwriter};
@@ -43,17 +42,15 @@ pub(super) async fn inventory(sink: &Arc<Iceberg>, info: &TableInfo, feed: &Feed
     while let Some(chunk) = scan.objects.recv().await {
         let mut full = false;
         for (event, at) in chunk {
-            let Some(row) = InvRow::after(&EventView::of(&event), at.partition, at.offset) else {
+            // The scan made this event for us alone: its strings move into the row.
+            let event = Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone());
+            let Some((bucket, row)) = InvRow::from_event(event, at.partition, at.offset) else {
                 continue;
             };
-            let hash = key_bucket(&event.key);
-            let rows = match parts.get_mut(event.bucket.as_str()) {
-                Some(bucket) => bucket.entry(hash).or_default(),
-                None => parts
-                    .entry(event.bucket.clone())
-                    .or_default()
-                    .entry(hash)
-                    .or_default(),
+            let hash = key_bucket(&row.key);
+            let rows = match parts.get_mut(bucket.as_str()) {
+                Some(hashes) => hashes.entry(hash).or_default(),
+                None => parts.entry(bucket).or_default().entry(hash).or_default(),
             };
             rows.push(row);
             full |= rows.len() >= FILE_ROWS;

@@ -14,7 +14,7 @@ use arrow_array::{Array, ArrayRef, MapArray, RecordBatch};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tidemark_core::codec::view::EventView;
-use tidemark_core::event::{EventType, StringMap};
+use tidemark_core::event::{EventType, ObjectEvent, StringMap};
 
 use super::schema::{self, INVENTORY, Kind};
 use crate::{Error, Result};
@@ -60,6 +60,33 @@ impl InvRow {
             partition,
             offset,
         })
+    }
+}
+
+impl InvRow {
+    /// [`InvRow::after`] an owned event, its strings and maps moved rather than copied; with
+    /// the event's bucket.
+    pub fn from_event(e: ObjectEvent, partition: u32, offset: u64) -> Option<(String, InvRow)> {
+        let size = e.size?;
+        let multipart = e.event_type == EventType::ObjectCreatedCompleteMultipartUpload
+            || e.etag.as_deref().is_some_and(|t| t.contains('-'));
+        let row = InvRow {
+            key: e.key,
+            sequence: e.sequence,
+            version_id: e.version_id,
+            size,
+            last_modified: e.event_time,
+            etag: e.etag,
+            storage_class: e.storage_class,
+            multipart,
+            content_type: e.content_type,
+            sha256: e.sha256,
+            tags: e.tags,
+            metadata: e.metadata,
+            partition,
+            offset,
+        };
+        Some((e.bucket, row))
     }
 }
 
@@ -261,5 +288,15 @@ mod tests {
         let refs: Vec<&InvRow> = rows.iter().collect();
         let (bytes, _) = datafile::encode(&batch("b", &refs).unwrap()).unwrap();
         assert_eq!(read_file(Bytes::from(bytes)).unwrap(), rows);
+    }
+
+    #[test]
+    fn a_row_from_an_owned_event_is_the_row_after_its_view() {
+        for (i, e) in varied_events().into_iter().enumerate() {
+            let after = InvRow::after(&EventView::of(&e), 1, i as u64);
+            let bucket = e.bucket.clone();
+            let owned = InvRow::from_event(e, 1, i as u64);
+            assert_eq!(owned, after.map(|row| (bucket, row)));
+        }
     }
 }
