@@ -121,14 +121,9 @@ async fn write(
         if hashes.is_empty() {
             parts.remove(&bucket);
         }
-        // In key order already (the scan's). Were it not, sort them; a key twice keeps its
-        // last row, as a map would.
-        if !rows.is_sorted_by(|a, b| a.key < b.key) {
-            rows.sort_by(|a, b| a.key.cmp(&b.key));
-            rows.reverse();
-            rows.dedup_by(|later, earlier| later.key == earlier.key);
-            rows.reverse();
-        }
+        // One scan gives each key once, in order: the sort only checks that (a sorted run
+        // is found in one pass and left as it is).
+        rows.sort_by(|a, b| a.key.cmp(&b.key));
         written += rows.len();
         let path = format!(
             "{}/data/bucket={bucket}/key_bucket={hash}/{}.parquet",

@@ -238,4 +238,34 @@ mod tests {
         assert_eq!(f.null_value_counts()[&1], 0);
         assert!(f.column_sizes().contains_key(&26), "map keys have sizes");
     }
+
+    #[test]
+    fn columns_of_distinct_values_have_no_dictionary() {
+        let events = varied_events();
+        let rows: Vec<Row> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Row {
+                event: tidemark_core::codec::view::EventView::of(e),
+                partition: 0,
+                offset: i as u64,
+            })
+            .collect();
+        let (_, meta) = encode(&journal_batch(&rows).unwrap()).unwrap();
+        let group = meta.row_group(0);
+        let dictionary = |name: &str| {
+            let c = group
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == name)
+                .unwrap_or_else(|| panic!("no column {name}"));
+            c.dictionary_page_offset().is_some()
+        };
+        for name in ["key", "event_id", "sequence_number", "log_offset"] {
+            assert!(!dictionary(name), "{name} is written without a dictionary");
+        }
+        for name in ["bucket", "event_type", "record_type"] {
+            assert!(dictionary(name), "{name} keeps its dictionary");
+        }
+    }
 }

@@ -14,7 +14,7 @@ use arrow_array::{Array, ArrayRef, MapArray, RecordBatch};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tidemark_core::codec::view::EventView;
-use tidemark_core::event::{EventType, ObjectEvent, StringMap};
+use tidemark_core::event::{ObjectEvent, StringMap};
 
 use super::schema::{self, INVENTORY, Kind};
 use crate::{Error, Result};
@@ -51,8 +51,7 @@ impl InvRow {
             last_modified: e.event_time,
             etag: owned(e.etag),
             storage_class: owned(e.storage_class),
-            multipart: e.event_type == EventType::ObjectCreatedCompleteMultipartUpload
-                || e.etag.is_some_and(|t| t.contains('-')),
+            multipart: schema::is_multipart(e.event_type, e.etag),
             content_type: owned(e.content_type),
             sha256: owned(e.sha256),
             tags: e.tags.to_map(),
@@ -61,15 +60,12 @@ impl InvRow {
             offset,
         })
     }
-}
 
-impl InvRow {
     /// [`InvRow::after`] an owned event, its strings and maps moved rather than copied; with
     /// the event's bucket.
     pub fn from_event(e: ObjectEvent, partition: u32, offset: u64) -> Option<(String, InvRow)> {
         let size = e.size?;
-        let multipart = e.event_type == EventType::ObjectCreatedCompleteMultipartUpload
-            || e.etag.as_deref().is_some_and(|t| t.contains('-'));
+        let multipart = schema::is_multipart(e.event_type, e.etag.as_deref());
         let row = InvRow {
             key: e.key,
             sequence: e.sequence,

@@ -126,10 +126,7 @@ pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
         ts[0].append_value(e.event_time);
         ts[1].append_option((!gone).then_some(e.event_time));
         bools[0].append_value(e.event_type == EventType::ObjectRemovedDeleteMarkerCreated);
-        bools[1].append_value(
-            e.event_type == EventType::ObjectCreatedCompleteMultipartUpload
-                || e.etag.is_some_and(|t| t.contains('-')),
-        );
+        bools[1].append_value(super::schema::is_multipart(e.event_type, e.etag));
         size.append_option(e.size);
         push_map(&mut tags, e.tags);
         push_map(&mut metadata, e.metadata);

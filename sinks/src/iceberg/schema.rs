@@ -58,6 +58,7 @@ use iceberg::spec::{
     MapType, NestedField, NestedFieldRef, PrimitiveType, Schema, StructType, Transform, Type,
     UnboundPartitionSpec,
 };
+use tidemark_core::event::EventType;
 
 use crate::{Error, Result};
 
@@ -231,6 +232,13 @@ pub(super) fn inventory_partitioning() -> Result<UnboundPartitionSpec> {
 }
 
 /// Iceberg's `bucket[N]` of a string: 32-bit murmur3 of its UTF-8 bytes, sign bit cleared.
+/// `is_multipart` of both tables: the object came from a multipart upload (completed, or
+/// copied with a multipart ETag, which has a `-<parts>` suffix).
+pub(super) fn is_multipart(event_type: EventType, etag: Option<&str>) -> bool {
+    event_type == EventType::ObjectCreatedCompleteMultipartUpload
+        || etag.is_some_and(|t| t.contains('-'))
+}
+
 pub(super) fn key_bucket(key: &str) -> i32 {
     let hash = murmur3::murmur3_32(&mut std::io::Cursor::new(key.as_bytes()), 0)
         .expect("hashing memory cannot fail");
