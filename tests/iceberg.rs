@@ -430,6 +430,11 @@ fn bad_iceberg_settings_are_refused_by_name() {
             "absolute",
         ),
         (
+            json!({"type": "iceberg", "warehouse": warehouse, "inventory": "off"}),
+            "sink",
+            "boolean",
+        ),
+        (
             json!({"type": "iceberg", "warehouse": blocked.join("wh")}),
             "sink.warehouse",
             "cannot create",
@@ -782,6 +787,101 @@ fn a_journal_from_before_user_agent_gains_the_column_and_reads_old_rows_as_null(
             .iter()
             .all(|r| r["user_agent"] == "old-client/1" || r["user_agent"] == "new-client/2"),
     );
+}
+
+#[test]
+fn a_journal_only_sink_keeps_no_inventory_until_it_is_turned_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut rng = fastrand::Rng::with_seed(41);
+    let mut write = |rounds: usize, acked: &mut HashSet<String>| {
+        for round in 0..rounds {
+            let bucket = ["photos", "docs"][round % 2];
+            let mutations: Vec<Value> = (0..1000)
+                .map(|_| random_mutation(&mut rng, bucket, 800))
+                .collect();
+            let (status, v) = server.post(
+                "/v1/mutations",
+                json!({ "mutations": mutations }).to_string(),
+            );
+            assert_eq!(status, 200, "{v}");
+            acked.extend(acked_ids(&v));
+        }
+    };
+    let mut acked = HashSet::new();
+    write(4, &mut acked);
+    let mut spec = iceberg_spec("lean", &warehouse, Some(1000));
+    spec["sink"]["inventory"] = json!(false);
+    let created = create_subscription(&server, &spec);
+    assert_eq!(created["sink"]["inventory"], false, "{created}");
+    wait_committed(&server, "lean", Duration::from_secs(60));
+    let catalog = dir.path().join("data/iceberg/catalog.db");
+    let event_ids = |table: &Value| -> Vec<String> {
+        table["row_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["event_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let journal = read_table(&catalog, "tidemark.lean_journal", true);
+    assert_eq!(
+        event_ids(&journal).into_iter().collect::<HashSet<_>>(),
+        acked
+    );
+    let tables = |server: &Server| -> Vec<String> {
+        let (status, v) = server.get("/iceberg/v1/namespaces/tidemark/tables");
+        assert_eq!(status, 200, "{v}");
+        let mut names: Vec<String> = v["identifiers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        tables(&server),
+        ["lean_journal"],
+        "no inventory table is created"
+    );
+
+    // Turned on: the inventory starts from the index's live objects and follows what comes
+    // next; the journal goes on without a repeat.
+    spec["sink"]["inventory"] = json!(true);
+    let (status, v) = server.put("/v1/subscriptions/lean", &spec);
+    assert_eq!(status, 200, "{v}");
+    write(4, &mut acked);
+    wait_for("the inventory caught up", Duration::from_secs(120), || {
+        let s = wait_committed(&server, "lean", Duration::from_secs(60));
+        let found = Command::new("python3")
+            .arg(READER)
+            .arg(&catalog)
+            .arg("tidemark.lean_inventory")
+            .arg("--rows")
+            .output()
+            .unwrap();
+        if !found.status.success() {
+            return Err(format!("no inventory yet ({s})"));
+        }
+        let t: Value = serde_json::from_slice(&found.stdout).unwrap();
+        for bucket in ["photos", "docs"] {
+            let (got, want) = (
+                inventory_objects(&t, bucket),
+                index_objects(&server, bucket, None),
+            );
+            if got != want {
+                return Err(format!("{bucket}: {} of {} objects", got.len(), want.len()));
+            }
+        }
+        Ok(())
+    });
+    assert_eq!(tables(&server), ["lean_inventory", "lean_journal"]);
+    let journal = event_ids(&read_table(&catalog, "tidemark.lean_journal", true));
+    assert_eq!(journal.len(), acked.len(), "no event twice in the journal");
+    assert_eq!(journal.into_iter().collect::<HashSet<_>>(), acked);
 }
 
 #[test]

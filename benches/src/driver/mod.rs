@@ -37,8 +37,8 @@ pub enum BenchCommand {
     Filter(filter::FilterArgs),
     /// Producing to Kafka through Tidemark's log vs librdkafka directly.
     Kafka(kafka::KafkaArgs),
-    /// Iceberg tables: rows/s from the log to committed journal and inventory vs pyiceberg's
-    /// `Table.append` of the same rows.
+    /// Iceberg tables: rows/s from the log to a committed journal (alone, then with the
+    /// inventory) vs pyiceberg's `Table.append` of the same rows.
     Iceberg(iceberg::IcebergArgs),
     /// The Iceberg inventory's sustained upserts over many live keys, and its read cost vs a
     /// table pyiceberg appended the same rows to.

@@ -100,6 +100,11 @@ pub struct IcebergSpec {
     /// the event time) and/or `bucket`. Applies when the table is created.
     #[serde(default = "default_partition")]
     pub partition: Vec<String>,
+    /// Whether the inventory table is kept (as S3 Metadata's inventory configuration can be
+    /// disabled). Off, only the journal is written; turned on later, the inventory starts
+    /// from the index's live objects, as for a new subscription.
+    #[serde(default = "default_inventory")]
+    pub inventory: bool,
 }
 
 /// Where the tables are registered.
@@ -173,6 +178,10 @@ fn default_partition() -> Vec<String> {
         .collect()
 }
 
+fn default_inventory() -> bool {
+    true
+}
+
 fn default_retention() -> u64 {
     DEFAULT_SNAPSHOT_RETENTION_MS
 }
@@ -218,6 +227,7 @@ impl IcebergSpec {
             commit_max_rows: default_max_rows(),
             snapshot_retention_ms: default_retention(),
             partition: default_partition(),
+            inventory: default_inventory(),
         }
     }
 

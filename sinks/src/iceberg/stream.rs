@@ -54,14 +54,21 @@ impl StreamSink for Iceberg {
 /// Write a live feed from its committed position until it is stopped.
 async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
     let journal = sink.journal.info().await?;
-    let inventory = sink.inventory.info().await?;
     let partition = feed.partition();
     // A crash may have come between a table's commit and the position it allowed: each table
-    // skips what it reflects already, and the read resumes where the one behind is.
-    let inventory_covers = match sink.inventory.covers(partition).await? {
-        Some(at) => at,
-        // Never committed: the inventory starts from the index's live objects.
-        None => super::backfill::inventory(&sink, &inventory, feed).await?,
+    // skips what it reflects already, and the read resumes where the one behind is. An
+    // inventory that is not kept covers every offset, so it never takes a row.
+    let (inventory, inventory_covers) = match sink.spec.inventory {
+        false => (None, u64::MAX),
+        true => {
+            let inventory = sink.inventory.info().await?;
+            let covers = match sink.inventory.covers(partition).await? {
+                Some(at) => at,
+                // Never committed: the inventory starts from the index's live objects.
+                None => super::backfill::inventory(&sink, &inventory, feed).await?,
+            };
+            (Some(inventory), covers)
+        }
     };
     let mut covered = [sink.journal.covered(partition).await?, inventory_covers];
     let resume = covered[0].min(covered[1]);
@@ -77,7 +84,7 @@ async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
     }
     let tables = Tables {
         journal: &journal,
-        inventory: &inventory,
+        inventory: inventory.as_ref(),
     };
     let interval = Duration::from_millis(sink.spec.commit_interval_ms);
     let mut buffered: Vec<Arc<Delivery>> = Vec::new();
@@ -147,10 +154,11 @@ fn arrived_before(d: &Delivery, interval: Duration) -> bool {
 
 struct Tables<'a> {
     journal: &'a TableInfo,
-    inventory: &'a TableInfo,
+    /// `None` when the sink keeps no inventory.
+    inventory: Option<&'a TableInfo>,
 }
 
-/// Write `buffered` to both tables (the journal's rows, the inventory's changes), each only
+/// Write `buffered` to the tables (the journal's rows, the inventory's changes), each only
 /// from the offset it already reflects (`covered`), commit them as covering the partition up
 /// to `next`, then move the subscription's position there.
 async fn flush(
@@ -215,11 +223,13 @@ async fn flush(
             .await?;
     }
     covered[0] = covered[0].max(next);
-    if !changes.is_empty() {
+    if let Some(inventory) = tables.inventory
+        && !changes.is_empty()
+    {
         let overwriter = Overwriter {
             catalog: sink.catalog.clone(),
             ident: sink.inventory.ident.clone(),
-            info: tables.inventory.clone(),
+            info: inventory.clone(),
         };
         let changes = Changes {
             changes,
@@ -234,7 +244,7 @@ async fn flush(
         subscription = feed.subscription(),
         partition,
         "committed {rows} events up to offset {next}: {count} journal files written in {} ms, \
-         both tables committed in {} ms more",
+         the tables committed in {} ms more",
         written.as_millis(),
         (started.elapsed() - written).as_millis()
     );
