@@ -9,10 +9,12 @@
 //! - `offsets.rs`: durable committed offsets per named consumer.
 //! - `config.rs`: fsync policy, segment size, index interval.
 //! - `compaction.rs`: newest record per key in sealed segments of compacted topics.
+//! - `wal.rs`: the write-ahead file: one fsync for a small group's partitions.
 //!
 //! On disk, under the log directory:
 //! ```text
 //! LOCK                                  held by the writing process
+//! wal                                   write-ahead file (policy `always`)
 //! <topic>/topic.json                    partitions, retention
 //! <topic>/<partition>/<base>.log        records, base = first offset, 20 digits
 //! <topic>/<partition>/<base>.index      sparse index of a sealed segment
@@ -25,6 +27,7 @@ mod frame;
 mod offsets;
 mod partition;
 mod segment;
+mod wal;
 mod writer;
 
 pub use compaction::Compacted;
@@ -108,6 +111,8 @@ impl EmbeddedLog {
                 lock_path.display()
             )));
         }
+        // Before the segments are scanned: it puts back what a crash lost of their writes.
+        let wal = wal::Wal::open(root)?;
         let topics = Arc::new(RwLock::new(load_topics(root, &config, true)?));
         let failed: Failed = Arc::default();
         let before_sync = Arc::default();
@@ -118,6 +123,12 @@ impl EmbeddedLog {
             failed: failed.clone(),
             root: root.to_path_buf(),
             before_sync: Arc::clone(&before_sync),
+            wal: std::cell::RefCell::new(matches!(config.fsync, FsyncPolicy::Always).then(|| {
+                writer::Ahead {
+                    file: wal,
+                    unsynced: Vec::new(),
+                }
+            })),
         };
         let thread = std::thread::Builder::new()
             .name("tidemark-log-writer".into())

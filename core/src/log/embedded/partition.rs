@@ -314,6 +314,11 @@ impl Partition {
         Ok(())
     }
 
+    /// The frames staged for the active segment: its file and the position they go to.
+    pub(super) fn staged(w: &ActiveWriter) -> (&Path, u64, &[u8]) {
+        (&w.segment.path, w.written, &w.pending)
+    }
+
     /// Make everything flushed visible to readers and wake them.
     pub(super) fn publish(&self, w: &ActiveWriter) {
         self.high_watermark.store(w.next_offset, Ordering::Release);

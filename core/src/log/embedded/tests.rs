@@ -392,3 +392,138 @@ async fn compaction_keeps_the_newest_record_per_key_at_the_same_offsets() {
     log.append("c", vec![rec("key-0", "new")]).await.unwrap();
     assert_eq!(log.offsets("c", 0).await.unwrap().end, 301);
 }
+
+/// Records over four partitions, a few per append, so each group touches several.
+fn spread(n: usize) -> Vec<Vec<NewRecord>> {
+    (0..n)
+        .collect::<Vec<_>>()
+        .chunks(5)
+        .map(|c| {
+            c.iter()
+                .map(|i| rec(&format!("key-{i}"), &format!("value-{i}")))
+                .collect()
+        })
+        .collect()
+}
+
+async fn all_values(log: &EmbeddedLog, topic: &str, partitions: u32) -> Vec<Vec<Bytes>> {
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        out.push(
+            read_all(log, topic, p)
+                .await
+                .into_iter()
+                .map(|r| r.value)
+                .collect(),
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_crash_that_lost_segment_writes_is_repaired_from_the_write_ahead_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join(super::wal::FILE_NAME);
+    let (want, saved) = {
+        let log = EmbeddedLog::open(dir.path(), LogConfig::default()).unwrap();
+        log.ensure_topic("t", &TopicSpec::new(4)).await.unwrap();
+        for group in spread(200) {
+            log.append("t", group).await.unwrap();
+        }
+        // What a crash now would leave of the file: every group's entry.
+        (all_values(&log, "t", 4).await, std::fs::read(&wal).unwrap())
+    };
+    assert!(
+        want.iter().all(|p| !p.is_empty()),
+        "every partition written"
+    );
+    // The crash lost what the segments were given after their last fsync (all of it: they
+    // were created empty and only written through the write-ahead file), and a torn entry
+    // follows the last whole one.
+    for p in 0..4 {
+        let seg = newest_segment(&dir.path().join(format!("t/{p}")));
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+    }
+    let mut torn = saved.clone();
+    let end = torn.iter().rposition(|b| *b != 0).unwrap() + 1;
+    torn.truncate(end);
+    torn.extend_from_slice(&[9, 0, 0, 0, 1, 2, 3]);
+    std::fs::write(&wal, &torn).unwrap();
+    let log = EmbeddedLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(all_values(&log, "t", 4).await, want);
+    // Appends go on after them, and a clean close leaves nothing to replay.
+    log.append("t", vec![rec("key-0", "after")]).await.unwrap();
+    drop(log);
+    let log = EmbeddedLog::open(dir.path(), LogConfig::default()).unwrap();
+    let got = all_values(&log, "t", 4).await;
+    assert_eq!(got.iter().map(Vec::len).sum::<usize>(), 201);
+}
+
+#[tokio::test]
+async fn entries_for_sealed_or_removed_segments_are_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join(super::wal::FILE_NAME);
+    let config = small_segments();
+    let saved = {
+        let log = EmbeddedLog::open(dir.path(), config.clone()).unwrap();
+        log.ensure_topic("t", &TopicSpec::new(2)).await.unwrap();
+        for group in spread(20) {
+            log.append("t", group).await.unwrap();
+        }
+        let saved = std::fs::read(&wal).unwrap();
+        // Enough more for both partitions to seal the segment those entries name.
+        for group in spread(400) {
+            log.append("t", group).await.unwrap();
+        }
+        assert!(log.stats("t").unwrap().iter().all(|s| s.segments > 1));
+        saved
+    };
+    // Retention removed partition 0's first segment; partition 1's was sealed (compaction
+    // may rewrite such a one): neither is written to.
+    let first = |p: u32| dir.path().join(format!("t/{p}/{:020}.log", 0));
+    std::fs::remove_file(first(0)).unwrap();
+    let long_ago = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(first(1))
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    std::fs::write(&wal, &saved).unwrap();
+    let log = EmbeddedLog::open(dir.path(), config).unwrap();
+    assert!(!first(0).exists(), "a removed segment is not made again");
+    assert_eq!(
+        std::fs::metadata(first(1)).unwrap().modified().unwrap(),
+        long_ago,
+        "a sealed segment is not written"
+    );
+    drop(log);
+}
+
+#[tokio::test]
+async fn a_large_group_is_written_to_its_segments_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), LogConfig::default()).unwrap();
+    log.ensure_topic("t", &TopicSpec::new(4)).await.unwrap();
+    let big = "x".repeat(4096);
+    let group: Vec<NewRecord> = (0..400).map(|i| rec(&format!("k{i}"), &big)).collect();
+    log.append("t", group).await.unwrap();
+    let wal = std::fs::read(dir.path().join(super::wal::FILE_NAME)).unwrap();
+    assert!(
+        wal.len() < 1 << 20,
+        "1.6 MB of frames did not go through the write-ahead file ({} bytes)",
+        wal.len()
+    );
+    log.append("t", spread(10).remove(0)).await.unwrap();
+    assert!(
+        std::fs::read(dir.path().join(super::wal::FILE_NAME))
+            .unwrap()
+            .len()
+            > 24
+    );
+}

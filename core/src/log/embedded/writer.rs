@@ -20,6 +20,7 @@ use super::Topic;
 use super::compaction::compact_topics;
 use super::config::{FsyncPolicy, LogConfig};
 use super::partition::Partition;
+use super::wal::{self, Wal};
 use crate::log::{NewRecord, Position};
 use crate::time::now_us;
 use crate::{Error, Result};
@@ -75,6 +76,15 @@ pub(super) struct Writer {
     /// Run before each group is written, under the `always` policy (see
     /// [`crate::log::BeforeSync`]).
     pub before_sync: Arc<std::sync::RwLock<Option<crate::log::BeforeSync>>>,
+    /// The write-ahead file, under the `always` policy.
+    pub wal: std::cell::RefCell<Option<Ahead>>,
+}
+
+/// The write-ahead file and the partitions written through it since its last checkpoint
+/// (their segments are not fsynced yet).
+pub(super) struct Ahead {
+    pub file: Wal,
+    pub unsynced: Vec<Arc<Partition>>,
 }
 
 impl Writer {
@@ -148,6 +158,35 @@ impl Writer {
             }
         }
         self.sync_all(&mut unsynced);
+        if let Err(e) = self.checkpoint() {
+            tracing::warn!(
+                "checkpointing the log's write-ahead file at shutdown: {e}; the next start \
+                 replays it"
+            );
+        }
+    }
+
+    /// Fsync the segments written through the write-ahead file since its last checkpoint,
+    /// then start its next epoch.
+    fn checkpoint(&self) -> Result<()> {
+        let mut ahead = self.wal.borrow_mut();
+        let Some(ahead) = ahead.as_mut() else {
+            return Ok(());
+        };
+        if !ahead.file.holds_entries() {
+            return Ok(());
+        }
+        for part in &ahead.unsynced {
+            let mut guard = part.writer.lock().unwrap();
+            // A partition whose recovery has not finished may hold unsynced frames the file
+            // still covers: keep them covered.
+            let w = guard.as_mut().ok_or_else(|| {
+                Error::Unavailable(format!("partition {} is being recovered", part.id))
+            })?;
+            part.flush(w, true)?;
+        }
+        ahead.unsynced.clear();
+        ahead.file.checkpoint()
     }
 
     /// If appends are refused, try (at most every [`RECOVER_EVERY`]) to recover every
@@ -167,6 +206,15 @@ impl Writer {
                     return;
                 }
             }
+        }
+        // Every segment is fsynced as recovered: the write-ahead file's entries (some for
+        // what the failed group staged, at positions appends now reuse) must go.
+        if let Some(ahead) = self.wal.borrow_mut().as_mut() {
+            if let Err(e) = ahead.file.checkpoint() {
+                tracing::debug!("the log is not writable yet: {e}");
+                return;
+            }
+            ahead.unsynced.clear();
         }
         unsynced.clear();
         *self.failed.lock().unwrap() = None;
@@ -232,6 +280,9 @@ impl Writer {
             // Before any of the group's records reaches a file (staging may roll a segment,
             // which writes and fsyncs), so none is durable without the content it names.
             self.run_before_sync()?;
+            if self.wal.borrow().as_ref().is_some_and(|a| a.file.full()) {
+                self.checkpoint()?;
+            }
         }
         let now = now_us();
         let mut touched: Vec<Arc<Partition>> = Vec::new();
@@ -259,15 +310,50 @@ impl Writer {
             positions.push(out);
         }
         let sync = matches!(self.config.fsync, FsyncPolicy::Always);
+        let ahead = sync && touched.len() > 1 && self.write_ahead(&touched)?;
         for part in &touched {
             let mut guard = part.writer.lock().unwrap();
-            part.flush(guard.as_mut().expect("writable partition"), sync)?;
+            part.flush(guard.as_mut().expect("writable partition"), sync && !ahead)?;
         }
         for part in &touched {
             let guard = part.writer.lock().unwrap();
             part.publish(guard.as_ref().expect("writable partition"));
         }
         Ok((positions, touched))
+    }
+
+    /// Make a small group durable through the write-ahead file (one fdatasync for all its
+    /// partitions); its segments are then written without an fsync each. Returns false for a
+    /// group to write directly (a large one, or no write-ahead file).
+    fn write_ahead(&self, touched: &[Arc<Partition>]) -> Result<bool> {
+        let mut ahead = self.wal.borrow_mut();
+        let Some(ahead) = ahead.as_mut() else {
+            return Ok(false);
+        };
+        let guards: Vec<_> = touched.iter().map(|p| p.writer.lock().unwrap()).collect();
+        let mut entries = Vec::with_capacity(guards.len());
+        let mut bytes = 0;
+        for guard in &guards {
+            let (path, position, frames) =
+                Partition::staged(guard.as_ref().expect("writable partition"));
+            // Segments live under the log directory with ASCII names; anything else is
+            // written directly.
+            let Some(rel) = path.strip_prefix(&self.root).ok().and_then(|p| p.to_str()) else {
+                return Ok(false);
+            };
+            bytes += frames.len();
+            entries.push((rel, position, frames));
+        }
+        if bytes > wal::GROUP_BYTES {
+            return Ok(false);
+        }
+        ahead.file.append(entries.into_iter())?;
+        for part in touched {
+            if !ahead.unsynced.iter().any(|u| Arc::ptr_eq(u, part)) {
+                ahead.unsynced.push(part.clone());
+            }
+        }
+        Ok(true)
     }
 
     fn run_before_sync(&self) -> Result<()> {
