@@ -111,6 +111,23 @@ fn objects_at(server: &Server, at: &str) -> std::collections::BTreeMap<String, O
     }
 }
 
+/// Post `n` random mutations of `bucket` over `keys` keys; the acknowledged event ids.
+fn post_random(
+    server: &Server,
+    rng: &mut fastrand::Rng,
+    bucket: &str,
+    n: usize,
+    keys: usize,
+) -> Vec<String> {
+    let mutations: Vec<Value> = (0..n).map(|_| random_mutation(rng, bucket, keys)).collect();
+    let (status, v) = server.post(
+        "/v1/mutations",
+        json!({ "mutations": mutations }).to_string(),
+    );
+    assert_eq!(status, 200, "{v}");
+    acked_ids(&v)
+}
+
 fn wait_committed(server: &Server, name: &str, timeout: Duration) -> Value {
     wait_status(server, name, "the journal caught up", timeout, |s| {
         s["lag"] == 0 && s["state"] == "running"
@@ -560,16 +577,7 @@ fn tables_on_an_s3_warehouse_are_read_back_by_pyiceberg_through_both_catalogs() 
     let buckets = ["photos", "videos", "docs"];
     let mut acked: HashSet<String> = HashSet::new();
     for round in 0..6 {
-        let bucket = buckets[round % 3];
-        let mutations: Vec<Value> = (0..500)
-            .map(|_| random_mutation(&mut rng, bucket, 200))
-            .collect();
-        let (status, v) = server.post(
-            "/v1/mutations",
-            json!({ "mutations": mutations }).to_string(),
-        );
-        assert_eq!(status, 200, "{v}");
-        acked.extend(acked_ids(&v));
+        acked.extend(post_random(&server, &mut rng, buckets[round % 3], 500, 200));
     }
     let status = wait_committed(&server, "s3chg", Duration::from_secs(120));
     assert_eq!(status["delivered"], acked.len(), "{status}");
@@ -619,15 +627,7 @@ fn a_subscription_starting_at_latest_backfills_the_inventory_from_the_index() {
         let mut acked = HashSet::new();
         for round in 0..rounds {
             let bucket = buckets[round % 3];
-            let mutations: Vec<Value> = (0..2000)
-                .map(|_| random_mutation(&mut rng, bucket, 1500))
-                .collect();
-            let (status, v) = server.post(
-                "/v1/mutations",
-                json!({ "mutations": mutations }).to_string(),
-            );
-            assert_eq!(status, 200, "{v}");
-            acked.extend(acked_ids(&v));
+            acked.extend(post_random(&server, &mut rng, bucket, 2000, 1500));
         }
         acked
     };
@@ -798,15 +798,7 @@ fn a_journal_only_sink_keeps_no_inventory_until_it_is_turned_on() {
     let mut write = |rounds: usize, acked: &mut HashSet<String>| {
         for round in 0..rounds {
             let bucket = ["photos", "docs"][round % 2];
-            let mutations: Vec<Value> = (0..1000)
-                .map(|_| random_mutation(&mut rng, bucket, 800))
-                .collect();
-            let (status, v) = server.post(
-                "/v1/mutations",
-                json!({ "mutations": mutations }).to_string(),
-            );
-            assert_eq!(status, 200, "{v}");
-            acked.extend(acked_ids(&v));
+            acked.extend(post_random(&server, &mut rng, bucket, 1000, 800));
         }
     };
     let mut acked = HashSet::new();
