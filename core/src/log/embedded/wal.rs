@@ -69,11 +69,19 @@ impl Wal {
             .truncate(false)
             .open(&path)
             .ctx("open the log's write-ahead file", &path)?;
-        let bytes = std::fs::read(&path).ctx("read the log's write-ahead file", &path)?;
+        let size = file
+            .metadata()
+            .ctx("stat the log's write-ahead file", &path)?
+            .len();
+        let mut header = [0u8; HEADER_LEN as usize];
+        if size >= HEADER_LEN {
+            file.read_exact_at(&mut header, 0)
+                .ctx("read the log's write-ahead file", &path)?;
+        }
         let mut epoch = 0;
-        if let Some(e) = parse_header(&bytes) {
+        if let Some(e) = parse_header(&header) {
             epoch = e;
-            let replayed = replay(root, e, &bytes)?;
+            let replayed = replay(root, &file, &path, size, e)?;
             if replayed > 0 {
                 tracing::info!(
                     entries = replayed,
@@ -86,7 +94,7 @@ impl Wal {
             file,
             epoch,
             cursor: HEADER_LEN,
-            allocated: bytes.len() as u64,
+            allocated: size,
             buf: Vec::new(),
         };
         wal.checkpoint()?;
@@ -174,34 +182,60 @@ fn parse_header(bytes: &[u8]) -> Option<u64> {
 /// An entry: the segment's path under the log directory, the byte position, the frames.
 type Entry<'a> = (&'a str, u64, &'a [u8]);
 
-/// One entry of `epoch` at `pos`, and where the next entry starts. `None` at the end (zeros,
-/// a torn write, an entry of another epoch).
-fn entry_at(bytes: &[u8], pos: usize, epoch: u64) -> Option<(Entry<'_>, usize)> {
-    let head = bytes.get(pos..pos + ENTRY_HEADER)?;
+/// The entry of `epoch` at `*pos` in a file of `size` bytes (read into `body`), moving `pos`
+/// past it. `None` at the end: zeros, a torn write, an entry of another epoch.
+fn read_entry<'b>(
+    file: &File,
+    size: u64,
+    pos: &mut u64,
+    epoch: u64,
+    body: &'b mut Vec<u8>,
+) -> std::io::Result<Option<Entry<'b>>> {
+    let mut head = [0u8; ENTRY_HEADER];
+    if *pos + ENTRY_HEADER as u64 > size {
+        return Ok(None);
+    }
+    file.read_exact_at(&mut head, *pos)?;
     let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
     let crc = u32::from_le_bytes(head[4..].try_into().unwrap());
-    let body = bytes.get(pos + ENTRY_HEADER..pos + ENTRY_HEADER + len)?;
-    if len < 10 || crc32c::crc32c_append(crc32c::crc32c(&epoch.to_le_bytes()), body) != crc {
-        return None;
+    let start = *pos + ENTRY_HEADER as u64;
+    if len < 10 || start + len as u64 > size {
+        return Ok(None);
     }
+    body.resize(len, 0);
+    file.read_exact_at(body, start)?;
+    if crc32c::crc32c_append(crc32c::crc32c(&epoch.to_le_bytes()), body) != crc {
+        return Ok(None);
+    }
+    *pos = start + len as u64;
+    let body = &body[..];
     let path_len = u16::from_le_bytes(body[..2].try_into().unwrap()) as usize;
-    let rel = std::str::from_utf8(body.get(2..2 + path_len)?).ok()?;
-    let position = u64::from_le_bytes(body.get(2 + path_len..10 + path_len)?.try_into().ok()?);
-    Some((
-        (rel, position, &body[10 + path_len..]),
-        pos + ENTRY_HEADER + len,
-    ))
+    let Some(rel) = body
+        .get(2..2 + path_len)
+        .and_then(|r| std::str::from_utf8(r).ok())
+    else {
+        return Ok(None);
+    };
+    let Some(position) = body
+        .get(2 + path_len..10 + path_len)
+        .map(|p| u64::from_le_bytes(p.try_into().unwrap()))
+    else {
+        return Ok(None);
+    };
+    Ok(Some((rel, position, &body[10 + path_len..])))
 }
 
 /// Write every entry of `epoch` back into its segment (if that is still its partition's
 /// newest), then fsync what was written. Returns how many entries were written.
-fn replay(root: &Path, epoch: u64, bytes: &[u8]) -> Result<usize> {
-    let mut pos = HEADER_LEN as usize;
+fn replay(root: &Path, wal: &File, wal_path: &Path, size: u64, epoch: u64) -> Result<usize> {
+    let mut pos = HEADER_LEN;
+    let mut body = Vec::new();
     let mut newest: HashMap<PathBuf, Option<u64>> = HashMap::new();
     let mut written: HashMap<PathBuf, File> = HashMap::new();
     let mut replayed = 0;
-    while let Some(((rel, position, frames), next)) = entry_at(bytes, pos, epoch) {
-        pos = next;
+    while let Some((rel, position, frames)) = read_entry(wal, size, &mut pos, epoch, &mut body)
+        .ctx("read the log's write-ahead file", wal_path)?
+    {
         let rel = Path::new(rel);
         let (Some(dir), Some(base)) = (
             rel.parent(),
@@ -263,4 +297,32 @@ fn newest_base(dir: &Path) -> Result<Option<u64>> {
         }
     }
     Ok(newest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_of_an_earlier_epoch_end_the_replay() {
+        let root = tempfile::tempdir().unwrap();
+        let rel = "t/0/00000000000000000000.log";
+        std::fs::create_dir_all(root.path().join("t/0")).unwrap();
+        let segment = root.path().join(rel);
+        std::fs::write(&segment, [0u8; 200]).unwrap();
+        let mut wal = Wal::open(root.path()).unwrap();
+        wal.append([(rel, 0, &[1u8; 50][..]), (rel, 100, &[7u8; 50][..])].into_iter())
+            .unwrap();
+        wal.checkpoint().unwrap();
+        // As long as the first entry of the earlier epoch: the next header read is that
+        // epoch's second entry, whole and with a valid checksum of its own epoch.
+        wal.append(std::iter::once((rel, 0, &[2u8; 50][..])))
+            .unwrap();
+        drop(wal);
+        std::fs::write(&segment, [0u8; 200]).unwrap();
+        Wal::open(root.path()).unwrap();
+        let bytes = std::fs::read(&segment).unwrap();
+        assert_eq!(&bytes[..50], &[2u8; 50], "this epoch's entry is replayed");
+        assert_eq!(&bytes[100..150], &[0u8; 50], "the earlier epoch's is not");
+    }
 }
