@@ -874,6 +874,39 @@ fn a_journal_only_sink_keeps_no_inventory_until_it_is_turned_on() {
     let journal = event_ids(&read_table(&catalog, "tidemark.lean_journal", true));
     assert_eq!(journal.len(), acked.len(), "no event twice in the journal");
     assert_eq!(journal.into_iter().collect::<HashSet<_>>(), acked);
+
+    // Off, then on again: the inventory stopped behind the subscription's position and reads
+    // the log again from where it stopped; the journal still takes each event once.
+    spec["sink"]["inventory"] = json!(false);
+    assert_eq!(server.put("/v1/subscriptions/lean", &spec).0, 200);
+    write(2, &mut acked);
+    wait_committed(&server, "lean", Duration::from_secs(60));
+    let journal = event_ids(&read_table(&catalog, "tidemark.lean_journal", true));
+    assert_eq!(journal.len(), acked.len());
+    spec["sink"]["inventory"] = json!(true);
+    assert_eq!(server.put("/v1/subscriptions/lean", &spec).0, 200);
+    write(1, &mut acked);
+    wait_for(
+        "the inventory caught up again",
+        Duration::from_secs(120),
+        || {
+            wait_committed(&server, "lean", Duration::from_secs(60));
+            let t = read_table(&catalog, "tidemark.lean_inventory", true);
+            for bucket in ["photos", "docs"] {
+                let (got, want) = (
+                    inventory_objects(&t, bucket),
+                    index_objects(&server, bucket, None),
+                );
+                if got != want {
+                    return Err(format!("{bucket}: {} of {} objects", got.len(), want.len()));
+                }
+            }
+            Ok(())
+        },
+    );
+    let journal = event_ids(&read_table(&catalog, "tidemark.lean_journal", true));
+    assert_eq!(journal.len(), acked.len(), "no event twice in the journal");
+    assert_eq!(journal.into_iter().collect::<HashSet<_>>(), acked);
 }
 
 #[test]

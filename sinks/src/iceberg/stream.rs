@@ -55,6 +55,7 @@ impl StreamSink for Iceberg {
 async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
     let journal = sink.journal.info().await?;
     let partition = feed.partition();
+    let position = feed.from();
     // A crash may have come between a table's commit and the position it allowed: each table
     // skips what it reflects already, and the read resumes where the one behind is. An
     // inventory that is not kept covers every offset, so it never takes a row.
@@ -63,14 +64,20 @@ async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
         true => {
             let inventory = sink.inventory.info().await?;
             let covers = match sink.inventory.covers(partition).await? {
-                Some(at) => at,
+                Some(at) => {
+                    catch_up_inventory(&sink, feed, at).await?;
+                    at
+                }
                 // Never committed: the inventory starts from the index's live objects.
                 None => super::backfill::inventory(&sink, &inventory, feed).await?,
             };
             (Some(inventory), covers)
         }
     };
-    let mut covered = [sink.journal.covered(partition).await?, inventory_covers];
+    // The journal never takes an event below the subscription's position (a catch-up of
+    // the inventory may read from further back).
+    let journal_from = sink.journal.covered(partition).await?.max(position);
+    let mut covered = [journal_from, inventory_covers];
     let resume = covered[0].min(covered[1]);
     if resume > feed.from() {
         tracing::info!(
@@ -139,6 +146,33 @@ async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
             }
         }
     }
+}
+
+/// An inventory turned off, then on again, stopped at `at`, which may be behind the
+/// subscription's position: read the log again from there (the journal skips what it holds).
+/// If the log no longer holds that offset, the inventory cannot follow it: the table must
+/// start over from the index, which a dropped table does.
+async fn catch_up_inventory(sink: &Iceberg, feed: &mut Feed, at: u64) -> Result<()> {
+    if at >= feed.from() {
+        return Ok(());
+    }
+    let start = feed.log_start().await?;
+    if at < start {
+        return Err(Error::Config(format!(
+            "{}: it stopped following log partition {} at offset {at}, and the log now \
+             starts at {start}; drop the table to have it rebuilt from the index",
+            sink.inventory.ident,
+            feed.partition()
+        )));
+    }
+    tracing::info!(
+        subscription = feed.subscription(),
+        partition = feed.partition(),
+        "{} reflects offsets up to {at}; reading the log again from there",
+        sink.inventory.ident
+    );
+    feed.read(at, None);
+    Ok(())
 }
 
 /// A late round (see `write`) commits at the log's end once it holds this many bytes.
