@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -105,8 +106,11 @@ def accessibility_problems(driver):
 
 
 def wait(driver, condition, timeout=20, message=""):
-    """Until `condition(driver)` is truthy (its value), at most `timeout` seconds."""
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition, message)
+    """Until `condition(driver)` is truthy (its value), at most `timeout` seconds. An element
+    the page re-rendered between finding and reading it is looked for again on the next poll."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=(NoSuchElementException,
+                                             StaleElementReferenceException)).until(condition, message)
 
 
 def visible(driver, css, timeout=20):
