@@ -111,6 +111,21 @@ fn objects_at(server: &Server, at: &str) -> std::collections::BTreeMap<String, O
     }
 }
 
+/// Whether `table` (an inventory read with rows) holds exactly the index's objects of each
+/// of `buckets`; else how far it is.
+fn inventory_is_index(server: &Server, table: &Value, buckets: &[&str]) -> Result<(), String> {
+    for bucket in buckets {
+        let (got, want) = (
+            inventory_objects(table, bucket),
+            index_objects(server, bucket, None),
+        );
+        if got != want {
+            return Err(format!("{bucket}: {} of {} objects", got.len(), want.len()));
+        }
+    }
+    Ok(())
+}
+
 /// Post `n` random mutations of `bucket` over `keys` keys; the acknowledged event ids.
 fn post_random(
     server: &Server,
@@ -859,16 +874,7 @@ fn a_journal_only_sink_keeps_no_inventory_until_it_is_turned_on() {
             return Err(format!("no inventory yet ({s})"));
         }
         let t: Value = serde_json::from_slice(&found.stdout).unwrap();
-        for bucket in ["photos", "docs"] {
-            let (got, want) = (
-                inventory_objects(&t, bucket),
-                index_objects(&server, bucket, None),
-            );
-            if got != want {
-                return Err(format!("{bucket}: {} of {} objects", got.len(), want.len()));
-            }
-        }
-        Ok(())
+        inventory_is_index(&server, &t, &["photos", "docs"])
     });
     assert_eq!(tables(&server), ["lean_inventory", "lean_journal"]);
     let journal = event_ids(&read_table(&catalog, "tidemark.lean_journal", true));
@@ -892,16 +898,7 @@ fn a_journal_only_sink_keeps_no_inventory_until_it_is_turned_on() {
         || {
             wait_committed(&server, "lean", Duration::from_secs(60));
             let t = read_table(&catalog, "tidemark.lean_inventory", true);
-            for bucket in ["photos", "docs"] {
-                let (got, want) = (
-                    inventory_objects(&t, bucket),
-                    index_objects(&server, bucket, None),
-                );
-                if got != want {
-                    return Err(format!("{bucket}: {} of {} objects", got.len(), want.len()));
-                }
-            }
-            Ok(())
+            inventory_is_index(&server, &t, &["photos", "docs"])
         },
     );
     let journal = event_ids(&read_table(&catalog, "tidemark.lean_journal", true));

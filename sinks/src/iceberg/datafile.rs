@@ -203,18 +203,27 @@ mod tests {
     use crate::iceberg::schema::journal_schema;
     use crate::lake::columns::tests::varied_events;
 
-    #[test]
-    fn the_footer_gives_counts_and_bounds_by_field_id() {
-        let events = varied_events();
-        let rows: Vec<Row> = events
+    /// Journal rows of `events` in log partition `partition`, from offset `first`.
+    fn rows_of(
+        events: &[tidemark_core::event::ObjectEvent],
+        partition: u32,
+        first: u64,
+    ) -> Vec<Row<'_>> {
+        events
             .iter()
             .enumerate()
             .map(|(i, e)| Row {
                 event: tidemark_core::codec::view::EventView::of(e),
-                partition: 3,
-                offset: 10 + i as u64,
+                partition,
+                offset: first + i as u64,
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn the_footer_gives_counts_and_bounds_by_field_id() {
+        let events = varied_events();
+        let rows = rows_of(&events, 3, 10);
         let batch = journal_batch(&rows).unwrap();
         let (bytes, meta) = encode(&batch).unwrap();
         let schema = journal_schema().unwrap();
@@ -242,15 +251,7 @@ mod tests {
     #[test]
     fn columns_of_distinct_values_have_no_dictionary() {
         let events = varied_events();
-        let rows: Vec<Row> = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| Row {
-                event: tidemark_core::codec::view::EventView::of(e),
-                partition: 0,
-                offset: i as u64,
-            })
-            .collect();
+        let rows = rows_of(&events, 0, 0);
         let (_, meta) = encode(&journal_batch(&rows).unwrap()).unwrap();
         let group = meta.row_group(0);
         let dictionary = |name: &str| {
