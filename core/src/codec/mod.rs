@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock};
 
 use apache_avro::Schema;
 
-use crate::event::ObjectEvent;
+use crate::event::{EventSummary, ObjectEvent};
 use crate::{Error, Result};
 
 /// Where writer schemas come from: the built-in registry, or an external one.
@@ -89,6 +89,17 @@ impl EventCodec {
             return Ok(None);
         }
         view::read(payload)
+    }
+
+    /// The leading fields of a framed record (through `etag`), borrowed, the rest unchecked:
+    /// `Ok(None)` when it was written with another schema. What a reader that tests only
+    /// those fields reads, leaving the record's check to whoever reads it in full.
+    pub fn summary<'a>(&self, bytes: &'a [u8]) -> Result<Option<EventSummary<'a>>> {
+        let (id, payload) = wire::split(bytes)?;
+        if id != self.write_id {
+            return Ok(None);
+        }
+        object_event::scan_summary(payload).map(Some)
     }
 
     /// Decode only what the object index keeps (see [`object_event::decode_for_index`]).

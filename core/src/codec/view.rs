@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::binary::Reader;
 use super::object_event;
-use crate::event::{EventType, ObjectEvent, ObjectState, StringMap};
+use crate::event::{EventSummary, EventType, ObjectEvent, ObjectState, StringMap};
 use crate::{Error, Result};
 
 /// A `map<string>`: raw Avro entries already checked, or a decoded map.
@@ -203,6 +203,39 @@ impl<'a> EventView<'a> {
             checksum: e.checksum.as_deref(),
             part_sizes: e.part_sizes.as_deref().map(Cow::Borrowed),
             removed_version_id: e.removed_version_id.as_deref(),
+        }
+    }
+
+    /// An event's leading fields, every later field absent: what a rule that tests only
+    /// those ([`Rule::tests_only_summary`](crate::rules::Rule::tests_only_summary)) is
+    /// matched against.
+    pub fn of_summary(s: &EventSummary<'a>) -> EventView<'a> {
+        EventView {
+            event_id: s.event_id,
+            event_type: s.event_type,
+            event_time: s.event_time,
+            bucket: s.bucket,
+            key: s.key,
+            version_id: s.version_id,
+            sequence: s.sequence,
+            size: s.size,
+            etag: s.etag,
+            content_type: None,
+            sha256: None,
+            metadata: MapView::Decoded(&EMPTY),
+            tags: MapView::Decoded(&EMPTY),
+            storage_class: None,
+            requester: None,
+            source_ip: None,
+            request_id: None,
+            region: None,
+            node: None,
+            previous: None,
+            user_agent: None,
+            headers: MapView::Decoded(&EMPTY),
+            checksum: None,
+            part_sizes: None,
+            removed_version_id: s.removed_version_id,
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use super::compile::Rule;
 use super::spec::ValueSpec;
 use crate::codec::view::{EventView, MapView};
-use crate::event::ObjectEvent;
+use crate::event::{EventSummary, ObjectEvent};
 
 /// The object attributes a rule looks at: after the event, or before it if it removed the
 /// object.
@@ -59,6 +59,25 @@ impl Rule {
     /// The same test on a borrowed view (a record not decoded into an [`ObjectEvent`]).
     pub fn matches_view(&self, e: &EventView<'_>) -> bool {
         self.matches_with(e, &Attributes::of(e))
+    }
+
+    /// Whether the rule tests nothing beyond an event's leading fields (its type, bucket and
+    /// key): then [`Rule::matches_summary`] decides as [`Rule::matches_view`] would, and a
+    /// reader need not check the rest of a record.
+    pub fn tests_only_summary(&self) -> bool {
+        self.size.is_none()
+            && self.content_type.is_empty()
+            && self.requester.is_empty()
+            && self.metadata.is_empty()
+            && self.tags.is_empty()
+            && self.all.iter().chain(&self.any).all(Rule::tests_only_summary)
+            && self.not.as_deref().is_none_or(Rule::tests_only_summary)
+    }
+
+    /// The test on an event's leading fields; only meaningful when
+    /// [`Rule::tests_only_summary`] (the other fields are taken as absent).
+    pub fn matches_summary(&self, s: &EventSummary<'_>) -> bool {
+        self.matches_view(&EventView::of_summary(s))
     }
 
     fn matches_with(&self, e: &EventView<'_>, a: &Attributes<'_>) -> bool {

@@ -99,9 +99,17 @@ fn every_condition_and_combinator() {
     let mut record = Vec::new();
     crate::codec::object_event::encode(&e, &mut record);
     let view = crate::codec::view::read(&record).unwrap().unwrap();
+    // And on the leading fields alone, for the rules that test nothing else.
+    let summary = crate::codec::object_event::scan_summary(&record).unwrap();
+    let later = ["content_type", "metadata", "tags", "requester", "size"];
     for json in yes {
         assert!(rule(json).matches(&e), "{json}");
         assert!(rule(json).matches_view(&view), "{json}");
+        let leading = !later.iter().any(|f| json.contains(f));
+        assert_eq!(rule(json).tests_only_summary(), leading, "{json}");
+        if leading {
+            assert!(rule(json).matches_summary(&summary), "{json}");
+        }
     }
     let no = [
         r#"{"events": ["ObjectRemoved:*"]}"#,
@@ -118,6 +126,17 @@ fn every_condition_and_combinator() {
     for json in no {
         assert!(!rule(json).matches(&e), "{json}");
         assert!(!rule(json).matches_view(&view), "{json}");
+        let leading = !later.iter().any(|f| json.contains(f));
+        assert_eq!(rule(json).tests_only_summary(), leading, "{json}");
+        if leading {
+            assert!(!rule(json).matches_summary(&summary), "{json}");
+        }
+    }
+    for json in [
+        r#"{"not": {"size": {"min": 1}}}"#,
+        r#"{"any": [{"prefix": ["x/"]}, {"tags": {"a": "b"}}]}"#,
+    ] {
+        assert!(!rule(json).tests_only_summary(), "{json}: nested");
     }
 }
 

@@ -77,6 +77,10 @@ impl Source for PartitionSource {
         .boxed()
     }
 
+    fn dead_letter(&self, offset: u64, wire: bytes::Bytes, error: String) -> BoxFuture<'_, ()> {
+        reader::dead_letter_undecodable(&self.ctx, self.partition, offset, wire, error).boxed()
+    }
+
     fn commit(&self, position: u64) -> BoxFuture<'_, Result<()>> {
         async move {
             // A replay never moves the subscription's position.

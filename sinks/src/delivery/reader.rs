@@ -96,6 +96,8 @@ pub(crate) async fn read(
     let mut filtering = ctx.filter.clone().map(Filtering::new);
     // Records only viewed, never decoded, for a sink that copies fields and no filter.
     let views = filtering.is_none() && matches!(&ctx.target, Target::Stream(s) if s.reads_views());
+    // Rules on the leading fields alone: the record's one full read (and check) is the sink's.
+    let summaries = views && ctx.rule.tests_only_summary();
     loop {
         if end.is_some_and(|end| next >= end) {
             return;
@@ -142,17 +144,27 @@ pub(crate) async fn read(
         };
         let mut skipped = 0;
         for rec in records {
-            // Another schema or layout, or a damaged record, gives no view: the full decoder
-            // decides.
-            if views && let Ok(Some(view)) = ctx.codec.view(&rec.value) {
-                if ctx.rule.matches_view(&view) {
-                    chunk.deliveries.push(Arc::new(Delivery::viewed(
+            // Another schema or layout, or a damaged record, gives no summary or view: the
+            // full decoder decides.
+            let matched = if summaries {
+                ctx.codec.summary(&rec.value).ok().flatten().map(|s| ctx.rule.matches_summary(&s))
+            } else if views {
+                ctx.codec.view(&rec.value).ok().flatten().map(|v| ctx.rule.matches_view(&v))
+            } else {
+                None
+            };
+            match matched {
+                Some(true) => {
+                    chunk.deliveries.push(Arc::new(Delivery::undecoded(
                         partition, rec.offset, rec.key, rec.value,
                     )));
-                } else {
-                    skipped += 1;
+                    continue;
                 }
-                continue;
+                Some(false) => {
+                    skipped += 1;
+                    continue;
+                }
+                None => {}
             }
             match ctx.codec.decode(&rec.value) {
                 Ok(event) if ctx.rule.matches(&event) => chunk.deliveries.push(Arc::new(
@@ -228,7 +240,7 @@ pub(crate) async fn dead_letter_failures(ctx: &RunCtx, partition: u32, chunk: &m
     }
 }
 
-async fn dead_letter_undecodable(
+pub(crate) async fn dead_letter_undecodable(
     ctx: &RunCtx,
     partition: u32,
     offset: u64,

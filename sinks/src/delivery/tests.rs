@@ -182,7 +182,16 @@ impl Node {
         sub: &Subscription,
         sink: Arc<Recorder>,
     ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-        let ctx = self.engine.context_with(sub, SinkKind::Stream(sink), None);
+        self.start(self.engine.context_with(sub, SinkKind::Stream(sink), None))
+    }
+
+    /// Run `sub` into the sink its spec names, built as the engine builds it.
+    fn run_built(&self, sub: &Subscription) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let ctx = self.engine.context(sub, None).unwrap();
+        self.start(ctx)
+    }
+
+    fn start(&self, ctx: super::context::RunCtx) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(runner::run(self.engine.clone(), Arc::new(ctx), stopped));
         (stop, task)
@@ -371,4 +380,101 @@ async fn a_batch_says_whether_its_read_reached_the_end_of_the_log() {
         [(512, false), (512, false), (276, true), (1, true)],
         "each batch's size and whether its read reached the end"
     );
+}
+
+/// The `event_id` column of every Parquet file under `dir`, sorted, each id once (Iceberg
+/// files a compaction replaced may still be there).
+fn written_event_ids(dir: &std::path::Path) -> Vec<uuid::Uuid> {
+    use arrow_array::{Array, StringArray};
+    let mut ids = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                let file = std::fs::File::open(&path).unwrap();
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .unwrap()
+                        .build()
+                        .unwrap();
+                for batch in reader {
+                    let batch = batch.unwrap();
+                    let column = batch.column_by_name("event_id").unwrap();
+                    let column = column.as_any().downcast_ref::<StringArray>().unwrap();
+                    for i in 0..column.len() {
+                        ids.push(column.value(i).parse().unwrap());
+                    }
+                }
+            }
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// The sinks that read views (the lake, the Iceberg journal) are handed records whose rules
+/// the reader tested on their leading fields alone, so a record damaged further on reaches
+/// the sink, which dead-letters it. With a rule on later fields the reader reads the whole
+/// record and dead-letters it itself. Either way: dead-lettered once, every other match
+/// written, the position past it.
+#[tokio::test]
+async fn a_damaged_record_is_dead_lettered_once_whichever_side_reads_it() {
+    for (kind, rules) in [
+        ("parquet", r#"{"prefix": ["keep/"]}"#),
+        ("parquet", r#"{"prefix": ["keep/"], "metadata": {"team": "ml"}}"#),
+        ("iceberg", r#"{"prefix": ["keep/"]}"#),
+    ] {
+        let case = format!("{kind} {rules}");
+        let node = node().await;
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().to_str().unwrap();
+        let sink = match kind {
+            "parquet" => format!(r#"{{"type": "parquet", "path": "{dir}", "roll": {{"idle_ms": 100}}}}"#),
+            _ => format!(
+                r#"{{"type": "iceberg", "warehouse": "{dir}", "inventory": false,
+                    "catalog": {{"type": "sql", "path": "{dir}/catalog.db"}},
+                    "commit_interval_ms": 1000}}"#
+            ),
+        };
+        let spec = format!(
+            r#"{{"name": "damaged", "start": "earliest", "rules": {rules}, "sink": {sink}}}"#
+        );
+        let spec = crate::subscription::parse(spec.as_bytes()).unwrap();
+        let sub = node.engine.subscriptions.create(spec, None).await.unwrap();
+        let mut written = Vec::new();
+        for i in 0..40 {
+            let e = event(i, i % 4 != 0);
+            if i == 21 {
+                // Its leading fields read, the rest cut short.
+                let mut value = Vec::new();
+                node.codec.encode(&e, &mut value);
+                value.truncate(value.len() - 3);
+                let record = NewRecord::new(e.log_key(), value);
+                node.log.append(OBJECTS_TOPIC, vec![record]).await.unwrap();
+                continue;
+            }
+            let id = node.append(&e).await;
+            if i % 4 != 0 {
+                written.push(id);
+            }
+        }
+        let (stop, task) = node.run_built(&sub);
+        node.wait_committed(&sub.consumer()).await;
+        stop.send_replace(true);
+        task.await.unwrap();
+
+        written.sort();
+        assert_eq!(written_event_ids(out.path()), written, "{case}: every readable match");
+        let letters = node.engine.dead_letters.list(sub.name());
+        assert_eq!(letters.len(), 1, "{case}: {letters:?}");
+        assert!(
+            letters[0].error.starts_with("the record cannot be decoded: "),
+            "{case}: {}",
+            letters[0].error
+        );
+    }
 }

@@ -183,7 +183,8 @@ const EARLY_BYTES: usize = COMMIT_MAX_BYTES / 8;
 fn arrived_before(d: &Delivery, interval: Duration) -> bool {
     let now = chrono::Utc::now().timestamp_micros();
     let interval = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX);
-    d.view().event_time < now.saturating_sub(interval)
+    d.view()
+        .is_ok_and(|e| e.event_time < now.saturating_sub(interval))
 }
 
 struct Tables<'a> {
@@ -207,16 +208,23 @@ async fn flush(
     let partition = feed.partition();
     let rows = deliveries.len() as u64;
     let started = Instant::now();
-    let (encoded, changes) = {
+    let (encoded, changes, unreadable) = {
         let journal = tables.journal.clone();
         let (journal_from, inventory_from) = (covered[0], covered[1]);
         tokio::task::spawn_blocking(move || {
-            // Each record's view is read once, for both tables.
+            // Each record's view is read once, for both tables; this read is its check.
             let mut files = JournalFiles::new(&journal, partition);
             // At most one change per row; capacity never touched costs no memory.
             let mut changes: Vec<Change> = Vec::with_capacity(deliveries.len());
+            let mut unreadable = Vec::new();
             for d in &deliveries {
-                let e = d.view();
+                let e = match d.view() {
+                    Ok(e) => e,
+                    Err(error) => {
+                        unreadable.push((d.clone(), error));
+                        continue;
+                    }
+                };
                 if d.offset >= inventory_from && e.event_type.mutates_object() {
                     let row = InvRow::after(&e, partition, d.offset);
                     changes.push((e.bucket.to_owned(), e.key.to_owned(), row));
@@ -229,11 +237,15 @@ async fn flush(
                     })?;
                 }
             }
-            Ok((files.finish()?, changes))
+            Ok((files.finish()?, changes, unreadable))
         })
         .await
         .unwrap_or_else(|e| Err(Error::Transient(format!("the encoder thread failed: {e}"))))?
     };
+    // Damaged records leave the tables for the dead-letter queue before the position passes.
+    for (d, error) in &unreadable {
+        feed.dead_letter(d, error).await;
+    }
     let mut files = Vec::with_capacity(encoded.len());
     for (path, bytes, file) in encoded {
         sink.catalog

@@ -113,7 +113,14 @@ async fn produce(
     let mut w = Writer::new(lake.clone(), stretch.start, forced);
     while let Some(batch) = feed.next().await {
         for d in &batch.deliveries {
-            if let Some(closed) = w.push(d.offset, &d.view(), partition) {
+            let closed = match d.view() {
+                Ok(view) => w.push(d.offset, &view, partition),
+                Err(e) => {
+                    feed.dead_letter(d, &e).await;
+                    None
+                }
+            };
+            if let Some(closed) = closed {
                 write_overlapping(lake, feed, closed, write).await?;
             }
         }

@@ -127,7 +127,14 @@ async fn write(lake: Arc<Lake>, feed: &mut Feed) -> Result<()> {
                 let Some(batch) = batch else { return Ok(()) };
                 for d in &batch.deliveries {
                     last_event = Instant::now();
-                    if let Some(closed) = w.push(d.offset, &d.view(), partition)
+                    let closed = match d.view() {
+                        Ok(view) => w.push(d.offset, &view, partition),
+                        Err(e) => {
+                            feed.dead_letter(d, &e).await;
+                            None
+                        }
+                    };
+                    if let Some(closed) = closed
                         && !write_and_commit(&lake, feed, closed).await?
                     {
                         return Ok(());

@@ -68,9 +68,12 @@ impl Delivery {
         }
     }
 
-    /// A record of the codec's current schema that [`EventCodec::view`] read a view of:
-    /// sinks that copy fields ([`StreamSink::reads_views`]) never decode it in full.
-    pub(crate) fn viewed(partition: u32, offset: u64, key: Bytes, wire: Bytes) -> Self {
+    /// A record of the codec's current schema, not decoded, for a sink that copies fields
+    /// ([`StreamSink::reads_views`]): it reads the record through [`Delivery::view`], which
+    /// checks it. The reader may have checked only its leading fields (its rules test no
+    /// others), so a damaged record reaches the sink, which dead-letters it
+    /// ([`Feed::dead_letter`]).
+    pub(crate) fn undecoded(partition: u32, offset: u64, key: Bytes, wire: Bytes) -> Self {
         Delivery {
             partition,
             offset,
@@ -83,21 +86,26 @@ impl Delivery {
     /// The event, decoded.
     pub fn event(&self) -> &Arc<ObjectEvent> {
         self.event.get_or_init(|| {
-            // `viewed` records are of the current schema and a view was read from them, and
-            // the full decoder takes every record a view takes (the codec's tests).
+            // Only sinks that read views get `undecoded` records, and they read them through
+            // `view`, which decodes in full only what the decoder takes.
             let payload = &self.wire[wire::HEADER_LEN..];
-            Arc::new(object_event::decode(payload).expect("a viewed record decodes"))
+            Arc::new(object_event::decode(payload).expect("an undecoded record is only viewed"))
         })
     }
 
-    /// The event as a borrowed view: read from the record when it was not decoded.
-    pub fn view(&self) -> EventView<'_> {
-        if self.event.get().is_none()
-            && let Ok(Some(v)) = view::read(&self.wire[wire::HEADER_LEN..])
-        {
-            return v;
+    /// The event as a borrowed view, read from the record when it was not decoded (one read
+    /// that checks it all; a record laid out in a way a view does not take is decoded in
+    /// full). An error names what is wrong with a damaged record.
+    pub fn view(&self) -> tidemark_core::Result<EventView<'_>> {
+        if self.event.get().is_none() {
+            let payload = &self.wire[wire::HEADER_LEN..];
+            if let Some(v) = view::read(payload)? {
+                return Ok(v);
+            }
+            let event = object_event::decode(payload)?;
+            return Ok(EventView::of(self.event.get_or_init(|| Arc::new(event))));
         }
-        EventView::of(self.event())
+        Ok(EventView::of(self.event()))
     }
 }
 

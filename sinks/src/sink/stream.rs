@@ -81,6 +81,10 @@ pub(crate) trait Source: Send + Sync {
     /// end (or nothing is being read). Cancel-safe: a dropped call loses no batch.
     fn next(&mut self) -> BoxFuture<'_, Option<Batch>>;
 
+    /// Put a record the sink could not read (a damaged record handed over undecoded) in the
+    /// dead-letter queue, durably.
+    fn dead_letter(&self, offset: u64, wire: bytes::Bytes, error: String) -> BoxFuture<'_, ()>;
+
     /// Commit the subscription's position (a no-op for replays).
     fn commit(&self, position: u64) -> BoxFuture<'_, Result<()>>;
 
@@ -185,6 +189,21 @@ impl Feed {
                 return;
             }
         }
+    }
+
+    /// Put `delivery` in the dead-letter queue, durably, because it cannot be read (`error`
+    /// names why): a sink that reads views does so for a damaged record before it commits a
+    /// position past it.
+    pub async fn dead_letter(&self, delivery: &Delivery, error: &tidemark_core::Error) {
+        tracing::warn!(
+            subscription = self.subscription,
+            partition = self.partition,
+            offset = delivery.offset,
+            "a record cannot be read, dead-lettered: {error}"
+        );
+        self.source
+            .dead_letter(delivery.offset, delivery.wire.clone(), error.to_string())
+            .await;
     }
 
     /// Move the subscription's position to `position`: every event before it is written.
