@@ -545,6 +545,24 @@ fn bad_iceberg_settings_are_refused_by_name() {
             "sink.commit_interval_ms",
             "5",
         ),
+        (
+            json!({"type": "iceberg", "warehouse": warehouse,
+                   "properties": {"write.parquet.compression-level": "fast"}}),
+            "sink.properties.write.parquet.compression-level",
+            "not a zstd level",
+        ),
+        (
+            json!({"type": "iceberg", "warehouse": warehouse,
+                   "properties": {"write.parquet.compression-codec": "snappy"}}),
+            "sink.properties.write.parquet.compression-codec",
+            "only 'zstd'",
+        ),
+        (
+            json!({"type": "iceberg", "warehouse": warehouse,
+                   "properties": {"tidemark.managed": "false"}}),
+            "sink.properties.tidemark.managed",
+            "only 'true'",
+        ),
     ];
     for (sink, field, needle) in cases {
         let spec = json!({"name": "bad", "sink": sink});
@@ -907,12 +925,14 @@ fn a_journal_only_sink_keeps_no_inventory_until_it_is_turned_on() {
 }
 
 #[test]
-fn the_journal_partitioning_is_configurable() {
+fn the_journal_partitioning_and_table_properties_are_configurable() {
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     let server = Server::start(&dir.path().join("data"), &[]);
     let mut spec = iceberg_spec("hourly", &warehouse, Some(1000));
     spec["sink"]["partition"] = json!(["bucket", "hour"]);
+    // Properties of the created tables, the writer's zstd level among them.
+    spec["sink"]["properties"] = json!({"write.parquet.compression-level": "9", "owner": "data-eng"});
     create_subscription(&server, &spec);
     let mut acked: HashSet<String> = HashSet::new();
     for (bucket, hour) in [("one", 1), ("one", 2), ("two", 1)] {
@@ -940,6 +960,10 @@ fn the_journal_partitioning_is_configurable() {
         json!(["bucket", "record_timestamp_hour"])
     );
     assert_eq!(table["rows"], acked.len());
+    let props = &table["properties"];
+    assert_eq!(props["write.parquet.compression-level"], "9", "{props}");
+    assert_eq!(props["write.parquet.compression-codec"], "zstd", "{props}");
+    assert_eq!(props["owner"], "data-eng", "{props}");
     let dirs: std::collections::BTreeSet<String> = table["live_files"]
         .as_array()
         .unwrap()

@@ -1,5 +1,6 @@
 """The peer of `tidemark-bench iceberg`: pyiceberg's Table.append of the same rows as an Arrow
-table, into a table with the same schema, partitioning and codec (zstd). Prints JSON.
+table, into a table with the same schema, partitioning, codec and level (zstd, the source
+table's `write.parquet.compression-level`). Prints JSON.
 
 usage: iceberg_append.py CATALOG_DB TABLE WORKDIR [RUNS]
   CATALOG_DB  Tidemark's SQL catalog file, to read the rows from (not timed)
@@ -30,7 +31,10 @@ def main():
             f"bench.append_{run}",
             schema=source.schema(),
             partition_spec=source.spec(),
-            properties={"write.parquet.compression-codec": "zstd"},
+            # The same codec and level as the source table's data files.
+            properties={
+                k: v for k, v in source.properties.items() if k.startswith("write.parquet.")
+            },
         )
         started, cpu_started = time.perf_counter(), time.process_time()
         table.append(rows)

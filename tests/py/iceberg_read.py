@@ -64,6 +64,7 @@ def main():
         "manifests": len(table.current_snapshot().manifests(table.io)) if table.current_snapshot() else 0,
         "format_version": table.format_version,
         "field_ids": {f.name: f.field_id for f in table.schema().fields},
+        "properties": dict(table.properties),
     }
     # Every snapshot pyiceberg lists can be read.
     out["snapshot_rows"] = [

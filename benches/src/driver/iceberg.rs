@@ -10,8 +10,9 @@
 //!   commit.
 //! - The peer: `benches/py/iceberg_append.py` reads the journal back into an Arrow table
 //!   (untimed) and times `Table.append` of it into a new table with the same schema,
-//!   partitioning and codec (zstd), through pyiceberg's own SQL catalog: the journal's work
-//!   alone, with the rows already in Arrow.
+//!   partitioning, codec and zstd level (`--zstd-level`, given to both sides as the tables'
+//!   `write.parquet.compression-level`), through pyiceberg's own SQL catalog: the journal's
+//!   work alone, with the rows already in Arrow.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -42,6 +43,10 @@ pub struct IcebergArgs {
     /// Runs of the peer (the median is reported).
     #[arg(long, default_value_t = 3)]
     peer_runs: usize,
+    /// The zstd level of both sides' data files (the tables' `write.parquet.compression-level`,
+    /// which the peer's table copies); 1 is pyiceberg's default (pyarrow's), 3 the sink's.
+    #[arg(long, default_value_t = 1)]
+    zstd_level: i32,
     /// Where the data directory and the warehouses go.
     #[arg(long, default_value = "/tmp/tidemark-iceberg-bench")]
     dir: PathBuf,
@@ -171,7 +176,8 @@ async fn subscribe(
                  "catalog": {"type": "sql", "path": warehouse.join("catalog.db")},
                  "commit_interval_ms": args.commit_interval_ms,
                  "commit_max_rows": 1_000_000,
-                 "inventory": inventory},
+                 "inventory": inventory,
+                 "properties": {"write.parquet.compression-level": args.zstd_level.to_string()}},
     });
     let started = Instant::now();
     let cpu_before = serve.cpu_ticks()?;

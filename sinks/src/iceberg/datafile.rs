@@ -38,9 +38,9 @@ const DISTINCT: &[&str] = &[
     "log_offset",
 ];
 
-/// Encode `batch` as one Parquet file.
-pub(super) fn encode(batch: &RecordBatch) -> Result<(Vec<u8>, ParquetMetaData)> {
-    let mut file = Encoder::new(batch.schema(), batch.get_array_memory_size() / 4)?;
+/// Encode `batch` as one Parquet file, zstd at `level`.
+pub(super) fn encode(batch: &RecordBatch, level: i32) -> Result<(Vec<u8>, ParquetMetaData)> {
+    let mut file = Encoder::new(batch.schema(), batch.get_array_memory_size() / 4, level)?;
     file.write(batch)?;
     file.finish()
 }
@@ -55,8 +55,8 @@ pub(super) struct Encoder {
 }
 
 impl Encoder {
-    /// A file of `schema`, its buffer starting at `capacity` bytes.
-    pub fn new(schema: arrow_schema::SchemaRef, capacity: usize) -> Result<Encoder> {
+    /// A file of `schema`, its buffer starting at `capacity` bytes, zstd at `level` (1–22).
+    pub fn new(schema: arrow_schema::SchemaRef, capacity: usize, level: i32) -> Result<Encoder> {
         let mut props = WriterProperties::builder();
         for name in DISTINCT {
             if schema.field_with_name(name).is_ok() {
@@ -65,7 +65,7 @@ impl Encoder {
         }
         let props = props
             .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(3).expect("valid level"),
+                ZstdLevel::try_new(level).map_err(encode_err)?,
             ))
             .set_statistics_enabled(EnabledStatistics::Chunk)
             // Iceberg bounds must be exact or truncated the right way; untruncated is simplest.
@@ -225,7 +225,7 @@ mod tests {
         let events = varied_events();
         let rows = rows_of(&events, 3, 10);
         let batch = journal_batch(&rows).unwrap();
-        let (bytes, meta) = encode(&batch).unwrap();
+        let (bytes, meta) = encode(&batch, 3).unwrap();
         let schema = journal_schema().unwrap();
         let f = data_file(
             "/x.parquet".into(),
@@ -252,7 +252,7 @@ mod tests {
     fn columns_of_distinct_values_have_no_dictionary() {
         let events = varied_events();
         let rows = rows_of(&events, 0, 0);
-        let (_, meta) = encode(&journal_batch(&rows).unwrap()).unwrap();
+        let (_, meta) = encode(&journal_batch(&rows).unwrap(), 3).unwrap();
         let group = meta.row_group(0);
         let dictionary = |name: &str| {
             let c = group
@@ -268,5 +268,17 @@ mod tests {
         for name in ["bucket", "event_type", "record_type"] {
             assert!(dictionary(name), "{name} keeps its dictionary");
         }
+    }
+
+    /// The level a table's `write.parquet.compression-level` names is the one written (zstd
+    /// frames do not record it: a higher level compresses the same rows smaller).
+    #[test]
+    fn the_zstd_level_is_the_one_given() {
+        let events = varied_events();
+        let rows = rows_of(&events, 0, 0);
+        let batch = journal_batch(&rows).unwrap();
+        let size = |level| encode(&batch, level).unwrap().0.len();
+        assert!(size(19) < size(1), "{} vs {}", size(19), size(1));
+        assert!(Encoder::new(batch.schema(), 0, 23).is_err(), "23 is no zstd level");
     }
 }

@@ -45,7 +45,7 @@ mod schema;
 mod storage;
 mod stream;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -105,6 +105,27 @@ pub struct IcebergSpec {
     /// from the index's live objects, as for a new subscription.
     #[serde(default = "default_inventory")]
     pub inventory: bool,
+    /// Table properties given to the tables the sink creates (as Kafka Connect's
+    /// `iceberg.tables.auto-create-props.*`). The writer honours the table's own
+    /// `write.parquet.compression-level` (zstd, 1–22; 3 when unset), set here or later by
+    /// any engine.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// The table property naming the zstd level of data files, and its default (Iceberg Java's).
+pub const COMPRESSION_LEVEL: &str = "write.parquet.compression-level";
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// Properties the sink sets itself when it creates a table.
+const OWN_PROPERTIES: [(&str, &str); 3] = [
+    ("write.format.default", "parquet"),
+    ("write.parquet.compression-codec", "zstd"),
+    (MANAGED, "true"),
+];
+
+/// A zstd level from a table property's text, if it is one the writer takes.
+fn zstd_level(text: &str) -> Option<i32> {
+    text.trim().parse().ok().filter(|l| (1..=22).contains(l))
 }
 
 /// Where the tables are registered.
@@ -228,6 +249,7 @@ impl IcebergSpec {
             snapshot_retention_ms: default_retention(),
             partition: default_partition(),
             inventory: default_inventory(),
+            properties: BTreeMap::new(),
         }
     }
 
@@ -313,6 +335,8 @@ pub(crate) struct TableInfo {
     /// The table's root; data files go under `<location>/data/`.
     location: String,
     spec_id: i32,
+    /// The zstd level of its data files (its `write.parquet.compression-level`).
+    zstd_level: i32,
 }
 
 /// Refuse settings that can never work, naming the field.
@@ -420,6 +444,26 @@ pub fn check(spec: &IcebergSpec) -> Result<()> {
         ));
     }
     partitioning::parse(&spec.partition)?;
+    for (name, value) in &spec.properties {
+        let field = || format!("sink.properties.{name}");
+        if name.trim().is_empty() {
+            return Err(Error::invalid("sink.properties", "a property name is empty"));
+        }
+        if let Some((_, own)) = OWN_PROPERTIES.iter().find(|(n, _)| n == name)
+            && !value.eq_ignore_ascii_case(own)
+        {
+            return Err(Error::invalid(
+                field(),
+                format!("'{value}': the sink writes only '{own}' here"),
+            ));
+        }
+        if name == COMPRESSION_LEVEL && zstd_level(value).is_none() {
+            return Err(Error::invalid(
+                field(),
+                format!("'{value}' is not a zstd level (1 to 22)"),
+            ));
+        }
+    }
     if !(1..=1_000_000).contains(&spec.commit_max_rows) {
         return Err(Error::invalid(
             "sink.commit_max_rows",
@@ -511,8 +555,9 @@ pub fn build(spec: &IcebergSpec, ctx: &BuildCtx<'_>) -> Result<SinkKind> {
             catalog.clone(),
             ident("journal"),
             Kind::Journal(partitioning::parse(&spec.partition)?),
+            spec,
         ),
-        inventory: Managed::new(catalog.clone(), ident("inventory"), Kind::Inventory),
+        inventory: Managed::new(catalog.clone(), ident("inventory"), Kind::Inventory, spec),
         journal_commits: Committer::new(),
         inventory_commits: Committer::new(),
         maintained: Default::default(),
@@ -652,15 +697,25 @@ struct Managed {
     catalog: Arc<dyn SinkCatalog>,
     ident: TableIdent,
     kind: Kind,
+    /// The table's properties if the sink creates it: its own, then the spec's.
+    properties: HashMap<String, String>,
     ready: OnceCell<TableInfo>,
 }
 
 impl Managed {
-    fn new(catalog: Arc<dyn SinkCatalog>, ident: TableIdent, kind: Kind) -> Managed {
+    fn new(
+        catalog: Arc<dyn SinkCatalog>,
+        ident: TableIdent,
+        kind: Kind,
+        spec: &IcebergSpec,
+    ) -> Managed {
+        let own = OWN_PROPERTIES.map(|(k, v)| (k.to_string(), v.to_string()));
+        let given = spec.properties.iter().map(|(k, v)| (k.clone(), v.clone()));
         Managed {
             catalog,
             ident,
             kind,
+            properties: own.into_iter().chain(given).collect(),
             ready: OnceCell::new(),
         }
     }
@@ -706,11 +761,7 @@ impl Managed {
                     .name(self.ident.name.clone())
                     .schema(table_schema)
                     .partition_spec(partition_spec)
-                    .properties([
-                        ("write.format.default".into(), "parquet".into()),
-                        ("write.parquet.compression-codec".into(), "zstd".into()),
-                        (MANAGED.into(), "true".into()),
-                    ])
+                    .properties(self.properties.clone())
                     .build();
                 match self.catalog.create_table(&ns, creation).await {
                     Ok(t) => t,
@@ -740,6 +791,15 @@ impl Managed {
             schema: m.current_schema().as_ref().clone(),
             location: m.location().trim_end_matches('/').to_string(),
             spec_id: m.default_partition_spec_id(),
+            zstd_level: match m.properties().get(COMPRESSION_LEVEL) {
+                None => DEFAULT_ZSTD_LEVEL,
+                Some(text) => zstd_level(text).ok_or_else(|| {
+                    Error::Config(format!(
+                        "{}: its {COMPRESSION_LEVEL} '{text}' is not a zstd level (1 to 22)",
+                        self.ident
+                    ))
+                })?,
+            },
         })
     }
 

@@ -82,6 +82,23 @@ fn string_values<'a>(e: &EventView<'a>) -> [Option<&'a str>; 12] {
     ]
 }
 
+/// A sequence as the journal's `sequence_number`: 20 digits, zero-padded (`{:020}`), so
+/// the strings sort like the numbers; written by hand, as formatting was a few per cent of a
+/// round's CPU.
+fn sequence_text(sequence: i64, text: &mut String) {
+    text.clear();
+    let Ok(mut n) = u64::try_from(sequence) else {
+        write!(text, "{sequence:020}").expect("writing to a String");
+        return;
+    };
+    let mut digits = [b'0'; 20];
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    text.extend(digits.iter().map(|&d| char::from(d)));
+}
+
 /// The journal batch of `rows`.
 pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
     let n = rows.len();
@@ -146,8 +163,7 @@ pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
     let mut text = String::with_capacity(20);
     let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     for r in rows {
-        text.clear();
-        write!(text, "{:020}", r.event.sequence).expect("writing to a String");
+        sequence_text(r.event.sequence, &mut text);
         sequence.append_value(&text);
         event_id.append_value(r.event.event_id.hyphenated().encode_lower(&mut id));
         event_type.append_value(r.event.event_type.as_str());
@@ -308,5 +324,14 @@ mod tests {
         assert_eq!(record_type(EventType::ObjectCreatedCopy), "CREATE");
         assert_eq!(record_type(EventType::ObjectRemovedDelete), "DELETE");
         assert_eq!(record_type(EventType::ObjectTaggingPut), "UPDATE_METADATA");
+    }
+
+    #[test]
+    fn sequence_numbers_are_twenty_digits() {
+        let mut text = String::new();
+        for n in [0, 7, 1_000, i64::MAX, -1, i64::MIN] {
+            sequence_text(n, &mut text);
+            assert_eq!(text, format!("{n:020}"));
+        }
     }
 }

@@ -354,7 +354,7 @@ impl<'a, 't> JournalFiles<'a, 't> {
                 if !self.files.contains_key(&dir) {
                     // Nothing sized ahead: a round may open a file for each of thousands of
                     // buckets, most with a few rows.
-                    let file = datafile::Encoder::new(schema::journal_arrow(), 0)?;
+                    let file = datafile::Encoder::new(schema::journal_arrow(), 0, self.journal.zstd_level)?;
                     let open = JournalFile {
                         key,
                         rows: Vec::new(),
