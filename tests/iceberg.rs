@@ -932,7 +932,8 @@ fn the_journal_partitioning_and_table_properties_are_configurable() {
     let mut spec = iceberg_spec("hourly", &warehouse, Some(1000));
     spec["sink"]["partition"] = json!(["bucket", "hour"]);
     // Properties of the created tables, the writer's zstd level among them.
-    spec["sink"]["properties"] = json!({"write.parquet.compression-level": "9", "owner": "data-eng"});
+    spec["sink"]["properties"] =
+        json!({"write.parquet.compression-level": "9", "owner": "data-eng"});
     create_subscription(&server, &spec);
     let mut acked: HashSet<String> = HashSet::new();
     for (bucket, hour) in [("one", 1), ("one", 2), ("two", 1)] {

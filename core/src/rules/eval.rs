@@ -70,7 +70,11 @@ impl Rule {
             && self.requester.is_empty()
             && self.metadata.is_empty()
             && self.tags.is_empty()
-            && self.all.iter().chain(&self.any).all(Rule::tests_only_summary)
+            && self
+                .all
+                .iter()
+                .chain(&self.any)
+                .all(Rule::tests_only_summary)
             && self.not.as_deref().is_none_or(Rule::tests_only_summary)
     }
 

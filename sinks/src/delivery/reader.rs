@@ -147,9 +147,17 @@ pub(crate) async fn read(
             // Another schema or layout, or a damaged record, gives no summary or view: the
             // full decoder decides.
             let matched = if summaries {
-                ctx.codec.summary(&rec.value).ok().flatten().map(|s| ctx.rule.matches_summary(&s))
+                ctx.codec
+                    .summary(&rec.value)
+                    .ok()
+                    .flatten()
+                    .map(|s| ctx.rule.matches_summary(&s))
             } else if views {
-                ctx.codec.view(&rec.value).ok().flatten().map(|v| ctx.rule.matches_view(&v))
+                ctx.codec
+                    .view(&rec.value)
+                    .ok()
+                    .flatten()
+                    .map(|v| ctx.rule.matches_view(&v))
             } else {
                 None
             };

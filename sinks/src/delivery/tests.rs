@@ -191,7 +191,10 @@ impl Node {
         self.start(ctx)
     }
 
-    fn start(&self, ctx: super::context::RunCtx) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    fn start(
+        &self,
+        ctx: super::context::RunCtx,
+    ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(runner::run(self.engine.clone(), Arc::new(ctx), stopped));
         (stop, task)
@@ -425,7 +428,10 @@ fn written_event_ids(dir: &std::path::Path) -> Vec<uuid::Uuid> {
 async fn a_damaged_record_is_dead_lettered_once_whichever_side_reads_it() {
     for (kind, rules) in [
         ("parquet", r#"{"prefix": ["keep/"]}"#),
-        ("parquet", r#"{"prefix": ["keep/"], "metadata": {"team": "ml"}}"#),
+        (
+            "parquet",
+            r#"{"prefix": ["keep/"], "metadata": {"team": "ml"}}"#,
+        ),
         ("iceberg", r#"{"prefix": ["keep/"]}"#),
     ] {
         let case = format!("{kind} {rules}");
@@ -433,7 +439,9 @@ async fn a_damaged_record_is_dead_lettered_once_whichever_side_reads_it() {
         let out = tempfile::tempdir().unwrap();
         let dir = out.path().to_str().unwrap();
         let sink = match kind {
-            "parquet" => format!(r#"{{"type": "parquet", "path": "{dir}", "roll": {{"idle_ms": 100}}}}"#),
+            "parquet" => {
+                format!(r#"{{"type": "parquet", "path": "{dir}", "roll": {{"idle_ms": 100}}}}"#)
+            }
             _ => format!(
                 r#"{{"type": "iceberg", "warehouse": "{dir}", "inventory": false,
                     "catalog": {{"type": "sql", "path": "{dir}/catalog.db"}},
@@ -468,11 +476,17 @@ async fn a_damaged_record_is_dead_lettered_once_whichever_side_reads_it() {
         task.await.unwrap();
 
         written.sort();
-        assert_eq!(written_event_ids(out.path()), written, "{case}: every readable match");
+        assert_eq!(
+            written_event_ids(out.path()),
+            written,
+            "{case}: every readable match"
+        );
         let letters = node.engine.dead_letters.list(sub.name());
         assert_eq!(letters.len(), 1, "{case}: {letters:?}");
         assert!(
-            letters[0].error.starts_with("the record cannot be decoded: "),
+            letters[0]
+                .error
+                .starts_with("the record cannot be decoded: "),
             "{case}: {}",
             letters[0].error
         );

@@ -279,6 +279,9 @@ mod tests {
         let batch = journal_batch(&rows).unwrap();
         let size = |level| encode(&batch, level).unwrap().0.len();
         assert!(size(19) < size(1), "{} vs {}", size(19), size(1));
-        assert!(Encoder::new(batch.schema(), 0, 23).is_err(), "23 is no zstd level");
+        assert!(
+            Encoder::new(batch.schema(), 0, 23).is_err(),
+            "23 is no zstd level"
+        );
     }
 }

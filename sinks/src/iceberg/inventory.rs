@@ -282,7 +282,11 @@ mod tests {
             .collect();
         assert!(!rows.is_empty());
         let refs: Vec<&InvRow> = rows.iter().collect();
-        let (bytes, _) = datafile::encode(&batch("b", &refs).unwrap(), crate::iceberg::DEFAULT_ZSTD_LEVEL).unwrap();
+        let (bytes, _) = datafile::encode(
+            &batch("b", &refs).unwrap(),
+            crate::iceberg::DEFAULT_ZSTD_LEVEL,
+        )
+        .unwrap();
         assert_eq!(read_file(Bytes::from(bytes)).unwrap(), rows);
     }
 

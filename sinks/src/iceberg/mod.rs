@@ -447,7 +447,10 @@ pub fn check(spec: &IcebergSpec) -> Result<()> {
     for (name, value) in &spec.properties {
         let field = || format!("sink.properties.{name}");
         if name.trim().is_empty() {
-            return Err(Error::invalid("sink.properties", "a property name is empty"));
+            return Err(Error::invalid(
+                "sink.properties",
+                "a property name is empty",
+            ));
         }
         if let Some((_, own)) = OWN_PROPERTIES.iter().find(|(n, _)| n == name)
             && !value.eq_ignore_ascii_case(own)

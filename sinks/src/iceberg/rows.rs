@@ -57,7 +57,8 @@ pub(super) fn record_type(t: EventType) -> &'static str {
     }
 }
 
-/// An event of the journal, with its place in the log.
+/// An event of the journal, with its place in the log (tests build batches of them).
+#[cfg(test)]
 pub(super) struct Row<'a> {
     pub event: EventView<'a>,
     pub partition: u32,
@@ -100,126 +101,174 @@ fn sequence_text(sequence: i64, text: &mut String) {
 }
 
 /// The journal batch of `rows`.
+#[cfg(test)]
 pub(super) fn journal_batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
-    let n = rows.len();
-    // Each string column sized to its rows first: grown by doubling, a column's buffer is
-    // copied into fresh pages again and again (page faults were a third of the encoder).
-    let mut bytes = [0usize; 12];
-    let (mut agents, mut removed) = (0, 0);
+    let mut columns = JournalColumns::new();
     for r in rows {
-        for (b, v) in bytes.iter_mut().zip(string_values(&r.event)) {
-            *b += v.map_or(0, str::len);
-        }
-        agents += r.event.user_agent.map_or(0, str::len);
-        removed += r.event.removed_version_id.map_or(0, str::len);
+        columns.push(&r.event, r.partition, r.offset);
     }
-    let mut strings: Vec<StringBuilder> = bytes
-        .iter()
-        .map(|b| StringBuilder::with_capacity(n, *b))
-        .collect();
-    let mut ts = [
-        TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
-        TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
-    ];
-    let mut bools = [
-        BooleanBuilder::with_capacity(n),
-        BooleanBuilder::with_capacity(n),
-    ];
-    let mut size = Int64Builder::with_capacity(n);
-    let mut offset = Int64Builder::with_capacity(n);
-    let mut partition = Int32Builder::with_capacity(n);
-    let (tk, tv) = map_ids(JOURNAL, "object_tags");
-    let (mk, mv) = map_ids(JOURNAL, "user_metadata");
-    let mut tags = map_builder(tk, tv);
-    let mut metadata = map_builder(mk, mv);
-    let mut prev = Previous::new();
-    for r in rows {
-        let e = &r.event;
+    columns.finish()
+}
+
+/// The journal's columns, built a row at a time straight from each record's view (no row is
+/// kept), finished into a batch every so many rows.
+pub(super) struct JournalColumns {
+    /// In the order of [`string_values`].
+    strings: [StringBuilder; 12],
+    /// `record_timestamp`, `last_modified_date`.
+    ts: [TimestampMicrosecondBuilder; 2],
+    /// `is_delete_marker`, `is_multipart`.
+    bools: [BooleanBuilder; 2],
+    size: Int64Builder,
+    offset: Int64Builder,
+    partition: Int32Builder,
+    tags: StringMapBuilder,
+    metadata: StringMapBuilder,
+    prev: Previous,
+    /// `sequence_number`, `event_id`, `event_type`, `user_agent`, `removed_version_id`.
+    more: [StringBuilder; 5],
+    text: String,
+    rows: usize,
+}
+
+impl JournalColumns {
+    pub fn new() -> JournalColumns {
+        JournalColumns::sized(0, [0; 12], [0; 5])
+    }
+
+    /// Builders with room for `rows` rows and these bytes of string values, so a chunk like
+    /// the last one fills its buffers without growing them (grown by doubling, a column's
+    /// buffer is copied into fresh pages again and again: page faults were a third of the
+    /// encoder once).
+    fn sized(rows: usize, strings: [usize; 12], more: [usize; 5]) -> JournalColumns {
+        let ts = || TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
+        let (tk, tv) = map_ids(JOURNAL, "object_tags");
+        let (mk, mv) = map_ids(JOURNAL, "user_metadata");
+        JournalColumns {
+            strings: strings.map(|b| StringBuilder::with_capacity(rows, b)),
+            ts: [ts(), ts()],
+            bools: [
+                BooleanBuilder::with_capacity(rows),
+                BooleanBuilder::with_capacity(rows),
+            ],
+            size: Int64Builder::with_capacity(rows),
+            offset: Int64Builder::with_capacity(rows),
+            partition: Int32Builder::with_capacity(rows),
+            tags: map_builder(tk, tv),
+            metadata: map_builder(mk, mv),
+            prev: Previous::new(),
+            more: more.map(|b| StringBuilder::with_capacity(rows, b)),
+            text: String::with_capacity(20),
+            rows: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    pub fn push(&mut self, e: &EventView<'_>, partition: u32, offset: u64) {
         let gone = e.size.is_none();
-        let values = string_values(e);
-        for (b, v) in strings.iter_mut().zip(values) {
+        for (b, v) in self.strings.iter_mut().zip(string_values(e)) {
             b.append_option(v);
         }
-        ts[0].append_value(e.event_time);
-        ts[1].append_option((!gone).then_some(e.event_time));
-        bools[0].append_value(e.event_type == EventType::ObjectRemovedDeleteMarkerCreated);
-        bools[1].append_value(super::schema::is_multipart(e.event_type, e.etag));
-        size.append_option(e.size);
-        push_map(&mut tags, e.tags);
-        push_map(&mut metadata, e.metadata);
-        prev.push(e.previous.as_ref());
-        partition.append_value(i32::try_from(r.partition).unwrap_or(i32::MAX));
-        offset.append_value(i64::try_from(r.offset).unwrap_or(i64::MAX));
+        self.ts[0].append_value(e.event_time);
+        self.ts[1].append_option((!gone).then_some(e.event_time));
+        self.bools[0].append_value(e.event_type == EventType::ObjectRemovedDeleteMarkerCreated);
+        self.bools[1].append_value(super::schema::is_multipart(e.event_type, e.etag));
+        self.size.append_option(e.size);
+        push_map(&mut self.tags, e.tags);
+        push_map(&mut self.metadata, e.metadata);
+        self.prev.push(e.previous.as_ref());
+        self.partition
+            .append_value(i32::try_from(partition).unwrap_or(i32::MAX));
+        self.offset
+            .append_value(i64::try_from(offset).unwrap_or(i64::MAX));
+        sequence_text(e.sequence, &mut self.text);
+        let [sequence, event_id, event_type, user_agent, removed] = &mut self.more;
+        sequence.append_value(&self.text);
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        event_id.append_value(e.event_id.hyphenated().encode_lower(&mut id));
+        event_type.append_value(e.event_type.as_str());
+        user_agent.append_option(e.user_agent);
+        removed.append_option(e.removed_version_id);
+        self.rows += 1;
     }
-    let mut user_agent = StringBuilder::with_capacity(n, agents);
-    let mut removed_version = StringBuilder::with_capacity(n, removed);
-    for r in rows {
-        user_agent.append_option(r.event.user_agent);
-        removed_version.append_option(r.event.removed_version_id);
+
+    /// The rows pushed so far as a batch; the builders start again, sized like these.
+    pub fn finish(&mut self) -> Result<RecordBatch> {
+        let bytes = |b: &StringBuilder| b.values_slice().len();
+        let next = JournalColumns::sized(
+            self.rows,
+            self.strings.each_ref().map(bytes),
+            self.more.each_ref().map(bytes),
+        );
+        std::mem::replace(self, next).build()
     }
-    let mut sequence = StringBuilder::with_capacity(n, n * 20);
-    let mut event_id = StringBuilder::with_capacity(n, n * 36);
-    let mut event_type = StringBuilder::with_capacity(n, n * 20);
-    let mut text = String::with_capacity(20);
-    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    for r in rows {
-        sequence_text(r.event.sequence, &mut text);
-        sequence.append_value(&text);
-        event_id.append_value(r.event.event_id.hyphenated().encode_lower(&mut id));
-        event_type.append_value(r.event.event_type.as_str());
+
+    fn build(self) -> Result<RecordBatch> {
+        let mut s = self
+            .strings
+            .into_iter()
+            .map(|mut b| Arc::new(b.finish()) as ArrayRef);
+        let mut next = || s.next().expect("12 string columns");
+        let [
+            bucket,
+            key,
+            record,
+            version,
+            etag,
+            class,
+            checksum,
+            requester,
+            ip,
+            request,
+        ] = std::array::from_fn(|_| next());
+        let (content_type, sha256) = (next(), next());
+        let [record_ts, modified] = self.ts.map(|mut b| Arc::new(b.finish()) as ArrayRef);
+        let [delete_marker, multipart] = self.bools.map(|mut b| Arc::new(b.finish()) as ArrayRef);
+        let [sequence, event_id, event_type, user_agent, removed_version] =
+            self.more.map(|mut b| Arc::new(b.finish()) as ArrayRef);
+        let (mut size, mut offset, mut partition) = (self.size, self.offset, self.partition);
+        let (mut tags, mut metadata) = (self.tags, self.metadata);
+        let columns: Vec<ArrayRef> = vec![
+            bucket,
+            key,
+            sequence,
+            record,
+            record_ts,
+            version,
+            delete_marker,
+            Arc::new(size.finish()),
+            modified,
+            etag,
+            class,
+            multipart,
+            checksum,
+            Arc::new(tags.finish()),
+            Arc::new(metadata.finish()),
+            requester,
+            ip,
+            request,
+            event_id,
+            event_type,
+            content_type,
+            sha256,
+            self.prev.finish()?,
+            Arc::new(partition.finish()),
+            Arc::new(offset.finish()),
+            // Added in event schema version 2.
+            user_agent,
+            // Added in event schema version 3.
+            removed_version,
+        ];
+        RecordBatch::try_new(schema::journal_arrow(), columns)
+            .map_err(|e| Error::Transient(format!("building journal rows: {e}")))
     }
-    let mut s = strings
-        .into_iter()
-        .map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let mut next = || s.next().expect("12 string columns");
-    let [
-        bucket,
-        key,
-        record,
-        version,
-        etag,
-        class,
-        checksum,
-        requester,
-        ip,
-        request,
-    ] = std::array::from_fn(|_| next());
-    let (content_type, sha256) = (next(), next());
-    let [record_ts, modified] = ts.map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let [delete_marker, multipart] = bools.map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let columns: Vec<ArrayRef> = vec![
-        bucket,
-        key,
-        Arc::new(sequence.finish()),
-        record,
-        record_ts,
-        version,
-        delete_marker,
-        Arc::new(size.finish()),
-        modified,
-        etag,
-        class,
-        multipart,
-        checksum,
-        Arc::new(tags.finish()),
-        Arc::new(metadata.finish()),
-        requester,
-        ip,
-        request,
-        Arc::new(event_id.finish()),
-        Arc::new(event_type.finish()),
-        content_type,
-        sha256,
-        prev.finish()?,
-        Arc::new(partition.finish()),
-        Arc::new(offset.finish()),
-        // Added in event schema version 2.
-        Arc::new(user_agent.finish()),
-        // Added in event schema version 3.
-        Arc::new(removed_version.finish()),
-    ];
-    RecordBatch::try_new(schema::journal_arrow(), columns)
-        .map_err(|e| Error::Transient(format!("building journal rows: {e}")))
 }
 
 /// Builders of the `previous` struct.
@@ -333,5 +382,37 @@ mod tests {
             sequence_text(n, &mut text);
             assert_eq!(text, format!("{n:020}"));
         }
+    }
+
+    /// Batches finished every few rows (the builders then start again, sized like the last
+    /// chunk) hold exactly what one batch of all the rows holds.
+    #[test]
+    fn chunks_of_columns_hold_what_one_batch_holds() {
+        let events = varied_events();
+        let views: Vec<EventView> = events.iter().map(EventView::of).collect();
+        let mut columns = JournalColumns::new();
+        let mut chunks = Vec::new();
+        for (i, e) in views.iter().enumerate() {
+            columns.push(e, 2, i as u64);
+            if columns.len() == 2 {
+                chunks.push(columns.finish().unwrap());
+            }
+        }
+        if !columns.is_empty() {
+            chunks.push(columns.finish().unwrap());
+        }
+        assert!(chunks.len() > 2, "several chunks");
+        let rows: Vec<Row> = views
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Row {
+                event: e.clone(),
+                partition: 2,
+                offset: i as u64,
+            })
+            .collect();
+        let whole = journal_batch(&rows).unwrap();
+        let joined = arrow_select::concat::concat_batches(&whole.schema(), &chunks).unwrap();
+        assert_eq!(joined, whole);
     }
 }

@@ -19,10 +19,11 @@ use tokio::time::Instant;
 use super::commit::Appender;
 use super::inventory::InvRow;
 use super::overwrite::{Change, Changes, Overwriter};
-use super::rows::{Row, journal_batch};
+use super::rows::JournalColumns;
 use super::{COMMIT_MAX_BYTES, Iceberg, TableInfo, datafile, schema};
 use crate::sink::{Delivery, Feed, StreamSink};
 use crate::{Error, Result};
+use tidemark_core::codec::view::EventView;
 
 impl StreamSink for Iceberg {
     fn endpoint(&self) -> &str {
@@ -230,11 +231,7 @@ async fn flush(
                     changes.push((e.bucket.to_owned(), e.key.to_owned(), row));
                 }
                 if d.offset >= journal_from {
-                    files.push(Row {
-                        event: e,
-                        partition,
-                        offset: d.offset,
-                    })?;
+                    files.push(&e, d.offset)?;
                 }
             }
             Ok((files.finish()?, changes, unreadable))
@@ -307,16 +304,15 @@ async fn flush(
     }
     Ok(())
 }
-/// Rows of the journal held before they are encoded into their file: enough for the
-/// encoder's work per call to dwarf its overhead, few enough that a round's rows are never all
-/// in memory at once (a row's view is a few hundred bytes, and a backfill's round can hold
-/// hundreds of thousands of rows).
+/// Rows of the journal built into columns before they are encoded into their file: enough
+/// for the encoder's work per call to dwarf its overhead, few enough that a round's rows are
+/// never all in memory at once (a backfill's round can hold hundreds of thousands of rows).
 const CHUNK_ROWS: usize = 16 * 1024;
 
 /// One data file being written.
-struct JournalFile<'a> {
+struct JournalFile {
     key: Struct,
-    rows: Vec<Row<'a>>,
+    columns: JournalColumns,
     file: datafile::Encoder,
     first: u64,
     last: u64,
@@ -324,17 +320,17 @@ struct JournalFile<'a> {
 
 /// Journal rows of one log partition encoded as one Parquet file per table partition (day,
 /// bucket), a chunk of rows at a time.
-struct JournalFiles<'a, 't> {
+struct JournalFiles<'t> {
     journal: &'t TableInfo,
     partition: u32,
     /// By table partition (its directory names it).
-    files: BTreeMap<String, JournalFile<'a>>,
+    files: BTreeMap<String, JournalFile>,
     /// Consecutive rows mostly share their hour and bucket, hence their table partition (an
     /// hour lies in one day, month and year): its directory is worked out once per run.
-    last: Option<((i64, &'a str), String)>,
+    last: Option<((i64, String), String)>,
 }
 
-impl<'a, 't> JournalFiles<'a, 't> {
+impl<'t> JournalFiles<'t> {
     fn new(journal: &'t TableInfo, partition: u32) -> Self {
         JournalFiles {
             journal,
@@ -344,35 +340,38 @@ impl<'a, 't> JournalFiles<'a, 't> {
         }
     }
 
-    fn push(&mut self, row: Row<'a>) -> Result<()> {
-        let (time, bucket) = (row.event.event_time, row.event.bucket);
-        let period = (time.div_euclid(super::partitioning::HOUR_US), bucket);
+    fn push(&mut self, event: &EventView<'_>, offset: u64) -> Result<()> {
+        let (time, bucket) = (event.event_time, event.bucket);
+        let hour = time.div_euclid(super::partitioning::HOUR_US);
         let dir = match &self.last {
-            Some((p, dir)) if *p == period => dir,
+            Some(((h, b), dir)) if *h == hour && b == bucket => dir,
             _ => {
                 let (key, dir) = super::partitioning::key(&self.journal.parts, time, bucket)?;
                 if !self.files.contains_key(&dir) {
                     // Nothing sized ahead: a round may open a file for each of thousands of
                     // buckets, most with a few rows.
-                    let file = datafile::Encoder::new(schema::journal_arrow(), 0, self.journal.zstd_level)?;
+                    let file = datafile::Encoder::new(
+                        schema::journal_arrow(),
+                        0,
+                        self.journal.zstd_level,
+                    )?;
                     let open = JournalFile {
                         key,
-                        rows: Vec::new(),
+                        columns: JournalColumns::new(),
                         file,
-                        first: row.offset,
-                        last: row.offset,
+                        first: offset,
+                        last: offset,
                     };
                     self.files.insert(dir.clone(), open);
                 }
-                &self.last.insert((period, dir)).1
+                &self.last.insert(((hour, bucket.to_owned()), dir)).1
             }
         };
         let file = self.files.get_mut(dir).expect("opened above");
-        file.last = row.offset;
-        file.rows.push(row);
-        if file.rows.len() >= CHUNK_ROWS {
-            file.file.write(&journal_batch(&file.rows)?)?;
-            file.rows.clear();
+        file.last = offset;
+        file.columns.push(event, self.partition, offset);
+        if file.columns.len() >= CHUNK_ROWS {
+            file.file.write(&file.columns.finish()?)?;
         }
         Ok(())
     }
@@ -381,8 +380,8 @@ impl<'a, 't> JournalFiles<'a, 't> {
     fn finish(self) -> Result<Vec<(String, Bytes, DataFile)>> {
         let mut out = Vec::with_capacity(self.files.len());
         for (dir, mut f) in self.files {
-            if !f.rows.is_empty() {
-                f.file.write(&journal_batch(&f.rows)?)?;
+            if !f.columns.is_empty() {
+                f.file.write(&f.columns.finish()?)?;
             }
             let (bytes, meta) = f.file.finish()?;
             let dir = match dir.is_empty() {
