@@ -107,6 +107,7 @@ impl<'a> Reader<'a> {
         Error::BadInput(format!("avro: {what} at byte {}", self.pos))
     }
 
+    #[inline]
     pub fn long(&mut self) -> Result<i64> {
         // Most longs in a record (lengths, union branches, map counts) fit one byte.
         if let Some(&b) = self.buf.get(self.pos)
@@ -115,6 +116,12 @@ impl<'a> Reader<'a> {
             self.pos += 1;
             return Ok(i64::from(b >> 1) ^ -i64::from(b & 1));
         }
+        self.long_of_bytes()
+    }
+
+    /// A long of more than one byte: kept out of line so the one-byte case inlines small.
+    #[inline(never)]
+    fn long_of_bytes(&mut self) -> Result<i64> {
         let mut n: u64 = 0;
         let mut shift = 0u32;
         loop {
@@ -137,6 +144,7 @@ impl<'a> Reader<'a> {
         Ok(((n >> 1) as i64) ^ -((n & 1) as i64))
     }
 
+    #[inline]
     fn bytes(&mut self) -> Result<&'a [u8]> {
         let len = self.long()?;
         let len = usize::try_from(len).map_err(|_| self.bad("negative length"))?;
@@ -164,6 +172,7 @@ impl<'a> Reader<'a> {
     }
 
     /// `["null", "string"]`, borrowed.
+    #[inline]
     pub fn opt_str(&mut self) -> Result<Option<&'a str>> {
         if self.branch()? {
             self.str().map(Some)
@@ -172,6 +181,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     pub fn str(&mut self) -> Result<&'a str> {
         let start = self.pos;
         let bytes = self.bytes()?;
@@ -192,6 +202,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Union branch index for `["null", T]`: false for null, true for T.
+    #[inline]
     fn branch(&mut self) -> Result<bool> {
         match self.long()? {
             0 => Ok(false),
@@ -216,6 +227,7 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    #[inline]
     pub fn opt_long(&mut self) -> Result<Option<i64>> {
         if self.branch()? {
             self.long().map(Some)
@@ -225,6 +237,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Null-or-something union: returns whether the value is present.
+    #[inline]
     pub fn present(&mut self) -> Result<bool> {
         self.branch()
     }
