@@ -287,33 +287,17 @@ pub fn read(bytes: &[u8]) -> Result<Option<EventView<'_>>> {
             }
         };
     }
-    let mut view = EventView {
-        event_id: s.event_id,
-        event_type: s.event_type,
-        event_time: s.event_time,
-        bucket: s.bucket,
-        key: s.key,
-        version_id: s.version_id,
-        sequence: s.sequence,
-        size: s.size,
-        etag: s.etag,
-        content_type: r.opt_str()?,
-        sha256: r.opt_str()?,
-        metadata: map!(),
-        tags: map!(),
-        storage_class: r.opt_str()?,
-        requester: r.opt_str()?,
-        source_ip: r.opt_str()?,
-        request_id: r.opt_str()?,
-        region: r.opt_str()?,
-        node: r.opt_str()?,
-        previous: None,
-        user_agent: None,
-        headers: MapView::Decoded(&EMPTY),
-        checksum: None,
-        part_sizes: None,
-        removed_version_id: None,
-    };
+    let mut view = EventView::of_summary(&s);
+    view.content_type = r.opt_str()?;
+    view.sha256 = r.opt_str()?;
+    view.metadata = map!();
+    view.tags = map!();
+    view.storage_class = r.opt_str()?;
+    view.requester = r.opt_str()?;
+    view.source_ip = r.opt_str()?;
+    view.request_id = r.opt_str()?;
+    view.region = r.opt_str()?;
+    view.node = r.opt_str()?;
     if r.present()? {
         view.previous = Some(StateView {
             version_id: r.opt_str()?,
