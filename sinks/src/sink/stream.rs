@@ -28,7 +28,9 @@ pub trait StreamSink: Send + Sync + 'static {
 
     /// Whether the sink reads deliveries only through [`Delivery::view`](super::Delivery::view)
     /// (copying fields into columns): then, when no WASM filter needs the decoded event, the
-    /// engine tests its rules on a view of each record and never decodes it in full.
+    /// engine tests its rules on each record's leading fields (or on a view, for rules on
+    /// later fields) and never decodes it in full. Such a sink dead-letters a delivery whose
+    /// view fails ([`Feed::dead_letter`]) before it commits a position past it.
     fn reads_views(&self) -> bool {
         false
     }
