@@ -145,7 +145,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn bytes(&mut self) -> Result<&'a [u8]> {
+    pub(super) fn bytes(&mut self) -> Result<&'a [u8]> {
         let len = self.long()?;
         let len = usize::try_from(len).map_err(|_| self.bad("negative length"))?;
         let end = self

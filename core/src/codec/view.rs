@@ -21,7 +21,15 @@ use crate::{Error, Result};
 /// A `map<string>`: raw Avro entries already checked, or a decoded map.
 #[derive(Debug, Clone, Copy)]
 pub enum MapView<'a> {
-    /// `count` key/value string pairs, back to back, keys strictly increasing.
+    /// `count` key/value string pairs, back to back, keys strictly increasing, every length
+    /// one byte (strings under 64 bytes). A one-byte length is ASCII, so the block is valid
+    /// UTF-8 exactly when every string is: it was checked at once, and entries are sliced out
+    /// of it with no check of their own.
+    Short {
+        entries: &'a str,
+        count: usize,
+    },
+    /// The same with longer strings: each was checked, and is checked again as it is read.
     Avro {
         entries: &'a [u8],
         count: usize,
@@ -32,7 +40,7 @@ pub enum MapView<'a> {
 impl<'a> MapView<'a> {
     pub fn len(&self) -> usize {
         match self {
-            MapView::Avro { count, .. } => *count,
+            MapView::Short { count, .. } | MapView::Avro { count, .. } => *count,
             MapView::Decoded(m) => m.len(),
         }
     }
@@ -44,6 +52,7 @@ impl<'a> MapView<'a> {
     /// Entries in key order.
     pub fn iter(&self) -> MapIter<'a> {
         match *self {
+            MapView::Short { entries, count } => MapIter::Short(entries, count),
             MapView::Avro { entries, count } => MapIter::Avro(Reader::new(entries), count),
             MapView::Decoded(m) => MapIter::Decoded(m.iter()),
         }
@@ -51,7 +60,9 @@ impl<'a> MapView<'a> {
 
     pub fn get(&self, name: &str) -> Option<&'a str> {
         match self {
-            MapView::Avro { .. } => self.iter().find(|(k, _)| *k == name).map(|(_, v)| v),
+            MapView::Short { .. } | MapView::Avro { .. } => {
+                self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+            }
             MapView::Decoded(m) => m.get(name).map(String::as_str),
         }
     }
@@ -64,6 +75,8 @@ impl<'a> MapView<'a> {
 }
 
 pub enum MapIter<'a> {
+    /// What is left of a [`MapView::Short`] block, and how many entries.
+    Short(&'a str, usize),
     Avro(Reader<'a>, usize),
     Decoded(btree_map::Iter<'a, String, String>),
 }
@@ -73,6 +86,15 @@ impl<'a> Iterator for MapIter<'a> {
 
     fn next(&mut self) -> Option<(&'a str, &'a str)> {
         match self {
+            MapIter::Short(rest, left) => {
+                if *left == 0 {
+                    return None;
+                }
+                *left -= 1;
+                let k = short_str(rest);
+                let v = short_str(rest);
+                Some((k, v))
+            }
             MapIter::Avro(r, left) => {
                 if *left == 0 {
                     return None;
@@ -86,6 +108,15 @@ impl<'a> Iterator for MapIter<'a> {
             MapIter::Decoded(it) => it.next().map(|(k, v)| (k.as_str(), v.as_str())),
         }
     }
+}
+
+/// The next string of a [`MapView::Short`] block, which `rest` then starts after.
+fn short_str<'a>(rest: &mut &'a str) -> &'a str {
+    // A one-byte Avro length is the zigzag of a length under 64.
+    let len = usize::from(rest.as_bytes()[0] >> 1);
+    let (s, after) = rest[1..].split_at(len);
+    *rest = after;
+    s
 }
 
 /// The object before the change ([`ObjectState`]), borrowed.
@@ -336,8 +367,8 @@ static EMPTY: StringMap = StringMap::new();
 fn map_view<'a>(r: &mut Reader<'a>) -> Result<Option<MapView<'a>>> {
     let count = r.long()?;
     if count == 0 {
-        return Ok(Some(MapView::Avro {
-            entries: &[],
+        return Ok(Some(MapView::Short {
+            entries: "",
             count: 0,
         }));
     }
@@ -345,23 +376,50 @@ fn map_view<'a>(r: &mut Reader<'a>) -> Result<Option<MapView<'a>>> {
         return Ok(None); // a block with its byte size
     };
     let start = r.position();
-    let mut last: Option<&str> = None;
+    let mut last: Option<&[u8]> = None;
+    let mut short = true;
     for _ in 0..count {
-        let k = r.str()?;
-        r.str()?;
+        let at = r.position();
+        let k = r.bytes()?;
+        short &= r.position() - at == k.len() + 1;
+        let at = r.position();
+        let v = r.bytes()?;
+        short &= r.position() - at == v.len() + 1;
+        // Byte order is the order of the strings.
         if last.is_some_and(|last| last >= k) {
             return Ok(None);
         }
         last = Some(k);
     }
     let end = r.position();
+    let block = r.slice(start, end);
+    let entries = if short {
+        let text = std::str::from_utf8(block).map_err(|e| {
+            Error::BadInput(format!(
+                "avro: a map string at byte {} is not valid UTF-8",
+                start + e.valid_up_to()
+            ))
+        })?;
+        MapView::Short {
+            entries: text,
+            count,
+        }
+    } else {
+        let mut check = Reader::new(block);
+        for _ in 0..2 * count {
+            check.str().map_err(|e| {
+                Error::BadInput(format!("{e} (counted from the map at byte {start})"))
+            })?;
+        }
+        MapView::Avro {
+            entries: block,
+            count,
+        }
+    };
     if r.long()? != 0 {
         return Ok(None); // a second block
     }
-    Ok(Some(MapView::Avro {
-        entries: r.slice(start, end),
-        count,
-    }))
+    Ok(Some(entries))
 }
 
 #[cfg(test)]
@@ -452,6 +510,32 @@ mod tests {
             let record = [&buf[..at], &map, &buf[at + 1..]].concat();
             assert!(read(&record).unwrap().is_none(), "{layout}");
             assert_eq!(object_event::decode(&record).unwrap(), e, "{layout}");
+        }
+    }
+
+    /// Map strings of 64 bytes and more (two-byte lengths) read as short ones do, and bad
+    /// UTF-8 in a map is refused either way, as the full decoder refuses it.
+    #[test]
+    fn long_map_strings_and_bad_utf8_in_maps() {
+        let short = crate::event::sample_event(3);
+        let mut long = short.clone();
+        long.metadata.insert("long-".repeat(16), "é".repeat(40));
+        for (e, is_short) in [(&short, true), (&long, false)] {
+            let mut buf = Vec::new();
+            object_event::encode(e, &mut buf);
+            let view = read(&buf).unwrap().unwrap();
+            assert_eq!(view.to_event(), *e);
+            assert_eq!(matches!(view.metadata, MapView::Short { .. }), is_short);
+            assert_eq!(view.metadata.get("team"), Some("ml"));
+            // A byte of a metadata value made invalid UTF-8.
+            let at = match is_short {
+                true => buf.windows(5).position(|w| w == b"cam-3").unwrap(),
+                false => buf.windows(2).position(|w| w == "é".as_bytes()).unwrap() + 1,
+            };
+            buf[at] = 0xff;
+            let err = read(&buf).unwrap_err().to_string();
+            assert!(err.contains("UTF-8"), "{err}");
+            assert!(object_event::decode(&buf).is_err());
         }
     }
 

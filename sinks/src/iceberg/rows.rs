@@ -297,8 +297,8 @@ impl Previous {
 
     /// A null struct still needs a (default) value in each child column.
     fn push(&mut self, s: Option<&StateView<'_>>) {
-        const EMPTY: MapView<'static> = MapView::Avro {
-            entries: &[],
+        const EMPTY: MapView<'static> = MapView::Short {
+            entries: "",
             count: 0,
         };
         let values: [Option<&str>; 5] = match s {
