@@ -559,6 +559,12 @@ fn bad_iceberg_settings_are_refused_by_name() {
         ),
         (
             json!({"type": "iceberg", "warehouse": warehouse,
+                   "properties": {"format-version": "1"}}),
+            "sink.properties.format-version",
+            "reserved",
+        ),
+        (
+            json!({"type": "iceberg", "warehouse": warehouse,
                    "properties": {"tidemark.managed": "false"}}),
             "sink.properties.tidemark.managed",
             "only 'true'",

@@ -452,6 +452,13 @@ pub fn check(spec: &IcebergSpec) -> Result<()> {
                 "a property name is empty",
             ));
         }
+        if iceberg::spec::TableProperties::RESERVED_PROPERTIES.contains(&name.as_str()) {
+            return Err(Error::invalid(
+                field(),
+                "a reserved property (the table's format, schema and snapshots are the \
+                 sink's and the catalog's)",
+            ));
+        }
         if let Some((_, own)) = OWN_PROPERTIES.iter().find(|(n, _)| n == name)
             && !value.eq_ignore_ascii_case(own)
         {

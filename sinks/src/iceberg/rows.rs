@@ -18,14 +18,16 @@ use crate::{Error, Result};
 
 type StringMapBuilder = MapBuilder<StringBuilder, StringBuilder>;
 
-fn map_builder(key_id: i32, value_id: i32) -> StringMapBuilder {
+/// A map column's builder with room for `rows` rows (entries and their bytes grow as needed).
+fn map_builder(key_id: i32, value_id: i32, rows: usize) -> StringMapBuilder {
     let names = MapFieldNames {
         entry: "key_value".into(),
         key: "key".into(),
         value: "value".into(),
     };
     let (key, value) = schema::map_fields(key_id, value_id);
-    MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
+    let strings = || StringBuilder::with_capacity(0, 0);
+    MapBuilder::with_capacity(Some(names), strings(), strings(), rows)
         .with_keys_field(key)
         .with_values_field(value)
 }
@@ -154,9 +156,9 @@ impl JournalColumns {
             size: Int64Builder::with_capacity(rows),
             offset: Int64Builder::with_capacity(rows),
             partition: Int32Builder::with_capacity(rows),
-            tags: map_builder(tk, tv),
-            metadata: map_builder(mk, mv),
-            prev: Previous::new(),
+            tags: map_builder(tk, tv, rows),
+            metadata: map_builder(mk, mv, rows),
+            prev: Previous::new(rows),
             more: more.map(|b| StringBuilder::with_capacity(rows, b)),
             text: String::with_capacity(20),
             rows: 0,
@@ -282,16 +284,18 @@ struct Previous {
 }
 
 impl Previous {
-    fn new() -> Previous {
+    /// Builders with room for `rows` rows: none allocated ahead for a file that may get a
+    /// few rows (a round can open one for each of thousands of buckets).
+    fn new(rows: usize) -> Previous {
         let (mk, mv) = map_ids(PREVIOUS, "user_metadata");
         let (tk, tv) = map_ids(PREVIOUS, "object_tags");
         Previous {
-            strings: std::array::from_fn(|_| StringBuilder::new()),
-            size: Int64Builder::new(),
-            modified: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-            metadata: map_builder(mk, mv),
-            tags: map_builder(tk, tv),
-            valid: Vec::new(),
+            strings: std::array::from_fn(|_| StringBuilder::with_capacity(rows, 0)),
+            size: Int64Builder::with_capacity(rows),
+            modified: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            metadata: map_builder(mk, mv, rows),
+            tags: map_builder(tk, tv, rows),
+            valid: Vec::with_capacity(rows),
         }
     }
 
