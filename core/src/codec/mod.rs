@@ -91,6 +91,12 @@ impl EventCodec {
         view::read(payload)
     }
 
+    /// Whether a framed record was written with the codec's current schema (nothing else of
+    /// it is read or checked).
+    pub fn is_current(&self, bytes: &[u8]) -> bool {
+        wire::split(bytes).is_ok_and(|(id, _)| id == self.write_id)
+    }
+
     /// The leading fields of a framed record (through `etag`), borrowed, the rest unchecked:
     /// `Ok(None)` when it was written with another schema. What a reader that tests only
     /// those fields reads, leaving the record's check to whoever reads it in full.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use super::compile::Rule;
 use super::spec::ValueSpec;
 use crate::codec::view::{EventView, MapView};
-use crate::event::{EventSummary, ObjectEvent};
+use crate::event::{EventSummary, EventType, ObjectEvent};
 
 /// The object attributes a rule looks at: after the event, or before it if it removed the
 /// object.
@@ -76,6 +76,26 @@ impl Rule {
                 .chain(&self.any)
                 .all(Rule::tests_only_summary)
             && self.not.as_deref().is_none_or(Rule::tests_only_summary)
+    }
+
+    /// Whether the rule takes every event (it has no condition): a reader need not read a
+    /// record to test it.
+    pub fn takes_every_event(&self) -> bool {
+        self.events
+            .as_ref()
+            .is_none_or(|t| EventType::ALL.iter().all(|e| t.binary_search(e).is_ok()))
+            && self.buckets.is_empty()
+            && self.prefix.is_empty()
+            && self.suffix.is_empty()
+            && self.regex.is_none()
+            && self.size.is_none()
+            && self.content_type.is_empty()
+            && self.requester.is_empty()
+            && self.metadata.is_empty()
+            && self.tags.is_empty()
+            && self.all.iter().all(Rule::takes_every_event)
+            && (self.any.is_empty() || self.any.iter().any(Rule::takes_every_event))
+            && self.not.is_none()
     }
 
     /// The test on an event's leading fields; only meaningful when

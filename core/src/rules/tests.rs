@@ -138,6 +138,22 @@ fn every_condition_and_combinator() {
     ] {
         assert!(!rule(json).tests_only_summary(), "{json}: nested");
     }
+    // Rules a reader need not read a record for.
+    for json in [
+        r#"{}"#,
+        r#"{"events": ["*"]}"#,
+        r#"{"all": [{}, {"events": ["*"]}]}"#,
+        r#"{"any": [{"prefix": ["x/"]}, {}]}"#,
+    ] {
+        assert!(rule(json).takes_every_event(), "{json}");
+    }
+    let some = yes
+        .iter()
+        .chain(&no)
+        .filter(|j| !j.contains("\"*\"") && **j != "{}");
+    for json in some {
+        assert!(!rule(json).takes_every_event(), "{json}");
+    }
 }
 
 #[test]

@@ -98,6 +98,8 @@ pub(crate) async fn read(
     let views = filtering.is_none() && matches!(&ctx.target, Target::Stream(s) if s.reads_views());
     // Rules on the leading fields alone: the record's one full read (and check) is the sink's.
     let summaries = views && ctx.rule.tests_only_summary();
+    // No rule at all: a record of the current schema is handed over unread.
+    let unread = summaries && ctx.rule.takes_every_event();
     loop {
         if end.is_some_and(|end| next >= end) {
             return;
@@ -146,7 +148,9 @@ pub(crate) async fn read(
         for rec in records {
             // Another schema or layout, or a damaged record, gives no summary or view: the
             // full decoder decides.
-            let matched = if summaries {
+            let matched = if unread {
+                ctx.codec.is_current(&rec.value).then_some(true)
+            } else if summaries {
                 ctx.codec
                     .summary(&rec.value)
                     .ok()
