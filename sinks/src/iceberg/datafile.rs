@@ -36,6 +36,10 @@ const DISTINCT: &[&str] = &[
     "record_timestamp",
     "last_modified_date",
     "log_offset",
+    "previous.version_id",
+    "previous.e_tag",
+    "previous.sha256",
+    "previous.last_modified_date",
 ];
 
 /// Encode `batch` as one Parquet file, zstd at `level`.
@@ -59,8 +63,9 @@ impl Encoder {
     pub fn new(schema: arrow_schema::SchemaRef, capacity: usize, level: i32) -> Result<Encoder> {
         let mut props = WriterProperties::builder();
         for name in DISTINCT {
-            if schema.field_with_name(name).is_ok() {
-                props = props.set_column_dictionary_enabled(ColumnPath::from(*name), false);
+            let path: Vec<String> = name.split('.').map(str::to_owned).collect();
+            if schema.field_with_name(&path[0]).is_ok() {
+                props = props.set_column_dictionary_enabled(ColumnPath::new(path), false);
             }
         }
         let props = props
@@ -262,7 +267,14 @@ mod tests {
                 .unwrap_or_else(|| panic!("no column {name}"));
             c.dictionary_page_offset().is_some()
         };
-        for name in ["key", "event_id", "sequence_number", "log_offset"] {
+        for name in [
+            "key",
+            "event_id",
+            "sequence_number",
+            "log_offset",
+            "previous.e_tag",
+            "previous.last_modified_date",
+        ] {
             assert!(!dictionary(name), "{name} is written without a dictionary");
         }
         for name in ["bucket", "event_type", "record_type"] {
