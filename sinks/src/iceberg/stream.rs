@@ -95,7 +95,11 @@ async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
         inventory: inventory.as_ref(),
     };
     let interval = Duration::from_millis(sink.spec.commit_interval_ms);
-    let mut buffered: Vec<Arc<Delivery>> = Vec::new();
+    // The round's rows are read into their files as they arrive, a few thousand at a time
+    // while the records are fresh in memory, rather than all at its end: the records go as
+    // soon as they are read, and the next ones reuse their memory.
+    let mut round = Round::new(&journal, partition);
+    let mut pending: Vec<Arc<Delivery>> = Vec::new();
     let mut buffered_bytes = 0usize;
     let mut next = feed.from();
     let mut committed = next;
@@ -107,8 +111,9 @@ async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
         tokio::select! {
             batch = feed.next() => {
                 let Some(batch) = batch else {
-                    if !feed.is_stopped() && !buffered.is_empty() {
-                        flush(&sink, &tables, feed, &mut buffered, &mut covered, next).await?;
+                    if !feed.is_stopped() && (round.rows > 0 || !pending.is_empty()) {
+                        take(&mut round, &mut pending, covered).await?;
+                        flush(&sink, &tables, feed, &mut round, &mut covered, next).await?;
                     }
                     return Ok(());
                 };
@@ -119,34 +124,66 @@ async fn write(sink: Arc<Iceberg>, feed: &mut Feed) -> Result<()> {
                     late = arrived_before(first, interval);
                 }
                 buffered_bytes += batch.deliveries.iter().map(|d| d.wire.len()).sum::<usize>();
-                buffered.extend(batch.deliveries);
+                pending.extend(batch.deliveries);
                 next = batch.next;
                 // A round whose first event is older than the interval (a catch-up) is past
                 // its deadline already: once the reader has reached the log's end, waiting
                 // out another interval only delays it. It must still make a file worth its
                 // commit, so a slow trickle of old events keeps to the interval.
                 let late_and_done = late && batch.caught_up && buffered_bytes >= EARLY_BYTES;
-                if buffered.len() >= sink.spec.commit_max_rows
+                let full = round.rows + pending.len() >= sink.spec.commit_max_rows
                     || buffered_bytes >= COMMIT_MAX_BYTES
-                    || late_and_done
-                {
+                    || late_and_done;
+                if full || pending.len() >= TAKE_ROWS || batch.caught_up {
+                    take(&mut round, &mut pending, covered).await?;
+                }
+                if full {
                     buffered_bytes = 0;
-                    flush(&sink, &tables, feed, &mut buffered, &mut covered, next).await?;
+                    flush(&sink, &tables, feed, &mut round, &mut covered, next).await?;
                     committed = next;
                     due = None;
-                } else if buffered.is_empty() && next > committed && feed.commit(next).await.is_ok() {
+                } else if round.rows == 0
+                    && pending.is_empty()
+                    && next > committed
+                    && feed.commit(next).await.is_ok()
+                {
                     // Nothing of this stretch was for the tables: the position moves on.
                     committed = next;
                 }
             }
             _ = tokio::time::sleep_until(due.unwrap_or(far)), if due.is_some() => {
                 buffered_bytes = 0;
-                flush(&sink, &tables, feed, &mut buffered, &mut covered, next).await?;
+                take(&mut round, &mut pending, covered).await?;
+                flush(&sink, &tables, feed, &mut round, &mut covered, next).await?;
                 committed = next;
                 due = None;
             }
         }
     }
+}
+
+/// Deliveries read into a round's files at once: enough to dwarf the trip to the blocking
+/// pool, few enough that their records are still in the CPU's cache.
+const TAKE_ROWS: usize = 4096;
+
+/// Read `pending` into `round` on the blocking pool.
+async fn take(
+    round: &mut Round,
+    pending: &mut Vec<Arc<Delivery>>,
+    covered: [u64; 2],
+) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let deliveries = std::mem::take(pending);
+    let mut taken = std::mem::replace(round, Round::empty());
+    *round = tokio::task::spawn_blocking(move || {
+        taken.take(&deliveries, covered)?;
+        Ok(taken)
+    })
+    .await
+    .unwrap_or_else(|e| Err(Error::Transient(format!("the encoder thread failed: {e}"))))?;
+    Ok(())
 }
 
 /// An inventory turned off, then on again, stopped at `at`, which may be behind the
@@ -194,51 +231,99 @@ struct Tables<'a> {
     inventory: Option<&'a TableInfo>,
 }
 
-/// Write `buffered` to the tables (the journal's rows, the inventory's changes), each only
-/// from the offset it already reflects (`covered`), commit them as covering the partition up
-/// to `next`, then move the subscription's position there.
+/// A round being written: the journal's files, encoded as rows arrive, and the inventory's
+/// changes, each row taken only from the offset its table already reflects.
+struct Round {
+    /// `None` for the placeholder left while a round is on the blocking pool.
+    files: Option<JournalFiles>,
+    changes: Vec<Change>,
+    /// Records whose read failed: dead-lettered before the position passes them.
+    unreadable: Vec<(Arc<Delivery>, tidemark_core::Error)>,
+    /// Deliveries taken.
+    rows: usize,
+}
+
+impl Round {
+    fn new(journal: &TableInfo, partition: u32) -> Round {
+        Round {
+            files: Some(JournalFiles::new(journal.clone(), partition)),
+            ..Round::empty()
+        }
+    }
+
+    fn empty() -> Round {
+        Round {
+            files: None,
+            changes: Vec::new(),
+            unreadable: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// Read each delivery's view once, for both tables (this read is its check).
+    fn take(&mut self, deliveries: &[Arc<Delivery>], covered: [u64; 2]) -> Result<()> {
+        let [journal_from, inventory_from] = covered;
+        let files = self
+            .files
+            .as_mut()
+            .expect("a round on the blocking pool is taken whole");
+        self.rows += deliveries.len();
+        for d in deliveries {
+            let e = match d.view() {
+                Ok(e) => e,
+                Err(error) => {
+                    self.unreadable.push((d.clone(), error));
+                    continue;
+                }
+            };
+            if d.offset >= inventory_from && e.event_type.mutates_object() {
+                let row = InvRow::after(&e, files.partition, d.offset);
+                self.changes
+                    .push((e.bucket.to_owned(), e.key.to_owned(), row));
+            }
+            if d.offset >= journal_from {
+                files.push(&e, d.offset)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The journal's files (path, bytes, manifest entry), the inventory's changes and the
+    /// unreadable records.
+    #[allow(clippy::type_complexity)]
+    fn finish(
+        self,
+    ) -> Result<(
+        Vec<(String, Bytes, DataFile)>,
+        Vec<Change>,
+        Vec<(Arc<Delivery>, tidemark_core::Error)>,
+    )> {
+        let files = match self.files {
+            Some(files) => files.finish()?,
+            None => Vec::new(),
+        };
+        Ok((files, self.changes, self.unreadable))
+    }
+}
+
+/// Write `round` to the tables (the journal's files, the inventory's changes), commit them as
+/// covering the partition up to `next`, then move the subscription's position there.
 async fn flush(
     sink: &Arc<Iceberg>,
     tables: &Tables<'_>,
     feed: &Feed,
-    buffered: &mut Vec<Arc<Delivery>>,
+    round: &mut Round,
     covered: &mut [u64; 2],
     next: u64,
 ) -> Result<()> {
-    let deliveries = std::mem::take(buffered);
     let partition = feed.partition();
-    let rows = deliveries.len() as u64;
+    let done = std::mem::replace(round, Round::new(tables.journal, partition));
+    let rows = done.rows as u64;
     let started = Instant::now();
-    let (encoded, changes, unreadable) = {
-        let journal = tables.journal.clone();
-        let (journal_from, inventory_from) = (covered[0], covered[1]);
-        tokio::task::spawn_blocking(move || {
-            // Each record's view is read once, for both tables; this read is its check.
-            let mut files = JournalFiles::new(&journal, partition);
-            // At most one change per row; capacity never touched costs no memory.
-            let mut changes: Vec<Change> = Vec::with_capacity(deliveries.len());
-            let mut unreadable = Vec::new();
-            for d in &deliveries {
-                let e = match d.view() {
-                    Ok(e) => e,
-                    Err(error) => {
-                        unreadable.push((d.clone(), error));
-                        continue;
-                    }
-                };
-                if d.offset >= inventory_from && e.event_type.mutates_object() {
-                    let row = InvRow::after(&e, partition, d.offset);
-                    changes.push((e.bucket.to_owned(), e.key.to_owned(), row));
-                }
-                if d.offset >= journal_from {
-                    files.push(&e, d.offset)?;
-                }
-            }
-            Ok((files.finish()?, changes, unreadable))
-        })
-        .await
-        .unwrap_or_else(|e| Err(Error::Transient(format!("the encoder thread failed: {e}"))))?
-    };
+    let (encoded, changes, unreadable) =
+        tokio::task::spawn_blocking(move || done.finish())
+            .await
+            .unwrap_or_else(|e| Err(Error::Transient(format!("the encoder thread failed: {e}"))))?;
     // Damaged records leave the tables for the dead-letter queue before the position passes.
     for (d, error) in &unreadable {
         feed.dead_letter(d, error).await;
@@ -320,8 +405,8 @@ struct JournalFile {
 
 /// Journal rows of one log partition encoded as one Parquet file per table partition (day,
 /// bucket), a chunk of rows at a time.
-struct JournalFiles<'t> {
-    journal: &'t TableInfo,
+struct JournalFiles {
+    journal: TableInfo,
     partition: u32,
     /// By table partition (its directory names it).
     files: BTreeMap<String, JournalFile>,
@@ -330,8 +415,8 @@ struct JournalFiles<'t> {
     last: Option<((i64, String), String)>,
 }
 
-impl<'t> JournalFiles<'t> {
-    fn new(journal: &'t TableInfo, partition: u32) -> Self {
+impl JournalFiles {
+    fn new(journal: TableInfo, partition: u32) -> Self {
         JournalFiles {
             journal,
             partition,
