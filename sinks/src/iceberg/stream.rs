@@ -1,10 +1,9 @@
-//! The Iceberg sink as a stream sink: one log partition's matching events are buffered; every
-//! `commit_interval_ms` after the first buffered event (or sooner at `commit_max_rows` or 32 MiB
-//! of records) they
-//! are written as journal data files (one per table partition) and as inventory changes,
-//! committed to each table with the log position they reach, and only then is the
-//! subscription's position moved. Events buffered when the worker stops are read again by
-//! the next one.
+//! The Iceberg sink as a stream sink: one log partition's matching events make a round, read
+//! into the journal's data files (one per table partition) and the inventory's changes as
+//! they arrive; every `commit_interval_ms` after the round's first event (or sooner at
+//! `commit_max_rows` or 32 MiB of records) the round's files are written and committed to
+//! each table with the log position they reach, and only then is the subscription's position
+//! moved. A round that was not committed when the worker stops is read again by the next one.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
