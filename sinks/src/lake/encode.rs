@@ -7,6 +7,8 @@
 //! { "compression": "zstd", "zstd_level": 3, "row_group_rows": 131072, "page_bytes": 1048576 }
 //! ```
 
+use std::sync::{Mutex, PoisonError};
+
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{
     ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn, ArrowRowGroupWriterFactory,
@@ -258,9 +260,10 @@ fn encode_on(batch: &RecordBatch, o: &ParquetOptions, threads: usize) -> Result<
 /// A leaf column's place in the file, its writer and its values.
 type LeafJob = (usize, ArrowColumnWriter, ArrowLeafColumn);
 
-/// Row group `index` (`batch`, its rows), as column chunks in file order. Each top-level
-/// column (with all its leaves) goes to the least loaded of `threads` threads, heaviest
-/// first, weighed by its bytes in memory.
+/// Row group `index` (`batch`, its rows), as column chunks in file order. Top-level columns
+/// (each with all its leaves) are taken one at a time, heaviest first by their bytes in
+/// memory, by this thread and up to `threads - 1` helpers; a helper that cannot be started
+/// leaves its share to the others.
 fn encode_row_group(
     factory: &ArrowRowGroupWriterFactory,
     index: usize,
@@ -287,23 +290,31 @@ fn encode_row_group(
         }
         columns.push((column.get_array_memory_size(), jobs));
     }
-    columns.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
-    let mut shares: Vec<(usize, Vec<LeafJob>)> = (0..threads).map(|_| (0, Vec::new())).collect();
-    for (bytes, jobs) in columns {
-        let share = shares
-            .iter_mut()
-            .min_by_key(|(load, _)| *load)
-            .expect("at least one thread");
-        share.0 += bytes;
-        share.1.extend(jobs);
-    }
-    let mut shares = shares.into_iter().map(|(_, jobs)| jobs);
-    let mine = shares.next().unwrap_or_default();
+    // Lightest first: `pop` takes the heaviest left.
+    columns.sort_by_key(|(bytes, _)| *bytes);
+    let queue = Mutex::new(columns);
+    let work = || -> Result<Vec<(usize, ArrowColumnChunk)>> {
+        let mut done = Vec::new();
+        loop {
+            let next = queue.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let Some((_, jobs)) = next else {
+                return Ok(done);
+            };
+            done.extend(encode_leaves(jobs)?);
+        }
+    };
     let mut done = std::thread::scope(|s| {
-        let others: Vec<_> = shares.map(|jobs| s.spawn(|| encode_leaves(jobs))).collect();
-        let mut done = encode_leaves(mine)?;
-        for other in others {
-            let chunks = other
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("parquet-encode".into())
+                    .spawn_scoped(s, work)
+                    .ok()
+            })
+            .collect();
+        let mut done = work()?;
+        for helper in helpers {
+            let chunks = helper
                 .join()
                 .map_err(|_| Error::Data("parquet encoding: an encoder thread panicked".into()))?;
             done.extend(chunks?);
