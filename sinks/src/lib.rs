@@ -43,6 +43,7 @@ pub mod lake;
 pub mod lambda;
 pub mod message;
 pub mod nats;
+mod parquet_file;
 pub mod redis_stream;
 pub mod secrets;
 pub mod sink;

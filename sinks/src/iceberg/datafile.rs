@@ -42,11 +42,30 @@ const DISTINCT: &[&str] = &[
     "previous.last_modified_date",
 ];
 
-/// Encode `batch` as one Parquet file, zstd at `level`.
+/// Encode `batch` as one Parquet file, zstd at `level`; each row group's columns side by side
+/// when it is large (`parquet_file`).
 pub(super) fn encode(batch: &RecordBatch, level: i32) -> Result<(Vec<u8>, ParquetMetaData)> {
-    let mut file = Encoder::new(batch.schema(), batch.get_array_memory_size() / 4, level)?;
-    file.write(batch)?;
-    file.finish()
+    crate::parquet_file::encode(batch, properties(&batch.schema(), level)?).map_err(encode_err)
+}
+
+/// The writer properties of a data file of `schema`, zstd at `level`.
+fn properties(schema: &arrow_schema::Schema, level: i32) -> Result<WriterProperties> {
+    let mut props = WriterProperties::builder();
+    for name in DISTINCT {
+        let path: Vec<String> = name.split('.').map(str::to_owned).collect();
+        if schema.field_with_name(&path[0]).is_ok() {
+            props = props.set_column_dictionary_enabled(ColumnPath::new(path), false);
+        }
+    }
+    Ok(props
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(level).map_err(encode_err)?,
+        ))
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        // Iceberg bounds must be exact or truncated the right way; untruncated is simplest.
+        .set_statistics_truncate_length(None)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build())
 }
 
 fn encode_err(e: parquet::errors::ParquetError) -> Error {
@@ -61,22 +80,7 @@ pub(super) struct Encoder {
 impl Encoder {
     /// A file of `schema`, its buffer starting at `capacity` bytes, zstd at `level` (1–22).
     pub fn new(schema: arrow_schema::SchemaRef, capacity: usize, level: i32) -> Result<Encoder> {
-        let mut props = WriterProperties::builder();
-        for name in DISTINCT {
-            let path: Vec<String> = name.split('.').map(str::to_owned).collect();
-            if schema.field_with_name(&path[0]).is_ok() {
-                props = props.set_column_dictionary_enabled(ColumnPath::new(path), false);
-            }
-        }
-        let props = props
-            .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(level).map_err(encode_err)?,
-            ))
-            .set_statistics_enabled(EnabledStatistics::Chunk)
-            // Iceberg bounds must be exact or truncated the right way; untruncated is simplest.
-            .set_statistics_truncate_length(None)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
+        let props = properties(&schema, level)?;
         let writer = ArrowWriter::try_new(Vec::with_capacity(capacity), schema, Some(props))
             .map_err(encode_err)?;
         Ok(Encoder { writer })
@@ -280,6 +284,27 @@ mod tests {
         for name in ["bucket", "event_type", "record_type"] {
             assert!(dictionary(name), "{name} keeps its dictionary");
         }
+    }
+
+    /// A large batch (its columns encoded side by side) gives the file and footer one thread
+    /// gives, with its per-column settings.
+    #[test]
+    fn a_large_batch_is_the_same_file_on_any_number_of_threads() {
+        let each = varied_events();
+        let events: Vec<_> = (0..crate::parquet_file::PARALLEL_MIN_ROWS / each.len() + 1)
+            .flat_map(|_| each.clone())
+            .collect();
+        let rows = rows_of(&events, 0, 0);
+        let batch = journal_batch(&rows).unwrap();
+        assert!(batch.num_rows() > crate::parquet_file::PARALLEL_MIN_ROWS);
+        let props = || properties(&batch.schema(), 3).unwrap();
+        let (one, meta) = crate::parquet_file::encode_on(&batch, props(), 1).unwrap();
+        for threads in [2, 4] {
+            let (many, _) = crate::parquet_file::encode_on(&batch, props(), threads).unwrap();
+            assert_eq!(many, one, "{threads} threads");
+        }
+        assert_eq!(encode(&batch, 3).unwrap().0, one);
+        assert_eq!(meta.file_metadata().num_rows() as usize, batch.num_rows());
     }
 
     /// The level a table's `write.parquet.compression-level` names is the one written (zstd

@@ -7,13 +7,6 @@
 //! { "compression": "zstd", "zstd_level": 3, "row_group_rows": 131072, "page_bytes": 1048576 }
 //! ```
 
-use std::sync::{Mutex, PoisonError};
-
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_writer::{
-    ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn, ArrowRowGroupWriterFactory,
-    compute_leaves,
-};
 use parquet::basic::{Compression as Codec, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -160,7 +153,7 @@ impl From<ParquetOptions> for RawOptions {
 
 impl ParquetOptions {
     /// The writer properties for these options; for callers that stream several batches
-    /// into one [`ArrowWriter`] instead of calling [`encode`].
+    /// into one [`parquet::arrow::ArrowWriter`] instead of calling [`encode`].
     pub fn writer_properties(&self) -> Result<WriterProperties> {
         let codec = match self.compression {
             Compression::Zstd(level) => Codec::ZSTD(
@@ -199,142 +192,11 @@ impl ParquetOptions {
 /// Encoding failures are [`Error::Data`]: these rows cannot be written as they are.
 ///
 /// A file of more than a few thousand rows has each row group's columns encoded side by side
-/// on the machine's cores; the file is the same, byte for byte, as one encoded on one thread.
+/// on the machine's cores (`parquet_file`); the file is the same, byte for byte.
 pub fn encode(batch: &RecordBatch, o: &ParquetOptions) -> Result<Vec<u8>> {
-    let threads = match batch.num_rows() < PARALLEL_MIN_ROWS {
-        true => 1,
-        false => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS)),
-    };
-    encode_on(batch, o, threads)
-}
-
-/// Rows under which a file is encoded on one thread: starting a thread costs more than the
-/// work it would take over.
-const PARALLEL_MIN_ROWS: usize = 4096;
-
-/// Threads a row group's columns are spread over at most: a file has a few dozen columns of
-/// very unequal weight, so beyond a few threads the heaviest column sets the time.
-const MAX_THREADS: usize = 4;
-
-fn data_err(what: &str) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
-    move |e| Error::Data(format!("{what}: {e}"))
-}
-
-/// [`encode`] on `threads` threads.
-fn encode_on(batch: &RecordBatch, o: &ParquetOptions, threads: usize) -> Result<Vec<u8>> {
-    let props = o.writer_properties()?;
-    // Encoded files are usually a fraction of the in-memory batch; start there to skip the
-    // first few doublings.
-    let buf = Vec::with_capacity(batch.get_array_memory_size() / 4);
-    let mut w = ArrowWriter::try_new(buf, batch.schema(), Some(props))
-        .map_err(data_err("parquet writer"))?;
-    if threads < 2 {
-        w.write(batch).map_err(data_err("parquet encoding"))?;
-        return w.into_inner().map_err(data_err("parquet footer"));
-    }
-    // The same file writer and column writers `write` would use (properties, embedded Arrow
-    // schema), driven a row group at a time with the columns shared out between threads.
-    let (mut file, factory) = w
-        .into_serialized_writer()
-        .map_err(data_err("parquet writer"))?;
-    let rows = batch.num_rows();
-    let (mut start, mut index) = (0, 0);
-    while start < rows {
-        let len = o.row_group_rows.min(rows - start);
-        let chunks = encode_row_group(&factory, index, &batch.slice(start, len), threads)?;
-        let mut group = file
-            .next_row_group()
-            .map_err(data_err("parquet row group"))?;
-        for chunk in chunks {
-            chunk
-                .append_to_row_group(&mut group)
-                .map_err(data_err("parquet row group"))?;
-        }
-        group.close().map_err(data_err("parquet row group"))?;
-        start += len;
-        index += 1;
-    }
-    file.into_inner().map_err(data_err("parquet footer"))
-}
-
-/// A leaf column's place in the file, its writer and its values.
-type LeafJob = (usize, ArrowColumnWriter, ArrowLeafColumn);
-
-/// Row group `index` (`batch`, its rows), as column chunks in file order. Top-level columns
-/// (each with all its leaves) are taken one at a time, heaviest first by their bytes in
-/// memory, by this thread and up to `threads - 1` helpers; a helper that cannot be started
-/// leaves its share to the others.
-fn encode_row_group(
-    factory: &ArrowRowGroupWriterFactory,
-    index: usize,
-    batch: &RecordBatch,
-    threads: usize,
-) -> Result<Vec<ArrowColumnChunk>> {
-    let mut writers = factory
-        .create_column_writers(index)
-        .map_err(data_err("parquet column writers"))?
-        .into_iter();
-    let mut columns: Vec<(usize, Vec<LeafJob>)> = Vec::new();
-    let mut leaf = 0;
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        let mut jobs = Vec::new();
-        for values in compute_leaves(field, column).map_err(data_err("parquet encoding"))? {
-            let writer = writers.next().ok_or_else(|| {
-                Error::Data(format!(
-                    "parquet encoding: no column writer for {}",
-                    field.name()
-                ))
-            })?;
-            jobs.push((leaf, writer, values));
-            leaf += 1;
-        }
-        columns.push((column.get_array_memory_size(), jobs));
-    }
-    // Lightest first: `pop` takes the heaviest left.
-    columns.sort_by_key(|(bytes, _)| *bytes);
-    let queue = Mutex::new(columns);
-    let work = || -> Result<Vec<(usize, ArrowColumnChunk)>> {
-        let mut done = Vec::new();
-        loop {
-            let next = queue.lock().unwrap_or_else(PoisonError::into_inner).pop();
-            let Some((_, jobs)) = next else {
-                return Ok(done);
-            };
-            done.extend(encode_leaves(jobs)?);
-        }
-    };
-    let mut done = std::thread::scope(|s| {
-        let helpers: Vec<_> = (1..threads)
-            .filter_map(|_| {
-                std::thread::Builder::new()
-                    .name("parquet-encode".into())
-                    .spawn_scoped(s, work)
-                    .ok()
-            })
-            .collect();
-        let mut done = work()?;
-        for helper in helpers {
-            let chunks = helper
-                .join()
-                .map_err(|_| Error::Data("parquet encoding: an encoder thread panicked".into()))?;
-            done.extend(chunks?);
-        }
-        Ok::<_, Error>(done)
-    })?;
-    done.sort_by_key(|(leaf, _)| *leaf);
-    Ok(done.into_iter().map(|(_, chunk)| chunk).collect())
-}
-
-/// Encode each leaf with its writer: the chunks, with their places in the file.
-fn encode_leaves(jobs: Vec<LeafJob>) -> Result<Vec<(usize, ArrowColumnChunk)>> {
-    jobs.into_iter()
-        .map(|(leaf, mut writer, values)| {
-            writer
-                .write(&values)
-                .map_err(data_err("parquet encoding"))?;
-            Ok((leaf, writer.close().map_err(data_err("parquet encoding"))?))
-        })
-        .collect()
+    let (bytes, _) = crate::parquet_file::encode(batch, o.writer_properties()?)
+        .map_err(|e| Error::Data(format!("parquet encoding: {e}")))?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -517,6 +379,22 @@ mod tests {
         assert_eq!(encode(&batch, &o).unwrap(), encode(&batch, &o).unwrap());
     }
 
+    /// The file `ArrowWriter` makes on one thread.
+    fn one_thread(batch: &RecordBatch, o: &ParquetOptions) -> Vec<u8> {
+        let props = o.writer_properties().unwrap();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props)).unwrap();
+        w.write(batch).unwrap();
+        w.into_inner().unwrap()
+    }
+
+    fn on(batch: &RecordBatch, o: &ParquetOptions, threads: usize) -> Vec<u8> {
+        let props = o.writer_properties().unwrap();
+        crate::parquet_file::encode_on(batch, props, threads)
+            .unwrap()
+            .0
+    }
+
     /// Columns encoded side by side make the file one thread makes, byte for byte, over
     /// several row groups (the last one short) and for each thread count.
     #[test]
@@ -531,24 +409,20 @@ mod tests {
             page_bytes: 2048,
             ..ParquetOptions::default()
         };
-        let one = encode_on(&batch, &o, 1).unwrap();
+        let one = one_thread(&batch, &o);
         let (back, groups) = read_back(one.clone());
         assert_eq!(groups, 3);
         assert_eq!(back, batch);
-        for threads in [2, 3, 4, 64] {
-            assert_eq!(
-                encode_on(&batch, &o, threads).unwrap(),
-                one,
-                "{threads} threads"
-            );
+        for threads in [1, 2, 3, 4, 64] {
+            assert_eq!(on(&batch, &o, threads), one, "{threads} threads");
         }
         // Through the public call as well (it picks its threads), once there are enough rows.
         let big = batch_of(
-            &(0..PARALLEL_MIN_ROWS as u64 + 10)
+            &(0..crate::parquet_file::PARALLEL_MIN_ROWS as u64 + 10)
                 .map(sample_event)
                 .collect::<Vec<_>>(),
         );
-        assert_eq!(encode(&big, &o).unwrap(), encode_on(&big, &o, 1).unwrap());
+        assert_eq!(encode(&big, &o).unwrap(), one_thread(&big, &o));
     }
 
     #[test]
