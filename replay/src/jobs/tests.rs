@@ -206,10 +206,18 @@ async fn an_orphaned_job_is_resumed_once_from_its_checkpoint_and_its_holder_stop
     assert_eq!(now["resumes"], 1, "{now}");
     assert!(["b", "c"].contains(&now["node"].as_str().unwrap()), "{now}");
 
-    // Cancelled from a (not running it): whoever runs it stops, and it stays cancelled.
+    // Cancelled from a (not running it): whoever runs it stops, and it stays cancelled. On a
+    // loaded machine its runner may miss the 300 ms fence after the request; the node that
+    // takes it over then ends it as cancelled without running it (`"cancelled": true`).
     a.cancel("count", &job.id).await.unwrap();
     let done = wait_state(&c, &job.id, "cancelled").await;
-    assert!(done["result"]["at"].as_u64().unwrap() < 1_000_000, "{done}");
+    let stopped_early = done["result"]["at"]
+        .as_u64()
+        .is_some_and(|at| at < 1_000_000);
+    assert!(
+        stopped_early || done["result"]["cancelled"] == true,
+        "{done}"
+    );
 }
 
 #[tokio::test]
