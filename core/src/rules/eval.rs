@@ -81,21 +81,38 @@ impl Rule {
     /// Whether the rule takes every event (it has no condition): a reader need not read a
     /// record to test it.
     pub fn takes_every_event(&self) -> bool {
-        self.events
+        // Every field named, so a new condition cannot be taken for none.
+        let Rule {
+            events,
+            buckets,
+            prefix,
+            suffix,
+            regex,
+            size,
+            content_type,
+            metadata,
+            tags,
+            requester,
+            all,
+            any,
+            not,
+            spec: _,
+        } = self;
+        events
             .as_ref()
             .is_none_or(|t| EventType::ALL.iter().all(|e| t.binary_search(e).is_ok()))
-            && self.buckets.is_empty()
-            && self.prefix.is_empty()
-            && self.suffix.is_empty()
-            && self.regex.is_none()
-            && self.size.is_none()
-            && self.content_type.is_empty()
-            && self.requester.is_empty()
-            && self.metadata.is_empty()
-            && self.tags.is_empty()
-            && self.all.iter().all(Rule::takes_every_event)
-            && (self.any.is_empty() || self.any.iter().any(Rule::takes_every_event))
-            && self.not.is_none()
+            && buckets.is_empty()
+            && prefix.is_empty()
+            && suffix.is_empty()
+            && regex.is_none()
+            && size.is_none()
+            && content_type.is_empty()
+            && requester.is_empty()
+            && metadata.is_empty()
+            && tags.is_empty()
+            && all.iter().all(Rule::takes_every_event)
+            && (any.is_empty() || any.iter().any(Rule::takes_every_event))
+            && not.is_none()
     }
 
     /// The test on an event's leading fields; only meaningful when

@@ -419,11 +419,6 @@ fn written_event_ids(dir: &std::path::Path) -> Vec<uuid::Uuid> {
     ids
 }
 
-/// The sinks that read views (the lake, the Iceberg journal) are handed records whose rules
-/// the reader tested on their leading fields alone, so a record damaged further on reaches
-/// the sink, which dead-letters it. With a rule on later fields the reader reads the whole
-/// record and dead-letters it itself. Either way: dead-lettered once, every other match
-/// written, the position past it.
 /// A dry run of a lake subscription reads records the reader handed over unread: a damaged
 /// one is no match, and the run goes on.
 #[tokio::test]
@@ -465,6 +460,11 @@ async fn a_dry_run_of_a_sink_that_reads_views_passes_over_a_damaged_record() {
     }
 }
 
+/// The sinks that read views (the lake, the Iceberg journal) are handed records whose rules
+/// the reader tested on their leading fields alone, so a record damaged further on reaches
+/// the sink, which dead-letters it. With a rule on later fields the reader reads the whole
+/// record and dead-letters it itself. Either way: dead-lettered once, every other match
+/// written, the position past it.
 #[tokio::test]
 async fn a_damaged_record_is_dead_lettered_once_whichever_side_reads_it() {
     for (kind, rules) in [
