@@ -24,6 +24,8 @@ pub const SCHEMA_VALUE: &str = "object_event v1";
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
 pub const DEFAULT_PAGE_BYTES: usize = 1024 * 1024;
+/// Rows in a data page at most (pyarrow's and the Parquet writer's default).
+pub const PAGE_ROWS: usize = 20_000;
 
 /// Bounds that keep the writer sane: a row group holds at least one row (the writer panics on
 /// 0), and pages under 1 KiB or over 1 GiB are mistakes rather than tuning.
@@ -177,6 +179,7 @@ impl ParquetOptions {
             .set_max_row_group_row_count(Some(self.row_group_rows))
             .set_max_row_group_bytes(None)
             .set_data_page_size_limit(self.page_bytes)
+            .set_data_page_row_count_limit(PAGE_ROWS)
             .set_dictionary_enabled(true)
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_key_value_metadata(Some(vec![KeyValue::new(

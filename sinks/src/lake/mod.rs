@@ -21,6 +21,7 @@ pub mod columns;
 pub mod encode;
 mod files;
 mod s3;
+pub mod segment_file;
 mod stream;
 pub mod template;
 pub mod writer;

@@ -20,8 +20,7 @@ use serde::{Deserialize, Serialize};
 use tidemark_core::codec::view::EventView;
 
 use super::Lake;
-use super::columns::Rows;
-use super::encode::encode;
+use super::segment_file::SegmentFile;
 use crate::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,12 +56,12 @@ impl Default for RollSpec {
 pub struct Closed {
     pub start: u64,
     pub end: u64,
-    pub dirs: BTreeMap<String, Rows>,
+    pub dirs: BTreeMap<String, SegmentFile>,
 }
 
 impl Closed {
     pub fn rows(&self) -> usize {
-        self.dirs.values().map(Rows::len).sum()
+        self.dirs.values().map(SegmentFile::len).sum()
     }
 }
 
@@ -83,7 +82,7 @@ pub struct Writer {
     lake: Arc<Lake>,
     /// First offset of the open segment (the position to commit when it closes empty).
     start: u64,
-    dirs: BTreeMap<String, Rows>,
+    dirs: BTreeMap<String, SegmentFile>,
     rows: usize,
     bytes: usize,
     first_time: Option<i64>,
@@ -151,12 +150,12 @@ impl Writer {
         self.dir.clear();
         self.lake.template.render_into(e, &mut self.dir);
         if !self.dirs.contains_key(&self.dir) {
-            self.dirs.insert(self.dir.clone(), Rows::new());
+            self.dirs.insert(self.dir.clone(), SegmentFile::new());
         }
-        let rows = self.dirs.get_mut(&self.dir).expect("inserted above");
-        let before = rows.approx_bytes();
-        rows.push_view(e, partition, offset);
-        self.bytes += rows.approx_bytes() - before;
+        let file = self.dirs.get_mut(&self.dir).expect("inserted above");
+        let before = file.approx_bytes();
+        file.push_view(&self.lake.options, e, partition, offset);
+        self.bytes += file.approx_bytes() - before;
         self.rows += 1;
         self.first_time.get_or_insert(e.event_time);
         closed
@@ -188,12 +187,13 @@ impl Writer {
 pub fn write(lake: &Lake, partition: u32, closed: Closed) -> Result<usize> {
     let name = file_name(partition, closed.start, closed.end);
     let mut written = 0;
-    for (dir, rows) in closed.dirs {
-        // Committed by the interrupted run: not encoded or written again.
+    for (dir, file) in closed.dirs {
+        // Committed by the interrupted run: not written again (what its encoder did is
+        // dropped).
         if lake.files.exists(&dir, &name)? {
             continue;
         }
-        let bytes = encode(&rows.finish(), &lake.options)?;
+        let bytes = file.finish(&lake.options)?;
         lake.files.put(&dir, &name, &bytes)?;
         written += 1;
     }
@@ -204,6 +204,8 @@ pub fn write(lake: &Lake, partition: u32, closed: Closed) -> Result<usize> {
 mod tests {
     use super::*;
     use crate::lake::ParquetSpec;
+    use crate::lake::columns::Rows;
+    use crate::lake::encode::encode;
     use tidemark_core::event::ObjectEvent;
 
     fn lake(dir: &std::path::Path, roll: RollSpec) -> Arc<Lake> {
