@@ -1,7 +1,8 @@
 //! The Parquet lake sink against independent readers: DuckDB and pyarrow read the lake with
 //! Hive partitioning and agree with Tidemark's own index for a randomized workload of 100,000
-//! mutations; SIGKILL during a backfill and during live writes leaves no duplicate, no missing
-//! event and no visible temporary file; bad lake settings are refused by name.
+//! mutations; a file larger than its encoder's chunk holds every event once; SIGKILL during a
+//! backfill and during live writes leaves no duplicate, no missing event and no visible
+//! temporary file; bad lake settings are refused by name.
 
 mod common;
 
@@ -137,6 +138,66 @@ fn duckdb_and_pyarrow_read_the_lake_and_agree_with_the_index() {
         })
         .count();
     assert_eq!(live + removed, lake_latest.len());
+}
+
+/// A directory that fills more than one chunk of its encoder (20,000 rows,
+/// `lake/segment_file.rs`) has its file encoded as its rows arrive, on a thread of its own:
+/// through the server, that file holds every event once and DuckDB and pyarrow read it.
+#[test]
+fn a_file_larger_than_the_encoders_chunk_holds_every_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    // One log partition, one bucket: one file per segment (per hour).
+    let server = Server::start(&dir.path().join("data"), &["--partitions", "1"]);
+    let mut spec = lake_spec("big", &lake, "earliest");
+    spec["sink"]["roll"] = json!({"max_rows": 100000, "idle_ms": 5000});
+    create_subscription(&server, &spec);
+    let mut rng = fastrand::Rng::with_seed(5);
+    let mut acked = 0;
+    while acked < 45_000 {
+        let mutations: Vec<Value> = (0..5000)
+            .map(|_| random_mutation(&mut rng, "photos", 3000))
+            .collect();
+        let (status, v) = server.post(
+            "/v1/mutations",
+            json!({ "mutations": mutations }).to_string(),
+        );
+        assert_eq!(status, 200);
+        acked += acked_ids(&v).len();
+    }
+    let status = wait_written(&server, "big", Duration::from_secs(300));
+    assert_eq!(status["delivered"], acked, "{status}");
+
+    let files: Vec<String> = lake_files(&lake)
+        .iter()
+        .map(|f| lake.join(f).display().to_string())
+        .collect();
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, pyarrow.parquet as pq; \
+             print(max(pq.ParquetFile(f).metadata.num_rows for f in sys.argv[1:]))",
+        ])
+        .args(&files)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let largest: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(
+        largest > 20_000,
+        "no file took more than one chunk of its encoder: the largest of {files:?} has {largest} rows"
+    );
+    let seen = read_lake(&lake);
+    assert_eq!(seen["duckdb_rows"], acked, "{seen:#}");
+    assert_eq!(seen["duckdb_distinct_ids"], acked);
+    assert_eq!(seen["pyarrow_rows"], acked);
+    assert_eq!(seen["pyarrow_distinct_ids"], acked);
+    assert_eq!(seen["duplicate_ids"], json!([]));
+    assert_eq!(seen["not_parquet"], json!([]), "{seen}");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! - (b) end to end from the log: read the leading fields of every Avro record (Confluent
 //!   wire format, the server's codec) as the partition's reader does to test a prefix rule,
 //!   then its whole view as the segment writer does, into the segment's file
-//!   (`SegmentFile::push_view`: straight into the Arrow builders, every 16,384 rows handed
+//!   (`SegmentFile::push_view`: straight into the Arrow builders, every 20,000 rows handed
 //!   to the file's encoder thread), then `finish`, as a partition worker does for a segment;
 //! - the peer: `benches/py/pyarrow_write.py` reads the file (a) wrote into a pyarrow Table
 //!   (untimed) and times `write_table` of it into memory.

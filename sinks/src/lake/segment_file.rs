@@ -25,6 +25,8 @@ pub struct SegmentFile {
     /// Started with the first full chunk; `None` when it could not be (then the rows stay
     /// here and the close encodes them, reporting why).
     encoder: Option<Background>,
+    /// Whether starting the encoder was tried (once per file).
+    tried: bool,
     /// Rows and [`Rows::approx_bytes`] already handed over.
     handed: usize,
     handed_bytes: usize,
@@ -41,6 +43,7 @@ impl SegmentFile {
         SegmentFile {
             rows: Rows::new(),
             encoder: None,
+            tried: false,
             handed: 0,
             handed_bytes: 0,
         }
@@ -60,7 +63,8 @@ impl SegmentFile {
         if self.rows.len() < CHUNK_ROWS.min(group - self.handed % group) {
             return;
         }
-        if self.encoder.is_none() && self.handed == 0 {
+        if !self.tried {
+            self.tried = true;
             self.encoder = o
                 .writer_properties()
                 .ok()
