@@ -322,14 +322,7 @@ fn sigkill_during_backfill_and_live_commits_leaves_no_duplicate_and_no_gap() {
     let mut rng = fastrand::Rng::with_seed(23);
     let server = Server::start(&data, &[]);
     for _ in 0..4 {
-        let mutations: Vec<Value> = (0..5000)
-            .map(|_| random_mutation(&mut rng, "crash", 2000))
-            .collect();
-        let (status, _) = server.post(
-            "/v1/mutations",
-            json!({ "mutations": mutations }).to_string(),
-        );
-        assert_eq!(status, 200);
+        post_random(&server, &mut rng, "crash", 2000, 5000);
     }
     let mut spec = iceberg_spec("crash", &warehouse, Some(1000));
     // Small commits: many of them to interrupt.

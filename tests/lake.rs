@@ -40,6 +40,16 @@ fn lake_spec(name: &str, path: &Path, start: &str) -> Value {
     })
 }
 
+/// What both readers saw is `acked` events, each once, in committed Parquet files only.
+fn holds_each_once(seen: &Value, acked: usize) {
+    assert_eq!(seen["duckdb_rows"], acked, "{seen:#}");
+    assert_eq!(seen["duckdb_distinct_ids"], acked);
+    assert_eq!(seen["pyarrow_rows"], acked);
+    assert_eq!(seen["pyarrow_distinct_ids"], acked);
+    assert_eq!(seen["duplicate_ids"], json!([]));
+    assert_eq!(seen["not_parquet"], json!([]), "{seen}");
+}
+
 /// Wait until the subscription has written everything up to the end of the log.
 fn wait_written(server: &Server, name: &str, timeout: Duration) -> Value {
     wait_status(server, name, "the lake caught up", timeout, |s| {
@@ -60,15 +70,7 @@ fn duckdb_and_pyarrow_read_the_lake_and_agree_with_the_index() {
     // that does not exist); the lake subscription starts (from `earliest`) on the way.
     while acked < 100_000 {
         let bucket = buckets[round % 3];
-        let mutations: Vec<Value> = (0..5000)
-            .map(|_| random_mutation(&mut rng, bucket, 3000))
-            .collect();
-        let (status, v) = server.post(
-            "/v1/mutations",
-            json!({ "mutations": mutations }).to_string(),
-        );
-        assert_eq!(status, 200);
-        acked += acked_ids(&v).len();
+        acked += acked_ids(&post_random(&server, &mut rng, bucket, 3000, 5000)).len();
         round += 1;
         if !created && acked >= 70_000 {
             create_subscription(&server, &lake_spec("lake", &lake, "earliest"));
@@ -79,12 +81,7 @@ fn duckdb_and_pyarrow_read_the_lake_and_agree_with_the_index() {
     assert_eq!(status["delivered"], acked, "{status}");
 
     let seen = read_lake(&lake);
-    assert_eq!(seen["duckdb_rows"], acked, "{seen:#}");
-    assert_eq!(seen["duckdb_distinct_ids"], acked);
-    assert_eq!(seen["pyarrow_rows"], acked);
-    assert_eq!(seen["pyarrow_distinct_ids"], acked);
-    assert_eq!(seen["duplicate_ids"], json!([]));
-    assert_eq!(seen["not_parquet"], json!([]), "{seen}");
+    holds_each_once(&seen, acked);
     for column in [
         "event_id",
         "event_time",
@@ -155,15 +152,7 @@ fn a_file_larger_than_the_encoders_chunk_holds_every_event_once() {
     let mut rng = fastrand::Rng::with_seed(5);
     let mut acked = 0;
     while acked < 45_000 {
-        let mutations: Vec<Value> = (0..5000)
-            .map(|_| random_mutation(&mut rng, "photos", 3000))
-            .collect();
-        let (status, v) = server.post(
-            "/v1/mutations",
-            json!({ "mutations": mutations }).to_string(),
-        );
-        assert_eq!(status, 200);
-        acked += acked_ids(&v).len();
+        acked += acked_ids(&post_random(&server, &mut rng, "photos", 3000, 5000)).len();
     }
     let status = wait_written(&server, "big", Duration::from_secs(300));
     assert_eq!(status["delivered"], acked, "{status}");
@@ -192,12 +181,7 @@ fn a_file_larger_than_the_encoders_chunk_holds_every_event_once() {
         "no file took more than one chunk of its encoder: the largest of {files:?} has {largest} rows"
     );
     let seen = read_lake(&lake);
-    assert_eq!(seen["duckdb_rows"], acked, "{seen:#}");
-    assert_eq!(seen["duckdb_distinct_ids"], acked);
-    assert_eq!(seen["pyarrow_rows"], acked);
-    assert_eq!(seen["pyarrow_distinct_ids"], acked);
-    assert_eq!(seen["duplicate_ids"], json!([]));
-    assert_eq!(seen["not_parquet"], json!([]), "{seen}");
+    holds_each_once(&seen, acked);
 }
 
 #[test]
@@ -208,14 +192,7 @@ fn sigkill_during_backfill_and_live_writes_leaves_each_event_exactly_once() {
     let mut rng = fastrand::Rng::with_seed(11);
     let server = Server::start(&data, &[]);
     for _ in 0..4 {
-        let mutations: Vec<Value> = (0..5000)
-            .map(|_| random_mutation(&mut rng, "crash", 2000))
-            .collect();
-        let (status, _) = server.post(
-            "/v1/mutations",
-            json!({ "mutations": mutations }).to_string(),
-        );
-        assert_eq!(status, 200);
+        post_random(&server, &mut rng, "crash", 2000, 5000);
     }
     let mut spec = lake_spec("crash-lake", &lake, "earliest");
     // Small segments: many commits to be interrupted.

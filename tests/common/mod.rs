@@ -397,6 +397,24 @@ pub fn random_mutation(rng: &mut fastrand::Rng, bucket: &str, keys: usize) -> Va
     Value::Object(m)
 }
 
+/// Post `n` random mutations ([`random_mutation`]) in one request, which must answer 200;
+/// its response.
+pub fn post_random(
+    server: &Server,
+    rng: &mut fastrand::Rng,
+    bucket: &str,
+    keys: usize,
+    n: usize,
+) -> Value {
+    let mutations: Vec<Value> = (0..n).map(|_| random_mutation(rng, bucket, keys)).collect();
+    let (status, v) = server.post(
+        "/v1/mutations",
+        serde_json::json!({ "mutations": mutations }).to_string(),
+    );
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
 /// Event ids acknowledged in a `POST /v1/mutations` response.
 pub fn acked_ids(resp: &Value) -> Vec<String> {
     resp["results"]
