@@ -321,7 +321,7 @@ fn end_to_end(codec: &EventCodec, log: &Log, o: &ParquetOptions) -> anyhow::Resu
             .summary(record)?
             .context("a record the bench wrote has a summary")?;
         std::hint::black_box(summary.key.starts_with("photos/"));
-        file.push_view(o, &view(codec, record)?, PARTITION, offset as u64);
+        file.push_view(o, &view(codec, record)?, PARTITION, offset as u64, &mut 1);
     }
     let file = file.finish(o).map_err(anyhow::Error::msg)?;
     Ok((start.elapsed().as_secs_f64(), file))

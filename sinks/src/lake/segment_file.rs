@@ -19,13 +19,19 @@ use crate::{Error, Result};
 /// pages at most [`PAGE_ROWS`], as one write of the whole file does.
 pub const CHUNK_ROWS: usize = PAGE_ROWS;
 
+/// Files of one segment that may have an encoder thread at once. A subscription chooses its
+/// roll limits and directory template, so a segment may fill thousands of large directories;
+/// past this many, a directory's rows stay columns and are encoded at the close, as before.
+/// Most segments have one large directory (one bucket, one hour).
+pub const ENCODERS_PER_SEGMENT: usize = 4;
+
 pub struct SegmentFile {
     /// Rows not yet handed to the encoder.
     rows: Rows,
     /// Started with the first full chunk; `None` when it could not be (then the rows stay
     /// here and the close encodes them, reporting why).
     encoder: Option<Background>,
-    /// Whether starting the encoder was tried (once per file).
+    /// Whether starting the encoder was tried (once per file, when its segment had one spare).
     tried: bool,
     /// Rows and [`Rows::approx_bytes`] already handed over.
     handed: usize,
@@ -49,13 +55,15 @@ impl SegmentFile {
         }
     }
 
-    /// Add one event's row; a full chunk goes to the encoder, started on the first.
+    /// Add one event's row; a full chunk goes to the encoder, started on the first when
+    /// `spare` (the encoders its segment may still start) allows, which it then takes one of.
     pub fn push_view(
         &mut self,
         o: &ParquetOptions,
         e: &EventView<'_>,
         partition: u32,
         offset: u64,
+        spare: &mut usize,
     ) {
         self.rows.push_view(e, partition, offset);
         // A chunk never spans two row groups.
@@ -63,12 +71,15 @@ impl SegmentFile {
         if self.rows.len() < CHUNK_ROWS.min(group - self.handed % group) {
             return;
         }
-        if !self.tried {
+        if !self.tried && *spare > 0 {
             self.tried = true;
             self.encoder = o
                 .writer_properties()
                 .ok()
                 .and_then(|props| Background::new(schema(), props).ok());
+            if self.encoder.is_some() {
+                *spare -= 1;
+            }
         }
         if let Some(encoder) = &mut self.encoder {
             self.handed += self.rows.len();
@@ -76,6 +87,11 @@ impl SegmentFile {
             let chunk = std::mem::replace(&mut self.rows, Rows::with_capacity(CHUNK_ROWS));
             encoder.write(chunk.finish());
         }
+    }
+
+    #[cfg(test)]
+    pub(super) fn has_encoder(&self) -> bool {
+        self.encoder.is_some()
     }
 
     /// Rows pushed.
@@ -145,7 +161,7 @@ mod tests {
             let mut whole = Rows::new();
             for i in 0..rows {
                 let e = EventView::of(&events[i % events.len()]);
-                file.push_view(&o, &e, 2, i as u64);
+                file.push_view(&o, &e, 2, i as u64, &mut 1);
                 whole.push_view(&e, 2, i as u64);
             }
             assert_eq!(file.len(), rows);

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tidemark_core::codec::view::EventView;
 
 use super::Lake;
-use super::segment_file::SegmentFile;
+use super::segment_file::{ENCODERS_PER_SEGMENT, SegmentFile};
 use crate::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +90,8 @@ pub struct Writer {
     forced_end: Option<u64>,
     /// The directory of the event being pushed, rendered here without allocating.
     dir: String,
+    /// Encoder threads the open segment's files may still start.
+    spare_encoders: usize,
 }
 
 impl Writer {
@@ -103,6 +105,7 @@ impl Writer {
             first_time: None,
             forced_end,
             dir: String::new(),
+            spare_encoders: ENCODERS_PER_SEGMENT,
         }
     }
 
@@ -136,6 +139,7 @@ impl Writer {
         self.bytes = 0;
         self.first_time = None;
         self.forced_end = None;
+        self.spare_encoders = ENCODERS_PER_SEGMENT;
         closed
     }
 
@@ -154,7 +158,13 @@ impl Writer {
         }
         let file = self.dirs.get_mut(&self.dir).expect("inserted above");
         let before = file.approx_bytes();
-        file.push_view(&self.lake.options, e, partition, offset);
+        file.push_view(
+            &self.lake.options,
+            e,
+            partition,
+            offset,
+            &mut self.spare_encoders,
+        );
         self.bytes += file.approx_bytes() - before;
         self.rows += 1;
         self.first_time.get_or_insert(e.event_time);
@@ -266,6 +276,48 @@ mod tests {
             parse_file_name(2, "objects-p3-000000000120-000000004095.parquet"),
             None
         );
+    }
+
+    /// However many of a segment's directories fill a chunk, at most
+    /// `ENCODERS_PER_SEGMENT` start an encoder thread; the others are encoded at the close,
+    /// and every file holds its directory's rows. The next segment may start as many again.
+    #[test]
+    fn a_segment_starts_a_bounded_number_of_encoder_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = ParquetSpec {
+            path: dir.path().to_string_lossy().into_owned(),
+            s3: None,
+            partition: "bucket={bucket}".into(),
+            roll: RollSpec::default(),
+            parquet: Default::default(),
+        };
+        // Row groups of 500 rows: a chunk is 500 rows (it never spans two groups).
+        spec.parquet.row_group_rows = 500;
+        let l = Arc::new(Lake::open(&spec, None).unwrap());
+        let buckets = ENCODERS_PER_SEGMENT + 3;
+        let mut w = Writer::new(l.clone(), 0, None);
+        let mut offset = 0;
+        for segment in 0..2 {
+            for i in 0..buckets * 1200 {
+                let e = event(&format!("b{}", i % buckets), 0);
+                assert!(w.push(offset, &EventView::of(&e), 0).is_none());
+                offset += 1;
+            }
+            let closed = w.close_idle(offset).unwrap();
+            let streaming = closed.dirs.values().filter(|f| f.has_encoder()).count();
+            assert_eq!(streaming, ENCODERS_PER_SEGMENT, "segment {segment}");
+            let name = file_name(0, closed.start, closed.end);
+            assert_eq!(write(&l, 0, closed).unwrap(), buckets);
+            for b in 0..buckets {
+                let bytes = std::fs::read(dir.path().join(format!("bucket=b{b}")).join(&name));
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                        bytes::Bytes::from(bytes.unwrap()),
+                    )
+                    .unwrap();
+                assert_eq!(reader.metadata().file_metadata().num_rows(), 1200, "b{b}");
+            }
+        }
     }
 
     #[test]
