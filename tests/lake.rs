@@ -280,8 +280,23 @@ fn bad_lake_settings_are_refused_by_name() {
         ),
         (
             json!({"type": "parquet", "path": lake, "roll": {"max_rows": 0}}),
-            "sink.roll",
-            "positive",
+            "sink.roll.max_rows",
+            "0 is out of range 1..=10000000",
+        ),
+        (
+            json!({"type": "parquet", "path": lake, "roll": {"max_rows": 10_000_001}}),
+            "sink.roll.max_rows",
+            "10000001 is out of range 1..=10000000",
+        ),
+        (
+            json!({"type": "parquet", "path": lake, "roll": {"max_bytes": 2u64 << 30}}),
+            "sink.roll.max_bytes",
+            "2147483648 is out of range 1..=1073741824",
+        ),
+        (
+            json!({"type": "parquet", "path": lake, "roll": {"max_age_ms": 0}}),
+            "sink.roll.max_age_ms",
+            "out of range",
         ),
         (
             json!({"type": "parquet", "path": lake, "parquet": {"compression": "lz4000"}}),

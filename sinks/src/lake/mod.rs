@@ -113,13 +113,7 @@ impl Lake {
     pub fn check(spec: &ParquetSpec) -> Result<Template> {
         let template = Template::parse(&spec.partition)
             .map_err(|e| Error::invalid("sink.partition", e.to_string()))?;
-        let r = &spec.roll;
-        if r.max_rows == 0 || r.max_bytes == 0 || r.max_age_ms == 0 {
-            return Err(Error::invalid(
-                "sink.roll",
-                "max_rows, max_bytes and max_age_ms must be positive",
-            ));
-        }
+        spec.roll.check()?;
         match (spec.path.starts_with("s3://"), &spec.s3) {
             (false, Some(_)) => Err(Error::invalid("sink.s3", "only for s3:// paths")),
             _ => Ok(template),

@@ -21,7 +21,7 @@ use tidemark_core::codec::view::EventView;
 
 use super::Lake;
 use super::segment_file::{ENCODERS_PER_SEGMENT, SegmentFile};
-use crate::Result;
+use crate::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -49,6 +49,38 @@ impl Default for RollSpec {
             max_age_ms: 3_600_000,
             idle_ms: DEFAULT_IDLE_MS,
         }
+    }
+}
+
+/// The largest `max_rows`: an open segment holds its rows (encoded, or as columns when the
+/// encoder is behind) until it closes, so the roll limits are what bound a lake
+/// subscription's memory.
+pub const MAX_ROWS: usize = 10_000_000;
+/// The largest `max_bytes` (estimated uncompressed bytes of an open segment's rows).
+pub const MAX_BYTES: usize = 1 << 30;
+
+impl RollSpec {
+    /// Each limit is positive and at most its maximum; errors name the field and the range.
+    pub fn check(&self) -> Result<()> {
+        let limits = [
+            ("sink.roll.max_rows", self.max_rows as u64, MAX_ROWS as u64),
+            (
+                "sink.roll.max_bytes",
+                self.max_bytes as u64,
+                MAX_BYTES as u64,
+            ),
+            // Event time alone holds nothing in memory: the rows and bytes limits still apply.
+            ("sink.roll.max_age_ms", self.max_age_ms, u64::MAX),
+        ];
+        for (field, value, max) in limits {
+            if !(1..=max).contains(&value) {
+                return Err(Error::invalid(
+                    field,
+                    format!("{value} is out of range 1..={max}"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
