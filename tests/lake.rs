@@ -296,7 +296,7 @@ fn bad_lake_settings_are_refused_by_name() {
         (
             json!({"type": "parquet", "path": lake, "roll": {"max_age_ms": 0}}),
             "sink.roll.max_age_ms",
-            "out of range",
+            "must be positive",
         ),
         (
             json!({"type": "parquet", "path": lake, "parquet": {"compression": "lz4000"}}),

@@ -60,25 +60,24 @@ pub const MAX_ROWS: usize = 10_000_000;
 pub const MAX_BYTES: usize = 1 << 30;
 
 impl RollSpec {
-    /// Each limit is positive and at most its maximum; errors name the field and the range.
+    /// Each limit is positive, rows and bytes at most their maxima; errors name the field.
     pub fn check(&self) -> Result<()> {
-        let limits = [
-            ("sink.roll.max_rows", self.max_rows as u64, MAX_ROWS as u64),
-            (
-                "sink.roll.max_bytes",
-                self.max_bytes as u64,
-                MAX_BYTES as u64,
-            ),
-            // Event time alone holds nothing in memory: the rows and bytes limits still apply.
-            ("sink.roll.max_age_ms", self.max_age_ms, u64::MAX),
+        let capped = [
+            ("sink.roll.max_rows", self.max_rows, MAX_ROWS),
+            ("sink.roll.max_bytes", self.max_bytes, MAX_BYTES),
         ];
-        for (field, value, max) in limits {
+        for (field, value, max) in capped {
             if !(1..=max).contains(&value) {
                 return Err(Error::invalid(
                     field,
                     format!("{value} is out of range 1..={max}"),
                 ));
             }
+        }
+        // Event time alone holds nothing in memory (the rows and bytes limits still apply),
+        // so it has no maximum.
+        if self.max_age_ms == 0 {
+            return Err(Error::invalid("sink.roll.max_age_ms", "must be positive"));
         }
         Ok(())
     }
