@@ -6,7 +6,8 @@ DuckDB reads `LAKE_DIR/**/*.parquet` with Hive partitioning (and `union_by_name`
 written with an older schema read alongside newer ones); pyarrow reads the directory as a
 Hive-partitioned dataset. Printed: row counts and distinct event ids from both, duplicate
 ids, per object the latest event (highest sequence) as DuckDB sees it, the partition columns,
-and any file a reader could see that is not a committed Parquet file.
+the rows of the largest file (from its footer, by pyarrow), and any file a reader could see
+that is not a committed Parquet file.
 """
 
 import glob as globlib
@@ -16,6 +17,7 @@ import sys
 
 import duckdb
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 
 def stray_files(root):
@@ -31,10 +33,12 @@ def stray_files(root):
 def main():
     root = sys.argv[1]
     glob = os.path.join(root, "**", "*.parquet")
-    if not globlib.glob(glob, recursive=True):
+    files = globlib.glob(glob, recursive=True)
+    if not files:
         print(json.dumps({"duckdb_rows": 0, "duckdb_distinct_ids": 0, "duplicate_ids": [],
                           "pyarrow_rows": 0, "pyarrow_distinct_ids": 0, "columns": [],
-                          "latest": [], "not_parquet": stray_files(root)}))
+                          "largest_file_rows": 0, "latest": [],
+                          "not_parquet": stray_files(root)}))
         return
     con = duckdb.connect()
     src = f"read_parquet('{glob}', hive_partitioning = true, union_by_name = true)"
@@ -58,6 +62,7 @@ def main():
     )
     pa_rows = table.num_rows
     pa_distinct = len(set(table.column("event_id").to_pylist()))
+    largest = max(pq.ParquetFile(f).metadata.num_rows for f in files)
 
     stray = stray_files(root)
     print(
@@ -69,6 +74,7 @@ def main():
                 "pyarrow_rows": pa_rows,
                 "pyarrow_distinct_ids": pa_distinct,
                 "columns": columns,
+                "largest_file_rows": largest,
                 "latest": [
                     {
                         "bucket": b,
