@@ -76,9 +76,6 @@ pub(crate) fn encode_on(
     Ok((std::mem::take(file.inner_mut()), meta))
 }
 
-/// A leaf column's place in the file, its writer and its values.
-type LeafJob = (usize, ArrowColumnWriter, ArrowLeafColumn);
-
 /// Row group `index` (`batch`, its rows), as column chunks in file order. Top-level columns
 /// (each with all its leaves) are taken one at a time, heaviest first by their bytes in
 /// memory, by this thread and up to `threads - 1` helpers; a helper that cannot be started
@@ -89,23 +86,15 @@ fn encode_row_group(
     batch: &RecordBatch,
     threads: usize,
 ) -> Result<Vec<ArrowColumnChunk>> {
-    let mut writers = factory.create_column_writers(index)?.into_iter();
-    let mut columns: Vec<(usize, Vec<LeafJob>)> = Vec::new();
-    let mut leaf = 0;
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        let mut jobs = Vec::new();
-        for values in compute_leaves(field, column)? {
-            let writer = writers.next().ok_or_else(|| {
-                ParquetError::General(format!("no column writer for {}", field.name()))
-            })?;
-            jobs.push((leaf, writer, values));
-            leaf += 1;
-        }
-        columns.push((column.get_array_memory_size(), jobs));
-    }
+    // Each writer with its leaf's place in the file, to put the chunks back in order.
+    let writers = factory
+        .create_column_writers(index)?
+        .into_iter()
+        .enumerate();
+    let columns = leaf_jobs(&batch.schema(), batch, writers)?;
     let mut done: Vec<(usize, ArrowColumnChunk)> = side_by_side(columns, threads, |jobs| {
         let mut chunks = Vec::with_capacity(jobs.len());
-        for (leaf, mut writer, values) in jobs {
+        for ((leaf, mut writer), values) in jobs {
             writer.write(&values)?;
             chunks.push((leaf, writer.close()?));
         }
@@ -277,18 +266,7 @@ fn write_columns(
     batch: &RecordBatch,
     threads: usize,
 ) -> Result<()> {
-    let mut free = writers.iter_mut();
-    let mut columns = Vec::with_capacity(batch.num_columns());
-    for (field, column) in schema.fields().iter().zip(batch.columns()) {
-        let mut jobs = Vec::new();
-        for values in compute_leaves(field, column)? {
-            let writer = free.next().ok_or_else(|| {
-                ParquetError::General(format!("no column writer for {}", field.name()))
-            })?;
-            jobs.push((writer, values));
-        }
-        columns.push((column.get_array_memory_size(), jobs));
-    }
+    let columns = leaf_jobs(schema, batch, writers.iter_mut())?;
     side_by_side(columns, threads, |jobs| {
         for (writer, values) in jobs {
             writer.write(&values)?;
@@ -296,6 +274,28 @@ fn write_columns(
         Ok(())
     })?;
     Ok(())
+}
+
+/// `batch`'s top-level columns, each weighed by its bytes in memory, with its leaves' values
+/// paired with the next of `writers` (one per leaf, in file order).
+#[allow(clippy::type_complexity)]
+fn leaf_jobs<W>(
+    schema: &arrow_schema::Schema,
+    batch: &RecordBatch,
+    mut writers: impl Iterator<Item = W>,
+) -> Result<Vec<(usize, Vec<(W, ArrowLeafColumn)>)>> {
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        let mut jobs = Vec::new();
+        for values in compute_leaves(field, column)? {
+            let writer = writers.next().ok_or_else(|| {
+                ParquetError::General(format!("no column writer for {}", field.name()))
+            })?;
+            jobs.push((writer, values));
+        }
+        columns.push((column.get_array_memory_size(), jobs));
+    }
+    Ok(columns)
 }
 
 /// `job` done on every item of `items` (each with its weight), heaviest first, by this thread
