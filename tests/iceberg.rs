@@ -546,6 +546,12 @@ fn bad_iceberg_settings_are_refused_by_name() {
         ),
         (
             json!({"type": "iceberg", "warehouse": warehouse,
+                   "properties": {"write.parquet.page-size-bytes": "100"}}),
+            "sink.properties.write.parquet.page-size-bytes",
+            "'100' is not a page size in bytes (1024 to 67108864)",
+        ),
+        (
+            json!({"type": "iceberg", "warehouse": warehouse,
                    "properties": {"write.parquet.compression-codec": "snappy"}}),
             "sink.properties.write.parquet.compression-codec",
             "only 'zstd'",
@@ -963,6 +969,8 @@ fn the_journal_partitioning_and_table_properties_are_configurable() {
     let props = &table["properties"];
     assert_eq!(props["write.parquet.compression-level"], "9", "{props}");
     assert_eq!(props["write.parquet.compression-codec"], "zstd", "{props}");
+    // Not given: the sink's own page size, written down for every engine that writes here.
+    assert_eq!(props["write.parquet.page-size-bytes"], "32768", "{props}");
     assert_eq!(props["owner"], "data-eng", "{props}");
     let dirs: std::collections::BTreeSet<String> = table["live_files"]
         .as_array()

@@ -190,7 +190,7 @@ async fn rewrite(
             }
             let all = arrow_select::concat::concat_batches(&target, &batches)
                 .map_err(|e| Error::Transient(format!("joining journal rows: {e}")))?;
-            let (bytes, meta) = datafile::encode(&all, info.zstd_level)?;
+            let (bytes, meta) = datafile::encode(&all, info.format)?;
             let file = datafile::data_file(
                 path,
                 bytes.len() as u64,

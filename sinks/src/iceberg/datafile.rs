@@ -42,14 +42,23 @@ const DISTINCT: &[&str] = &[
     "previous.last_modified_date",
 ];
 
-/// Encode `batch` as one Parquet file, zstd at `level`; each row group's columns side by side
-/// when it is large (`parquet_file`).
-pub(super) fn encode(batch: &RecordBatch, level: i32) -> Result<(Vec<u8>, ParquetMetaData)> {
-    crate::parquet_file::encode(batch, properties(&batch.schema(), level)?).map_err(encode_err)
+/// How a table's data files are written, from its properties (`super::table_format`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Format {
+    /// `write.parquet.compression-level`: zstd 1–22.
+    pub zstd_level: i32,
+    /// `write.parquet.page-size-bytes`: a data page's size before compression.
+    pub page_bytes: usize,
 }
 
-/// The writer properties of a data file of `schema`, zstd at `level`.
-fn properties(schema: &arrow_schema::Schema, level: i32) -> Result<WriterProperties> {
+/// Encode `batch` as one Parquet file in `format`; each row group's columns side by side
+/// when it is large (`parquet_file`).
+pub(super) fn encode(batch: &RecordBatch, format: Format) -> Result<(Vec<u8>, ParquetMetaData)> {
+    crate::parquet_file::encode(batch, properties(&batch.schema(), format)?).map_err(encode_err)
+}
+
+/// The writer properties of a data file of `schema` in `format`.
+fn properties(schema: &arrow_schema::Schema, format: Format) -> Result<WriterProperties> {
     let mut props = WriterProperties::builder();
     for name in DISTINCT {
         let path: Vec<String> = name.split('.').map(str::to_owned).collect();
@@ -59,8 +68,9 @@ fn properties(schema: &arrow_schema::Schema, level: i32) -> Result<WriterPropert
     }
     Ok(props
         .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(level).map_err(encode_err)?,
+            ZstdLevel::try_new(format.zstd_level).map_err(encode_err)?,
         ))
+        .set_data_page_size_limit(format.page_bytes)
         .set_statistics_enabled(EnabledStatistics::Chunk)
         // Iceberg bounds must be exact or truncated the right way; untruncated is simplest.
         .set_statistics_truncate_length(None)
@@ -78,9 +88,13 @@ pub(super) struct Encoder {
 }
 
 impl Encoder {
-    /// A file of `schema`, its buffer starting at `capacity` bytes, zstd at `level` (1–22).
-    pub fn new(schema: arrow_schema::SchemaRef, capacity: usize, level: i32) -> Result<Encoder> {
-        let props = properties(&schema, level)?;
+    /// A file of `schema` in `format`, its buffer starting at `capacity` bytes.
+    pub fn new(
+        schema: arrow_schema::SchemaRef,
+        capacity: usize,
+        format: Format,
+    ) -> Result<Encoder> {
+        let props = properties(&schema, format)?;
         let writer = ArrowWriter::try_new(Vec::with_capacity(capacity), schema, Some(props))
             .map_err(encode_err)?;
         Ok(Encoder { writer })
@@ -212,6 +226,14 @@ mod tests {
     use crate::iceberg::schema::journal_schema;
     use crate::lake::columns::tests::varied_events;
 
+    /// The format of a new table, at zstd `level`.
+    fn level(zstd_level: i32) -> Format {
+        Format {
+            zstd_level,
+            page_bytes: crate::iceberg::NEW_TABLE_PAGE_BYTES,
+        }
+    }
+
     /// Journal rows of `events` in log partition `partition`, from offset `first`.
     fn rows_of(
         events: &[tidemark_core::event::ObjectEvent],
@@ -234,7 +256,7 @@ mod tests {
         let events = varied_events();
         let rows = rows_of(&events, 3, 10);
         let batch = journal_batch(&rows).unwrap();
-        let (bytes, meta) = encode(&batch, 3).unwrap();
+        let (bytes, meta) = encode(&batch, level(3)).unwrap();
         let schema = journal_schema().unwrap();
         let f = data_file(
             "/x.parquet".into(),
@@ -261,7 +283,7 @@ mod tests {
     fn columns_of_distinct_values_have_no_dictionary() {
         let events = varied_events();
         let rows = rows_of(&events, 0, 0);
-        let (_, meta) = encode(&journal_batch(&rows).unwrap(), 3).unwrap();
+        let (_, meta) = encode(&journal_batch(&rows).unwrap(), level(3)).unwrap();
         let group = meta.row_group(0);
         let dictionary = |name: &str| {
             let c = group
@@ -297,13 +319,13 @@ mod tests {
         let rows = rows_of(&events, 0, 0);
         let batch = journal_batch(&rows).unwrap();
         assert!(batch.num_rows() > crate::parquet_file::PARALLEL_MIN_ROWS);
-        let props = || properties(&batch.schema(), 3).unwrap();
+        let props = || properties(&batch.schema(), level(3)).unwrap();
         let (one, meta) = crate::parquet_file::encode_on(&batch, props(), 1).unwrap();
         for threads in [2, 4] {
             let (many, _) = crate::parquet_file::encode_on(&batch, props(), threads).unwrap();
             assert_eq!(many, one, "{threads} threads");
         }
-        assert_eq!(encode(&batch, 3).unwrap().0, one);
+        assert_eq!(encode(&batch, level(3)).unwrap().0, one);
         assert_eq!(meta.file_metadata().num_rows() as usize, batch.num_rows());
     }
 
@@ -314,11 +336,48 @@ mod tests {
         let events = varied_events();
         let rows = rows_of(&events, 0, 0);
         let batch = journal_batch(&rows).unwrap();
-        let size = |level| encode(&batch, level).unwrap().0.len();
+        let size = |l| encode(&batch, level(l)).unwrap().0.len();
         assert!(size(19) < size(1), "{} vs {}", size(19), size(1));
         assert!(
-            Encoder::new(batch.schema(), 0, 23).is_err(),
+            Encoder::new(batch.schema(), 0, level(23)).is_err(),
             "23 is no zstd level"
         );
+    }
+
+    /// A table's `write.parquet.page-size-bytes` bounds its data pages: smaller pages, more of
+    /// them, the same rows.
+    #[test]
+    fn the_page_size_is_the_one_given() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let each = varied_events();
+        let events: Vec<_> = (0..200).flat_map(|_| each.clone()).collect();
+        let rows = rows_of(&events, 0, 0);
+        let batch = journal_batch(&rows).unwrap();
+        let pages = |page_bytes| {
+            let format = Format {
+                zstd_level: 3,
+                page_bytes,
+            };
+            let (bytes, _) = encode(&batch, format).unwrap();
+            let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
+            let group = reader.get_row_group(0).unwrap();
+            let key = (0..group.num_columns())
+                .find(|&i| group.metadata().column(i).column_path().string() == "key")
+                .unwrap();
+            let mut n = 0;
+            let mut rows = 0;
+            for page in group.get_column_page_reader(key).unwrap() {
+                let page = page.unwrap();
+                if !matches!(page.page_type(), parquet::basic::PageType::DICTIONARY_PAGE) {
+                    n += 1;
+                    rows += page.num_values() as usize;
+                }
+            }
+            assert_eq!(rows, events.len());
+            n
+        };
+        let (small, large) = (pages(1024), pages(1 << 20));
+        assert_eq!(large, 1, "{} rows fit one 1 MiB page", events.len());
+        assert!(small > 10, "1 KiB pages: {small}");
     }
 }

@@ -284,7 +284,10 @@ mod tests {
         let refs: Vec<&InvRow> = rows.iter().collect();
         let (bytes, _) = datafile::encode(
             &batch("b", &refs).unwrap(),
-            crate::iceberg::DEFAULT_ZSTD_LEVEL,
+            datafile::Format {
+                zstd_level: crate::iceberg::DEFAULT_ZSTD_LEVEL,
+                page_bytes: crate::iceberg::NEW_TABLE_PAGE_BYTES,
+            },
         )
         .unwrap();
         assert_eq!(read_file(Bytes::from(bytes)).unwrap(), rows);

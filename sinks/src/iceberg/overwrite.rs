@@ -265,7 +265,7 @@ pub(super) fn encode_partition(
     path: &str,
 ) -> Result<(Bytes, DataFile)> {
     let batch = inventory::batch(bucket, rows)?;
-    let (bytes, meta) = datafile::encode(&batch, info.zstd_level)?;
+    let (bytes, meta) = datafile::encode(&batch, info.format)?;
     let key = Struct::from_iter([Some(Literal::string(bucket)), Some(Literal::int(hash))]);
     let file = datafile::data_file(
         path.to_string(),

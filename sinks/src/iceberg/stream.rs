@@ -434,11 +434,8 @@ impl JournalFiles {
                 if !self.files.contains_key(&dir) {
                     // Nothing sized ahead: a round may open a file for each of thousands of
                     // buckets, most with a few rows.
-                    let file = datafile::Encoder::new(
-                        schema::journal_arrow(),
-                        0,
-                        self.journal.zstd_level,
-                    )?;
+                    let file =
+                        datafile::Encoder::new(schema::journal_arrow(), 0, self.journal.format)?;
                     let open = JournalFile {
                         key,
                         columns: JournalColumns::new(),
