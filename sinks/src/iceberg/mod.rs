@@ -121,8 +121,8 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 pub const PAGE_SIZE_BYTES: &str = "write.parquet.page-size-bytes";
 pub const DEFAULT_PAGE_BYTES: usize = 1 << 20;
 /// The page size of the tables the sink creates, unless `properties` names another. zstd
-/// sizes its tables to each page it compresses, and 32 KiB pages took the journal's encoding
-/// about a tenth less CPU than 1 MiB ones, in files no larger (docs/PERFORMANCE.md); Parquet
+/// sizes its tables to each page it compresses, and 32 KiB pages took the journal's pass
+/// about 8 % less CPU than 1 MiB ones, in files no larger (docs/PERFORMANCE.md); Parquet
 /// itself advises pages of 8 KiB.
 pub const NEW_TABLE_PAGE_BYTES: usize = 32 << 10;
 /// The page sizes the writer takes: a page is held whole in memory while it is written.
@@ -925,5 +925,43 @@ impl Managed {
             .await
             .map_err(|e| Error::Transient(format!("loading {}: {e}", self.ident)))?;
         Ok(commit::covered(table.metadata()).get(&partition).copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table's own `write.parquet.*` properties, whoever set them, decide how its files are
+    /// written; one the writer cannot use is an error naming the table and the property.
+    #[test]
+    fn a_tables_format_comes_from_its_properties() {
+        let ident = TableIdent::from_strs(["tidemark", "t_journal"]).unwrap();
+        let format = |pairs: &[(&str, &str)]| {
+            let props = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            table_format(&ident, &props)
+        };
+        let unset = format(&[]).unwrap();
+        assert_eq!((unset.zstd_level, unset.page_bytes), (3, 1 << 20));
+        let set = format(&[(COMPRESSION_LEVEL, "9"), (PAGE_SIZE_BYTES, " 8192 ")]).unwrap();
+        assert_eq!((set.zstd_level, set.page_bytes), (9, 8192));
+        for (name, bad, says) in [
+            (
+                PAGE_SIZE_BYTES,
+                "512",
+                "is not a page size in bytes (1024 to 67108864)",
+            ),
+            (PAGE_SIZE_BYTES, "1MB", "is not a page size"),
+            (COMPRESSION_LEVEL, "0", "is not a zstd level (1 to 22)"),
+        ] {
+            let e = format(&[(name, bad)]).unwrap_err().to_string();
+            assert!(
+                e.contains("t_journal") && e.contains(&format!("{name} '{bad}' {says}")),
+                "{e}"
+            );
+        }
     }
 }
