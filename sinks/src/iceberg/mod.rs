@@ -144,34 +144,38 @@ fn page_bytes(text: &str) -> Option<usize> {
     text.trim().parse().ok().filter(|b| PAGE_BYTES.contains(b))
 }
 
-/// How a table's data files are written, from its properties (unset: the defaults).
-fn table_format(ident: &TableIdent, props: &HashMap<String, String>) -> Result<datafile::Format> {
-    let unusable = |name: &str, text: &str, what: String| {
-        Error::Config(format!("{ident}: its {name} '{text}' is not {what}"))
+/// Why the writer cannot use `value` for table property `name`, if it cannot (only the
+/// properties it reads are looked at): for a spec's `properties` and for a table's own.
+fn unusable(name: &str, value: &str) -> Option<String> {
+    let what = match name {
+        COMPRESSION_LEVEL if zstd_level(value).is_none() => "a zstd level (1 to 22)".to_string(),
+        PAGE_SIZE_BYTES if page_bytes(value).is_none() => format!(
+            "a page size in bytes ({} to {})",
+            PAGE_BYTES.start(),
+            PAGE_BYTES.end()
+        ),
+        _ => return None,
     };
-    let zstd_level = match props.get(COMPRESSION_LEVEL) {
-        None => DEFAULT_ZSTD_LEVEL,
-        Some(text) => zstd_level(text)
-            .ok_or_else(|| unusable(COMPRESSION_LEVEL, text, "a zstd level (1 to 22)".into()))?,
-    };
-    let page_bytes = match props.get(PAGE_SIZE_BYTES) {
-        None => DEFAULT_PAGE_BYTES,
-        Some(text) => {
-            page_bytes(text).ok_or_else(|| unusable(PAGE_SIZE_BYTES, text, page_bytes_range()))?
-        }
-    };
-    Ok(datafile::Format {
-        zstd_level,
-        page_bytes,
-    })
+    Some(format!("'{value}' is not {what}"))
 }
 
-fn page_bytes_range() -> String {
-    format!(
-        "a page size in bytes ({} to {})",
-        PAGE_BYTES.start(),
-        PAGE_BYTES.end()
-    )
+/// How a table's data files are written, from its properties (unset: the defaults).
+fn table_format(ident: &TableIdent, props: &HashMap<String, String>) -> Result<datafile::Format> {
+    for name in [COMPRESSION_LEVEL, PAGE_SIZE_BYTES] {
+        if let Some(why) = props.get(name).and_then(|v| unusable(name, v)) {
+            return Err(Error::Config(format!("{ident}: its {name} {why}")));
+        }
+    }
+    Ok(datafile::Format {
+        zstd_level: props
+            .get(COMPRESSION_LEVEL)
+            .and_then(|t| zstd_level(t))
+            .unwrap_or(DEFAULT_ZSTD_LEVEL),
+        page_bytes: props
+            .get(PAGE_SIZE_BYTES)
+            .and_then(|t| page_bytes(t))
+            .unwrap_or(DEFAULT_PAGE_BYTES),
+    })
 }
 
 /// Where the tables are registered.
@@ -513,17 +517,8 @@ pub fn check(spec: &IcebergSpec) -> Result<()> {
                 format!("'{value}': the sink writes only '{own}' here"),
             ));
         }
-        if name == COMPRESSION_LEVEL && zstd_level(value).is_none() {
-            return Err(Error::invalid(
-                field(),
-                format!("'{value}' is not a zstd level (1 to 22)"),
-            ));
-        }
-        if name == PAGE_SIZE_BYTES && page_bytes(value).is_none() {
-            return Err(Error::invalid(
-                field(),
-                format!("'{value}' is not {}", page_bytes_range()),
-            ));
+        if let Some(why) = unusable(name, value) {
+            return Err(Error::invalid(field(), why));
         }
     }
     if !(1..=1_000_000).contains(&spec.commit_max_rows) {
